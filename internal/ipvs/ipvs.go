@@ -1,0 +1,75 @@
+// Package ipvs is xlb's model of an IPVS configuration: virtual services,
+// their destinations (real servers) and the global timeouts. It is a plain,
+// validated description with no kernel handles; the ipvsadm front end
+// builds it and the dataplane applies it.
+package ipvs
+
+import "net/netip"
+
+// Proto is a service's IP protocol.
+type Proto uint8
+
+const (
+	TCP  Proto = 6
+	UDP  Proto = 17
+	SCTP Proto = 132
+)
+
+// Fwd is a destination's forwarding method (IPVS's IP_VS_CONN_F_FWD_MASK).
+type Fwd uint8
+
+const (
+	FwdMasq    Fwd = iota // NAT: -m, listed as "Masq"
+	FwdLocal              // destination is the director itself: "Local"
+	FwdTunnel             // IPIP: -i, "Tunnel"
+	FwdRoute              // direct routing: -g (default), "Route"
+	FwdFullNAT            // xlb extension: source and destination rewritten
+)
+
+// ServiceKey identifies a virtual service: either a firewall mark
+// (FWMark != 0) or protocol, address and port.
+type ServiceKey struct {
+	FWMark uint32
+	Proto  Proto
+	Addr   netip.Addr
+	Port   uint16
+}
+
+// Service is one virtual service (ipvsadm -A).
+type Service struct {
+	Key        ServiceKey
+	Sched      string   // scheduler name, default "wlc"
+	SchedFlags []string // -b, e.g. "sh-fallback", "sh-port"
+	Persistent bool     // -p
+	Timeout    uint32   // persistence timeout in seconds (-p [timeout])
+	Netmask    int      // -M as a prefix length; 32 (IPv4) or 128 (IPv6) by default
+	OnePacket  bool     // -o
+	PE         string   // --pe
+	// Dests are in the order they were added (ipvsadm -a). IPVS keeps its
+	// list newest first, and schedulers see that order.
+	Dests []Dest
+}
+
+// Dest is one real server of a service (ipvsadm -a).
+type Dest struct {
+	Addr       netip.Addr
+	Port       uint16
+	Fwd        Fwd
+	Weight     int32  // 0..65535, default 1
+	UThreshold uint32 // -x
+	LThreshold uint32 // -y
+}
+
+// Timeouts are the values set by ipvsadm --set tcp tcpfin udp, in seconds.
+type Timeouts struct {
+	TCP, TCPFin, UDP uint32
+}
+
+// DefaultTimeouts are IPVS's: 900 s established, 120 s FIN_WAIT, 300 s UDP.
+var DefaultTimeouts = Timeouts{TCP: 900, TCPFin: 120, UDP: 300}
+
+// Config is a whole IPVS configuration.
+type Config struct {
+	Services []Service
+	Timeouts Timeouts
+}

@@ -1,0 +1,34 @@
+package sched
+
+import "net/netip"
+
+// Flow is what a scheduler may look at when it places a new connection:
+// the first packet's addresses, ports and protocol. Addresses are IPv4 (not
+// IPv4-mapped) or IPv6.
+type Flow struct {
+	Proto   uint8
+	Src     netip.Addr
+	SrcPort uint16
+	Dst     netip.Addr
+	DstPort uint16
+}
+
+// Scheduler places new connections of one virtual service on its
+// destinations, with the decisions of the IPVS scheduler of the same name.
+//
+// Each dataplane worker owns its own instance per service: Schedule is
+// called by one goroutine at a time, never allocates and never blocks.
+// Update may run concurrently with Schedule, from the control plane.
+type Scheduler interface {
+	// Name is the IPVS name of the scheduler ("rr", "wlc", ...).
+	Name() string
+	// Schedule returns the destination for a new connection, or nil when
+	// no destination may take it.
+	Schedule(f *Flow) *Dest
+	// Update gives the scheduler the service's destinations in kernel list
+	// order (newest first: ipvsadm -a inserts at the head). The control
+	// plane calls it after any change to the list or to a weight or
+	// threshold; derived state (wrr's cw, sh/dh/mh tables) is rebuilt here,
+	// off the packet path, and published atomically.
+	Update(dests []*Dest)
+}
