@@ -1,0 +1,141 @@
+//go:build linux
+
+package testenv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"time"
+)
+
+// startServers runs an HTTP server and a UDP echo server on h, both
+// answering with h's name, until the topology is closed.
+func (env *Env) startServers(h *Host) error {
+	var ln net.Listener
+	var pc net.PacketConn
+	if err := h.Do(func() (err error) {
+		if ln, err = net.Listen("tcp4", fmt.Sprintf(":%d", env.opts.HTTPPort)); err != nil {
+			return fmt.Errorf("listen on tcp port %d in %s: %w", env.opts.HTTPPort, h.NSName, err)
+		}
+		if pc, err = net.ListenPacket("udp4", fmt.Sprintf(":%d", env.opts.UDPPort)); err != nil {
+			ln.Close()
+			return fmt.Errorf("listen on udp port %d in %s: %w", env.opts.UDPPort, h.NSName, err)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, h.Name)
+		}),
+		ReadHeaderTimeout: 5 * time.Second,
+	}
+	go srv.Serve(ln)
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			_, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo([]byte(h.Name), from)
+		}
+	}()
+	env.closers = append(env.closers, func() error {
+		pc.Close()
+		return srv.Close()
+	})
+	return nil
+}
+
+// DialContext dials from inside h's namespace.
+func (h *Host) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := h.Do(func() (err error) {
+		var d net.Dialer
+		c, err = d.DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
+}
+
+// HTTPClient returns an HTTP client whose connections start in h's
+// namespace. With keepAlive false every request opens a new connection.
+func (h *Host) HTTPClient(keepAlive bool, timeout time.Duration) *http.Client {
+	return &http.Client{
+		Timeout: timeout,
+		Transport: &http.Transport{
+			DialContext:       h.DialContext,
+			DisableKeepAlives: !keepAlive,
+			MaxIdleConns:      1,
+		},
+	}
+}
+
+// Get fetches url with c and returns the body (a real server's name).
+func Get(c *http.Client, url string) (string, error) {
+	resp, err := c.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", fmt.Errorf("read body of %s: %w", url, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("get %s: status %s", url, resp.Status)
+	}
+	return string(b), nil
+}
+
+// QueryUDP sends one datagram from a new socket in h to addr and returns
+// the answer (a real server's name). Each call is a new UDP flow.
+func (h *Host) QueryUDP(addr netip.AddrPort, timeout time.Duration) (string, error) {
+	c, err := h.DialContext(context.Background(), "udp4", addr.String())
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	return exchangeUDP(c, timeout)
+}
+
+// UDPConn opens a UDP socket in h connected to addr, for several queries
+// on one flow (see ExchangeUDP).
+func (h *Host) UDPConn(addr netip.AddrPort) (net.Conn, error) {
+	return h.DialContext(context.Background(), "udp4", addr.String())
+}
+
+// ExchangeUDP sends one query on c and returns the answer.
+func ExchangeUDP(c net.Conn, timeout time.Duration) (string, error) {
+	return exchangeUDP(c, timeout)
+}
+
+// exchangeUDP retries a lost datagram a few times, as a DNS client would.
+func exchangeUDP(c net.Conn, timeout time.Duration) (string, error) {
+	buf := make([]byte, 256)
+	const tries = 3
+	var err error
+	for i := 0; i < tries; i++ {
+		if _, err = c.Write([]byte("who")); err != nil {
+			return "", fmt.Errorf("send udp to %v: %w", c.RemoteAddr(), err)
+		}
+		c.SetReadDeadline(time.Now().Add(timeout / tries))
+		var n int
+		n, err = c.Read(buf)
+		if err == nil {
+			return string(buf[:n]), nil
+		}
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			break
+		}
+	}
+	return "", fmt.Errorf("query udp %v: %w", c.RemoteAddr(), err)
+}
