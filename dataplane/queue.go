@@ -1,0 +1,125 @@
+package dataplane
+
+import "golang.org/x/sys/unix"
+
+// maxBatch is the most frames a worker takes from the RX ring at once.
+const maxBatch = 64
+
+// txRetries bounds how often transmit kicks the kernel and reaps
+// completions when the TX ring is full before it gives frames up. In copy
+// mode each kick sends synchronously, so one retry normally suffices.
+const txRetries = 8
+
+// kernel is the part of an AF_XDP socket a queue needs besides its
+// shared memory: the syscalls. It is called once per batch, never per
+// frame. Tests replace it with an in-memory fake.
+type kernel interface {
+	kick() error
+	wait(timeoutMs int) error
+}
+
+// queue drives the four rings of one AF_XDP socket: it keeps the fill
+// ring stocked, takes received frames in batches, sends frames on the TX
+// ring and recycles completed ones. It owns every UMEM frame that is not
+// on a ring, on a free stack. Not safe for concurrent use.
+type queue struct {
+	umem      []byte
+	frameMask uint64 // ^(frameSize-1): turns a descriptor address into its frame's base
+	fill      addrRing
+	comp      addrRing
+	rx        descRing
+	tx        descRing
+	free      []uint64 // frame base addresses owned by this side
+	sys       kernel
+
+	batch   [maxBatch]unix.XDPDesc // frames to transmit, reused every batch
+	txLost  uint64                 // frames given up because the TX ring stayed full
+	badDesc uint64                 // descriptors pointing outside UMEM
+	kickErr uint64                 // failed sendto(2) calls
+}
+
+// newQueue sets up the free stack with every frame of the UMEM.
+func newQueue(umem []byte, frameSize, numFrames uint32, fill, comp addrRing, rx, tx descRing, sys kernel) *queue {
+	q := &queue{
+		umem: umem, frameMask: ^uint64(frameSize - 1),
+		fill: fill, comp: comp, rx: rx, tx: tx, sys: sys,
+		free: make([]uint64, 0, numFrames),
+	}
+	for i := uint32(0); i < numFrames; i++ {
+		q.free = append(q.free, uint64(i)*uint64(frameSize))
+	}
+	return q
+}
+
+// refill moves free frames onto the fill ring, so the kernel has somewhere
+// to put received frames.
+func (q *queue) refill() {
+	n := q.fill.producerFree(uint32(len(q.free)))
+	if n == 0 {
+		return
+	}
+	top := len(q.free)
+	for i := uint32(0); i < n; i++ {
+		q.fill.addrs[(q.fill.cachedProd+i)&q.fill.mask] = q.free[top-1-int(i)]
+	}
+	q.free = q.free[:top-int(n)]
+	q.fill.producerSubmit(n)
+}
+
+// reap takes transmitted frames back from the completion ring.
+func (q *queue) reap() {
+	n := q.comp.consumerPeek(q.comp.size)
+	for i := uint32(0); i < n; i++ {
+		q.free = append(q.free, q.comp.addrs[(q.comp.cachedCons+i)&q.comp.mask]&q.frameMask)
+	}
+	if n > 0 {
+		q.comp.consumerRelease(n)
+	}
+}
+
+// frame returns the bytes a descriptor points at, or nil if it points
+// outside the UMEM (a broken kernel invariant we count rather than trust).
+func (q *queue) frame(d *unix.XDPDesc) []byte {
+	end := d.Addr + uint64(d.Len)
+	if end > uint64(len(q.umem)) || end < d.Addr {
+		q.badDesc++
+		return nil
+	}
+	return q.umem[d.Addr:end:end]
+}
+
+// release returns a frame that will not be transmitted to the free stack.
+func (q *queue) release(addr uint64) {
+	q.free = append(q.free, addr&q.frameMask)
+}
+
+// transmit puts descs on the TX ring and kicks the kernel. When the ring
+// is full it kicks, reaps completions and tries again rather than losing
+// frames; only after txRetries rounds without room does it give the rest
+// up (counted in txLost).
+func (q *queue) transmit(descs []unix.XDPDesc) {
+	for try := 0; len(descs) > 0; try++ {
+		n := q.tx.producerFree(uint32(len(descs)))
+		for i := uint32(0); i < n; i++ {
+			q.tx.descs[(q.tx.cachedProd+i)&q.tx.mask] = descs[i]
+		}
+		if n > 0 {
+			q.tx.producerSubmit(n)
+			descs = descs[n:]
+		}
+		if err := q.sys.kick(); err != nil {
+			q.kickErr++
+		}
+		if len(descs) == 0 {
+			return
+		}
+		q.reap()
+		if try == txRetries {
+			for i := range descs {
+				q.release(descs[i].Addr)
+			}
+			q.txLost += uint64(len(descs))
+			return
+		}
+	}
+}

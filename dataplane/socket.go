@@ -1,0 +1,226 @@
+//go:build linux
+
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// SocketOptions size an AF_XDP socket and its UMEM.
+type SocketOptions struct {
+	NumFrames int // UMEM frames; power of two
+	FrameSize int // 2048 or 4096
+	RingSize  int // entries in each of the four rings; power of two
+	// Copy forces copy mode (XDP_COPY). Zero-copy is tried first when
+	// false; veth only supports copy mode.
+	Copy bool
+}
+
+// DefaultSocketOptions: 4096 frames of 2 KiB (8 MiB of UMEM per queue)
+// and 2048-entry rings, enough to keep a full RX ring and a full TX ring
+// in flight with room for the fill ring.
+func DefaultSocketOptions() SocketOptions {
+	return SocketOptions{NumFrames: 4096, FrameSize: 2048, RingSize: 2048}
+}
+
+func (o SocketOptions) validate() error {
+	if o.FrameSize != 2048 && o.FrameSize != 4096 {
+		return fmt.Errorf("invalid frame size %d: must be 2048 or 4096", o.FrameSize)
+	}
+	if o.NumFrames <= 0 || o.NumFrames&(o.NumFrames-1) != 0 {
+		return fmt.Errorf("invalid number of frames %d: must be a power of two", o.NumFrames)
+	}
+	if o.RingSize <= 0 || o.RingSize&(o.RingSize-1) != 0 {
+		return fmt.Errorf("invalid ring size %d: must be a power of two", o.RingSize)
+	}
+	if o.NumFrames < 2*o.RingSize {
+		return fmt.Errorf("invalid number of frames %d: must be at least twice the ring size %d", o.NumFrames, o.RingSize)
+	}
+	return nil
+}
+
+// socket is an AF_XDP socket bound to one queue of one interface, with its
+// own UMEM and the four rings mapped into this process. It is not safe for
+// concurrent use: one worker owns it.
+type socket struct {
+	fd        int
+	umem      []byte
+	frameSize uint32
+	numFrames uint32
+	fill      addrRing
+	comp      addrRing
+	rx        descRing
+	tx        descRing
+	zeroCopy  bool
+	maps      [][]byte // ring mappings, unmapped by close
+}
+
+// newSocket opens an AF_XDP socket on ifindex/queue. It releases
+// everything it opened when it fails.
+func newSocket(ifindex, queue int, o SocketOptions) (s *socket, err error) {
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	s = &socket{fd: -1, frameSize: uint32(o.FrameSize), numFrames: uint32(o.NumFrames)}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+
+	s.fd, err = unix.Socket(unix.AF_XDP, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("create AF_XDP socket: %w", err)
+	}
+	s.umem, err = unix.Mmap(-1, 0, o.NumFrames*o.FrameSize,
+		unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_POPULATE)
+	if err != nil {
+		return nil, fmt.Errorf("map %d bytes of UMEM: %w", o.NumFrames*o.FrameSize, err)
+	}
+	reg := unix.XDPUmemReg{
+		Addr: uint64(uintptr(unsafe.Pointer(&s.umem[0]))),
+		Len:  uint64(len(s.umem)),
+		Size: uint32(o.FrameSize),
+	}
+	if err := setsockopt(s.fd, unix.XDP_UMEM_REG, unsafe.Pointer(&reg), unsafe.Sizeof(reg)); err != nil {
+		return nil, fmt.Errorf("register UMEM: %w", err)
+	}
+	for _, opt := range []int{unix.XDP_UMEM_FILL_RING, unix.XDP_UMEM_COMPLETION_RING, unix.XDP_RX_RING, unix.XDP_TX_RING} {
+		if err := unix.SetsockoptInt(s.fd, unix.SOL_XDP, opt, o.RingSize); err != nil {
+			return nil, fmt.Errorf("size ring %d: %w", opt, err)
+		}
+	}
+	var off unix.XDPMmapOffsets
+	size := uint32(unsafe.Sizeof(off))
+	if _, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(s.fd), unix.SOL_XDP, unix.XDP_MMAP_OFFSETS,
+		uintptr(unsafe.Pointer(&off)), uintptr(unsafe.Pointer(&size)), 0); errno != 0 {
+		return nil, fmt.Errorf("get ring offsets: %w", errno)
+	}
+
+	n := uint32(o.RingSize)
+	if s.fill.ring, s.fill.addrs, err = mapAddrRing(s, unix.XDP_UMEM_PGOFF_FILL_RING, off.Fr, n); err != nil {
+		return nil, fmt.Errorf("map fill ring: %w", err)
+	}
+	if s.comp.ring, s.comp.addrs, err = mapAddrRing(s, unix.XDP_UMEM_PGOFF_COMPLETION_RING, off.Cr, n); err != nil {
+		return nil, fmt.Errorf("map completion ring: %w", err)
+	}
+	if s.rx.ring, s.rx.descs, err = mapDescRing(s, unix.XDP_PGOFF_RX_RING, off.Rx, n); err != nil {
+		return nil, fmt.Errorf("map RX ring: %w", err)
+	}
+	if s.tx.ring, s.tx.descs, err = mapDescRing(s, unix.XDP_PGOFF_TX_RING, off.Tx, n); err != nil {
+		return nil, fmt.Errorf("map TX ring: %w", err)
+	}
+
+	// Try zero-copy first; veth and most virtual devices answer
+	// EOPNOTSUPP and get copy mode.
+	sa := &unix.SockaddrXDP{Flags: unix.XDP_ZEROCOPY, Ifindex: uint32(ifindex), QueueID: uint32(queue)}
+	if o.Copy {
+		sa.Flags = unix.XDP_COPY
+	}
+	err = unix.Bind(s.fd, sa)
+	if err != nil && sa.Flags == unix.XDP_ZEROCOPY && (errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL)) {
+		sa.Flags = unix.XDP_COPY
+		err = unix.Bind(s.fd, sa)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bind AF_XDP socket to ifindex %d queue %d: %w", ifindex, queue, err)
+	}
+	s.zeroCopy = sa.Flags == unix.XDP_ZEROCOPY
+	return s, nil
+}
+
+func setsockopt(fd, opt int, p unsafe.Pointer, size uintptr) error {
+	if _, _, errno := unix.Syscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.SOL_XDP, uintptr(opt), uintptr(p), size, 0); errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+func mapRing(s *socket, pgoff int64, off unix.XDPRingOffset, n uint32, entry uintptr) (ring, unsafe.Pointer, error) {
+	b, err := unix.Mmap(s.fd, pgoff, int(off.Desc+uint64(n)*uint64(entry)),
+		unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
+	if err != nil {
+		return ring{}, nil, err
+	}
+	s.maps = append(s.maps, b)
+	base := unsafe.Pointer(&b[0])
+	r := ring{
+		producer: (*uint32)(unsafe.Add(base, off.Producer)),
+		consumer: (*uint32)(unsafe.Add(base, off.Consumer)),
+		flags:    (*uint32)(unsafe.Add(base, off.Flags)),
+		mask:     n - 1,
+		size:     n,
+	}
+	return r, unsafe.Add(base, off.Desc), nil
+}
+
+func mapAddrRing(s *socket, pgoff int64, off unix.XDPRingOffset, n uint32) (ring, []uint64, error) {
+	r, p, err := mapRing(s, pgoff, off, n, unsafe.Sizeof(uint64(0)))
+	if err != nil {
+		return r, nil, err
+	}
+	return r, unsafe.Slice((*uint64)(p), n), nil
+}
+
+func mapDescRing(s *socket, pgoff int64, off unix.XDPRingOffset, n uint32) (ring, []unix.XDPDesc, error) {
+	r, p, err := mapRing(s, pgoff, off, n, unsafe.Sizeof(unix.XDPDesc{}))
+	if err != nil {
+		return r, nil, err
+	}
+	return r, unsafe.Slice((*unix.XDPDesc)(p), n), nil
+}
+
+// kick asks the kernel to transmit what the TX ring holds. In copy mode
+// the frames are sent from this syscall.
+func (s *socket) kick() error {
+	_, _, errno := unix.Syscall6(unix.SYS_SENDTO, uintptr(s.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
+	switch errno {
+	case 0, unix.EAGAIN, unix.EBUSY, unix.ENOBUFS, unix.ENETDOWN:
+		// The kernel is busy or has no buffers right now: the frames stay
+		// on the TX ring and the next kick sends them.
+		return nil
+	}
+	return errno
+}
+
+// wait blocks until the RX ring has frames or timeoutMs passes.
+func (s *socket) wait(timeoutMs int) error {
+	fds := []unix.PollFd{{Fd: int32(s.fd), Events: unix.POLLIN}}
+	_, err := unix.Poll(fds, timeoutMs)
+	if err == unix.EINTR {
+		return nil
+	}
+	return err
+}
+
+// statistics returns the kernel's drop counters for this socket.
+func (s *socket) statistics() (unix.XDPStatistics, error) {
+	var st unix.XDPStatistics
+	size := uint32(unsafe.Sizeof(st))
+	if _, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(s.fd), unix.SOL_XDP, unix.XDP_STATISTICS,
+		uintptr(unsafe.Pointer(&st)), uintptr(unsafe.Pointer(&size)), 0); errno != 0 {
+		return st, fmt.Errorf("get AF_XDP statistics: %w", errno)
+	}
+	return st, nil
+}
+
+func (s *socket) close() error {
+	for _, b := range s.maps {
+		unix.Munmap(b)
+	}
+	s.maps = nil
+	if s.umem != nil {
+		unix.Munmap(s.umem)
+		s.umem = nil
+	}
+	if s.fd >= 0 {
+		err := unix.Close(s.fd)
+		s.fd = -1
+		return err
+	}
+	return nil
+}
