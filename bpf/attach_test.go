@@ -1,0 +1,115 @@
+//go:build linux
+
+package bpf_test
+
+import (
+	"errors"
+	"os"
+	"runtime"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/xlbproject/xlb/bpf"
+)
+
+// inNewNetNS runs f on a thread moved to a fresh network namespace, which
+// disappears with its interfaces when f returns.
+func inNewNetNS(t *testing.T, f func(h *netlink.Handle)) {
+	t.Helper()
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer orig.Close()
+	ns, err := netns.New()
+	if errors.Is(err, os.ErrPermission) {
+		t.Skipf("creating a network namespace not permitted: %v", err)
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		ns.Close()
+		if err := netns.Set(orig); err != nil {
+			// Leave the thread locked: it dies with the goroutine
+			// instead of running other code in the wrong namespace.
+			t.Errorf("restore network namespace: %v", err)
+			return
+		}
+		runtime.UnlockOSThread()
+	}()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	f(h)
+}
+
+func TestAttach(t *testing.T) {
+	o := load(t)
+	inNewNetNS(t, func(h *netlink.Handle) {
+		for _, tc := range []struct {
+			link netlink.Link
+			want bpf.AttachMode
+			kern uint32 // IFLA_XDP_ATTACHED
+		}{
+			// veth implements ndo_bpf: native XDP.
+			{&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "xlb0"}, PeerName: "xlb1"}, bpf.Native, 1 /* XDP_ATTACHED_DRV */},
+			// Loopback, which every namespace has, has no native XDP:
+			// Attach falls back to generic.
+			{&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "lo"}}, bpf.Generic, 2 /* XDP_ATTACHED_SKB */},
+		} {
+			name := tc.link.Attrs().Name
+			if name != "lo" {
+				if err := h.LinkAdd(tc.link); err != nil {
+					t.Fatalf("add %s: %v", name, err)
+				}
+			}
+			nl, err := h.LinkByName(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := h.LinkSetUp(nl); err != nil {
+				t.Fatal(err)
+			}
+			l, mode, err := bpf.Attach(o.Program(), nl.Attrs().Index)
+			if err != nil {
+				t.Fatalf("Attach(%s) = %v", name, err)
+			}
+			if mode != tc.want {
+				t.Errorf("Attach(%s) mode = %v, want %v", name, mode, tc.want)
+			}
+			nl, err = h.LinkByName(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if x := nl.Attrs().Xdp; x == nil || !x.Attached || x.AttachMode != tc.kern {
+				t.Errorf("after Attach(%s): kernel reports XDP %+v, want attached in mode %d", name, x, tc.kern)
+			}
+			if err := l.Close(); err != nil {
+				t.Fatal(err)
+			}
+			nl, err = h.LinkByName(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if x := nl.Attrs().Xdp; x != nil && x.Attached {
+				t.Errorf("after closing the link on %s: kernel reports XDP %+v, want detached", name, x)
+			}
+		}
+	})
+}
+
+func TestAttachNoInterface(t *testing.T) {
+	o := load(t)
+	inNewNetNS(t, func(*netlink.Handle) {
+		_, _, err := bpf.Attach(o.Program(), 4242)
+		if err == nil {
+			t.Fatal("Attach(ifindex 4242) in an empty namespace = nil, want an error")
+		}
+		t.Log(err)
+	})
+}

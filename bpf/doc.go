@@ -1,0 +1,110 @@
+// Package bpf holds xlb's XDP program, which sits on the director's
+// interface and decides per frame whether the kernel or xlb's AF_XDP
+// workers handle it, and the Go API to load, configure and attach it.
+//
+// # Mechanism
+//
+// xdp.c parses each frame and looks it up in two hash maps the control
+// plane fills:
+//
+//	services  {addr, port, proto} -> {id, flags}  frames TO a virtual service
+//	reals     {addr, port, proto} -> 0            frames FROM a real server (NAT replies)
+//
+// A hit on the destination in services, or else on the source in reals,
+// returns bpf_redirect_map(&xsks, rx_queue_index, XDP_PASS): the frame goes
+// to the AF_XDP socket bound to the RX queue it arrived on, or, if that
+// XSKMAP slot is empty, to the kernel (the low bits of the flags argument
+// are the fallback action). Everything else is XDP_PASSed, so ARP, ICMP,
+// SSH to the director and unknown traffic keep working. Nothing is
+// XDP_DROPped.
+//
+// Keys are 20 bytes. IPv4 addresses are stored IPv4-mapped, so one map holds
+// both families:
+//
+//	 0                   1                   2                   3
+//	 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+//	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//	|      addr: IPv6, or 0:0:0:0:0:ffff:a.b.c.d for IPv4 (16)      |
+//	|                                                               |
+//	|                                                               |
+//	|                                                               |
+//	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//	|    port (network order)       |     proto     |    pad = 0    |
+//	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//
+// # Classification
+//
+// The checks, in order; the first that applies decides the frame's Reason,
+// whose per-CPU counter is bumped exactly once:
+//
+//	frame < 14 bytes                                   malformed
+//	EtherType 0x8100/0x88a8: one VLAN tag, cut short   malformed
+//	EtherType ARP                                      pass_arp
+//	EtherType neither IPv4 nor IPv6                    pass_not_ip
+//	IPv4: header < 20 bytes in frame, version != 4,
+//	      IHL < 5, Total Length < IHL*4,
+//	      Total Length beyond the frame                malformed
+//	IPv4: protocol neither TCP nor UDP                 pass_not_tcp_udp
+//	IPv4: MF set or Fragment Offset != 0               pass_fragment
+//	IPv6: header < 40 bytes in frame, version != 6,
+//	      40 + Payload Length beyond the frame         malformed
+//	IPv6: Next Header an extension header              pass_ipv6_ext
+//	IPv6: Next Header neither TCP nor UDP              pass_not_tcp_udp
+//	TCP:  segment < 20 bytes, Data Offset < 5,
+//	      Data Offset*4 beyond the segment             malformed
+//	UDP:  datagram < 8 bytes, Length < 8,
+//	      Length beyond the IP payload                 malformed
+//	destination in services                            redirect
+//	source in reals                                    redirect_reply
+//	otherwise                                          pass_no_service
+//
+// IPv4 options are skipped, not inspected. The segment is what IP's length
+// field says, not what the frame holds: bytes after the IP packet are
+// Ethernet padding. Checksums are not verified; the kernel or the real
+// server does that.
+//
+// internal/packet.Parse implements the same checks for the Go workers, and
+// the tests hold both to one table of golden frames
+// (internal/packet/packettest) plus every cut and many mutations of them.
+//
+// # Decisions and limits
+//
+//   - Malformed frames are passed, not dropped, whatever their
+//     destination: with a truncated header the port is unknown, and the
+//     kernel drops them anyway while counting them where operators look
+//     (IpInHdrErrors, IpInTruncatedPkts, TcpInErrs, UdpInErrors).
+//   - All IPv4 fragments are passed, the first one (MF set, offset 0) too,
+//     although it carries ports. Its followers carry none and go to the
+//     kernel whatever we do, so steering the first would split the
+//     datagram between AF_XDP and the kernel and it would never be
+//     delivered. Passed whole, the kernel at least reassembles it.
+//     Fragmented traffic to a service is therefore not load balanced;
+//     pass_fragment counts it.
+//   - IPv6 extension headers (Hop-by-Hop, Routing, Fragment, AH,
+//     Destination Options, Mobility, HIP, Shim6, 253, 254) are not walked:
+//     pass_ipv6_ext. ESP counts as not TCP/UDP.
+//   - One VLAN tag (802.1Q or 802.1ad) is parsed; a second (QinQ) makes the
+//     frame pass_not_ip. Most NICs strip the outer tag before XDP runs
+//     (rx-vlan-offload), so tags matter only with offload off.
+//   - Lookups are exact: no wildcard port (IPVS's port-0 persistent
+//     services) and no firewall-mark services.
+//   - redirect and redirect_reply count attempts: with no socket bound on
+//     the queue, or on a queue >= MaxQueues, the frame falls back to the
+//     kernel and is still counted there.
+//   - Map sizes are fixed at compile time: 16384 services, 65536 reals,
+//     64 queues.
+//   - Only little-endian targets are generated (bpfel).
+//
+// # Loading and attaching
+//
+// Load loads the program and the maps, empty. Attach attaches through a BPF
+// link, natively if the driver implements XDP and in generic (skb) mode
+// otherwise; veth attaches natively, loopback generically. Closing the link
+// detaches the program; the maps stay until Objects.Close. Map memory is
+// charged to the memory cgroup (Linux 5.11+); older kernels need
+// RLIMIT_MEMLOCK raised, which this package does not do.
+//
+// The tests run the program with BPF_PROG_RUN on golden frames and need root
+// (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN for namespaces); without it they
+// skip and say why.
+package bpf

@@ -1,0 +1,61 @@
+package bpf
+
+import (
+	"iter"
+	"strconv"
+)
+
+// Reason is the outcome of one frame in the XDP program and the index of
+// its counter. It mirrors enum xlb_reason in xdp.c; the names are the
+// lower-case suffixes of the C constants.
+type Reason uint32
+
+const (
+	PassNotIP     Reason = iota // not ARP, IPv4 or IPv6 (after at most one VLAN tag)
+	PassARP                     // ARP
+	PassNotTCPUDP               // IP, but neither TCP nor UDP (ICMP, ...)
+	PassFragment                // IPv4 TCP/UDP fragment, first or not
+	PassIPv6Ext                 // IPv6 with an extension header
+	PassNoService               // TCP/UDP, neither to a service nor from a real
+	Malformed                   // truncated or inconsistent header, passed to the kernel
+	Redirect                    // to a service: redirected to the queue's AF_XDP socket
+	RedirectReply               // from a real server: redirected to the queue's AF_XDP socket
+
+	// NumReasons is the number of reasons, XLB_REASON_MAX in xdp.c.
+	NumReasons = int(iota)
+)
+
+var reasonNames = [NumReasons]string{
+	PassNotIP:     "pass_not_ip",
+	PassARP:       "pass_arp",
+	PassNotTCPUDP: "pass_not_tcp_udp",
+	PassFragment:  "pass_fragment",
+	PassIPv6Ext:   "pass_ipv6_ext",
+	PassNoService: "pass_no_service",
+	Malformed:     "malformed",
+	Redirect:      "redirect",
+	RedirectReply: "redirect_reply",
+}
+
+// String returns the reason's counter name, e.g. "pass_no_service".
+func (r Reason) String() string {
+	if int(r) < NumReasons {
+		return reasonNames[r]
+	}
+	return "Reason(" + strconv.FormatUint(uint64(r), 10) + ")"
+}
+
+// Counters holds one total per Reason, summed over CPUs.
+type Counters [NumReasons]uint64
+
+// All yields every reason and its count in index order, zeros included, so
+// that exporters always publish the full set of series.
+func (c *Counters) All() iter.Seq2[Reason, uint64] {
+	return func(yield func(Reason, uint64) bool) {
+		for i, n := range c {
+			if !yield(Reason(i), n) {
+				return
+			}
+		}
+	}
+}

@@ -1,0 +1,279 @@
+//go:build linux
+
+package bpf_test
+
+import (
+	"errors"
+	"os"
+	"testing"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/xlbproject/xlb/bpf"
+	"github.com/xlbproject/xlb/internal/packet"
+	"github.com/xlbproject/xlb/internal/packet/packettest"
+)
+
+// XDP actions (enum xdp_action in linux/bpf.h).
+const (
+	xdpAborted  = 0
+	xdpDrop     = 1
+	xdpPass     = 2
+	xdpTX       = 3
+	xdpRedirect = 4
+)
+
+// skipIfNotPermitted skips the test if loading BPF failed for lack of a
+// kernel feature or of privileges, and fails it on any other error.
+func skipIfNotPermitted(tb testing.TB, err error) {
+	tb.Helper()
+	switch {
+	case err == nil:
+	case errors.Is(err, ebpf.ErrNotSupported):
+		tb.Skipf("kernel lacks a feature: %v", err)
+	case errors.Is(err, os.ErrPermission):
+		tb.Skipf("BPF not permitted (need root or CAP_BPF+CAP_NET_ADMIN): %v", err)
+	default:
+		tb.Fatal(err)
+	}
+}
+
+// load loads the objects, closed at the end of the test, with the
+// packettest services and reals configured.
+func load(tb testing.TB) *bpf.Objects {
+	tb.Helper()
+	o, err := bpf.Load()
+	skipIfNotPermitted(tb, err)
+	tb.Cleanup(func() {
+		if err := o.Close(); err != nil {
+			tb.Error(err)
+		}
+	})
+	for i, s := range packettest.Services {
+		if err := o.AddService(bpf.ServiceKey(s), uint32(i+1)); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	for _, r := range packettest.Reals {
+		if err := o.AddReal(bpf.ServiceKey(r)); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return o
+}
+
+// xdpReason is the counter the XDP program bumps for a frame that Parse
+// classifies as r and, if r is OK, whose lookup is s. It states the
+// contract between the two classifiers.
+func xdpReason(r packet.Reason, s packettest.Steer) bpf.Reason {
+	switch r {
+	case packet.OK:
+		switch s {
+		case packettest.ToService:
+			return bpf.Redirect
+		case packettest.FromReal:
+			return bpf.RedirectReply
+		}
+		return bpf.PassNoService
+	case packet.NotIP:
+		return bpf.PassNotIP
+	case packet.ARP:
+		return bpf.PassARP
+	case packet.NotTCPUDP:
+		return bpf.PassNotTCPUDP
+	case packet.Fragment:
+		return bpf.PassFragment
+	case packet.IPv6Ext:
+		return bpf.PassIPv6Ext
+	case packet.Malformed:
+		return bpf.Malformed
+	}
+	panic("unknown packet.Reason " + r.String())
+}
+
+// run runs the program once on frame with BPF_PROG_RUN and returns its
+// action and the one counter that moved.
+func run(tb testing.TB, o *bpf.Objects, frame []byte) (action uint32, reason bpf.Reason) {
+	tb.Helper()
+	before, err := o.Counters()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	action, err = o.Program().Run(&ebpf.RunOptions{Data: frame})
+	if err != nil {
+		tb.Fatalf("run xdp on %x: %v", frame, err)
+	}
+	after, err := o.Counters()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	reason = bpf.Reason(bpf.NumReasons)
+	for r, n := range after.All() {
+		switch d := n - before[r]; {
+		case d == 0:
+		case d == 1 && reason == bpf.Reason(bpf.NumReasons):
+			reason = r
+		default:
+			tb.Fatalf("run xdp on %x: counter %v moved by %d (first mover %v), want one counter moved by 1", frame, r, d, reason)
+		}
+	}
+	if reason == bpf.Reason(bpf.NumReasons) {
+		tb.Fatalf("run xdp on %x: no counter moved", frame)
+	}
+	return action, reason
+}
+
+func TestXDPGolden(t *testing.T) {
+	o := load(t)
+	for _, c := range packettest.Cases() {
+		t.Run(c.Name, func(t *testing.T) {
+			want := xdpReason(c.Reason, c.Steer)
+			// No AF_XDP socket is bound, so a redirect falls back to
+			// XDP_PASS: every frame is passed, and the counter tells.
+			action, got := run(t, o, c.Frame)
+			if action != xdpPass || got != want {
+				t.Errorf("xdp(%x) = action %d, counter %v; want action %d, counter %v\ntcpdump: %s",
+					c.Frame, action, got, xdpPass, want, c.Tcpdump)
+			}
+		})
+	}
+}
+
+// TestXDPAgreesWithParse runs XDP and Parse over the golden frames cut at
+// every length and with every header byte replaced by a few values: the
+// counter XDP bumps must be the one Parse's verdict implies.
+func TestXDPAgreesWithParse(t *testing.T) {
+	o := load(t)
+	check := func(name string, frame []byte) {
+		t.Helper()
+		var m packet.Meta
+		r := packet.Parse(frame, &m)
+		s := packettest.NoService
+		if r == packet.OK {
+			s = packettest.Lookup(&m)
+		}
+		want := xdpReason(r, s)
+		action, got := run(t, o, frame)
+		if action != xdpPass || got != want {
+			t.Errorf("%s: xdp(%x) = action %d, counter %v; Parse = %v, %v: want action %d, counter %v",
+				name, frame, action, got, r, s, xdpPass, want)
+		}
+	}
+	runs := 0
+	for _, c := range packettest.Cases() {
+		// BPF_PROG_RUN refuses XDP input shorter than an Ethernet header.
+		for n := 14; n < len(c.Frame); n++ {
+			check(c.Name+" cut", c.Frame[:n])
+			runs++
+		}
+		hdr := min(len(c.Frame), 14+4+60+60) // Ethernet, VLAN, IPv4 with options, TCP
+		for i := 12; i < hdr; i++ {
+			for _, v := range []byte{0x00, 0xff, c.Frame[i] ^ 0x01, c.Frame[i] ^ 0x40} {
+				f := append([]byte(nil), c.Frame...)
+				f[i] = v
+				check(c.Name+" mutated", f)
+				runs++
+			}
+		}
+	}
+	t.Logf("%d frames agreed", runs)
+}
+
+func TestXDPServiceChanges(t *testing.T) {
+	o := load(t)
+	var syn []byte
+	for _, c := range packettest.Cases() {
+		if c.Name == "tcp to vip:22, not a service" {
+			syn = c.Frame
+		}
+	}
+	if syn == nil {
+		t.Fatal("golden case missing")
+	}
+	ssh := bpf.ServiceKey{Addr: packettest.VIP4, Port: packettest.SSH, Proto: bpf.ProtoTCP}
+	if _, got := run(t, o, syn); got != bpf.PassNoService {
+		t.Fatalf("before AddService: counter %v, want %v", got, bpf.PassNoService)
+	}
+	if err := o.AddService(ssh, 7); err != nil {
+		t.Fatal(err)
+	}
+	if _, got := run(t, o, syn); got != bpf.Redirect {
+		t.Fatalf("after AddService: counter %v, want %v", got, bpf.Redirect)
+	}
+	if err := o.DeleteService(ssh); err != nil {
+		t.Fatal(err)
+	}
+	if _, got := run(t, o, syn); got != bpf.PassNoService {
+		t.Fatalf("after DeleteService: counter %v, want %v", got, bpf.PassNoService)
+	}
+	if err := o.DeleteService(ssh); !errors.Is(err, ebpf.ErrKeyNotExist) {
+		t.Errorf("DeleteService(%v) twice = %v, want ErrKeyNotExist", ssh, err)
+	}
+
+	real := bpf.ServiceKey(packettest.Reals[0])
+	if err := o.DeleteReal(real); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.DeleteReal(real); !errors.Is(err, ebpf.ErrKeyNotExist) {
+		t.Errorf("DeleteReal(%v) twice = %v, want ErrKeyNotExist", real, err)
+	}
+}
+
+func TestServiceKeyInvalid(t *testing.T) {
+	o := load(t)
+	for _, k := range []bpf.ServiceKey{
+		{},
+		{Addr: packettest.VIP4, Port: 80, Proto: 1},
+		{Addr: packettest.VIP4, Port: 0, Proto: bpf.ProtoTCP},
+		{Addr: netipMapped(packettest.VIP4), Port: 80, Proto: bpf.ProtoTCP},
+		{Addr: packettest.VIP6.WithZone("eth0"), Port: 80, Proto: bpf.ProtoTCP},
+	} {
+		if err := o.AddService(k, 1); err == nil {
+			t.Errorf("AddService(%v) = nil, want an error", k)
+		} else {
+			t.Logf("AddService(%v) = %v", k, err)
+		}
+		if err := o.AddReal(k); err == nil {
+			t.Errorf("AddReal(%v) = nil, want an error", k)
+		}
+	}
+}
+
+func TestSetSocketInvalid(t *testing.T) {
+	o := load(t)
+	for _, q := range []int{-1, bpf.MaxQueues} {
+		if err := o.SetSocket(q, 0); err == nil {
+			t.Errorf("SetSocket(%d, 0) = nil, want an error", q)
+		}
+	}
+	// Only AF_XDP sockets go in an XSKMAP.
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	if err := o.SetSocket(0, int(r.Fd())); err == nil {
+		t.Errorf("SetSocket(0, pipe) = nil, want an error")
+	}
+	if err := o.DeleteSocket(0); err != nil {
+		t.Errorf("DeleteSocket(0) on an empty slot = %v, want nil", err)
+	}
+}
+
+func TestCountersAll(t *testing.T) {
+	c := bpf.Counters{}
+	for i := range c {
+		c[i] = uint64(i * 10)
+	}
+	n := 0
+	for r, v := range c.All() {
+		if int(r) != n || v != uint64(n*10) {
+			t.Errorf("All() yielded %v=%d at %d, want %v=%d", r, v, n, bpf.Reason(n), n*10)
+		}
+		n++
+	}
+	if n != bpf.NumReasons {
+		t.Errorf("All() yielded %d reasons, want %d", n, bpf.NumReasons)
+	}
+}

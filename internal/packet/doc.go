@@ -1,0 +1,71 @@
+// Package packet parses Ethernet frames in place for xlb's per-packet path,
+// the Go side of the XDP program in bpf/xdp.c.
+//
+// Parse reads a frame where it lies (in UMEM) and fills a caller-owned Meta
+// with offsets, addresses, ports and TCP flags. It does not allocate, does
+// not return errors and does not copy the frame: it returns a Reason, OK or
+// why the frame cannot be handled, and the caller drops the frame and bumps
+// that reason's counter.
+//
+// # Classification
+//
+// Parse applies exactly the checks of the XDP program, in the same order,
+// up to the service lookup (see package bpf for the table): a frame the XDP
+// program steers always parses OK, and a non-OK Reason names the XDP
+// counter (bpf.Reason) the frame would have bumped. The tests in package bpf
+// run both over the same golden frames (package packettest), every cut of
+// them and thousands of mutations.
+//
+// Headers read, with the fields Parse uses marked *:
+//
+//	Ethernet (IEEE 802.3), optionally one 802.1Q/802.1ad tag
+//	+--------------+--------------+-----------+ +-------+-----------+
+//	| dst MAC (6)  | src MAC (6)  | *type (2) | | TCI 2 | *type (2) |
+//	+--------------+--------------+-----------+ +-------+-----------+
+//
+//	IPv4 (RFC 791 section 3.1)
+//	 0                   1                   2                   3
+//	 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+//	+-------+-------+---------------+-------------------------------+
+//	|*Ver=4 |*IHL>=5|    DSCP/ECN   |       *Total Length           |
+//	+-------+-------+---------------+-----+-------------------------+
+//	|        Identification         |*MF  |*Fragment Offset = 0     |
+//	+---------------+---------------+-----+-------------------------+
+//	|      TTL      |  *Protocol    |       Header Checksum         |
+//	+---------------+---------------+-------------------------------+
+//	|                       *Source Address                         |
+//	+---------------------------------------------------------------+
+//	|                     *Destination Address                      |
+//	+---------------------------------------------------------------+
+//	|          Options, skipped (IHL*4 - 20 bytes)                  |
+//	+---------------------------------------------------------------+
+//
+//	IPv6 (RFC 8200 section 3)
+//	+-------+---------------+---------------------------------------+
+//	|*Ver=6 | Traffic Class |              Flow Label               |
+//	+-------+---------------+-------+---------------+---------------+
+//	|     *Payload Length           | *Next Header  |   Hop Limit   |
+//	+-------------------------------+---------------+---------------+
+//	|                 *Source Address (16 bytes)                    |
+//	|                *Destination Address (16 bytes)                |
+//	+---------------------------------------------------------------+
+//
+//	TCP (RFC 9293 section 3.1)              UDP (RFC 768)
+//	+---------------+---------------+       +-------------+-------------+
+//	| *Source Port  |  *Dest Port   |       | *Source Port| *Dest Port  |
+//	+---------------+---------------+       +-------------+-------------+
+//	|        Sequence Number        |       |  *Length    |  Checksum   |
+//	+-------------------------------+       +-------------+-------------+
+//	|     Acknowledgment Number     |
+//	+-------+-------+---------------+
+//	|*DOff  | rsvd  |   *Flags      |  ...
+//	+-------+-------+---------------+
+//
+// Limits are those of the XDP program: one VLAN tag, no IPv6 extension
+// headers, no fragments (first ones included), IPv4 options skipped
+// unread, checksums not verified. Bytes after the IP packet (Ethernet
+// padding) are ignored; Meta.IPLen says where the packet ends.
+//
+// Meta is plain data: reuse one per worker. Parse is safe for concurrent
+// use on distinct Metas.
+package packet

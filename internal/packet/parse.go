@@ -1,0 +1,234 @@
+package packet
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"strconv"
+)
+
+// Reason is Parse's verdict on a frame: OK, or why the per-packet path
+// cannot handle it. Each non-OK reason matches the XDP program's counter of
+// the same name (bpf.Reason), so a frame that reaches the Go path with a
+// non-OK reason means XDP and Go disagree.
+type Reason uint8
+
+const (
+	OK        Reason = iota // IPv4 or IPv6 TCP/UDP, headers consistent; Meta is filled
+	NotIP                   // not ARP, IPv4 or IPv6 (bpf.PassNotIP)
+	ARP                     // ARP (bpf.PassARP)
+	NotTCPUDP               // IP, but neither TCP nor UDP (bpf.PassNotTCPUDP)
+	Fragment                // IPv4 TCP/UDP fragment, first or not (bpf.PassFragment)
+	IPv6Ext                 // IPv6 with an extension header (bpf.PassIPv6Ext)
+	Malformed               // truncated or inconsistent header (bpf.Malformed)
+
+	// NumReasons is the number of reasons, for counter arrays.
+	NumReasons = int(iota)
+)
+
+var reasonNames = [NumReasons]string{
+	OK:        "ok",
+	NotIP:     "not_ip",
+	ARP:       "arp",
+	NotTCPUDP: "not_tcp_udp",
+	Fragment:  "fragment",
+	IPv6Ext:   "ipv6_ext",
+	Malformed: "malformed",
+}
+
+// String returns the reason's counter name, e.g. "malformed".
+func (r Reason) String() string {
+	if int(r) < NumReasons {
+		return reasonNames[r]
+	}
+	return "Reason(" + strconv.Itoa(int(r)) + ")"
+}
+
+// IP protocol numbers.
+const (
+	ProtoTCP = 6
+	ProtoUDP = 17
+)
+
+// TCP flags, byte 13 of the TCP header (RFC 9293 section 3.1, RFC 3168).
+const (
+	TCPFlagFIN = 1 << iota
+	TCPFlagSYN
+	TCPFlagRST
+	TCPFlagPSH
+	TCPFlagACK
+	TCPFlagURG
+	TCPFlagECE
+	TCPFlagCWR
+)
+
+// Ethernet types (IEEE 802.3).
+const (
+	etherTypeIPv4   = 0x0800
+	etherTypeARP    = 0x0806
+	etherTypeVLAN   = 0x8100 // 802.1Q
+	etherTypeQinQ   = 0x88a8 // 802.1ad
+	etherTypeIPv6   = 0x86dd
+	ethHeaderLen    = 14
+	vlanTagLen      = 4
+	ipv4MinLen      = 20
+	ipv6HeaderLen   = 40
+	tcpMinLen       = 20
+	udpHeaderLen    = 8
+	ipv4FlagMF      = 0x2000
+	ipv4FragOffMask = 0x1fff
+)
+
+// Meta describes a frame Parse accepted. Offsets index the frame passed to
+// Parse and are always in range: L3Off < L4Off, L4Off + the TCP or UDP
+// header length <= L3Off + IPLen <= len(frame). Bytes past L3Off+IPLen are
+// link-layer padding.
+type Meta struct {
+	L3Off    int      // IP header: 14, or 18 after a VLAN tag
+	L4Off    int      // TCP or UDP header
+	IPLen    int      // IPv4 Total Length, or 40 + IPv6 Payload Length
+	Version  uint8    // 4 or 6
+	Proto    uint8    // ProtoTCP or ProtoUDP
+	TCPFlags uint8    // TCPFlag* bits; 0 for UDP
+	Src, Dst [16]byte // IPv6, or IPv4-mapped ::ffff:a.b.c.d
+	SrcPort  uint16   // host byte order
+	DstPort  uint16   // host byte order
+}
+
+// SrcAddr returns the source address, IPv4 unmapped.
+func (m *Meta) SrcAddr() netip.Addr { return netip.AddrFrom16(m.Src).Unmap() }
+
+// DstAddr returns the destination address, IPv4 unmapped.
+func (m *Meta) DstAddr() netip.Addr { return netip.AddrFrom16(m.Dst).Unmap() }
+
+// L4Len returns the length of the TCP or UDP segment, header included.
+func (m *Meta) L4Len() int { return m.L3Off + m.IPLen - m.L4Off }
+
+// Parse classifies an Ethernet frame like the XDP program in bpf/xdp.c and,
+// if the result is OK, fills m. It reads frame in place, does not allocate
+// and leaves m untouched unless it returns OK. See the package
+// documentation for the checks, in order.
+func Parse(frame []byte, m *Meta) Reason {
+	if len(frame) < ethHeaderLen {
+		return Malformed
+	}
+	et := binary.BigEndian.Uint16(frame[12:14])
+	off := ethHeaderLen
+	if et == etherTypeVLAN || et == etherTypeQinQ {
+		if len(frame) < ethHeaderLen+vlanTagLen {
+			return Malformed
+		}
+		et = binary.BigEndian.Uint16(frame[16:18])
+		off += vlanTagLen
+	}
+	switch et {
+	case etherTypeIPv4:
+		return parseIPv4(frame, off, m)
+	case etherTypeIPv6:
+		return parseIPv6(frame, off, m)
+	case etherTypeARP:
+		return ARP
+	}
+	return NotIP
+}
+
+func parseIPv4(frame []byte, off int, m *Meta) Reason {
+	if len(frame)-off < ipv4MinLen {
+		return Malformed
+	}
+	h := frame[off:]
+	hlen := int(h[0]&0x0f) * 4
+	if h[0]>>4 != 4 || hlen < ipv4MinLen {
+		return Malformed
+	}
+	tot := int(binary.BigEndian.Uint16(h[2:4]))
+	if tot < hlen || tot > len(h) {
+		return Malformed
+	}
+	proto := h[9]
+	if proto != ProtoTCP && proto != ProtoUDP {
+		return NotTCPUDP
+	}
+	if binary.BigEndian.Uint16(h[6:8])&(ipv4FlagMF|ipv4FragOffMask) != 0 {
+		return Fragment
+	}
+	var src, dst [16]byte
+	src[10], src[11] = 0xff, 0xff
+	dst[10], dst[11] = 0xff, 0xff
+	copy(src[12:], h[12:16])
+	copy(dst[12:], h[16:20])
+	return parseL4(frame, off, off+hlen, tot, 4, proto, &src, &dst, m)
+}
+
+// ipv6Ext reports whether next is an IPv6 extension header (RFC 8200
+// section 4, IANA "IPv6 Extension Header Types"). ESP (50) is not: what
+// follows it is encrypted, so it counts as not TCP/UDP, as in xdp.c.
+func ipv6Ext(next uint8) bool {
+	switch next {
+	case 0, 43, 44, 51, 60, 135, 139, 140, 253, 254:
+		return true
+	}
+	return false
+}
+
+func parseIPv6(frame []byte, off int, m *Meta) Reason {
+	if len(frame)-off < ipv6HeaderLen {
+		return Malformed
+	}
+	h := frame[off:]
+	if h[0]>>4 != 6 {
+		return Malformed
+	}
+	tot := ipv6HeaderLen + int(binary.BigEndian.Uint16(h[4:6]))
+	if tot > len(h) {
+		return Malformed
+	}
+	next := h[6]
+	if next != ProtoTCP && next != ProtoUDP {
+		if ipv6Ext(next) {
+			return IPv6Ext
+		}
+		return NotTCPUDP
+	}
+	src := [16]byte(h[8:24])
+	dst := [16]byte(h[24:40])
+	return parseL4(frame, off, off+ipv6HeaderLen, tot, 6, next, &src, &dst, m)
+}
+
+// parseL4 checks the TCP or UDP header at l4 of an IP packet of tot bytes
+// at l3, which the caller has checked lies within frame.
+func parseL4(frame []byte, l3, l4, tot int, version, proto uint8, src, dst *[16]byte, m *Meta) Reason {
+	l4len := l3 + tot - l4
+	h := frame[l4 : l3+tot]
+	var flags uint8
+	if proto == ProtoTCP {
+		if l4len < tcpMinLen {
+			return Malformed
+		}
+		doff := int(h[12]>>4) * 4
+		if doff < tcpMinLen || doff > l4len {
+			return Malformed
+		}
+		flags = h[13]
+	} else {
+		if l4len < udpHeaderLen {
+			return Malformed
+		}
+		ulen := int(binary.BigEndian.Uint16(h[4:6]))
+		if ulen < udpHeaderLen || ulen > l4len {
+			return Malformed
+		}
+	}
+	*m = Meta{
+		L3Off:    l3,
+		L4Off:    l4,
+		IPLen:    tot,
+		Version:  version,
+		Proto:    proto,
+		TCPFlags: flags,
+		Src:      *src,
+		Dst:      *dst,
+		SrcPort:  binary.BigEndian.Uint16(h[0:2]),
+		DstPort:  binary.BigEndian.Uint16(h[2:4]),
+	}
+	return OK
+}
