@@ -1,0 +1,105 @@
+// Package conntrack is xlb's connection table: IPVS's ip_vs_conn for a
+// userspace dataplane. It maps flows to the real server (sched.Dest)
+// chosen for them, runs IPVS's TCP state machine with IPVS's timeouts,
+// keeps each destination's active/inactive/persistent counts exact,
+// implements persistence templates (-p, -M, port-zero and firewall-mark
+// services, expire_quiescent_template) and one-packet scheduling (-o),
+// and stays within a fixed amount of memory under floods.
+//
+// # Ownership
+//
+// Each dataplane worker owns one Table (a shard) and is the only
+// goroutine that calls its packet-path methods: Lookup, NewConn, Insert,
+// SetLocal, Update, Remove, Expire. They take no lock and use no atomic
+// instruction; a Table is not safe for concurrent use. Flows are steered
+// to workers by the NIC's RSS hash, so each flow (and its NAT replies,
+// when RSS is symmetric or the dataplane steers replies by the same key)
+// lives in one shard.
+//
+// The control plane talks to a table through three channels that never
+// make the worker wait:
+//
+//   - Settings (shared by all tables): timeouts (ipvsadm --set) and the
+//     secure_tcp, sloppy_tcp and expire_quiescent_template sysctls,
+//     published as an immutable value behind an atomic pointer and picked
+//     up by the worker at its next Expire call.
+//   - Stats: the worker publishes its counters at each Expire call
+//     through a seqlock of atomic words; Table.Stats retries while a
+//     publication is in progress, the worker never blocks.
+//   - Dump / WriteList (ipvsadm -L -c): the reader posts a page request
+//     through an atomic pointer; at its next Expire call the worker copies
+//     up to 256 entries into the request's buffer and signals a buffered
+//     channel. Each entry is copied whole by its owner, so rows are
+//     consistent; the listing as a whole is not a point-in-time snapshot
+//     (neither is /proc/net/ip_vs_conn).
+//
+// Per-destination counts live in sched.Dest (atomics, readable anywhere).
+//
+// # The per-packet path
+//
+//	now := monotonicNanos() // once per batch
+//	for each frame {
+//		k := conntrack.Key{...}                    // from the headers, IPv4 mapped
+//		e, dir := t.Lookup(&k, now)                // forward or NAT reply key
+//		if e == nil {
+//			c, v := t.NewConn(svc, &k, tcpFlags, now) // svc: the service k addressed
+//			if c.Dest == nil { drop or pass, by v; continue }
+//			if e = c.Entry; e == nil { forward to c.Dest, c.Port, c.Fwd; continue } // -o or untracked
+//			dir = conntrack.DirInput
+//		}
+//		t.Update(e, dir, tcpFlags, len(frame), now)
+//		forward by e.Fwd(), e.DestAddr16(), e.DestPort() (input) or to the client (output)
+//	}
+//	t.Expire(now, 256) // once per batch and per idle loop
+//
+// Time is the caller's: int64 nanoseconds from any monotonic origin, read
+// once per batch. Nothing here calls time.Now.
+//
+// # Storage
+//
+// Entries (120 bytes, no pointers) sit in one array allocated by New and
+// never move; a free list recycles them. An open-addressing index of
+// uint64 slots (32 bits of hash, entry index, direction bit), sized to a
+// power of two holding two keys per entry at a load factor of at most 3/4,
+// maps forward keys and NAT reply keys to entries. Linear probing with
+// backward-shift deletion keeps probe sequences short under churn without
+// tombstones. The hash is a seeded 64×64→128-bit multiply-fold over the
+// key's words, with a random seed per table, so an attacker cannot aim
+// flows at one probe sequence. A hit touches one index slot and one
+// entry; the slot's hash bits filter out almost every non-matching entry
+// before its key is compared.
+//
+// # Expiry
+//
+// Expire sweeps the entry array incrementally, budget entries per call,
+// from where the previous call stopped: no timer per entry, no
+// stop-the-world scan, and a cost that is a sequential read per examined
+// entry. Lookup treats an entry past its expiry as gone (and frees it), so
+// packets observe timeouts exactly; the sweep bounds how long a dead
+// entry keeps memory and destination counts. Templates that still control
+// connections are postponed by 60 s, as IPVS does.
+//
+// # Floods and bounded memory
+//
+// When the table is full, a new connection evicts the least useful of the
+// next EvictProbe entries: expired ones, then handshakes and closed TCP
+// connections (SYN_RECV, SYNACK, TIME_WAIT, CLOSE...), then idle templates,
+// half-closed connections and UDP flows of at most 8 packets. ESTABLISHED
+// connections, busy UDP flows and templates that control connections are
+// never evicted. If nothing may be evicted the packet is still forwarded
+// to the scheduler's choice without an entry (VerdictUntracked, counted in
+// Stats.Full), and for FloodHold TCP segments without SYN that match no
+// entry are forwarded the same way (Katran's flood mode): flows on
+// consistent-hashing schedulers survive, and memory never grows.
+//
+// # Differences from IPVS
+//
+//   - IPVS counts only ESTABLISHED as active in older kernels and also
+//     SYN_SENT, SYN_RECV and SYNACK in newer ones; Options.ActivePreEstablished
+//     selects the latter.
+//   - SCTP has no state machine here: SCTP flows are tracked like UDP.
+//     ICMP echo flows get their own state and a 60 s timeout.
+//   - conn_reuse_mode, expire_nodest_conn, FTP helpers and connection
+//     synchronisation are not implemented; Remove lets the dataplane drop
+//     an entry for the first two.
+package conntrack

@@ -1,0 +1,188 @@
+package conntrack
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/netip"
+)
+
+// dumpPage is how many entries the worker copies per Expire call for a
+// Dump: 256 × 120 bytes = 30 KiB, a few microseconds of copying.
+const dumpPage = 256
+
+// dumpScan bounds how many slots the worker looks at per Expire call
+// while serving a Dump, so a sparse table costs it no more than a dense
+// one.
+const dumpScan = 8 * dumpPage
+
+// listRequest is one page of a Dump. The control plane publishes it in
+// Table.listReq; the worker takes it (Swap), fills buf, and signals done.
+// The channel send/receive orders the worker's writes before the control
+// plane's reads.
+type listRequest struct {
+	buf  []Entry
+	n    int    // entries copied into buf
+	next uint32 // first entry index to look at; the worker advances it
+	end  bool   // no entries past next
+	now  int64  // the worker's clock when it copied the page
+	done chan struct{}
+}
+
+// serveDump is the worker's side: at most one page per call.
+func (t *Table) serveDump(now int64) {
+	if t.listReq.Load() == nil {
+		return
+	}
+	r := t.listReq.Swap(nil)
+	if r == nil {
+		return
+	}
+	r.n = 0
+	i := r.next
+	for scan := 0; i < t.used && r.n < len(r.buf) && scan < dumpScan; i, scan = i+1, scan+1 {
+		if e := &t.entries[i]; e.flags&fUsed != 0 {
+			r.buf[r.n] = *e
+			r.n++
+		}
+	}
+	r.next = i
+	r.end = i >= t.used
+	r.now = now
+	r.done <- struct{}{}
+}
+
+// Dump calls fn for every entry of the table, from the control plane,
+// while the worker keeps running: the worker copies one page of entries
+// per Expire call and never waits for the reader. fn gets a copy and the
+// worker's clock at the time of the copy. The listing is consistent per
+// entry, not across the table (as /proc/net/ip_vs_conn); an entry moved
+// by a concurrent free and reuse may be missed or seen twice. Dump needs
+// the worker to call Expire; it returns ctx's error if ctx ends first.
+func (t *Table) Dump(ctx context.Context, fn func(e *Entry, now int64) error) error {
+	t.dumpMu.Lock()
+	defer t.dumpMu.Unlock()
+	buf := make([]Entry, dumpPage)
+	next := uint32(0)
+	for {
+		r := &listRequest{buf: buf, next: next, done: make(chan struct{}, 1)}
+		t.listReq.Store(r)
+		select {
+		case <-r.done:
+		case <-ctx.Done():
+			if t.listReq.CompareAndSwap(r, nil) {
+				return ctx.Err()
+			}
+			<-r.done // the worker took it: wait for its bounded copy
+			return ctx.Err()
+		}
+		for i := range r.buf[:r.n] {
+			if err := fn(&r.buf[i], r.now); err != nil {
+				return err
+			}
+		}
+		if r.end {
+			return nil
+		}
+		next = r.next
+	}
+}
+
+// protoName is ip_vs_proto_name.
+func protoName(p uint8) string {
+	switch p {
+	case 0:
+		return "IP"
+	case ProtoTCP:
+		return "TCP"
+	case ProtoUDP:
+		return "UDP"
+	case ProtoSCTP:
+		return "SCTP"
+	case ProtoICMP:
+		return "ICMP"
+	case ProtoICMPv6:
+		return "ICMPv6"
+	}
+	return "ERR!"
+}
+
+// Namer turns an address and port into the text ipvsadm prints without
+// -n (host and service names); nil prints numbers (-n).
+type Namer func(ap netip.AddrPort, proto uint8) string
+
+// Row is one line of ipvsadm -L -c.
+type Row struct {
+	Proto   uint8
+	Expires int64 // seconds left, ≥ 0
+	State   State
+	Client  netip.AddrPort
+	Virtual netip.AddrPort
+	Dest    netip.AddrPort
+	DestID  uint32
+	Fwd     uint8
+	// Template marks persistence templates.
+	Template                            bool
+	InPkts, OutPkts, InBytes, OutBytes uint64
+}
+
+// RowOf converts a dumped entry, given the worker's clock, into a Row.
+func RowOf(e *Entry, now int64) Row {
+	left := e.expires - now
+	if left < 0 {
+		left = 0
+	}
+	r := Row{
+		Proto:    e.key.Proto,
+		Expires:  left / 1e9,
+		State:    e.state,
+		Client:   e.Client(),
+		Virtual:  e.Virtual(),
+		Dest:     e.Dest(),
+		DestID:   e.dest,
+		Fwd:      e.fwd,
+		Template: e.flags&fTemplate != 0,
+	}
+	r.InPkts, r.OutPkts, r.InBytes, r.OutBytes = e.Counters()
+	return r
+}
+
+// ListHeader is what ipvsadm -L -c prints before the entries.
+const ListHeader = "IPVS connection entries\n" +
+	"pro expire state       source             virtual            destination\n"
+
+// WriteRow prints r as ipvsadm -L -c does (print_conn):
+// "%-3s %-6s %-11s %-18s %-18s %s\n" with the expiry as MM:SS.
+func WriteRow(w io.Writer, r *Row, name Namer) error {
+	str := func(ap netip.AddrPort) string {
+		if name != nil {
+			return name(ap, r.Proto)
+		}
+		return ap.String()
+	}
+	exp := fmt.Sprintf("%02d:%02d", r.Expires/60, r.Expires%60)
+	_, err := fmt.Fprintf(w, "%-3s %-6s %-11s %-18s %-18s %s\n",
+		protoName(r.Proto), exp, r.State, str(r.Client), str(r.Virtual), str(r.Dest))
+	return err
+}
+
+// WriteList prints the entries of the given tables in the form of
+// ipvsadm -L -c (-n when name is nil). It runs on the control plane and
+// uses Dump, so each table's worker must be calling Expire.
+func WriteList(ctx context.Context, w io.Writer, name Namer, tables ...*Table) error {
+	bw := bufio.NewWriter(w)
+	if _, err := bw.WriteString(ListHeader); err != nil {
+		return err
+	}
+	for _, t := range tables {
+		err := t.Dump(ctx, func(e *Entry, now int64) error {
+			r := RowOf(e, now)
+			return WriteRow(bw, &r, name)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return bw.Flush()
+}

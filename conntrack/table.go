@@ -1,0 +1,814 @@
+package conntrack
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/bits"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/xlbproject/xlb/internal/ipvs"
+	"github.com/xlbproject/xlb/sched"
+)
+
+// Forwarding methods, as stored in an entry (the values of ipvs.Fwd).
+const (
+	FwdMasq    = uint8(ipvs.FwdMasq)
+	FwdLocal   = uint8(ipvs.FwdLocal)
+	FwdTunnel  = uint8(ipvs.FwdTunnel)
+	FwdRoute   = uint8(ipvs.FwdRoute)
+	FwdFullNAT = uint8(ipvs.FwdFullNAT)
+)
+
+// MaxCapacity is the largest Options.Capacity: an index slot stores
+// (entry index + 1) << 1 in 32 bits.
+const MaxCapacity = 1 << 30
+
+var errNegativeTimeout = errors.New("invalid timeout: must not be negative")
+
+// Options configure a Table.
+type Options struct {
+	// Capacity is the most entries (connections and persistence
+	// templates) the table holds. All memory is allocated by New:
+	// about 147 bytes per entry (a 120-byte entry plus index slots for
+	// two keys at a load factor of at most 3/4).
+	Capacity int
+	// Registry resolves the destination IDs stored in entries. Required.
+	Registry *sched.Registry
+	// Settings are the shared run-time knobs; nil gives the table its own,
+	// with Timeouts.
+	Settings *Settings
+	// Timeouts are used only when Settings is nil.
+	Timeouts Timeouts
+	// EvictProbe is how many entries a full table examines to find one
+	// to evict for a new connection (IPVS's drop_entry looks at a handful
+	// of random buckets in the same spirit). More finds better victims
+	// and costs more per insert under a flood.
+	EvictProbe int
+	// FloodHold is how long the table counts as flooded after it failed
+	// to make room for a new connection. While flooded, TCP segments
+	// without SYN that match no entry are scheduled without an entry
+	// (Katran's flood mode), so flows that could not be tracked keep
+	// going with consistent-hashing schedulers (sh, mh, dh).
+	FloodHold time.Duration
+	// ActivePreEstablished counts SYN_SENT, SYN_RECV and SYNACK entries
+	// as active, as newer kernels do (tcp_state_active_table in
+	// ip_vs_proto_tcp.c). Off: only ESTABLISHED is active, the rule of
+	// the older kernels that sched.Dest documents.
+	ActivePreEstablished bool
+}
+
+// DefaultOptions returns 1 Mi entries, EvictProbe 16 and FloodHold 1 s,
+// with IPVS's default timeouts. Registry must still be set.
+func DefaultOptions() Options {
+	return Options{
+		Capacity:   1 << 20,
+		Timeouts:   DefaultTimeouts(),
+		EvictProbe: 16,
+		FloodHold:  time.Second,
+	}
+}
+
+// Entry is one connection or persistence template. Entries live in the
+// table's preallocated array and hold no pointers, so the garbage
+// collector never scans the table. A *Entry returned by the table stays
+// valid until the next call that may remove entries (Lookup, NewConn,
+// Insert, Remove, Expire); entries never move, but a removed entry's
+// slot is reused.
+//
+// Layout (120 bytes, a size test keeps it):
+//
+//	 0 key      forward key: client → virtual (40)
+//	40 daddr    real server address (16)
+//	56 laddr    reply key destination: client (Masq) or local address (FullNAT) (16)
+//	72 expires  ns on the caller's clock
+//	80 inBytes, outBytes
+//	96 dest     sched.Dest ID; link: template index+1 (conn) or controlled conns (template)
+//	104 inPkts, outPkts; 112 dport, lport; 116 state, fwd, flags
+type Entry struct {
+	key      Key
+	daddr    [16]byte
+	laddr    [16]byte
+	expires  int64
+	inBytes  uint64
+	outBytes uint64
+	dest     uint32
+	link     uint32
+	inPkts   uint32
+	outPkts  uint32
+	dport    uint16
+	lport    uint16
+	state    State
+	fwd      uint8
+	flags    uint8
+	_        uint8
+}
+
+// Entry flags.
+const (
+	fUsed     uint8 = 1 << iota
+	fTemplate       // persistence template (IP_VS_CONN_F_TEMPLATE)
+	fInactive       // counted in the destination's InactConns (IP_VS_CONN_F_INACTIVE)
+	fNoOutput       // replies bypass the director (IP_VS_CONN_F_NOOUTPUT)
+	fReply          // the reply key is in the index
+	fUnhashed       // the forward key is not in the index (invalidated template)
+	fBound          // counted at its destination
+)
+
+// Key returns the forward key (client → virtual service).
+func (e *Entry) Key() Key { return e.key }
+
+// Proto is the IP protocol (0 for the template of a firewall-mark service).
+func (e *Entry) Proto() uint8 { return e.key.Proto }
+
+// Client and Virtual are the forward key's addresses.
+func (e *Entry) Client() netip.AddrPort {
+	return netip.AddrPortFrom(addrOf(e.key.Src), e.key.SrcPort)
+}
+func (e *Entry) Virtual() netip.AddrPort {
+	return netip.AddrPortFrom(addrOf(e.key.Dst), e.key.DstPort)
+}
+
+// DestID is the sched.Dest the entry is bound to.
+func (e *Entry) DestID() uint32 { return e.dest }
+
+// DestAddr16 and DestPort are where the dataplane sends input packets
+// (IPv4-mapped address); Dest is the same as a netip value.
+func (e *Entry) DestAddr16() [16]byte { return e.daddr }
+func (e *Entry) DestPort() uint16     { return e.dport }
+func (e *Entry) Dest() netip.AddrPort {
+	return netip.AddrPortFrom(addrOf(e.daddr), e.dport)
+}
+
+// Local is the FullNAT source address and port (the reply key's
+// destination); for Masq it is the client.
+func (e *Entry) Local() netip.AddrPort {
+	return netip.AddrPortFrom(addrOf(e.laddr), e.lport)
+}
+
+// Fwd is the forwarding method (ipvs.Fwd values).
+func (e *Entry) Fwd() uint8 { return e.fwd }
+
+// State is the protocol state.
+func (e *Entry) State() State { return e.state }
+
+// Expires is when the entry expires, on the caller's clock.
+func (e *Entry) Expires() int64 { return e.expires }
+
+// Template reports whether e is a persistence template.
+func (e *Entry) Template() bool { return e.flags&fTemplate != 0 }
+
+// Active reports whether e counts in its destination's ActiveConns.
+func (e *Entry) Active() bool { return e.flags&(fTemplate|fInactive) == 0 }
+
+// Controlled reports, for a template, how many connections it controls.
+func (e *Entry) Controlled() uint32 {
+	if e.flags&fTemplate == 0 {
+		return 0
+	}
+	return e.link
+}
+
+// Counters returns the packets and bytes seen in each direction.
+func (e *Entry) Counters() (inPkts, outPkts, inBytes, outBytes uint64) {
+	return uint64(e.inPkts), uint64(e.outPkts), e.inBytes, e.outBytes
+}
+
+// replyKey is the key reply packets carry: real server → laddr.
+func (e *Entry) replyKey() Key {
+	return Key{Src: e.daddr, SrcPort: e.dport, Dst: e.laddr, DstPort: e.lport, Proto: e.key.Proto}
+}
+
+func (e *Entry) replyMatches(k *Key) bool {
+	return k.Src == e.daddr && k.Dst == e.laddr && k.SrcPort == e.dport &&
+		k.DstPort == e.lport && k.Proto == e.key.Proto && k.kind == kindConn
+}
+
+// Table is a connection table shard: one per dataplane worker. It is not
+// safe for concurrent use, except for the methods documented as callable
+// from the control plane (Stats, Dump, WriteList). See the package
+// documentation for the mechanism.
+type Table struct {
+	entries []Entry  // preallocated, pointer-free
+	slots   []uint64 // open-addressing index: hash32<<32 | (index+1)<<1 | dir; 0 = empty
+	mask    uint32
+	seed    seed
+
+	free uint32 // head of the free list (index+1, linked through Entry.link); 0: none
+	used uint32 // entries[:used] have been handed out at least once
+	live int    // entries in use
+	tmpl int    // of which templates
+
+	reg      *sched.Registry
+	settings *Settings
+	cur      *settingsVal
+	tmo      [numStates]int64
+	tcp      *tcpTable
+	active   [numStates]bool
+
+	sweep      uint32 // expiry cursor
+	evictAt    uint32 // eviction cursor
+	evictProbe int
+	pin        uint32 // index+1 of an entry eviction must not take; 0: none
+	floodHold  int64
+	floodUntil int64
+
+	flow sched.Flow // NewConn's argument to Schedule, kept here so it does not escape
+
+	c   Stats // worker-owned counters, published at batch edges
+	pub published
+
+	listReq atomic.Pointer[listRequest] // control plane → worker, taken at Expire
+	dumpMu  sync.Mutex                  // serialises Dump calls; never touched by the worker
+}
+
+// New allocates a table for opts.Capacity entries.
+func New(opts Options) (*Table, error) {
+	if opts.Capacity < 1 || opts.Capacity > MaxCapacity {
+		return nil, fmt.Errorf("invalid capacity %d: must be 1..%d", opts.Capacity, MaxCapacity)
+	}
+	if opts.Registry == nil {
+		return nil, errors.New("invalid options: Registry is required")
+	}
+	if opts.EvictProbe < 0 || opts.EvictProbe > 1024 {
+		return nil, fmt.Errorf("invalid EvictProbe %d: must be 0..1024", opts.EvictProbe)
+	}
+	if opts.FloodHold < 0 {
+		return nil, fmt.Errorf("invalid FloodHold %v: must not be negative", opts.FloodHold)
+	}
+	if opts.Settings == nil {
+		for _, d := range opts.Timeouts.TCP {
+			if d < 0 {
+				return nil, errNegativeTimeout
+			}
+		}
+		if opts.Timeouts.UDP < 0 || opts.Timeouts.ICMP < 0 {
+			return nil, errNegativeTimeout
+		}
+		opts.Settings = NewSettings(opts.Timeouts)
+	}
+	// Every NAT entry has two keys; keep the load factor at most 3/4.
+	nslots := 2 * uint64(opts.Capacity) * 4 / 3
+	if nslots < 8 {
+		nslots = 8
+	}
+	nslots = 1 << bits.Len64(nslots-1)
+	t := &Table{
+		entries:    make([]Entry, opts.Capacity),
+		slots:      make([]uint64, nslots),
+		mask:       uint32(nslots - 1),
+		reg:        opts.Registry,
+		settings:   opts.Settings,
+		evictProbe: opts.EvictProbe,
+		floodHold:  int64(opts.FloodHold),
+		floodUntil: -1 << 63,
+	}
+	var b [48]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return nil, fmt.Errorf("seed connection hash: %w", err)
+	}
+	for i := range t.seed {
+		t.seed[i] = binary.LittleEndian.Uint64(b[8*i:])
+	}
+	t.active[StateEstablished] = true
+	if opts.ActivePreEstablished {
+		t.active[StateSynSent] = true
+		t.active[StateSynRecv] = true
+		t.active[StateSynAck] = true
+	}
+	t.loadSettings()
+	return t, nil
+}
+
+// loadSettings copies the newest Settings into the table.
+func (t *Table) loadSettings() {
+	v := t.settings.load()
+	if v == t.cur {
+		return
+	}
+	t.cur = v
+	for s := StateNone; s < numTCPStates; s++ {
+		t.tmo[s] = int64(v.timeouts.TCP[s])
+	}
+	t.tmo[StateUDP] = int64(v.timeouts.UDP)
+	t.tmo[StateICMP] = int64(v.timeouts.ICMP)
+	t.tcp = &tcpStates
+	if v.secureTCP {
+		t.tcp = &tcpStatesSecure
+	}
+}
+
+// Capacity is the most entries the table holds.
+func (t *Table) Capacity() int { return len(t.entries) }
+
+// Len is the number of entries in use (connections and templates).
+func (t *Table) Len() int { return t.live }
+
+// ref is what an index slot stores besides the hash: (index+1)<<1 | dir.
+func ref(idx uint32, reply bool) uint32 {
+	r := (idx + 1) << 1
+	if reply {
+		r |= 1
+	}
+	return r
+}
+
+func (t *Table) indexOf(e *Entry) uint32 {
+	off := uintptr(unsafe.Pointer(e)) - uintptr(unsafe.Pointer(unsafe.SliceData(t.entries)))
+	i := off / unsafe.Sizeof(Entry{})
+	if off%unsafe.Sizeof(Entry{}) != 0 || i >= uintptr(len(t.entries)) {
+		panic("conntrack: entry does not belong to this table")
+	}
+	return uint32(i)
+}
+
+// Lookup finds the entry whose forward key (DirInput) or reply key
+// (DirOutput) is k. An entry found past its expiry is removed and not
+// returned, so packets see expiry exactly even between sweeps.
+func (t *Table) Lookup(k *Key, now int64) (*Entry, Dir) {
+	h32 := uint32(t.seed.hash(k))
+	m := t.mask
+	for i := h32 & m; ; i = (i + 1) & m {
+		s := t.slots[i]
+		if s == 0 {
+			return nil, DirInput
+		}
+		if uint32(s>>32) != h32 {
+			continue
+		}
+		r := uint32(s)
+		e := &t.entries[r>>1-1]
+		dir := DirInput
+		if r&1 == 0 {
+			if e.key != *k {
+				continue
+			}
+		} else {
+			if !e.replyMatches(k) {
+				continue
+			}
+			dir = DirOutput
+		}
+		if e.expires <= now && (e.flags&fTemplate == 0 || e.link == 0) {
+			t.c.Expired++
+			t.remove(r>>1-1, false)
+			return nil, DirInput
+		}
+		return e, dir
+	}
+}
+
+// findFwd returns the index of the entry whose forward key is k.
+func (t *Table) findFwd(k *Key, h32 uint32) (uint32, bool) {
+	m := t.mask
+	for i := h32 & m; ; i = (i + 1) & m {
+		s := t.slots[i]
+		if s == 0 {
+			return 0, false
+		}
+		if uint32(s>>32) != h32 || s&1 != 0 {
+			continue
+		}
+		idx := uint32(s)>>1 - 1
+		if t.entries[idx].key == *k {
+			return idx, true
+		}
+	}
+}
+
+// findReply reports whether some entry's reply key is k.
+func (t *Table) findReply(k *Key, h32 uint32) bool {
+	m := t.mask
+	for i := h32 & m; ; i = (i + 1) & m {
+		s := t.slots[i]
+		if s == 0 {
+			return false
+		}
+		if uint32(s>>32) != h32 || s&1 == 0 {
+			continue
+		}
+		if t.entries[uint32(s)>>1-1].replyMatches(k) {
+			return true
+		}
+	}
+}
+
+func (t *Table) hashIn(h32, r uint32) {
+	m := t.mask
+	i := h32 & m
+	for t.slots[i] != 0 {
+		i = (i + 1) & m
+	}
+	t.slots[i] = uint64(h32)<<32 | uint64(r)
+}
+
+// hashOut removes the slot holding r from the probe sequence of h32 and
+// closes the gap by shifting later slots back (no tombstones, so probe
+// sequences never grow with churn).
+func (t *Table) hashOut(h32, r uint32) {
+	m := t.mask
+	i := h32 & m
+	for uint32(t.slots[i]) != r {
+		if t.slots[i] == 0 {
+			panic("conntrack: index slot missing for a live entry")
+		}
+		i = (i + 1) & m
+	}
+	for j := (i + 1) & m; ; j = (j + 1) & m {
+		s := t.slots[j]
+		if s == 0 {
+			break
+		}
+		home := uint32(s>>32) & m
+		// Move s into the hole at i unless its home lies in (i, j].
+		if (j-home)&m >= (j-i)&m {
+			t.slots[i] = s
+			i = j
+		}
+	}
+	t.slots[i] = 0
+}
+
+// alloc hands out a free entry, evicting one when the table is full.
+func (t *Table) alloc(now int64) (uint32, bool) {
+	if t.free != 0 {
+		idx := t.free - 1
+		t.free = t.entries[idx].link
+		return idx, true
+	}
+	if int(t.used) < len(t.entries) {
+		t.used++
+		return t.used - 1, true
+	}
+	if !t.evict(now) {
+		t.floodUntil = now + t.floodHold
+		return 0, false
+	}
+	idx := t.free - 1
+	t.free = t.entries[idx].link
+	return idx, true
+}
+
+// release puts an unused entry back on the free list.
+func (t *Table) release(idx uint32) {
+	t.entries[idx] = Entry{link: t.free}
+	t.free = idx + 1
+}
+
+const rankNever = 255
+
+// victimRank orders eviction candidates, lowest first: anything expired,
+// then TCP entries that are not (or no longer) carrying data, then idle
+// templates, half-closed TCP and UDP/ICMP entries that saw at most 8
+// packets (IPVS's drop_entry spares entries with more). Established TCP
+// connections, busier UDP flows and templates still controlling
+// connections are never evicted.
+func (t *Table) victimRank(idx uint32, now int64) uint8 {
+	e := &t.entries[idx]
+	if e.flags&fUsed == 0 || idx+1 == t.pin {
+		return rankNever
+	}
+	if e.flags&fTemplate != 0 {
+		switch {
+		case e.link != 0:
+			return rankNever
+		case e.expires <= now || e.flags&fUnhashed != 0:
+			return 0
+		case e.state == StateTemplateNone:
+			return 2
+		}
+		return 3
+	}
+	if e.expires <= now {
+		return 0
+	}
+	switch e.state {
+	case StateSynRecv, StateSynAck, StateNone, StateSynSent, StateListen, StateClose, StateTimeWait:
+		return 1
+	case StateFinWait, StateCloseWait, StateLastAck:
+		return 2
+	case StateUDP, StateICMP:
+		if e.inPkts <= 8 {
+			return 2
+		}
+	}
+	return rankNever
+}
+
+// evict removes the best victim among the next EvictProbe entries.
+func (t *Table) evict(now int64) bool {
+	n := uint32(len(t.entries))
+	best, bestRank := uint32(0), uint8(rankNever)
+	for k := 0; k < t.evictProbe; k++ {
+		i := t.evictAt
+		if t.evictAt++; t.evictAt >= n {
+			t.evictAt = 0
+		}
+		r := t.victimRank(i, now)
+		if r < bestRank || r == bestRank && r != rankNever && t.entries[i].expires < t.entries[best].expires {
+			best, bestRank = i, r
+			if r == 0 {
+				break
+			}
+		}
+	}
+	if bestRank == rankNever {
+		t.c.Full++
+		return false
+	}
+	if bestRank == 0 {
+		t.c.Expired++
+	} else {
+		t.c.Evicted++
+	}
+	t.remove(best, bestRank != 0)
+	return true
+}
+
+// remove unhashes entry idx, unbinds its destination and frees it.
+// forced is IPVS's "timeout 0" drop: an evicted connection also takes
+// its template along when it was that template's last, unassured user.
+func (t *Table) remove(idx uint32, forced bool) {
+	e := &t.entries[idx]
+	if e.flags&fUsed == 0 {
+		return
+	}
+	if e.flags&fUnhashed == 0 {
+		t.hashOut(uint32(t.seed.hash(&e.key)), ref(idx, false))
+	}
+	if e.flags&fReply != 0 {
+		rk := e.replyKey()
+		t.hashOut(uint32(t.seed.hash(&rk)), ref(idx, true))
+	}
+	tmpl := e.flags&fTemplate != 0
+	if e.flags&fBound != 0 {
+		if d := t.reg.Get(e.dest); d != nil {
+			d.Unbind(tmpl, e.flags&fInactive == 0)
+		}
+	}
+	ctl := uint32(0)
+	if tmpl {
+		t.tmpl--
+	} else {
+		ctl = e.link
+	}
+	t.live--
+	t.release(idx)
+	if ctl != 0 {
+		ct := &t.entries[ctl-1]
+		ct.link--
+		if forced && ct.link == 0 && ct.state != StateTemplateAssured && ctl != t.pin {
+			t.remove(ctl-1, true)
+		}
+	}
+}
+
+// Remove deletes e now (for instance when its destination is gone and
+// the expire_nodest_conn policy applies). Removing a template that still
+// controls connections only unhashes it: it is freed once they are gone.
+func (t *Table) Remove(e *Entry) {
+	idx := t.indexOf(e)
+	if e.flags&fTemplate != 0 && e.link != 0 {
+		t.invalidate(idx)
+		return
+	}
+	t.remove(idx, true)
+}
+
+// invalidate takes a template out of the index without freeing it, as
+// ip_vs_check_template does: nothing finds it any more, and it is freed
+// when it expires with no connection left under its control.
+func (t *Table) invalidate(idx uint32) {
+	e := &t.entries[idx]
+	if e.flags&fUnhashed != 0 {
+		return
+	}
+	t.hashOut(uint32(t.seed.hash(&e.key)), ref(idx, false))
+	e.flags |= fUnhashed
+	t.c.TemplatesInvalidated++
+}
+
+// insert fills a freshly allocated entry idx for key k (absent from the
+// index, hash h32) bound to d, and indexes it.
+func (t *Table) insert(idx uint32, k *Key, h32 uint32, d *sched.Dest, fwd uint8, dport uint16, now int64) *Entry {
+	e := &t.entries[idx]
+	*e = Entry{key: *k, dest: d.ID, dport: dport, fwd: fwd, flags: fUsed | fBound}
+	e.daddr = d.Addr.As16()
+	if k.kind == kindTemplate {
+		e.flags |= fTemplate
+		e.state = StateTemplateNone
+		t.tmpl++
+		t.c.TemplatesCreated++
+	} else {
+		e.flags |= fInactive
+		switch k.Proto {
+		case ProtoTCP:
+			e.state = StateNone
+		case ProtoUDP, ProtoSCTP:
+			e.state = StateUDP
+		default:
+			e.state = StateICMP
+		}
+		e.expires = now + t.tmo[e.state]
+		if fwd != FwdMasq && fwd != FwdFullNAT {
+			e.flags |= fNoOutput
+		}
+		t.c.Created++
+	}
+	t.live++
+	t.hashIn(h32, ref(idx, false))
+	d.Bind(k.kind == kindTemplate)
+	if fwd == FwdMasq && k.kind == kindConn {
+		e.laddr, e.lport = k.Src, k.SrcPort
+		t.addReply(idx)
+	}
+	return e
+}
+
+// addReply indexes entry idx's reply key unless another entry has it.
+func (t *Table) addReply(idx uint32) bool {
+	e := &t.entries[idx]
+	rk := e.replyKey()
+	h32 := uint32(t.seed.hash(&rk))
+	if t.findReply(&rk, h32) {
+		t.c.ReplyCollisions++
+		return false
+	}
+	t.hashIn(h32, ref(idx, true))
+	e.flags |= fReply
+	return true
+}
+
+// Insert adds a connection already placed on d (state synchronisation,
+// a dataplane doing its own scheduling, tests): forward key k, the
+// forwarding method, the destination port. It returns the entry and
+// true, or the existing entry for k and false, or nil and false when the
+// table is full and nothing could be evicted (counted in Stats.Full).
+// Masq entries get their reply key at once; FullNAT entries get it from
+// SetLocal.
+func (t *Table) Insert(k *Key, d *sched.Dest, fwd uint8, dport uint16, now int64) (*Entry, bool) {
+	kc := *k
+	kc.kind = kindConn
+	h32 := uint32(t.seed.hash(&kc))
+	if idx, ok := t.findFwd(&kc, h32); ok {
+		return &t.entries[idx], false
+	}
+	idx, ok := t.alloc(now)
+	if !ok {
+		return nil, false
+	}
+	return t.insert(idx, &kc, h32, d, fwd, dport, now), true
+}
+
+// SetLocal gives a FullNAT entry its local (source NAT) address and
+// port and indexes the reply key real server → local address. It returns
+// false, changing nothing, when another entry already uses that reply
+// key: the caller picks another port.
+func (t *Table) SetLocal(e *Entry, laddr [16]byte, lport uint16) bool {
+	idx := t.indexOf(e)
+	if e.flags&fTemplate != 0 {
+		return false
+	}
+	if e.flags&fReply != 0 {
+		rk := e.replyKey()
+		t.hashOut(uint32(t.seed.hash(&rk)), ref(idx, true))
+		e.flags &^= fReply
+	}
+	oldA, oldP := e.laddr, e.lport
+	e.laddr, e.lport = laddr, lport
+	if !t.addReply(idx) {
+		e.laddr, e.lport = oldA, oldP
+		if oldA != ([16]byte{}) || oldP != 0 {
+			t.addReply(idx)
+		}
+		return false
+	}
+	e.flags &^= fNoOutput
+	return true
+}
+
+// Update accounts one packet of frameLen bytes on e in direction dir,
+// runs the TCP state machine on tcpFlags (ignored for other protocols),
+// moves the destination between active and inactive when the state says
+// so, and restarts e's timer. It never allocates.
+func (t *Table) Update(e *Entry, dir Dir, tcpFlags uint8, frameLen int, now int64) {
+	if dir == DirOutput {
+		e.outPkts++
+		e.outBytes += uint64(frameLen)
+	} else {
+		e.inPkts++
+		e.inBytes += uint64(frameLen)
+	}
+	if e.flags&fTemplate != 0 {
+		return
+	}
+	switch e.key.Proto {
+	case ProtoTCP:
+		t.tcpTransition(e, dir, tcpFlags)
+	case ProtoUDP:
+		if dir == DirOutput {
+			t.assure(e)
+		}
+	}
+	e.expires = now + t.tmo[e.state]
+}
+
+func (t *Table) tcpTransition(e *Entry, dir Dir, flags uint8) {
+	if dir > DirInputOnly {
+		dir = DirInput
+	}
+	if e.flags&fNoOutput != 0 {
+		if dir == DirOutput {
+			e.flags &^= fNoOutput
+		} else {
+			dir = DirInputOnly
+		}
+	}
+	ns := StateClose
+	if ev := tcpEvent(flags); ev >= 0 {
+		ns = t.tcp[dir][ev][e.state]
+	}
+	if ns == e.state {
+		return
+	}
+	t.setActive(e, t.active[ns])
+	if ns == StateEstablished {
+		t.assure(e)
+	}
+	e.state = ns
+}
+
+// setActive moves e between its destination's active and inactive counts.
+func (t *Table) setActive(e *Entry, active bool) {
+	if (e.flags&fInactive == 0) == active {
+		return
+	}
+	e.flags ^= fInactive
+	if e.flags&fBound == 0 {
+		return
+	}
+	if d := t.reg.Get(e.dest); d != nil {
+		if active {
+			d.Activate()
+		} else {
+			d.Deactivate()
+		}
+	}
+}
+
+// assure marks e's template assured (ip_vs_control_assure_ct).
+func (t *Table) assure(e *Entry) {
+	if e.link != 0 {
+		t.entries[e.link-1].state = StateTemplateAssured
+	}
+}
+
+// templateGrace is how long IPVS postpones the expiry of a template that
+// still controls connections (ip_vs_conn_expire: "expire_later", 60 s).
+const templateGrace = int64(60 * time.Second)
+
+// Expire is the table's batch-edge housekeeping, called by the owning
+// worker once per batch or idle loop. It examines up to budget entries
+// from where the last call stopped and removes the expired ones (a
+// template still controlling connections is postponed by 60 s, as in
+// IPVS). It also picks up new Settings, publishes Stats and serves Dump
+// requests from the control plane. It returns the number of entries
+// removed.
+//
+// A full sweep takes Capacity/budget calls; with budget 256 and 10^4
+// calls per second a 10^6-entry table is swept every 0.4 s. Lookup
+// already hides expired entries from packets, so the sweep only bounds
+// how long an expired entry keeps its destination's counts and its
+// memory.
+func (t *Table) Expire(now int64, budget int) int {
+	t.loadSettings()
+	n := 0
+	if t.used > 0 {
+		for ; budget > 0; budget-- {
+			if t.sweep >= t.used {
+				t.sweep = 0
+			}
+			idx := t.sweep
+			t.sweep++
+			e := &t.entries[idx]
+			if e.flags&fUsed == 0 || e.expires > now {
+				continue
+			}
+			if e.flags&fTemplate != 0 && e.link != 0 {
+				e.expires = now + templateGrace
+				continue
+			}
+			t.remove(idx, false)
+			n++
+		}
+	}
+	t.c.Expired += uint64(n)
+	t.serveDump(now)
+	t.publish()
+	return n
+}

@@ -1,0 +1,218 @@
+package conntrack
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+	"unsafe"
+)
+
+func TestSizes(t *testing.T) {
+	if got := unsafe.Sizeof(Key{}); got != 40 {
+		t.Errorf("sizeof(Key) = %d, want 40", got)
+	}
+	if got := unsafe.Sizeof(Entry{}); got != 120 {
+		t.Errorf("sizeof(Entry) = %d, want 120", got)
+	}
+}
+
+func TestNewValidates(t *testing.T) {
+	f := newFixture(t, 8, 1, nil)
+	for _, tc := range []struct {
+		name string
+		mod  func(*Options)
+	}{
+		{"zero capacity", func(o *Options) { o.Capacity = 0 }},
+		{"huge capacity", func(o *Options) { o.Capacity = MaxCapacity + 1 }},
+		{"no registry", func(o *Options) { o.Registry = nil }},
+		{"negative probe", func(o *Options) { o.EvictProbe = -1 }},
+		{"negative timeout", func(o *Options) { o.Timeouts.UDP = -1 }},
+	} {
+		o := DefaultOptions()
+		o.Capacity = 8
+		o.Registry = f.reg
+		tc.mod(&o)
+		if _, err := New(o); err == nil {
+			t.Errorf("%s: New succeeded, want an error", tc.name)
+		}
+	}
+}
+
+func TestInsertLookupRemove(t *testing.T) {
+	f := newFixture(t, 64, 2, nil)
+	now := f.clk.now
+	k := clientKey(ProtoTCP, 1, 40000)
+	e, ok := f.t.Insert(&k, f.dests[0], FwdRoute, 8080, now)
+	if !ok || e == nil {
+		t.Fatalf("Insert = %v, %v", e, ok)
+	}
+	if e2, ok := f.t.Insert(&k, f.dests[1], FwdRoute, 8080, now); ok || e2 != e {
+		t.Fatalf("second Insert = %p, %v; want the first entry %p, false", e2, ok, e)
+	}
+	got, dir := f.t.Lookup(&k, now)
+	if got != e || dir != DirInput {
+		t.Fatalf("Lookup = %p, %v; want %p, input", got, dir, e)
+	}
+	if e.DestID() != f.dests[0].ID || e.Dest() != netip.MustParseAddrPort("10.0.0.1:8080") {
+		t.Errorf("entry dest = %d %v", e.DestID(), e.Dest())
+	}
+	if e.Client() != netip.MustParseAddrPort("172.16.0.1:40000") || e.Virtual() != netip.MustParseAddrPort("192.168.1.10:80") {
+		t.Errorf("entry key = %v → %v", e.Client(), e.Virtual())
+	}
+	other := clientKey(ProtoTCP, 1, 40001)
+	if got, _ := f.t.Lookup(&other, now); got != nil {
+		t.Errorf("Lookup(other port) = %p, want nil", got)
+	}
+	udp := clientKey(ProtoUDP, 1, 40000)
+	if got, _ := f.t.Lookup(&udp, now); got != nil {
+		t.Errorf("Lookup(same ports, UDP) = %p, want nil", got)
+	}
+	if f.dests[0].InactConns() != 1 {
+		t.Errorf("InactConns = %d, want 1", f.dests[0].InactConns())
+	}
+	f.checkCounts(t)
+	f.t.Remove(e)
+	if got, _ := f.t.Lookup(&k, now); got != nil {
+		t.Errorf("Lookup after Remove = %p", got)
+	}
+	if f.t.Len() != 0 || f.dests[0].InactConns() != 0 {
+		t.Errorf("after Remove: Len %d, InactConns %d", f.t.Len(), f.dests[0].InactConns())
+	}
+	f.checkCounts(t)
+}
+
+func TestIPv6Keys(t *testing.T) {
+	f := newFixture(t, 16, 1, nil)
+	k := KeyFrom(ProtoTCP, netip.MustParseAddrPort("[2001:db8::1]:5000"), netip.MustParseAddrPort("[2001:db8::80]:443"))
+	k4 := KeyFrom(ProtoTCP, netip.MustParseAddrPort("0.0.0.1:5000"), netip.MustParseAddrPort("0.0.0.2:443"))
+	e, _ := f.t.Insert(&k, f.dests[0], FwdRoute, 443, f.clk.now)
+	if got, _ := f.t.Lookup(&k, f.clk.now); got != e {
+		t.Fatalf("IPv6 lookup = %p, want %p", got, e)
+	}
+	if got, _ := f.t.Lookup(&k4, f.clk.now); got != nil {
+		t.Fatalf("IPv4 lookup hit the IPv6 entry")
+	}
+	if e.Client().String() != "[2001:db8::1]:5000" {
+		t.Errorf("Client() = %v", e.Client())
+	}
+}
+
+func TestMasqReplyKey(t *testing.T) {
+	f := newFixture(t, 16, 1, nil)
+	now := f.clk.now
+	k := clientKey(ProtoTCP, 7, 33333)
+	e, _ := f.t.Insert(&k, f.dests[0], FwdMasq, 8080, now)
+	// Reply: 10.0.0.1:8080 → 172.16.0.7:33333.
+	rk := KeyFrom(ProtoTCP, netip.MustParseAddrPort("10.0.0.1:8080"), netip.MustParseAddrPort("172.16.0.7:33333"))
+	got, dir := f.t.Lookup(&rk, now)
+	if got != e || dir != DirOutput {
+		t.Fatalf("reply Lookup = %p, %v; want %p, output", got, dir, e)
+	}
+	// A DR entry has no reply key.
+	k2 := clientKey(ProtoTCP, 8, 33333)
+	f.t.Insert(&k2, f.dests[0], FwdRoute, 8080, now)
+	rk2 := KeyFrom(ProtoTCP, netip.MustParseAddrPort("10.0.0.1:8080"), netip.MustParseAddrPort("172.16.0.8:33333"))
+	if got, _ := f.t.Lookup(&rk2, now); got != nil {
+		t.Fatalf("DR entry answered a reply key")
+	}
+	f.t.Remove(e)
+	if got, _ := f.t.Lookup(&rk, now); got != nil {
+		t.Fatalf("reply key survived Remove")
+	}
+	f.checkCounts(t)
+}
+
+func TestFullNATLocal(t *testing.T) {
+	f := newFixture(t, 16, 1, nil)
+	now := f.clk.now
+	k1, k2 := clientKey(ProtoTCP, 1, 1000), clientKey(ProtoTCP, 2, 1000)
+	e1, _ := f.t.Insert(&k1, f.dests[0], FwdFullNAT, 8080, now)
+	e2, _ := f.t.Insert(&k2, f.dests[0], FwdFullNAT, 8080, now)
+	laddr := netip.MustParseAddr("10.0.0.254").As16()
+	if !f.t.SetLocal(e1, laddr, 20000) {
+		t.Fatal("SetLocal(e1) failed")
+	}
+	if f.t.SetLocal(e2, laddr, 20000) {
+		t.Fatal("SetLocal(e2) with e1's local port succeeded")
+	}
+	if !f.t.SetLocal(e2, laddr, 20001) {
+		t.Fatal("SetLocal(e2, 20001) failed")
+	}
+	rk := KeyFrom(ProtoTCP, netip.MustParseAddrPort("10.0.0.1:8080"), netip.MustParseAddrPort("10.0.0.254:20001"))
+	if got, dir := f.t.Lookup(&rk, now); got != e2 || dir != DirOutput {
+		t.Fatalf("reply Lookup = %p, %v; want e2 %p, output", got, dir, e2)
+	}
+	if e2.Local() != netip.MustParseAddrPort("10.0.0.254:20001") {
+		t.Errorf("Local() = %v", e2.Local())
+	}
+	f.checkCounts(t)
+}
+
+func TestExpireSweep(t *testing.T) {
+	f := newFixture(t, 1000, 3, nil)
+	now := f.clk.now
+	for i := uint32(0); i < 900; i++ {
+		k := clientKey(ProtoUDP, i, 53)
+		e, _ := f.t.Insert(&k, f.dests[i%3], FwdRoute, 53, now)
+		f.t.Update(e, DirInput, 0, 100, now)
+	}
+	f.checkCounts(t)
+	// Nothing expires before 300 s.
+	now = f.clk.advance(299 * time.Second)
+	if n := f.t.Expire(now, 10000); n != 0 {
+		t.Fatalf("Expire at 299 s removed %d", n)
+	}
+	now = f.clk.advance(time.Second)
+	removed := 0
+	for calls := 0; removed < 900; calls++ {
+		if calls > 9 {
+			t.Fatalf("10 sweeps of 100 removed %d, want 900", removed)
+		}
+		removed += f.t.Expire(now, 100)
+		f.checkCounts(t)
+	}
+	if f.t.Len() != 0 {
+		t.Fatalf("Len = %d after expiry", f.t.Len())
+	}
+	if s := f.t.Stats(); s.Expired != 900 || s.Created != 900 || s.Entries != 0 {
+		t.Errorf("Stats = %+v", s)
+	}
+}
+
+func TestLookupHidesExpired(t *testing.T) {
+	f := newFixture(t, 16, 1, nil)
+	now := f.clk.now
+	k := clientKey(ProtoUDP, 1, 5353)
+	e, _ := f.t.Insert(&k, f.dests[0], FwdRoute, 53, now)
+	f.t.Update(e, DirInput, 0, 60, now)
+	now = f.clk.advance(300*time.Second - 1)
+	if got, _ := f.t.Lookup(&k, now); got != e {
+		t.Fatal("entry gone 1 ns before its timeout")
+	}
+	f.t.Update(e, DirInput, 0, 60, now) // restarts the timer
+	now = f.clk.advance(300*time.Second - 1)
+	if got, _ := f.t.Lookup(&k, now); got != e {
+		t.Fatal("Update did not restart the timer")
+	}
+	now = f.clk.advance(300 * time.Second)
+	if got, _ := f.t.Lookup(&k, now); got != nil {
+		t.Fatal("expired entry returned")
+	}
+	if f.t.Len() != 0 || f.dests[0].InactConns() != 0 {
+		t.Fatalf("expired entry not removed: Len %d, InactConns %d", f.t.Len(), f.dests[0].InactConns())
+	}
+}
+
+func TestCounters(t *testing.T) {
+	f := newFixture(t, 16, 1, nil)
+	now := f.clk.now
+	k := clientKey(ProtoTCP, 1, 1)
+	e, _ := f.t.Insert(&k, f.dests[0], FwdMasq, 8080, now)
+	f.t.Update(e, DirInput, TCPSyn, 60, now)
+	f.t.Update(e, DirOutput, TCPSyn|TCPAck, 60, now)
+	f.t.Update(e, DirInput, TCPAck, 1500, now)
+	in, out, inb, outb := e.Counters()
+	if in != 2 || out != 1 || inb != 1560 || outb != 60 {
+		t.Fatalf("Counters = %d %d %d %d; want 2 1 1560 60", in, out, inb, outb)
+	}
+}
