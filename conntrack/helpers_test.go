@@ -22,7 +22,7 @@ type testRR struct {
 	calls int
 }
 
-func (s *testRR) Name() string              { return "test-rr" }
+func (s *testRR) Name() string               { return "test-rr" }
 func (s *testRR) Update(dests []*sched.Dest) { s.dests = dests }
 func (s *testRR) Schedule(*sched.Flow) *sched.Dest {
 	s.calls++

@@ -123,7 +123,7 @@ type Row struct {
 	DestID  uint32
 	Fwd     uint8
 	// Template marks persistence templates.
-	Template                            bool
+	Template                           bool
 	InPkts, OutPkts, InBytes, OutBytes uint64
 }
 
