@@ -1,7 +1,3 @@
-// Package ipvs is xlb's model of an IPVS configuration: virtual services,
-// their destinations (real servers) and the global timeouts. It is a plain,
-// validated description with no kernel handles; the ipvsadm front end
-// builds it and the dataplane applies it.
 package ipvs
 
 import "net/netip"
@@ -58,7 +54,33 @@ type Dest struct {
 	Weight     int32  // 0..65535, default 1
 	UThreshold uint32 // -x
 	LThreshold uint32 // -y
+
+	// Tunnel encapsulation, only with FwdTunnel (ipvsadm --tun-type,
+	// --tun-port, --tun-nocsum|--tun-csum|--tun-remcsum).
+	TunType  TunType
+	TunPort  uint16   // GUE's UDP destination port; required for GUE, 0 otherwise
+	TunFlags TunFlags // GUE and GRE checksum mode
 }
+
+// TunType is a tunnel destination's encapsulation (IP_VS_CONN_F_TUNNEL_TYPE_*).
+type TunType uint8
+
+const (
+	TunIPIP TunType = iota // IP in IP, the default: "ipip"
+	TunGUE                 // Generic UDP Encapsulation: "gue"
+	TunGRE                 // GRE: "gre"
+)
+
+// TunFlags is the checksum mode of GUE and GRE encapsulation
+// (IP_VS_TUNNEL_ENCAP_FLAG_*). The values index ipvsadm's tables, so they
+// are a mode, not a bit set.
+type TunFlags uint16
+
+const (
+	TunNoCsum  TunFlags = iota // --tun-nocsum, listed as "-c"
+	TunCsum                    // --tun-csum, "+c"
+	TunRemCsum                 // --tun-remcsum (GUE only), "r+c"
+)
 
 // Timeouts are the values set by ipvsadm --set tcp tcpfin udp, in seconds.
 type Timeouts struct {

@@ -1,0 +1,66 @@
+package ipvsadm
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/xlbproject/xlb/internal/ipvs"
+)
+
+// Apply carries out a command that changes a configuration: -A, -E, -D,
+// -C, -a, -e, -d and --set. -Z only checks that its service exists
+// (zeroing counters is the dataplane's business). Any other command is
+// refused: it changes nothing (-L, -S, -h, -v) or needs more than a
+// configuration (-R: see Restore).
+//
+// A refusal is an *Error: Msg is what ipvsadm prints (the kernel's answer
+// as ipvs_strerror words it), Code is 1 for the kernel's refusals and 2
+// for ipvsadm's own checks. On error cfg is unchanged.
+func (c *Command) Apply(cfg *ipvs.Config) error {
+	var err error
+	switch c.Kind {
+	case KindAddService:
+		err = cfg.AddService(c.Service)
+	case KindEditService:
+		err = cfg.EditService(c.Service)
+	case KindDeleteService:
+		err = cfg.DeleteService(c.Service.Key)
+	case KindClear:
+		cfg.Clear()
+	case KindAddServer:
+		err = cfg.AddDest(c.Service.Key, c.Dest)
+	case KindEditServer:
+		err = cfg.EditDest(c.Service.Key, c.Dest)
+	case KindDeleteServer:
+		err = cfg.DeleteDest(c.Service.Key, c.Dest.AddrPort())
+	case KindSet:
+		err = cfg.SetTimeouts(c.Timeouts)
+	case KindZero:
+		if c.Options&OptService != 0 && cfg.Service(c.Service.Key) == nil {
+			err = ipvs.ErrNoService
+		}
+	case KindStartDaemon, KindStopDaemon:
+		return &Error{Code: ExitRuntime, Err: ipvs.ErrNotSupported,
+			Msg: fmt.Sprintf("%s: the connection synchronization daemon is not supported by xlb", c.Kind)}
+	default:
+		return &Error{Code: ExitUsage, Msg: fmt.Sprintf("the '%s' command does not change the configuration", c.Kind)}
+	}
+	return kernelError(err)
+}
+
+// kernelError turns an *ipvs.Error into the *Error ipvsadm's exit would
+// be: status 1 when the kernel refused, 2 when ipvsadm itself did.
+func kernelError(err error) error {
+	if err == nil {
+		return nil
+	}
+	var ie *ipvs.Error
+	if errors.As(err, &ie) {
+		code := ExitRuntime
+		if ie.Errno == 0 {
+			code = ExitUsage
+		}
+		return &Error{Code: code, Msg: ie.Msg, Err: ie}
+	}
+	return &Error{Code: ExitRuntime, Msg: err.Error(), Err: err}
+}

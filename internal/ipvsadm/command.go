@@ -1,0 +1,187 @@
+package ipvsadm
+
+import (
+	"net/netip"
+	"strconv"
+
+	"github.com/xlbproject/xlb/internal/ipvs"
+)
+
+// Kind is an ipvsadm command.
+type Kind uint8
+
+const (
+	KindNone          Kind = iota
+	KindAddService         // -A, --add-service
+	KindEditService        // -E, --edit-service
+	KindDeleteService      // -D, --delete-service
+	KindClear              // -C, --clear ("flush" in ipvsadm's messages)
+	KindList               // -L, -l, --list; also no arguments at all
+	KindAddServer          // -a, --add-server
+	KindDeleteServer       // -d, --delete-server
+	KindEditServer         // -e, --edit-server
+	KindSet                // --set tcp tcpfin udp
+	KindStartDaemon        // --start-daemon master|backup
+	KindStopDaemon         // --stop-daemon master|backup
+	KindRestore            // -R, --restore
+	KindSave               // -S, --save
+	KindZero               // -Z, --zero
+	KindHelp               // -h, --help
+	KindVersion            // -v, --version
+)
+
+// kindNames are ipvsadm's cmdnames, which its messages use.
+var kindNames = [...]string{
+	KindNone:          "none",
+	KindAddService:    "add-service",
+	KindEditService:   "edit-service",
+	KindDeleteService: "delete-service",
+	KindClear:         "flush",
+	KindList:          "list",
+	KindAddServer:     "add-server",
+	KindDeleteServer:  "delete-server",
+	KindEditServer:    "edit-server",
+	KindSet:           "set",
+	KindStartDaemon:   "start-daemon",
+	KindStopDaemon:    "stop-daemon",
+	KindRestore:       "restore",
+	KindSave:          "save",
+	KindZero:          "zero",
+	KindHelp:          "help",
+	KindVersion:       "version",
+}
+
+// String is the name ipvsadm's messages give the command: "add-service",
+// "flush" for -C, ...
+func (k Kind) String() string {
+	if int(k) < len(kindNames) {
+		return kindNames[k]
+	}
+	return "Kind(" + strconv.Itoa(int(k)) + ")"
+}
+
+// Option is a set of ipvsadm's options (its OPT_* bits), in the order of
+// its commands_v_options table.
+type Option uint64
+
+const (
+	OptNumeric        Option = 1 << iota // -n
+	OptConnection                        // -c
+	OptService                           // -t, -u, --sctp-service, -f
+	OptScheduler                         // -s
+	OptPersistent                        // -p
+	OptNetmask                           // -M
+	OptServer                            // -r
+	OptForward                           // -g, -i, -m
+	OptWeight                            // -w
+	OptUThreshold                        // -x
+	OptLThreshold                        // -y
+	OptMcast                             // --mcast-interface
+	OptTimeout                           // --timeout
+	OptDaemon                            // --daemon
+	OptStats                             // --stats
+	OptRate                              // --rate
+	OptThresholds                        // --thresholds
+	OptPersistentConn                    // --persistent-conn
+	OptNoSort                            // --nosort
+	OptSyncID                            // --syncid
+	OptExact                             // -X, --exact
+	OptOnePacket                         // -o, --ops
+	OptPE                                // --pe
+	OptSchedFlags                        // -b
+	OptMcastGroup                        // --mcast-group
+	OptMcastPort                         // --mcast-port
+	OptMcastTTL                          // --mcast-ttl
+	OptSyncMaxLen                        // --sync-maxlen
+	OptTunInfo                           // --tun-info
+	OptTunType                           // --tun-type
+	OptTunPort                           // --tun-port
+	OptTunNoCsum                         // --tun-nocsum
+	OptTunCsum                           // --tun-csum
+	OptTunRemCsum                        // --tun-remcsum
+
+	numOptions = iota
+)
+
+// optNames are ipvsadm's optnames, which its messages use.
+var optNames = [numOptions]string{
+	"numeric", "connection", "service-address", "scheduler", "persistent",
+	"netmask", "real-server", "forwarding-method", "weight", "u-threshold",
+	"l-threshold", "mcast-interface", "timeout", "daemon", "stats", "rate",
+	"thresholds", "persistent-conn", "nosort", "syncid", "exact", "ops", "pe",
+	"sched-flags", "mcast-group", "mcast-port", "mcast-ttl", "sync-maxlen",
+	"tun-info", "tun-type", "tun-port", "tun-nocsum", "tun-csum",
+	"tun-remcsum",
+}
+
+// commandsVOptions is ipvsadm's table of legal combinations of commands
+// and options, a row per command (Kind order), a column per option:
+// '+' compulsory, 'x' illegal, '1' exclusive, ' ' optional.
+var commandsVOptions = [...]string{
+	KindAddService:    "xx+   xxxxxxxxxxxxxxx   xxxxxxxxxx",
+	KindEditService:   "xx+   xxxxxxxxxxxxxxx   xxxxxxxxxx",
+	KindDeleteService: "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+	KindClear:         "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+	KindList:          " 11xxxxxxxxx11       xxxxxxx xxxxx",
+	KindAddServer:     "xx+xxx+    xxxxxxxxxxxxxxxxxx     ",
+	KindDeleteServer:  "xx+xxx+xxxxxxxxxxxxxxxxxxxxxxxxxxx",
+	KindEditServer:    "xx+xxx+    xxxxxxxxxxxxxxxxxx     ",
+	KindSet:           "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+	KindStartDaemon:   "xxxxxxxxxxx xxxxxxx xxxx    xxxxxx",
+	KindStopDaemon:    "xxxxxxxxxxxxxxxxxxx xxxxxxxxxxxxxx",
+	KindRestore:       "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+	KindSave:          " xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+	KindZero:          "xx xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+}
+
+// ListOptions are the listing options of -L and -S.
+type ListOptions struct {
+	Numeric        bool // -n: no name lookups
+	Connection     bool // -c: connection entries
+	Timeout        bool // --timeout
+	Daemon         bool // --daemon
+	Stats          bool // --stats
+	Rate           bool // --rate
+	Thresholds     bool // --thresholds
+	PersistentConn bool // --persistent-conn
+	NoSort         bool // --nosort
+	Exact          bool // -X, --exact
+	TunInfo        bool // --tun-info
+
+	// Service, when set, lists only that service (-L -t addr:port).
+	Service *ipvs.ServiceKey
+}
+
+// Daemon is what --start-daemon and --stop-daemon were given. xlb has no
+// connection sync daemon; Parse refuses these commands after checking them.
+type Daemon struct {
+	State          string     // "master" or "backup"
+	McastInterface string     // --mcast-interface, default "eth0"
+	SyncID         int        // --syncid 0..255
+	SyncMaxLen     int        // --sync-maxlen
+	McastGroup     netip.Addr // --mcast-group
+	McastPort      int        // --mcast-port
+	McastTTL       int        // --mcast-ttl
+}
+
+// Command is one parsed ipvsadm command line.
+type Command struct {
+	Kind    Kind
+	Options Option // the options given
+
+	// Service is the virtual service (-t, -u, --sctp-service, -f [-6]) with
+	// the settings given (-s, -p, -M, -o, --pe, -b) and ipvsadm's defaults
+	// for the rest: scheduler wlc for -A and -E, netmask /32 or /128. Its
+	// Dests are empty. Only meaningful when Options has OptService.
+	Service ipvs.Service
+
+	// Dest is the real server of -a, -e and -d (-r, -g/-i/-m, -w, -x, -y,
+	// --tun-*), with ipvsadm's defaults: direct routing, weight 1. For -a
+	// and -e of a service that is not a firewall-mark one, a direct-routing
+	// or tunnel destination's port is the service's, as ipvsadm sends it.
+	Dest ipvs.Dest
+
+	Timeouts ipvs.Timeouts // --set tcp tcpfin udp
+	List     ListOptions   // -L and -S
+	Daemon   Daemon        // --start-daemon, --stop-daemon
+}

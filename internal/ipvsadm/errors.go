@@ -1,0 +1,31 @@
+package ipvsadm
+
+// Exit statuses, as ipvsadm's.
+const (
+	ExitOK      = 0
+	ExitRuntime = 1   // the kernel refused (ipvs_strerror printed)
+	ExitUsage   = 2   // fail(2, ...): a bad command line
+	ExitTryHelp = 255 // exit(-1): no command, or popt could not scan the line
+)
+
+// Program is the argv[0] xlb's messages use.
+const Program = "ipvsadm"
+
+// Error is a refused command line or command: Msg is what ipvsadm prints
+// on stderr (without the final newline), Code its exit status.
+type Error struct {
+	Code int
+	Msg  string
+	Err  error // the cause, if any: an *ipvs.Error, ipvs.ErrNotSupported
+}
+
+func (e *Error) Error() string { return e.Msg }
+func (e *Error) Unwrap() error { return e.Err }
+
+// usageError is fail(2, msg).
+func usageError(msg string) *Error { return &Error{Code: ExitUsage, Msg: msg} }
+
+// tryHelp is tryhelp_exit(argv[0], -1).
+func tryHelp() *Error {
+	return &Error{Code: ExitTryHelp, Msg: "Try `" + Program + " -h' or '" + Program + " --help' for more information."}
+}
