@@ -114,7 +114,11 @@ func TestOperations(t *testing.T) {
 		}, ErrTunnelOpts},
 		{"gue without port", []op{
 			func(c *Config) error { return c.AddService(NewService(web)) },
-			func(c *Config) error { d := dest("1.1.1.1:80", FwdTunnel); d.TunType = TunGUE; return c.AddDest(web, d) },
+			func(c *Config) error {
+				d := dest("1.1.1.1:80", FwdTunnel)
+				d.TunType = TunGUE
+				return c.AddDest(web, d)
+			},
 		}, ErrInvalid},
 		{"multicast dest", []op{
 			func(c *Config) error { return c.AddService(NewService(web)) },
