@@ -119,4 +119,3 @@ func BenchmarkXDP(b *testing.B) {
 		})
 	}
 }
-
