@@ -61,10 +61,27 @@
 //	|*DOff  | rsvd  |   *Flags      |  ...
 //	+-------+-------+---------------+
 //
+// # Rewriting
+//
+// SetSourceWithChecksumUpdate and SetDestinationWithChecksumUpdate rewrite
+// an accepted frame's address and port in place (NAT, FULLNAT) and update
+// the IPv4 header checksum (offset 10) and the TCP (offset 16) or UDP
+// (offset 6) checksum incrementally with ChecksumDelta, RFC 1624 eqn. 3:
+// the changed words are read and written, the payload is not. An address
+// change enters both checksums, since the TCP/UDP pseudo-header covers the
+// addresses. The results equal a full recomputation bit for bit (tested
+// against gopacket on random frames). A UDP checksum of 0 over IPv4 means
+// none was computed and stays 0; a computed 0 is written as 0xffff
+// (RFC 768). Checksums are updated, never verified: a wrong one stays
+// wrong. Cost: ~9 ns for IPv4, ~21 ns for IPv6 (BenchmarkSet...).
+//
 // Limits are those of the XDP program: one VLAN tag, no IPv6 extension
 // headers, no fragments (first ones included), IPv4 options skipped
 // unread, checksums not verified. Bytes after the IP packet (Ethernet
 // padding) are ignored; Meta.IPLen says where the packet ends.
+//
+// Parse costs 11-14 ns per frame (BenchmarkParse, one core of a 2-vCPU
+// VM) and allocates nothing (TestParseAllocs).
 //
 // Meta is plain data: reuse one per worker. Parse is safe for concurrent
 // use on distinct Metas.
