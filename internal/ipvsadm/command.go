@@ -150,6 +150,10 @@ type ListOptions struct {
 
 	// Service, when set, lists only that service (-L -t addr:port).
 	Service *ipvs.ServiceKey
+
+	// TableSize is not an option: it is the connection table size the
+	// listing's header reports. 0 means DefaultTableSize.
+	TableSize int
 }
 
 // Daemon is what --start-daemon and --stop-daemon were given. xlb has no
