@@ -270,7 +270,7 @@ var builtinServices = func() []servEntry {
 }()
 
 // services is the port-name table: /etc/services if readable, else the
-// built-in one.
+// built-in one. Tests replace it with the built-in table.
 var services = sync.OnceValue(func() []servEntry {
 	f, err := os.Open("/etc/services")
 	if err != nil {
