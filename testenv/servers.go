@@ -13,21 +13,38 @@ import (
 	"time"
 )
 
-// startServers runs an HTTP server and a UDP echo server on h, both
-// answering with h's name, until the topology is closed.
-func (env *Env) startServers(h *Host) error {
+// startServers runs an HTTP server and UDP echo servers on h, all
+// answering with h's name, until the topology is closed. A UDP server
+// answers from the address it was asked on only if its socket is bound to
+// that address (an unbound one answers from the route's source, which a
+// DR client rejects), so there is one UDP socket per address: h's own and
+// each of addrs (the VIP on a DR real server).
+func (env *Env) startServers(h *Host, addrs ...netip.Addr) error {
 	var ln net.Listener
-	var pc net.PacketConn
-	if err := h.Do(func() (err error) {
+	var pcs []net.PacketConn
+	err := h.Do(func() (err error) {
 		if ln, err = net.Listen("tcp4", fmt.Sprintf(":%d", env.opts.HTTPPort)); err != nil {
 			return fmt.Errorf("listen on tcp port %d in %s: %w", env.opts.HTTPPort, h.NSName, err)
 		}
-		if pc, err = net.ListenPacket("udp4", fmt.Sprintf(":%d", env.opts.UDPPort)); err != nil {
-			ln.Close()
-			return fmt.Errorf("listen on udp port %d in %s: %w", env.opts.UDPPort, h.NSName, err)
+		for _, a := range append([]netip.Addr{h.Addr}, addrs...) {
+			pc, err := net.ListenPacket("udp4", netip.AddrPortFrom(a, env.opts.UDPPort).String())
+			if err != nil {
+				return fmt.Errorf("listen on udp %v:%d in %s: %w", a, env.opts.UDPPort, h.NSName, err)
+			}
+			pcs = append(pcs, pc)
 		}
 		return nil
-	}); err != nil {
+	})
+	closeAll := func() {
+		for _, pc := range pcs {
+			pc.Close()
+		}
+		if ln != nil {
+			ln.Close()
+		}
+	}
+	if err != nil {
+		closeAll()
 		return err
 	}
 	srv := &http.Server{
@@ -37,18 +54,20 @@ func (env *Env) startServers(h *Host) error {
 		ReadHeaderTimeout: 5 * time.Second,
 	}
 	go srv.Serve(ln)
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			_, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
+	for _, pc := range pcs {
+		go func() {
+			buf := make([]byte, 2048)
+			for {
+				_, from, err := pc.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				pc.WriteTo([]byte(h.Name), from)
 			}
-			pc.WriteTo([]byte(h.Name), from)
-		}
-	}()
+		}()
+	}
 	env.closers = append(env.closers, func() error {
-		pc.Close()
+		closeAll()
 		return srv.Close()
 	})
 	return nil

@@ -162,7 +162,7 @@ func Setup(opts Options) (env *Env, err error) {
 	}
 	if opts.Servers {
 		for _, h := range env.Reals {
-			if err := env.startServers(h); err != nil {
+			if err := env.startServers(h, VIP); err != nil {
 				return env, err
 			}
 		}
@@ -359,4 +359,20 @@ func (env *Env) Close() error {
 	}
 	env.closers = nil
 	return errors.Join(errs...)
+}
+
+// RequireRoot skips t when it cannot create namespaces and attach XDP
+// (not root), with the reason. When XLB_REQUIRE_E2E is set, as `make
+// test` and CI do, a missing capability fails the test instead: CI must
+// never pass with its end-to-end tests skipped.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	const why = "needs root to create network namespaces and attach XDP"
+	if os.Getenv("XLB_REQUIRE_E2E") != "" {
+		t.Fatalf("%s, and XLB_REQUIRE_E2E is set", why)
+	}
+	t.Skip(why)
 }

@@ -5,25 +5,15 @@ package testenv
 import (
 	"fmt"
 	"net/netip"
-	"os"
 	"testing"
 	"time"
 )
-
-// requireRoot skips when the test cannot create namespaces. CI runs as
-// root and fails when an end-to-end test skipped (see .ci/run).
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces")
-	}
-}
 
 // Without a load balancer, the real servers answer on their own
 // addresses and the director's stack answers ping-able traffic: the
 // topology itself works.
 func TestTopologyDirect(t *testing.T) {
-	requireRoot(t)
+	RequireRoot(t)
 	env := New(t, DefaultOptions())
 	c := env.Client.HTTPClient(false, 3*time.Second)
 	for i, rs := range env.Reals {

@@ -1,0 +1,50 @@
+# xlb: the two entry points are `make demo` and `make test`; both install
+# what they need on a fresh Debian machine (run as root).
+GO       ?= go
+BIN      := bin/xlb
+APT_PKGS := clang llvm libbpf-dev iproute2 ethtool iputils-ping tcpdump nftables iperf3 wrk netsniff-ng
+
+.PHONY: all build deps demo test unit e2e fuzz bench generate lint clean
+
+all: build
+
+# deps installs the system packages and Go modules the demo, tests and
+# benchmarks use. Packages already present are skipped quickly.
+deps:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	$(GO) mod download
+
+build:
+	$(GO) build -o $(BIN) ./cmd/xlb
+
+# demo: namespace topology, xlb in DR mode with rr, 300 HTTP requests on
+# new connections and 300 UDP queries, a table of where they went.
+demo: deps build
+	$(GO) run ./testenv/demo -xlb $(BIN)
+
+# test: every unit test, the root end-to-end tests (never skipped here:
+# XLB_REQUIRE_E2E makes a skip a failure), and each benchmark once.
+test: deps lint
+	XLB_REQUIRE_E2E=1 $(GO) test -race -count=1 ./...
+	$(GO) test -count=1 -run '^$$' -bench . -benchtime=1x ./...
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./internal/packet
+
+bench: deps build
+	$(GO) run ./bench -xlb $(BIN)
+
+generate:
+	$(GO) generate ./bpf
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '_bpfel.go$$')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+
+clean:
+	rm -rf bin

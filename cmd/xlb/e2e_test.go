@@ -1,0 +1,388 @@
+//go:build linux
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+	"golang.org/x/sys/unix"
+
+	"github.com/xlbproject/xlb/testenv"
+)
+
+// xlbBin is the xlb binary the end-to-end tests run, built by TestMain.
+var xlbBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "xlb-e2e")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	xlbBin = filepath.Join(dir, "xlb")
+	if out, err := exec.Command("go", "build", "-o", xlbBin, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build xlb: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// xlbProc is an `xlb run` process in a topology's director namespace.
+type xlbProc struct {
+	t      testing.TB
+	cmd    *exec.Cmd
+	sock   string
+	out    bytes.Buffer // stdout: counters on exit
+	logs   syncBuffer   // stderr
+	waited bool
+	err    error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startXLB runs xlb with rules on the director and waits until it answers
+// on its control socket. It is stopped in t.Cleanup.
+func startXLB(t *testing.T, env *testenv.Env, rules string) *xlbProc {
+	t.Helper()
+	dir := t.TempDir()
+	rulesFile := filepath.Join(dir, "rules")
+	if err := os.WriteFile(rulesFile, []byte(rules), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := &xlbProc{t: t, sock: filepath.Join(dir, "xlb.sock")}
+	d.cmd = env.Director.Command(xlbBin, "run", "--iface", "eth0", "--rules", rulesFile, "--socket", d.sock, "--conns", "65536")
+	d.cmd.Stdout, d.cmd.Stderr = &d.out, &d.logs
+	if err := d.cmd.Start(); err != nil {
+		t.Fatalf("start xlb: %v", err)
+	}
+	t.Cleanup(func() { d.stop() })
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if _, err := d.ctl("-L", "-n"); err == nil {
+			return d
+		}
+		if time.Now().After(deadline) || d.exited() {
+			d.stop()
+			t.Fatalf("xlb did not come up: %v\nlogs:\n%s", d.err, d.logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (d *xlbProc) exited() bool {
+	return d.cmd.ProcessState != nil
+}
+
+// ctl runs an ipvsadm command against the daemon.
+func (d *xlbProc) ctl(args ...string) (string, error) {
+	out, err := exec.Command(xlbBin, append([]string{"--socket", d.sock}, args...)...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("xlb %s: %w: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (d *xlbProc) stop() error {
+	if d.waited {
+		return d.err
+	}
+	d.waited = true
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- d.cmd.Wait() }()
+	select {
+	case d.err = <-done:
+	case <-time.After(10 * time.Second):
+		d.cmd.Process.Kill()
+		d.err = fmt.Errorf("xlb did not stop within 10s of SIGTERM")
+		<-done
+	}
+	return d.err
+}
+
+func drRules(env *testenv.Env, sched string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "-A -t %v:80 -s %s\n", testenv.VIP, sched)
+	for i := range env.Reals {
+		fmt.Fprintf(&b, "-a -t %v:80 -r %v:80 -g -w 1\n", testenv.VIP, testenv.RealAddr(i))
+	}
+	fmt.Fprintf(&b, "-A -u %v:53 -s %s\n", testenv.VIP, sched)
+	for i := range env.Reals {
+		fmt.Fprintf(&b, "-a -u %v:53 -r %v:53 -g -w 1\n", testenv.VIP, testenv.RealAddr(i))
+	}
+	return b.String()
+}
+
+// The foundation's promise: in DR mode with rr, 300 new TCP connections
+// and 300 new UDP flows through the VIP all succeed and split 100/100/100;
+// a connection or flow that carries several requests stays on one server.
+func TestDRRoundRobin(t *testing.T) {
+	testenv.RequireRoot(t)
+	env := testenv.New(t, testenv.DefaultOptions())
+	d := startXLB(t, env, drRules(env, "rr"))
+
+	url := fmt.Sprintf("http://%v/", testenv.VIP)
+	fresh := env.Client.HTTPClient(false, 5*time.Second)
+	tcp := map[string]int{}
+	for i := 0; i < 300; i++ {
+		name, err := testenv.Get(fresh, url)
+		if err != nil {
+			t.Fatalf("request %d: %v\nxlb logs:\n%s", i, err, d.logs.String())
+		}
+		tcp[name]++
+	}
+	for _, rs := range env.Reals {
+		if tcp[rs.Name] != 100 {
+			t.Errorf("TCP connections per real server = %v, want 100 each", tcp)
+			break
+		}
+	}
+
+	keep := env.Client.HTTPClient(true, 5*time.Second)
+	first := ""
+	for i := 0; i < 20; i++ {
+		name, err := testenv.Get(keep, url)
+		if err != nil {
+			t.Fatalf("keep-alive request %d: %v", i, err)
+		}
+		if first == "" {
+			first = name
+		} else if name != first {
+			t.Fatalf("keep-alive request %d went to %s, earlier ones to %s", i, name, first)
+		}
+	}
+
+	vip53 := netip.AddrPortFrom(testenv.VIP, 53)
+	udp := map[string]int{}
+	for i := 0; i < 300; i++ {
+		name, err := env.Client.QueryUDP(vip53, 3*time.Second)
+		if err != nil {
+			t.Fatalf("UDP query %d: %v", i, err)
+		}
+		udp[name]++
+	}
+	for _, rs := range env.Reals {
+		if udp[rs.Name] != 100 {
+			t.Errorf("UDP flows per real server = %v, want 100 each", udp)
+			break
+		}
+	}
+	c, err := env.Client.UDPConn(vip53)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	first = ""
+	for i := 0; i < 20; i++ {
+		name, err := testenv.ExchangeUDP(c, 3*time.Second)
+		if err != nil {
+			t.Fatalf("UDP query %d on one flow: %v", i, err)
+		}
+		if first == "" {
+			first = name
+		} else if name != first {
+			t.Fatalf("UDP query %d on one flow went to %s, earlier ones to %s", i, name, first)
+		}
+	}
+
+	list, err := d.ctl("-L", "-n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(list, fmt.Sprintf("TCP  %v:80 rr", testenv.VIP)) {
+		t.Errorf("xlb -L -n lacks the TCP service:\n%s", list)
+	}
+	if err := d.stop(); err != nil {
+		t.Fatalf("xlb exit: %v\n%s", err, d.logs.String())
+	}
+	t.Logf("xlb counters:\n%s", d.out.String())
+	if !strings.Contains(d.out.String(), "conn_new") {
+		t.Errorf("xlb printed no counters on exit:\n%s", d.out.String())
+	}
+	// A clean exit detaches XDP from the interface.
+	out, err := env.Director.Command("ip", "link", "show", "dev", "eth0").CombinedOutput()
+	if err != nil || strings.Contains(string(out), "xdp") {
+		t.Errorf("after xlb stopped, eth0 still has XDP (err %v):\n%s", err, out)
+	}
+}
+
+// While xlb runs, the director is still a host: it answers ping and ARP,
+// and traffic to a VIP port that is not a virtual service reaches its own
+// stack.
+func TestDirectorStillAHost(t *testing.T) {
+	testenv.RequireRoot(t)
+	env := testenv.New(t, testenv.DefaultOptions())
+	startXLB(t, env, drRules(env, "rr"))
+
+	for _, a := range []netip.Addr{testenv.DirectorAddr, testenv.VIP} {
+		if out, err := env.Client.Command("ping", "-c2", "-i0.2", "-W2", a.String()).CombinedOutput(); err != nil {
+			t.Errorf("ping %v: %v\n%s", a, err, out)
+		}
+	}
+	// The client learnt the VIP's MAC from the director's ARP reply.
+	out, err := env.Client.Command("ip", "neigh", "show", testenv.VIP.String()).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), env.Director.MAC.String()) {
+		t.Errorf("client's neighbour entry for the VIP = %q (%v), want the director's MAC %v", out, err, env.Director.MAC)
+	}
+
+	var ln net.Listener
+	if err := env.Director.Do(func() (err error) {
+		ln, err = net.Listen("tcp4", ":8080")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("director"))
+			c.Close()
+		}
+	}()
+	for _, a := range []netip.Addr{testenv.VIP, testenv.DirectorAddr} {
+		c, err := env.Client.DialContext(context.Background(), "tcp4", netip.AddrPortFrom(a, 8080).String())
+		if err != nil {
+			t.Fatalf("connect to %v:8080 (not a service): %v", a, err)
+		}
+		c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		b := make([]byte, 16)
+		n, _ := c.Read(b)
+		c.Close()
+		if string(b[:n]) != "director" {
+			t.Errorf("%v:8080 answered %q, want the director's own stack", a, b[:n])
+		}
+	}
+}
+
+// Malformed frames sent at the VIP are counted and dropped or passed;
+// xlb keeps forwarding.
+func TestMalformedFrames(t *testing.T) {
+	testenv.RequireRoot(t)
+	env := testenv.New(t, testenv.DefaultOptions())
+	d := startXLB(t, env, drRules(env, "rr"))
+
+	frames := malformedFrames(t, env)
+	if err := sendRaw(env.Client, frames, 10); err != nil {
+		t.Fatal(err)
+	}
+	name, err := testenv.Get(env.Client.HTTPClient(false, 5*time.Second), fmt.Sprintf("http://%v/", testenv.VIP))
+	if err != nil {
+		t.Fatalf("after malformed frames: %v\n%s", err, d.logs.String())
+	}
+	t.Logf("served by %s after %d malformed frames", name, 10*len(frames))
+	if err := d.stop(); err != nil {
+		t.Fatalf("xlb exit: %v\n%s", err, d.logs.String())
+	}
+	if !strings.Contains(d.out.String(), "malformed") {
+		t.Errorf("no malformed-frame counter after sending malformed frames:\n%s", d.out.String())
+	}
+	t.Logf("counters:\n%s", d.out.String())
+}
+
+// malformedFrames builds frames from the client to the VIP's port 80 that
+// no parser may trust.
+func malformedFrames(t *testing.T, env *testenv.Env) [][]byte {
+	t.Helper()
+	// The VIP's MAC is the director's (it answers ARP for it).
+	eth := layers.Ethernet{SrcMAC: env.Client.MAC, DstMAC: env.Director.MAC, EthernetType: layers.EthernetTypeIPv4}
+	ip := layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolTCP,
+		SrcIP: testenv.ClientAddr.AsSlice(), DstIP: testenv.VIP.AsSlice()}
+	tcp := layers.TCP{SrcPort: 40000, DstPort: 80, SYN: true, Window: 1000}
+	tcp.SetNetworkLayerForChecksum(&ip)
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, &eth, &ip, &tcp); err != nil {
+		t.Fatal(err)
+	}
+	good := buf.Bytes()
+	var out [][]byte
+	out = append(out, append([]byte(nil), good[:14+20+10]...)) // truncated TCP header
+	badIHL := append([]byte(nil), good...)
+	badIHL[14] = 0x43 // IHL 3
+	out = append(out, badIHL)
+	longLen := append([]byte(nil), good...)
+	longLen[14+2], longLen[14+3] = 0x05, 0xdc // total length 1500 > frame
+	out = append(out, longLen)
+	return out
+}
+
+// sendRaw writes frames from h's eth0 through an AF_PACKET socket.
+func sendRaw(h *testenv.Host, frames [][]byte, times int) error {
+	return h.Do(func() error {
+		ifc, err := net.InterfaceByName(h.Ifname)
+		if err != nil {
+			return err
+		}
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
+		if err != nil {
+			return fmt.Errorf("open packet socket: %w", err)
+		}
+		defer unix.Close(fd)
+		sa := &unix.SockaddrLinklayer{Ifindex: ifc.Index, Halen: 6}
+		for i := 0; i < times; i++ {
+			for _, f := range frames {
+				if err := unix.Sendto(fd, f, 0, sa); err != nil {
+					return fmt.Errorf("send raw frame: %w", err)
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// A bad rules file names the line and the problem, and xlb does not start
+// (nothing is attached).
+func TestBadRulesDoNotStart(t *testing.T) {
+	testenv.RequireRoot(t)
+	env := testenv.New(t, testenv.Options{RealServers: 1})
+	rules := fmt.Sprintf("-A -t %v:80 -s rr\n-a -t %v:80 -r %v:80 -g -w 1\n-a -t %v:80 -r 198.18.0.12:80 -g -w 70000\n",
+		testenv.VIP, testenv.VIP, testenv.RealAddr(0), testenv.VIP)
+	f := filepath.Join(t.TempDir(), "rules")
+	os.WriteFile(f, []byte(rules), 0o644)
+	out, err := env.Director.Command(xlbBin, "run", "--iface", "eth0", "--rules", f, "--socket", filepath.Join(t.TempDir(), "s")).CombinedOutput()
+	if err == nil {
+		t.Fatalf("xlb run with a bad weight succeeded:\n%s", out)
+	}
+	if !strings.Contains(string(out), "line 3") {
+		t.Errorf("error does not name line 3:\n%s", out)
+	}
+	link, _ := env.Director.Command("ip", "link", "show", "dev", "eth0").CombinedOutput()
+	if strings.Contains(string(link), "xdp") {
+		t.Errorf("xlb left XDP attached after refusing its rules:\n%s", link)
+	}
+}

@@ -1,0 +1,121 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/xlbproject/xlb/dataplane"
+	"github.com/xlbproject/xlb/internal/ipvs"
+	"github.com/xlbproject/xlb/internal/ipvsadm"
+)
+
+// server answers ipvsadm command lines against the running dataplane.
+// Requests are served one at a time, so cfg needs no lock.
+type server struct {
+	dp  *dataplane.Dataplane
+	cfg *ipvs.Config // the applied configuration
+}
+
+// handle runs one command line. A command that changes the
+// configuration is applied to a copy first; the dataplane takes the copy
+// whole or not at all, so a refused command changes nothing.
+func (s *server) handle(req request) response {
+	if len(req.Args) == 1 && req.Args[0] == "--xlb-stats" {
+		var b bytes.Buffer
+		writeStats(&b, s.dp)
+		return response{Stdout: b.String()}
+	}
+	cmd, err := ipvsadm.Parse(req.Args)
+	if err != nil {
+		return errorResponse(err)
+	}
+	var out bytes.Buffer
+	switch cmd.Kind {
+	case ipvsadm.KindHelp:
+		return response{Stdout: ipvsadm.Usage(ipvsadm.Program)}
+	case ipvsadm.KindVersion:
+		return response{Stdout: "ipvsadm v1.31 2019/12/24 (compiled with popt and IPVS v1.2.1)\n"}
+	case ipvsadm.KindList:
+		if cmd.List.Connection {
+			if err := s.writeConns(&out, cmd.List); err != nil {
+				return response{Stderr: fmt.Sprintf("%v\n", err), Code: ipvsadm.ExitRuntime}
+			}
+			return response{Stdout: out.String()}
+		}
+		if err := ipvsadm.WriteList(&out, s.cfg, dpStats{s.dp}, cmd.List); err != nil {
+			return errorResponse(err)
+		}
+		return response{Stdout: out.String()}
+	case ipvsadm.KindSave:
+		if err := ipvsadm.WriteSave(&out, s.cfg, cmd.List.Numeric); err != nil {
+			return errorResponse(err)
+		}
+		return response{Stdout: out.String()}
+	case ipvsadm.KindRestore:
+		next := s.cfg.Clone()
+		if err := ipvsadm.Restore(next, strings.NewReader(req.Stdin)); err != nil {
+			return errorResponse(err)
+		}
+		return s.apply(next)
+	}
+	next := s.cfg.Clone()
+	if err := cmd.Apply(next); err != nil {
+		return errorResponse(err)
+	}
+	return s.apply(next)
+}
+
+func (s *server) apply(next *ipvs.Config) response {
+	if err := s.dp.Apply(next); err != nil {
+		return response{Stderr: fmt.Sprintf("%v\n", err), Code: ipvsadm.ExitRuntime}
+	}
+	s.cfg = next
+	return response{}
+}
+
+func errorResponse(err error) response {
+	var e *ipvsadm.Error
+	if errors.As(err, &e) {
+		return response{Stderr: e.Msg + "\n", Code: e.Code}
+	}
+	return response{Stderr: err.Error() + "\n", Code: ipvsadm.ExitRuntime}
+}
+
+// writeConns lists connection entries as ipvsadm -L -c does.
+func (s *server) writeConns(out *bytes.Buffer, opts ipvsadm.ListOptions) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var conns []ipvsadm.Conn
+	err := s.dp.Conns(ctx, func(c dataplane.Conn) {
+		conns = append(conns, ipvsadm.Conn{
+			Proto: c.Proto, Client: c.Client, Virtual: c.Virtual, Dest: c.Dest,
+			State: c.State, Expires: uint(c.Expires / time.Second),
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("list connections: %w", err)
+	}
+	return ipvsadm.WriteConns(out, conns, opts)
+}
+
+// dpStats feeds listings with the dataplane's per-destination counts.
+type dpStats struct{ dp *dataplane.Dataplane }
+
+func (s dpStats) Service(k ipvs.ServiceKey) ipvsadm.Counters { return ipvsadm.Counters{} }
+
+func (s dpStats) Dest(k ipvs.ServiceKey, d *ipvs.Dest) ipvsadm.DestStats {
+	dst := s.dp.Dest(k, netip.AddrPortFrom(d.Addr, d.Port))
+	if dst == nil {
+		return ipvsadm.DestStats{}
+	}
+	return ipvsadm.DestStats{
+		ActiveConns:  uint32(dst.ActiveConns()),
+		InactConns:   uint32(dst.InactConns()),
+		PersistConns: uint32(dst.PersistConns()),
+	}
+}

@@ -1,0 +1,353 @@
+//go:build linux
+
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/xlbproject/xlb/bpf"
+	"github.com/xlbproject/xlb/conntrack"
+	"github.com/xlbproject/xlb/internal/ipvs"
+	"github.com/xlbproject/xlb/sched"
+)
+
+type netipAddr = netip.Addr
+
+// svcKey is how a worker finds a virtual service from a parsed frame.
+type svcKey struct {
+	addr  [16]byte // IPv4-mapped for IPv4
+	port  uint16
+	proto uint8
+}
+
+func makeSvcKey(k ipvs.ServiceKey) svcKey {
+	return svcKey{addr: k.Addr.As16(), port: k.Port, proto: uint8(k.Proto)}
+}
+
+// destFwd is what a worker needs to forward to a destination, indexed by
+// sched.Dest.ID in the shared forwarding table.
+type destFwd struct {
+	mac   [6]byte // next hop's MAC
+	macOK bool    // mac is resolved
+	fwd   ipvs.Fwd
+	addr  netip.Addr
+	port  uint16
+}
+
+// workerService is one virtual service as a worker sees it: immutable
+// except for the scheduler, which only this worker calls.
+type workerService struct {
+	id uint32
+	ct *conntrack.Service // placement policy around this worker's scheduler
+}
+
+// workerConfig is the immutable snapshot of services a worker loads once
+// per batch.
+type workerConfig struct {
+	services map[svcKey]*workerService
+}
+
+// controlState is the control plane's view, guarded by Dataplane.mu.
+type controlState struct {
+	services map[ipvs.ServiceKey]*svcState
+	nextID   uint32
+	// removed are destinations deleted from their service that may still
+	// carry connections; they keep their ID and forwarding entry until
+	// their counts drop to zero (IPVS's destination trash).
+	removed []*sched.Dest
+	cfg     ipvs.Config
+}
+
+type svcState struct {
+	id       uint32
+	spec     ipvs.Service
+	dests    map[netip.AddrPort]*sched.Dest
+	scheds   []sched.Scheduler    // one per worker
+	policies []*conntrack.Service // one per worker, around scheds
+}
+
+func newControlState() *controlState {
+	return &controlState{services: map[ipvs.ServiceKey]*svcState{}, nextID: 1}
+}
+
+// ErrNotSupported marks configuration xlb cannot do (yet).
+var ErrNotSupported = errors.New("not supported")
+
+// supported rejects what this dataplane cannot forward, before anything
+// changes.
+func supported(s *ipvs.Service) error {
+	if s.Key.FWMark != 0 {
+		return fmt.Errorf("service fwmark %d: firewall-mark services: %w (XDP runs before netfilter marks packets)", s.Key.FWMark, ErrNotSupported)
+	}
+	if s.Key.Proto != ipvs.TCP && s.Key.Proto != ipvs.UDP {
+		return fmt.Errorf("service %v: protocol %d: %w", s.Key.Addr, s.Key.Proto, ErrNotSupported)
+	}
+	for _, d := range s.Dests {
+		if d.Fwd != ipvs.FwdRoute {
+			return fmt.Errorf("service %v:%d destination %v: forwarding method %d: %w (only direct routing, -g, so far)",
+				s.Key.Addr, s.Key.Port, d.Addr, d.Fwd, ErrNotSupported)
+		}
+	}
+	return nil
+}
+
+// Apply makes cfg the running configuration: services and destinations
+// are added, edited and removed to match, keeping connection entries and
+// scheduler state of what did not change. It either applies all of cfg or
+// returns an error and changes nothing.
+func (d *Dataplane) Apply(cfg *ipvs.Config) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return errors.New("apply configuration: dataplane closed")
+	}
+	st := d.state
+
+	// 1. Everything that can fail without side effects.
+	type plan struct {
+		svc      *svcState
+		spec     *ipvs.Service
+		fresh    bool                 // new service
+		scheds   []sched.Scheduler    // new scheduler instances, if any
+		policies []*conntrack.Service // one per worker
+	}
+	plans := make([]plan, 0, len(cfg.Services))
+	seen := map[ipvs.ServiceKey]bool{}
+	for i := range cfg.Services {
+		s := &cfg.Services[i]
+		if seen[s.Key] {
+			return fmt.Errorf("service %v:%d defined twice", s.Key.Addr, s.Key.Port)
+		}
+		seen[s.Key] = true
+		if err := supported(s); err != nil {
+			return err
+		}
+		p := plan{spec: s, svc: st.services[s.Key]}
+		if p.svc == nil {
+			p.fresh = true
+		}
+		if p.fresh || p.svc.spec.Sched != s.Sched || !slices.Equal(p.svc.spec.SchedFlags, s.SchedFlags) {
+			for range d.workers {
+				sc, err := newScheduler(s)
+				if err != nil {
+					return fmt.Errorf("service %v:%d: %w", s.Key.Addr, s.Key.Port, err)
+				}
+				p.scheds = append(p.scheds, sc)
+			}
+		}
+		scheds := p.scheds
+		if scheds == nil {
+			scheds = p.svc.scheds
+		}
+		for _, sc := range scheds {
+			pol, err := servicePolicy(s, sc)
+			if err != nil {
+				return fmt.Errorf("service %v:%d: %w", s.Key.Addr, s.Key.Port, err)
+			}
+			p.policies = append(p.policies, pol)
+		}
+		plans = append(plans, p)
+	}
+
+	// 2. XDP service map: add new services, undoing on failure.
+	var added []bpf.ServiceKey
+	for _, p := range plans {
+		if !p.fresh {
+			continue
+		}
+		k := bpfKey(p.spec.Key)
+		if err := d.objs.AddService(k, st.nextID+uint32(len(added))); err != nil {
+			for _, a := range added {
+				d.objs.DeleteService(a)
+			}
+			return fmt.Errorf("install service %v:%d: %w", p.spec.Key.Addr, p.spec.Key.Port, err)
+		}
+		added = append(added, k)
+	}
+
+	// 3. Nothing fails from here on.
+	fwd := slices.Clone(*d.fwd.Load())
+	next := map[ipvs.ServiceKey]*svcState{}
+	for _, p := range plans {
+		svc := p.svc
+		if p.fresh {
+			svc = &svcState{id: st.nextID, dests: map[netip.AddrPort]*sched.Dest{}}
+			st.nextID++
+		}
+		svc.spec = *p.spec
+		svc.spec.Dests = slices.Clone(p.spec.Dests)
+		if p.scheds != nil {
+			svc.scheds = p.scheds
+		}
+		svc.policies = p.policies
+		keep := map[netip.AddrPort]bool{}
+		order := make([]*sched.Dest, 0, len(p.spec.Dests))
+		for _, ds := range p.spec.Dests {
+			ap := netip.AddrPortFrom(ds.Addr, ds.Port)
+			keep[ap] = true
+			dst := svc.dests[ap]
+			if dst == nil {
+				dst = sched.NewDest(ds.Addr, ds.Port, ds.Weight)
+				if err := d.reg.Add(dst); err != nil {
+					// Out of IDs: leave it out and say so.
+					d.opts.Logger.Error("destination not added", "service", svc.spec.Key.Addr, "dest", ap, "err", err)
+					continue
+				}
+				svc.dests[ap] = dst
+			}
+			dst.SetWeight(ds.Weight)
+			dst.SetThresholds(ds.UThreshold, ds.LThreshold)
+			dst.SetAvailable(true)
+			f := &fwd[dst.ID]
+			f.fwd, f.addr, f.port = ds.Fwd, ds.Addr, ds.Port
+			order = append(order, dst)
+		}
+		for ap, dst := range svc.dests {
+			if !keep[ap] {
+				dst.SetAvailable(false)
+				st.removed = append(st.removed, dst)
+				delete(svc.dests, ap)
+			}
+		}
+		slices.Reverse(order) // IPVS lists destinations newest first
+		for _, sc := range svc.scheds {
+			sc.Update(order)
+		}
+		next[svc.spec.Key] = svc
+	}
+	for k, svc := range st.services {
+		if next[k] != nil {
+			continue
+		}
+		if err := d.objs.DeleteService(bpfKey(k)); err != nil {
+			d.opts.Logger.Warn("remove service from xdp map", "service", k.Addr, "err", err)
+		}
+		for _, dst := range svc.dests {
+			dst.SetAvailable(false)
+			st.removed = append(st.removed, dst)
+		}
+	}
+	st.services = next
+	st.cfg = *cfg
+	if st.cfg.Timeouts == (ipvs.Timeouts{}) {
+		st.cfg.Timeouts = ipvs.DefaultTimeouts
+	}
+	to := st.cfg.Timeouts
+	if err := d.ctSettings.SetTimeouts(time.Duration(to.TCP)*time.Second, time.Duration(to.TCPFin)*time.Second,
+		time.Duration(to.UDP)*time.Second); err != nil {
+		d.opts.Logger.Error("set timeouts", "err", err)
+	}
+	d.fwd.Store(&fwd)
+	for i, w := range d.workers {
+		wc := &workerConfig{services: map[svcKey]*workerService{}}
+		for _, svc := range st.services {
+			wc.services[makeSvcKey(svc.spec.Key)] = &workerService{id: svc.id, ct: svc.policies[i]}
+		}
+		w.cfg.Store(wc)
+	}
+	select {
+	case d.applied <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// newScheduler makes one worker's instance of s's scheduler.
+func newScheduler(s *ipvs.Service) (sched.Scheduler, error) {
+	name := s.Sched
+	if name == "" {
+		name = sched.DefaultScheduler
+	}
+	o := sched.DefaultOptions()
+	if len(s.SchedFlags) > 0 {
+		f, err := sched.ParseFlags(name, strings.Join(s.SchedFlags, ","))
+		if err != nil {
+			return nil, err
+		}
+		o.Flags = f
+	}
+	return sched.New(name, o)
+}
+
+// servicePolicy is the conntrack view of s around one scheduler
+// instance: persistence, netmask, one-packet scheduling.
+func servicePolicy(s *ipvs.Service, sc sched.Scheduler) (*conntrack.Service, error) {
+	o := conntrack.DefaultServiceOptions()
+	o.Scheduler = sc
+	o.Proto = uint8(s.Key.Proto)
+	o.Port = s.Key.Port
+	o.IPv6 = s.Key.Addr.Is6()
+	o.Persistent = s.Persistent
+	if s.Timeout != 0 {
+		o.Timeout = time.Duration(s.Timeout) * time.Second
+	}
+	o.Netmask = s.Netmask
+	if o.Netmask == 0 && !s.Persistent {
+		o.Netmask = s.Key.Addr.BitLen()
+	}
+	o.OnePacket = s.OnePacket
+	o.DefaultFwd = conntrack.FwdRoute
+	return conntrack.NewService(o)
+}
+
+func bpfKey(k ipvs.ServiceKey) bpf.ServiceKey {
+	return bpf.ServiceKey{Addr: k.Addr, Port: k.Port, Proto: uint8(k.Proto)}
+}
+
+// refreshNeighbours resolves every destination's next-hop MAC and
+// publishes a new forwarding table when one changed. It also frees the IDs
+// of removed destinations whose last connection is gone.
+func (d *Dataplane) refreshNeighbours() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return
+	}
+	cur := *d.fwd.Load()
+	var fwd []destFwd
+	update := func(id uint32, mac [6]byte, ok bool) {
+		if cur[id].mac == mac && cur[id].macOK == ok {
+			return
+		}
+		if fwd == nil {
+			fwd = slices.Clone(cur)
+		}
+		fwd[id].mac, fwd[id].macOK = mac, ok
+	}
+	resolve := func(dst *sched.Dest) {
+		mac, ok, err := d.neigh.lookup(dst.Addr)
+		if err != nil {
+			d.opts.Logger.Warn("resolve destination", "dest", dst.Addr, "err", err)
+		}
+		update(dst.ID, mac, ok)
+	}
+	for _, svc := range d.state.services {
+		for _, dst := range svc.dests {
+			resolve(dst)
+		}
+	}
+	kept := d.state.removed[:0]
+	for _, dst := range d.state.removed {
+		if dst.ActiveConns()+dst.InactConns()+dst.PersistConns() > 0 || dst.Available() {
+			if !dst.Available() {
+				resolve(dst)
+			}
+			kept = append(kept, dst)
+			continue
+		}
+		if fwd == nil {
+			fwd = slices.Clone(cur)
+		}
+		fwd[dst.ID] = destFwd{}
+		d.reg.Release(dst)
+	}
+	d.state.removed = kept
+	if fwd != nil {
+		d.fwd.Store(&fwd)
+	}
+}

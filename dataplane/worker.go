@@ -1,0 +1,167 @@
+//go:build linux
+
+package dataplane
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/xlbproject/xlb/conntrack"
+	"github.com/xlbproject/xlb/internal/ipvs"
+	"github.com/xlbproject/xlb/internal/packet"
+	"github.com/xlbproject/xlb/modes"
+)
+
+// idleWaitMs is how long an idle worker sleeps in poll(2) before it looks
+// at its stop signal and expires connections again.
+const idleWaitMs = 100
+
+// expireBudget bounds the connection entries one expiry pass looks at, so
+// that expiry never stalls forwarding (about a microsecond's work).
+const expireBudget = 64
+
+// worker serves one queue: its socket, its connection-table shard and its
+// counters belong to it alone. Not safe for concurrent use; only cfg,
+// the published counters and the conntrack snapshot are read from
+// elsewhere.
+type worker struct {
+	id    int
+	dp    *Dataplane
+	sock  *socket
+	q     *queue
+	ct    *conntrack.Table
+	cfg   atomic.Pointer[workerConfig]
+	stats counters
+	// reasons counts malformed frames by parser reason.
+	reasons [packet.NumReasons]uint64
+	mac     [6]byte
+	start   time.Time
+	meta    packet.Meta // reused for every frame
+}
+
+func newWorker(d *Dataplane, queue int) (*worker, error) {
+	sock, err := newSocket(d.ifindex, queue, d.opts.Socket)
+	if err != nil {
+		return nil, fmt.Errorf("open AF_XDP socket on %s queue %d: %w", d.opts.Interface, queue, err)
+	}
+	copts := conntrack.DefaultOptions()
+	copts.Capacity = d.opts.ConnCapacity
+	copts.Registry = d.reg
+	copts.Settings = d.ctSettings
+	ct, err := conntrack.New(copts)
+	if err != nil {
+		sock.close()
+		return nil, fmt.Errorf("connection table of queue %d: %w", queue, err)
+	}
+	w := &worker{id: queue, dp: d, sock: sock, ct: ct, mac: d.mac, start: time.Now()}
+	w.q = newQueue(sock.umem, sock.frameSize, sock.numFrames, sock.fill, sock.comp, sock.rx, sock.tx, sock)
+	w.cfg.Store(&workerConfig{services: map[svcKey]*workerService{}})
+	return w, nil
+}
+
+func (w *worker) close() error {
+	if w.sock == nil {
+		return nil
+	}
+	err := w.sock.close()
+	w.sock = nil
+	return err
+}
+
+// run serves the queue until ctx is done.
+func (w *worker) run(ctx context.Context) {
+	w.q.refill()
+	for ctx.Err() == nil {
+		now := time.Since(w.start).Nanoseconds()
+		if w.poll(now) == 0 {
+			w.ct.Expire(now, expireBudget)
+			w.stats.publish()
+			w.q.sys.wait(idleWaitMs)
+		}
+	}
+}
+
+// poll forwards one batch of received frames and returns its size.
+func (w *worker) poll(now int64) int {
+	q := w.q
+	q.reap()
+	q.refill()
+	n := q.rx.consumerPeek(maxBatch)
+	if n == 0 {
+		return 0
+	}
+	cfg := w.cfg.Load()
+	fwd := *w.dp.fwd.Load()
+	ntx := 0
+	for i := uint32(0); i < n; i++ {
+		d := q.rx.descs[(q.rx.cachedCons+i)&q.rx.mask]
+		frame := q.frame(&d)
+		if frame != nil && w.handle(frame, cfg, fwd, now) {
+			q.batch[ntx] = d
+			ntx++
+		} else {
+			q.release(d.Addr)
+		}
+	}
+	q.rx.consumerRelease(n)
+	w.stats.local[RxFrames] += uint64(n)
+	q.transmit(q.batch[:ntx])
+	w.stats.local[TxFrames] += uint64(ntx)
+	w.stats.local[TxLost] = q.txLost
+	w.stats.local[BadDesc] = q.badDesc
+	w.stats.local[KickErrors] = q.kickErr
+	w.ct.Expire(now, expireBudget)
+	w.stats.publish()
+	return int(n)
+}
+
+// handle decides one frame's fate and rewrites it in place; true means
+// transmit it. This is the per-packet path: no allocation, no lock, no
+// interface call but the scheduler's on a connection's first packet.
+func (w *worker) handle(frame []byte, cfg *workerConfig, fwd []destFwd, now int64) bool {
+	m := &w.meta
+	if r := packet.Parse(frame, m); r != packet.OK {
+		w.stats.local[Malformed]++
+		w.reasons[r]++
+		return false
+	}
+	key := conntrack.Key{Src: m.Src, Dst: m.Dst, SrcPort: m.SrcPort, DstPort: m.DstPort, Proto: m.Proto}
+	var id uint32
+	e, dir := w.ct.Lookup(&key, now)
+	if e == nil {
+		svc := cfg.services[svcKey{addr: m.Dst, port: m.DstPort, proto: m.Proto}]
+		if svc == nil {
+			w.stats.local[NoService]++
+			return false
+		}
+		c, v := w.ct.NewConn(svc.ct, &key, m.TCPFlags, now)
+		if c.Dest == nil {
+			if v == conntrack.VerdictNotNew {
+				w.stats.local[NotNew]++
+			} else {
+				w.stats.local[NoDest]++
+			}
+			return false
+		}
+		w.stats.local[ConnNew]++
+		id, e, dir = c.Dest.ID, c.Entry, conntrack.DirInput
+	} else {
+		w.stats.local[ConnHit]++
+	}
+	if e != nil { // nil for one-packet scheduling and untracked floods
+		w.ct.Update(e, dir, m.TCPFlags, len(frame), now)
+		id = e.DestID()
+	}
+	if int(id) >= len(fwd) || !fwd[id].macOK {
+		w.stats.local[NoNeighbour]++
+		return false
+	}
+	switch fwd[id].fwd {
+	case ipvs.FwdRoute:
+		modes.DR(frame, &fwd[id].mac, &w.mac)
+		return true
+	}
+	return false
+}
