@@ -113,10 +113,13 @@ func (d *Dest) SetAvailable(ok bool) {
 // Overloaded reports whether DestOverload is set.
 func (d *Dest) Overloaded() bool { return d.flags.Load()&DestOverload != 0 }
 
-// ActiveConns, InactConns and PersistConns are IPVS's per-destination
-// connection counts.
-func (d *Dest) ActiveConns() int32  { return d.activeConns.Load() }
-func (d *Dest) InactConns() int32   { return d.inactConns.Load() }
+// ActiveConns is IPVS's activeconns: connections in TCP ESTABLISHED.
+func (d *Dest) ActiveConns() int32 { return d.activeConns.Load() }
+
+// InactConns is IPVS's inactconns: every other connection (UDP included).
+func (d *Dest) InactConns() int32 { return d.inactConns.Load() }
+
+// PersistConns is IPVS's persistconns: persistence templates.
 func (d *Dest) PersistConns() int32 { return d.persistConns.Load() }
 
 // Overhead is ip_vs_dest_conn_overhead: (activeconns << 8) + inactconns.

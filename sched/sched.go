@@ -4,7 +4,8 @@ import "net/netip"
 
 // Flow is what a scheduler may look at when it places a new connection:
 // the first packet's addresses, ports and protocol. Addresses are IPv4 (not
-// IPv4-mapped) or IPv6.
+// IPv4-mapped) or IPv6. sh and mh hash Src (and SrcPort for TCP, UDP and
+// SCTP with their -port flag); dh, lblc and lblcr key on Dst.
 type Flow struct {
 	Proto   uint8
 	Src     netip.Addr
@@ -29,6 +30,7 @@ type Scheduler interface {
 	// order (newest first: ipvsadm -a inserts at the head). The control
 	// plane calls it after any change to the list or to a weight or
 	// threshold; derived state (wrr's cw, sh/dh/mh tables) is rebuilt here,
-	// off the packet path, and published atomically.
+	// off the packet path, and published atomically. The slice is copied.
+	// Calls to Update on one instance must not overlap.
 	Update(dests []*Dest)
 }
