@@ -48,6 +48,14 @@ func KeyFrom(proto uint8, src netip.AddrPort, dst netip.AddrPort) Key {
 	}
 }
 
+// equal compares the significant fields (not the padding) without a
+// call to the runtime's memequal, which a 40-byte struct comparison
+// makes.
+func (k *Key) equal(o *Key) bool {
+	return k.Src == o.Src && k.Dst == o.Dst &&
+		k.SrcPort == o.SrcPort && k.DstPort == o.DstPort && k.Proto == o.Proto && k.kind == o.kind
+}
+
 // Template reports whether k is the key of a persistence template.
 func (k *Key) Template() bool { return k.kind == kindTemplate }
 

@@ -45,10 +45,11 @@ type Options struct {
 	Settings *Settings
 	// Timeouts are used only when Settings is nil.
 	Timeouts Timeouts
-	// EvictProbe is how many entries a full table examines to find one
-	// to evict for a new connection (IPVS's drop_entry looks at a handful
-	// of random buckets in the same spirit). More finds better victims
-	// and costs more per insert under a flood.
+	// EvictProbe is how many evictable entries a full table compares to
+	// choose one to evict for a new connection (it looks at no more than
+	// 4×EvictProbe entries); IPVS's drop_entry looks at a handful of
+	// random buckets in the same spirit. More finds better victims and
+	// costs more per insert under a flood.
 	EvictProbe int
 	// FloodHold is how long the table counts as flooded after it failed
 	// to make room for a new connection. While flooded, TCP segments
@@ -268,6 +269,8 @@ func New(opts Options) (*Table, error) {
 		floodHold:  int64(opts.FloodHold),
 		floodUntil: -1 << 63,
 	}
+	adviseHuge(unsafe.Pointer(unsafe.SliceData(t.entries)), uintptr(len(t.entries))*unsafe.Sizeof(Entry{}))
+	adviseHuge(unsafe.Pointer(unsafe.SliceData(t.slots)), uintptr(len(t.slots))*8)
 	var b [48]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return nil, fmt.Errorf("seed connection hash: %w", err)
@@ -345,7 +348,7 @@ func (t *Table) Lookup(k *Key, now int64) (*Entry, Dir) {
 		e := &t.entries[r>>1-1]
 		dir := DirInput
 		if r&1 == 0 {
-			if e.key != *k {
+			if !e.key.equal(k) {
 				continue
 			}
 		} else {
@@ -375,7 +378,7 @@ func (t *Table) findFwd(k *Key, h32 uint32) (uint32, bool) {
 			continue
 		}
 		idx := uint32(s)>>1 - 1
-		if t.entries[idx].key == *k {
+		if t.entries[idx].key.equal(k) {
 			return idx, true
 		}
 	}
@@ -500,17 +503,24 @@ func (t *Table) victimRank(idx uint32, now int64) uint8 {
 	return rankNever
 }
 
-// evict removes the best victim among the next EvictProbe entries.
+// evict removes the best victim among the next EvictProbe evictable
+// entries after the eviction cursor, looking at no more than
+// 4×EvictProbe entries (a sequential read of about 2 ns each), so a run
+// of established connections costs a bounded scan, not a failure.
 func (t *Table) evict(now int64) bool {
 	n := uint32(len(t.entries))
 	best, bestRank := uint32(0), uint8(rankNever)
-	for k := 0; k < t.evictProbe; k++ {
+	for seen, k := 0, 0; seen < t.evictProbe && k < 4*t.evictProbe; k++ {
 		i := t.evictAt
 		if t.evictAt++; t.evictAt >= n {
 			t.evictAt = 0
 		}
 		r := t.victimRank(i, now)
-		if r < bestRank || r == bestRank && r != rankNever && t.entries[i].expires < t.entries[best].expires {
+		if r == rankNever {
+			continue
+		}
+		seen++
+		if r < bestRank || r == bestRank && t.entries[i].expires < t.entries[best].expires {
 			best, bestRank = i, r
 			if r == 0 {
 				break
