@@ -45,13 +45,13 @@ func TestWriteList(t *testing.T) {
 	c1, _ := f.t.NewConn(nat, &k1, syn, now)
 	f.t.Update(c1.Entry, DirInput, syn, 60, now) // SYN_RECV, 60 s
 
-	per := f.service(t, func(o *ServiceOptions) { o.Persistent, o.Timeout, o.Netmask = true, 300 * time.Second, 24 })
+	per := f.service(t, func(o *ServiceOptions) { o.Persistent, o.Timeout, o.Netmask = true, 300*time.Second, 24 })
 	k2 := keyFrom("172.16.0.77", 1234, "192.168.1.10", 80)
 	c2, _ := f.t.NewConn(per, &k2, syn, now)
 	f.t.Update(c2.Entry, DirInput, syn, 60, now)
 	f.t.Update(c2.Entry, DirInput, ack, 60, now) // ESTABLISHED, 900 s
 
-	fw := f.service(t, func(o *ServiceOptions) { o.Port, o.FWMark, o.Persistent, o.Timeout = 0, 7, true, 3600 * time.Second })
+	fw := f.service(t, func(o *ServiceOptions) { o.Port, o.FWMark, o.Persistent, o.Timeout = 0, 7, true, 3600*time.Second })
 	k3 := KeyFrom(ProtoUDP, netip.MustParseAddrPort("172.16.1.1:5000"), netip.MustParseAddrPort("192.168.1.11:53"))
 	c3, _ := f.t.NewConn(fw, &k3, 0, now)
 	f.t.Update(c3.Entry, DirInput, 0, 60, now) // UDP, 300 s
