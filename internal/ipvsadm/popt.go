@@ -29,9 +29,8 @@ const (
 type tag uint8
 
 const (
-	tagNone tag = iota
 	// commands
-	tagAdd
+	tagAdd tag = iota + 1
 	tagEdit
 	tagDelete
 	tagClear

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/xlbproject/xlb/internal/ipvs"
@@ -98,5 +99,44 @@ func FuzzParseRules(f *testing.F) {
 			t.Fatalf("ParseRules made an invalid config: %v (%s)", err, err.(*ipvs.Error).Detail)
 		}
 		roundTrip(t, cfg, true)
+	})
+}
+
+// FuzzParse checks that Parse never panics, that its errors carry an exit
+// status, and that a command it accepts can be applied and listed.
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{
+		"-A\x00-t\x0010.0.0.1:80\x00-s\x00sh\x00-b\x00sh-port\x00-p",
+		"-a\x00-t\x0010.0.0.1:80\x00-r\x0010.0.0.2\x00-i\x00--tun-type\x00gue\x00--tun-port\x001",
+		"-L\x00-n\x00--stats\x00-t\x00[::1]:53",
+		"--set\x001\x002\x003",
+		"--start-daemon\x00master\x00--mcast-group\x00224.0.0.81",
+		"-Ln",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		args := strings.Split(line, "\x00")
+		c, err := Parse(args)
+		if err != nil {
+			var e *Error
+			if !errors.As(err, &e) || e.Code == 0 || e.Msg == "" {
+				t.Fatalf("Parse(%q) error %#v: not an *Error with a code", args, err)
+			}
+			return
+		}
+		cfg := &ipvs.Config{Timeouts: ipvs.DefaultTimeouts}
+		c.Apply(cfg)
+		var b bytes.Buffer
+		switch c.Kind {
+		case KindList:
+			if !c.List.Connection {
+				WriteList(&b, cfg, nil, c.List)
+			}
+		case KindSave:
+			if err := WriteSave(&b, cfg, c.List.Numeric); err != nil {
+				t.Fatal(err)
+			}
+		}
 	})
 }
