@@ -134,3 +134,34 @@ func TestTokenize(t *testing.T) {
 		}
 	}
 }
+
+func TestRulesErrorText(t *testing.T) {
+	_, err := ParseRules(strings.NewReader("-A -t 1.2.3.4:80\n-a -t 1.2.3.4:80 -r 1.1.1.1 -x 1 -y 5\n"))
+	const want = `line 2 "-a -t 1.2.3.4:80 -r 1.1.1.1 -x 1 -y 5": Numerical result out of range (lower threshold 5 is higher than upper threshold 1)`
+	if err == nil || err.Error() != want {
+		t.Errorf("ParseRules error = %v, want %s", err, want)
+	}
+	_, err = ParseRules(strings.NewReader("\n-A -t 1.2.3.4:80 -w 1\n"))
+	const want2 = `line 2 "-A -t 1.2.3.4:80 -w 1": Illegal 'weight' option with the 'add-service' command`
+	if err == nil || err.Error() != want2 {
+		t.Errorf("ParseRules error = %v, want %s", err, want2)
+	}
+}
+
+func TestUsage(t *testing.T) {
+	u := Usage("xlb")
+	for _, want := range []string{
+		"ipvsadm v1.31 2019/12/24 (compiled with popt and IPVS v1.2.1)\nUsage:\n  xlb -A|E virtual-service [-s scheduler]",
+		"\n  xlb -h\n\nCommands:\n",
+		"  --scheduler    -s scheduler         one of rr|wrr|lc|wlc|lblc|lblcr|dh|sh|sed|nq|fo|ovf|mh,\n" +
+			"                                      the default scheduler is wlc.\n",
+		"  --mcast-ttl ttl                     Multicast TTL (default=1)\n",
+	} {
+		if !strings.Contains(u, want) {
+			t.Errorf("Usage lacks %q", want)
+		}
+	}
+	if strings.Contains(u, "%s") || !strings.HasSuffix(u, "(default=1)\n") {
+		t.Error("Usage has an unreplaced program placeholder or a wrong end")
+	}
+}
