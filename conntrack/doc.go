@@ -9,8 +9,8 @@
 // # Ownership
 //
 // Each dataplane worker owns one Table (a shard) and is the only
-// goroutine that calls its packet-path methods: Lookup, NewConn, Insert,
-// SetLocal, Update, Remove, Expire. They take no lock and use no atomic
+// goroutine that calls its packet-path methods: Prefetch, Lookup, Reuse,
+// NewConn, Insert, SetLocal, Update, Remove, Expire. They take no lock and use no atomic
 // instruction; a Table is not safe for concurrent use. Flows are steered
 // to workers by the NIC's RSS hash, so each flow (and its NAT replies,
 // when RSS is symmetric or the dataplane steers replies by the same key)
@@ -20,7 +20,7 @@
 // make the worker wait:
 //
 //   - Settings (shared by all tables): timeouts (ipvsadm --set) and the
-//     secure_tcp, sloppy_tcp and expire_quiescent_template sysctls,
+//     secure_tcp, sloppy_tcp, conn_reuse_mode and expire_quiescent_template sysctls,
 //     published as an immutable value behind an atomic pointer and picked
 //     up by the worker at its next Expire call.
 //   - Stats: the worker publishes its counters at each Expire call
@@ -37,20 +37,28 @@
 //
 // # The per-packet path
 //
-//	now := monotonicNanos() // once per batch
-//	for each frame {
-//		k := conntrack.Key{...}                    // from the headers, IPv4 mapped
-//		e, dir := t.Lookup(&k, now)                // forward or NAT reply key
+//	now := monotonicNanos()                 // once per batch
+//	keys := buildKeys(frames)               // conntrack.Key per frame, IPv4 mapped
+//	t.Prefetch(keys)                        // overlap the batch's cache misses
+//	for i, fr := range frames {
+//		e, dir := t.Lookup(&keys[i], now)   // forward key, or NAT reply key
+//		if e != nil && dir == conntrack.DirInput && t.Reuse(e, fr.tcpFlags) {
+//			e = nil                         // conn_reuse_mode: a SYN on a finished connection
+//		}
 //		if e == nil {
-//			c, v := t.NewConn(svc, &k, tcpFlags, now) // svc: the service k addressed
-//			if c.Dest == nil { drop or pass, by v; continue }
-//			if e = c.Entry; e == nil { forward to c.Dest, c.Port, c.Fwd; continue } // -o or untracked
+//			c, v := t.NewConn(svc, &keys[i], fr.tcpFlags, now) // svc: the service the key addressed
+//			if c.Dest == nil { drop, or pass to the stack for VerdictNotNew; continue }
+//			if e = c.Entry; e == nil { send to c.Dest / c.Port by c.Fwd; continue } // -o, or untracked
 //			dir = conntrack.DirInput
 //		}
-//		t.Update(e, dir, tcpFlags, len(frame), now)
-//		forward by e.Fwd(), e.DestAddr16(), e.DestPort() (input) or to the client (output)
+//		t.Update(e, dir, fr.tcpFlags, len(fr.data), now)
+//		input: rewrite to e.DestAddr16():e.DestPort() by e.Fwd(); output: back to the client
 //	}
-//	t.Expire(now, 256) // once per batch and per idle loop
+//	t.Expire(now, 256)                      // once per batch and per idle loop
+//
+// A *Entry is valid until the next call that may remove entries
+// (Lookup, Reuse, NewConn, Insert, Remove, Expire): finish a packet before
+// looking up the next.
 //
 // Time is the caller's: int64 nanoseconds from any monotonic origin, read
 // once per batch. Nothing here calls time.Now.
@@ -99,7 +107,7 @@
 //     selects the latter.
 //   - SCTP has no state machine here: SCTP flows are tracked like UDP.
 //     ICMP echo flows get their own state and a 60 s timeout.
-//   - conn_reuse_mode, expire_nodest_conn, FTP helpers and connection
+//   - expire_nodest_conn, FTP helpers (ip_vs_ftp) and connection
 //     synchronisation are not implemented; Remove lets the dataplane drop
-//     an entry for the first two.
+//     the entries of a deleted destination. conn_reuse_mode is (Reuse).
 package conntrack

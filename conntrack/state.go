@@ -267,13 +267,15 @@ type settingsVal struct {
 	// sloppyTCP is the sloppy_tcp sysctl: schedule TCP on any segment,
 	// not only on SYN.
 	sloppyTCP bool
+	// connReuseMode is the conn_reuse_mode sysctl (see Table.Reuse).
+	connReuseMode uint8
 }
 
-// NewSettings returns settings with the given timeouts and every sysctl
-// off (IPVS's defaults).
+// NewSettings returns settings with the given timeouts and IPVS's
+// default sysctls: conn_reuse_mode 1, the others off.
 func NewSettings(t Timeouts) *Settings {
 	s := &Settings{}
-	s.cur.Store(&settingsVal{timeouts: t})
+	s.cur.Store(&settingsVal{timeouts: t, connReuseMode: 1})
 	return s
 }
 
@@ -321,6 +323,12 @@ func (s *Settings) SetExpireQuiescentTemplate(on bool) {
 
 // SetSecureTCP sets the secure_tcp defense (the tcp_states_dos tables).
 func (s *Settings) SetSecureTCP(on bool) { s.update(func(v *settingsVal) { v.secureTCP = on }) }
+
+// SetConnReuseMode sets the conn_reuse_mode sysctl: 0 off, bit 1 on,
+// bit 2 also reuses FIN_WAIT connections of DR/TUN services.
+func (s *Settings) SetConnReuseMode(mode uint8) {
+	s.update(func(v *settingsVal) { v.connReuseMode = mode })
+}
 
 // SetSloppyTCP sets the sloppy_tcp sysctl.
 func (s *Settings) SetSloppyTCP(on bool) { s.update(func(v *settingsVal) { v.sloppyTCP = on }) }

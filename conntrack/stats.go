@@ -36,6 +36,9 @@ type Stats struct {
 	// TemplatesInvalidated counts templates found with an unavailable or
 	// (expire_quiescent_template) quiesced destination.
 	TemplatesInvalidated uint64
+	// Reused counts finished connections removed by Reuse because a SYN
+	// opened a new one on the same ports (conn_reuse_mode).
+	Reused uint64
 }
 
 const numStats = int(unsafe.Sizeof(Stats{}) / 8)

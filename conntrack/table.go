@@ -747,11 +747,16 @@ func (t *Table) SetLocal(e *Entry, laddr [16]byte, lport uint16) bool {
 // moves the destination between active and inactive when the state says
 // so, and restarts e's timer. It never allocates.
 func (t *Table) Update(e *Entry, dir Dir, tcpFlags uint8, frameLen int, now int64) {
+	// Packet counts saturate rather than wrap: eviction reads inPkts.
 	if dir == DirOutput {
-		e.outPkts++
+		if e.outPkts != ^uint32(0) {
+			e.outPkts++
+		}
 		e.outBytes += uint64(frameLen)
 	} else {
-		e.inPkts++
+		if e.inPkts != ^uint32(0) {
+			e.inPkts++
+		}
 		e.inBytes += uint64(frameLen)
 	}
 	if e.flags&fTemplate != 0 {
@@ -816,6 +821,29 @@ func (t *Table) assure(e *Entry) {
 	if e.link != 0 {
 		t.entries[e.link-1].state = StateTemplateAssured
 	}
+}
+
+// Reuse applies IPVS's conn_reuse_mode (on by default) to a SYN that
+// found an entry: when the entry belongs to a connection that is over
+// (TIME_WAIT or CLOSE; also FIN_WAIT of a DR/TUN connection when the
+// mode has bit 2) and no template controls it, the client is opening a
+// new connection from the same port. Reuse then removes the entry and
+// returns true, and the caller schedules the packet with NewConn, as
+// ip_vs_in does; otherwise it returns false and the packet belongs to e.
+func (t *Table) Reuse(e *Entry, tcpFlags uint8) bool {
+	mode := t.cur.connReuseMode
+	if mode == 0 || tcpFlags&TCPSyn == 0 || e.key.Proto != ProtoTCP || e.flags&fTemplate != 0 || e.link != 0 {
+		return false
+	}
+	switch {
+	case e.state == StateTimeWait, e.state == StateClose:
+	case mode&2 != 0 && e.state == StateFinWait && e.flags&fNoOutput != 0:
+	default:
+		return false
+	}
+	t.c.Reused++
+	t.remove(t.indexOf(e), false)
+	return true
 }
 
 // templateGrace is how long IPVS postpones the expiry of a template that

@@ -216,3 +216,97 @@ func TestCounters(t *testing.T) {
 		t.Fatalf("Counters = %d %d %d %d; want 2 1 1560 60", in, out, inb, outb)
 	}
 }
+
+func TestReuse(t *testing.T) {
+	f := newFixture(t, 16, 2, nil)
+	nat := f.service(t, func(o *ServiceOptions) { o.DefaultFwd = FwdMasq })
+	dr := f.service(t, nil)
+	per := f.service(t, func(o *ServiceOptions) { o.Persistent, o.Timeout = true, time.Minute })
+	now := f.clk.now
+	open := func(svc *Service, n uint32, flags ...uint8) (*Entry, Key) {
+		k := clientKey(ProtoTCP, n, 1000)
+		c, v := f.t.NewConn(svc, &k, syn, now)
+		if v != VerdictNew {
+			t.Fatalf("flow %d: %v", n, v)
+		}
+		for _, fl := range flags {
+			f.t.Update(c.Entry, DirInput, fl, 40, now)
+		}
+		return c.Entry, k
+	}
+	e, k := open(nat, 1, syn, ack)
+	if f.t.Reuse(e, syn) {
+		t.Fatal("SYN on an ESTABLISHED connection reused it")
+	}
+	f.t.Update(e, DirInput, fin, 40, now)
+	f.t.Update(e, DirOutput, fin, 40, now) // TIME_WAIT
+	if f.t.Reuse(e, ack) {
+		t.Fatal("an ACK reused a TIME_WAIT entry")
+	}
+	if !f.t.Reuse(e, syn) {
+		t.Fatal("SYN on TIME_WAIT not reused")
+	}
+	if got, _ := f.t.Lookup(&k, now); got != nil {
+		t.Fatal("reused entry still there")
+	}
+	if _, v := f.t.NewConn(nat, &k, syn, now); v != VerdictNew {
+		t.Fatalf("NewConn after Reuse: %v", v)
+	}
+	// Persistence: a controlled connection is never reused.
+	pe, _ := open(per, 2, syn, rst)
+	if pe.State() != StateClose && pe.State() != StateSynRecv {
+		t.Fatalf("state %v", pe.State())
+	}
+	f.t.Update(pe, DirInput, TCPPsh, 40, now) // CLOSE
+	if f.t.Reuse(pe, syn) {
+		t.Fatal("reused a connection controlled by a template")
+	}
+	// DR FIN_WAIT: only with conn_reuse_mode bit 2.
+	de, _ := open(dr, 3, syn, ack, fin)
+	if de.State() != StateFinWait {
+		t.Fatalf("DR state %v, want FIN_WAIT", de.State())
+	}
+	if f.t.Reuse(de, syn) {
+		t.Fatal("mode 1 reused FIN_WAIT")
+	}
+	f.t.settings.SetConnReuseMode(3)
+	f.t.Expire(now, 0)
+	if !f.t.Reuse(de, syn) {
+		t.Fatal("mode 3 did not reuse a DR FIN_WAIT entry")
+	}
+	f.t.settings.SetConnReuseMode(0)
+	f.t.Expire(now, 0)
+	ce, _ := open(nat, 4, syn, TCPPsh) // CLOSE
+	if f.t.Reuse(ce, syn) {
+		t.Fatal("mode 0 reused")
+	}
+	f.checkCounts(t)
+	f.t.Expire(now, 0)
+	if f.t.Stats().Reused != 2 {
+		t.Fatalf("Stats.Reused = %d, want 2", f.t.Stats().Reused)
+	}
+}
+
+func TestPrefetchChangesNothing(t *testing.T) {
+	f := newFixture(t, 256, 1, nil)
+	var keys []Key
+	for i := uint32(0); i < 200; i++ {
+		k := clientKey(ProtoUDP, i, 9)
+		keys = append(keys, k)
+		if i%2 == 0 {
+			f.t.Insert(&k, f.dests[0], FwdMasq, 53, f.clk.now)
+		}
+	}
+	f.t.Prefetch(keys)
+	f.t.Prefetch(nil)
+	for i := range keys {
+		e, _ := f.t.Lookup(&keys[i], f.clk.now)
+		if (e != nil) != (i%2 == 0) {
+			t.Fatalf("key %d: entry %p after Prefetch", i, e)
+		}
+	}
+	f.checkCounts(t)
+	if n := testing.AllocsPerRun(100, func() { f.t.Prefetch(keys) }); n != 0 {
+		t.Fatalf("Prefetch: %v allocs", n)
+	}
+}
