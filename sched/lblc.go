@@ -278,7 +278,10 @@ func (s *lblc) Name() string { return "lblc" }
 func (s *lblc) Update(dests []*Dest) { s.cur.Store(newMemberList(dests)) }
 
 func (s *lblc) Schedule(f *Flow) *Dest {
-	now := s.clock.read()
+	now := int64(f.Now)
+	if now == 0 {
+		now = s.clock.read()
+	}
 	s.cache.gc(now)
 	l := s.cur.Load()
 	e := s.cache.lookup(f.Dst)

@@ -95,35 +95,47 @@ func TestLBLC(t *testing.T) {
 
 // TestLBLCExpiry pins the periodic check: every 60 s; without pressure
 // only every 30th check expires entries, those idle for lblc_expiration.
+// The time comes from Options.Clock or from Flow.Now.
 func TestLBLCExpiry(t *testing.T) {
-	c := newFakeClock()
-	ds := dests(1, 1)
-	s := mustNew(t, "lblc", Options{Clock: c.now, Expiration: 10 * time.Minute}).(*lblc)
-	s.Update(ds)
-	x, y := to(1), to(2)
-	s.Schedule(x) // cached at t=0
-	// Checks at 1..29 min only count; y keeps being used.
-	for range 29 {
+	for _, flowNow := range []bool{false, true} {
+		c := newFakeClock()
+		start := c.t
+		ds := dests(1, 1)
+		s := mustNew(t, "lblc", Options{Clock: c.now, Expiration: 10 * time.Minute}).(*lblc)
+		s.Update(ds)
+		x, y := to(1), to(2)
+		decide := func(f *Flow) {
+			if flowNow {
+				f.Now = c.t.Sub(start) + time.Second
+				c.t = start.Add(-time.Hour) // Options.Clock must not matter
+				defer func() { c.t = start.Add(f.Now - time.Second) }()
+			}
+			s.Schedule(f)
+		}
+		decide(x) // cached at t=0
+		// Checks at 1..29 min only count; y keeps being used.
+		for range 29 {
+			c.advance(time.Minute)
+			decide(y)
+		}
+		if s.cache.lookup(x.Dst) == none {
+			t.Fatal("x expired before the 30th check, although idle for 29 min > 10 min")
+		}
+		// The 30th check is a full expiration check, spread over 128
+		// decisions.
 		c.advance(time.Minute)
-		s.Schedule(y)
-	}
-	if s.cache.lookup(x.Dst) == none {
-		t.Fatal("x expired before the 30th check, although idle for 29 min > 10 min")
-	}
-	// The 30th check is a full expiration check, spread over 128
-	// decisions.
-	c.advance(time.Minute)
-	for range lblcTabSize / gcBucketsPerStep {
-		s.Schedule(y)
-	}
-	if s.cache.lookup(x.Dst) != none {
-		t.Fatal("x not expired by the full check")
-	}
-	if s.cache.lookup(y.Dst) == none {
-		t.Fatal("y, used at every check, was expired")
-	}
-	if s.cache.entries != 1 {
-		t.Fatalf("%d entries after the full check, want 1", s.cache.entries)
+		for range lblcTabSize / gcBucketsPerStep {
+			decide(y)
+		}
+		if s.cache.lookup(x.Dst) != none {
+			t.Fatalf("Flow.Now %v: x not expired by the full check", flowNow)
+		}
+		if s.cache.lookup(y.Dst) == none {
+			t.Fatalf("Flow.Now %v: y, used at every check, was expired", flowNow)
+		}
+		if s.cache.entries != 1 {
+			t.Fatalf("Flow.Now %v: %d entries after the full check, want 1", flowNow, s.cache.entries)
+		}
 	}
 }
 

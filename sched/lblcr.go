@@ -167,7 +167,10 @@ func (s *lblcr) setMax(e int32) *Dest {
 }
 
 func (s *lblcr) Schedule(f *Flow) *Dest {
-	now := s.clock.read()
+	now := int64(f.Now)
+	if now == 0 {
+		now = s.clock.read()
+	}
 	s.cache.gc(now)
 	l := s.cur.Load()
 	e := s.cache.lookup(f.Dst)
