@@ -9,7 +9,7 @@
 // # Ownership
 //
 // Each dataplane worker owns one Table (a shard) and is the only
-// goroutine that calls its packet-path methods: Prefetch, Lookup, Reuse,
+// goroutine that calls its packet-path methods: LookupBatch, Lookup, Reuse,
 // NewConn, Insert, SetLocal, Update, Remove, Expire. They take no lock and use no atomic
 // instruction; a Table is not safe for concurrent use. Flows are steered
 // to workers by the NIC's RSS hash, so each flow (and its NAT replies,
@@ -39,9 +39,9 @@
 //
 //	now := monotonicNanos()                 // once per batch
 //	keys := buildKeys(frames)               // conntrack.Key per frame, IPv4 mapped
-//	t.Prefetch(keys)                        // overlap the batch's cache misses
+//	t.LookupBatch(keys, now, hits)          // forward or NAT reply keys; misses overlap
 //	for i, fr := range frames {
-//		e, dir := t.Lookup(&keys[i], now)   // forward key, or NAT reply key
+//		e, dir := hits[i].Entry, hits[i].Dir
 //		if e != nil && dir == conntrack.DirInput && t.Reuse(e, fr.tcpFlags) {
 //			e = nil                         // conn_reuse_mode: a SYN on a finished connection
 //		}
@@ -56,9 +56,11 @@
 //	}
 //	t.Expire(now, 256)                      // once per batch and per idle loop
 //
-// A *Entry is valid until the next call that may remove entries
-// (Lookup, Reuse, NewConn, Insert, Remove, Expire): finish a packet before
-// looking up the next.
+// Lookup does the same for one key. A *Entry is valid until the next
+// call that may remove entries (Lookup, LookupBatch, Reuse, NewConn,
+// Insert, Remove, Expire), except that NewConn and Insert never evict
+// what the latest LookupBatch returned, so a batch's hits stay valid
+// while its misses get entries.
 //
 // Time is the caller's: int64 nanoseconds from any monotonic origin, read
 // once per batch. Nothing here calls time.Now.

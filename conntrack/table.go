@@ -89,7 +89,7 @@ func DefaultOptions() Options {
 //	 40 expires  ns on the caller's clock (8)
 //	 48 dest     sched.Dest ID (4)
 //	 52 link     conn: template index+1; template: connections it controls; free: next free
-//	 56 dport, lport, state, fwd, flags
+//	 56 dport, lport, state, fwd, flags, gen
 //	 64 daddr    real server address (16)
 //	 80 laddr    reply key destination: client (Masq) or local address (FullNAT) (16)
 //	 96 inBytes, outBytes (8+8)
@@ -104,7 +104,7 @@ type Entry struct {
 	state    State
 	fwd      uint8
 	flags    uint8
-	_        uint8
+	gen      uint8 // LookupBatch generation that returned it: not evictable during that batch
 	daddr    [16]byte
 	laddr    [16]byte
 	inBytes  uint64
@@ -222,7 +222,8 @@ type Table struct {
 	floodHold  int64
 	floodUntil int64
 
-	sink uint64     // keeps Prefetch's loads alive
+	sink uint64     // keeps LookupBatch's prefetching loads alive
+	gen  uint8      // generation of the latest LookupBatch
 	flow sched.Flow // NewConn's argument to Schedule, kept here so it does not escape
 
 	c   Stats // worker-owned counters, published at batch edges
@@ -338,7 +339,10 @@ func (t *Table) indexOf(e *Entry) uint32 {
 // (DirOutput) is k. An entry found past its expiry is removed and not
 // returned, so packets see expiry exactly even between sweeps.
 func (t *Table) Lookup(k *Key, now int64) (*Entry, Dir) {
-	h32 := uint32(t.seed.hash(k))
+	return t.lookup(k, uint32(t.seed.hash(k)), now)
+}
+
+func (t *Table) lookup(k *Key, h32 uint32, now int64) (*Entry, Dir) {
 	m := t.mask
 	for i := h32 & m; ; i = (i + 1) & m {
 		s := t.slots[i]
@@ -370,41 +374,72 @@ func (t *Table) Lookup(k *Key, now int64) (*Entry, Dir) {
 	}
 }
 
-// Prefetch warms the cache lines that Lookup will read for each key: the
-// keys' index slots, then the entries those slots point to. It has no
-// other effect. A worker that builds the keys of a whole batch first and
-// calls Prefetch once before its Lookups lets the loads of different
-// packets overlap: on this project's test machine a DRAM miss costs
-// about 160 ns, a Lookup in a large table needs two dependent ones, and
-// prefetching a batch of 64 brings the cost per packet down to a few
-// overlapped misses' worth (see bench/RESULTS.md).
-func (t *Table) Prefetch(keys []Key) {
-	var h [prefetchChunk]uint32
+// Hit is LookupBatch's answer for one key.
+type Hit struct {
+	Entry *Entry // nil: no entry
+	Dir   Dir
+}
+
+// batchChunk is how many keys LookupBatch resolves together.
+const batchChunk = 64
+
+// LookupBatch is Lookup for the keys of a whole batch of packets, with
+// the same results in hits[i] (len(hits) >= len(keys)). It hashes every
+// key, loads all their index slots, then all the entries those slots
+// name, and only then compares keys, so the cache misses of different
+// packets overlap instead of being paid one after the other: a lookup in
+// a table much larger than the caches needs two dependent DRAM accesses
+// (about 160 ns each on this project's test machine).
+//
+// The entries returned stay valid for the whole batch: NewConn and
+// Insert do not evict an entry that the latest LookupBatch returned, so
+// the caller may create entries for the batch's misses before it has
+// updated the hits. (Reuse and Remove still remove what they are given.)
+func (t *Table) LookupBatch(keys []Key, now int64, hits []Hit) {
+	var h [batchChunk]uint32
 	var acc uint64
 	m := t.mask
+	t.gen++
+	if t.gen == 0 {
+		t.gen = 1
+	}
+	hits = hits[:len(keys)]
 	for len(keys) > 0 {
-		n := min(len(keys), prefetchChunk)
+		n := min(len(keys), batchChunk)
 		for i := range keys[:n] {
 			h[i] = uint32(t.seed.hash(&keys[i]))
 			acc += t.slots[h[i]&m] // independent loads: they overlap
 		}
 		for i := range keys[:n] {
-			s := t.slots[h[i]&m]
-			if s == 0 {
-				continue
+			// Touch the entry of the first slot with a matching hash:
+			// its hot 64 bytes (key, expiry, flags) may straddle two
+			// cache lines, so both ends; NAT reply fields for replies.
+			for j := h[i] & m; ; j = (j + 1) & m {
+				s := t.slots[j]
+				if s == 0 {
+					break
+				}
+				if uint32(s>>32) == h[i] {
+					e := &t.entries[uint32(s)>>1-1]
+					acc += uint64(e.key.Src[0]) + uint64(e.flags)
+					if s&1 != 0 {
+						acc += uint64(e.daddr[0]) + uint64(e.laddr[15])
+					}
+					break
+				}
 			}
-			// The hot part of an entry (key, expiry, flags: 56 bytes)
-			// may straddle two cache lines; touch both ends.
-			e := &t.entries[uint32(s)>>1-1]
-			acc += uint64(e.key.Src[8]) + uint64(e.flags)
 		}
-		keys = keys[n:]
+		for i := range keys[:n] {
+			e, dir := t.lookup(&keys[i], h[i], now)
+			if e != nil {
+				e.gen = t.gen
+			}
+			hits[i] = Hit{e, dir}
+		}
+		keys, hits = keys[n:], hits[n:]
 	}
 	t.sink += acc
 }
-
-// prefetchChunk bounds Prefetch's stack buffer of hashes.
-const prefetchChunk = 64
 
 // findFwd returns the index of the entry whose forward key is k.
 func (t *Table) findFwd(k *Key, h32 uint32) (uint32, bool) {
@@ -513,7 +548,7 @@ const rankNever = 255
 // connections are never evicted.
 func (t *Table) victimRank(idx uint32, now int64) uint8 {
 	e := &t.entries[idx]
-	if e.flags&fUsed == 0 || idx+1 == t.pin {
+	if e.flags&fUsed == 0 || idx+1 == t.pin || e.gen == t.gen && t.gen != 0 {
 		return rankNever
 	}
 	if e.flags&fTemplate != 0 {

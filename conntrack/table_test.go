@@ -287,26 +287,81 @@ func TestReuse(t *testing.T) {
 	}
 }
 
-func TestPrefetchChangesNothing(t *testing.T) {
+func TestLookupBatch(t *testing.T) {
 	f := newFixture(t, 256, 1, nil)
 	var keys []Key
 	for i := uint32(0); i < 200; i++ {
 		k := clientKey(ProtoUDP, i, 9)
 		keys = append(keys, k)
 		if i%2 == 0 {
-			f.t.Insert(&k, f.dests[0], FwdMasq, 53, f.clk.now)
+			e, _ := f.t.Insert(&k, f.dests[0], FwdMasq, 53, f.clk.now)
+			if i%10 == 0 {
+				e.expires = f.clk.now // expired: the batch must not return it
+			} else {
+				f.t.Update(e, DirInput, 0, 1, f.clk.now)
+			}
 		}
 	}
-	f.t.Prefetch(keys)
-	f.t.Prefetch(nil)
-	for i := range keys {
-		e, _ := f.t.Lookup(&keys[i], f.clk.now)
-		if (e != nil) != (i%2 == 0) {
-			t.Fatalf("key %d: entry %p after Prefetch", i, e)
+	// Reply keys in the same batch.
+	rk := KeyFrom(ProtoUDP, netip.MustParseAddrPort("10.0.0.1:53"), netip.MustParseAddrPort("172.16.0.2:9"))
+	keys = append(keys, rk)
+	hits := make([]Hit, len(keys))
+	f.t.LookupBatch(keys, f.clk.now, hits)
+	for i := range keys[:200] {
+		want := i%2 == 0 && i%10 != 0
+		if (hits[i].Entry != nil) != want || hits[i].Dir != DirInput {
+			t.Fatalf("key %d: hit %+v, want entry %v", i, hits[i], want)
+		}
+	}
+	if h := hits[200]; h.Entry == nil || h.Dir != DirOutput || h.Entry.Client().Port() != 9 {
+		t.Fatalf("reply key: %+v", h)
+	}
+	f.t.LookupBatch(nil, f.clk.now, nil)
+	f.checkCounts(t)
+	if n := testing.AllocsPerRun(100, func() { f.t.LookupBatch(keys, f.clk.now, hits) }); n != 0 {
+		t.Fatalf("LookupBatch: %v allocs", n)
+	}
+}
+
+// TestLookupBatchProtectsHits: creating entries for a batch's misses
+// never evicts an entry the batch returned.
+func TestLookupBatchProtectsHits(t *testing.T) {
+	f := newFixture(t, 8, 1, func(o *Options) { o.EvictProbe = 8 })
+	svc := f.service(t, nil)
+	var keys []Key
+	for i := uint32(0); i < 8; i++ {
+		k := clientKey(ProtoTCP, i, 1)
+		f.t.NewConn(svc, &k, syn, f.clk.now) // NONE: evictable
+		keys = append(keys, k)
+	}
+	hits := make([]Hit, 8)
+	f.t.LookupBatch(keys[:4], f.clk.now, hits)
+	for i := uint32(0); i < 4; i++ {
+		k := clientKey(ProtoTCP, 100+i, 1)
+		if _, v := f.t.NewConn(svc, &k, syn, f.clk.now); v != VerdictNew {
+			t.Fatalf("new flow %d: %v", i, v)
+		}
+	}
+	for i := range keys[:4] {
+		if hits[i].Entry.Key() != keys[i] {
+			t.Fatalf("hit %d was evicted and reused during its batch", i)
+		}
+		if e, _ := f.t.Lookup(&keys[i], f.clk.now); e != hits[i].Entry {
+			t.Fatalf("hit %d no longer found", i)
+		}
+	}
+	// Four protected hits and four new entries: the next flows take
+	// the new ones' places, never the hits'.
+	for i := uint32(0); i < 6; i++ {
+		k := clientKey(ProtoTCP, 200+i, 1)
+		if _, v := f.t.NewConn(svc, &k, syn, f.clk.now); v != VerdictNew {
+			t.Fatalf("flow %d: %v", i, v)
+		}
+	}
+	for i := range keys[:4] {
+		if e, _ := f.t.Lookup(&keys[i], f.clk.now); e != hits[i].Entry {
+			t.Fatalf("hit %d evicted", i)
 		}
 	}
 	f.checkCounts(t)
-	if n := testing.AllocsPerRun(100, func() { f.t.Prefetch(keys) }); n != 0 {
-		t.Fatalf("Prefetch: %v allocs", n)
-	}
 }
