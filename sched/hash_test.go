@@ -17,9 +17,6 @@ func randomV4(r *rand.Rand) netip.Addr {
 // TestMHDistribution: over 10^6 random clients each destination's share
 // is within 1% (relative) of its weight's share.
 func TestMHDistribution(t *testing.T) {
-	if testing.Short() {
-		t.Skip("10^6 decisions")
-	}
 	for _, weights := range [][]int32{{1, 2, 3, 4}, {1, 1, 1, 1, 1, 1, 1, 1, 1, 1}, {5, 10, 20, 40}} {
 		t.Run(fmt.Sprint(weights), func(t *testing.T) {
 			ds := dests(weights...)
