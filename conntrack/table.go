@@ -597,8 +597,8 @@ func (t *Table) evict(now int64) bool {
 		seen++
 		if r < bestRank || r == bestRank && t.entries[i].expires < t.entries[best].expires {
 			best, bestRank = i, r
-			if r == 0 {
-				break
+			if r <= 1 {
+				break // expired, or a handshake/closed connection: take it
 			}
 		}
 	}
@@ -623,12 +623,30 @@ func (t *Table) remove(idx uint32, forced bool) {
 	if e.flags&fUsed == 0 {
 		return
 	}
+	fh, rh := t.keyHashes(e)
+	t.removeHashed(idx, fh, rh, forced)
+}
+
+// keyHashes returns the hashes of e's forward and reply keys (0 for a
+// key that is not indexed).
+func (t *Table) keyHashes(e *Entry) (fh, rh uint32) {
 	if e.flags&fUnhashed == 0 {
-		t.hashOut(uint32(t.seed.hash(&e.key)), ref(idx, false))
+		fh = uint32(t.seed.hash(&e.key))
 	}
 	if e.flags&fReply != 0 {
 		rk := e.replyKey()
-		t.hashOut(uint32(t.seed.hash(&rk)), ref(idx, true))
+		rh = uint32(t.seed.hash(&rk))
+	}
+	return fh, rh
+}
+
+func (t *Table) removeHashed(idx, fh, rh uint32, forced bool) {
+	e := &t.entries[idx]
+	if e.flags&fUnhashed == 0 {
+		t.hashOut(fh, ref(idx, false))
+	}
+	if e.flags&fReply != 0 {
+		t.hashOut(rh, ref(idx, true))
 	}
 	tmpl := e.flags&fTemplate != 0
 	if e.flags&fBound != 0 {
@@ -901,8 +919,17 @@ const templateGrace = int64(60 * time.Second)
 func (t *Table) Expire(now int64, budget int) int {
 	t.loadSettings()
 	n := 0
-	if t.used > 0 {
-		for ; budget > 0; budget-- {
+	// Look at each entry at most once per call, so a batch never holds
+	// the same entry twice.
+	budget = min(budget, int(t.used))
+	var batch [expireBatch]struct{ idx, fh, rh uint32 }
+	var acc uint64
+	for budget > 0 && t.used > 0 {
+		// Collect up to expireBatch expired entries and touch the index
+		// slots their removal will probe, so those misses overlap; then
+		// remove them.
+		k := 0
+		for ; budget > 0 && k < expireBatch; budget-- {
 			if t.sweep >= t.used {
 				t.sweep = 0
 			}
@@ -916,12 +943,22 @@ func (t *Table) Expire(now int64, budget int) int {
 				e.expires = now + templateGrace
 				continue
 			}
-			t.remove(idx, false)
-			n++
+			fh, rh := t.keyHashes(e)
+			acc += t.slots[fh&t.mask] + t.slots[rh&t.mask]
+			batch[k] = struct{ idx, fh, rh uint32 }{idx, fh, rh}
+			k++
 		}
+		for _, b := range batch[:k] {
+			t.removeHashed(b.idx, b.fh, b.rh, false)
+		}
+		n += k
 	}
+	t.sink += acc
 	t.c.Expired += uint64(n)
 	t.serveDump(now)
 	t.publish()
 	return n
 }
+
+// expireBatch is how many expired entries Expire removes together.
+const expireBatch = 32
