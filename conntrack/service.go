@@ -224,7 +224,8 @@ func (t *Table) NewConn(svc *Service, k *Key, tcpFlags uint8, now int64) (Conn, 
 			untracked = true
 		}
 	}
-	t.flow = sched.Flow{Proto: kc.Proto, Src: addrOf(kc.Src), SrcPort: kc.SrcPort, Dst: addrOf(kc.Dst), DstPort: kc.DstPort}
+	t.flow = sched.Flow{Proto: kc.Proto, Src: addrOf(kc.Src), SrcPort: kc.SrcPort,
+		Dst: addrOf(kc.Dst), DstPort: kc.DstPort, Now: time.Duration(now)}
 	if svc.persistent {
 		return t.schedPersist(svc, &kc, h32, untracked, now)
 	}
