@@ -34,18 +34,20 @@ var errNegativeTimeout = errors.New("invalid timeout: must not be negative")
 // Options configure a Table.
 type Options struct {
 	// Capacity is the most entries (connections and persistence
-	// templates) the table holds. All memory is allocated by New:
-	// about 147 bytes per entry (a 120-byte entry plus index slots for
-	// two keys at a load factor of at most 3/4).
+	// templates) the table holds. All memory is allocated by New: a
+	// 120-byte entry each, plus an index with room for two keys per
+	// entry at a load factor of at most 3/4, rounded up to a power of
+	// two (21 to 43 bytes per entry; 26.8 at 10^7 entries, 147 in all).
 	Capacity int
 	// Registry resolves the destination IDs stored in entries. Required.
 	Registry *sched.Registry
 	// Settings are the shared run-time knobs; nil gives the table its own,
 	// with Timeouts.
 	Settings *Settings
-	// Timeouts are used only when Settings is nil.
+	// Timeouts are used only when Settings is nil; the zero value means
+	// DefaultTimeouts.
 	Timeouts Timeouts
-	// EvictProbe is how many evictable entries a full table compares to
+	// EvictProbe (0: never evict) is how many evictable entries a full table compares to
 	// choose one to evict for a new connection (it looks at no more than
 	// 4×EvictProbe entries); IPVS's drop_entry looks at a handful of
 	// random buckets in the same spirit. More finds better victims and
@@ -248,6 +250,9 @@ func New(opts Options) (*Table, error) {
 		return nil, fmt.Errorf("invalid FloodHold %v: must not be negative", opts.FloodHold)
 	}
 	if opts.Settings == nil {
+		if opts.Timeouts == (Timeouts{}) {
+			opts.Timeouts = DefaultTimeouts()
+		}
 		for _, d := range opts.Timeouts.TCP {
 			if d < 0 {
 				return nil, errNegativeTimeout

@@ -365,3 +365,27 @@ func TestLookupBatchProtectsHits(t *testing.T) {
 	}
 	f.checkCounts(t)
 }
+
+func TestZeroOptionsTimeoutsAreDefaults(t *testing.T) {
+	f := newFixture(t, 8, 1, nil)
+	tb, err := New(Options{Capacity: 8, Registry: f.reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := clientKey(ProtoUDP, 1, 1)
+	e, _ := tb.Insert(&k, f.dests[0], FwdRoute, 53, 0)
+	tb.Update(e, DirInput, 0, 1, 0)
+	if e.Expires() != int64(300*time.Second) {
+		t.Fatalf("UDP timer %v with zero Options.Timeouts, want 300s", time.Duration(e.Expires()))
+	}
+	// EvictProbe 0 never evicts: a full table forwards untracked.
+	k2 := clientKey(ProtoUDP, 2, 1)
+	for i := uint32(2); i < 9; i++ {
+		k2 = clientKey(ProtoUDP, i, 1)
+		tb.Insert(&k2, f.dests[0], FwdRoute, 53, 0)
+	}
+	k3 := clientKey(ProtoUDP, 99, 1)
+	if e, ok := tb.Insert(&k3, f.dests[0], FwdRoute, 53, 0); e != nil || ok {
+		t.Fatal("EvictProbe 0 evicted")
+	}
+}
