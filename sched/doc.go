@@ -57,8 +57,8 @@
 // # Concurrency
 //
 // Each dataplane worker owns its own instance per service. Schedule is
-// called by that worker only; it takes no lock, makes no system call,
-// never allocates and reads the counters of [Dest] with atomic loads,
+// called by that worker only; it takes no lock, never allocates and
+// reads the counters of [Dest] with atomic loads,
 // because other workers move them. Update comes from the control plane at
 // any time: it builds the new list or table (sh's 256 buckets, mh's
 // Maglev table, rr's index) on the caller's goroutine and publishes it with
@@ -80,13 +80,17 @@
 //     32768 by default, about 1.3 MB per instance); when it is full a new
 //     address is scheduled without being cached, as when the kernel's
 //     kmalloc fails. lblcr set members come from a pool of two per entry.
-//   - lblc/lblcr garbage collection has no timer: it runs inside Schedule,
-//     at most 8 of the 1024 hash buckets per decision, starting a pass
-//     when 60 s of Options.Clock have elapsed since the last one, with the
-//     kernel's rules (full expiration every 30th pass, the goal-limited
-//     collection above 16384 entries). An idle worker therefore collects
-//     nothing until its next decision, and a pass ends up to 128
-//     decisions after it starts; its time is the pass's start.
+//   - lblc/lblcr garbage collection has no timer goroutine: the first
+//     decision after one of the kernel timer's firing times (every 60 s
+//     from creation, on [Flow.Now] if the worker sets it, else on
+//     Options.Clock) does what the missed firings would have done, as of
+//     their time: count, a full expiration every 30th, a goal-limited
+//     collection above 16384 entries. A pass sweeps at most 8 of the 1024
+//     buckets per decision, so it ends up to 128 decisions later; a
+//     decision during a full pass already misses the entries it will
+//     remove, but one during a goal-limited pass may still find an entry
+//     that pass is about to remove. With Flow.Now the firing times start
+//     at the first decision rather than at creation.
 //   - twos draws from its own generator, not prandom_u32, and multiplies
 //     in 64 bits where the kernel's int can overflow: its decisions are
 //     random in both, with the same distribution.

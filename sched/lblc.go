@@ -2,6 +2,7 @@ package sched
 
 import (
 	"encoding/binary"
+	"math"
 	"net/netip"
 	"slices"
 	"sync/atomic"
@@ -71,6 +72,12 @@ type addrCache struct {
 	counter   int
 	rover     int
 	job       gcJob
+	onFlowNow bool // decisions carry Flow.Now
+	// low is at most the oldest lastuse in the cache (max int64 when
+	// empty): a pass at a time less than a timeout after it would remove
+	// nothing and is skipped. Inserts lower it; a pass that sweeps every
+	// bucket raises it to what it saw.
+	low int64
 }
 
 type gcJob struct {
@@ -78,8 +85,9 @@ type gcJob struct {
 	full   bool  // full expiration check, else goal-limited
 	now    int64 // the pass's time
 	goal   int
-	left   int // buckets still to sweep
-	j      int // last bucket swept
+	left   int   // buckets still to sweep
+	j      int   // last bucket swept
+	seen   int64 // oldest lastuse kept, and inserted, during the pass
 }
 
 func (c *addrCache) init(size int, expiration time.Duration, onFree func(int32)) {
@@ -96,6 +104,7 @@ func (c *addrCache) init(size int, expiration time.Duration, onFree func(int32))
 	c.expiration = int64(expiration)
 	c.nextCheck = int64(checkExpireInterval)
 	c.counter = 1
+	c.low = math.MaxInt64
 	c.onFree = onFree
 }
 
@@ -121,68 +130,133 @@ func (c *addrCache) insert(a netip.Addr, now int64) int32 {
 	c.key[e], c.lastuse[e] = keyOf(a), now
 	c.next[e], c.buckets[b] = c.buckets[b], e
 	c.entries++
+	c.low = min(c.low, now)
+	c.job.seen = min(c.job.seen, now)
 	return e
 }
 
-// gc advances the periodic check. A pass starts when 60 s have passed
-// since the last one started and decides, as the kernel's timer does,
-// between nothing (count it), a full expiration check every 30th pass,
-// and, when the cache holds more than max_size entries, removing entries
-// idle for 6 minutes until (entries - max_size) * 4/3, at most
-// max_size/2, are gone. Each call sweeps at most gcBucketsPerStep buckets,
-// continuing from where the previous pass stopped (tbl->rover).
+// gc advances the periodic check, ip_vs_lblc_check_expire and
+// ip_vs_lblcr_check_expire. The kernel's timer fires every 60 s from the
+// service's creation; here the first decision at or after a firing time
+// runs what the timer would have run, for every firing since the last
+// one: most only count (counter++), every 30th is a full expiration
+// check, and while the cache holds more than max_size entries each is a
+// goal-limited collection that removes entries idle for 6 minutes until
+// (entries - max_size) * 4/3, at most max_size/2, are gone. A pass
+// judges idleness at its firing time, as the kernel does, and sweeps at
+// most gcBucketsPerStep buckets per call, continuing from where the
+// previous pass stopped (tbl->rover). Consecutive full checks without a
+// decision in between collapse into the last one, which removes what
+// each would have.
 func (c *addrCache) gc(now int64) {
 	if !c.job.active {
 		if now < c.nextCheck {
 			return
 		}
-		c.nextCheck = now + int64(checkExpireInterval)
-		switch {
-		case c.counter%countForFullExpiration == 0:
-			c.counter = 1
-			c.job = gcJob{active: true, full: true}
-		case c.entries <= lblcMaxSize:
-			c.counter++
-			return
-		default:
-			goal := (c.entries - lblcMaxSize) * 4 / 3
-			c.job = gcJob{active: true, goal: min(goal, lblcMaxSize/2)}
+		interval := int64(checkExpireInterval)
+		full := false
+		for !c.job.active && now >= c.nextCheck {
+			at := c.nextCheck
+			switch {
+			case c.counter%countForFullExpiration == 0:
+				c.counter = 1
+				c.nextCheck += interval
+				if at-c.low >= c.expiration { // else it removes nothing
+					full = true
+					c.job.now = at
+				}
+			case c.entries <= lblcMaxSize:
+				// Count up to the next full check at most.
+				n := min((now-at)/interval+1, int64(countForFullExpiration-c.counter%countForFullExpiration))
+				c.counter += int(n)
+				c.nextCheck += n * interval
+			default:
+				// Only before any full check in this catch-up: a full
+				// check needs entries <= max_size, and entries do not
+				// grow between decisions.
+				c.nextCheck += interval
+				if at-c.low >= int64(entryTimeout) { // else it removes nothing
+					goal := (c.entries - lblcMaxSize) * 4 / 3
+					c.job = gcJob{active: true, now: at, goal: min(goal, lblcMaxSize/2)}
+				}
+			}
 		}
-		c.job.now, c.job.left, c.job.j = now, lblcTabSize, c.rover
+		if full && !c.job.active {
+			c.job.active, c.job.full = true, true
+		}
+		if !c.job.active {
+			return
+		}
+		c.job.left, c.job.j, c.job.seen = lblcTabSize, c.rover, math.MaxInt64
 	}
 	for n := 0; n < gcBucketsPerStep && c.job.left > 0; n++ {
 		c.job.left--
 		c.job.j = (c.job.j + 1) & lblcTabMask
-		timeout := int64(entryTimeout)
-		if c.job.full {
-			timeout = c.expiration
-		}
 		prev := int32(none)
 		for e := c.buckets[c.job.j]; e != none; {
 			nx := c.next[e]
-			if c.job.now-c.lastuse[e] < timeout { // time_before(now, lastuse + timeout)
+			if !c.expired(e) {
+				c.job.seen = min(c.job.seen, c.lastuse[e])
 				prev, e = e, nx
 				continue
 			}
-			if prev == none {
-				c.buckets[c.job.j] = nx
-			} else {
-				c.next[prev] = nx
-			}
-			c.onFree(e)
-			c.next[e], c.free = c.free, e
-			c.entries--
+			c.unlink(c.job.j, prev, e)
 			c.job.goal--
 			e = nx
 		}
-		if !c.job.full && c.job.goal <= 0 {
-			c.job.left = 0
+		if !c.job.full && c.job.goal <= 0 && c.job.left > 0 {
+			c.job.left, c.job.seen = 0, math.MinInt64 // stopped early: saw only part
 		}
 	}
 	if c.job.left == 0 {
 		c.job.active = false
 		c.rover = c.job.j
+		if c.job.seen != math.MinInt64 {
+			c.low = c.job.seen
+		}
 	}
+}
+
+// expired reports whether the running pass removes entry e:
+// !time_before(now, lastuse + timeout).
+func (c *addrCache) expired(e int32) bool {
+	timeout := int64(entryTimeout)
+	if c.job.full {
+		timeout = c.expiration
+	}
+	return c.job.now-c.lastuse[e] >= timeout
+}
+
+// unlink removes entry e, which follows prev (or heads the bucket when
+// prev is none), and returns it to the pool.
+func (c *addrCache) unlink(bucket int, prev, e int32) {
+	if prev == none {
+		c.buckets[bucket] = c.next[e]
+	} else {
+		c.next[prev] = c.next[e]
+	}
+	c.onFree(e)
+	c.next[e], c.free = c.free, e
+	c.entries--
+}
+
+// get is lookup for a decision: while a full expiration check runs, an
+// entry it will remove but has not reached yet is removed now, so that a
+// decision sees the cache as the kernel's would be right after the check.
+// (A goal-limited pass cannot be anticipated: whether it reaches an entry
+// depends on the entries before it.)
+func (c *addrCache) get(a netip.Addr) int32 {
+	e := c.lookup(a)
+	if e == none || !c.job.active || !c.job.full || !c.expired(e) {
+		return e
+	}
+	b := lblcHash(a)
+	prev := int32(none)
+	for x := c.buckets[b]; x != e; x = c.next[x] {
+		prev = x
+	}
+	c.unlink(b, prev, e)
+	return none
 }
 
 // memberList is a published destination list with an index, so that a
@@ -234,6 +308,20 @@ func lblcOverloaded(d *Dest, ds []*Dest) bool {
 	return false
 }
 
+// now returns a decision's time: Flow.Now if set, else the clock's
+// reading. The first Flow.Now starts the timer's firing times, which
+// are otherwise counted from the instance's creation on the clock.
+func (c *addrCache) now(f *Flow, clk clock) int64 {
+	if f.Now == 0 {
+		return clk.read()
+	}
+	if !c.onFlowNow {
+		c.onFlowNow = true
+		c.nextCheck = int64(f.Now + checkExpireInterval)
+	}
+	return int64(f.Now)
+}
+
 // clock turns Options.Clock into nanoseconds since the instance was made.
 type clock struct {
 	now   func() time.Time
@@ -278,13 +366,10 @@ func (s *lblc) Name() string { return "lblc" }
 func (s *lblc) Update(dests []*Dest) { s.cur.Store(newMemberList(dests)) }
 
 func (s *lblc) Schedule(f *Flow) *Dest {
-	now := int64(f.Now)
-	if now == 0 {
-		now = s.clock.read()
-	}
+	now := s.cache.now(f, s.clock)
 	s.cache.gc(now)
 	l := s.cur.Load()
-	e := s.cache.lookup(f.Dst)
+	e := s.cache.get(f.Dst)
 	if e != none {
 		s.cache.lastuse[e] = now
 		d := s.dest[e]

@@ -139,6 +139,35 @@ func TestLBLCExpiry(t *testing.T) {
 	}
 }
 
+// TestLBLCSparse: the kernel's timer fires every minute whether or not
+// packets come, so with sparse traffic the full check still happens
+// every 30 minutes; the first decision after a firing time does what the
+// missed firings would have done, as of their time.
+func TestLBLCSparse(t *testing.T) {
+	c := newFakeClock()
+	ds := dests(1, 1)
+	s := mustNew(t, "lblc", Options{Clock: c.now, Expiration: 10 * time.Minute})
+	s.Update(ds)
+	x := to(1)
+	if got := letter(s.Schedule(x)); got != "A" {
+		t.Fatalf("first = %s, want A", got)
+	}
+	setConns(ds[0], 0, 50) // wlc prefers B now; A is not overloaded for lblc
+	c.advance(29*time.Minute + 59*time.Second)
+	if got := letter(s.Schedule(x)); got != "A" {
+		t.Fatalf("at 29:59, before the first full check = %s, want A (cached)", got)
+	}
+	// Idle since 29:59: at the 60:00 full check x is idle 30 min > 10 min
+	// (at 30:00 it was not).
+	c.advance(35 * time.Minute)
+	if got := letter(s.Schedule(x)); got != "B" {
+		t.Fatalf("at 64:59, after the full check at 60:00 = %s, want B (x expired)", got)
+	}
+	if got := letter(s.Schedule(x)); got != "B" {
+		t.Fatalf("then = %s, want B (cached again)", got)
+	}
+}
+
 // TestLBLCPressure pins the goal-limited collection above max_size
 // (16384) entries: (entries - 16384) * 4/3 entries idle for 6 minutes go,
 // bucket by bucket, so a little more than the goal.

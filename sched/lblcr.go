@@ -167,13 +167,10 @@ func (s *lblcr) setMax(e int32) *Dest {
 }
 
 func (s *lblcr) Schedule(f *Flow) *Dest {
-	now := int64(f.Now)
-	if now == 0 {
-		now = s.clock.read()
-	}
+	now := s.cache.now(f, s.clock)
 	s.cache.gc(now)
 	l := s.cur.Load()
-	e := s.cache.lookup(f.Dst)
+	e := s.cache.get(f.Dst)
 	if e != none {
 		s.cache.lastuse[e] = now
 		d := s.setMin(e, l)
