@@ -172,3 +172,35 @@ func FuzzSchedule(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseFlags: ParseFlags never panics, returns only SCHED1..3, and
+// what it accepts survives FormatFlags and ParseFlags again (minus the
+// bits sh and mh have no name for).
+func FuzzParseFlags(f *testing.F) {
+	f.Add("sh", "sh-fallback,sh-port")
+	f.Add("mh", ",mh-port,,mh-fallback")
+	f.Add("wlc", "flag-1,flag-3")
+	f.Add("", "flag-2")
+	f.Add("rr", "sh-port")
+	f.Add("sh", ",,,")
+	f.Fuzz(func(t *testing.T, sched, arg string) {
+		fl, err := ParseFlags(sched, arg)
+		if err != nil {
+			if fl != 0 {
+				t.Fatalf("ParseFlags(%q, %q) = %#x with error %v", sched, arg, fl, err)
+			}
+			return
+		}
+		if fl&^flagsMask != 0 {
+			t.Fatalf("ParseFlags(%q, %q) = %#x, outside SCHED1..3", sched, arg, fl)
+		}
+		named := flagsMask
+		if sched == "sh" || sched == "mh" {
+			named = FlagSched1 | FlagSched2
+		}
+		back, err := ParseFlags(sched, FormatFlags(sched, fl))
+		if err != nil || back != fl&named {
+			t.Fatalf("ParseFlags(%q, FormatFlags(%#x)) = %#x, %v", sched, fl, back, err)
+		}
+	})
+}
