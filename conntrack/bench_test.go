@@ -192,16 +192,16 @@ func BenchmarkMissInsert(b *testing.B) {
 			defer cpu.report(1)
 			for b.Loop() {
 				if added == room {
-					b.StopTimer()
 					cpu.pause()
+					b.StopTimer()
 					for j := next - uint32(added); j < next; j++ {
 						k := benchKey(j)
 						e, _ := t.Lookup(&k, 2)
 						t.Remove(e)
 					}
 					added = 0
-					cpu.resume()
 					b.StartTimer()
+					cpu.resume()
 				}
 				k := benchKey(next)
 				if e, _ := t.Lookup(&k, 2); e != nil {
@@ -234,16 +234,16 @@ func BenchmarkMissNewConn(b *testing.B) {
 			defer cpu.report(1)
 			for b.Loop() {
 				if added == room {
-					b.StopTimer()
 					cpu.pause()
+					b.StopTimer()
 					for j := next - uint32(added); j < next; j++ {
 						k := benchKey(j)
 						e, _ := t.Lookup(&k, 2)
 						t.Remove(e)
 					}
 					added = 0
-					cpu.resume()
 					b.StartTimer()
+					cpu.resume()
 				}
 				k := benchKey(next)
 				if e, _ := t.Lookup(&k, 2); e != nil {
@@ -309,15 +309,15 @@ func BenchmarkExpire(b *testing.B) {
 			var entries int
 			cpu := startCPU(b)
 			for b.Loop() {
-				b.StopTimer()
 				cpu.pause()
+				b.StopTimer()
 				for i := 0; i < n; i++ {
 					k := benchKey(uint32(i))
 					e, _ := t.Insert(&k, d, FwdMasq, 8080, 1)
 					t.Update(e, DirInput, TCPAck, 60, 1)
 				}
-				cpu.resume()
 				b.StartTimer()
+				cpu.resume()
 				if got := t.Expire(int64(time.Hour)+2, n); got != n {
 					b.Fatalf("expired %d, want %d", got, n)
 				}
