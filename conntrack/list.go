@@ -57,8 +57,9 @@ func (t *Table) serveDump(now int64) {
 // while the worker keeps running: the worker copies one page of entries
 // per Expire call and never waits for the reader. fn gets a copy and the
 // worker's clock at the time of the copy. The listing is consistent per
-// entry, not across the table (as /proc/net/ip_vs_conn); an entry moved
-// by a concurrent free and reuse may be missed or seen twice. Dump needs
+// entry, not across the table (as /proc/net/ip_vs_conn): a connection
+// created while the dump runs may be missed, and one removed and created
+// again in another entry may be listed twice. Dump needs
 // the worker to call Expire; it returns ctx's error if ctx ends first.
 func (t *Table) Dump(ctx context.Context, fn func(e *Entry, now int64) error) error {
 	t.dumpMu.Lock()
