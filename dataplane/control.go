@@ -299,14 +299,31 @@ func bpfKey(k ipvs.ServiceKey) bpf.ServiceKey {
 	return bpf.ServiceKey{Addr: k.Addr, Port: k.Port, Proto: uint8(k.Proto)}
 }
 
+// WaitResolved resolves the next-hop MAC of every destination, waiting
+// up to timeout for the kernel to answer, and reports how many are still
+// unresolved. The daemon calls it once before it serves, so the first
+// connections do not meet an unresolved real server (a frame for one is
+// dropped, and TCP retries after a second).
+func (d *Dataplane) WaitResolved(timeout time.Duration) int {
+	deadline := time.Now().Add(timeout)
+	for {
+		missing := d.refreshNeighbours()
+		if missing == 0 || time.Now().After(deadline) {
+			return missing
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // refreshNeighbours resolves every destination's next-hop MAC and
 // publishes a new forwarding table when one changed. It also frees the IDs
-// of removed destinations whose last connection is gone.
-func (d *Dataplane) refreshNeighbours() {
+// of removed destinations whose last connection is gone. It returns the
+// number of live destinations still unresolved.
+func (d *Dataplane) refreshNeighbours() (missing int) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
-		return
+		return 0
 	}
 	cur := *d.fwd.Load()
 	var fwd []destFwd
@@ -319,16 +336,19 @@ func (d *Dataplane) refreshNeighbours() {
 		}
 		fwd[id].mac, fwd[id].macOK = mac, ok
 	}
-	resolve := func(dst *sched.Dest) {
+	resolve := func(dst *sched.Dest) bool {
 		mac, ok, err := d.neigh.lookup(dst.Addr)
 		if err != nil {
 			d.opts.Logger.Warn("resolve destination", "dest", dst.Addr, "err", err)
 		}
 		update(dst.ID, mac, ok)
+		return ok
 	}
 	for _, svc := range d.state.services {
 		for _, dst := range svc.dests {
-			resolve(dst)
+			if !resolve(dst) {
+				missing++
+			}
 		}
 	}
 	kept := d.state.removed[:0]
@@ -350,4 +370,5 @@ func (d *Dataplane) refreshNeighbours() {
 	if fwd != nil {
 		d.fwd.Store(&fwd)
 	}
+	return missing
 }

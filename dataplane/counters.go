@@ -15,7 +15,7 @@ const (
 	NoNeighbour                // destination's MAC not resolved yet
 	ConnHit                    // frame matched a connection entry
 	ConnNew                    // new connection scheduled
-	TxLost                     // dropped because the TX ring stayed full
+	TxBacklog                  // frames waiting for room on the TX ring (a level, not a count)
 	BadDesc                    // RX descriptor outside the UMEM
 	KickErrors                 // sendto(2) on the socket failed
 	numCounters
@@ -23,7 +23,7 @@ const (
 
 var counterNames = [numCounters]string{
 	"rx_frames", "tx_frames", "malformed", "no_service", "no_dest", "not_new", "no_neighbour",
-	"conn_hit", "conn_new", "tx_lost", "bad_desc", "kick_errors",
+	"conn_hit", "conn_new", "tx_backlog", "bad_desc", "kick_errors",
 }
 
 func (c Counter) String() string {

@@ -5,10 +5,17 @@ import "golang.org/x/sys/unix"
 // maxBatch is the most frames a worker takes from the RX ring at once.
 const maxBatch = 64
 
-// txRetries bounds how often transmit kicks the kernel and reaps
-// completions when the TX ring is full before it gives frames up. In copy
-// mode each kick sends synchronously, so one retry normally suffices.
+// txRetries bounds how often one transmit call kicks the kernel and reaps
+// completions while the TX ring is full. Frames that still do not fit stay
+// in the queue's backlog for the next call; none is dropped. In copy mode
+// each kick sends synchronously, so one retry normally suffices.
 const txRetries = 8
+
+// backlogHigh is the backlog size above which the worker stops taking
+// frames from the RX ring, so that a TX ring the kernel drains too slowly
+// pushes back to the RX ring, where the kernel counts what it drops,
+// instead of the worker holding every UMEM frame.
+const backlogHigh = 2 * maxBatch
 
 // kernel is the part of an AF_XDP socket a queue needs besides its
 // shared memory: the syscalls. It is called once per batch, never per
@@ -32,10 +39,13 @@ type queue struct {
 	free      []uint64 // frame base addresses owned by this side
 	sys       kernel
 
-	batch   [maxBatch]unix.XDPDesc // frames to transmit, reused every batch
-	txLost  uint64                 // frames given up because the TX ring stayed full
-	badDesc uint64                 // descriptors pointing outside UMEM
-	kickErr uint64                 // failed sendto(2) calls
+	batch [maxBatch]unix.XDPDesc // frames to transmit, reused every batch
+	// backlog holds frames to transmit that did not fit on the TX ring,
+	// oldest first. Its capacity is the number of UMEM frames, which it
+	// can never exceed, so appending to it never allocates.
+	backlog []unix.XDPDesc
+	badDesc uint64 // descriptors pointing outside UMEM
+	kickErr uint64 // failed sendto(2) calls
 }
 
 // newQueue sets up the free stack with every frame of the UMEM.
@@ -43,7 +53,8 @@ func newQueue(umem []byte, frameSize, numFrames uint32, fill, comp addrRing, rx,
 	q := &queue{
 		umem: umem, frameMask: ^uint64(frameSize - 1),
 		fill: fill, comp: comp, rx: rx, tx: tx, sys: sys,
-		free: make([]uint64, 0, numFrames),
+		free:    make([]uint64, 0, numFrames),
+		backlog: make([]unix.XDPDesc, 0, numFrames),
 	}
 	for i := uint32(0); i < numFrames; i++ {
 		q.free = append(q.free, uint64(i)*uint64(frameSize))
@@ -93,33 +104,27 @@ func (q *queue) release(addr uint64) {
 	q.free = append(q.free, addr&q.frameMask)
 }
 
-// transmit puts descs on the TX ring and kicks the kernel. When the ring
-// is full it kicks, reaps completions and tries again rather than losing
-// frames; only after txRetries rounds without room does it give the rest
-// up (counted in txLost).
+// transmit puts descs on the TX ring behind any backlog, in order, and
+// kicks the kernel. While the ring is full it kicks, reaps completions and
+// tries again, up to txRetries times; what still does not fit waits in the
+// backlog for the next call. Frames are never dropped here.
 func (q *queue) transmit(descs []unix.XDPDesc) {
-	for try := 0; len(descs) > 0; try++ {
-		n := q.tx.producerFree(uint32(len(descs)))
+	q.backlog = append(q.backlog, descs...)
+	for try := 0; len(q.backlog) > 0; try++ {
+		n := q.tx.producerFree(uint32(len(q.backlog)))
 		for i := uint32(0); i < n; i++ {
-			q.tx.descs[(q.tx.cachedProd+i)&q.tx.mask] = descs[i]
+			q.tx.descs[(q.tx.cachedProd+i)&q.tx.mask] = q.backlog[i]
 		}
 		if n > 0 {
 			q.tx.producerSubmit(n)
-			descs = descs[n:]
+			q.backlog = q.backlog[:copy(q.backlog, q.backlog[n:])]
 		}
 		if err := q.sys.kick(); err != nil {
 			q.kickErr++
 		}
-		if len(descs) == 0 {
+		if len(q.backlog) == 0 || try == txRetries {
 			return
 		}
 		q.reap()
-		if try == txRetries {
-			for i := range descs {
-				q.release(descs[i].Addr)
-			}
-			q.txLost += uint64(len(descs))
-			return
-		}
 	}
 }

@@ -77,7 +77,7 @@ func (w *worker) run(ctx context.Context) {
 		now := time.Since(w.start).Nanoseconds()
 		if w.poll(now) == 0 {
 			w.ct.Expire(now, expireBudget)
-			w.stats.publish()
+			w.publish()
 			w.q.sys.wait(idleWaitMs)
 		}
 	}
@@ -88,9 +88,19 @@ func (w *worker) poll(now int64) int {
 	q := w.q
 	q.reap()
 	q.refill()
+	if len(q.backlog) > backlogHigh {
+		// The kernel drains TX too slowly: flush before taking more.
+		q.transmit(nil)
+		w.publish()
+		return len(q.backlog)
+	}
 	n := q.rx.consumerPeek(maxBatch)
 	if n == 0 {
-		return 0
+		if len(q.backlog) > 0 {
+			q.transmit(nil)
+			w.publish()
+		}
+		return len(q.backlog)
 	}
 	cfg := w.cfg.Load()
 	fwd := *w.dp.fwd.Load()
@@ -109,12 +119,17 @@ func (w *worker) poll(now int64) int {
 	w.stats.local[RxFrames] += uint64(n)
 	q.transmit(q.batch[:ntx])
 	w.stats.local[TxFrames] += uint64(ntx)
-	w.stats.local[TxLost] = q.txLost
-	w.stats.local[BadDesc] = q.badDesc
-	w.stats.local[KickErrors] = q.kickErr
 	w.ct.Expire(now, expireBudget)
-	w.stats.publish()
+	w.publish()
 	return int(n)
+}
+
+// publish makes the worker's counters readable by Stats.
+func (w *worker) publish() {
+	w.stats.local[TxBacklog] = uint64(len(w.q.backlog))
+	w.stats.local[BadDesc] = w.q.badDesc
+	w.stats.local[KickErrors] = w.q.kickErr
+	w.stats.publish()
 }
 
 // handle decides one frame's fate and rewrites it in place; true means
@@ -130,6 +145,9 @@ func (w *worker) handle(frame []byte, cfg *workerConfig, fwd []destFwd, now int6
 	key := conntrack.Key{Src: m.Src, Dst: m.Dst, SrcPort: m.SrcPort, DstPort: m.DstPort, Proto: m.Proto}
 	var id uint32
 	e, dir := w.ct.Lookup(&key, now)
+	if e != nil && dir == conntrack.DirInput && w.ct.Reuse(e, m.TCPFlags) {
+		e = nil // a SYN on a closed entry starts a new connection (conn_reuse_mode)
+	}
 	if e == nil {
 		svc := cfg.services[svcKey{addr: m.Dst, port: m.DstPort, proto: m.Proto}]
 		if svc == nil {

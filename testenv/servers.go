@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -35,16 +36,16 @@ func (env *Env) startServers(h *Host, addrs ...netip.Addr) error {
 		}
 		return nil
 	})
-	closeAll := func() {
+	closeUDP := func() {
 		for _, pc := range pcs {
 			pc.Close()
 		}
+	}
+	if err != nil {
+		closeUDP()
 		if ln != nil {
 			ln.Close()
 		}
-	}
-	if err != nil {
-		closeAll()
 		return err
 	}
 	srv := &http.Server{
@@ -67,21 +68,40 @@ func (env *Env) startServers(h *Host, addrs ...netip.Addr) error {
 		}()
 	}
 	env.closers = append(env.closers, func() error {
-		closeAll()
-		return srv.Close()
+		closeUDP()
+		return srv.Close() // closes ln too
 	})
 	return nil
 }
 
-// DialContext dials from inside h's namespace.
+// DialContext dials from inside h's namespace, from a local port no
+// earlier dial of h used (see nextPort), so every dial is a new flow.
 func (h *Host) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	var c net.Conn
 	err := h.Do(func() (err error) {
-		var d net.Dialer
+		d := net.Dialer{LocalAddr: localAddr(network, h.nextPort())}
 		c, err = d.DialContext(ctx, network, addr)
 		return err
 	})
 	return c, err
+}
+
+// Client source ports come from firstPort..lastPort in turn, below the
+// kernel's ephemeral range: the kernel may hand a new socket a port whose
+// flow is still in a load balancer's connection table, and that flow then
+// goes where the old one went, as with IPVS, which makes a test of
+// scheduling decisions flaky.
+const firstPort, lastPort = 10000, 30000
+
+func (h *Host) nextPort() uint16 {
+	return uint16(firstPort + h.ports.Add(1)%(lastPort-firstPort))
+}
+
+func localAddr(network string, port uint16) net.Addr {
+	if strings.HasPrefix(network, "udp") {
+		return &net.UDPAddr{Port: int(port)}
+	}
+	return &net.TCPAddr{Port: int(port)}
 }
 
 // HTTPClient returns an HTTP client whose connections start in h's

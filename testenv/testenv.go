@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/vishvananda/netlink"
@@ -72,6 +73,8 @@ type Host struct {
 	Ifname string           // "eth0"
 	// Peer is the name of the bridge-side end of this host's veth.
 	Peer string
+
+	ports atomic.Uint32 // source ports handed out by nextPort
 }
 
 // New builds a topology for a test and removes it in t.Cleanup, also when
@@ -131,6 +134,20 @@ func Setup(opts Options) (env *Env, err error) {
 		return netlink.LinkSetUp(br)
 	}); err != nil {
 		return env, err
+	}
+	// Kernels with br_netfilter built in run bridged IP through
+	// netfilter, which validates (and drops) malformed IP headers and
+	// costs time: make the bridge a plain switch.
+	for _, k := range []string{"iptables", "ip6tables", "arptables"} {
+		key := "net/bridge/bridge-nf-call-" + k
+		if err := env.Bridge.Do(func() error {
+			if _, err := os.Stat("/proc/sys/" + key); err != nil {
+				return nil // no br_netfilter: nothing to turn off
+			}
+			return os.WriteFile("/proc/sys/"+key, []byte("0"), 0o644)
+		}); err != nil {
+			return env, fmt.Errorf("turn off %s in %s: %w", key, env.Bridge.NSName, err)
+		}
 	}
 	if env.Director, err = env.newHost("dir", DirectorAddr); err != nil {
 		return env, err

@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/xlbproject/xlb/dataplane"
 	"github.com/xlbproject/xlb/internal/ipvs"
@@ -52,6 +53,9 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	defer dp.Close()
 	if err := dp.Apply(cfg); err != nil {
 		return fmt.Errorf("apply rules: %w", err)
+	}
+	if n := dp.WaitResolved(2 * time.Second); n > 0 {
+		log.Warn("real servers without a resolved MAC: their frames are dropped until the kernel resolves them", "count", n)
 	}
 	srv := &server{dp: dp, cfg: cfg}
 	ln, err := listenControl(*sock)

@@ -1,0 +1,224 @@
+//go:build linux
+
+package dataplane
+
+import (
+	"bytes"
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+
+	"github.com/xlbproject/xlb/conntrack"
+	"github.com/xlbproject/xlb/internal/ipvs"
+	"github.com/xlbproject/xlb/sched"
+)
+
+var (
+	testVIP      = netip.MustParseAddr("198.18.0.100")
+	testClient   = netip.MustParseAddr("198.18.0.2")
+	directorMAC  = [6]byte{0x02, 0x18, 0, 0, 0, 0x01}
+	clientMAC    = net.HardwareAddr{0x02, 0x18, 0, 0, 0, 0x02}
+	realMACs     = [][6]byte{{0x02, 0x18, 0, 0, 0, 0x0b}, {0x02, 0x18, 0, 0, 0, 0x0c}, {0x02, 0x18, 0, 0, 0, 0x0d}}
+	testServices = []ipvs.ServiceKey{
+		{Proto: ipvs.TCP, Addr: testVIP, Port: 80},
+		{Proto: ipvs.UDP, Addr: testVIP, Port: 53},
+	}
+)
+
+// testWorker is a worker on a fake kernel with rr services on VIP:80/tcp
+// and VIP:53/udp over three real servers whose MACs are resolved.
+func testWorker(t testing.TB) (*worker, *fakeKernel) {
+	t.Helper()
+	d := &Dataplane{reg: sched.NewRegistry(16), ctSettings: conntrack.NewSettings(conntrack.DefaultTimeouts()), mac: directorMAC}
+	fwd := make([]destFwd, 17)
+	cfg := &workerConfig{services: map[svcKey]*workerService{}}
+	for i, k := range testServices {
+		rr, err := sched.New("rr", sched.DefaultOptions())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var dests []*sched.Dest
+		for j := range realMACs {
+			dst := sched.NewDest(netip.AddrFrom4([4]byte{198, 18, 0, byte(11 + j)}), k.Port, 1)
+			if err := d.reg.Add(dst); err != nil {
+				t.Fatal(err)
+			}
+			fwd[dst.ID] = destFwd{mac: realMACs[j], macOK: true, fwd: ipvs.FwdRoute, addr: dst.Addr, port: dst.Port}
+			dests = append([]*sched.Dest{dst}, dests...) // newest first
+		}
+		rr.Update(dests)
+		spec := ipvs.Service{Key: k, Sched: "rr", Netmask: 32}
+		pol, err := servicePolicy(&spec, rr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.services[makeSvcKey(k)] = &workerService{id: uint32(i + 1), ct: pol}
+	}
+	d.fwd.Store(&fwd)
+	copts := conntrack.DefaultOptions()
+	copts.Capacity = 1 << 12
+	copts.Registry = d.reg
+	copts.Settings = d.ctSettings
+	ct, err := conntrack.New(copts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, q := newFakeKernel(1024, 2048, 256)
+	w := &worker{dp: d, q: q, ct: ct, mac: directorMAC}
+	w.cfg.Store(cfg)
+	q.refill()
+	return w, k
+}
+
+// frame builds client → VIP frames: TCP with the given flags, or UDP.
+func frame(t testing.TB, proto layers.IPProtocol, sport, dport uint16, syn, ack bool) []byte {
+	t.Helper()
+	eth := &layers.Ethernet{SrcMAC: clientMAC, DstMAC: directorMAC[:], EthernetType: layers.EthernetTypeIPv4}
+	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: proto, SrcIP: testClient.AsSlice(), DstIP: testVIP.AsSlice()}
+	var l4 gopacket.SerializableLayer
+	if proto == layers.IPProtocolTCP {
+		tcp := &layers.TCP{SrcPort: layers.TCPPort(sport), DstPort: layers.TCPPort(dport), SYN: syn, ACK: ack, Window: 512}
+		tcp.SetNetworkLayerForChecksum(ip)
+		l4 = tcp
+	} else {
+		udp := &layers.UDP{SrcPort: layers.UDPPort(sport), DstPort: layers.UDPPort(dport)}
+		udp.SetNetworkLayerForChecksum(ip)
+		l4 = udp
+	}
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
+		eth, ip, l4, gopacket.Payload("xlb")); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func TestWorkerForwardsDR(t *testing.T) {
+	w, k := testWorker(t)
+	// Three new connections (rr: one per real server), then a second
+	// packet of each, which must follow its first.
+	var in [][]byte
+	for i := 0; i < 3; i++ {
+		in = append(in, frame(t, layers.IPProtocolTCP, uint16(40000+i), 80, true, false))
+	}
+	for i := 0; i < 3; i++ {
+		in = append(in, frame(t, layers.IPProtocolTCP, uint16(40000+i), 80, false, true))
+	}
+	in = append(in, frame(t, layers.IPProtocolTCP, 40000, 22, true, false)) // not a service
+	in = append(in, frame(t, layers.IPProtocolUDP, 5353, 53, false, false))
+	in = append(in, in[0][:30])                                             // truncated
+	in = append(in, frame(t, layers.IPProtocolTCP, 41000, 80, false, true)) // not a SYN, no entry
+	for _, f := range in {
+		if !k.deliver(f) {
+			t.Fatal("fake kernel could not deliver")
+		}
+	}
+	if n := w.poll(1); n != len(in) {
+		t.Fatalf("poll took %d frames, want %d", n, len(in))
+	}
+	if len(k.sent) != 7 {
+		t.Fatalf("sent %d frames, want 7 (6 TCP, 1 UDP)", len(k.sent))
+	}
+	dsts := map[[6]byte]bool{}
+	for i := 0; i < 3; i++ {
+		var first, second [6]byte
+		copy(first[:], k.sent[i][:6])
+		copy(second[:], k.sent[i+3][:6])
+		if first != second {
+			t.Errorf("flow %d: first packet to %x, second to %x", i, first, second)
+		}
+		dsts[first] = true
+		if !bytes.Equal(k.sent[i][6:12], directorMAC[:]) {
+			t.Errorf("flow %d: source MAC %x, want the director's", i, k.sent[i][6:12])
+		}
+		if !bytes.Equal(k.sent[i][12:], in[i][12:]) {
+			t.Errorf("flow %d: DR changed the IP packet", i)
+		}
+	}
+	if len(dsts) != 3 {
+		t.Errorf("rr sent 3 new connections to %d real servers, want 3", len(dsts))
+	}
+	var want [numCounters]uint64
+	want[RxFrames], want[TxFrames], want[ConnNew], want[ConnHit] = 10, 7, 4, 3
+	want[NoService], want[Malformed], want[NotNew] = 1, 1, 1
+	if w.stats.local != want {
+		for c := Counter(0); c < numCounters; c++ {
+			if w.stats.local[c] != want[c] {
+				t.Errorf("counter %v = %d, want %d", c, w.stats.local[c], want[c])
+			}
+		}
+	}
+	w.q.reap()
+	if got := len(w.q.free) + k.inFlight(); got != 1024 {
+		t.Errorf("frames accounted for = %d, want 1024", got)
+	}
+}
+
+// The per-packet path, receive → parse → lookup → rewrite → transmit,
+// allocates nothing: neither for packets of known connections nor for new
+// ones.
+func TestWorkerPollAllocs(t *testing.T) {
+	w, k := testWorker(t)
+	k.keep = false
+	var known, fresh [][]byte
+	for i := 0; i < 32; i++ {
+		syn := frame(t, layers.IPProtocolTCP, uint16(20000+i), 80, true, false)
+		k.deliver(syn)
+		known = append(known, frame(t, layers.IPProtocolTCP, uint16(20000+i), 80, false, true))
+	}
+	w.poll(1)
+	port := uint16(30000)
+	for i := 0; i < 32; i++ {
+		fresh = append(fresh, frame(t, layers.IPProtocolTCP, 0, 80, true, false))
+	}
+	allocs := testing.AllocsPerRun(200, func() {
+		for _, f := range known {
+			k.deliver(f)
+		}
+		w.poll(2)
+	})
+	if allocs != 0 {
+		t.Errorf("poll of 32 known-connection frames: %v allocations, want 0", allocs)
+	}
+	allocs = testing.AllocsPerRun(200, func() {
+		for _, f := range fresh {
+			port++
+			f[14+20], f[14+21] = byte(port>>8), byte(port) // new source port: new connection
+			k.deliver(f)
+		}
+		w.poll(3)
+	})
+	if allocs != 0 {
+		t.Errorf("poll of 32 new-connection frames: %v allocations, want 0", allocs)
+	}
+	if w.stats.local[TxFrames] != w.stats.local[RxFrames] {
+		t.Errorf("tx %d != rx %d: frames were dropped", w.stats.local[TxFrames], w.stats.local[RxFrames])
+	}
+}
+
+// BenchmarkWorkerPoll: ns per frame through the worker for packets of
+// established connections, batches of 64, on the fake kernel (no
+// syscalls): the userspace cost of forwarding one frame.
+func BenchmarkWorkerPoll(b *testing.B) {
+	w, k := testWorker(b)
+	k.keep = false
+	var frames [][]byte
+	for i := 0; i < maxBatch; i++ {
+		k.deliver(frame(b, layers.IPProtocolTCP, uint16(20000+i), 80, true, false))
+		frames = append(frames, frame(b, layers.IPProtocolTCP, uint16(20000+i), 80, false, true))
+	}
+	w.poll(1)
+	b.ReportAllocs()
+	b.ResetTimer()
+	n := 0
+	for b.Loop() {
+		for _, f := range frames {
+			k.deliver(f)
+		}
+		n += w.poll(2)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/frame")
+}
