@@ -61,6 +61,11 @@ type controlState struct {
 	// their counts drop to zero (IPVS's destination trash).
 	removed []*sched.Dest
 	cfg     ipvs.Config
+	// base is each live destination's counters when it was added or last
+	// zeroed (an ID's counters keep counting across its owners), est its
+	// rate estimator.
+	base map[*sched.Dest]destCounters
+	est  map[*sched.Dest]*estimator
 }
 
 type svcState struct {
@@ -72,7 +77,8 @@ type svcState struct {
 }
 
 func newControlState() *controlState {
-	return &controlState{services: map[ipvs.ServiceKey]*svcState{}, nextID: 1}
+	return &controlState{services: map[ipvs.ServiceKey]*svcState{}, nextID: 1,
+		base: map[*sched.Dest]destCounters{}, est: map[*sched.Dest]*estimator{}}
 }
 
 // ErrNotSupported marks configuration xlb cannot do (yet).
@@ -199,6 +205,8 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) error {
 					continue
 				}
 				svc.dests[ap] = dst
+				st.base[dst] = d.destTotals(dst.ID)
+				st.est[dst] = &estimator{}
 			}
 			dst.SetWeight(ds.Weight)
 			dst.SetThresholds(ds.UThreshold, ds.LThreshold)
@@ -209,6 +217,8 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) error {
 		}
 		for ap, dst := range svc.dests {
 			if !keep[ap] {
+				delete(st.base, dst)
+				delete(st.est, dst)
 				dst.SetAvailable(false)
 				st.removed = append(st.removed, dst)
 				delete(svc.dests, ap)
@@ -228,6 +238,8 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) error {
 			d.opts.Logger.Warn("remove service from xdp map", "service", k.Addr, "err", err)
 		}
 		for _, dst := range svc.dests {
+			delete(st.base, dst)
+			delete(st.est, dst)
 			dst.SetAvailable(false)
 			st.removed = append(st.removed, dst)
 		}

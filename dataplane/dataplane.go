@@ -194,6 +194,11 @@ func (d *Dataplane) Run(ctx context.Context) error {
 			w.run(ctx)
 		}()
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		d.estimate(ctx)
+	}()
 	d.resolve(ctx)
 	wg.Wait()
 	return nil

@@ -32,8 +32,8 @@ func newFakeKernel(numFrames, frameSize, ringSize uint32) (*fakeKernel, *queue) 
 	var user [4]ring
 	var kern [4]ring
 	for i := range user {
-		var p, c, f uint32
-		user[i] = ring{producer: &p, consumer: &c, flags: &f, mask: ringSize - 1, size: ringSize}
+		var p, c uint32
+		user[i] = ring{producer: &p, consumer: &c, mask: ringSize - 1, size: ringSize}
 		kern[i] = user[i]
 	}
 	addrs := [2][]uint64{make([]uint64, ringSize), make([]uint64, ringSize)}

@@ -17,7 +17,6 @@ import (
 type ring struct {
 	producer *uint32 // shared: written by the producer side
 	consumer *uint32 // shared: written by the consumer side
-	flags    *uint32 // shared: XDP_RING_NEED_WAKEUP (may be nil)
 	mask     uint32
 	size     uint32
 
@@ -57,11 +56,6 @@ func (r *ring) producerFree(n uint32) uint32 {
 func (r *ring) producerSubmit(n uint32) {
 	r.cachedProd += n
 	atomic.StoreUint32(r.producer, r.cachedProd)
-}
-
-// needsWakeup reports whether the kernel asked to be kicked.
-func (r *ring) needsWakeup() bool {
-	return r.flags != nil && atomic.LoadUint32(r.flags)&unix.XDP_RING_NEED_WAKEUP != 0
 }
 
 // addrRing is a fill or completion ring: UMEM frame addresses.

@@ -151,7 +151,6 @@ func mapRing(s *socket, pgoff int64, off unix.XDPRingOffset, n uint32, entry uin
 	r := ring{
 		producer: (*uint32)(unsafe.Add(base, off.Producer)),
 		consumer: (*uint32)(unsafe.Add(base, off.Consumer)),
-		flags:    (*uint32)(unsafe.Add(base, off.Flags)),
 		mask:     n - 1,
 		size:     n,
 	}

@@ -8,10 +8,11 @@ import (
 	"net/netip"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/xlbproject/xlb/bpf"
 	"github.com/xlbproject/xlb/conntrack"
 	"github.com/xlbproject/xlb/internal/ipvs"
-	"github.com/xlbproject/xlb/sched"
 )
 
 // Stats are the dataplane's counters summed over workers, and the XDP
@@ -19,6 +20,10 @@ import (
 type Stats struct {
 	Workers [numCounters]uint64
 	XDP     bpf.Counters
+	// Sockets are the kernel's AF_XDP counters (XDP_STATISTICS) summed
+	// over queues: frames dropped because the RX ring was full or no
+	// fill-ring frame was there, and invalid descriptors.
+	Sockets unix.XDPStatistics
 }
 
 // All yields every worker counter with its name.
@@ -43,6 +48,21 @@ func (d *Dataplane) Stats() Stats {
 			s.XDP = c
 		}
 	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, w := range d.workers {
+		if w.sock == nil {
+			continue
+		}
+		if st, err := w.sock.statistics(); err == nil {
+			s.Sockets.Rx_dropped += st.Rx_dropped
+			s.Sockets.Rx_invalid_descs += st.Rx_invalid_descs
+			s.Sockets.Tx_invalid_descs += st.Tx_invalid_descs
+			s.Sockets.Rx_ring_full += st.Rx_ring_full
+			s.Sockets.Rx_fill_ring_empty_descs += st.Rx_fill_ring_empty_descs
+			s.Sockets.Tx_ring_empty_descs += st.Tx_ring_empty_descs
+		}
+	}
 	return s
 }
 
@@ -53,15 +73,73 @@ func (d *Dataplane) Config() ipvs.Config {
 	return d.state.cfg
 }
 
-// Dest returns the live destination ap of service k (for its connection
-// counts), or nil.
-func (d *Dataplane) Dest(k ipvs.ServiceKey, ap netip.AddrPort) *sched.Dest {
+// DestStats are a destination's connection counts, IPVS statistics since
+// it was added or zeroed, and estimated rates.
+type DestStats struct {
+	ActiveConns, InactConns, PersistConns     int32
+	Conns, InPkts, InBytes, OutPkts, OutBytes uint64
+	Rates
+}
+
+// DestStats returns the statistics of destination ap of service k;
+// ok is false when there is no such destination.
+func (d *Dataplane) DestStats(k ipvs.ServiceKey, ap netip.AddrPort) (s DestStats, ok bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if s := d.state.services[k]; s != nil {
-		return s.dests[ap]
+	svc := d.state.services[k]
+	if svc == nil || svc.dests[ap] == nil {
+		return s, false
 	}
-	return nil
+	dst := svc.dests[ap]
+	c := d.destTotals(dst.ID).sub(d.state.base[dst])
+	return DestStats{
+		ActiveConns: dst.ActiveConns(), InactConns: dst.InactConns(), PersistConns: dst.PersistConns(),
+		Conns: c.Conns, InPkts: c.InPkts, InBytes: c.InBytes, OutPkts: c.OutPkts, OutBytes: c.OutBytes,
+		Rates: d.state.est[dst].rates(),
+	}, true
+}
+
+// Zero resets the statistics and rates of service k's destinations, or
+// of every service when k is nil (ipvsadm -Z).
+func (d *Dataplane) Zero(k *ipvs.ServiceKey) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for key, svc := range d.state.services {
+		if k != nil && key != *k {
+			continue
+		}
+		for _, dst := range svc.dests {
+			d.state.base[dst] = d.destTotals(dst.ID)
+			d.state.est[dst] = &estimator{last: destCounters{}}
+		}
+	}
+}
+
+// destTotals sums destination id's counters over the workers.
+func (d *Dataplane) destTotals(id uint32) destCounters {
+	var c destCounters
+	for _, w := range d.workers {
+		w.ds.read(id, &c)
+	}
+	return c
+}
+
+// estimate runs IPVS's rate estimator every 2 s until ctx is done.
+func (d *Dataplane) estimate(ctx context.Context) {
+	t := time.NewTicker(estimatePeriod * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		d.mu.Lock()
+		for dst, e := range d.state.est {
+			e.update(d.destTotals(dst.ID).sub(d.state.base[dst]))
+		}
+		d.mu.Unlock()
+	}
 }
 
 // Conn is one connection entry as ipvsadm -L -c lists it.

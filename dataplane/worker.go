@@ -34,6 +34,7 @@ type worker struct {
 	ct    *conntrack.Table
 	cfg   atomic.Pointer[workerConfig]
 	stats counters
+	ds    destStats // per-destination counters, by destination ID
 	// reasons counts malformed frames by parser reason.
 	reasons [packet.NumReasons]uint64
 	mac     [6]byte
@@ -55,7 +56,7 @@ func newWorker(d *Dataplane, queue int) (*worker, error) {
 		sock.close()
 		return nil, fmt.Errorf("connection table of queue %d: %w", queue, err)
 	}
-	w := &worker{id: queue, dp: d, sock: sock, ct: ct, mac: d.mac, start: time.Now()}
+	w := &worker{id: queue, dp: d, sock: sock, ct: ct, mac: d.mac, start: time.Now(), ds: newDestStats(d.opts.MaxDests + 1)}
 	w.q = newQueue(sock.umem, sock.frameSize, sock.numFrames, sock.fill, sock.comp, sock.rx, sock.tx, sock)
 	w.cfg.Store(&workerConfig{services: map[svcKey]*workerService{}})
 	return w, nil
@@ -130,6 +131,7 @@ func (w *worker) publish() {
 	w.stats.local[BadDesc] = w.q.badDesc
 	w.stats.local[KickErrors] = w.q.kickErr
 	w.stats.publish()
+	w.ds.publish()
 }
 
 // handle decides one frame's fate and rewrites it in place; true means
@@ -164,6 +166,7 @@ func (w *worker) handle(frame []byte, cfg *workerConfig, fwd []destFwd, now int6
 			return false
 		}
 		w.stats.local[ConnNew]++
+		w.ds.conn(c.Dest.ID)
 		id, e, dir = c.Dest.ID, c.Entry, conntrack.DirInput
 	} else {
 		w.stats.local[ConnHit]++
@@ -179,6 +182,7 @@ func (w *worker) handle(frame []byte, cfg *workerConfig, fwd []destFwd, now int6
 	switch fwd[id].fwd {
 	case ipvs.FwdRoute:
 		modes.DR(frame, &fwd[id].mac, &w.mac)
+		w.ds.in(id, m.IPLen) // IPVS counts IP bytes (skb->len at L3)
 		return true
 	}
 	return false

@@ -67,7 +67,7 @@ func testWorker(t testing.TB) (*worker, *fakeKernel) {
 		t.Fatal(err)
 	}
 	k, q := newFakeKernel(1024, 2048, 256)
-	w := &worker{dp: d, q: q, ct: ct, mac: directorMAC}
+	w := &worker{dp: d, q: q, ct: ct, mac: directorMAC, ds: newDestStats(17)}
 	w.cfg.Store(cfg)
 	q.refill()
 	return w, k

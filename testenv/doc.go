@@ -5,15 +5,15 @@
 // namespace with one veth ("eth0") whose peer sits on a bridge in a
 // namespace of its own, so all hosts share one L2 segment:
 //
-//	  client 198.18.0.2        director 198.18.0.1 + VIP 198.18.0.100
-//	     eth0                      eth0  (xlb attaches here)
-//	      |                          |
-//	 [ v-cli ]----------[ br0 ]----------[ v-dir ]     namespace <name>-br
-//	                     |    |
-//	                 [ v-rs1 ] [ v-rs2 ] ...
-//	                     |         |
-//	                   eth0      eth0
-//	   rs1 198.18.0.11          rs2 198.18.0.12     (VIP on lo, arp_ignore=1, arp_announce=2)
+//	 client 198.18.0.2        director 198.18.0.1 + VIP 198.18.0.100
+//	    eth0                      eth0  (xlb attaches here)
+//	     |                          |
+//	[ v-cli ]----------[ br0 ]----------[ v-dir ]     namespace <name>-br
+//	                    |    |
+//	                [ v-rs1 ] [ v-rs2 ] ...
+//	                    |         |
+//	                  eth0      eth0
+//	  rs1 198.18.0.11          rs2 198.18.0.12     (VIP on lo, arp_ignore=1, arp_announce=2)
 //
 // Addresses come from 198.18.0.0/15, the range RFC 2544 reserves for
 // benchmarking, and never leave the namespaces. Every veth has one RX and

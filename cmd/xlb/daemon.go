@@ -118,4 +118,7 @@ func writeStats(w io.Writer, dp *dataplane.Dataplane) {
 			fmt.Fprintf(w, "  %-22s %d\n", c, n)
 		}
 	}
+	k := st.Sockets
+	fmt.Fprintf(w, "af_xdp sockets:\n  rx_dropped %d, rx_ring_full %d, fill_ring_empty %d, rx_invalid %d, tx_invalid %d\n",
+		k.Rx_dropped, k.Rx_ring_full, k.Rx_fill_ring_empty_descs, k.Rx_invalid_descs, k.Tx_invalid_descs)
 }

@@ -172,6 +172,7 @@ func TestDRRoundRobin(t *testing.T) {
 
 	keep := env.Client.HTTPClient(true, 5*time.Second)
 	first := ""
+	defer keep.CloseIdleConnections()
 	for i := 0; i < 20; i++ {
 		name, err := testenv.Get(keep, url)
 		if err != nil {
@@ -184,6 +185,7 @@ func TestDRRoundRobin(t *testing.T) {
 		}
 	}
 
+	keepName := first
 	vip53 := netip.AddrPortFrom(testenv.VIP, 53)
 	udp := map[string]int{}
 	for i := 0; i < 300; i++ {
@@ -224,6 +226,28 @@ func TestDRRoundRobin(t *testing.T) {
 	if !strings.Contains(list, fmt.Sprintf("TCP  %v:80 rr", testenv.VIP)) {
 		t.Errorf("xlb -L -n lacks the TCP service:\n%s", list)
 	}
+	// Statistics: the connections each real server got (300 new ones and
+	// the keep-alive one); -Z clears them.
+	tcp[keepName]++
+	stats, err := d.ctl("-L", "-n", "--stats", "-t", fmt.Sprintf("%v:80", testenv.VIP))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, rs := range env.Reals {
+		if c, want := statsConns(stats, fmt.Sprintf("%v:80", testenv.RealAddr(i))), fmt.Sprint(tcp[rs.Name]); c != want {
+			t.Errorf("--stats Conns of %v = %q, want %s:\n%s", testenv.RealAddr(i), c, want, stats)
+		}
+	}
+	if c := statsConns(stats, fmt.Sprintf("TCP  %v:80", testenv.VIP)); c != "301" {
+		t.Errorf("--stats Conns of the service = %q, want 301:\n%s", c, stats)
+	}
+	if _, err := d.ctl("-Z"); err != nil {
+		t.Fatal(err)
+	}
+	stats, _ = d.ctl("-L", "-n", "--stats")
+	if c := statsConns(stats, fmt.Sprintf("%v:80", testenv.RealAddr(0))); c != "0" {
+		t.Errorf("after -Z, Conns = %q, want 0:\n%s", c, stats)
+	}
 	if err := d.stop(); err != nil {
 		t.Fatalf("xlb exit: %v\n%s", err, d.logs.String())
 	}
@@ -236,6 +260,23 @@ func TestDRRoundRobin(t *testing.T) {
 	if err != nil || strings.Contains(string(out), "xdp") {
 		t.Errorf("after xlb stopped, eth0 still has XDP (err %v):\n%s", err, out)
 	}
+}
+
+// statsConns returns the Conns column of the --stats line that contains
+// what.
+func statsConns(list, what string) string {
+	for _, l := range strings.Split(list, "\n") {
+		if strings.Contains(l, what) {
+			f := strings.Fields(strings.TrimPrefix(strings.TrimSpace(l), "->"))
+			if strings.HasPrefix(what, "TCP") || strings.HasPrefix(what, "UDP") {
+				f = f[1:] // "TCP" "addr:port" ...
+			}
+			if len(f) > 1 {
+				return f[1]
+			}
+		}
+	}
+	return ""
 }
 
 // While xlb runs, the director is still a host: it answers ping and ARP,

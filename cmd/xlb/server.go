@@ -47,7 +47,7 @@ func (s *server) handle(req request) response {
 			}
 			return response{Stdout: out.String()}
 		}
-		if err := ipvsadm.WriteList(&out, s.cfg, dpStats{s.dp}, cmd.List); err != nil {
+		if err := ipvsadm.WriteList(&out, s.cfg, dpStats{s.dp, s.cfg}, cmd.List); err != nil {
 			return errorResponse(err)
 		}
 		return response{Stdout: out.String()}
@@ -66,6 +66,14 @@ func (s *server) handle(req request) response {
 	next := s.cfg.Clone()
 	if err := cmd.Apply(next); err != nil {
 		return errorResponse(err)
+	}
+	if cmd.Kind == ipvsadm.KindZero {
+		var k *ipvs.ServiceKey
+		if cmd.Options&ipvsadm.OptService != 0 {
+			k = &cmd.Service.Key
+		}
+		s.dp.Zero(k)
+		return response{}
 	}
 	return s.apply(next)
 }
@@ -103,19 +111,48 @@ func (s *server) writeConns(out *bytes.Buffer, opts ipvsadm.ListOptions) error {
 	return ipvsadm.WriteConns(out, conns, opts)
 }
 
-// dpStats feeds listings with the dataplane's per-destination counts.
-type dpStats struct{ dp *dataplane.Dataplane }
+// dpStats feeds listings with the dataplane's per-destination figures.
+// A service's statistics are the sum of its current destinations' (IPVS
+// keeps a separate sum that also remembers deleted destinations).
+type dpStats struct {
+	dp  *dataplane.Dataplane
+	cfg *ipvs.Config
+}
 
-func (s dpStats) Service(k ipvs.ServiceKey) ipvsadm.Counters { return ipvsadm.Counters{} }
+func (s dpStats) Service(k ipvs.ServiceKey) ipvsadm.Counters {
+	var sum ipvsadm.Counters
+	svc := s.cfg.Service(k)
+	if svc == nil {
+		return sum
+	}
+	for i := range svc.Dests {
+		c := s.Dest(k, &svc.Dests[i]).Counters
+		sum.Conns += c.Conns
+		sum.InPkts += c.InPkts
+		sum.OutPkts += c.OutPkts
+		sum.InBytes += c.InBytes
+		sum.OutBytes += c.OutBytes
+		sum.CPS += c.CPS
+		sum.InPPS += c.InPPS
+		sum.OutPPS += c.OutPPS
+		sum.InBPS += c.InBPS
+		sum.OutBPS += c.OutBPS
+	}
+	return sum
+}
 
 func (s dpStats) Dest(k ipvs.ServiceKey, d *ipvs.Dest) ipvsadm.DestStats {
-	dst := s.dp.Dest(k, netip.AddrPortFrom(d.Addr, d.Port))
-	if dst == nil {
+	st, ok := s.dp.DestStats(k, netip.AddrPortFrom(d.Addr, d.Port))
+	if !ok {
 		return ipvsadm.DestStats{}
 	}
 	return ipvsadm.DestStats{
-		ActiveConns:  uint32(dst.ActiveConns()),
-		InactConns:   uint32(dst.InactConns()),
-		PersistConns: uint32(dst.PersistConns()),
+		ActiveConns:  uint32(st.ActiveConns),
+		InactConns:   uint32(st.InactConns),
+		PersistConns: uint32(st.PersistConns),
+		Counters: ipvsadm.Counters{
+			Conns: st.Conns, InPkts: st.InPkts, OutPkts: st.OutPkts, InBytes: st.InBytes, OutBytes: st.OutBytes,
+			CPS: st.CPS, InPPS: st.InPPS, OutPPS: st.OutPPS, InBPS: st.InBPS, OutBPS: st.OutBPS,
+		},
 	}
 }
