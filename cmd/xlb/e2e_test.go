@@ -5,6 +5,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -426,4 +427,63 @@ func TestBadRulesDoNotStart(t *testing.T) {
 	if strings.Contains(string(link), "xdp") {
 		t.Errorf("xlb left XDP attached after refusing its rules:\n%s", link)
 	}
+}
+
+// ipvsadm commands change the running daemon: weight 0 quiesces a real
+// server (no new connections; the rest share them), -d removes one, -a
+// brings it back; a bad command fails with ipvsadm's error and exit code
+// and changes nothing.
+func TestRuntimeCommands(t *testing.T) {
+	testenv.RequireRoot(t)
+	env := testenv.New(t, testenv.DefaultOptions())
+	d := startXLB(t, env, drRules(env, "rr"))
+	vip := fmt.Sprintf("%v:80", testenv.VIP)
+	rs := func(i int) string { return fmt.Sprintf("%v:80", testenv.RealAddr(i)) }
+	count := func(n int) map[string]int {
+		t.Helper()
+		c := env.Client.HTTPClient(false, 5*time.Second)
+		got := map[string]int{}
+		for i := 0; i < n; i++ {
+			name, err := testenv.Get(c, "http://"+vip+"/")
+			if err != nil {
+				t.Fatalf("request %d: %v", i, err)
+			}
+			got[name]++
+		}
+		return got
+	}
+
+	if out, err := d.ctl("-e", "-t", vip, "-r", rs(2), "-g", "-w", "0"); err != nil {
+		t.Fatalf("quiesce rs3: %v %s", err, out)
+	}
+	if got := count(60); got["rs3"] != 0 || got["rs1"] != 30 || got["rs2"] != 30 {
+		t.Errorf("with rs3 at weight 0: %v, want rs1 30, rs2 30", got)
+	}
+	if out, err := d.ctl("-d", "-t", vip, "-r", rs(0)); err != nil {
+		t.Fatalf("delete rs1: %v %s", err, out)
+	}
+	if got := count(20); got["rs2"] != 20 {
+		t.Errorf("with rs1 deleted and rs3 quiesced: %v, want all 20 on rs2", got)
+	}
+	if out, err := d.ctl("-a", "-t", vip, "-r", rs(0), "-g", "-w", "1"); err != nil {
+		t.Fatalf("add rs1 back: %v %s", err, out)
+	}
+	if got := count(20); got["rs1"] != 10 || got["rs2"] != 10 {
+		t.Errorf("with rs1 back: %v, want rs1 10, rs2 10", got)
+	}
+
+	before, _ := d.ctl("-S", "-n")
+	out, err := exec.Command(xlbBin, "--socket", d.sock, "-a", "-t", "198.18.0.200:80", "-r", rs(0)).CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || strings.TrimSpace(string(out)) != "Service not defined" {
+		t.Errorf("adding a server to a missing service: exit %v, output %q; want exit 1, \"Service not defined\"", err, out)
+	}
+	out, err = exec.Command(xlbBin, "--socket", d.sock, "-a", "-t", vip, "-r", rs(1), "-w", "70000").CombinedOutput()
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+		t.Errorf("weight 70000: exit %v, output %q; want exit 2", err, out)
+	}
+	if after, _ := d.ctl("-S", "-n"); after != before {
+		t.Errorf("refused commands changed the configuration:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	t.Logf("xlb -S -n:\n%s", before)
 }
