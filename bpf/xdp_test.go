@@ -12,6 +12,7 @@ import (
 	"github.com/xlbproject/xlb/bpf"
 	"github.com/xlbproject/xlb/internal/packet"
 	"github.com/xlbproject/xlb/internal/packet/packettest"
+	"github.com/xlbproject/xlb/testenv"
 )
 
 // XDP actions (enum xdp_action in linux/bpf.h).
@@ -30,9 +31,9 @@ func skipIfNotPermitted(tb testing.TB, err error) {
 	switch {
 	case err == nil:
 	case errors.Is(err, ebpf.ErrNotSupported):
-		tb.Skipf("kernel lacks a feature: %v", err)
+		testenv.SkipUnlessRequired(tb, "kernel lacks a feature: %v", err)
 	case errors.Is(err, os.ErrPermission):
-		tb.Skipf("BPF not permitted (need root or CAP_BPF+CAP_NET_ADMIN): %v", err)
+		testenv.SkipUnlessRequired(tb, "BPF not permitted (need root or CAP_BPF+CAP_NET_ADMIN): %v", err)
 	default:
 		tb.Fatal(err)
 	}

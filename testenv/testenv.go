@@ -379,17 +379,22 @@ func (env *Env) Close() error {
 }
 
 // RequireRoot skips t when it cannot create namespaces and attach XDP
-// (not root), with the reason. When XLB_REQUIRE_E2E is set, as `make
-// test` and CI do, a missing capability fails the test instead: CI must
-// never pass with its end-to-end tests skipped.
+// (not root), with the reason; see SkipUnlessRequired.
 func RequireRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() == 0 {
-		return
+	if os.Geteuid() != 0 {
+		SkipUnlessRequired(t, "needs root to create network namespaces and attach XDP")
 	}
-	const why = "needs root to create network namespaces and attach XDP"
+}
+
+// SkipUnlessRequired skips tb for a missing capability, with the reason.
+// When XLB_REQUIRE_E2E is set, as `make test` and CI do, it fails the
+// test instead: CI must never pass with a privileged test skipped.
+func SkipUnlessRequired(tb testing.TB, format string, args ...any) {
+	tb.Helper()
+	why := fmt.Sprintf(format, args...)
 	if os.Getenv("XLB_REQUIRE_E2E") != "" {
-		t.Fatalf("%s, and XLB_REQUIRE_E2E is set", why)
+		tb.Fatalf("%s, and XLB_REQUIRE_E2E is set: this test must run here", why)
 	}
-	t.Skip(why)
+	tb.Skip(why)
 }
