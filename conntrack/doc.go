@@ -26,7 +26,7 @@
 //   - Stats: the worker publishes its counters at each Expire call
 //     through a seqlock of atomic words; Table.Stats retries while a
 //     publication is in progress, the worker never blocks.
-//   - Dump / WriteList (ipvsadm -L -c): the reader posts a page request
+//   - Dump (ipvsadm -L -c): the reader posts a page request
 //     through an atomic pointer; at its next Expire call the worker copies
 //     up to 256 entries into the request's buffer and signals a buffered
 //     channel. Each entry is copied whole by its owner, so rows are

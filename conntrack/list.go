@@ -1,10 +1,7 @@
 package conntrack
 
 import (
-	"bufio"
 	"context"
-	"fmt"
-	"io"
 	"net/netip"
 )
 
@@ -90,8 +87,8 @@ func (t *Table) Dump(ctx context.Context, fn func(e *Entry, now int64) error) er
 	}
 }
 
-// protoName is ip_vs_proto_name.
-func protoName(p uint8) string {
+// ProtoName is ip_vs_proto_name: the protocol column of ipvsadm -L -c.
+func ProtoName(p uint8) string {
 	switch p {
 	case 0:
 		return "IP"
@@ -109,11 +106,8 @@ func protoName(p uint8) string {
 	return "ERR!"
 }
 
-// Namer turns an address and port into the text ipvsadm prints without
-// -n (host and service names); nil prints numbers (-n).
-type Namer func(ap netip.AddrPort, proto uint8) string
-
-// Row is one line of ipvsadm -L -c.
+// Row is one connection entry as ipvsadm -L -c lists it (package
+// internal/ipvsadm formats it).
 type Row struct {
 	Proto   uint8
 	Expires int64 // seconds left, ≥ 0
@@ -147,43 +141,4 @@ func RowOf(e *Entry, now int64) Row {
 	}
 	r.InPkts, r.OutPkts, r.InBytes, r.OutBytes = e.Counters()
 	return r
-}
-
-// ListHeader is what ipvsadm -L -c prints before the entries.
-const ListHeader = "IPVS connection entries\n" +
-	"pro expire state       source             virtual            destination\n"
-
-// WriteRow prints r as ipvsadm -L -c does (print_conn):
-// "%-3s %-6s %-11s %-18s %-18s %s\n" with the expiry as MM:SS.
-func WriteRow(w io.Writer, r *Row, name Namer) error {
-	str := func(ap netip.AddrPort) string {
-		if name != nil {
-			return name(ap, r.Proto)
-		}
-		return ap.String()
-	}
-	exp := fmt.Sprintf("%02d:%02d", r.Expires/60, r.Expires%60)
-	_, err := fmt.Fprintf(w, "%-3s %-6s %-11s %-18s %-18s %s\n",
-		protoName(r.Proto), exp, r.State, str(r.Client), str(r.Virtual), str(r.Dest))
-	return err
-}
-
-// WriteList prints the entries of the given tables in the form of
-// ipvsadm -L -c (-n when name is nil). It runs on the control plane and
-// uses Dump, so each table's worker must be calling Expire.
-func WriteList(ctx context.Context, w io.Writer, name Namer, tables ...*Table) error {
-	bw := bufio.NewWriter(w)
-	if _, err := bw.WriteString(ListHeader); err != nil {
-		return err
-	}
-	for _, t := range tables {
-		err := t.Dump(ctx, func(e *Entry, now int64) error {
-			r := RowOf(e, now)
-			return WriteRow(bw, &r, name)
-		})
-		if err != nil {
-			return err
-		}
-	}
-	return bw.Flush()
 }

@@ -197,7 +197,7 @@ func (e *Entry) replyMatches(k *Key) bool {
 
 // Table is a connection table shard: one per dataplane worker. It is not
 // safe for concurrent use, except for the methods documented as callable
-// from the control plane (Stats, Dump, WriteList). See the package
+// from the control plane (Stats, Dump). See the package
 // documentation for the mechanism.
 type Table struct {
 	entries []Entry  // preallocated, pointer-free

@@ -144,7 +144,7 @@ func (d *Dataplane) estimate(ctx context.Context) {
 
 // Conn is one connection entry as ipvsadm -L -c lists it.
 type Conn struct {
-	Proto   string // "TCP", "UDP"
+	Proto   string // "TCP", "UDP", or "IP" for a firewall-mark template
 	Client  netip.AddrPort
 	Virtual netip.AddrPort
 	Dest    netip.AddrPort
@@ -158,11 +158,7 @@ func (d *Dataplane) Conns(ctx context.Context, fn func(Conn)) error {
 	for _, w := range d.workers {
 		err := w.ct.Dump(ctx, func(e *conntrack.Entry, now int64) error {
 			r := conntrack.RowOf(e, now)
-			proto := "TCP"
-			if r.Proto == conntrack.ProtoUDP {
-				proto = "UDP"
-			}
-			fn(Conn{Proto: proto, Client: r.Client, Virtual: r.Virtual, Dest: r.Dest,
+			fn(Conn{Proto: conntrack.ProtoName(r.Proto), Client: r.Client, Virtual: r.Virtual, Dest: r.Dest,
 				State: r.State.String(), Expires: time.Duration(r.Expires) * time.Second})
 			return nil
 		})

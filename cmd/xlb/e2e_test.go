@@ -227,6 +227,21 @@ func TestDRRoundRobin(t *testing.T) {
 	if !strings.Contains(list, fmt.Sprintf("TCP  %v:80 rr", testenv.VIP)) {
 		t.Errorf("xlb -L -n lacks the TCP service:\n%s", list)
 	}
+	// Connection entries: every flow is listed with its IPVS state.
+	conns, err := d.ctl("-L", "-n", "-c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(conns), "\n")
+	if len(lines) < 2+600 || lines[0] != "IPVS connection entries" {
+		t.Errorf("-L -n -c listed %d lines, want the header and 600+ entries:\n%.600s", len(lines), conns)
+	}
+	for _, want := range []string{"UDP ", fmt.Sprintf("%v:53", testenv.VIP), fmt.Sprintf("%v:80", testenv.RealAddr(0))} {
+		if !strings.Contains(conns, want) {
+			t.Errorf("-L -n -c lacks %q:\n%.600s", want, conns)
+		}
+	}
+
 	// Statistics: the connections each real server got (300 new ones and
 	// the keep-alive one); -Z clears them.
 	tcp[keepName]++

@@ -3,6 +3,8 @@ package ipvs
 import (
 	"net/netip"
 	"slices"
+
+	"github.com/xlbproject/xlb/sched"
 )
 
 // MaxTimeout is the longest persistence or protocol timeout ipvsadm takes:
@@ -333,7 +335,7 @@ func checkService(s Service) (Service, error) {
 // the service exists: scheduler, persistence engine, netmask.
 func checkServiceKernel(s *Service) error {
 	if !KnownScheduler(s.Sched) {
-		return ErrSchedNotFound.with("scheduler %q: xlb has %v", s.Sched, schedulers)
+		return ErrSchedNotFound.with("scheduler %q: xlb has %v", s.Sched, sched.Names())
 	}
 	if s.PE != "" {
 		return ErrSchedNotFound.with("persistence engine %q: %v", s.PE, ErrNotSupported)
