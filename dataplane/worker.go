@@ -39,7 +39,13 @@ type worker struct {
 	reasons [packet.NumReasons]uint64
 	mac     [6]byte
 	start   time.Time
-	meta    packet.Meta // reused for every frame
+
+	// Per-batch scratch space, reused: the parsed headers and flow key of
+	// each received frame, and conntrack's answers for the keys.
+	metas [maxBatch]packet.Meta
+	keys  [maxBatch]conntrack.Key
+	hits  [maxBatch]conntrack.Hit
+	kidx  [maxBatch]int8 // index into keys, or -1 for a frame not parsed
 }
 
 func newWorker(d *Dataplane, queue int) (*worker, error) {
@@ -105,11 +111,34 @@ func (w *worker) poll(now int64) int {
 	}
 	cfg := w.cfg.Load()
 	fwd := *w.dp.fwd.Load()
+
+	// Parse every frame, then look all flows up at once: in a table far
+	// larger than the caches, LookupBatch overlaps the DRAM misses of the
+	// whole batch instead of paying them one frame at a time.
+	nk := 0
+	for i := uint32(0); i < n; i++ {
+		w.kidx[i] = -1
+		d := &q.rx.descs[(q.rx.cachedCons+i)&q.rx.mask]
+		frame := q.frame(d)
+		if frame == nil {
+			continue
+		}
+		m := &w.metas[i]
+		if r := packet.Parse(frame, m); r != packet.OK {
+			w.stats.local[Malformed]++
+			w.reasons[r]++
+			continue
+		}
+		w.keys[nk] = conntrack.Key{Src: m.Src, Dst: m.Dst, SrcPort: m.SrcPort, DstPort: m.DstPort, Proto: m.Proto}
+		w.kidx[i] = int8(nk)
+		nk++
+	}
+	w.ct.LookupBatch(w.keys[:nk], now, w.hits[:nk])
+
 	ntx := 0
 	for i := uint32(0); i < n; i++ {
 		d := q.rx.descs[(q.rx.cachedCons+i)&q.rx.mask]
-		frame := q.frame(&d)
-		if frame != nil && w.handle(frame, cfg, fwd, now) {
+		if k := w.kidx[i]; k >= 0 && w.handle(q.frame(&d), &w.metas[i], &w.keys[k], w.hits[k], cfg, fwd, now) {
 			q.batch[ntx] = d
 			ntx++
 		} else {
@@ -134,19 +163,14 @@ func (w *worker) publish() {
 	w.ds.publish()
 }
 
-// handle decides one frame's fate and rewrites it in place; true means
-// transmit it. This is the per-packet path: no allocation, no lock, no
-// interface call but the scheduler's on a connection's first packet.
-func (w *worker) handle(frame []byte, cfg *workerConfig, fwd []destFwd, now int64) bool {
-	m := &w.meta
-	if r := packet.Parse(frame, m); r != packet.OK {
-		w.stats.local[Malformed]++
-		w.reasons[r]++
-		return false
-	}
-	key := conntrack.Key{Src: m.Src, Dst: m.Dst, SrcPort: m.SrcPort, DstPort: m.DstPort, Proto: m.Proto}
+// handle decides the fate of one parsed frame, given its conntrack
+// lookup, and rewrites it in place; true means transmit it. This is the
+// per-packet path: no allocation, no lock, no interface call but the
+// scheduler's on a connection's first packet.
+func (w *worker) handle(frame []byte, m *packet.Meta, key *conntrack.Key, hit conntrack.Hit,
+	cfg *workerConfig, fwd []destFwd, now int64) bool {
 	var id uint32
-	e, dir := w.ct.Lookup(&key, now)
+	e, dir := hit.Entry, hit.Dir
 	if e != nil && dir == conntrack.DirInput && w.ct.Reuse(e, m.TCPFlags) {
 		e = nil // a SYN on a closed entry starts a new connection (conn_reuse_mode)
 	}
@@ -156,7 +180,7 @@ func (w *worker) handle(frame []byte, cfg *workerConfig, fwd []destFwd, now int6
 			w.stats.local[NoService]++
 			return false
 		}
-		c, v := w.ct.NewConn(svc.ct, &key, m.TCPFlags, now)
+		c, v := w.ct.NewConn(svc.ct, key, m.TCPFlags, now)
 		if c.Dest == nil {
 			if v == conntrack.VerdictNotNew {
 				w.stats.local[NotNew]++
@@ -165,8 +189,13 @@ func (w *worker) handle(frame []byte, cfg *workerConfig, fwd []destFwd, now int6
 			}
 			return false
 		}
-		w.stats.local[ConnNew]++
-		w.ds.conn(c.Dest.ID)
+		if v == conntrack.VerdictExisting {
+			// An earlier frame of this batch created the entry.
+			w.stats.local[ConnHit]++
+		} else {
+			w.stats.local[ConnNew]++
+			w.ds.conn(c.Dest.ID)
+		}
 		id, e, dir = c.Dest.ID, c.Entry, conntrack.DirInput
 	} else {
 		w.stats.local[ConnHit]++

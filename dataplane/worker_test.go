@@ -4,6 +4,8 @@ package dataplane
 
 import (
 	"bytes"
+	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"testing"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/xlbproject/xlb/conntrack"
 	"github.com/xlbproject/xlb/internal/ipvs"
+	"github.com/xlbproject/xlb/internal/packet"
 	"github.com/xlbproject/xlb/sched"
 )
 
@@ -258,4 +261,63 @@ func FuzzWorker(f *testing.F) {
 			t.Errorf("frames accounted for = %d, want 1024", got)
 		}
 	})
+}
+
+// BenchmarkWorkerPollTable: ns per frame through the worker for packets
+// of established connections picked at random among n, on the fake
+// kernel. With a table far larger than the caches the cost is DRAM
+// latency, which LookupBatch overlaps across the batch.
+func BenchmarkWorkerPollTable(b *testing.B) {
+	for _, n := range []int{1e3, 1e5, 1e6} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			w, k := testWorker(b)
+			copts := conntrack.DefaultOptions()
+			copts.Capacity = 2 * n
+			copts.Registry = w.dp.reg
+			copts.Settings = w.dp.ctSettings
+			ct, err := conntrack.New(copts)
+			if err != nil {
+				b.Fatal(err)
+			}
+			w.ct = ct
+			k.keep = false
+			dst := w.dp.reg.Get(1)
+			tmpl := frame(b, layers.IPProtocolTCP, 0, 80, false, true)
+			// Flow i: client 10.x.y.z (from i), port 1024+i%50000.
+			setFlow := func(f []byte, i int) {
+				f[26], f[27], f[28], f[29] = 10, byte(i>>16), byte(i>>8), byte(i)
+				port := 1024 + i%50000
+				f[34], f[35] = byte(port>>8), byte(port)
+			}
+			var m packet.Meta
+			for i := 0; i < n; i++ {
+				setFlow(tmpl, i)
+				packet.Parse(tmpl, &m)
+				key := conntrack.Key{Src: m.Src, Dst: m.Dst, SrcPort: m.SrcPort, DstPort: m.DstPort, Proto: m.Proto}
+				if _, ok := ct.Insert(&key, dst, conntrack.FwdRoute, 80, 1); !ok {
+					b.Fatalf("insert flow %d failed", i)
+				}
+			}
+			frames := make([][]byte, 4096)
+			rng := rand.New(rand.NewPCG(1, 2))
+			for i := range frames {
+				frames[i] = append([]byte(nil), tmpl...)
+				setFlow(frames[i], rng.IntN(n))
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			sent, j := 0, 0
+			for b.Loop() {
+				for range maxBatch {
+					k.deliver(frames[j%len(frames)])
+					j++
+				}
+				sent += w.poll(2)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(sent), "ns/frame")
+			if w.stats.local[ConnHit] == 0 || w.stats.local[TxFrames] != w.stats.local[RxFrames] {
+				b.Fatalf("frames not forwarded as hits: %v", w.stats.local)
+			}
+		})
+	}
 }
