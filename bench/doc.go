@@ -1,0 +1,2 @@
+// Command bench measures xlb's dataplane against a kernel baseline.
+package main

@@ -1,0 +1,291 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+	"github.com/vishvananda/netlink"
+
+	"github.com/xlbproject/xlb/testenv"
+)
+
+// sample is one measurement of one dataplane: values by row key (see
+// rows), and a line of details for the log.
+type sample struct {
+	values map[string]float64
+	detail string
+}
+
+// check proves that a freshly started dataplane forwards before it is
+// measured: UDP queries from new sockets and one HTTP request through
+// the VIP must be answered by real servers.
+func (b *bench) check(ctx context.Context) error {
+	names := map[string]bool{}
+	for _, h := range b.env.Reals {
+		names[h.Name] = true
+	}
+	for i := 0; i < 6 && ctx.Err() == nil; i++ {
+		got, err := b.env.Client.QueryUDP(netip.AddrPortFrom(testenv.VIP, portEcho), 3*time.Second)
+		if err != nil {
+			return fmt.Errorf("udp query through the vip: %w", err)
+		}
+		if !names[got] {
+			return fmt.Errorf("udp query through the vip answered %q, not a real server", got)
+		}
+	}
+	got, err := testenv.Get(b.env.Client.HTTPClient(false, 3*time.Second), fmt.Sprintf("http://%v/", testenv.VIP))
+	if err != nil {
+		return fmt.Errorf("http request through the vip: %w", err)
+	}
+	if !names[got] {
+		return fmt.Errorf("http request through the vip answered %q, not a real server", got)
+	}
+	return ctx.Err()
+}
+
+// trafgenConfig writes one pre-built frame per flow: client to VIP:9,
+// UDP source ports 10000.. in turn, 18 bytes of payload, which makes
+// 60-byte frames (64 on a wire with the FCS), checksums computed here.
+// trafgen sends them round robin, so every flow carries the same share.
+func trafgenConfig(env *testenv.Env, flows int, path string) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# xlb bench: %d UDP flows %v:10000.. -> %v:%d, 60-byte frames\n",
+		flows, testenv.ClientAddr, testenv.VIP, portPPS)
+	for i := 0; i < flows; i++ {
+		eth := &layers.Ethernet{SrcMAC: env.Client.MAC, DstMAC: env.Director.MAC, EthernetType: layers.EthernetTypeIPv4}
+		ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolUDP, Flags: layers.IPv4DontFragment,
+			SrcIP: testenv.ClientAddr.AsSlice(), DstIP: testenv.VIP.AsSlice()}
+		udp := &layers.UDP{SrcPort: layers.UDPPort(10000 + i), DstPort: portPPS}
+		udp.SetNetworkLayerForChecksum(ip)
+		buf := gopacket.NewSerializeBuffer()
+		payload := gopacket.Payload(make([]byte, 18))
+		if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
+			eth, ip, udp, payload); err != nil {
+			return fmt.Errorf("build frame: %w", err)
+		}
+		b.WriteString("{ ")
+		for j, c := range buf.Bytes() {
+			if j > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "0x%02x", c)
+		}
+		b.WriteString(" }\n")
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
+// counters are the interface counters the packet-rate test reads.
+type counters struct {
+	at          time.Time
+	clientTx    uint64 // frames the client's veth handed to the bridge side
+	directorRx  uint64 // frames that reached the director's eth0
+	directorTx  uint64 // frames the director sent out of eth0
+	realsRx     uint64 // frames that reached the real servers' eth0, summed
+	clientTxDrp uint64
+}
+
+func linkStats(h *testenv.Host) (st netlink.LinkStatistics, err error) {
+	err = h.Do(func() error {
+		l, err := netlink.LinkByName(h.Ifname)
+		if err != nil {
+			return fmt.Errorf("find %s in %s: %w", h.Ifname, h.NSName, err)
+		}
+		if l.Attrs().Statistics == nil {
+			return fmt.Errorf("no statistics for %s in %s", h.Ifname, h.NSName)
+		}
+		st = *l.Attrs().Statistics
+		return nil
+	})
+	return st, err
+}
+
+// readCounters reads every host's eth0 counters over netlink (sysfs
+// shows the namespace it was mounted in, not the thread's). A veth's
+// rx_packets counts frames its peer delivered into this side's receive
+// queue, before any hook of this host runs.
+func readCounters(env *testenv.Env) (c counters, err error) {
+	c.at = time.Now()
+	st, err := linkStats(env.Client)
+	if err != nil {
+		return c, err
+	}
+	c.clientTx, c.clientTxDrp = st.TxPackets, st.TxDropped
+	if st, err = linkStats(env.Director); err != nil {
+		return c, err
+	}
+	c.directorRx, c.directorTx = st.RxPackets, st.TxPackets
+	for _, h := range env.Reals {
+		if st, err = linkStats(h); err != nil {
+			return c, err
+		}
+		c.realsRx += st.RxPackets
+	}
+	return c, nil
+}
+
+// packetRate floods the VIP's UDP port 9 from the client with trafgen
+// (one process, one CPU, no rate limit) and counts, over a window that
+// starts after a warm-up, what the client sent and what the real
+// servers received.
+func (b *bench) packetRate(ctx context.Context, dp dataplane) (sample, error) {
+	const warm = 500 * time.Millisecond
+	// Bound the count as well as the time: 10 Mpps is beyond what one
+	// core pushes through veths, so the count only ends a runaway.
+	limit := uint64(10e6 * (warm + b.o.ppsTime + time.Second).Seconds())
+	p, err := start(b.env.Client, "trafgen", "--dev", "eth0", "--conf", b.trafgenConf,
+		"--cpus", "1", "--num", strconv.FormatUint(limit, 10),
+		"--no-sock-mem", "--notouch-irq", "--no-cpu-stats")
+	if err != nil {
+		return sample{}, err
+	}
+	defer p.stop(syscall.SIGINT, 5*time.Second)
+	if err := sleep(ctx, warm); err != nil {
+		return sample{}, err
+	}
+	c0, err := readCounters(b.env)
+	if err != nil {
+		return sample{}, err
+	}
+	if err := sleep(ctx, b.o.ppsTime); err != nil {
+		return sample{}, err
+	}
+	c1, err := readCounters(b.env)
+	if err != nil {
+		return sample{}, err
+	}
+	if p.exited() {
+		return sample{}, fmt.Errorf("trafgen %w: %v\n%s", errEarlyExit, p.err, p.out.String())
+	}
+	secs := c1.at.Sub(c0.at).Seconds()
+	rate := func(a, b uint64) float64 { return float64(b-a) / secs / 1e6 }
+	s := sample{values: map[string]float64{
+		"pps_delivered": rate(c0.realsRx, c1.realsRx),
+		"pps_sent":      rate(c0.clientTx, c1.clientTx),
+	}}
+	s.detail = fmt.Sprintf("client sent %.3f Mpps (veth tx_dropped %.3f), director eth0 rx %.3f tx %.3f, real servers rx %.3f Mpps over %.2fs",
+		s.values["pps_sent"], rate(c0.clientTxDrp, c1.clientTxDrp), rate(c0.directorRx, c1.directorRx),
+		rate(c0.directorTx, c1.directorTx), s.values["pps_delivered"], secs)
+	return s, nil
+}
+
+// wrk's summary lines.
+var (
+	wrkRate   = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	wrkErrors = regexp.MustCompile(`Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`)
+	wrkNon2xx = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`)
+)
+
+// connRate runs wrk against the VIP's HTTP service, every request on a
+// new connection (Connection: close; the real server closes first, so
+// TIME_WAIT stays on the servers and the client's ports are reusable).
+func (b *bench) connRate(ctx context.Context, dp dataplane) (sample, error) {
+	d := b.o.httpTime
+	out, err := runTool(ctx, b.env.Client, d+10*time.Second, "wrk",
+		"-t1", fmt.Sprintf("-c%d", b.o.conns), fmt.Sprintf("-d%ds", int(d.Seconds())), "--timeout", "2s",
+		"-H", "Connection: close", fmt.Sprintf("http://%v/", testenv.VIP))
+	if err != nil {
+		return sample{}, err
+	}
+	m := wrkRate.FindStringSubmatch(out)
+	if m == nil {
+		return sample{}, fmt.Errorf("no Requests/sec in wrk's output:\n%s", out)
+	}
+	rate, _ := strconv.ParseFloat(m[1], 64)
+	errs := 0
+	if e := wrkErrors.FindStringSubmatch(out); e != nil {
+		for _, f := range e[1:] {
+			n, _ := strconv.Atoi(f)
+			errs += n
+		}
+	}
+	if e := wrkNon2xx.FindStringSubmatch(out); e != nil {
+		n, _ := strconv.Atoi(e[1])
+		errs += n
+	}
+	return sample{
+		values: map[string]float64{"conn_rate": rate, "conn_errors": float64(errs)},
+		detail: fmt.Sprintf("%.0f connections/s, %d errors", rate, errs),
+	}, nil
+}
+
+// throughput runs one iperf3 TCP stream from the client to the VIP's
+// port 5201, served by the first real server only.
+func (b *bench) throughput(ctx context.Context, dp dataplane) (sample, error) {
+	d := b.o.iperfTime
+	out, err := runTool(ctx, b.env.Client, d+15*time.Second, "iperf3", "-c", testenv.VIP.String(),
+		"-p", strconv.Itoa(portIperf), "-t", strconv.Itoa(int(d.Seconds())), "-J", "--connect-timeout", "3000")
+	if err != nil {
+		return sample{}, err
+	}
+	var res struct {
+		End struct {
+			SumSent struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_sent"`
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+		Error string `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		return sample{}, fmt.Errorf("parse iperf3 -J output: %w\n%s", err, out)
+	}
+	if res.Error != "" {
+		return sample{}, fmt.Errorf("iperf3: %s", res.Error)
+	}
+	g := res.End.SumReceived.BitsPerSecond / 1e9
+	return sample{values: map[string]float64{"gbps": g}, detail: fmt.Sprintf("%.2f Gbit/s received", g)}, nil
+}
+
+// roundTrip sends UDP requests one at a time on one flow to the VIP's
+// echo service and times each answer (the answer returns directly from
+// the real server, so only the request crosses the dataplane).
+func (b *bench) roundTrip(ctx context.Context, dp dataplane) (sample, error) {
+	c, err := b.env.Client.UDPConn(netip.AddrPortFrom(testenv.VIP, portEcho))
+	if err != nil {
+		return sample{}, err
+	}
+	defer c.Close()
+	buf := make([]byte, 64)
+	const warm = 100
+	var rtts []time.Duration
+	lost := 0
+	deadline := time.Now().Add(10 * time.Second)
+	for i := 0; i < warm+b.o.pings && time.Now().Before(deadline) && ctx.Err() == nil; i++ {
+		t0 := time.Now()
+		if _, err := c.Write([]byte("who")); err != nil {
+			return sample{}, fmt.Errorf("send udp probe: %w", err)
+		}
+		c.SetReadDeadline(t0.Add(200 * time.Millisecond))
+		if _, err := c.Read(buf); err != nil {
+			lost++
+			continue
+		}
+		if i >= warm {
+			rtts = append(rtts, time.Since(t0))
+		}
+	}
+	if len(rtts) < b.o.pings/2 {
+		return sample{}, fmt.Errorf("udp round trips: only %d of %d probes answered in time", len(rtts), b.o.pings)
+	}
+	slices.Sort(rtts)
+	q := func(p float64) float64 { return float64(rtts[int(p*float64(len(rtts)-1))].Nanoseconds()) / 1e3 }
+	s := sample{values: map[string]float64{"rtt_p50": q(0.50), "rtt_p99": q(0.99)}}
+	s.detail = fmt.Sprintf("%d probes, %d lost, p50 %.1f µs, p99 %.1f µs", len(rtts), lost, q(0.5), q(0.99))
+	return s, nil
+}

@@ -1,0 +1,241 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// sectionHeading is the RESULTS.md section this bench owns.
+const sectionHeading = "## dataplane: xlb vs kernel"
+
+// report is one bench run, ready to print.
+type report struct {
+	cmdline string
+	date    string
+	elapsed time.Duration
+	machine string
+	xlbMode string
+	rounds  int
+	nat     bool
+	rows    []row
+	// results[dataplane][row key] holds one value per round, in order.
+	results map[string]map[string][]float64
+	// drops[metric][counter] sums xlb's counters over its runs.
+	drops map[string]map[string]uint64
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// cell formats the median of v with its range.
+func cell(format string, v []float64) string {
+	if len(v) == 0 {
+		return "–"
+	}
+	m := fmt.Sprintf(format, median(v))
+	if len(v) == 1 {
+		return m
+	}
+	return fmt.Sprintf("%s (%s–%s)", m, fmt.Sprintf(format, slices.Min(v)), fmt.Sprintf(format, slices.Max(v)))
+}
+
+// ratio is the median of the per-round ratios a[i]/b[i]: the runs of a
+// round are adjacent in time, so their ratio cancels most of the drift
+// in the machine's load, which the ratio of medians would not.
+func ratio(a, b []float64) string {
+	var rs []float64
+	for i := range min(len(a), len(b)) {
+		if b[i] != 0 {
+			rs = append(rs, a[i]/b[i])
+		}
+	}
+	if len(rs) == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f", median(rs))
+}
+
+// markdown renders the section body: command, date, machine, table and
+// xlb's counters.
+func (r *report) markdown() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "`%s` on %s (took %v).\n", r.cmdline, r.date, r.elapsed.Round(time.Second))
+	fmt.Fprintf(&b, "Machine: %s. xlb: %s, DR, rr, one queue. What is measured and how, and the caveats: `bench/doc.go`.\n", r.machine, r.xlbMode)
+	fmt.Fprintf(&b, "Each cell is the median of %d runs (min–max); runs alternate dataplanes (xlb, kernel", r.rounds)
+	if r.nat {
+		b.WriteString(", NAT")
+	}
+	b.WriteString(", xlb, ...), each run on a freshly started dataplane in the same topology; xlb/kernel is the median of the per-round ratios.\n\n")
+
+	b.WriteString("| metric | xlb (DR) | kernel DR: nft netdev ingress `fwd` | xlb / kernel |")
+	if r.nat {
+		b.WriteString(" kernel NAT: nft DNAT + conntrack (other mode) |")
+	}
+	b.WriteString("\n|---|---|---|---|")
+	if r.nat {
+		b.WriteString("---|")
+	}
+	b.WriteString("\n")
+	for _, row := range r.rows {
+		x, k := r.results["xlb"][row.key], r.results["kernel"][row.key]
+		ra := ratio(x, k)
+		if row.noRatio {
+			ra = "–"
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s |", row.label, cell(row.format, x), cell(row.format, k), ra)
+		if r.nat {
+			fmt.Fprintf(&b, " %s |", cell(row.format, r.results["nat"][row.key]))
+		}
+		b.WriteString("\n")
+	}
+
+	b.WriteString("\nxlb's counters (`xlb --xlb-stats` after each xlb run), summed over its runs: ")
+	var parts []string
+	for _, m := range sortedKeys(r.drops) {
+		d := r.drops[m]
+		var drops []string
+		for _, c := range xlbDropCounters {
+			if d[c] != 0 {
+				drops = append(drops, fmt.Sprintf("%s %d", c, d[c]))
+			}
+		}
+		ds := "no drops in the worker (" + strings.Join(xlbDropCounters, ", ") + " all 0)"
+		if drops != nil {
+			ds = "drops: " + strings.Join(drops, ", ")
+		}
+		lost := ""
+		if d["xdp.redirect"] > 0 {
+			n := d["xsk.rx_ring_full"] + d["xsk.rx_dropped"]
+			lost = fmt.Sprintf(", %d of %d frames the XDP program redirected (%.1f%%) dropped by the kernel before the worker "+
+				"(%d AF_XDP RX ring full, %d no free UMEM frame)",
+				n, d["xdp.redirect"], 100*float64(n)/float64(d["xdp.redirect"]), d["xsk.rx_ring_full"], d["xsk.rx_dropped"])
+		}
+		parts = append(parts, fmt.Sprintf("**%s**: %d frames forwarded%s; %s", m, d["tx_frames"], lost, ds))
+	}
+	b.WriteString(strings.Join(parts, ". "))
+	b.WriteString(".\n")
+	return b.String()
+}
+
+// writeSection replaces the section that starts with heading (up to the
+// next "## " heading) in the markdown file at path with heading + body,
+// or appends it, keeping every other section as it is. The file is read
+// right before it is replaced (others edit their sections too) and
+// replaced by a rename, so a reader never sees half of it.
+func writeSection(path, heading, body string) error {
+	old, err := os.ReadFile(path)
+	if err != nil && !os.IsNotExist(err) {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	doc := replaceSection(string(old), heading, body)
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".results-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.WriteString(doc); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("replace %s: %w", path, err)
+	}
+	return nil
+}
+
+// replaceSection is writeSection's text transformation. Lines inside
+// code fences never count as headings.
+func replaceSection(doc, heading, body string) string {
+	section := heading + "\n\n" + strings.TrimRight(body, "\n") + "\n"
+	lines := strings.SplitAfter(doc, "\n")
+	start, end := -1, len(lines)
+	fence := false
+	for i, l := range lines {
+		t := strings.TrimRight(l, "\r\n")
+		if strings.HasPrefix(t, "```") {
+			fence = !fence
+			continue
+		}
+		if fence || !strings.HasPrefix(t, "## ") {
+			continue
+		}
+		if start < 0 && strings.TrimSpace(t) == heading {
+			start = i
+		} else if start >= 0 {
+			end = i
+			break
+		}
+	}
+	if start < 0 {
+		if doc == "" {
+			return "# Benchmark results\n\n" + section
+		}
+		return strings.TrimRight(doc, "\n") + "\n\n" + section
+	}
+	before := strings.Join(lines[:start], "")
+	after := strings.Join(lines[end:], "")
+	if after != "" {
+		section += "\n"
+	}
+	return before + section + after
+}
+
+// sortedKeys returns m's keys in order.
+func sortedKeys[V any](m map[string]V) []string {
+	var ks []string
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
+// parseStats reads writeStats's format: an "xdp (mode):" section and a
+// "workers:" section of "  name  value" lines, and an "af_xdp sockets:"
+// section of "name value, name value" (XDP_STATISTICS).
+func parseStats(s string) map[string]uint64 {
+	m := map[string]uint64{}
+	prefix := ""
+	for _, l := range strings.Split(s, "\n") {
+		switch {
+		case strings.HasPrefix(l, "xdp"):
+			prefix = "xdp."
+		case strings.HasPrefix(l, "workers"):
+			prefix = ""
+		case strings.HasPrefix(l, "af_xdp"):
+			prefix = "xsk."
+		default:
+			for _, kv := range strings.Split(l, ",") {
+				f := strings.Fields(kv)
+				if len(f) != 2 {
+					continue
+				}
+				if n, err := strconv.ParseUint(f[1], 10, 64); err == nil {
+					m[prefix+f[0]] = n
+				}
+			}
+		}
+	}
+	return m
+}
