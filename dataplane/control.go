@@ -350,8 +350,18 @@ func (d *Dataplane) refreshNeighbours() (missing int) {
 	}
 	resolve := func(dst *sched.Dest) bool {
 		mac, ok, err := d.neigh.lookup(dst.Addr)
+		msg := ""
 		if err != nil {
-			d.opts.Logger.Warn("resolve destination", "dest", dst.Addr, "err", err)
+			msg = err.Error()
+		}
+		// Say it when it changes, not every second.
+		if msg != d.neigh.lastErr[dst.Addr] {
+			if err != nil {
+				d.opts.Logger.Warn("resolve destination", "dest", dst.Addr, "err", err)
+			} else {
+				d.opts.Logger.Info("destination resolved", "dest", dst.Addr)
+			}
+			d.neigh.lastErr[dst.Addr] = msg
 		}
 		update(dst.ID, mac, ok)
 		return ok

@@ -22,6 +22,9 @@ type neighbours struct {
 	// probed remembers when an address was last probed, so a dead real
 	// server is probed once a second, not on every pass.
 	probed map[netip.Addr]time.Time
+	// lastErr is the last resolution error logged per address ("" when
+	// resolved), so a dead real server is reported once, not every second.
+	lastErr map[netip.Addr]string
 }
 
 // lookup returns the next-hop MAC for dst, or ok=false when unknown (a
