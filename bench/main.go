@@ -39,7 +39,7 @@ func main() {
 	var o options
 	flag.StringVar(&o.xlb, "xlb", "bin/xlb", "xlb binary to measure (copied to a temporary directory first)")
 	flag.IntVar(&o.rounds, "rounds", 3, "runs per dataplane and metric, alternating dataplanes; the table shows medians")
-	flag.DurationVar(&o.ppsTime, "pps-time", 4*time.Second, "packet-rate measurement window per run")
+	flag.DurationVar(&o.ppsTime, "pps-time", 5*time.Second, "packet-rate measurement window per run")
 	flag.DurationVar(&o.httpTime, "http-time", 3*time.Second, "wrk duration per run (whole seconds)")
 	flag.DurationVar(&o.iperfTime, "iperf-time", 3*time.Second, "iperf3 duration per run (whole seconds)")
 	flag.IntVar(&o.pings, "pings", 2000, "UDP round trips timed per run")
@@ -77,6 +77,7 @@ func metrics(o options) []metric {
 			{key: "pps_delivered", format: "%.3f", label: fmt.Sprintf(
 				"UDP flood, %d flows of 60-byte frames: **Mpps reaching the real servers**", o.flows)},
 			{key: "pps_sent", format: "%.3f", label: "UDP flood: Mpps the client sent (trafgen, 1 process, no rate limit)"},
+			{key: "xlb_cpu", format: "%.2f", noRatio: true, label: "UDP flood: cores the xlb process kept busy (user+sys)"},
 		}},
 		{name: "http", run: (*bench).connRate, rows: []row{
 			{key: "conn_rate", format: "%.0f", label: fmt.Sprintf(

@@ -156,6 +156,11 @@ func (b *bench) packetRate(ctx context.Context, dp dataplane) (sample, error) {
 	if err := sleep(ctx, warm); err != nil {
 		return sample{}, err
 	}
+	xlbPid := 0
+	if x, ok := dp.(*xlbDP); ok && x.p != nil {
+		xlbPid = x.p.cmd.Process.Pid
+	}
+	cpu0, _ := processCPU(xlbPid)
 	c0, err := readCounters(b.env)
 	if err != nil {
 		return sample{}, err
@@ -167,6 +172,7 @@ func (b *bench) packetRate(ctx context.Context, dp dataplane) (sample, error) {
 	if err != nil {
 		return sample{}, err
 	}
+	cpu1, _ := processCPU(xlbPid)
 	if p.exited() {
 		return sample{}, fmt.Errorf("trafgen %w: %v\n%s", errEarlyExit, p.err, p.out.String())
 	}
@@ -179,7 +185,42 @@ func (b *bench) packetRate(ctx context.Context, dp dataplane) (sample, error) {
 	s.detail = fmt.Sprintf("client sent %.3f Mpps (veth tx_dropped %.3f), director eth0 rx %.3f tx %.3f, real servers rx %.3f Mpps over %.2fs",
 		s.values["pps_sent"], rate(c0.clientTxDrp, c1.clientTxDrp), rate(c0.directorRx, c1.directorRx),
 		rate(c0.directorTx, c1.directorTx), s.values["pps_delivered"], secs)
+	if xlbPid != 0 {
+		s.values["xlb_cpu"] = (cpu1 - cpu0).Seconds() / secs
+		s.detail += fmt.Sprintf("; xlb process %.2f cores busy", s.values["xlb_cpu"])
+	}
 	return s, nil
+}
+
+// processCPU returns the user+system time the process pid has used
+// (all its threads), from /proc/pid/stat; 0 for pid 0. Softirq work done
+// on the process's behalf in other contexts (the XDP program, the copy
+// into the UMEM) is not in it.
+func processCPU(pid int) (time.Duration, error) {
+	if pid == 0 {
+		return 0, nil
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command name, which is in parentheses and may
+	// hold spaces: state is field 3, utime 14, stime 15.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
+	}
+	ut, err1 := strconv.ParseUint(f[11], 10, 64)
+	st, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
+	}
+	// USER_HZ is 100 on every Linux architecture Go supports.
+	return time.Duration(ut+st) * 10 * time.Millisecond, nil
 }
 
 // wrk's summary lines.
