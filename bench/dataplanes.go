@@ -263,3 +263,23 @@ func (k *kernelNAT) Stop() error {
 	}
 	return nil
 }
+
+// sinkDP is no dataplane: the director drops the flood in a netdev
+// ingress chain. The packet-rate test runs it each round to measure
+// what the sender's core can push to the director when nothing is
+// forwarded, which the CPU-cost estimate subtracts (see doc.go).
+type sinkDP struct{ env *testenv.Env }
+
+const sinkTable = "xlbbench_sink"
+
+func (k *sinkDP) Name() string { return "sink" }
+
+func (k *sinkDP) Start(ctx context.Context) error {
+	return nft(k.env.Director, fmt.Sprintf("table netdev %s {\n\tchain ingress {\n"+
+		"\t\ttype filter hook ingress device \"eth0\" priority 0; policy accept;\n"+
+		"\t\tip daddr %v udp dport %d drop\n\t}\n}\n", sinkTable, testenv.VIP, portPPS))
+}
+
+func (k *sinkDP) Stop() error {
+	return nft(k.env.Director, "delete table netdev "+sinkTable+"\n")
+}

@@ -52,9 +52,26 @@
 // (delivered). A veth's rx_packets counts frames its peer put into its
 // receive backlog, before any hook of the receiving host, and the real
 // servers drop port 9 in a netdev ingress chain, so they send no ICMP
-// back and spend little. The row to compare is "reaching the real
-// servers"; for xlb the bench also reports the CPU its process used
-// (utime+stime from /proc over the window).
+// back and spend little. For xlb the bench also reads the CPU its
+// process used over the window (utime+stime from /proc; with tick-based
+// accounting that includes the softirq work done in its system calls).
+//
+// Mpps alone do not compare the two fairly here (see "Who uses which
+// core" below): the kernel forwards on the sender's core, xlb on that
+// core and a second one. So each round also runs a sink: the director
+// drops the flood in a netdev ingress chain, which measures the
+// sender's ceiling (trafgen, the client's veth, the bridge, the
+// director's receive) on one core. trafgen keeps its core fully busy,
+// so the share of that core not spent sending, 1 - sent/sink, went to
+// forwarding; add xlb's own process CPU and divide by the frames
+// delivered:
+//
+//	core-µs per forwarded frame = (1 - sent/sink + xlb cores) / delivered Mpps
+//
+// It is an estimate (it assumes the sender's cost per frame is the
+// same with and without forwarding, and that nothing else shares
+// trafgen's core), and it counts for both sides the same downstream
+// work: the bridge and the real server's receive.
 //
 // Connection rate (http): wrk -t1 -c16 -d3s with "Connection: close",
 // so every request is a new TCP connection through the VIP to the real
@@ -144,8 +161,10 @@
 //     fast as the kernel forwards (sent = delivered). With xlb, the XDP
 //     program and the copy into the UMEM run on trafgen's core, and the
 //     worker, which sleeps in poll(2) only when idle, needs the other
-//     core (about one core busy in the flood): xlb's numbers suffer most
-//     when other work holds that core, hence its wider ranges.
+//     core (about one core busy in the flood): in Mpps xlb gets two
+//     cores where the kernel gets one (the CPU-per-frame row corrects
+//     for that), and xlb's numbers suffer most when other work holds
+//     the second core, hence its wider ranges.
 //   - Overload. The flood is not rate limited, so it measures the
 //     forwarding rate at overload. xlb sheds the excess in the kernel
 //     before the worker (AF_XDP RX ring full, or no free UMEM frame on

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -60,6 +61,7 @@ func main() {
 // one or more table rows.
 type metric struct {
 	name string
+	sink bool // also run the sink (see sinkDP) each round
 	run  func(b *bench, ctx context.Context, dp dataplane) (sample, error)
 	rows []row
 }
@@ -73,11 +75,12 @@ type row struct {
 
 func metrics(o options) []metric {
 	return []metric{
-		{name: "pps", run: (*bench).packetRate, rows: []row{
+		{name: "pps", sink: true, run: (*bench).packetRate, rows: []row{
 			{key: "pps_delivered", format: "%.3f", label: fmt.Sprintf(
 				"UDP flood, %d flows of 60-byte frames: **Mpps reaching the real servers**", o.flows)},
 			{key: "pps_sent", format: "%.3f", label: "UDP flood: Mpps the client sent (trafgen, 1 process, no rate limit)"},
 			{key: "xlb_cpu", format: "%.2f", noRatio: true, label: "UDP flood: cores the xlb process kept busy (user+sys)"},
+			{key: "cost_us", format: "%.2f", label: "UDP flood: **CPU per forwarded frame**, core-µs, estimated (doc.go: sender's share subtracted)"},
 		}},
 		{name: "http", run: (*bench).connRate, rows: []row{
 			{key: "conn_rate", format: "%.0f", label: fmt.Sprintf(
@@ -186,8 +189,12 @@ func run(o options) (err error) {
 	}
 
 	for _, m := range ms {
+		dps := b.dps
+		if m.sink {
+			dps = append(slices.Clip(dps), &sinkDP{env: env})
+		}
 		for r := 1; r <= o.rounds; r++ {
-			for _, dp := range b.dps {
+			for _, dp := range dps {
 				if err := b.measure(ctx, m, r, dp); err != nil {
 					return fmt.Errorf("%s on %s, round %d: %w", m.name, dp.Name(), r, err)
 				}
@@ -202,6 +209,7 @@ func run(o options) (err error) {
 	for _, m := range ms {
 		rep.rows = append(rep.rows, m.rows...)
 	}
+	addCost(b.results)
 	rep.results = b.results
 	rep.drops = b.drops
 	table := rep.markdown()
@@ -258,7 +266,7 @@ func (b *bench) measure(ctx context.Context, m metric, round int, dp dataplane) 
 			err = errors.Join(err, fmt.Errorf("stop: %w", serr))
 		}
 	}()
-	if err := b.check(ctx); err != nil {
+	if err := b.check(ctx, dp); err != nil {
 		return fmt.Errorf("%s does not forward: %w", dp.Name(), err)
 	}
 	s, err := m.run(b, ctx, dp)

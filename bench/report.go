@@ -70,6 +70,40 @@ func ratio(a, b []float64) string {
 	return fmt.Sprintf("%.2f", median(rs))
 }
 
+// addCost estimates, for each round, the CPU each dataplane spent per
+// frame it delivered in the flood, in core-µs (rates are in Mpps), from
+// the sink run of the same round. trafgen keeps its core (CPU 0) busy
+// all the time, so each frame sent costs that core 1/sent µs, of which
+// 1/sink is the sender's own share (building the frame, the client's
+// veth, the bridge, the director's receive): the rest, 1 - sent/sink
+// core-seconds per second, is forwarding work done on the sender's core
+// (all of the kernel baselines' work, xlb's XDP program and copy into
+// the UMEM). xlb's process adds its own CPU on the other core. Divided
+// by the frames delivered per second:
+//
+//	cost = (1 - sent/sink + xlb cores) / delivered
+func addCost(res map[string]map[string][]float64) {
+	sink := res["sink"]["pps_director"]
+	for _, dp := range []string{"xlb", "kernel", "nat"} {
+		r := res[dp]
+		if r == nil {
+			continue
+		}
+		sent, deliv, cpu := r["pps_sent"], r["pps_delivered"], r["xlb_cpu"]
+		for i := range min(len(sent), len(deliv), len(sink)) {
+			if deliv[i] <= 0 || sink[i] <= 0 {
+				continue
+			}
+			senderShare := max(0, 1-sent[i]/sink[i])
+			c := 0.0
+			if i < len(cpu) {
+				c = cpu[i]
+			}
+			r["cost_us"] = append(r["cost_us"], (senderShare+c)/deliv[i])
+		}
+	}
+}
+
 // markdown renders the section body: command, date, machine, table and
 // xlb's counters.
 func (r *report) markdown() string {
@@ -104,6 +138,10 @@ func (r *report) markdown() string {
 		b.WriteString("\n")
 	}
 
+	if sink := r.results["sink"]["pps_director"]; len(sink) > 0 {
+		fmt.Fprintf(&b, "\nThe sender's ceiling, measured each round with the director dropping the flood at its ingress: "+
+			"%s Mpps reach the director (on trafgen's core, CPU 0, which also runs all of the kernel baselines' forwarding).\n", cell("%.3f", sink))
+	}
 	b.WriteString("\nxlb's counters (`xlb --xlb-stats` after each xlb run), summed over its runs: ")
 	var parts []string
 	for _, m := range sortedKeys(r.drops) {

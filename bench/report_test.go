@@ -55,3 +55,22 @@ func TestParseStats(t *testing.T) {
 		}
 	}
 }
+
+func TestAddCost(t *testing.T) {
+	res := map[string]map[string][]float64{
+		"sink": {"pps_director": {1.0}},
+		// The sender's core forwards too: 0.5 Mpps sent and delivered
+		// leave it half its time for forwarding, 1 µs per frame.
+		"kernel": {"pps_sent": {0.5}, "pps_delivered": {0.5}},
+		// The sender's core spends 0.2 core-s/s on XDP, the worker one
+		// core, for 0.6 Mpps delivered: 2 µs per frame.
+		"xlb": {"pps_sent": {0.8}, "pps_delivered": {0.6}, "xlb_cpu": {1.0}},
+	}
+	addCost(res)
+	for dp, want := range map[string]float64{"kernel": 1, "xlb": 2} {
+		got := res[dp]["cost_us"]
+		if len(got) != 1 || got[0] < want-1e-9 || got[0] > want+1e-9 {
+			t.Errorf("cost of %s = %v, want [%v]", dp, got, want)
+		}
+	}
+}
