@@ -142,8 +142,11 @@ func (r *report) markdown() string {
 		fmt.Fprintf(&b, "\nThe sender's ceiling, measured each round with the director dropping the flood at its ingress: "+
 			"%s Mpps reach the director (on trafgen's core, CPU 0, which also runs all of the kernel baselines' forwarding).\n", cell("%.3f", sink))
 	}
-	b.WriteString("\nxlb's counters (`xlb --xlb-stats` after each xlb run), summed over its runs: ")
-	var parts []string
+	fmt.Fprintf(&b, "\nxlb's counters (`xlb --xlb-stats` after each xlb run, summed over the runs of a metric). "+
+		"Worker drop counters: %s. The kernel drops a redirected frame before the worker when the AF_XDP RX ring is full "+
+		"or the fill ring has no free UMEM frame (XDP_STATISTICS):\n\n", strings.Join(xlbDropCounters, ", "))
+	b.WriteString("| xlb runs | frames forwarded | worker drops | dropped before the worker: RX ring full | no free UMEM frame | share of redirected frames |\n")
+	b.WriteString("|---|---|---|---|---|---|\n")
 	for _, m := range sortedKeys(r.drops) {
 		d := r.drops[m]
 		var drops []string
@@ -152,21 +155,16 @@ func (r *report) markdown() string {
 				drops = append(drops, fmt.Sprintf("%s %d", c, d[c]))
 			}
 		}
-		ds := "no drops in the worker (" + strings.Join(xlbDropCounters, ", ") + " all 0)"
+		ds := "0"
 		if drops != nil {
-			ds = "drops: " + strings.Join(drops, ", ")
+			ds = strings.Join(drops, ", ")
 		}
-		lost := ""
+		share := "–"
 		if d["xdp.redirect"] > 0 {
-			n := d["xsk.rx_ring_full"] + d["xsk.rx_dropped"]
-			lost = fmt.Sprintf(", %d of %d frames the XDP program redirected (%.1f%%) dropped by the kernel before the worker "+
-				"(%d AF_XDP RX ring full, %d no free UMEM frame)",
-				n, d["xdp.redirect"], 100*float64(n)/float64(d["xdp.redirect"]), d["xsk.rx_ring_full"], d["xsk.rx_dropped"])
+			share = fmt.Sprintf("%.1f%%", 100*float64(d["xsk.rx_ring_full"]+d["xsk.rx_dropped"])/float64(d["xdp.redirect"]))
 		}
-		parts = append(parts, fmt.Sprintf("**%s**: %d frames forwarded%s; %s", m, d["tx_frames"], lost, ds))
+		fmt.Fprintf(&b, "| %s | %d | %s | %d | %d | %s |\n", m, d["tx_frames"], ds, d["xsk.rx_ring_full"], d["xsk.rx_dropped"], share)
 	}
-	b.WriteString(strings.Join(parts, ". "))
-	b.WriteString(".\n")
 	return b.String()
 }
 
