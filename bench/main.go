@@ -144,6 +144,7 @@ func run(o options) (err error) {
 		}
 	}
 	cmdline := "go run ./bench " + strings.Join(os.Args[1:], " ")
+	tree := gitTree()
 	started := time.Now()
 	load0 := loadAvg()
 
@@ -204,7 +205,7 @@ func run(o options) (err error) {
 
 	rep := report{
 		cmdline: cmdline, date: started.UTC().Format("2006-01-02"), elapsed: time.Since(started),
-		machine: machineNote(load0, loadAvg()), xlbMode: b.xlb.mode(), rounds: o.rounds, nat: o.nat,
+		machine: machineNote(load0, loadAvg()), xlbMode: b.xlb.mode(), rounds: o.rounds, nat: o.nat, tree: tree,
 	}
 	for _, m := range ms {
 		rep.rows = append(rep.rows, m.rows...)
@@ -342,6 +343,21 @@ func copyFile(src, dst string) error {
 		return err
 	}
 	return os.WriteFile(dst, data, 0o755)
+}
+
+// gitTree names the commit the working tree was at when the run
+// started, and whether it had changes not committed yet, so a result
+// can be traced to the code (-xlb is usually built from this tree).
+func gitTree() string {
+	head, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return ""
+	}
+	t := "commit " + strings.TrimSpace(string(head))
+	if st, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(st) > 0 {
+		t += " with uncommitted changes"
+	}
+	return t
 }
 
 func loadAvg() string {

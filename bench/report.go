@@ -17,6 +17,7 @@ const sectionHeading = "## dataplane: xlb vs kernel"
 // report is one bench run, ready to print.
 type report struct {
 	cmdline string
+	tree    string // "commit abc1234", from gitTree
 	date    string
 	elapsed time.Duration
 	machine string
@@ -108,7 +109,11 @@ func addCost(res map[string]map[string][]float64) {
 // xlb's counters.
 func (r *report) markdown() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "`%s` on %s (took %v).\n", r.cmdline, r.date, r.elapsed.Round(time.Second))
+	fmt.Fprintf(&b, "`%s` on %s (took %v)", r.cmdline, r.date, r.elapsed.Round(time.Second))
+	if r.tree != "" {
+		fmt.Fprintf(&b, ", source tree at %s", r.tree)
+	}
+	b.WriteString(".\n")
 	fmt.Fprintf(&b, "Machine: %s. xlb: %s, DR, rr, one queue. What is measured and how, and the caveats: `bench/doc.go`.\n", r.machine, r.xlbMode)
 	fmt.Fprintf(&b, "Each cell is the median of %d runs (min–max); runs alternate dataplanes (xlb, kernel", r.rounds)
 	if r.nat {
