@@ -44,7 +44,7 @@ type xlbDP struct {
 	env   *testenv.Env
 	rules string // rules file
 	n     int    // processes started, for socket names
-	p     *proc
+	p     *testenv.Proc
 	sock  string
 	// attached is the daemon's "xdp attached" log line: XDP mode and
 	// AF_XDP copy or zero-copy.
@@ -77,7 +77,7 @@ func (x *xlbDP) Start(ctx context.Context) error {
 	x.sock = filepath.Join(x.dir, fmt.Sprintf("xlb%d.sock", x.n))
 	// 2^18 entries: wrk opens ~10^4 connections per second and IPVS
 	// keeps closed ones for seconds to minutes.
-	p, err := start(x.env.Director, x.bin, "run", "--iface", "eth0", "--rules", x.rules,
+	p, err := x.env.Director.Start(x.bin, "run", "--iface", "eth0", "--rules", x.rules,
 		"--socket", x.sock, "--conns", "262144")
 	if err != nil {
 		return err
@@ -88,14 +88,14 @@ func (x *xlbDP) Start(ctx context.Context) error {
 		if _, err := x.ctl("-L", "-n"); err == nil {
 			break
 		}
-		if p.exited() || time.Now().After(deadline) || ctx.Err() != nil {
-			p.stop(syscall.SIGKILL, time.Second)
+		if p.Exited() || time.Now().After(deadline) || ctx.Err() != nil {
+			p.Stop(syscall.SIGKILL, time.Second)
 			x.p = nil
-			return fmt.Errorf("xlb did not come up on %s: %v\n%s", x.sock, p.err, p.out.String())
+			return fmt.Errorf("xlb did not come up on %s: %v\n%s", x.sock, p.Err(), p.Output.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	for _, l := range strings.Split(p.out.String(), "\n") {
+	for _, l := range strings.Split(p.Output.String(), "\n") {
 		if strings.Contains(l, "xdp attached") {
 			x.attached = l
 		}
@@ -128,8 +128,8 @@ func (x *xlbDP) Stop() error {
 	}
 	p := x.p
 	x.p = nil
-	if err := p.stop(syscall.SIGTERM, 10*time.Second); err != nil {
-		return fmt.Errorf("xlb exit: %w\n%s", err, p.out.String())
+	if err := p.Stop(syscall.SIGTERM, 10*time.Second); err != nil {
+		return fmt.Errorf("xlb exit: %w\n%s", err, p.Output.String())
 	}
 	return nil
 }

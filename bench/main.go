@@ -229,10 +229,10 @@ func run(o options) (err error) {
 // no ICMP unreachable sent back: rx_packets still counts it), starts
 // iperf3's server on the first real server and writes trafgen's frames.
 func (b *bench) prepare(ctx context.Context) (cleanup func(), err error) {
-	var iperf *proc
+	var iperf *testenv.Proc
 	cleanup = func() {
 		if iperf != nil {
-			iperf.stop(syscall.SIGTERM, 3*time.Second)
+			iperf.Stop(syscall.SIGTERM, 3*time.Second)
 		}
 	}
 	for _, h := range b.env.Reals {
@@ -246,7 +246,7 @@ func (b *bench) prepare(ctx context.Context) (cleanup func(), err error) {
 	// Not bound to the VIP: the NAT baseline delivers to the real
 	// server's own address; in DR an unbound listener answers from the
 	// VIP it was reached at.
-	if iperf, err = start(b.env.Reals[0], "iperf3", "-s", "-p", fmt.Sprint(portIperf)); err != nil {
+	if iperf, err = b.env.Reals[0].Start("iperf3", "-s", "-p", fmt.Sprint(portIperf)); err != nil {
 		return cleanup, err
 	}
 	b.trafgenConf = filepath.Join(b.dir, "flood.trafgen")

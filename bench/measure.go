@@ -149,19 +149,19 @@ func (b *bench) packetRate(ctx context.Context, dp dataplane) (sample, error) {
 	// Bound the count as well as the time: 10 Mpps is beyond what one
 	// core pushes through veths, so the count only ends a runaway.
 	limit := uint64(10e6 * (warm + b.o.ppsTime + time.Second).Seconds())
-	p, err := start(b.env.Client, "trafgen", "--dev", "eth0", "--conf", b.trafgenConf,
+	p, err := b.env.Client.Start("trafgen", "--dev", "eth0", "--conf", b.trafgenConf,
 		"--cpus", "1", "--num", strconv.FormatUint(limit, 10),
 		"--no-sock-mem", "--notouch-irq", "--no-cpu-stats")
 	if err != nil {
 		return sample{}, err
 	}
-	defer p.stop(syscall.SIGINT, 5*time.Second)
+	defer p.Stop(syscall.SIGINT, 5*time.Second)
 	if err := sleep(ctx, warm); err != nil {
 		return sample{}, err
 	}
 	xlbPid := 0
 	if x, ok := dp.(*xlbDP); ok && x.p != nil {
-		xlbPid = x.p.cmd.Process.Pid
+		xlbPid = x.p.Cmd.Process.Pid
 	}
 	cpu0, _ := processCPU(xlbPid)
 	c0, err := readCounters(b.env)
@@ -176,8 +176,8 @@ func (b *bench) packetRate(ctx context.Context, dp dataplane) (sample, error) {
 		return sample{}, err
 	}
 	cpu1, _ := processCPU(xlbPid)
-	if p.exited() {
-		return sample{}, fmt.Errorf("trafgen %w: %v\n%s", errEarlyExit, p.err, p.out.String())
+	if p.Exited() {
+		return sample{}, fmt.Errorf("trafgen %w: %v\n%s", errEarlyExit, p.Err(), p.Output.String())
 	}
 	secs := c1.at.Sub(c0.at).Seconds()
 	rate := func(a, b uint64) float64 { return float64(b-a) / secs / 1e6 }
@@ -239,7 +239,7 @@ var (
 // TIME_WAIT stays on the servers and the client's ports are reusable).
 func (b *bench) connRate(ctx context.Context, dp dataplane) (sample, error) {
 	d := b.o.httpTime
-	out, err := runTool(ctx, b.env.Client, d+10*time.Second, "wrk",
+	out, err := b.env.Client.Run(ctx, d+10*time.Second, "wrk",
 		"-t1", fmt.Sprintf("-c%d", b.o.conns), fmt.Sprintf("-d%ds", int(d.Seconds())), "--timeout", "2s",
 		"-H", "Connection: close", fmt.Sprintf("http://%v/", testenv.VIP))
 	if err != nil {
@@ -271,7 +271,7 @@ func (b *bench) connRate(ctx context.Context, dp dataplane) (sample, error) {
 // port 5201, served by the first real server only.
 func (b *bench) throughput(ctx context.Context, dp dataplane) (sample, error) {
 	d := b.o.iperfTime
-	out, err := runTool(ctx, b.env.Client, d+15*time.Second, "iperf3", "-c", testenv.VIP.String(),
+	out, err := b.env.Client.Run(ctx, d+15*time.Second, "iperf3", "-c", testenv.VIP.String(),
 		"-p", strconv.Itoa(portIperf), "-t", strconv.Itoa(int(d.Seconds())), "-J", "--connect-timeout", "3000")
 	if err != nil {
 		return sample{}, err

@@ -3,7 +3,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -45,31 +43,10 @@ func TestMain(m *testing.M) {
 }
 
 // xlbProc is an `xlb run` process in a topology's director namespace.
+// Its Stdout has the counters it prints on exit; Output has its logs too.
 type xlbProc struct {
-	t      testing.TB
-	cmd    *exec.Cmd
-	sock   string
-	out    bytes.Buffer // stdout: counters on exit
-	logs   syncBuffer   // stderr
-	waited bool
-	err    error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	*testenv.Proc
+	sock string
 }
 
 // startXLB runs xlb with rules on the director and waits until it answers
@@ -81,28 +58,24 @@ func startXLB(t *testing.T, env *testenv.Env, rules string) *xlbProc {
 	if err := os.WriteFile(rulesFile, []byte(rules), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	d := &xlbProc{t: t, sock: filepath.Join(dir, "xlb.sock")}
-	d.cmd = env.Director.Command(xlbBin, "run", "--iface", "eth0", "--rules", rulesFile, "--socket", d.sock, "--conns", "65536")
-	d.cmd.Stdout, d.cmd.Stderr = &d.out, &d.logs
-	if err := d.cmd.Start(); err != nil {
-		t.Fatalf("start xlb: %v", err)
+	sock := filepath.Join(dir, "xlb.sock")
+	p, err := env.Director.Start(xlbBin, "run", "--iface", "eth0", "--rules", rulesFile, "--socket", sock, "--conns", "65536")
+	if err != nil {
+		t.Fatal(err)
 	}
+	d := &xlbProc{Proc: p, sock: sock}
 	t.Cleanup(func() { d.stop() })
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		if _, err := d.ctl("-L", "-n"); err == nil {
 			return d
 		}
-		if time.Now().After(deadline) || d.exited() {
+		if time.Now().After(deadline) || d.Exited() {
 			d.stop()
-			t.Fatalf("xlb did not come up: %v\nlogs:\n%s", d.err, d.logs.String())
+			t.Fatalf("xlb did not come up: %v\nlogs:\n%s", d.Err(), d.Output.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-func (d *xlbProc) exited() bool {
-	return d.cmd.ProcessState != nil
 }
 
 // ctl runs an ipvsadm command against the daemon.
@@ -115,23 +88,7 @@ func (d *xlbProc) ctl(args ...string) (string, error) {
 }
 
 // stop sends SIGTERM and waits for a clean exit.
-func (d *xlbProc) stop() error {
-	if d.waited {
-		return d.err
-	}
-	d.waited = true
-	d.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() { done <- d.cmd.Wait() }()
-	select {
-	case d.err = <-done:
-	case <-time.After(10 * time.Second):
-		d.cmd.Process.Kill()
-		d.err = fmt.Errorf("xlb did not stop within 10s of SIGTERM")
-		<-done
-	}
-	return d.err
-}
+func (d *xlbProc) stop() error { return d.Stop(syscall.SIGTERM, 10*time.Second) }
 
 func drRules(env *testenv.Env, sched string) string {
 	var b strings.Builder
@@ -160,7 +117,7 @@ func TestDRRoundRobin(t *testing.T) {
 	for i := 0; i < 300; i++ {
 		name, err := testenv.Get(fresh, url)
 		if err != nil {
-			t.Fatalf("request %d: %v\nxlb logs:\n%s", i, err, d.logs.String())
+			t.Fatalf("request %d: %v\nxlb logs:\n%s", i, err, d.Output.String())
 		}
 		tcp[name]++
 	}
@@ -265,11 +222,11 @@ func TestDRRoundRobin(t *testing.T) {
 		t.Errorf("after -Z, Conns = %q, want 0:\n%s", c, stats)
 	}
 	if err := d.stop(); err != nil {
-		t.Fatalf("xlb exit: %v\n%s", err, d.logs.String())
+		t.Fatalf("xlb exit: %v\n%s", err, d.Output.String())
 	}
-	t.Logf("xlb counters:\n%s", d.out.String())
-	if !strings.Contains(d.out.String(), "conn_new") {
-		t.Errorf("xlb printed no counters on exit:\n%s", d.out.String())
+	t.Logf("xlb counters:\n%s", d.Stdout.String())
+	if !strings.Contains(d.Stdout.String(), "conn_new") {
+		t.Errorf("xlb printed no counters on exit:\n%s", d.Stdout.String())
 	}
 	// A clean exit detaches XDP from the interface.
 	out, err := env.Director.Command("ip", "link", "show", "dev", "eth0").CombinedOutput()
@@ -360,16 +317,16 @@ func TestMalformedFrames(t *testing.T) {
 	}
 	name, err := testenv.Get(env.Client.HTTPClient(false, 5*time.Second), fmt.Sprintf("http://%v/", testenv.VIP))
 	if err != nil {
-		t.Fatalf("after malformed frames: %v\n%s", err, d.logs.String())
+		t.Fatalf("after malformed frames: %v\n%s", err, d.Output.String())
 	}
 	t.Logf("served by %s after %d malformed frames", name, 10*len(frames))
 	if err := d.stop(); err != nil {
-		t.Fatalf("xlb exit: %v\n%s", err, d.logs.String())
+		t.Fatalf("xlb exit: %v\n%s", err, d.Output.String())
 	}
-	if !strings.Contains(d.out.String(), "malformed") {
-		t.Errorf("no malformed-frame counter after sending malformed frames:\n%s", d.out.String())
+	if !strings.Contains(d.Stdout.String(), "malformed") {
+		t.Errorf("no malformed-frame counter after sending malformed frames:\n%s", d.Stdout.String())
 	}
-	t.Logf("counters:\n%s", d.out.String())
+	t.Logf("counters:\n%s", d.Stdout.String())
 }
 
 // malformedFrames builds frames from the client to the VIP's port 80 that

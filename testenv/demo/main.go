@@ -8,7 +8,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -82,27 +81,17 @@ func demo(xlb, sched string, reqs, queries int) (err error) {
 	fmt.Printf("== rules (ipvsadm save format)\n%s", rules.String())
 
 	sock := filepath.Join(dir, "xlb.sock")
-	var out, logs bytes.Buffer
-	cmd := env.Director.Command(xlb, "run", "--iface", "eth0", "--rules", rulesFile, "--socket", sock, "--conns", "65536")
-	cmd.Stdout, cmd.Stderr = &out, &logs
-	if err := cmd.Start(); err != nil {
+	xp, err := env.Director.Start(xlb, "run", "--iface", "eth0", "--rules", rulesFile, "--socket", sock, "--conns", "65536")
+	if err != nil {
 		return fmt.Errorf("start xlb: %w", err)
 	}
-	stopped := false
-	stop := func() error {
-		if stopped {
-			return nil
-		}
-		stopped = true
-		cmd.Process.Signal(syscall.SIGTERM)
-		return cmd.Wait()
-	}
+	stop := func() error { return xp.Stop(syscall.SIGTERM, 10*time.Second) }
 	defer stop()
 	if err := waitReady(xlb, sock, 10*time.Second); err != nil {
 		stop()
-		return fmt.Errorf("%w\n%s", err, logs.String())
+		return fmt.Errorf("%w\n%s", err, xp.Output.String())
 	}
-	fmt.Printf("== xlb running on the director: %s", firstLine(logs.String(), "xdp attached"))
+	fmt.Printf("== xlb running on the director: %s", firstLine(xp.Output.String(), "xdp attached"))
 
 	t0 := time.Now()
 	tcp, tcpErr := httpRequests(env, reqs)
@@ -144,9 +133,9 @@ func demo(xlb, sched string, reqs, queries int) (err error) {
 
 	werr := stop()
 	fmt.Println("== xlb counters (printed by the daemon on SIGTERM)")
-	os.Stdout.Write(out.Bytes())
+	fmt.Print(xp.Stdout.String())
 	if werr != nil {
-		return fmt.Errorf("xlb exited: %v\n%s", werr, logs.String())
+		return fmt.Errorf("xlb exited: %v\n%s", werr, xp.Output.String())
 	}
 	fmt.Printf("== done in %v\n", time.Since(start).Round(time.Millisecond))
 	switch {
