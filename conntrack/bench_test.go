@@ -192,16 +192,8 @@ func BenchmarkMissInsert(b *testing.B) {
 			defer cpu.report(1)
 			for b.Loop() {
 				if added == room {
-					cpu.pause()
-					b.StopTimer()
-					for j := next - uint32(added); j < next; j++ {
-						k := benchKey(j)
-						e, _ := t.Lookup(&k, 2)
-						t.Remove(e)
-					}
+					removeAdded(b, cpu, t, next, added)
 					added = 0
-					b.StartTimer()
-					cpu.resume()
 				}
 				k := benchKey(next)
 				if e, _ := t.Lookup(&k, 2); e != nil {
@@ -215,6 +207,20 @@ func BenchmarkMissInsert(b *testing.B) {
 			}
 		})
 	}
+}
+
+// removeAdded removes, off the clock, the added entries keyed
+// next-added..next-1, so a miss benchmark keeps its table at n entries.
+func removeAdded(b *testing.B, cpu *cpuClock, t *Table, next uint32, added int) {
+	cpu.pause()
+	b.StopTimer()
+	for j := next - uint32(added); j < next; j++ {
+		k := benchKey(j)
+		e, _ := t.Lookup(&k, 2)
+		t.Remove(e)
+	}
+	b.StartTimer()
+	cpu.resume()
 }
 
 // BenchmarkMissNewConn is the same through NewConn: scheduling (a
@@ -234,16 +240,8 @@ func BenchmarkMissNewConn(b *testing.B) {
 			defer cpu.report(1)
 			for b.Loop() {
 				if added == room {
-					cpu.pause()
-					b.StopTimer()
-					for j := next - uint32(added); j < next; j++ {
-						k := benchKey(j)
-						e, _ := t.Lookup(&k, 2)
-						t.Remove(e)
-					}
+					removeAdded(b, cpu, t, next, added)
 					added = 0
-					b.StartTimer()
-					cpu.resume()
 				}
 				k := benchKey(next)
 				if e, _ := t.Lookup(&k, 2); e != nil {
