@@ -54,6 +54,7 @@
 //	      Data Offset*4 beyond the segment             malformed
 //	UDP:  datagram < 8 bytes, Length < 8,
 //	      Length beyond the IP payload                 malformed
+//	destination in services, draining, TCP SYN w/o ACK pass_no_service
 //	destination in services                            redirect
 //	source in reals                                    redirect_reply
 //	otherwise                                          pass_no_service

@@ -48,8 +48,11 @@ type serviceKey struct {
 // serviceValue mirrors struct svc_value in xdp.c.
 type serviceValue struct {
 	ID    uint32
-	Flags uint32 // reserved for the dataplane, the XDP program ignores it
+	Flags uint32 // svcDraining, or 0
 }
+
+// svcDraining is XLB_SVC_DRAINING in xdp.c.
+const svcDraining = 1
 
 // realValue mirrors the __u32 value of the reals map, which is unused and 0.
 type realValue uint32

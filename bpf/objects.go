@@ -54,6 +54,21 @@ func (o *Objects) AddService(k ServiceKey, id uint32) error {
 	return nil
 }
 
+// DrainService marks k, a service, as deleted but still carrying
+// connections: its frames are still steered, except TCP SYNs without ACK,
+// which go to the kernel (as with IPVS, whose local stack resets them).
+// AddService of k undoes it.
+func (o *Objects) DrainService(k ServiceKey, id uint32) error {
+	mk, err := k.mapKey()
+	if err != nil {
+		return fmt.Errorf("drain service: %w", err)
+	}
+	if err := o.objs.Services.Update(&mk, &serviceValue{ID: id, Flags: svcDraining}, ebpf.UpdateExist); err != nil {
+		return fmt.Errorf("drain service %v: %w", k, err)
+	}
+	return nil
+}
+
 // DeleteService stops steering frames to k. The error wraps
 // ebpf.ErrKeyNotExist if k is not a service.
 func (o *Objects) DeleteService(k ServiceKey) error {

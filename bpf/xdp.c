@@ -47,8 +47,14 @@ struct svc_key {
 // Value of the services map. Mirrored by serviceValue in maps.go.
 struct svc_value {
 	__u32 id;    // control plane's service id, for the dataplane
-	__u32 flags; // reserved for the dataplane; this program ignores it
+	__u32 flags; // XLB_SVC_* below; other bits are the dataplane's
 };
+
+// The service was deleted but still has connections (IPVS keeps
+// forwarding them until they expire). Its frames are still steered, except
+// a TCP SYN without ACK: no new connection may be scheduled, and IPVS
+// without a service leaves such a SYN to the local stack, which resets it.
+#define XLB_SVC_DRAINING 1
 
 // Outcome of one frame, the index into the counters map. Mirrored by
 // Reason in reason.go; the Go names are the lower-case suffixes.
@@ -127,6 +133,9 @@ static __always_inline int steer(struct xdp_md *ctx, enum xlb_reason reason)
 static __always_inline int l4(struct xdp_md *ctx, void *l4, void *data_end, __u32 l4len,
 			      __u8 proto, struct svc_key *dst, struct svc_key *src)
 {
+	struct svc_value *sv;
+	int syn = 0;
+
 	if (proto == IPPROTO_TCP) {
 		struct tcphdr *th = l4;
 
@@ -136,6 +145,7 @@ static __always_inline int l4(struct xdp_md *ctx, void *l4, void *data_end, __u3
 			return pass(XLB_REASON_MALFORMED);
 		dst->port = th->dest;
 		src->port = th->source;
+		syn = th->syn && !th->ack;
 	} else {
 		struct udphdr *uh = l4;
 		__u32 ulen;
@@ -151,8 +161,12 @@ static __always_inline int l4(struct xdp_md *ctx, void *l4, void *data_end, __u3
 	dst->proto = proto;
 	src->proto = proto;
 
-	if (bpf_map_lookup_elem(&services, dst))
+	sv = bpf_map_lookup_elem(&services, dst);
+	if (sv) {
+		if (syn && (sv->flags & XLB_SVC_DRAINING))
+			return pass(XLB_REASON_PASS_NO_SERVICE);
 		return steer(ctx, XLB_REASON_REDIRECT);
+	}
 	if (bpf_map_lookup_elem(&reals, src))
 		return steer(ctx, XLB_REASON_REDIRECT_REPLY);
 	return pass(XLB_REASON_PASS_NO_SERVICE);

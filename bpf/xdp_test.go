@@ -5,6 +5,7 @@ package bpf_test
 import (
 	"errors"
 	"os"
+	"slices"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -201,11 +202,38 @@ func TestXDPServiceChanges(t *testing.T) {
 	if _, got := run(t, o, syn); got != bpf.Redirect {
 		t.Fatalf("after AddService: counter %v, want %v", got, bpf.Redirect)
 	}
+	// A draining service passes new connections (SYN without ACK) to the
+	// kernel and keeps steering every other segment.
+	ack := slices.Clone(syn)
+	ack[14+int(ack[14]&0xf)*4+13] = 0x10 // TCP flags: ACK
+	synAck := slices.Clone(ack)
+	synAck[14+int(synAck[14]&0xf)*4+13] = 0x12
+	if err := o.DrainService(ssh, 7); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name  string
+		frame []byte
+		want  bpf.Reason
+	}{{"syn", syn, bpf.PassNoService}, {"ack", ack, bpf.Redirect}, {"syn+ack", synAck, bpf.Redirect}} {
+		if _, got := run(t, o, c.frame); got != c.want {
+			t.Errorf("draining, %s: counter %v, want %v", c.name, got, c.want)
+		}
+	}
+	if err := o.AddService(ssh, 7); err != nil {
+		t.Fatal(err)
+	}
+	if _, got := run(t, o, syn); got != bpf.Redirect {
+		t.Fatalf("after AddService of a draining service: counter %v, want %v", got, bpf.Redirect)
+	}
 	if err := o.DeleteService(ssh); err != nil {
 		t.Fatal(err)
 	}
 	if _, got := run(t, o, syn); got != bpf.PassNoService {
 		t.Fatalf("after DeleteService: counter %v, want %v", got, bpf.PassNoService)
+	}
+	if err := o.DrainService(ssh, 7); !errors.Is(err, ebpf.ErrKeyNotExist) {
+		t.Errorf("DrainService(%v) of no service = %v, want ErrKeyNotExist", ssh, err)
 	}
 	if err := o.DeleteService(ssh); !errors.Is(err, ebpf.ErrKeyNotExist) {
 		t.Errorf("DeleteService(%v) twice = %v, want ErrKeyNotExist", ssh, err)
