@@ -60,7 +60,15 @@ type controlState struct {
 	// carry connections; they keep their ID and forwarding entry until
 	// their counts drop to zero (IPVS's destination trash).
 	removed []*sched.Dest
-	cfg     ipvs.Config
+	// dying are deleted services that may still carry connections. IPVS
+	// forwards a connection until it expires, whatever happens to its
+	// service: a dying service stays in the XDP map, marked draining (new
+	// TCP connections go to the kernel, which resets them, as without
+	// IPVS), and out of the workers' tables, so nothing new is scheduled.
+	// reapServices deletes it when its last connection is gone; adding it
+	// again revives it, with its ID and its destinations.
+	dying map[ipvs.ServiceKey]*svcState
+	cfg   ipvs.Config
 	// base is each live destination's counters when it was added or last
 	// zeroed (an ID's counters keep counting across its owners), est its
 	// rate estimator.
@@ -74,10 +82,15 @@ type svcState struct {
 	dests    map[netip.AddrPort]*sched.Dest
 	scheds   []sched.Scheduler    // one per worker
 	policies []*conntrack.Service // one per worker, around scheds
+	// trash are destinations removed from the service (also in
+	// controlState.removed) that may still carry connections. Adding one
+	// again takes it back, with its ID, as IPVS takes a destination back
+	// from its trash: the connections on it are then the service's again.
+	trash []*sched.Dest
 }
 
 func newControlState() *controlState {
-	return &controlState{services: map[ipvs.ServiceKey]*svcState{}, nextID: 1,
+	return &controlState{services: map[ipvs.ServiceKey]*svcState{}, dying: map[ipvs.ServiceKey]*svcState{}, nextID: 1,
 		base: map[*sched.Dest]destCounters{}, est: map[*sched.Dest]*estimator{}}
 }
 
@@ -119,6 +132,7 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) error {
 		svc      *svcState
 		spec     *ipvs.Service
 		fresh    bool                 // new service
+		revive   bool                 // a dying service added again
 		scheds   []sched.Scheduler    // new scheduler instances, if any
 		policies []*conntrack.Service // one per worker
 	}
@@ -135,7 +149,9 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) error {
 		}
 		p := plan{spec: s, svc: st.services[s.Key]}
 		if p.svc == nil {
-			p.fresh = true
+			p.svc = st.dying[s.Key]
+			p.revive = p.svc != nil
+			p.fresh = p.svc == nil
 		}
 		if p.fresh || p.svc.spec.Sched != s.Sched || !slices.Equal(p.svc.spec.SchedFlags, s.SchedFlags) {
 			for range d.workers {
@@ -160,20 +176,37 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) error {
 		plans = append(plans, p)
 	}
 
-	// 2. XDP service map: add new services, undoing on failure.
-	var added []bpf.ServiceKey
+	// 2. XDP service map: add new services and revive dying ones (their
+	// entry stays, it only stops draining), undoing on failure.
+	type added struct {
+		k      bpf.ServiceKey
+		id     uint32
+		revive bool
+	}
+	var done []added
+	nextID := st.nextID
 	for _, p := range plans {
-		if !p.fresh {
+		a := added{k: bpfKey(p.spec.Key), revive: p.revive}
+		switch {
+		case p.fresh:
+			a.id = nextID
+			nextID++
+		case p.revive:
+			a.id = p.svc.id
+		default:
 			continue
 		}
-		k := bpfKey(p.spec.Key)
-		if err := d.objs.AddService(k, st.nextID+uint32(len(added))); err != nil {
-			for _, a := range added {
-				d.objs.DeleteService(a)
+		if err := d.objs.AddService(a.k, a.id); err != nil {
+			for _, a := range done {
+				if a.revive {
+					d.objs.DrainService(a.k, a.id)
+				} else {
+					d.objs.DeleteService(a.k)
+				}
 			}
 			return fmt.Errorf("install service %v:%d: %w", p.spec.Key.Addr, p.spec.Key.Port, err)
 		}
-		added = append(added, k)
+		done = append(done, a)
 	}
 
 	// 3. Nothing fails from here on.
@@ -184,6 +217,9 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) error {
 		if p.fresh {
 			svc = &svcState{id: st.nextID, dests: map[netip.AddrPort]*sched.Dest{}}
 			st.nextID++
+		}
+		if p.revive {
+			delete(st.dying, p.spec.Key) // its destinations are in its trash
 		}
 		svc.spec = *p.spec
 		svc.spec.Dests = slices.Clone(p.spec.Dests)
@@ -197,6 +233,14 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) error {
 			ap := netip.AddrPortFrom(ds.Addr, ds.Port)
 			keep[ap] = true
 			dst := svc.dests[ap]
+			if dst == nil {
+				dst = st.untrash(svc, ap)
+				if dst != nil {
+					svc.dests[ap] = dst
+					st.base[dst] = d.destTotals(dst.ID)
+					st.est[dst] = &estimator{}
+				}
+			}
 			if dst == nil {
 				dst = sched.NewDest(ds.Addr, ds.Port, ds.Weight)
 				if err := d.reg.Add(dst); err != nil {
@@ -221,6 +265,7 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) error {
 				delete(st.est, dst)
 				dst.SetAvailable(false)
 				st.removed = append(st.removed, dst)
+				svc.trash = append(svc.trash, dst)
 				delete(svc.dests, ap)
 			}
 		}
@@ -234,15 +279,20 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) error {
 		if next[k] != nil {
 			continue
 		}
-		if err := d.objs.DeleteService(bpfKey(k)); err != nil {
-			d.opts.Logger.Warn("remove service from xdp map", "service", k.Addr, "err", err)
+		// Its connections keep flowing until reapServices sees them
+		// gone (right after this Apply, then every second).
+		if err := d.objs.DrainService(bpfKey(k), svc.id); err != nil {
+			d.opts.Logger.Warn("drain service in xdp map", "service", k.Addr, "err", err)
 		}
 		for _, dst := range svc.dests {
 			delete(st.base, dst)
 			delete(st.est, dst)
 			dst.SetAvailable(false)
 			st.removed = append(st.removed, dst)
+			svc.trash = append(svc.trash, dst)
 		}
+		clear(svc.dests)
+		st.dying[k] = svc
 	}
 	st.services = next
 	st.cfg = *cfg
@@ -267,6 +317,59 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) error {
 	default:
 	}
 	return nil
+}
+
+// untrash takes the destination ap of svc back from its trash, or
+// returns nil. A trashed destination whose ID was already released is
+// gone for good.
+func (st *controlState) untrash(svc *svcState, ap netip.AddrPort) *sched.Dest {
+	for i, dst := range svc.trash {
+		if dst.Addr != ap.Addr() || dst.Port != ap.Port() {
+			continue
+		}
+		svc.trash = slices.Delete(svc.trash, i, i+1)
+		if j := slices.Index(st.removed, dst); j >= 0 {
+			st.removed = slices.Delete(st.removed, j, j+1)
+			return dst
+		}
+		return nil
+	}
+	return nil
+}
+
+// reapServices forgets trashed destinations whose ID the resolver
+// released, and deletes from the XDP map the dying services that carry no
+// connection any more: their frames go to the kernel from then on.
+func (d *Dataplane) reapServices() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return
+	}
+	st := d.state
+	inTrash := make(map[*sched.Dest]bool, len(st.removed))
+	for _, dst := range st.removed {
+		inTrash[dst] = true
+	}
+	prune := func(svc *svcState) (conns int32) {
+		svc.trash = slices.DeleteFunc(svc.trash, func(dst *sched.Dest) bool { return !inTrash[dst] })
+		for _, dst := range svc.trash {
+			conns += dst.ActiveConns() + dst.InactConns() + dst.PersistConns()
+		}
+		return conns
+	}
+	for _, svc := range st.services {
+		prune(svc)
+	}
+	for k, svc := range st.dying {
+		if prune(svc) > 0 {
+			continue
+		}
+		if err := d.objs.DeleteService(bpfKey(k)); err != nil {
+			d.opts.Logger.Warn("remove service from xdp map", "service", k.Addr, "err", err)
+		}
+		delete(st.dying, k)
+	}
 }
 
 // newScheduler makes one worker's instance of s's scheduler.

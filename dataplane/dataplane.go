@@ -211,6 +211,7 @@ func (d *Dataplane) resolve(ctx context.Context) {
 	defer t.Stop()
 	for {
 		d.refreshNeighbours()
+		d.reapServices()
 		select {
 		case <-ctx.Done():
 			return
