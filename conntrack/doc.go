@@ -28,8 +28,9 @@
 //     publication is in progress, the worker never blocks.
 //   - Dump (ipvsadm -L -c): the reader posts a page request
 //     through an atomic pointer; at its next Expire call the worker copies
-//     up to 256 entries into the request's buffer and signals a buffered
-//     channel. Each entry is copied whole by its owner, so rows are
+//     up to max(256, budget) entries into the request's buffer, skipping
+//     free entries 64 at a time, and signals a buffered channel; Dumping
+//     tells an idle worker to call again within a millisecond. Each entry is copied whole by its owner, so rows are
 //     consistent; the listing as a whole is not a point-in-time snapshot
 //     (neither is /proc/net/ip_vs_conn).
 //
@@ -84,7 +85,13 @@
 // Expire sweeps the entry array incrementally, budget entries per call,
 // from where the previous call stopped: no timer per entry, no
 // stop-the-world scan, and a cost that is a sequential read per examined
-// entry. Lookup treats an entry past its expiry as gone (and frees it), so
+// entry. A bitmap of allocated entries (one bit each, 128 KiB per 10^6)
+// lets the sweep and Dump skip free entries 64 at a time, so a table that
+// once held 10^6 entries and now holds few costs a pass of its live
+// entries plus 16 Ki words, not 10^6 entries. A busy worker sweeps a
+// little per batch; an idle one calls Expire for SweepCost in chunks, a
+// whole pass a few times a second (about 3·10^6 dead entries removed a
+// second). Lookup treats an entry past its expiry as gone (and frees it), so
 // packets observe timeouts exactly; the sweep bounds how long a dead
 // entry keeps memory and destination counts. Templates that still control
 // connections are postponed by 60 s, as IPVS does.

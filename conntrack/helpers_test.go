@@ -143,6 +143,12 @@ func (f *fixture) checkInvariants(tb testing.TB) {
 	t := f.t
 	live, tmpl, slots := 0, 0, 0
 	ctl := map[uint32]uint32{}
+	for i := range uint32(len(t.entries)) {
+		bit := t.bits[i>>6]>>(i&63)&1 != 0
+		if used := i < t.used && t.entries[i].flags&fUsed != 0; bit != used {
+			tb.Fatalf("entry %d: allocation bit %v, in use %v (high-water mark %d)", i, bit, used, t.used)
+		}
+	}
 	for i := uint32(0); i < t.used; i++ {
 		e := &t.entries[i]
 		if e.flags&fUsed == 0 {

@@ -37,7 +37,8 @@ type Options struct {
 	// templates) the table holds. All memory is allocated by New: a
 	// 120-byte entry each, plus an index with room for two keys per
 	// entry at a load factor of at most 3/4, rounded up to a power of
-	// two (21 to 43 bytes per entry; 26.8 at 10^7 entries, 147 in all).
+	// two (21 to 43 bytes per entry; 26.8 at 10^7 entries, 147 in all),
+	// and one bit per entry for the allocation bitmap.
 	Capacity int
 	// Registry resolves the destination IDs stored in entries. Required.
 	Registry *sched.Registry
@@ -209,6 +210,10 @@ type Table struct {
 	used uint32 // entries[:used] have been handed out at least once
 	live int    // entries in use
 	tmpl int    // of which templates
+	// bits has bit i%64 of word i/64 set while entry i is allocated, so
+	// that the sweep and Dump skip free entries 64 at a time: after a
+	// flood, used stays at its high-water mark while live drops.
+	bits []uint64
 
 	reg      *sched.Registry
 	settings *Settings
@@ -233,6 +238,7 @@ type Table struct {
 
 	listReq atomic.Pointer[listRequest] // control plane → worker, taken at Expire
 	dumpMu  sync.Mutex                  // serialises Dump calls; never touched by the worker
+	dumping atomic.Int32                // Dump calls in progress, for Dumping
 }
 
 // New allocates a table for opts.Capacity entries.
@@ -271,6 +277,7 @@ func New(opts Options) (*Table, error) {
 	nslots = 1 << bits.Len64(nslots-1)
 	t := &Table{
 		entries:    make([]Entry, opts.Capacity),
+		bits:       make([]uint64, (opts.Capacity+63)/64),
 		slots:      make([]uint64, nslots),
 		mask:       uint32(nslots - 1),
 		reg:        opts.Registry,
@@ -519,21 +526,22 @@ func (t *Table) hashOut(h32, r uint32) {
 
 // alloc hands out a free entry, evicting one when the table is full.
 func (t *Table) alloc(now int64) (uint32, bool) {
-	if t.free != 0 {
-		idx := t.free - 1
+	var idx uint32
+	switch {
+	case t.free != 0:
+		idx = t.free - 1
 		t.free = t.entries[idx].link
-		return idx, true
-	}
-	if int(t.used) < len(t.entries) {
+	case int(t.used) < len(t.entries):
+		idx = t.used
 		t.used++
-		return t.used - 1, true
-	}
-	if !t.evict(now) {
+	case t.evict(now):
+		idx = t.free - 1
+		t.free = t.entries[idx].link
+	default:
 		t.floodUntil = now + t.floodHold
 		return 0, false
 	}
-	idx := t.free - 1
-	t.free = t.entries[idx].link
+	t.bits[idx>>6] |= 1 << (idx & 63)
 	return idx, true
 }
 
@@ -541,6 +549,7 @@ func (t *Table) alloc(now int64) (uint32, bool) {
 func (t *Table) release(idx uint32) {
 	t.entries[idx] = Entry{link: t.free}
 	t.free = idx + 1
+	t.bits[idx>>6] &^= 1 << (idx & 63)
 }
 
 const rankNever = 255
@@ -912,34 +921,63 @@ const templateGrace = int64(60 * time.Second)
 // worker once per batch or idle loop. It examines up to budget entries
 // from where the last call stopped and removes the expired ones (a
 // template still controlling connections is postponed by 60 s, as in
-// IPVS). It also picks up new Settings, publishes Stats and serves Dump
-// requests from the control plane. It returns the number of entries
-// removed.
+// IPVS). A run of 64 free entries costs one unit of budget, so a table
+// that once held many more entries than it does now costs no more to
+// sweep than its live entries (plus Capacity/64 words). It also picks up
+// new Settings, publishes Stats and serves a Dump request from the
+// control plane, copying up to max(256, budget) entries. It returns the
+// number of entries removed.
 //
-// A full sweep takes Capacity/budget calls; with budget 256 and 10^4
-// calls per second a 10^6-entry table is swept every 0.4 s. Lookup
-// already hides expired entries from packets, so the sweep only bounds
-// how long an expired entry keeps its destination's counts and its
+// A busy worker calls it with a small budget per batch: with budget 64
+// and 10^4 batches per second it examines 6.4·10^5 entries a second. An
+// idle worker has no batches: it calls it with SweepCost in chunks, so
+// dead entries leave their destinations' counts within one idle pass.
+// Lookup already hides expired entries from packets, so the sweep only
+// bounds how long an expired entry keeps its destination's counts and its
 // memory.
 func (t *Table) Expire(now int64, budget int) int {
 	t.loadSettings()
+	n := t.expire(now, budget)
+	t.c.Expired += uint64(n)
+	t.serveDump(now, max(dumpPage, budget))
+	t.publish()
+	return n
+}
+
+// SweepCost is the budget with which Expire examines every entry once:
+// the live entries plus one unit per 64-entry word up to the high-water
+// mark.
+func (t *Table) SweepCost() int {
+	return t.live + int((t.used+63)>>6) + 1
+}
+
+func (t *Table) expire(now int64, budget int) int {
+	// Look at each entry at most once per call.
+	budget = min(budget, t.SweepCost())
 	n := 0
-	// Look at each entry at most once per call, so a batch never holds
-	// the same entry twice.
-	budget = min(budget, int(t.used))
 	var batch [expireBatch]struct{ idx, fh, rh uint32 }
 	var acc uint64
 	for budget > 0 && t.used > 0 {
 		// Collect up to expireBatch expired entries and touch the index
 		// slots their removal will probe, so those misses overlap; then
-		// remove them.
+		// remove them. A batch ends where the cursor wraps, so it never
+		// holds the same entry twice.
 		k := 0
-		for ; budget > 0 && k < expireBatch; budget-- {
+		for budget > 0 && k < expireBatch {
 			if t.sweep >= t.used {
 				t.sweep = 0
+				if k > 0 {
+					break
+				}
 			}
-			idx := t.sweep
-			t.sweep++
+			budget--
+			w := t.bits[t.sweep>>6] >> (t.sweep & 63)
+			if w == 0 {
+				t.sweep = (t.sweep>>6 + 1) << 6 // the rest of this word is free
+				continue
+			}
+			idx := t.sweep + uint32(bits.TrailingZeros64(w))
+			t.sweep = idx + 1
 			e := &t.entries[idx]
 			if e.flags&fUsed == 0 || e.expires > now {
 				continue
@@ -959,9 +997,6 @@ func (t *Table) Expire(now int64, budget int) int {
 		n += k
 	}
 	t.sink += acc
-	t.c.Expired += uint64(n)
-	t.serveDump(now)
-	t.publish()
 	return n
 }
 
