@@ -293,6 +293,7 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) error {
 		}
 		clear(svc.dests)
 		st.dying[k] = svc
+		d.opts.Logger.Info("service deleted: its connections drain", "service", k.Addr, "port", k.Port)
 	}
 	st.services = next
 	st.cfg = *cfg
@@ -369,6 +370,7 @@ func (d *Dataplane) reapServices() {
 			d.opts.Logger.Warn("remove service from xdp map", "service", k.Addr, "err", err)
 		}
 		delete(st.dying, k)
+		d.opts.Logger.Info("deleted service drained", "service", k.Addr, "port", k.Port)
 	}
 }
 
