@@ -60,7 +60,14 @@
 // then publishes new immutable snapshots the workers load once per batch:
 // all of the configuration or none of it. Destinations removed while
 // connections still use them keep their ID and forwarding entry until
-// their counts reach zero (IPVS's trash). A resolver reads next-hop MACs
+// their counts reach zero (IPVS's trash). A deleted service (-D, or -C
+// before -R) drains the same way: it leaves the workers' tables, so
+// nothing new is scheduled on it, but stays in the XDP map, flagged so
+// that a TCP SYN for it goes to the kernel (which resets it, as without
+// IPVS) while its established connections keep flowing to their real
+// servers; it leaves the map when its last connection has expired.
+// Adding it again takes it back with its ID and its destinations, so
+// -C; -R of the same rules changes nothing for live traffic. A resolver reads next-hop MACs
 // from the kernel's neighbour table every second and after each Apply,
 // and makes the kernel resolve missing ones; a worker never waits for ARP
 // and drops (and counts) frames for a destination still unresolved.
