@@ -87,6 +87,13 @@
 //   - One VLAN tag (802.1Q or 802.1ad) is parsed; a second (QinQ) makes the
 //     frame pass_not_ip. Most NICs strip the outer tag before XDP runs
 //     (rx-vlan-offload), so tags matter only with offload off.
+//   - A draining service (deleted, with connections left: DrainService)
+//     passes every TCP SYN without ACK to the kernel, which resets it, as
+//     the stack does behind IPVS without the service. That includes a
+//     retransmitted SYN of a handshake caught by the deletion, which IPVS
+//     would still forward. Its other frames are steered; the dataplane
+//     drops those that match no connection (a new UDP flow among them,
+//     where the kernel would answer ICMP port unreachable).
 //   - Lookups are exact: no wildcard port (IPVS's port-0 persistent
 //     services) and no firewall-mark services.
 //   - redirect and redirect_reply count attempts: with no socket bound on
