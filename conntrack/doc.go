@@ -90,7 +90,7 @@
 // once held 10^6 entries and now holds few costs a pass of its live
 // entries plus 16 Ki words, not 10^6 entries. A busy worker sweeps a
 // little per batch; an idle one calls Expire for SweepCost in chunks, a
-// whole pass a few times a second (about 3·10^6 dead entries removed a
+// whole pass twice a second (about 3·10^6 dead entries removed a
 // second). Lookup treats an entry past its expiry as gone (and frees it), so
 // packets observe timeouts exactly; the sweep bounds how long a dead
 // entry keeps memory and destination counts. Templates that still control

@@ -38,11 +38,11 @@ const idleChunk = 4096
 // table. A busy worker examines expireBudget entries per batch; an idle
 // one has no batches, and at expireBudget per wake-up a 10^6-entry table
 // would count dead entries as inactive connections for half an hour. A
-// whole pass costs about 5 ns per live entry (about 5 ms at 10^6 live
-// entries, 2% of a core at this pace) plus 1 ns per 64 free ones, and an
-// entry leaves its destination's counts at most idleSweepNs+idleWaitMs
-// after its timeout.
-const idleSweepNs = int64(250 * time.Millisecond)
+// whole pass costs about 10 ns per live entry (10-13 ms at 10^6 live
+// entries, 2-3% of a core at this pace), 130-330 ns per dead one it
+// removes, and about 1 ns per 64 free ones; an entry leaves its
+// destination's counts at most idleSweepNs+idleWaitMs after its timeout.
+const idleSweepNs = int64(500 * time.Millisecond)
 
 // worker serves one queue: its socket, its connection-table shard and its
 // counters belong to it alone. Not safe for concurrent use; only cfg,
