@@ -58,7 +58,7 @@ func tunIn(f *Frame, m *packet.Meta, p *Plan) Verdict {
 		id = be16(inner[4:])
 	} else {
 		innerProto, innerType = packet.ProtoIPv6, packet.EtherTypeIPv6
-		id = ^uint16(packet.Sum(inner[8:min(48, len(inner))], 0) * 0x9e3779b1 >> 16)
+		id = innerID6(inner)
 	}
 
 	l2 := m.L3Off
@@ -117,9 +117,7 @@ func tunIn(f *Frame, m *packet.Meta, p *Plan) Verdict {
 // Encap.Csum is set and is 0 otherwise (IPVS's --tun-nocsum; over IPv6
 // that needs RFC 6935's zero-checksum allowance, udp6zerocsumrx).
 func putGUE(e, h []byte, ov, innerProto uint8, m *packet.Meta, p *Plan) {
-	hash := uint32(m.SrcPort)<<16 | uint32(m.DstPort)
-	hash = uint32(packet.Sum(m.Src[:], packet.Sum(m.Dst[:], uint64(hash)))) * 0x9e3779b1
-	binary.BigEndian.PutUint16(e[0:], 49152|uint16(hash>>18))
+	binary.BigEndian.PutUint16(e[0:], gueSrcPort(m))
 	binary.BigEndian.PutUint16(e[2:], p.Encap.Port)
 	binary.BigEndian.PutUint16(e[4:], uint16(len(e)))
 	e[6], e[7] = 0, 0
@@ -131,6 +129,22 @@ func putGUE(e, h []byte, ov, innerProto uint8, m *packet.Meta, p *Plan) {
 		}
 		binary.BigEndian.PutUint16(e[6:], c)
 	}
+}
+
+// gueSrcPort returns the GUE source port of m's flow: a hash of its
+// addresses and ports in 49152-65535.
+func gueSrcPort(m *packet.Meta) uint16 {
+	h := uint32(m.SrcPort)<<16 | uint32(m.DstPort)
+	h = uint32(packet.Sum(m.Src[:], packet.Sum(m.Dst[:], uint64(h)))) * 0x9e3779b1
+	return 49152 | uint16(h>>18)
+}
+
+// innerID6 returns the outer IPv4 identification for an IPv6 packet ip: a
+// hash of its addresses and first 8 L4 bytes (ports and the TCP sequence
+// number), so that the fragments of different packets, should a router
+// fragment the outer one, do not share an ID.
+func innerID6(ip []byte) uint16 {
+	return uint16(uint32(packet.Sum(ip[8:min(48, len(ip))], 0)) * 0x9e3779b1 >> 16)
 }
 
 // putGRE writes the GRE header at e, which runs to the end of the outer
