@@ -151,7 +151,10 @@ func goldenCases() []golden {
 			{name: v + "local: not forwarded", plan: fam.plan(Local, pt.RealMAC), in: syn, verdict: Unsupported},
 			{name: v + "tun out: not seen", plan: fam.tun(IPIP, false, fam.real, fam.director), dir: Out, in: natOut, verdict: Unsupported},
 			{name: v + "ttl 1: time exceeded", plan: fam.plan(Masq, pt.RealMAC), in: ttl1, verdict: TTLExceeded,
-				then: func(f *Frame, m *packet.Meta, p *Plan) Verdict { d := fam.director.As16(); return ReplyTimeExceeded(f, m, &d) },
+				then: func(f *Frame, m *packet.Meta, p *Plan) Verdict {
+					d := fam.director.As16()
+					return ReplyTimeExceeded(f, m, &d)
+				},
 				want: func(*packet.Meta) []byte { return icmpReply(ttl1, fam.director, 11, 0, 0) }},
 			{name: v + "nat in, mtu 1280 < 1500: too big", plan: func() Plan { p := fam.plan(Masq, pt.RealMAC); p.MTU = 1280; return p }(), in: big, verdict: TooBig,
 				then: func(f *Frame, m *packet.Meta, p *Plan) Verdict { return ReplyTooBig(f, m, p.ReportMTU(), &m.Dst) },
@@ -213,7 +216,9 @@ func goldenCases() []golden {
 			}...)
 		}
 		cs = append(cs, golden{name: v + "tun, dscp and ecn ce: outer ect(0)", plan: fam.tun(IPIP, false, fam.real, fam.director), in: withTOS(syn, 0xbb),
-			want: func(m *packet.Meta) []byte { return tunFrame(withTOS(syn, 0xbb), fam.tun(IPIP, false, fam.real, fam.director), m) }})
+			want: func(m *packet.Meta) []byte {
+				return tunFrame(withTOS(syn, 0xbb), fam.tun(IPIP, false, fam.real, fam.director), m)
+			}})
 	}
 	return cs
 }
