@@ -6,29 +6,31 @@
 //
 // The dataplane calls one function per frame:
 //
-//		v := modes.Xmit(&frame, &meta, &plan, dir)
+//	v := modes.Xmit(&frame, &meta, &plan, dir)
 //
-//	  - Frame is the chunk and the frame in it: Buf is the whole chunk
-//	    (umem[base:base+chunkSize:base+chunkSize]) and the frame is
-//	    Buf[Off:Off+Len]. The bytes before Off are headroom (XDP_PACKET_HEADROOM,
-//	    256, in front of every RX descriptor), into which TUN pushes its outer
-//	    headers and the ICMP replies their new headers: on OK, transmit the
-//	    descriptor (base+Off, Len) Xmit leaves, which may differ from the one
-//	    received. Nothing outside Buf is ever read or written, whatever its
-//	    capacity.
-//	  - meta is packet.Parse's result on Frame.Bytes(). Xmit checks that it
-//	    lies inside the frame (Malformed if not) but trusts its addresses to
-//	    be the frame's.
-//	  - Plan is the connection's forwarding, filled by the dataplane from the
-//	    conntrack entry (whose method was bound when the connection was
-//	    created, as IPVS's ip_vs_bind_xmit does) and the forwarding tables:
-//	    next hop and egress MACs, egress MTU, the addresses below.
-//	  - dir is In for a frame that matched the entry's forward key (client →
-//	    real server) and Out for one that matched its reply key (real server
-//	    → client); the values are conntrack.DirInput and DirOutput's.
-//	  - Xmit switches once on (method, direction) into a plain function per
-//	    pair, in dr.go, nat.go, tun.go and fullnat.go: no interface, no
-//	    function pointer, no allocation (TestXmitAllocs).
+// where:
+//
+//   - Frame is the chunk and the frame in it: Buf is the whole chunk
+//     (umem[base:base+chunkSize:base+chunkSize]) and the frame is
+//     Buf[Off:Off+Len]. The bytes before Off are headroom (XDP_PACKET_HEADROOM,
+//     256, in front of every RX descriptor), into which TUN pushes its outer
+//     headers and the ICMP replies their new headers: on OK, transmit the
+//     descriptor (base+Off, Len) Xmit leaves, which may differ from the one
+//     received. Nothing outside Buf is ever read or written, whatever its
+//     capacity.
+//   - meta is packet.Parse's result on Frame.Bytes(). Xmit checks that it
+//     lies inside the frame (Malformed if not) but trusts its addresses to
+//     be the frame's.
+//   - Plan is the connection's forwarding, filled by the dataplane from the
+//     conntrack entry (whose method was bound when the connection was
+//     created, as IPVS's ip_vs_bind_xmit does) and the forwarding tables:
+//     next hop and egress MACs, egress MTU, the addresses below.
+//   - dir is In for a frame that matched the entry's forward key (client →
+//     real server) and Out for one that matched its reply key (real server
+//     → client); the values are conntrack.DirInput and DirOutput's.
+//   - Xmit switches once on (method, direction) into a plain function per
+//     pair, in dr.go, nat.go, tun.go and fullnat.go: no interface, no
+//     function pointer, no allocation (TestXmitAllocs).
 //
 // # Verdicts
 //
