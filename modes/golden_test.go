@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/hex"
+	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"testing"
 
 	"github.com/google/gopacket"
@@ -103,8 +105,7 @@ func frame(p pt.Packet) func(*packet.Meta) []byte {
 }
 
 type golden struct {
-	name    string
-	tcpdump string // tcpdump -nn -e of the output (of the input if the verdict is not OK and nothing answers)
+	name    string // testdata/golden.tcpdump has tcpdump's reading of its input and output
 	plan    Plan
 	dir     Dir
 	in      pt.Packet
@@ -298,10 +299,42 @@ func place(t testing.TB, frame []byte, room int) (Frame, packet.Meta) {
 	return f, m
 }
 
+// TestGolden runs the golden cases. With XLB_GOLDEN_PCAP=dir it also
+// writes each case's input and output to dir/NNN.pcap, and the case names
+// to dir/names, from which testdata/golden.tcpdump is made:
+//
+//	XLB_GOLDEN_PCAP=/tmp/g go test -run TestGolden ./modes
+//	i=0; while read n; do echo "## $n"; tcpdump -nn -e -v -r /tmp/g/$(printf %03d $i).pcap </dev/null; i=$((i+1)); done </tmp/g/names
 func TestGolden(t *testing.T) {
-	for _, c := range goldenCases() {
+	dir := os.Getenv("XLB_GOLDEN_PCAP")
+	var names []byte
+	if dir != "" {
+		defer func() {
+			if err := os.WriteFile(dir+"/names", names, 0o644); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	// pcap: the file header (magic, version 2.4, snaplen, Ethernet), then
+	// per frame a record header (time, captured and original length).
+	var pcap []byte
+	write := func(b []byte) {
+		if dir != "" {
+			pcap = append(pcap, make([]byte, 8)...)
+			pcap = binary.LittleEndian.AppendUint32(pcap, uint32(len(b)))
+			pcap = binary.LittleEndian.AppendUint32(pcap, uint32(len(b)))
+			pcap = append(pcap, b...)
+		}
+	}
+	for i, c := range goldenCases() {
+		if dir != "" {
+			names = append(names, c.name+"\n"...)
+			pcap = binary.LittleEndian.AppendUint32(pcap[:0], 0xa1b2c3d4)
+			pcap = append(pcap, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 1, 0, 0, 0)
+		}
 		t.Run(c.name, func(t *testing.T) {
 			in := c.in.Frame()
+			write(in)
 			f, m := place(t, in, c.room)
 			m0, f0 := m, f
 			p := c.plan
@@ -321,6 +354,7 @@ func TestGolden(t *testing.T) {
 				}
 			}
 			got := f.Bytes()
+			write(got)
 			if f.Off < 0 || f.Off+f.Len > chunk {
 				t.Fatalf("descriptor %d+%d outside the chunk", f.Off, f.Len)
 			}
@@ -331,6 +365,11 @@ func TestGolden(t *testing.T) {
 			}
 			verifyFrame(t, got)
 		})
+		if dir != "" {
+			if err := os.WriteFile(fmt.Sprintf("%s/%03d.pcap", dir, i), pcap, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 }
 
