@@ -149,12 +149,15 @@ func XmitICMP(f *Frame, e *packet.ICMPError, p *Plan, dir Dir) Verdict {
 	if e.Version == 6 {
 		m.Proto = packet.ProtoICMPv6
 	}
-	switch p.Method<<1 | Method(dir) {
-	case Route<<1 | Method(In):
+	if dir > Out {
+		return Unsupported
+	}
+	switch uint(p.Method)<<1 | uint(dir) {
+	case uint(Route)<<1 | uint(In):
 		return drIn(f, &m, p)
-	case Tunnel<<1 | Method(In):
+	case uint(Tunnel)<<1 | uint(In):
 		return tunIn(f, &m, p)
-	case Masq<<1 | Method(In), Masq<<1 | Method(Out), FullNAT<<1 | Method(In), FullNAT<<1 | Method(Out):
+	case uint(Masq)<<1 | uint(In), uint(Masq)<<1 | uint(Out), uint(FullNAT)<<1 | uint(In), uint(FullNAT)<<1 | uint(Out):
 	default:
 		return Unsupported
 	}

@@ -239,18 +239,21 @@ func (p *Plan) ReportMTU() int { return p.MTU - p.Overhead() }
 // (method, direction), which Go compiles to a jump table, into one plain
 // function each. It does not allocate.
 func Xmit(f *Frame, m *packet.Meta, p *Plan, dir Dir) Verdict {
-	switch p.Method<<1 | Method(dir) {
-	case Route<<1 | Method(In):
+	if dir > Out {
+		return Unsupported
+	}
+	switch uint(p.Method)<<1 | uint(dir) {
+	case uint(Route)<<1 | uint(In):
 		return drIn(f, m, p)
-	case Masq<<1 | Method(In):
+	case uint(Masq)<<1 | uint(In):
 		return natIn(f, m, p)
-	case Masq<<1 | Method(Out):
+	case uint(Masq)<<1 | uint(Out):
 		return natOut(f, m, p)
-	case Tunnel<<1 | Method(In):
+	case uint(Tunnel)<<1 | uint(In):
 		return tunIn(f, m, p)
-	case FullNAT<<1 | Method(In):
+	case uint(FullNAT)<<1 | uint(In):
 		return fullnatIn(f, m, p)
-	case FullNAT<<1 | Method(Out):
+	case uint(FullNAT)<<1 | uint(Out):
 		return fullnatOut(f, m, p)
 	}
 	return Unsupported
