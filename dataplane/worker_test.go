@@ -103,7 +103,7 @@ func TestWorkerForwardsDR(t *testing.T) {
 	}
 	in = append(in, tcpTo(40000, 22, syn)) // not a service
 	in = append(in, udpTo(5353, 53))
-	in = append(in, in[0][:30])                                             // truncated
+	in = append(in, in[0][:30])            // truncated
 	in = append(in, tcpTo(41000, 80, ack)) // not a SYN, no entry
 	for _, f := range in {
 		if !k.deliver(f) {

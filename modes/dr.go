@@ -24,8 +24,8 @@ func drIn(f *Frame, m *packet.Meta, p *Plan) Verdict {
 // real server's and the source MAC the director's. The IP packet is left
 // alone. frame must hold at least an Ethernet header; the caller parsed it.
 //
-// Deprecated: the worker's call until it moves to Xmit, whose DR also
-// decrements the TTL as IPVS does.
+// It is the worker's call until the worker moves to Xmit, whose DR also
+// decrements the TTL as IPVS does; it goes then.
 func DR(frame []byte, dst, src *[6]byte) {
 	_ = frame[11]
 	copy(frame[0:6], dst[:])
