@@ -10,12 +10,10 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/google/gopacket"
-	"github.com/google/gopacket/layers"
-
 	"github.com/xlbproject/xlb/conntrack"
 	"github.com/xlbproject/xlb/internal/ipvs"
 	"github.com/xlbproject/xlb/internal/packet"
+	pt "github.com/xlbproject/xlb/internal/packet/packettest"
 	"github.com/xlbproject/xlb/sched"
 )
 
@@ -76,28 +74,21 @@ func testWorker(t testing.TB) (*worker, *fakeKernel) {
 	return w, k
 }
 
-// frame builds client → VIP frames: TCP with the given flags, or UDP.
-func frame(t testing.TB, proto layers.IPProtocol, sport, dport uint16, syn, ack bool) []byte {
-	t.Helper()
-	eth := &layers.Ethernet{SrcMAC: clientMAC, DstMAC: directorMAC[:], EthernetType: layers.EthernetTypeIPv4}
-	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: proto, SrcIP: testClient.AsSlice(), DstIP: testVIP.AsSlice()}
-	var l4 gopacket.SerializableLayer
-	if proto == layers.IPProtocolTCP {
-		tcp := &layers.TCP{SrcPort: layers.TCPPort(sport), DstPort: layers.TCPPort(dport), SYN: syn, ACK: ack, Window: 512}
-		tcp.SetNetworkLayerForChecksum(ip)
-		l4 = tcp
-	} else {
-		udp := &layers.UDP{SrcPort: layers.UDPPort(sport), DstPort: layers.UDPPort(dport)}
-		udp.SetNetworkLayerForChecksum(ip)
-		l4 = udp
-	}
-	buf := gopacket.NewSerializeBuffer()
-	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
-		eth, ip, l4, gopacket.Payload("xlb")); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
+// tcpTo and udpTo build client → VIP frames with the packettest builder.
+func tcpTo(sport, dport uint16, flags uint8) []byte {
+	return pt.Packet{SrcMAC: clientMAC, DstMAC: directorMAC[:], Src: testClient, Dst: testVIP,
+		SrcPort: sport, DstPort: dport, Flags: flags, Payload: []byte("xlb")}.Frame()
 }
+
+func udpTo(sport, dport uint16) []byte {
+	return pt.Packet{SrcMAC: clientMAC, DstMAC: directorMAC[:], Src: testClient, Dst: testVIP,
+		SrcPort: sport, DstPort: dport, UDP: true, Payload: []byte("xlb")}.Frame()
+}
+
+const (
+	syn = packet.TCPFlagSYN
+	ack = packet.TCPFlagACK
+)
 
 func TestWorkerForwardsDR(t *testing.T) {
 	w, k := testWorker(t)
@@ -105,15 +96,15 @@ func TestWorkerForwardsDR(t *testing.T) {
 	// packet of each, which must follow its first.
 	var in [][]byte
 	for i := 0; i < 3; i++ {
-		in = append(in, frame(t, layers.IPProtocolTCP, uint16(40000+i), 80, true, false))
+		in = append(in, tcpTo(uint16(40000+i), 80, syn))
 	}
 	for i := 0; i < 3; i++ {
-		in = append(in, frame(t, layers.IPProtocolTCP, uint16(40000+i), 80, false, true))
+		in = append(in, tcpTo(uint16(40000+i), 80, ack))
 	}
-	in = append(in, frame(t, layers.IPProtocolTCP, 40000, 22, true, false)) // not a service
-	in = append(in, frame(t, layers.IPProtocolUDP, 5353, 53, false, false))
-	in = append(in, in[0][:30])                                             // truncated
-	in = append(in, frame(t, layers.IPProtocolTCP, 41000, 80, false, true)) // not a SYN, no entry
+	in = append(in, tcpTo(40000, 22, syn)) // not a service
+	in = append(in, udpTo(5353, 53))
+	in = append(in, in[0][:30])            // truncated
+	in = append(in, tcpTo(41000, 80, ack)) // not a SYN, no entry
 	for _, f := range in {
 		if !k.deliver(f) {
 			t.Fatal("fake kernel could not deliver")
@@ -168,14 +159,14 @@ func TestWorkerPollAllocs(t *testing.T) {
 	k.keep = false
 	var known, fresh [][]byte
 	for i := 0; i < 32; i++ {
-		syn := frame(t, layers.IPProtocolTCP, uint16(20000+i), 80, true, false)
+		syn := tcpTo(uint16(20000+i), 80, syn)
 		k.deliver(syn)
-		known = append(known, frame(t, layers.IPProtocolTCP, uint16(20000+i), 80, false, true))
+		known = append(known, tcpTo(uint16(20000+i), 80, ack))
 	}
 	w.poll(1)
 	port := uint16(30000)
 	for i := 0; i < 32; i++ {
-		fresh = append(fresh, frame(t, layers.IPProtocolTCP, 0, 80, true, false))
+		fresh = append(fresh, tcpTo(0, 80, syn))
 	}
 	allocs := testing.AllocsPerRun(200, func() {
 		for _, f := range known {
@@ -210,8 +201,8 @@ func BenchmarkWorkerPoll(b *testing.B) {
 	k.keep = false
 	var frames [][]byte
 	for i := 0; i < maxBatch; i++ {
-		k.deliver(frame(b, layers.IPProtocolTCP, uint16(20000+i), 80, true, false))
-		frames = append(frames, frame(b, layers.IPProtocolTCP, uint16(20000+i), 80, false, true))
+		k.deliver(tcpTo(uint16(20000+i), 80, syn))
+		frames = append(frames, tcpTo(uint16(20000+i), 80, ack))
 	}
 	w.poll(1)
 	b.ReportAllocs()
@@ -230,10 +221,10 @@ func BenchmarkWorkerPoll(b *testing.B) {
 // no input may panic a worker, every frame is either transmitted or
 // counted as dropped, and no UMEM frame is lost.
 func FuzzWorker(f *testing.F) {
-	f.Add(frame(f, layers.IPProtocolTCP, 40000, 80, true, false), uint8(0))
-	f.Add(frame(f, layers.IPProtocolTCP, 40000, 80, false, true), uint8(1))
-	f.Add(frame(f, layers.IPProtocolUDP, 5353, 53, false, false), uint8(2))
-	f.Add(frame(f, layers.IPProtocolTCP, 40000, 22, true, false)[:40], uint8(3))
+	f.Add(tcpTo(40000, 80, syn), uint8(0))
+	f.Add(tcpTo(40000, 80, ack), uint8(1))
+	f.Add(udpTo(5353, 53), uint8(2))
+	f.Add(tcpTo(40000, 22, syn)[:40], uint8(3))
 	f.Fuzz(func(t *testing.T, b []byte, cut uint8) {
 		w, k := testWorker(t)
 		k.keep = false
@@ -282,7 +273,7 @@ func BenchmarkWorkerPollTable(b *testing.B) {
 			w.ct = ct
 			k.keep = false
 			dst := w.dp.reg.Get(1)
-			tmpl := frame(b, layers.IPProtocolTCP, 0, 80, false, true)
+			tmpl := tcpTo(0, 80, ack)
 			// Flow i: client 10.x.y.z (from i), port 1024+i%50000.
 			setFlow := func(f []byte, i int) {
 				f[26], f[27], f[28], f[29] = 10, byte(i>>16), byte(i>>8), byte(i)

@@ -1,6 +1,9 @@
 package packet
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"math/bits"
+)
 
 // ChecksumDelta accumulates changes to data covered by an Internet checksum
 // (RFC 1071) so that the checksum can be updated without reading the rest
@@ -91,4 +94,113 @@ func ChecksumUpdate128(sum uint16, old, new *[16]byte) uint16 {
 	var d ChecksumDelta
 	d.Update128(old, new)
 	return d.Apply(sum)
+}
+
+// Checksum returns the Internet checksum (RFC 1071) of b, with initial, an
+// unfolded partial sum such as PseudoHeaderSum's, added in: the value to
+// store in a header whose checksum field was zero while b was summed.
+func Checksum(b []byte, initial uint64) uint16 {
+	return ^fold(Sum(b, initial))
+}
+
+// Sum returns the one's-complement sum of b added to s, unfolded; an odd
+// last byte is padded with zero (RFC 1071 section 4.1). It adds eight bytes
+// at a time with end-around carry: the 16-bit one's-complement sum is the
+// 64-bit one folded, since 2^16 ≡ 1 (mod 2^16-1).
+func Sum(b []byte, s uint64) uint64 {
+	var c uint64
+	for len(b) >= 32 {
+		s, c = bits.Add64(s, binary.BigEndian.Uint64(b), c)
+		s, c = bits.Add64(s, binary.BigEndian.Uint64(b[8:]), c)
+		s, c = bits.Add64(s, binary.BigEndian.Uint64(b[16:]), c)
+		s, c = bits.Add64(s, binary.BigEndian.Uint64(b[24:]), c)
+		b = b[32:]
+	}
+	for len(b) >= 8 {
+		s, c = bits.Add64(s, binary.BigEndian.Uint64(b), c)
+		b = b[8:]
+	}
+	s, c = bits.Add64(s, c, 0)
+	s += c // s was at most 2^64-1 before adding the carry: no second carry
+	// Fold to 32 bits so the tail cannot overflow.
+	s = s>>32 + s&0xffffffff
+	for len(b) >= 2 {
+		s += uint64(binary.BigEndian.Uint16(b))
+		b = b[2:]
+	}
+	if len(b) == 1 {
+		s += uint64(b[0]) << 8
+	}
+	return s
+}
+
+// PseudoHeaderSum returns the unfolded sum of the TCP/UDP/ICMPv6
+// pseudo-header (RFC 9293 section 3.1, RFC 8200 section 8.1) of an IP
+// packet ip of the given version: its addresses, protocol proto and
+// upper-layer length l4len. ip must hold the IP header (20 bytes for
+// IPv4, 40 for IPv6).
+func PseudoHeaderSum(ip []byte, version uint8, proto uint8, l4len int) uint64 {
+	s := uint64(proto) + uint64(l4len)
+	if version == 4 {
+		return Sum(ip[ipv4SrcOff:ipv4SrcOff+8], s)
+	}
+	return Sum(ip[ipv6SrcOff:ipv6SrcOff+32], s)
+}
+
+// l4ChecksumOff returns the offset of the checksum in a TCP or UDP header.
+func l4ChecksumOff(proto uint8) int {
+	if proto == ProtoTCP {
+		return tcpChecksumOff
+	}
+	return udpChecksumOff
+}
+
+// L4ChecksumOK reports whether the TCP or UDP checksum of the frame m
+// describes verifies (a UDP checksum of 0 over IPv4, none computed, does).
+// It reads the whole segment.
+func L4ChecksumOK(frame []byte, m *Meta) bool {
+	ip := frame[m.L3Off : m.L3Off+m.IPLen]
+	seg := frame[m.L4Off : m.L3Off+m.IPLen]
+	if m.Proto == ProtoUDP && m.Version == 4 && binary.BigEndian.Uint16(seg[udpChecksumOff:]) == 0 {
+		return true
+	}
+	return fold(Sum(seg, PseudoHeaderSum(ip, m.Version, m.Proto, len(seg)))) == 0xffff
+}
+
+// SetL4Checksum computes the TCP or UDP checksum of the frame m describes
+// over the whole segment and stores it (a computed 0 is stored as 0xffff
+// for UDP, RFC 768). It costs a pass over the segment, about 0.1 ns a byte.
+func SetL4Checksum(frame []byte, m *Meta) {
+	ip := frame[m.L3Off : m.L3Off+m.IPLen]
+	seg := frame[m.L4Off : m.L3Off+m.IPLen]
+	c := seg[l4ChecksumOff(m.Proto):]
+	c[0], c[1] = 0, 0
+	sum := Checksum(seg, PseudoHeaderSum(ip, m.Version, m.Proto, len(seg)))
+	if sum == 0 && m.Proto == ProtoUDP {
+		sum = 0xffff
+	}
+	binary.BigEndian.PutUint16(c, sum)
+}
+
+// CompleteL4Checksum finishes the TCP or UDP checksum of a frame whose
+// sender left it for the NIC to complete (Linux CHECKSUM_PARTIAL: the
+// field holds the folded pseudo-header sum, not the checksum) and reports
+// whether it did. Such frames come from senders on the same host (veth,
+// bridges, tap) when checksum offload is on; forwarded as they are, the
+// receiver drops them.
+//
+// It first compares the field with the pseudo-header sum, which costs a
+// few nanoseconds and no pass over the payload; only on a match (a partial
+// checksum, or a complete one equal to it by a 1 in 65536 chance) does it
+// verify the segment and, if that fails, recompute. A frame with a wrong
+// checksum that is not the pseudo-header sum is left alone.
+func CompleteL4Checksum(frame []byte, m *Meta) bool {
+	ip := frame[m.L3Off : m.L3Off+m.IPLen]
+	seg := frame[m.L4Off : m.L3Off+m.IPLen]
+	c := binary.BigEndian.Uint16(seg[l4ChecksumOff(m.Proto):])
+	if c != fold(PseudoHeaderSum(ip, m.Version, m.Proto, len(seg))) || L4ChecksumOK(frame, m) {
+		return false
+	}
+	SetL4Checksum(frame, m)
+	return true
 }

@@ -2,6 +2,7 @@ package packettest
 
 import (
 	"encoding/binary"
+	"net"
 	"net/netip"
 
 	"github.com/google/gopacket"
@@ -175,3 +176,252 @@ func meta6(l3, l4, iplen int, proto uint8, src netip.Addr, sport uint16, dst net
 	m.Version = 6
 	return m
 }
+
+// Exported builders, for the golden frames of other packages (modes,
+// dataplane). The unexported ones above build this package's cases.
+
+// MACs of the frames: the client's (or the previous hop's) and the
+// director's.
+var (
+	ClientMAC   = clientMAC
+	DirectorMAC = lbMAC
+)
+
+// Build serializes ls into a frame, lengths and checksums computed (TCP
+// and UDP over the last network layer before them); Ethernet pads the
+// frame to the 60-byte minimum as a NIC does. It panics on a layer
+// gopacket cannot serialize: a bug in the test.
+func Build(ls ...gopacket.SerializableLayer) []byte { return build(ls...) }
+
+// Ether is an Ethernet header from src to dst.
+func Ether(src, dst net.HardwareAddr, t layers.EthernetType) *layers.Ethernet {
+	return &layers.Ethernet{SrcMAC: src, DstMAC: dst, EthernetType: t}
+}
+
+// IPv4 is an IPv4 header, TTL 64, identification 0x1234, DF set.
+func IPv4(src, dst netip.Addr, p layers.IPProtocol) *layers.IPv4 { return ip4(src, dst, p) }
+
+// IPv6 is an IPv6 header, hop limit 64.
+func IPv6(src, dst netip.Addr, next layers.IPProtocol) *layers.IPv6 { return ip6(src, dst, next) }
+
+// TCP is a TCP header with the given packet.TCPFlag* bits, seq 1000, ack
+// 1001 if ACK is set, window 64240.
+func TCP(sport, dport uint16, flags uint8) *layers.TCP {
+	return &layers.TCP{
+		SrcPort: layers.TCPPort(sport), DstPort: layers.TCPPort(dport),
+		Seq: 1000, Ack: uint32(flags>>4&1) * 1001, Window: 64240,
+		FIN: flags&packet.TCPFlagFIN != 0, SYN: flags&packet.TCPFlagSYN != 0,
+		RST: flags&packet.TCPFlagRST != 0, PSH: flags&packet.TCPFlagPSH != 0,
+		ACK: flags&packet.TCPFlagACK != 0, URG: flags&packet.TCPFlagURG != 0,
+		ECE: flags&packet.TCPFlagECE != 0, CWR: flags&packet.TCPFlagCWR != 0,
+	}
+}
+
+// UDP is a UDP header.
+func UDP(sport, dport uint16) *layers.UDP { return udp(sport, dport) }
+
+// Packet describes a TCP or UDP frame, for tables of frames that differ in
+// a few fields: copy one and change what a rewrite changes. The zero value
+// of a field is its default.
+type Packet struct {
+	SrcMAC, DstMAC   net.HardwareAddr // default ClientMAC → DirectorMAC
+	VLAN             uint16           // an 802.1Q tag with this VLAN ID, if not 0
+	Src, Dst         netip.Addr       // the family of Src is the packet's
+	SrcPort, DstPort uint16
+	UDP              bool   // UDP, not TCP
+	Flags            uint8  // TCP flags (packet.TCPFlag*)
+	TTL              uint8  // TTL or hop limit; default 64
+	TOS              uint8  // IPv4 TOS or IPv6 traffic class
+	ID               uint16 // IPv4 identification; default 0x1234
+	NoDF             bool   // IPv4 DF clear
+	Options          bool   // an IPv4 Router Alert option (RFC 2113): IHL 6
+	Payload          []byte
+	NoUDPChecksum    bool    // UDP checksum 0 (none computed; IPv4)
+	Tunnel           *Tunnel // if set, the packet inside this tunnel
+}
+
+// Tunnel is the outer headers of an encapsulated Packet.
+type Tunnel struct {
+	Src, Dst netip.Addr // outer addresses; the family of Src is the outer one
+	Encap    string     // "ipip" (default), "gue" or "gre"
+	SrcPort  uint16     // GUE: UDP source port
+	Port     uint16     // GUE: UDP destination port
+	Csum     bool       // GUE: UDP checksum; GRE: checksum present
+	TTL      uint8      // default 64
+	TOS      uint8
+	ID       uint16 // outer IPv4 identification
+	DF       bool   // outer IPv4 DF
+}
+
+// Frame builds the frame p describes.
+func (p Packet) Frame() []byte {
+	src, dst := p.SrcMAC, p.DstMAC
+	if src == nil {
+		src = ClientMAC
+	}
+	if dst == nil {
+		dst = DirectorMAC
+	}
+	var ls []gopacket.SerializableLayer
+	et := layers.EthernetTypeIPv4
+	if p.Tunnel != nil && p.Tunnel.Src.Is6() || p.Tunnel == nil && p.Src.Is6() {
+		et = layers.EthernetTypeIPv6
+	}
+	if p.VLAN != 0 {
+		ls = append(ls, Ether(src, dst, layers.EthernetTypeDot1Q), &layers.Dot1Q{VLANIdentifier: p.VLAN, Type: et})
+	} else {
+		ls = append(ls, Ether(src, dst, et))
+	}
+	if p.Tunnel != nil {
+		ls = append(ls, p.Tunnel.layers(p.Src.Is6(), p.IP())...)
+		return Build(ls...)
+	}
+	ls = append(ls, p.layers()...)
+	b := Build(ls...)
+	if p.NoUDPChecksum {
+		l4 := 14 + 20
+		if p.VLAN != 0 {
+			l4 += 4
+		}
+		if p.Options {
+			l4 += 4
+		}
+		if p.Src.Is6() {
+			l4 += 20
+		}
+		b[l4+6], b[l4+7] = 0, 0
+	}
+	return b
+}
+
+// IP builds the IP packet of p alone, without Ethernet or padding.
+func (p Packet) IP() []byte {
+	q := p
+	q.Tunnel, q.VLAN = nil, 0
+	b := q.Frame()
+	n := 14 + int(binary.BigEndian.Uint16(b[16:18]))
+	if p.Src.Is6() {
+		n = 14 + 40 + int(binary.BigEndian.Uint16(b[18:20]))
+	}
+	return b[14:n]
+}
+
+func (p Packet) layers() []gopacket.SerializableLayer {
+	proto := layers.IPProtocolTCP
+	if p.UDP {
+		proto = layers.IPProtocolUDP
+	}
+	ttl := p.TTL
+	if ttl == 0 {
+		ttl = 64
+	}
+	var ls []gopacket.SerializableLayer
+	if p.Src.Is6() {
+		h := IPv6(p.Src, p.Dst, proto)
+		h.HopLimit, h.TrafficClass = ttl, p.TOS
+		ls = append(ls, h)
+	} else {
+		h := IPv4(p.Src, p.Dst, proto)
+		if p.Options {
+			h = ip4Options(p.Src, p.Dst)
+			h.Protocol = proto
+		}
+		h.TTL, h.TOS = ttl, p.TOS
+		if p.ID != 0 {
+			h.Id = p.ID
+		}
+		if p.NoDF {
+			h.Flags = 0
+		}
+		ls = append(ls, h)
+	}
+	if p.UDP {
+		ls = append(ls, UDP(p.SrcPort, p.DstPort))
+	} else {
+		ls = append(ls, TCP(p.SrcPort, p.DstPort, p.Flags))
+	}
+	if len(p.Payload) > 0 {
+		ls = append(ls, gopacket.Payload(p.Payload))
+	}
+	return ls
+}
+
+func (t *Tunnel) layers(inner6 bool, inner []byte) []gopacket.SerializableLayer {
+	innerProto, innerType := layers.IPProtocolIPv4, layers.EthernetTypeIPv4
+	if inner6 {
+		innerProto, innerType = layers.IPProtocolIPv6, layers.EthernetTypeIPv6
+	}
+	proto := innerProto
+	switch t.Encap {
+	case "gue":
+		proto = layers.IPProtocolUDP
+	case "gre":
+		proto = layers.IPProtocolGRE
+	}
+	ttl := t.TTL
+	if ttl == 0 {
+		ttl = 64
+	}
+	var ls []gopacket.SerializableLayer
+	if t.Src.Is6() {
+		h := IPv6(t.Src, t.Dst, proto)
+		h.HopLimit, h.TrafficClass = ttl, t.TOS
+		ls = append(ls, h)
+	} else {
+		h := IPv4(t.Src, t.Dst, proto)
+		h.TTL, h.TOS, h.Id, h.Flags = ttl, t.TOS, t.ID, 0
+		if t.DF {
+			h.Flags = layers.IPv4DontFragment
+		}
+		ls = append(ls, h)
+	}
+	switch t.Encap {
+	case "gue":
+		// GUE variant 0, no options: version 0, C 0, Hlen 0, proto, flags 0.
+		gue := append([]byte{0, byte(innerProto), 0, 0}, inner...)
+		u := UDP(t.SrcPort, t.Port)
+		must(u.SetNetworkLayerForChecksum(ls[0].(gopacket.NetworkLayer)))
+		ls = append(ls, &udpNoCsum{UDP: u, zero: !t.Csum}, gopacket.Payload(gue))
+	case "gre":
+		ls = append(ls, &layers.GRE{ChecksumPresent: t.Csum, Protocol: innerType}, gopacket.Payload(inner))
+	default:
+		ls = append(ls, gopacket.Payload(inner))
+	}
+	return ls
+}
+
+// udpNoCsum is a UDP header whose checksum is left 0 if zero is set.
+type udpNoCsum struct {
+	*layers.UDP
+	zero bool
+}
+
+func (u *udpNoCsum) SerializeTo(b gopacket.SerializeBuffer, opts gopacket.SerializeOptions) error {
+	if err := u.UDP.SerializeTo(b, opts); err != nil {
+		return err
+	}
+	if u.zero {
+		b.Bytes()[6], b.Bytes()[7] = 0, 0
+	}
+	return nil
+}
+
+// More addresses for the forwarding methods' frames, from the
+// documentation prefixes.
+var (
+	Real6     = netip.MustParseAddr("2001:db8:2::20")
+	Laddr4    = netip.MustParseAddr("203.0.113.1")   // a director's FULLNAT local address
+	Laddr6    = netip.MustParseAddr("2001:db8:2::1") //
+	Director4 = netip.MustParseAddr("203.0.113.2")   // a director's own address, towards the real servers
+	Director6 = netip.MustParseAddr("2001:db8:2::2") //
+)
+
+// MACs of next hops: a real server's and the router towards clients.
+var (
+	RealMAC   = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x20}
+	RouterMAC = net.HardwareAddr{0x02, 0, 0, 0, 0, 0xfe}
+)
+
+// DNSQuery is a DNS query for "a." IN A, 19 bytes, a UDP payload gopacket
+// decodes.
+var DNSQuery = []byte(dnsQuery)
