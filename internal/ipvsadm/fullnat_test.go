@@ -296,3 +296,56 @@ func TestUsageFullNAT(t *testing.T) {
 		}
 	}
 }
+
+type dpvsDocStats map[netip.Addr]LaddrCounters
+
+func (s dpvsDocStats) LocalAddr(_ ipvs.ServiceKey, a netip.Addr) LaddrCounters { return s[a] }
+
+type dpvsDocDestStats map[netip.AddrPort]uint32
+
+func (dpvsDocDestStats) Service(ipvs.ServiceKey) Counters { return Counters{} }
+func (s dpvsDocDestStats) Dest(_ ipvs.ServiceKey, d *ipvs.Dest) DestStats {
+	return DestStats{InactConns: s[d.AddrPort()]}
+}
+
+// TestDPVSDocOutput compares with DPVS's own output, from its
+// doc/containerized/README.md (commit 4582d20d): the IPv4 service of its
+// "ipvsadm -G" and "ipvsadm -ln" examples. The README's last -G line has
+// lost its trailing spaces, which the printf format prints.
+func TestDPVSDocOutput(t *testing.T) {
+	cfg, err := ParseRules(strings.NewReader("-A -t 192.168.88.1:80 -s rr\n" +
+		"-P -t 192.168.88.1:80 -z 192.168.88.240 -F dpdk0\n" +
+		"-P -t 192.168.88.1:80 -z 192.168.88.241 -F dpdk0\n" +
+		"-a -t 192.168.88.1:80 -r 192.168.88.30:80 --fullnat -w 100\n" +
+		"-a -t 192.168.88.1:80 -r 192.168.88.130:80 --fullnat -w 100\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	stats := dpvsDocStats{addr("192.168.88.240"): {Conns: 41}, addr("192.168.88.241"): {Conns: 39}}
+	if err := WriteLaddrs(&b, cfg, stats, ListOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	const wantG = "VIP:VPORT            TOTAL    SNAT_IP              CONFLICTS  CONNS     \n" +
+		"192.168.88.1:80      2        \n" +
+		"                              192.168.88.240       0          41        \n" +
+		"                              192.168.88.241       0          39        \n"
+	if b.String() != wantG {
+		t.Errorf("-G =\n%q\nwant DPVS's\n%q", b.String(), wantG)
+	}
+	b.Reset()
+	ds := dpvsDocDestStats{ap("192.168.88.30:80"): 42, ap("192.168.88.130:80"): 40}
+	if err := WriteList(&b, cfg, ds, ListOptions{Numeric: true}); err != nil {
+		t.Fatal(err)
+	}
+	// DPVS sorts destinations by its own comparison; these two lines are
+	// its, in xlb's (ipvsadm's) order.
+	for _, want := range []string{
+		"  -> 192.168.88.30:80             FullNat 100    0          42        \n",
+		"  -> 192.168.88.130:80            FullNat 100    0          40        \n",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("-L -n lacks DPVS's line %q:\n%s", want, b.String())
+		}
+	}
+}

@@ -37,8 +37,8 @@ type LaddrStats interface {
 //	                              192.168.100.2        0          2
 //
 // The widths, and the trailing spaces after TOTAL and CONNS, are DPVS's
-// (list_laddrs_print_* in tools/ipvsadm/ipvsadm.c); addresses are always
-// numeric. The title is printed once, and not at all when there are no
+// (list_laddrs_print_* in tools/ipvsadm/ipvsadm.c, and the output in its
+// doc/containerized/README.md); addresses are always numeric. The title is printed once, and not at all when there are no
 // services, as DPVS does. DPVS lists services in its hash-table order;
 // xlb sorts them. A firewall-mark service, which DPVS would show as
 // 0.0.0.0:0, is shown as in -L ("FWM  7").

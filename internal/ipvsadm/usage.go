@@ -8,7 +8,7 @@ const Version = "ipvsadm v1.31 2019/12/24 (compiled with popt and IPVS v" + ipvs
 // Usage is what `ipvsadm -h` prints (on stdout, exit status 0), with
 // program as argv[0]. It is ipvsadm 1.31's text, scheduler and persistence
 // engine lists included, with DPVS's FULLNAT commands and options
-// (-P, -Q, -G, --fullnat, -z, -F) worded as DPVS's ipvsadm -h words them.
+// (-P, -Q, -G, --fullnat, -z, -F) worded after DPVS's ipvsadm -h.
 func Usage(program string) string {
 	return Version + strings.ReplaceAll(usageText, "%s", program)
 }
