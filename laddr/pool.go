@@ -146,7 +146,9 @@ func (p *Pool) Share() int { return int(p.share) }
 // Stats returns the pool's counters.
 func (p *Pool) Stats() Stats { return p.c }
 
-// SetAddrs makes addrs the configured local addresses, at a batch edge:
+// SetAddrs makes addrs, the local addresses of every service (an address
+// shared by services is one pool; duplicates are fine), the configured
+// ones, at a batch edge:
 // it allocates the memory of the new ones (which may take a while for
 // many buckets), keeps the ports of those that stay, and lets the others
 // drain. An address keeps its index while it is configured or draining.

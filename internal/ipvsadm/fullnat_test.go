@@ -349,3 +349,23 @@ func TestDPVSDocOutput(t *testing.T) {
 		}
 	}
 }
+
+// TestOptionTable checks that every row of commands_v_options has a
+// column per option, and every option a name.
+func TestOptionTable(t *testing.T) {
+	for k, row := range commandsVOptions {
+		if row != "" && len(row) != numOptions {
+			t.Errorf("row %v has %d columns, want %d", Kind(k), len(row), numOptions)
+		}
+	}
+	for j, n := range optNames {
+		if n == "" {
+			t.Errorf("option %d has no name", j)
+		}
+	}
+	for _, k := range []Kind{KindAddLaddr, KindDelLaddr, KindGetLaddr} {
+		if commandsVOptions[k] == "" {
+			t.Errorf("no row for %v", k)
+		}
+	}
+}
