@@ -146,11 +146,11 @@ func (p *Pool) Share() int { return int(p.share) }
 // Stats returns the pool's counters.
 func (p *Pool) Stats() Stats { return p.c }
 
-// SetAddrs makes addrs, the local addresses of every service (an address
-// shared by services is one pool; duplicates are fine), the configured
-// ones, at a batch edge:
-// it allocates the memory of the new ones (which may take a while for
-// many buckets), keeps the ports of those that stay, and lets the others
+// SetAddrs makes addrs the configured local addresses, at a batch edge.
+// addrs are the local addresses of every service: an address that
+// services share is one pool, and duplicates are fine. SetAddrs allocates
+// the memory of the new addresses (which may take a while for many
+// buckets), keeps the ports of those that stay, and lets the others
 // drain. An address keeps its index while it is configured or draining.
 // Addresses are compared in their 16-byte form, so 10.0.0.1 and
 // ::ffff:10.0.0.1 are the same. On error nothing changes.
