@@ -60,6 +60,20 @@ var (
 	ErrRange = &Error{Errno: syscall.ERANGE, Msg: "Numerical result out of range"}
 )
 
+// FULLNAT local-address refusals, as DPVS's libipvs (ipvs_strerror in
+// tools/keepalived/keepalived/check/libipvs.c) words them; a missing
+// service is ErrServiceNotDefined there too.
+var (
+	// EEXIST from add-laddr.
+	ErrLocalAddrExists = &Error{Errno: syscall.EEXIST, Msg: "Local address already exists"}
+	// ENOENT from del-laddr. The capital L is DPVS's.
+	ErrNoLocalAddr = &Error{Errno: syscall.ENOENT, Msg: "No such Local address"}
+	// EAFNOSUPPORT: a local address of another family than the service's.
+	// DPVS takes one (its NAT64); xlb does not translate families. The
+	// text is libipvs's for the errno.
+	ErrAddrFamily = &Error{Errno: syscall.EAFNOSUPPORT, Msg: "Operation not supported with specified address family"}
+)
+
 // Refusals of ipvsadm itself (process_options), which xlb's model enforces
 // for every caller.
 var (

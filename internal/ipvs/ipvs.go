@@ -19,7 +19,7 @@ const (
 	FwdLocal              // destination is the director itself: "Local"
 	FwdTunnel             // IPIP: -i, "Tunnel"
 	FwdRoute              // direct routing: -g (default), "Route"
-	FwdFullNAT            // xlb extension: source and destination rewritten
+	FwdFullNAT            // FULLNAT (DPVS, Alibaba LVS): --fullnat, "FullNat"; source and destination rewritten
 )
 
 // ServiceKey identifies a virtual service: either a firewall mark
@@ -44,6 +44,21 @@ type Service struct {
 	// Dests are in the order they were added (ipvsadm -a). IPVS keeps its
 	// list newest first, and schedulers see that order.
 	Dests []Dest
+	// LocalAddrs are the FULLNAT local (source NAT) addresses, in the
+	// order they were added (DPVS's ipvsadm -P). Connections to FULLNAT
+	// destinations leave from one of them.
+	LocalAddrs []LocalAddr
+}
+
+// LocalAddr is a FULLNAT local address of a service (DPVS's ipvsadm
+// --add-laddr -z ADDR [-F IFNAME]).
+type LocalAddr struct {
+	Addr netip.Addr
+	// Ifname is the interface the address belongs to (-F), as DPVS
+	// records it; "" when not given. xlb sends out whichever interface the
+	// route to the real server names and keeps Ifname only to list and
+	// save it.
+	Ifname string
 }
 
 // Dest is one real server of a service (ipvsadm -a).

@@ -108,6 +108,7 @@ func (c *Config) Clone() *Config {
 func (s Service) clone() Service {
 	s.SchedFlags = slices.Clone(s.SchedFlags)
 	s.Dests = slices.Clone(s.Dests)
+	s.LocalAddrs = slices.Clone(s.LocalAddrs)
 	return s
 }
 
@@ -119,6 +120,9 @@ func (s Service) clone() Service {
 func (c *Config) AddService(s Service) error {
 	if len(s.Dests) != 0 {
 		return ErrInvalid.with("a new service has no destinations: add them with AddDest")
+	}
+	if len(s.LocalAddrs) != 0 {
+		return ErrInvalid.with("a new service has no local addresses: add them with AddLocalAddr")
 	}
 	n, err := checkService(s)
 	if err != nil {
@@ -137,7 +141,8 @@ func (c *Config) AddService(s Service) error {
 // EditService replaces the settings of the service with key s.Key
 // (ipvsadm -E): scheduler and its flags, persistence, netmask, one-packet
 // scheduling and persistence engine. Like IPVS it sets all of them, so a
-// setting left at its zero value is cleared. The destinations stay.
+// setting left at its zero value is cleared. The destinations and local
+// addresses stay.
 // Errors as AddService, with ErrNoService for a missing service.
 func (c *Config) EditService(s Service) error {
 	n, err := checkService(s)
@@ -151,7 +156,7 @@ func (c *Config) EditService(s Service) error {
 	if err := checkServiceKernel(&n); err != nil {
 		return err
 	}
-	n.Dests = old.Dests
+	n.Dests, n.LocalAddrs = old.Dests, old.LocalAddrs
 	*old = n
 	return nil
 }
@@ -256,14 +261,15 @@ func (c *Config) SetTimeouts(t Timeouts) error {
 
 // Validate checks a configuration built by hand by replaying it into an
 // empty one: each service with AddService, its destinations in order with
-// AddDest, and the timeouts. It returns the first refusal. Destination
+// AddDest, its local addresses in order with AddLocalAddr, and the
+// timeouts. It returns the first refusal. Destination
 // ports it would force (see AddDest) are refused here rather than changed.
 func (c *Config) Validate() error {
 	var n Config
 	for i := range c.Services {
 		s := c.Services[i]
-		dests := s.Dests
-		s.Dests = nil
+		dests, laddrs := s.Dests, s.LocalAddrs
+		s.Dests, s.LocalAddrs = nil, nil
 		if err := n.AddService(s); err != nil {
 			return err
 		}
@@ -275,6 +281,11 @@ func (c *Config) Validate() error {
 			if got[len(got)-1].Port != d.Port {
 				return ErrInvalid.with("destination %v: port must be the service's %d with this forwarding method",
 					d.AddrPort(), s.Key.Port)
+			}
+		}
+		for _, la := range laddrs {
+			if err := n.AddLocalAddr(s.Key, la); err != nil {
+				return err
 			}
 		}
 		if ns := n.Service(s.Key); ns.Sched != s.Sched || !slices.Equal(ns.SchedFlags, s.SchedFlags) || ns.Key != s.Key {
@@ -327,7 +338,7 @@ func checkService(s Service) (Service, error) {
 	} else if s.Timeout != 0 {
 		return s, ErrInvalid.with("persistence timeout %d without persistence", s.Timeout)
 	}
-	s.Dests = nil
+	s.Dests, s.LocalAddrs = nil, nil
 	return s, nil
 }
 

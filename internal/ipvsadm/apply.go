@@ -8,9 +8,9 @@ import (
 )
 
 // Apply carries out a command that changes a configuration: -A, -E, -D,
-// -C, -a, -e, -d and --set. -Z only checks that its service exists
+// -C, -a, -e, -d, --set, and DPVS's -P and -Q. -Z only checks that its service exists
 // (zeroing counters is the dataplane's business). Any other command is
-// refused: it changes nothing (-L, -S, -h, -v) or needs more than a
+// refused: it changes nothing (-L, -S, -G, -h, -v) or needs more than a
 // configuration (-R: see Restore).
 //
 // A refusal is an *Error: Msg is what ipvsadm prints (the kernel's answer
@@ -35,6 +35,10 @@ func (c *Command) Apply(cfg *ipvs.Config) error {
 		err = cfg.DeleteDest(c.Service.Key, c.Dest.AddrPort())
 	case KindSet:
 		err = cfg.SetTimeouts(c.Timeouts)
+	case KindAddLaddr:
+		err = cfg.AddLocalAddr(c.Service.Key, c.LocalAddr)
+	case KindDelLaddr:
+		err = cfg.DeleteLocalAddr(c.Service.Key, c.LocalAddr.Addr)
 	case KindZero:
 		if c.Options&OptService != 0 && cfg.Service(c.Service.Key) == nil {
 			err = ipvs.ErrNoService

@@ -119,15 +119,16 @@ func TestWriteListErrors(t *testing.T) {
 	if err := cfg.AddDest(k, ipvs.Dest{Addr: addr("10.1.1.1"), Port: 80, Fwd: ipvs.FwdFullNAT, Weight: 1}); err != nil {
 		t.Fatal(err)
 	}
-	if err := WriteSave(&b, cfg, true); !errors.Is(err, ipvs.ErrNotSupported) {
-		t.Errorf("WriteSave(FullNAT) = %v, want ErrNotSupported", err)
+	if err := WriteSave(&b, cfg, true); err != nil || b.String() != "-A -t 10.0.0.1:80 -s wlc\n-a -t 10.0.0.1:80 -r 10.1.1.1:80 --fullnat -w 1\n" {
+		t.Errorf("WriteSave(FullNAT) = %v, %q", err, b.String())
 	}
 	b.Reset()
 	if err := WriteList(&b, cfg, nil, ListOptions{Numeric: true}); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(b.String(), "  -> "+fmtPad("10.1.1.1:80", 28)+" FullNAT 1      0          0         \n") {
-		t.Errorf("FullNAT listing:\n%s", b.String())
+	// DPVS's fwd_name spelling.
+	if !strings.Contains(b.String(), "  -> "+fmtPad("10.1.1.1:80", 28)+" FullNat 1      0          0         \n") {
+		t.Errorf("FullNat listing:\n%s", b.String())
 	}
 	if err := WriteList(failWriter{}, cfg, nil, ListOptions{}); err == nil {
 		t.Error("WriteList to a failing writer succeeded")

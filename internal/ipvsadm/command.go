@@ -28,9 +28,13 @@ const (
 	KindZero               // -Z, --zero
 	KindHelp               // -h, --help
 	KindVersion            // -v, --version
+	KindAddLaddr           // -P, --add-laddr (DPVS)
+	KindDelLaddr           // -Q, --del-laddr (DPVS)
+	KindGetLaddr           // -G, --get-laddr (DPVS)
 )
 
-// kindNames are ipvsadm's cmdnames, which its messages use.
+// kindNames are ipvsadm's cmdnames, which its messages use (DPVS's for
+// the local-address commands).
 var kindNames = [...]string{
 	KindNone:          "none",
 	KindAddService:    "add-service",
@@ -49,6 +53,9 @@ var kindNames = [...]string{
 	KindZero:          "zero",
 	KindHelp:          "help",
 	KindVersion:       "version",
+	KindAddLaddr:      "add-laddr",
+	KindDelLaddr:      "del-laddr",
+	KindGetLaddr:      "get-laddr",
 }
 
 // String is the name ipvsadm's messages give the command: "add-service",
@@ -72,7 +79,7 @@ const (
 	OptPersistent                        // -p
 	OptNetmask                           // -M
 	OptServer                            // -r
-	OptForward                           // -g, -i, -m
+	OptForward                           // -g, -i, -m, --fullnat
 	OptWeight                            // -w
 	OptUThreshold                        // -x
 	OptLThreshold                        // -y
@@ -99,11 +106,14 @@ const (
 	OptTunNoCsum                         // --tun-nocsum
 	OptTunCsum                           // --tun-csum
 	OptTunRemCsum                        // --tun-remcsum
+	OptLocalAddress                      // -z, --laddr (DPVS)
+	OptIfname                            // -F, --ifname (DPVS)
 
 	numOptions = iota
 )
 
-// optNames are ipvsadm's optnames, which its messages use.
+// optNames are ipvsadm's optnames, which its messages use (DPVS's for
+// -z and -F).
 var optNames = [numOptions]string{
 	"numeric", "connection", "service-address", "scheduler", "persistent",
 	"netmask", "real-server", "forwarding-method", "weight", "u-threshold",
@@ -111,27 +121,35 @@ var optNames = [numOptions]string{
 	"thresholds", "persistent-conn", "nosort", "syncid", "exact", "ops", "pe",
 	"sched-flags", "mcast-group", "mcast-port", "mcast-ttl", "sync-maxlen",
 	"tun-info", "tun-type", "tun-port", "tun-nocsum", "tun-csum",
-	"tun-remcsum",
+	"tun-remcsum", "local-address", "ifname",
 }
 
 // commandsVOptions is ipvsadm's table of legal combinations of commands
 // and options, a row per command (Kind order), a column per option:
 // '+' compulsory, 'x' illegal, '1' exclusive, ' ' optional.
+//
+// The last two columns and the last three rows are DPVS's (its
+// "local-address" and "ifname", its ADDLADDR, DELLADDR and GETLADDR),
+// except that -F is optional where DPVS makes it compulsory: xlb sends
+// out whichever interface the route names and only records the name.
 var commandsVOptions = [...]string{
-	KindAddService:    "xx+   xxxxxxxxxxxxxxx   xxxxxxxxxx",
-	KindEditService:   "xx+   xxxxxxxxxxxxxxx   xxxxxxxxxx",
-	KindDeleteService: "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
-	KindClear:         "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
-	KindList:          " 11xxxxxxxxx11       xxxxxxx xxxxx",
-	KindAddServer:     "xx+xxx+    xxxxxxxxxxxxxxxxxx     ",
-	KindDeleteServer:  "xx+xxx+xxxxxxxxxxxxxxxxxxxxxxxxxxx",
-	KindEditServer:    "xx+xxx+    xxxxxxxxxxxxxxxxxx     ",
-	KindSet:           "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
-	KindStartDaemon:   "xxxxxxxxxxx xxxxxxx xxxx    xxxxxx",
-	KindStopDaemon:    "xxxxxxxxxxxxxxxxxxx xxxxxxxxxxxxxx",
-	KindRestore:       "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
-	KindSave:          " xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
-	KindZero:          "xx xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+	KindAddService:    "xx+   xxxxxxxxxxxxxxx   xxxxxxxxxxxx",
+	KindEditService:   "xx+   xxxxxxxxxxxxxxx   xxxxxxxxxxxx",
+	KindDeleteService: "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+	KindClear:         "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+	KindList:          " 11xxxxxxxxx11       xxxxxxx xxxxxxx",
+	KindAddServer:     "xx+xxx+    xxxxxxxxxxxxxxxxxx     xx",
+	KindDeleteServer:  "xx+xxx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+	KindEditServer:    "xx+xxx+    xxxxxxxxxxxxxxxxxx     xx",
+	KindSet:           "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+	KindStartDaemon:   "xxxxxxxxxxx xxxxxxx xxxx    xxxxxxxx",
+	KindStopDaemon:    "xxxxxxxxxxxxxxxxxxx xxxxxxxxxxxxxxxx",
+	KindRestore:       "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+	KindSave:          " xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+	KindZero:          "xx xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+	KindAddLaddr:      "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx+ ",
+	KindDelLaddr:      "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx+ ",
+	KindGetLaddr:      "xx xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
 }
 
 // ListOptions are the listing options of -L and -S.
@@ -148,7 +166,8 @@ type ListOptions struct {
 	Exact          bool // -X, --exact
 	TunInfo        bool // --tun-info
 
-	// Service, when set, lists only that service (-L -t addr:port).
+	// Service, when set, lists only that service (-L -t addr:port, and
+	// -G -t addr:port).
 	Service *ipvs.ServiceKey
 
 	// TableSize is not an option: it is the connection table size the
@@ -179,11 +198,16 @@ type Command struct {
 	// Dests are empty. Only meaningful when Options has OptService.
 	Service ipvs.Service
 
-	// Dest is the real server of -a, -e and -d (-r, -g/-i/-m, -w, -x, -y,
-	// --tun-*), with ipvsadm's defaults: direct routing, weight 1. For -a
-	// and -e of a service that is not a firewall-mark one, a direct-routing
-	// or tunnel destination's port is the service's, as ipvsadm sends it.
+	// Dest is the real server of -a, -e and -d (-r, -g/-i/-m/--fullnat,
+	// -w, -x, -y, --tun-*), with ipvsadm's defaults: direct routing, weight
+	// 1. For -a and -e of a service that is not a firewall-mark one, a
+	// direct-routing or tunnel destination's port is the service's, as
+	// ipvsadm sends it; a FULLNAT one keeps its own.
 	Dest ipvs.Dest
+
+	// LocalAddr is the FULLNAT local address of -P and -Q (-z, -F). -z's
+	// port, if any, is ignored as DPVS ignores it.
+	LocalAddr ipvs.LocalAddr
 
 	Timeouts ipvs.Timeouts // --set tcp tcpfin udp
 	List     ListOptions   // -L and -S

@@ -38,6 +38,29 @@
 // numbers scaled by print_largenum unless --exact. The runtime figures
 // (connections, packets, rates) come from the caller through Stats.
 //
+// # FULLNAT
+//
+// IPVS upstream has no FULLNAT; its switches here are those of DPVS's
+// ipvsadm (the Alibaba LVS fork's are the same):
+//
+//	-a|-e ... -r RIP:port --fullnat      FULLNAT destination, listed "FullNat"
+//	-P|--add-laddr -t VIP:port -z LADDR [-F IFNAME]
+//	-Q|--del-laddr -t VIP:port -z LADDR [-F IFNAME]
+//	-G|--get-laddr [-t VIP:port]         WriteLaddrs, DPVS's listing
+//
+// DPVS's short -b for --fullnat is not taken: in ipvsadm 1.31 -b is
+// --sched-flags. -F is optional where DPVS requires it (xlb sends out the
+// interface the route names and keeps the name only to list and save it).
+// -z is read as a service address and its port dropped, as DPVS does. The
+// save format writes --fullnat and one "-P ... -z LADDR [-F IFNAME]" line
+// per local address after the service's -A line, so that -S restores
+// local addresses, which DPVS's own -S leaves out. Errors are DPVS's
+// ("Local address already exists", "No such Local address", "illegal
+// local address", "You need to supply the 'local-address' option for the
+// 'add-laddr' command"), except for a local address of the other family,
+// which DPVS takes for its NAT64 and xlb refuses ("Operation not
+// supported with specified address family").
+//
 // # Not supported
 //
 //   - Host names are not resolved: an address must be numeric (ipvsadm

@@ -86,17 +86,15 @@ func WriteList(w io.Writer, cfg *ipvs.Config, stats Stats, opts ListOptions) err
 // WriteSave writes what `ipvsadm -S` (with -n if numeric) prints for cfg:
 // the commands that rebuild it, services sorted as in a listing. Like
 // ipvsadm it leaves out thresholds, the netmask of a service that is not
-// persistent and the timeouts. A FullNAT destination, which ipvsadm has no
-// switch for, is an error wrapping ipvs.ErrNotSupported.
+// persistent and the timeouts.
+//
+// FULLNAT is saved with DPVS's long options: a destination as
+// "--fullnat" (DPVS saves its short -b, which is --sched-flags here), and
+// each local address, in the order added, as a line
+// "-P -t VIP:port -z ADDR [-F IFNAME]" right after the service's -A line.
+// DPVS's own -S leaves local addresses out, so that its save does not
+// restore them; xlb's does.
 func WriteSave(w io.Writer, cfg *ipvs.Config, numeric bool) error {
-	for _, s := range cfg.Services {
-		for _, d := range s.Dests {
-			if d.Fwd == ipvs.FwdFullNAT {
-				return fmt.Errorf("save destination %v of service %s: FullNAT: %w",
-					d.AddrPort(), serviceName(&s, format{ListOptions: ListOptions{Numeric: true}}), ipvs.ErrNotSupported)
-			}
-		}
-	}
 	ew := &errWriter{w: w}
 	listAll(ew, cfg, nil, format{ListOptions: ListOptions{Numeric: numeric}, rule: true})
 	return ew.err
@@ -255,14 +253,15 @@ var fwdNames = map[ipvs.Fwd]string{
 	ipvs.FwdLocal:   "Local",
 	ipvs.FwdTunnel:  "Tunnel",
 	ipvs.FwdRoute:   "Route",
-	ipvs.FwdFullNAT: "FullNAT", // xlb's; ipvsadm would print "(null)"
+	ipvs.FwdFullNAT: "FullNat", // DPVS's fwd_name
 }
 
 var fwdSwitches = map[ipvs.Fwd]string{
-	ipvs.FwdMasq:   "-m",
-	ipvs.FwdTunnel: "-i",
-	ipvs.FwdLocal:  "-g",
-	ipvs.FwdRoute:  "-g",
+	ipvs.FwdMasq:    "-m",
+	ipvs.FwdTunnel:  "-i",
+	ipvs.FwdLocal:   "-g",
+	ipvs.FwdRoute:   "-g",
+	ipvs.FwdFullNAT: "--fullnat",
 }
 
 // printService is ipvsadm's print_service_entry: the service line and its
@@ -317,6 +316,15 @@ func printService(w io.Writer, s *ipvs.Service, stats Stats, f format) {
 		}
 	}
 	io.WriteString(w, "\n")
+	if f.rule {
+		for _, la := range s.LocalAddrs {
+			fmt.Fprintf(w, "-P %s -z %s", name, la.Addr)
+			if la.Ifname != "" {
+				fmt.Fprintf(w, " -F %s", la.Ifname)
+			}
+			io.WriteString(w, "\n")
+		}
+	}
 
 	dests := s.KernelDests()
 	if !f.NoSort {

@@ -23,6 +23,7 @@ const (
 	fwdMasq = iota
 	fwdTunnel
 	fwdRoute
+	fwdFullNAT
 )
 
 // state is ipvsadm's struct ipvs_command_entry while it parses: the
@@ -54,6 +55,9 @@ type state struct {
 	tunType    ipvs.TunType
 	tunPort    uint16
 	tunFlags   ipvs.TunFlags
+
+	laddr  netip.Addr // -z
+	ifname string     // -F
 
 	timeouts ipvs.Timeouts
 	list     ListOptions
@@ -104,6 +108,12 @@ func Parse(args []string) (Command, error) {
 		st.kind = KindRestore
 	case tagSave:
 		st.kind = KindSave
+	case tagAddLaddr:
+		st.kind = KindAddLaddr
+	case tagDelLaddr:
+		st.kind = KindDelLaddr
+	case tagGetLaddr:
+		st.kind = KindGetLaddr
 	case tagStartDaemon, tagStopDaemon:
 		st.kind = KindStartDaemon
 		if first.opt.tag == tagStopDaemon {
@@ -253,11 +263,26 @@ func (st *state) option(o scanned, sc *scanner) error {
 		if found&foundPort != 0 {
 			st.destPort = port
 		}
-	case tagIPIP, tagGateway, tagMasq:
+	case tagIPIP, tagGateway, tagMasq, tagFullNAT:
 		if err := st.set(OptForward); err != nil {
 			return err
 		}
-		st.fwd = map[tag]int{tagIPIP: fwdTunnel, tagGateway: fwdRoute, tagMasq: fwdMasq}[o.opt.tag]
+		st.fwd = map[tag]int{tagIPIP: fwdTunnel, tagGateway: fwdRoute, tagMasq: fwdMasq, tagFullNAT: fwdFullNAT}[o.opt.tag]
+	case tagLaddr:
+		// DPVS reads -z as a service address and keeps only the address.
+		if err := st.set(OptLocalAddress); err != nil {
+			return err
+		}
+		addr, _, found := parseService(v, st.proto)
+		if found&foundAddr == 0 {
+			return usageError("illegal local address")
+		}
+		st.laddr = addr
+	case tagIfname:
+		if err := st.set(OptIfname); err != nil {
+			return err
+		}
+		st.ifname = truncate(v, ifNameMax) // snprintf into char[IFNAMSIZ]
 	case tagWeight:
 		if err := st.set(OptWeight); err != nil {
 			return err
@@ -589,13 +614,16 @@ func (st *state) finish(flagBits uint8) (Command, error) {
 			}
 			c.Service.Netmask = n
 		}
-		if st.kind == KindList {
+		if st.kind == KindList || st.kind == KindGetLaddr {
 			k := c.Service.Key
 			c.List.Service = &k
 		}
 	}
+	if st.opts&OptLocalAddress != 0 {
+		c.LocalAddr = ipvs.LocalAddr{Addr: st.laddr, Ifname: st.ifname}
+	}
 	if st.opts&OptServer != 0 {
-		fwd := map[int]ipvs.Fwd{fwdMasq: ipvs.FwdMasq, fwdTunnel: ipvs.FwdTunnel, fwdRoute: ipvs.FwdRoute}[st.fwd]
+		fwd := map[int]ipvs.Fwd{fwdMasq: ipvs.FwdMasq, fwdTunnel: ipvs.FwdTunnel, fwdRoute: ipvs.FwdRoute, fwdFullNAT: ipvs.FwdFullNAT}[st.fwd]
 		c.Dest = ipvs.Dest{
 			Addr: st.destAddr, Port: st.destPort, Fwd: fwd, Weight: st.weight,
 			UThreshold: st.uThreshold, LThreshold: st.lThreshold,

@@ -169,7 +169,7 @@ func TestParseErrors(t *testing.T) {
 		{"--start-daemon", tryHelpMsg, 255},
 		// popt errors after the command.
 		{"-L --bogus", "--bogus: unknown option", 255},
-		{"-Lz", "-Lz: unknown option", 255},
+		{"-LK", "-LK: unknown option", 255},
 		{"-L -n=1", "-n=1: option does not take an argument", 255},
 		{"-L --numeric=1", "--numeric=1: option does not take an argument", 255},
 		{"-A -t", "-t: missing argument", 255},

@@ -46,6 +46,9 @@ const (
 	tagSave
 	tagStartDaemon
 	tagStopDaemon
+	tagAddLaddr
+	tagDelLaddr
+	tagGetLaddr
 	// options
 	tagTCP
 	tagUDP
@@ -88,6 +91,9 @@ const (
 	tagTunNoCsum
 	tagTunCsum
 	tagTunRemCsum
+	tagFullNAT
+	tagLaddr
+	tagIfname
 )
 
 type optSpec struct {
@@ -97,7 +103,9 @@ type optSpec struct {
 	tag   tag
 }
 
-// optTable is ipvsadm 1.31's popt table (parse_options).
+// optTable is ipvsadm 1.31's popt table (parse_options), with DPVS's
+// FULLNAT options at the end: its -P, -Q, -G, -z and -F, and its
+// --fullnat without the short -b, which is 1.31's --sched-flags.
 var optTable = []optSpec{
 	{"add-service", 'A', argNone, tagAdd},
 	{"edit-service", 'E', argNone, tagEdit},
@@ -157,6 +165,12 @@ var optTable = []optSpec{
 	{"tun-nocsum", 0, argNone, tagTunNoCsum},
 	{"tun-csum", 0, argNone, tagTunCsum},
 	{"tun-remcsum", 0, argNone, tagTunRemCsum},
+	{"add-laddr", 'P', argNone, tagAddLaddr},
+	{"del-laddr", 'Q', argNone, tagDelLaddr},
+	{"get-laddr", 'G', argNone, tagGetLaddr},
+	{"fullnat", 0, argNone, tagFullNAT},
+	{"laddr", 'z', argRequired, tagLaddr},
+	{"ifname", 'F', argRequired, tagIfname},
 }
 
 func findLong(name string) *optSpec {

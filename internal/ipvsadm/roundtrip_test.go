@@ -31,6 +31,9 @@ func saveView(c *ipvs.Config) []ipvs.Service {
 		if len(s.Dests) == 0 {
 			s.Dests = nil // deleting the last one leaves an empty slice
 		}
+		if len(s.LocalAddrs) == 0 {
+			s.LocalAddrs = nil
+		}
 		if len(s.SchedFlags) == 0 {
 			s.SchedFlags = nil
 		}
@@ -79,6 +82,9 @@ func FuzzParseRules(f *testing.F) {
 		"-At1.2.3.4:80 -p=5\n-at1.2.3.4:80 -r1.1.1.1 -mw5\n",
 		"-A -t 1.2.3.4:80 -s nosuch\n",
 		"-L -n\n",
+		"-A -t 10.0.0.1:80\n-P -t 10.0.0.1:80 -z 192.168.1.1 -F eth1\n-a -t 10.0.0.1:80 -r 10.1.1.1:8080 --fullnat\n-Q -t 10.0.0.1:80 -z 192.168.1.1\n",
+		"-A -u [2001:db8::1]:53\n-P -u [2001:db8::1]:53 -z 2001:db8::5\n-P -u [2001:db8::1]:53 -z 10.0.0.1\n",
+		"-G\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -112,6 +118,10 @@ func FuzzParse(f *testing.F) {
 		"--set\x001\x002\x003",
 		"--start-daemon\x00master\x00--mcast-group\x00224.0.0.81",
 		"-Ln",
+		"-P\x00-t\x0010.0.0.1:80\x00-z\x00192.168.1.1\x00-F\x00eth1",
+		"-Q\x00-u\x00[2001:db8::1]:53\x00-z\x00[2001:db8::5]:0",
+		"-G\x00-t\x0010.0.0.1:80",
+		"-a\x00-t\x0010.0.0.1:80\x00-r\x0010.0.0.2:8080\x00--fullnat\x00-w\x002",
 	} {
 		f.Add(s)
 	}
@@ -137,6 +147,8 @@ func FuzzParse(f *testing.F) {
 			if err := WriteSave(&b, cfg, c.List.Numeric); err != nil {
 				t.Fatal(err)
 			}
+		case KindGetLaddr:
+			WriteLaddrs(&b, cfg, nil, c.List)
 		}
 	})
 }

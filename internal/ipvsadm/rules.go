@@ -32,7 +32,9 @@ func (e *RulesError) Unwrap() error { return e.Err }
 // `ipvsadm-save -n` prints:
 //
 //	-A -t 10.0.0.100:80 -s rr
+//	-P -t 10.0.0.100:80 -z 192.168.100.1 -F eth1
 //	-a -t 10.0.0.100:80 -r 10.0.0.11:80 -g -w 1
+//	-a -t 10.0.0.100:80 -r 10.0.0.12:8080 --fullnat -w 1
 //
 // Each line is a command line for ipvsadm -R (see Restore), applied in
 // order to an empty configuration with IPVS's default timeouts. It is all
@@ -55,7 +57,7 @@ func ParseRules(r io.Reader) (*ipvs.Config, error) {
 // runs to the end of the line (ipvsadm-restore drops lines starting with
 // '#'; config_stream.c means to drop comments but does not). Blank lines
 // are skipped. Each line must be a command that changes the configuration
-// (-A, -E, -D, -C, -a, -e, -d, --set) or -Z.
+// (-A, -E, -D, -C, -a, -e, -d, --set, and DPVS's -P and -Q) or -Z.
 func Restore(cfg *ipvs.Config, r io.Reader) error {
 	work := cfg.Clone()
 	br := bufio.NewReader(r)
@@ -90,7 +92,8 @@ func restoreLine(cfg *ipvs.Config, line string) error {
 	}
 	switch c.Kind {
 	case KindAddService, KindEditService, KindDeleteService, KindClear,
-		KindAddServer, KindEditServer, KindDeleteServer, KindSet, KindZero:
+		KindAddServer, KindEditServer, KindDeleteServer, KindSet, KindZero,
+		KindAddLaddr, KindDelLaddr:
 		return c.Apply(cfg)
 	}
 	return &Error{Code: ExitUsage, Msg: fmt.Sprintf("the '%s' command is not allowed in a rules file", c.Kind)}

@@ -7,7 +7,8 @@ const Version = "ipvsadm v1.31 2019/12/24 (compiled with popt and IPVS v" + ipvs
 
 // Usage is what `ipvsadm -h` prints (on stdout, exit status 0), with
 // program as argv[0]. It is ipvsadm 1.31's text, scheduler and persistence
-// engine lists included.
+// engine lists included, with DPVS's FULLNAT commands and options
+// (-P, -Q, -G, --fullnat, -z, -F) worded after DPVS's ipvsadm -h.
 func Usage(program string) string {
 	return Version + strings.ReplaceAll(usageText, "%s", program)
 }
@@ -20,6 +21,8 @@ const usageText = `Usage:
   %s -S [-n]
   %s -a|e virtual-service -r server-address [options]
   %s -d virtual-service -r server-address
+  %s -P|Q virtual-service -z local-address [-F ifname]
+  %s -G [virtual-service]
   %s -L|l [virtual-service] [options]
   %s -Z [virtual-service]
   %s --set tcp tcpfin udp
@@ -38,6 +41,9 @@ Either long or short options are allowed.
   --add-server      -a        add real server with options
   --edit-server     -e        edit real server with options
   --delete-server   -d        delete real server
+  --add-laddr       -P        add local address
+  --del-laddr       -Q        del local address
+  --get-laddr       -G        get local address
   --list            -L|-l     list the table
   --zero            -Z        zero counters in a service or all services
   --set tcp tcpfin udp        set connection timeout values
@@ -63,6 +69,7 @@ Options:
   --gatewaying   -g                   gatewaying (direct routing) (default)
   --ipip         -i                   ipip encapsulation (tunneling)
   --masquerading -m                   masquerading (NAT)
+  --fullnat                           fullnat mode (source and destination NAT)
   --tun-type      type                one of ipip|gue|gre,
                                       the default tunnel type is ipip.
   --tun-port      port                tunnel destination port
@@ -86,6 +93,8 @@ Options:
   --ops          -o                   one-packet scheduling
   --numeric      -n                   numeric output of addresses and ports
   --sched-flags  -b flags             scheduler flags (comma-separated)
+  --laddr        -z local-address     local IP of fullnat connections
+  --ifname       -F ifname            nic interface for laddrs
 Daemon Options:
   --syncid sid                        syncid for connection sync (default=255)
   --sync-maxlen length                Max sync message length (default=1472)
