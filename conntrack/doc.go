@@ -68,7 +68,7 @@
 //
 // # Storage
 //
-// Entries (120 bytes, no pointers) sit in one array allocated by New and
+// Entries (128 bytes, no pointers) sit in one array allocated by New and
 // never move; a free list recycles them. An open-addressing index of
 // uint64 slots (32 bits of hash, entry index, direction bit), sized to a
 // power of two holding two keys per entry at a load factor of at most 3/4,

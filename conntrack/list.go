@@ -7,7 +7,7 @@ import (
 )
 
 // dumpPage is how many entries the worker copies per Expire call for a
-// Dump at least: 256 × 120 bytes = 30 KiB, a few microseconds of copying.
+// Dump at least: 256 × 128 bytes = 32 KiB, a few microseconds of copying.
 // An idle worker calls Expire with a larger budget and copies that many.
 const dumpPage = 256
 

@@ -35,9 +35,9 @@ var errNegativeTimeout = errors.New("invalid timeout: must not be negative")
 type Options struct {
 	// Capacity is the most entries (connections and persistence
 	// templates) the table holds. All memory is allocated by New: a
-	// 120-byte entry each, plus an index with room for two keys per
+	// 128-byte entry each, plus an index with room for two keys per
 	// entry at a load factor of at most 3/4, rounded up to a power of
-	// two (21 to 43 bytes per entry; 26.8 at 10^7 entries, 147 in all),
+	// two (21 to 43 bytes per entry; 26.8 at 10^7 entries, 155 in all),
 	// and one bit per entry for the allocation bitmap.
 	Capacity int
 	// Registry resolves the destination IDs stored in entries. Required.
@@ -60,6 +60,11 @@ type Options struct {
 	// (Katran's flood mode), so flows that could not be tracked keep
 	// going with consistent-hashing schedulers (sh, mh, dh).
 	FloodHold time.Duration
+	// LocalReleased, if set, is called when a FullNAT connection that has
+	// a local address and port (SetLocal) leaves the table, so that the
+	// caller's port pool takes the port back. It runs on the table's
+	// owner, from Expire, eviction or Remove: never from the control plane.
+	LocalReleased func(laddr [16]byte, lport uint16, rs [16]byte, rport uint16)
 	// ActivePreEstablished counts SYN_SENT, SYN_RECV and SYNACK entries
 	// as active, as newer kernels do (tcp_state_active_table in
 	// ip_vs_proto_tcp.c). Off: only ESTABLISHED is active, the rule of
@@ -85,8 +90,8 @@ func DefaultOptions() Options {
 // Insert, Remove, Expire); entries never move, but a removed entry's
 // slot is reused.
 //
-// Layout (120 bytes, a size test keeps it). What a forward lookup reads
-// (key, expiry, flags) comes first, within 64 bytes:
+// Layout (128 bytes, two cache lines; a size test keeps it). What a
+// forward lookup reads (key, expiry, flags) comes first, within 64 bytes:
 //
 //	  0 key      forward key: client → virtual (40)
 //	 40 expires  ns on the caller's clock (8)
@@ -97,6 +102,7 @@ func DefaultOptions() Options {
 //	 80 laddr    reply key destination: client (Masq) or local address (FullNAT) (16)
 //	 96 inBytes, outBytes (8+8)
 //	112 inPkts, outPkts (4+4)
+//	120 hop      client-side next hop's MAC, for replies (NAT, FullNAT) (6)
 type Entry struct {
 	key      Key
 	expires  int64
@@ -114,6 +120,8 @@ type Entry struct {
 	outBytes uint64
 	inPkts   uint32
 	outPkts  uint32
+	hop      [6]byte
+	_        [2]byte
 }
 
 // Entry flags.
@@ -158,8 +166,22 @@ func (e *Entry) Local() netip.AddrPort {
 	return netip.AddrPortFrom(addrOf(e.laddr), e.lport)
 }
 
+// LocalAddr16 and LocalPort are Local's address (IPv4-mapped) and port.
+func (e *Entry) LocalAddr16() [16]byte { return e.laddr }
+func (e *Entry) LocalPort() uint16     { return e.lport }
+
 // Fwd is the forwarding method (ipvs.Fwd values).
 func (e *Entry) Fwd() uint8 { return e.fwd }
+
+// Hop is the MAC address the client's frames came from, which replies go
+// back to (SetHop); zero until set.
+func (e *Entry) Hop() [6]byte { return e.hop }
+
+// SetHop records the client-side next hop of a connection whose replies
+// come back through the director (NAT, FullNAT): the source MAC of its
+// first frame, the router (or the client itself) the client's traffic
+// arrives from. Replies take the path the requests came by.
+func (e *Entry) SetHop(mac [6]byte) { e.hop = mac }
 
 // State is the protocol state.
 func (e *Entry) State() State { return e.state }
@@ -216,6 +238,7 @@ type Table struct {
 	bits []uint64
 
 	reg      *sched.Registry
+	released func(laddr [16]byte, lport uint16, rs [16]byte, rport uint16)
 	settings *Settings
 	cur      *settingsVal
 	tmo      [numStates]int64
@@ -281,6 +304,7 @@ func New(opts Options) (*Table, error) {
 		slots:      make([]uint64, nslots),
 		mask:       uint32(nslots - 1),
 		reg:        opts.Registry,
+		released:   opts.LocalReleased,
 		settings:   opts.Settings,
 		evictProbe: opts.EvictProbe,
 		floodHold:  int64(opts.FloodHold),
@@ -673,6 +697,9 @@ func (t *Table) removeHashed(idx, fh, rh uint32, forced bool) {
 		t.tmpl--
 	} else {
 		ctl = e.link
+	}
+	if e.fwd == FwdFullNAT && e.flags&fReply != 0 && t.released != nil {
+		t.released(e.laddr, e.lport, e.daddr, e.dport)
 	}
 	t.live--
 	t.release(idx)

@@ -11,8 +11,8 @@ func TestSizes(t *testing.T) {
 	if got := unsafe.Sizeof(Key{}); got != 40 {
 		t.Errorf("sizeof(Key) = %d, want 40", got)
 	}
-	if got := unsafe.Sizeof(Entry{}); got != 120 {
-		t.Errorf("sizeof(Entry) = %d, want 120", got)
+	if got := unsafe.Sizeof(Entry{}); got != 128 {
+		t.Errorf("sizeof(Entry) = %d, want 128", got)
 	}
 }
 

@@ -5,6 +5,7 @@ package dataplane
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/xlbproject/xlb/bpf"
 	"github.com/xlbproject/xlb/conntrack"
 	"github.com/xlbproject/xlb/internal/ipvs"
+	"github.com/xlbproject/xlb/modes"
 	"github.com/xlbproject/xlb/sched"
 )
 
@@ -30,13 +32,14 @@ func makeSvcKey(k ipvs.ServiceKey) svcKey {
 }
 
 // destFwd is what a worker needs to forward to a destination, indexed by
-// sched.Dest.ID in the shared forwarding table.
+// sched.Dest ID in the shared forwarding table.
 type destFwd struct {
-	mac   [6]byte // next hop's MAC
-	macOK bool    // mac is resolved
-	fwd   ipvs.Fwd
-	addr  netip.Addr
-	port  uint16
+	mac    [6]byte // next hop's MAC
+	macOK  bool    // mac is resolved
+	method modes.Method
+	encap  modes.Encap // Tunnel: encapsulation, with the director's outer source address
+	addr   netip.Addr
+	port   uint16
 }
 
 // workerService is one virtual service as a worker sees it: immutable
@@ -44,12 +47,22 @@ type destFwd struct {
 type workerService struct {
 	id uint32
 	ct *conntrack.Service // placement policy around this worker's scheduler
+	// laddrs are the service's FULLNAT local addresses; lidx their
+	// indexes in the worker's port pool and lnext the round-robin cursor
+	// over them, both set and used by the worker alone.
+	laddrs [][16]byte
+	lidx   []int32
+	lnext  uint32
 }
 
 // workerConfig is the immutable snapshot of services a worker loads once
 // per batch.
 type workerConfig struct {
 	services map[svcKey]*workerService
+	// laddrs is every service's FULLNAT local addresses, for the port
+	// pool (laddr.Pool.SetAddrs), which the worker updates when it first
+	// sees this configuration.
+	laddrs []netip.Addr
 }
 
 // controlState is the control plane's view, guarded by Dataplane.mu.
@@ -68,6 +81,8 @@ type controlState struct {
 	// reapServices deletes it when its last connection is gone; adding it
 	// again revives it, with its ID and its destinations.
 	dying map[ipvs.ServiceKey]*svcState
+	// reals are the real servers in the XDP reals map (syncReals).
+	reals map[bpf.ServiceKey]bool
 	cfg   ipvs.Config
 	// base is each live destination's counters when it was added or last
 	// zeroed (an ID's counters keep counting across its owners), est its
@@ -98,8 +113,11 @@ func newControlState() *controlState {
 var ErrNotSupported = errors.New("not supported")
 
 // supported rejects what this dataplane cannot forward, before anything
-// changes.
-func supported(s *ipvs.Service) error {
+// changes. queues is the number of RX queues served: NAT and FULLNAT
+// replies arrive on whichever queue RSS picks for the reply's tuple, not
+// the one that owns the connection, so they need a single queue until
+// replies are handed between workers.
+func supported(s *ipvs.Service, queues int) error {
 	if s.Key.FWMark != 0 {
 		return fmt.Errorf("service fwmark %d: firewall-mark services: %w (XDP runs before netfilter marks packets)", s.Key.FWMark, ErrNotSupported)
 	}
@@ -107,12 +125,43 @@ func supported(s *ipvs.Service) error {
 		return fmt.Errorf("service %v: protocol %d: %w", s.Key.Addr, s.Key.Proto, ErrNotSupported)
 	}
 	for _, d := range s.Dests {
-		if d.Fwd != ipvs.FwdRoute {
-			return fmt.Errorf("service %v:%d destination %v: forwarding method %d: %w (only direct routing, -g, so far)",
-				s.Key.Addr, s.Key.Port, d.Addr, d.Fwd, ErrNotSupported)
+		where := fmt.Sprintf("service %v destination %v", netip.AddrPortFrom(s.Key.Addr, s.Key.Port), netip.AddrPortFrom(d.Addr, d.Port))
+		switch d.Fwd {
+		case ipvs.FwdRoute:
+		case ipvs.FwdMasq, ipvs.FwdFullNAT:
+			if queues > 1 {
+				return fmt.Errorf("%s: %s with %d RX queues: %w (replies would reach other queues' workers; serve one queue, --queues 1)",
+					where, methodName(d.Fwd), queues, ErrNotSupported)
+			}
+		case ipvs.FwdTunnel:
+			if _, ok := modes.FromTun(d.TunType, d.TunFlags, d.TunPort); !ok {
+				return fmt.Errorf("%s: tunnel type %d: %w", where, d.TunType, ErrNotSupported)
+			}
+			if d.Addr.Is4() != s.Key.Addr.Is4() && d.TunType != ipvs.TunIPIP {
+				return fmt.Errorf("%s: mixed-family tunnels only with ipip: %w", where, ErrNotSupported)
+			}
+		default:
+			return fmt.Errorf("%s: %s: %w", where, methodName(d.Fwd), ErrNotSupported)
 		}
 	}
 	return nil
+}
+
+// methodName names a forwarding method as ipvsadm's options do.
+func methodName(f ipvs.Fwd) string {
+	switch f {
+	case ipvs.FwdRoute:
+		return "direct routing (-g)"
+	case ipvs.FwdMasq:
+		return "masquerading (-m)"
+	case ipvs.FwdTunnel:
+		return "tunneling (-i)"
+	case ipvs.FwdFullNAT:
+		return "full NAT (--fullnat)"
+	case ipvs.FwdLocal:
+		return "local delivery"
+	}
+	return fmt.Sprintf("forwarding method %d", f)
 }
 
 // Apply makes cfg the running configuration: services and destinations
@@ -144,7 +193,7 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) error {
 			return fmt.Errorf("service %v:%d defined twice", s.Key.Addr, s.Key.Port)
 		}
 		seen[s.Key] = true
-		if err := supported(s); err != nil {
+		if err := supported(s, len(d.workers)); err != nil {
 			return err
 		}
 		p := plan{spec: s, svc: st.services[s.Key]}
@@ -167,7 +216,7 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) error {
 			scheds = p.svc.scheds
 		}
 		for _, sc := range scheds {
-			pol, err := servicePolicy(s, sc)
+			pol, err := servicePolicy(s, sc, nil)
 			if err != nil {
 				return fmt.Errorf("service %v:%d: %w", s.Key.Addr, s.Key.Port, err)
 			}
@@ -256,7 +305,13 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) error {
 			dst.SetThresholds(ds.UThreshold, ds.LThreshold)
 			dst.SetAvailable(true)
 			f := &fwd[dst.ID]
-			f.fwd, f.addr, f.port = ds.Fwd, ds.Addr, ds.Port
+			f.method, _ = modes.FromFwd(ds.Fwd)
+			f.addr, f.port = ds.Addr, ds.Port
+			f.encap = modes.Encap{}
+			if ds.Fwd == ipvs.FwdTunnel {
+				f.encap, _ = modes.FromTun(ds.TunType, ds.TunFlags, ds.TunPort)
+				f.encap.Src = d.localAddr(ds.Addr.Is4())
+			}
 			order = append(order, dst)
 		}
 		for ap, dst := range svc.dests {
@@ -305,14 +360,44 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) error {
 		time.Duration(to.UDP)*time.Second); err != nil {
 		d.opts.Logger.Error("set timeouts", "err", err)
 	}
+	// Bind each destination's method into its connections: conntrack
+	// copies it into the entry when it creates one (ip_vs_bind_xmit), so
+	// a later -e that changes the method leaves existing connections as
+	// they were.
+	for _, svc := range st.services {
+		methods := destMethods(svc, fwd)
+		for i, sc := range svc.scheds {
+			pol, err := servicePolicy(&svc.spec, sc, methods)
+			if err != nil { // validated in step 1; the methods are ours
+				d.opts.Logger.Error("bind forwarding methods", "service", svc.spec.Key.Addr, "err", err)
+				continue
+			}
+			svc.policies[i] = pol
+		}
+	}
 	d.fwd.Store(&fwd)
+	var laddrs []netip.Addr
+	seenL := map[netip.Addr]bool{}
+	for _, svc := range st.services {
+		for _, la := range svc.spec.LocalAddrs {
+			if !seenL[la.Addr] {
+				seenL[la.Addr] = true
+				laddrs = append(laddrs, la.Addr)
+			}
+		}
+	}
 	for i, w := range d.workers {
-		wc := &workerConfig{services: map[svcKey]*workerService{}}
+		wc := &workerConfig{services: map[svcKey]*workerService{}, laddrs: laddrs}
 		for _, svc := range st.services {
-			wc.services[makeSvcKey(svc.spec.Key)] = &workerService{id: svc.id, ct: svc.policies[i]}
+			ws := &workerService{id: svc.id, ct: svc.policies[i]}
+			for _, la := range svc.spec.LocalAddrs {
+				ws.laddrs = append(ws.laddrs, la.Addr.As16())
+			}
+			wc.services[makeSvcKey(svc.spec.Key)] = ws
 		}
 		w.cfg.Store(wc)
 	}
+	d.syncReals()
 	select {
 	case d.applied <- struct{}{}:
 	default:
@@ -372,6 +457,100 @@ func (d *Dataplane) reapServices() {
 		delete(st.dying, k)
 		d.opts.Logger.Info("deleted service drained", "service", k.Addr, "port", k.Port)
 	}
+	d.syncReals()
+}
+
+// destMethods is the forwarding method of each of svc's destinations,
+// indexed by destination ID, as conntrack.ServiceOptions.Fwd wants it.
+func destMethods(svc *svcState, fwd []destFwd) []uint8 {
+	var top uint32
+	for _, dst := range svc.dests {
+		top = max(top, dst.ID)
+	}
+	m := make([]uint8, top+1)
+	for i := range m {
+		m[i] = conntrack.FwdRoute
+	}
+	for _, dst := range svc.dests {
+		m[dst.ID] = uint8(fwd[dst.ID].method)
+	}
+	return m
+}
+
+// syncReals makes the XDP reals map hold exactly the real servers whose
+// replies come back through the director (NAT and FULLNAT destinations),
+// of live services and of the trash (their connections still have
+// replies). It is called with d.mu held, after Apply and when the trash
+// is emptied; a failure is logged and retried the next time.
+func (d *Dataplane) syncReals() {
+	st := d.state
+	want := map[bpf.ServiceKey]bool{}
+	add := func(k ipvs.ServiceKey, dst *sched.Dest, m modes.Method) {
+		if m == modes.Masq || m == modes.FullNAT {
+			want[bpf.ServiceKey{Addr: dst.Addr, Port: dst.Port, Proto: uint8(k.Proto)}] = true
+		}
+	}
+	fwd := *d.fwd.Load()
+	for _, svc := range st.services {
+		for _, dst := range svc.dests {
+			add(svc.spec.Key, dst, fwd[dst.ID].method)
+		}
+	}
+	for _, svcs := range []map[ipvs.ServiceKey]*svcState{st.services, st.dying} {
+		for _, svc := range svcs {
+			for _, dst := range svc.trash {
+				add(svc.spec.Key, dst, fwd[dst.ID].method)
+			}
+		}
+	}
+	if st.reals == nil {
+		st.reals = map[bpf.ServiceKey]bool{}
+	}
+	for k := range want {
+		if st.reals[k] {
+			continue
+		}
+		if err := d.objs.AddReal(k); err != nil {
+			d.opts.Logger.Error("steer replies of real server", "real", netip.AddrPortFrom(k.Addr, k.Port), "err", err)
+			continue
+		}
+		st.reals[k] = true
+	}
+	for k := range st.reals {
+		if want[k] {
+			continue
+		}
+		if err := d.objs.DeleteReal(k); err != nil {
+			d.opts.Logger.Warn("stop steering replies of real server", "real", netip.AddrPortFrom(k.Addr, k.Port), "err", err)
+		}
+		delete(st.reals, k)
+	}
+}
+
+// localAddr is the director's address of the given family on its
+// interface: a tunnel's outer source. IPVS takes the route's preferred
+// source; on the one interface xlb serves that is its primary address.
+func (d *Dataplane) localAddr(v4 bool) [16]byte {
+	ifc, err := net.InterfaceByIndex(d.ifindex)
+	if err != nil {
+		return [16]byte{}
+	}
+	addrs, _ := ifc.Addrs()
+	for _, a := range addrs {
+		n, ok := a.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		ip, ok := netip.AddrFromSlice(n.IP)
+		if !ok {
+			continue
+		}
+		ip = ip.Unmap()
+		if ip.Is4() == v4 && !ip.IsLinkLocalUnicast() {
+			return ip.As16()
+		}
+	}
+	return [16]byte{}
 }
 
 // newScheduler makes one worker's instance of s's scheduler.
@@ -393,7 +572,7 @@ func newScheduler(s *ipvs.Service) (sched.Scheduler, error) {
 
 // servicePolicy is the conntrack view of s around one scheduler
 // instance: persistence, netmask, one-packet scheduling.
-func servicePolicy(s *ipvs.Service, sc sched.Scheduler) (*conntrack.Service, error) {
+func servicePolicy(s *ipvs.Service, sc sched.Scheduler, methods []uint8) (*conntrack.Service, error) {
 	o := conntrack.DefaultServiceOptions()
 	o.Scheduler = sc
 	o.Proto = uint8(s.Key.Proto)
@@ -409,6 +588,7 @@ func servicePolicy(s *ipvs.Service, sc sched.Scheduler) (*conntrack.Service, err
 	}
 	o.OnePacket = s.OnePacket
 	o.DefaultFwd = conntrack.FwdRoute
+	o.Fwd = methods
 	return conntrack.NewService(o)
 }
 

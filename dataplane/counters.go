@@ -18,12 +18,19 @@ const (
 	TxBacklog                  // frames waiting for room on the TX ring (a level, not a count)
 	BadDesc                    // RX descriptor outside the UMEM
 	KickErrors                 // sendto(2) on the socket failed
+	ReplyHit                   // frame from a real server matched a connection's reply key (NAT, FULLNAT)
+	NoLocalPort                // FULLNAT: no local address or port free for a new connection
+	CsumCompleted              // L4 checksum left to the NIC (CHECKSUM_PARTIAL) completed before forwarding
+	TooBigSent                 // frame exceeded the egress MTU: ICMP too-big sent to its sender
+	TTLExceeded                // TTL or hop limit ran out: ICMP time exceeded sent
+	XmitDropped                // the rewrite refused the frame (see Verdicts)
 	numCounters
 )
 
 var counterNames = [numCounters]string{
 	"rx_frames", "tx_frames", "malformed", "no_service", "no_dest", "not_new", "no_neighbour",
 	"conn_hit", "conn_new", "tx_backlog", "bad_desc", "kick_errors",
+	"reply_hit", "no_local_port", "csum_completed", "too_big_sent", "ttl_exceeded", "xmit_dropped",
 }
 
 func (c Counter) String() string {

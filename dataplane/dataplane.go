@@ -57,6 +57,7 @@ type Dataplane struct {
 	opts    Options
 	ifindex int
 	mac     [6]byte
+	mtu     int
 	objs    *bpf.Objects
 	link    link.Link
 	mode    bpf.AttachMode
@@ -121,6 +122,7 @@ func New(opts Options) (d *Dataplane, err error) {
 		applied:    make(chan struct{}, 1),
 	}
 	copy(d.mac[:], ifc.HardwareAddr)
+	d.mtu = ifc.MTU
 	empty := make([]destFwd, opts.MaxDests+1)
 	d.fwd.Store(&empty)
 	defer func() {
@@ -137,7 +139,7 @@ func New(opts Options) (d *Dataplane, err error) {
 		return nil, fmt.Errorf("load xdp program: %w", err)
 	}
 	for q := 0; q < queues; q++ {
-		w, err := newWorker(d, q)
+		w, err := newWorker(d, q, queues)
 		if err != nil {
 			return nil, err
 		}

@@ -61,6 +61,14 @@ func (s *destStats) in(id uint32, n int) {
 	c.InBytes += uint64(n)
 }
 
+// out counts a reply frame from destination id (server → client), which
+// NAT and FULLNAT see.
+func (s *destStats) out(id uint32, n int) {
+	c := s.touch(id)
+	c.OutPkts++
+	c.OutBytes += uint64(n)
+}
+
 // conn counts a connection scheduled to destination id.
 func (s *destStats) conn(id uint32) { s.touch(id).Conns++ }
 

@@ -1,6 +1,10 @@
 package dataplane
 
-import "golang.org/x/sys/unix"
+import (
+	"golang.org/x/sys/unix"
+
+	"github.com/xlbproject/xlb/modes"
+)
 
 // maxBatch is the most frames a worker takes from the RX ring at once.
 const maxBatch = 64
@@ -31,6 +35,7 @@ type kernel interface {
 // on a ring, on a free stack. Not safe for concurrent use.
 type queue struct {
 	umem      []byte
+	frameSize uint64
 	frameMask uint64 // ^(frameSize-1): turns a descriptor address into its frame's base
 	fill      addrRing
 	comp      addrRing
@@ -51,7 +56,7 @@ type queue struct {
 // newQueue sets up the free stack with every frame of the UMEM.
 func newQueue(umem []byte, frameSize, numFrames uint32, fill, comp addrRing, rx, tx descRing, sys kernel) *queue {
 	q := &queue{
-		umem: umem, frameMask: ^uint64(frameSize - 1),
+		umem: umem, frameSize: uint64(frameSize), frameMask: ^uint64(frameSize - 1),
 		fill: fill, comp: comp, rx: rx, tx: tx, sys: sys,
 		free:    make([]uint64, 0, numFrames),
 		backlog: make([]unix.XDPDesc, 0, numFrames),
@@ -97,6 +102,23 @@ func (q *queue) frame(d *unix.XDPDesc) []byte {
 		return nil
 	}
 	return q.umem[d.Addr:end:end]
+}
+
+// view returns the frame a descriptor points at inside its UMEM chunk,
+// with the chunk's headroom before it and tailroom after, so that a
+// rewrite can grow the frame (modes.Frame); false if the descriptor
+// leaves the UMEM or crosses its chunk's end (counted in badDesc).
+func (q *queue) view(d *unix.XDPDesc, f *modes.Frame) bool {
+	base := d.Addr & q.frameMask
+	end := base + q.frameSize
+	if end > uint64(len(q.umem)) || d.Addr+uint64(d.Len) > end || d.Addr+uint64(d.Len) < d.Addr {
+		q.badDesc++
+		return false
+	}
+	f.Buf = q.umem[base:end:end]
+	f.Off = int(d.Addr - base)
+	f.Len = int(d.Len)
+	return true
 }
 
 // release returns a frame that will not be transmitted to the free stack.

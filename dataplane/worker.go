@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/xlbproject/xlb/conntrack"
-	"github.com/xlbproject/xlb/internal/ipvs"
+	"github.com/xlbproject/xlb/laddr"
 	"github.com/xlbproject/xlb/internal/packet"
 	"github.com/xlbproject/xlb/modes"
 )
@@ -60,7 +60,19 @@ type worker struct {
 	// reasons counts malformed frames by parser reason.
 	reasons [packet.NumReasons]uint64
 	mac     [6]byte
-	start   time.Time
+	mtu     int // the interface's MTU, checked by every rewrite
+	// addr4 and addr6 are the director's own addresses (IPv4-mapped),
+	// the source of the ICMP errors it sends as a router.
+	addr4, addr6 [16]byte
+	start        time.Time
+	// verdicts counts the frames each rewrite verdict dropped.
+	verdicts [modes.NumVerdicts]uint64
+	// pool hands out FULLNAT local ports: this worker's share.
+	pool *laddr.Pool
+	// seen is the configuration adopt last took; plan is the rewrite's
+	// input, filled per frame.
+	seen *workerConfig
+	plan modes.Plan
 	swept   int64 // time of the latest whole-table expiry pass when idle
 
 	// Per-batch scratch space, reused: the parsed headers and flow key of
@@ -69,23 +81,33 @@ type worker struct {
 	keys  [maxBatch]conntrack.Key
 	hits  [maxBatch]conntrack.Hit
 	kidx  [maxBatch]int8 // index into keys, or -1 for a frame not parsed
+	views [maxBatch]modes.Frame
 }
 
-func newWorker(d *Dataplane, queue int) (*worker, error) {
+func newWorker(d *Dataplane, queue, queues int) (*worker, error) {
 	sock, err := newSocket(d.ifindex, queue, d.opts.Socket)
 	if err != nil {
 		return nil, fmt.Errorf("open AF_XDP socket on %s queue %d: %w", d.opts.Interface, queue, err)
+	}
+	w := &worker{id: queue, dp: d, sock: sock, mac: d.mac, mtu: d.mtu, start: time.Now(), ds: newDestStats(d.opts.MaxDests + 1),
+		addr4: d.localAddr(true), addr6: d.localAddr(false)}
+	lo := laddr.DefaultOptions()
+	lo.Worker, lo.Workers = queue, queues
+	if w.pool, err = laddr.New(lo); err != nil {
+		sock.close()
+		return nil, fmt.Errorf("local port pool of queue %d: %w", queue, err)
 	}
 	copts := conntrack.DefaultOptions()
 	copts.Capacity = d.opts.ConnCapacity
 	copts.Registry = d.reg
 	copts.Settings = d.ctSettings
-	ct, err := conntrack.New(copts)
-	if err != nil {
+	copts.LocalReleased = func(la [16]byte, lport uint16, rs [16]byte, rport uint16) {
+		w.pool.Release(la, rs, rport, lport)
+	}
+	if w.ct, err = conntrack.New(copts); err != nil {
 		sock.close()
 		return nil, fmt.Errorf("connection table of queue %d: %w", queue, err)
 	}
-	w := &worker{id: queue, dp: d, sock: sock, ct: ct, mac: d.mac, start: time.Now(), ds: newDestStats(d.opts.MaxDests + 1)}
 	w.q = newQueue(sock.umem, sock.frameSize, sock.numFrames, sock.fill, sock.comp, sock.rx, sock.tx, sock)
 	w.cfg.Store(&workerConfig{services: map[svcKey]*workerService{}})
 	return w, nil
@@ -173,6 +195,9 @@ func (w *worker) poll(now int64) int {
 		return len(q.backlog)
 	}
 	cfg := w.cfg.Load()
+	if cfg != w.seen {
+		w.adopt(cfg)
+	}
 	fwd := *w.dp.fwd.Load()
 
 	// Parse every frame, then look all flows up at once: in a table far
@@ -182,12 +207,12 @@ func (w *worker) poll(now int64) int {
 	for i := uint32(0); i < n; i++ {
 		w.kidx[i] = -1
 		d := &q.rx.descs[(q.rx.cachedCons+i)&q.rx.mask]
-		frame := q.frame(d)
-		if frame == nil {
+		f := &w.views[i]
+		if !q.view(d, f) {
 			continue
 		}
 		m := &w.metas[i]
-		if r := packet.Parse(frame, m); r != packet.OK {
+		if r := packet.Parse(f.Bytes(), m); r != packet.OK {
 			w.stats.local[Malformed]++
 			w.reasons[r]++
 			continue
@@ -201,12 +226,17 @@ func (w *worker) poll(now int64) int {
 	ntx := 0
 	for i := uint32(0); i < n; i++ {
 		d := q.rx.descs[(q.rx.cachedCons+i)&q.rx.mask]
-		if k := w.kidx[i]; k >= 0 && w.handle(q.frame(&d), &w.metas[i], &w.keys[k], w.hits[k], cfg, fwd, now) {
-			q.batch[ntx] = d
-			ntx++
-		} else {
-			q.release(d.Addr)
+		if k := w.kidx[i]; k >= 0 {
+			if f := &w.views[i]; w.handle(f, &w.metas[i], &w.keys[k], w.hits[k], cfg, fwd, now) {
+				// The rewrite may have moved the frame in its chunk.
+				d.Addr = d.Addr&q.frameMask + uint64(f.Off)
+				d.Len = uint32(f.Len)
+				q.batch[ntx] = d
+				ntx++
+				continue
+			}
 		}
+		q.release(d.Addr)
 	}
 	q.rx.consumerRelease(n)
 	w.stats.local[RxFrames] += uint64(n)
@@ -226,13 +256,24 @@ func (w *worker) publish() {
 	w.ds.publish()
 }
 
-// handle decides the fate of one parsed frame, given its conntrack
-// lookup, and rewrites it in place; true means transmit it. This is the
-// per-packet path: no allocation, no lock, no interface call but the
-// scheduler's on a connection's first packet.
-func (w *worker) handle(frame []byte, m *packet.Meta, key *conntrack.Key, hit conntrack.Hit,
+// handle decides the fate of one parsed frame in three steps, and
+// rewrites it in place; true means transmit the descriptor f leaves:
+//
+//   - resolve: conntrack's answer for the frame (LookupBatch, done for
+//     the whole batch), or, for a miss to a service, a new connection
+//     that the scheduler places;
+//   - bind, for a new connection only: what the connection keeps for its
+//     life besides the method conntrack bound (the client-side next hop
+//     for replies, a FULLNAT local address and port);
+//   - xmit: one modes.Xmit call on the connection's method and the
+//     frame's direction.
+//
+// This is the per-packet path: no allocation, no lock, no interface call
+// but the scheduler's on a connection's first packet.
+func (w *worker) handle(f *modes.Frame, m *packet.Meta, key *conntrack.Key, hit conntrack.Hit,
 	cfg *workerConfig, fwd []destFwd, now int64) bool {
 	var id uint32
+	method := modes.Route
 	e, dir := hit.Entry, hit.Dir
 	if e != nil && dir == conntrack.DirInput && w.ct.Reuse(e, m.TCPFlags) {
 		e = nil // a SYN on a closed entry starts a new connection (conn_reuse_mode)
@@ -252,30 +293,149 @@ func (w *worker) handle(frame []byte, m *packet.Meta, key *conntrack.Key, hit co
 			}
 			return false
 		}
+		id, e, dir = c.Dest.ID, c.Entry, conntrack.DirInput
 		if v == conntrack.VerdictExisting {
-			// An earlier frame of this batch created the entry.
+			// An earlier frame of this batch created (and bound) the entry.
 			w.stats.local[ConnHit]++
 		} else {
+			if e != nil && !w.bind(e, svc, f) {
+				return false
+			}
 			w.stats.local[ConnNew]++
-			w.ds.conn(c.Dest.ID)
+			w.ds.conn(id)
 		}
-		id, e, dir = c.Dest.ID, c.Entry, conntrack.DirInput
+		if e == nil && int(id) < len(fwd) {
+			// One-packet scheduling or an untracked flood: no entry to
+			// carry the method, so the destination's own.
+			method = fwd[id].method
+		}
+	} else if dir == conntrack.DirOutput {
+		w.stats.local[ReplyHit]++
 	} else {
 		w.stats.local[ConnHit]++
 	}
-	if e != nil { // nil for one-packet scheduling and untracked floods
-		w.ct.Update(e, dir, m.TCPFlags, len(frame), now)
-		id = e.DestID()
+	if e != nil {
+		w.ct.Update(e, dir, m.TCPFlags, f.Len, now)
+		id, method = e.DestID(), modes.Method(e.Fwd())
 	}
-	if int(id) >= len(fwd) || !fwd[id].macOK {
-		w.stats.local[NoNeighbour]++
-		return false
-	}
-	switch fwd[id].fwd {
-	case ipvs.FwdRoute:
-		modes.DR(frame, &fwd[id].mac, &w.mac)
-		w.ds.in(id, m.IPLen) // IPVS counts IP bytes (skb->len at L3)
+	return w.xmit(f, m, e, id, method, dir, fwd)
+}
+
+// bind completes a connection conntrack just created: NAT and FULLNAT
+// replies go back to the hop the client's frames came from (the frame's
+// source MAC), and a FULLNAT connection gets a local address and port
+// from the worker's pool (ip_vs_bind_xmit, DPVS's conn_bind_dest and
+// sa_fetch). It returns false, with the entry removed, when no local port
+// is free: the frame is dropped, as DPVS drops the SYN.
+func (w *worker) bind(e *conntrack.Entry, svc *workerService, f *modes.Frame) bool {
+	method := modes.Method(e.Fwd())
+	if method != modes.Masq && method != modes.FullNAT {
 		return true
 	}
+	b := f.Bytes()
+	e.SetHop([6]byte(b[6:12]))
+	if method != modes.FullNAT {
+		return true
+	}
+	rs, rport := e.DestAddr16(), e.DestPort()
+	la, lport, ok := w.pool.AllocFrom(svc.lidx, &svc.lnext, rs, rport)
+	if ok && !w.ct.SetLocal(e, la, lport) {
+		w.pool.Release(la, rs, rport, lport)
+		ok = false
+	}
+	if !ok {
+		w.stats.local[NoLocalPort]++
+		w.ct.Remove(e)
+		return false
+	}
+	return true
+}
+
+// xmit fills the worker's plan for the frame's connection and direction
+// and rewrites the frame (modes.Xmit). A frame too big for the egress MTU
+// is turned into the ICMP error its sender needs, as IPVS answers it.
+func (w *worker) xmit(f *modes.Frame, m *packet.Meta, e *conntrack.Entry, id uint32, method modes.Method,
+	dir conntrack.Dir, fwd []destFwd) bool {
+	p := &w.plan
+	p.Method, p.MTU, p.SrcMAC = method, w.mtu, w.mac
+	if dir == conntrack.DirOutput {
+		if e == nil {
+			return false
+		}
+		k := e.Key()
+		p.DstMAC = e.Hop()
+		p.Client, p.ClientPort, p.VIP, p.VPort = k.Src, k.SrcPort, k.Dst, k.DstPort
+	} else {
+		if int(id) >= len(fwd) || !fwd[id].macOK {
+			w.stats.local[NoNeighbour]++
+			return false
+		}
+		fd := &fwd[id]
+		p.DstMAC, p.Encap = fd.mac, fd.encap
+		if e != nil {
+			p.RS, p.RPort = e.DestAddr16(), e.DestPort()
+			p.Laddr, p.Lport = e.LocalAddr16(), e.LocalPort()
+		} else {
+			p.RS, p.RPort = fd.addr.As16(), fd.port
+		}
+	}
+	if packet.CompleteL4Checksum(f.Bytes(), m) {
+		w.stats.local[CsumCompleted]++
+	}
+	ipLen := m.IPLen // IPVS counts IP bytes (skb->len at L3), before encapsulation
+	v := modes.Xmit(f, m, p, modes.Dir(dir))
+	switch v {
+	case modes.OK:
+		if dir == conntrack.DirOutput {
+			w.ds.out(id, ipLen)
+		} else {
+			w.ds.in(id, ipLen)
+		}
+		return true
+	case modes.TooBig:
+		src := m.Dst // the VIP, for a client's frame
+		if dir == conntrack.DirOutput {
+			src = w.localAddr(m.Version)
+		}
+		if modes.ReplyTooBig(f, m, p.ReportMTU(), &src) == modes.OK {
+			w.stats.local[TooBigSent]++
+			return true
+		}
+	case modes.TTLExceeded:
+		src := w.localAddr(m.Version)
+		if modes.ReplyTimeExceeded(f, m, &src) == modes.OK {
+			w.stats.local[TTLExceeded]++
+			return true
+		}
+	}
+	w.stats.local[XmitDropped]++
+	w.verdicts[v]++
 	return false
+}
+
+// localAddr is the director's own address of IP version v, the source of
+// the ICMP errors it sends as a router.
+func (w *worker) localAddr(v uint8) [16]byte {
+	if v == 4 {
+		return w.addr4
+	}
+	return w.addr6
+}
+
+// adopt takes a new configuration at a batch edge: the port pool learns
+// the FULLNAT local addresses, and each service the indexes of its own.
+// It allocates, once per configuration, never per frame.
+func (w *worker) adopt(cfg *workerConfig) {
+	w.seen = cfg
+	if err := w.pool.SetAddrs(cfg.laddrs); err != nil {
+		w.dp.opts.Logger.Error("set FULLNAT local addresses", "queue", w.id, "err", err)
+	}
+	for _, svc := range cfg.services {
+		svc.lidx = svc.lidx[:0]
+		for _, a := range svc.laddrs {
+			if i, ok := w.pool.Index(a); ok {
+				svc.lidx = append(svc.lidx, i)
+			}
+		}
+	}
 }

@@ -13,6 +13,8 @@ import (
 	"github.com/xlbproject/xlb/conntrack"
 	"github.com/xlbproject/xlb/internal/ipvs"
 	"github.com/xlbproject/xlb/internal/packet"
+	"github.com/xlbproject/xlb/laddr"
+	"github.com/xlbproject/xlb/modes"
 	pt "github.com/xlbproject/xlb/internal/packet/packettest"
 	"github.com/xlbproject/xlb/sched"
 )
@@ -47,12 +49,12 @@ func testWorker(t testing.TB) (*worker, *fakeKernel) {
 			if err := d.reg.Add(dst); err != nil {
 				t.Fatal(err)
 			}
-			fwd[dst.ID] = destFwd{mac: realMACs[j], macOK: true, fwd: ipvs.FwdRoute, addr: dst.Addr, port: dst.Port}
+			fwd[dst.ID] = destFwd{mac: realMACs[j], macOK: true, method: modes.Route, addr: dst.Addr, port: dst.Port}
 			dests = append([]*sched.Dest{dst}, dests...) // newest first
 		}
 		rr.Update(dests)
 		spec := ipvs.Service{Key: k, Sched: "rr", Netmask: 32}
-		pol, err := servicePolicy(&spec, rr)
+		pol, err := servicePolicy(&spec, rr, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -68,7 +70,11 @@ func testWorker(t testing.TB) (*worker, *fakeKernel) {
 		t.Fatal(err)
 	}
 	k, q := newFakeKernel(1024, 2048, 256)
-	w := &worker{dp: d, q: q, ct: ct, mac: directorMAC, ds: newDestStats(17)}
+	pool, err := laddr.New(laddr.DefaultOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &worker{dp: d, q: q, ct: ct, mac: directorMAC, mtu: 1500, ds: newDestStats(17), pool: pool}
 	w.cfg.Store(cfg)
 	q.refill()
 	return w, k
@@ -128,8 +134,12 @@ func TestWorkerForwardsDR(t *testing.T) {
 		if !bytes.Equal(k.sent[i][6:12], directorMAC[:]) {
 			t.Errorf("flow %d: source MAC %x, want the director's", i, k.sent[i][6:12])
 		}
-		if !bytes.Equal(k.sent[i][12:], in[i][12:]) {
-			t.Errorf("flow %d: DR changed the IP packet", i)
+		// DR changes nothing in the IP packet but the TTL, which every
+		// IPVS method decrements (decrement_ttl, Linux 4.10 on).
+		want := bytes.Clone(in[i])
+		packet.DecrementTTLWithChecksumUpdate(want[14:], 4)
+		if !bytes.Equal(k.sent[i][12:], want[12:]) {
+			t.Errorf("flow %d: DR sent IP packet\n%x\nwant\n%x", i, k.sent[i][12:], want[12:])
 		}
 	}
 	if len(dsts) != 3 {
