@@ -240,4 +240,3 @@ func TestWorkerNATAllocs(t *testing.T) {
 		}
 	}
 }
-

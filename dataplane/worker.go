@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/xlbproject/xlb/conntrack"
-	"github.com/xlbproject/xlb/laddr"
 	"github.com/xlbproject/xlb/internal/packet"
+	"github.com/xlbproject/xlb/laddr"
 	"github.com/xlbproject/xlb/modes"
 )
 
@@ -71,9 +71,9 @@ type worker struct {
 	pool *laddr.Pool
 	// seen is the configuration adopt last took; plan is the rewrite's
 	// input, filled per frame.
-	seen *workerConfig
-	plan modes.Plan
-	swept   int64 // time of the latest whole-table expiry pass when idle
+	seen  *workerConfig
+	plan  modes.Plan
+	swept int64 // time of the latest whole-table expiry pass when idle
 
 	// Per-batch scratch space, reused: the parsed headers and flow key of
 	// each received frame, and conntrack's answers for the keys.

@@ -13,9 +13,9 @@ import (
 	"github.com/xlbproject/xlb/conntrack"
 	"github.com/xlbproject/xlb/internal/ipvs"
 	"github.com/xlbproject/xlb/internal/packet"
+	pt "github.com/xlbproject/xlb/internal/packet/packettest"
 	"github.com/xlbproject/xlb/laddr"
 	"github.com/xlbproject/xlb/modes"
-	pt "github.com/xlbproject/xlb/internal/packet/packettest"
 	"github.com/xlbproject/xlb/sched"
 )
 
