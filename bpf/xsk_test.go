@@ -74,8 +74,8 @@ func TestXDPGoldenWithSocket(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, c := range packettest.Cases() {
-			want := xdpReason(c.Reason, c.Steer)
-			wantAction := uint32(xdpPass)
+			want := xdpReason(c.Reason, c.Steer, c.Admit)
+			wantAction := wantAction(want)
 			if want == bpf.Redirect || want == bpf.RedirectReply {
 				wantAction = xdpRedirect
 			}

@@ -27,6 +27,12 @@ func TestParseGolden(t *testing.T) {
 			if s := packettest.Lookup(&m); s != c.Steer {
 				t.Errorf("Lookup(%+v) = %v, want %v", m, s, c.Steer)
 			}
+			if c.Steer == packettest.NoService {
+				return
+			}
+			if got := packettest.Filter().Admit(c.Frame, &m); got != c.Admit {
+				t.Errorf("Admit(%x) = %v, want %v\ntcpdump: %s", c.Frame, got, c.Admit, c.Tcpdump)
+			}
 		})
 	}
 }
