@@ -164,6 +164,13 @@ func New(opts Options) (d *Dataplane, err error) {
 	if d.link, d.mode, err = d.objs.Attach(ifc.Index); err != nil {
 		return nil, fmt.Errorf("attach xdp to %s: %w", opts.Interface, err)
 	}
+	if dev, _ := d.objs.DeviceBound(); d.mode == bpf.Generic || !dev {
+		// The tag in skb metadata (a bridge or veth peer, or a NIC whose
+		// rx-vlan offload cannot be turned off) is invisible to XDP
+		// without the kfunc: such frames would look untagged.
+		opts.Logger.Warn("xdp cannot see VLAN tags the kernel stripped: tagged frames may be balanced as untagged",
+			"mode", d.mode.String(), "device_bound", dev)
+	}
 	zc := "copy"
 	if d.workers[0].sock.zeroCopy {
 		zc = "zero-copy"
