@@ -5,6 +5,7 @@ package main
 import (
 	"encoding/binary"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -341,4 +343,83 @@ func TestXDPServesConfiguredVLAN(t *testing.T) {
 	if got := xdpCounter(t, d, "pass_vlan"); got < 3 {
 		t.Errorf("pass_vlan = %d, want >= 3", got)
 	}
+}
+
+// dstOptsControl sets IPV6_DSTOPTS on a socket before it connects: every
+// packet it sends then carries an 8-byte Destination Options header
+// (PadN only) between the IPv6 and the TCP or UDP header.
+func dstOptsControl(network, address string, rc syscall.RawConn) error {
+	var serr error
+	err := rc.Control(func(fd uintptr) {
+		opt := []byte{0, 0, 1, 4, 0, 0, 0, 0} // next header (the kernel's), length 0 (8 bytes), PadN 4
+		serr = unix.SetsockoptString(int(fd), unix.IPPROTO_IPV6, unix.IPV6_DSTOPTS, string(opt))
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}
+
+// dialDstOpts dials addr from h with IPV6_DSTOPTS set.
+func dialDstOpts(h *testenv.Host, network string, addr netip.AddrPort) (net.Conn, error) {
+	var c net.Conn
+	err := h.Do(func() (err error) {
+		d := net.Dialer{Timeout: 3 * time.Second, Control: dstOptsControl}
+		c, err = d.Dial(network, addr.String())
+		return err
+	})
+	return c, err
+}
+
+// Issue 12 #16: TCP and UDP to an IPv6 VIP behind a Destination Options
+// header are balanced to the real servers, not reset or lost by the
+// director's kernel.
+func TestXDPIPv6ExtensionHeaders(t *testing.T) {
+	testenv.RequireRoot(t)
+	env := testenv.New(t, testenv.Options{RealServers: 2, HTTPPort: 80, UDPPort: 53, Servers: true})
+	if err := env.AddIPv6(); err != nil {
+		t.Fatal(err)
+	}
+	var rules strings.Builder
+	fmt.Fprintf(&rules, "-A -t [%v]:80 -s rr\n-A -u [%v]:53 -s rr\n", testenv.VIP6, testenv.VIP6)
+	for i := range env.Reals {
+		fmt.Fprintf(&rules, "-a -t [%v]:80 -r [%v]:80 -g -w 1\n", testenv.VIP6, testenv.RealAddr6(i))
+		fmt.Fprintf(&rules, "-a -u [%v]:53 -r [%v]:53 -g -w 1\n", testenv.VIP6, testenv.RealAddr6(i))
+	}
+	d := startXLB(t, env, rules.String())
+
+	const n = 20
+	tcp, udp := map[string]int{}, map[string]int{}
+	for i := 0; i < n; i++ {
+		c, err := dialDstOpts(env.Client, "tcp6", netip.AddrPortFrom(testenv.VIP6, 80))
+		if err != nil {
+			t.Fatalf("tcp connection %d with a destination options header: %v\n%s", i, err, d.Output.String())
+		}
+		c.SetDeadline(time.Now().Add(3 * time.Second))
+		fmt.Fprintf(c, "GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+		resp, err := io.ReadAll(c)
+		c.Close()
+		if err != nil && len(resp) == 0 {
+			t.Fatalf("tcp connection %d: %v", i, err)
+		}
+		body := string(resp[strings.LastIndex(string(resp), "\n")+1:])
+		tcp[body]++
+
+		u, err := dialDstOpts(env.Client, "udp6", netip.AddrPortFrom(testenv.VIP6, 53))
+		if err != nil {
+			t.Fatal(err)
+		}
+		name, err := testenv.ExchangeUDP(u, 2*time.Second)
+		u.Close()
+		if err != nil {
+			t.Fatalf("udp flow %d with a destination options header: %v\n%s", i, err, d.Output.String())
+		}
+		udp[name]++
+	}
+	for _, m := range []map[string]int{tcp, udp} {
+		if len(m) != 2 || m["rs1"] != n/2 || m["rs2"] != n/2 {
+			t.Errorf("split %v, want %d each on rs1 and rs2", m, n/2)
+		}
+	}
+	t.Logf("tcp %v, udp %v", tcp, udp)
 }
