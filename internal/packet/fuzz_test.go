@@ -13,8 +13,8 @@ import (
 	"github.com/xlbproject/xlb/internal/packet/packettest"
 )
 
-// FuzzParse checks, for any input, that Parse does not panic or write to
-// the frame, that an accepted frame's offsets are in range and its fields
+// FuzzParse checks, for any input, that Parse and Filter.Admit do not
+// panic or write to the frame, that an accepted frame's offsets are in range and its fields
 // are the frame's bytes, that the fields re-encoded by gopacket parse the
 // same, and that a rewrite keeps checksums that verified verifying.
 //
@@ -23,6 +23,7 @@ func FuzzParse(f *testing.F) {
 	for _, c := range packettest.Cases() {
 		f.Add(c.Frame)
 	}
+	filter := packettest.Filter()
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		orig := bytes.Clone(frame)
 		var m packet.Meta
@@ -40,6 +41,12 @@ func FuzzParse(f *testing.F) {
 			return
 		}
 		checkInRange(t, frame, &m)
+		if a := filter.Admit(frame, &m); a != packet.OK && (a < packet.VLAN || int(a) >= packet.NumReasons) {
+			t.Fatalf("Admit(%x) = %v, not OK or one of its reasons", frame, a)
+		}
+		if !bytes.Equal(frame, orig) {
+			t.Fatalf("Admit(%x) modified the frame", orig)
+		}
 		checkReencode(t, frame, &m)
 		checkRewrite(t, frame, &m)
 	})
