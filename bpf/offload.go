@@ -19,6 +19,9 @@ import (
 // the offload off, as `ethtool -K IF rxvlan off rx-vlan-stag-hw-parse off`
 // does, so that tags stay in the frame, and its link's Close restores it.
 
+// errOffloadFixed: the driver does not let rx-vlan offload be turned off.
+var errOffloadFixed = errors.New("fixed on by the driver")
+
 // Netdev feature names (ETH_SS_FEATURES strings) of receive VLAN offload.
 // ETH_SS_FEATURES and ETH_GSTRING_LEN, linux/ethtool.h.
 const (
@@ -185,7 +188,7 @@ func disableVLANOffload(ifindex int) (restore func() error, err error) {
 	for _, i := range on {
 		if active[i/32]&(1<<(i%32)) != 0 {
 			setFeatures(ifc.Name, on, true)
-			return nil, fmt.Errorf("disable rx-vlan offload on %s: %s is fixed on", ifc.Name, vlanRxFeatures[indexOf(idx, i)])
+			return nil, fmt.Errorf("disable rx-vlan offload on %s: %s: %w", ifc.Name, vlanRxFeatures[indexOf(idx, i)], errOffloadFixed)
 		}
 	}
 	name := ifc.Name
