@@ -219,6 +219,12 @@ func Cases() []Case {
 			Reason:  packet.Malformed,
 		},
 		{
+			Name:    "ipv6 hop-by-hop longer than the payload",
+			Tcpdump: "02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv6 (0x86dd), length 82: 2001:db8:1::7 > 2001:db8::10: HBH [|hbhopt]",
+			Frame:   setByte(hopByHopTCP(), 14+40+1, 3),
+			Reason:  packet.Malformed,
+		},
+		{
 			Name:    "vlan 200 (not served), tcp syn to vip:80",
 			Tcpdump: "02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype 802.1Q (0x8100), length 60: vlan 200, p 0, ethertype IPv4 (0x0800), 198.51.100.7.40000 > 192.0.2.10.80: Flags [S], seq 1000, win 64240, length 0",
 			Frame:   build(eth(layers.EthernetTypeDot1Q), &layers.Dot1Q{VLANIdentifier: 200, Type: layers.EthernetTypeIPv4}, ip4(Client4, VIP4, layers.IPProtocolTCP), tcp(ClientPort, HTTP, syn)),
