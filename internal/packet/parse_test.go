@@ -96,7 +96,7 @@ func TestParseAllocs(t *testing.T) {
 }
 
 func BenchmarkParse(b *testing.B) {
-	for _, name := range []string{"tcp syn to vip:80", "ipv6 tcp syn to [vip6]:443", "vlan 100, tcp syn to vip:80"} {
+	for _, name := range []string{"tcp syn to vip:80", "ipv6 tcp syn to [vip6]:443", "vlan 100, tcp syn to vip:80", "ipv6 hop-by-hop, routing, 16-byte dstopts, ah, then tcp to [vip6]:443"} {
 		var frame []byte
 		for _, c := range packettest.Cases() {
 			if c.Name == name {
