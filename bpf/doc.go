@@ -118,6 +118,10 @@
 //     when the link closes) and, natively, attaches the device-bound
 //     variant xlb_xdp_dev, which also asks the driver for a stripped tag
 //     (bpf_xdp_metadata_rx_vlan_tag, Linux 6.8+, veth, mlx5, ice, ...).
+//     A stripped tag of a served VLAN is put back into the frame
+//     (bpf_xdp_adjust_head) before the redirect, so that the workers, which
+//     see only the frame, forward it on its VLAN; without headroom the
+//     frame is pass_vlan.
 //     Generic mode cannot attach a device-bound program, and skb metadata
 //     is invisible to XDP there: a tag that is already in metadata when the
 //     frame reaches the interface (behind a bridge) is missed, and the

@@ -171,7 +171,41 @@ struct pkt {
 	struct iphdr *iph; // IPv4 header, or NULL for IPv6
 	__u16 vid;         // VLAN ID of the one tag (inline or stripped); 0 untagged
 	__u8 tags;         // VLAN tags, inline and stripped together
+	__u8 stripped;     // the tag is in the RX descriptor, not the frame
+	__be16 vproto;     // stripped tag's TPID
+	__u16 vtci;        // stripped tag's TCI
 };
+
+// Puts a tag the NIC stripped back into the frame before it goes to
+// AF_XDP, so that the workers, which see only the frame, forward it on its
+// VLAN. Returns 0, or -1 without headroom.
+static __always_inline int reinsert_tag(struct xdp_md *ctx, struct pkt *p)
+{
+	void *data, *data_end;
+	struct vlan_hdr *vh;
+	__u8 macs[12];
+
+	if (!p->stripped || p->vid == 0)
+		return 0; // untagged or priority-tagged: nothing to keep
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (data + 12 > data_end)
+		return -1;
+	__builtin_memcpy(macs, data, 12);
+	if (bpf_xdp_adjust_head(ctx, -(int)sizeof(*vh)))
+		return -1;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (data + 12 + sizeof(__be16) + sizeof(*vh) > data_end)
+		return -1;
+	__builtin_memcpy(data, macs, 12);
+	*(__be16 *)(data + 12) = p->vproto;
+	vh = data + 12 + sizeof(__be16);
+	vh->tci = bpf_htons(p->vtci);
+	// encapsulated_proto is where the EtherType was: it is still there,
+	// now right after the TCI.
+	return 0;
+}
 
 static __always_inline int vlan_served(__u16 vid)
 {
@@ -251,8 +285,11 @@ static __always_inline int verdict(struct xdp_md *ctx, struct pkt *p, enum xlb_r
 {
 	enum xlb_reason r = admit(p, src, dst);
 
-	if (r == XLB_REASON_MAX)
+	if (r == XLB_REASON_MAX) {
+		if (reinsert_tag(ctx, p))
+			return pass(XLB_REASON_PASS_VLAN); // the kernel keeps the tag
 		return steer(ctx, steered);
+	}
 	if (r == XLB_REASON_PASS_VLAN)
 		return pass(r);
 	return drop(r);
@@ -443,6 +480,9 @@ static __always_inline int classify(struct xdp_md *ctx, int hw)
 		if (bpf_xdp_metadata_rx_vlan_tag(ctx, &vproto, &tci) == 0) {
 			p.vid = tci & VLAN_VID_MASK; // the outer tag decides
 			p.tags++;
+			p.stripped = 1;
+			p.vproto = vproto;
+			p.vtci = tci;
 		}
 	}
 

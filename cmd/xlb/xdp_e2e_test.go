@@ -67,12 +67,13 @@ type capture struct {
 	from  net.HardwareAddr
 	mu    sync.Mutex
 	ports []uint16
+	vlans map[uint16]uint16 // source port -> VLAN ID it arrived with, 0 untagged
 	done  chan struct{}
 }
 
 func startCapture(t *testing.T, h *testenv.Host, from net.HardwareAddr) *capture {
 	t.Helper()
-	c := &capture{done: make(chan struct{}), from: from}
+	c := &capture{done: make(chan struct{}), from: from, vlans: map[uint16]uint16{}}
 	err := h.Do(func() error {
 		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ALL)))
 		if err != nil {
@@ -87,6 +88,12 @@ func startCapture(t *testing.T, h *testenv.Host, from net.HardwareAddr) *capture
 			unix.Close(fd)
 			return err
 		}
+		// The receive path moves a tag into metadata before taps see the
+		// frame; PACKET_AUXDATA reports it.
+		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_AUXDATA, 1); err != nil {
+			unix.Close(fd)
+			return err
+		}
 		tv := unix.NsecToTimeval((100 * time.Millisecond).Nanoseconds())
 		unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
 		c.fd = fd
@@ -98,8 +105,9 @@ func startCapture(t *testing.T, h *testenv.Host, from net.HardwareAddr) *capture
 	go func() {
 		defer close(c.done)
 		buf := make([]byte, 4096)
+		oob := make([]byte, 256)
 		for {
-			n, from, err := unix.Recvfrom(c.fd, buf, 0)
+			n, oobn, _, from, err := unix.Recvmsg(c.fd, buf, oob, 0)
 			if err == unix.EAGAIN || err == unix.EINTR {
 				continue
 			}
@@ -111,8 +119,19 @@ func startCapture(t *testing.T, h *testenv.Host, from net.HardwareAddr) *capture
 			}
 			var m packet.Meta
 			if n >= 14 && net.HardwareAddr(buf[6:12]).String() == c.from.String() && packet.Parse(buf[:n], &m) == packet.OK && m.Proto == packet.ProtoTCP && m.DstPort == 80 && m.SrcPort >= 40000 {
+				vid := m.VLAN
+				if cms, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
+					for _, cm := range cms {
+						if cm.Header.Level == unix.SOL_PACKET && cm.Header.Type == unix.PACKET_AUXDATA && len(cm.Data) >= 20 {
+							if binary.NativeEndian.Uint32(cm.Data[0:])&unix.TP_STATUS_VLAN_VALID != 0 {
+								vid = binary.NativeEndian.Uint16(cm.Data[16:]) & 0xfff
+							}
+						}
+					}
+				}
 				c.mu.Lock()
 				c.ports = append(c.ports, m.SrcPort)
+				c.vlans[m.SrcPort] = vid
 				c.mu.Unlock()
 			}
 		}
@@ -224,6 +243,36 @@ func vlanPusher(t *testing.T) *ebpf.Program {
 	return p
 }
 
+// sendMetaTagged sends frame three times from the client with VLAN tag 100
+// pushed into skb metadata by vlanPusher.
+func sendMetaTagged(t *testing.T, env *testenv.Env, frame []byte) {
+	t.Helper()
+	if err := env.Client.Do(func() error {
+		ifc, err := net.InterfaceByName(env.Client.Ifname)
+		if err != nil {
+			return err
+		}
+		l, err := link.AttachTCX(link.TCXOptions{Interface: ifc.Index, Program: vlanPusher(t), Attach: ebpf.AttachTCXEgress})
+		if err != nil {
+			return fmt.Errorf("attach vlan pusher: %w", err)
+		}
+		defer l.Close()
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		for range 3 {
+			if err := unix.Sendto(fd, frame, 0, &unix.SockaddrLinklayer{Ifindex: ifc.Index, Halen: 6}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // Issue 12 #9 and #10: frames to a service that the kernel would not
 // deliver never reach a real server: tagged frames of a VLAN xlb does not
 // serve (the tag in the frame, or stripped into metadata before XDP runs),
@@ -265,31 +314,7 @@ func TestXDPRefusesWhatTheKernelDrops(t *testing.T) {
 	}
 	// The same SYN, its tag pushed into metadata on the client's side.
 	const meta = 41010
-	if err := env.Client.Do(func() error {
-		ifc, err := net.InterfaceByName(env.Client.Ifname)
-		if err != nil {
-			return err
-		}
-		l, err := link.AttachTCX(link.TCXOptions{Interface: ifc.Index, Program: vlanPusher(t), Attach: ebpf.AttachTCXEgress})
-		if err != nil {
-			return fmt.Errorf("attach vlan pusher: %w", err)
-		}
-		defer l.Close()
-		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(fd)
-		f := synFrame(t, env, meta, synOpts{})
-		for range 3 {
-			if err := unix.Sendto(fd, f, 0, &unix.SockaddrLinklayer{Ifindex: ifc.Index, Halen: 6}); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	sendMetaTagged(t, env, synFrame(t, env, meta, synOpts{}))
 	time.Sleep(300 * time.Millisecond)
 	if got := c.stop(); !slices.Equal(got, []uint16{good}) {
 		t.Errorf("real server received SYNs from ports %v, want only %d (the untagged, well-formed one)", got, good)
@@ -320,8 +345,10 @@ func TestXDPRefusesWhatTheKernelDrops(t *testing.T) {
 	}
 }
 
-// With --vlan, the tagged frames of that VLAN are balanced (tag kept),
-// other VLANs still are not.
+// With --vlan, the tagged frames of that VLAN are balanced and reach the
+// real server on that VLAN, also when the tag arrived stripped into
+// metadata (the XDP program puts it back into the frame); other VLANs
+// still are not balanced.
 func TestXDPServesConfiguredVLAN(t *testing.T) {
 	testenv.RequireRoot(t)
 	env := testenv.New(t, testenv.Options{RealServers: 1, HTTPPort: 80, UDPPort: 53, Servers: true})
@@ -336,9 +363,15 @@ func TestXDPServesConfiguredVLAN(t *testing.T) {
 	}, 3); err != nil {
 		t.Fatal(err)
 	}
+	sendMetaTagged(t, env, synFrame(t, env, 42101, synOpts{}))
 	time.Sleep(300 * time.Millisecond)
-	if got := c.stop(); !slices.Equal(got, []uint16{42100}) {
-		t.Errorf("real server received SYNs from ports %v, want only 42100 (VLAN 100)", got)
+	if got := c.stop(); !slices.Equal(got, []uint16{42100, 42101}) {
+		t.Errorf("real server received SYNs from ports %v, want only 42100 and 42101 (VLAN 100)", got)
+	}
+	for _, port := range []uint16{42100, 42101} {
+		if vid := c.vlans[port]; vid != 100 {
+			t.Errorf("SYN from port %d reached the real server on VLAN %d, want 100", port, vid)
+		}
 	}
 	if got := xdpCounter(t, d, "pass_vlan"); got < 3 {
 		t.Errorf("pass_vlan = %d, want >= 3", got)
