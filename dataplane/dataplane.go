@@ -142,6 +142,7 @@ func New(opts Options) (d *Dataplane, err error) {
 	}
 	if d.objs, err = bpf.Load(bpf.Options{
 		MaxServices: opts.MaxServices,
+		MaxReals:    opts.MaxDests, // a real per destination at most
 		MAC:         d.mac,
 		VLANs:       opts.VLANs,
 		Ifindex:     ifc.Index,
