@@ -91,11 +91,11 @@ enum xlb_reason {
 	XLB_REASON_MALFORMED,         // truncated or inconsistent header, passed
 	XLB_REASON_REDIRECT,          // to a service: redirected
 	XLB_REASON_REDIRECT_REPLY,    // from a real server: redirected
-	XLB_REASON_PASS_VLAN,         // to a service, VLAN not served (or two tags)
-	XLB_REASON_DROP_OTHER_HOST,   // to a service, sent to another unicast MAC
-	XLB_REASON_DROP_L2_MULTICAST, // to a service, sent to a broadcast/multicast MAC
-	XLB_REASON_DROP_BAD_CSUM,     // to a service, IPv4 header checksum wrong
-	XLB_REASON_DROP_MARTIAN,      // to a service, martian source address
+	XLB_REASON_PASS_VLAN,         // steered, but VLAN not served (or two tags)
+	XLB_REASON_DROP_OTHER_HOST,   // steered, but sent to another unicast MAC
+	XLB_REASON_DROP_L2_MULTICAST, // steered, but sent to a broadcast/multicast MAC
+	XLB_REASON_DROP_BAD_CHECKSUM, // steered, but the IPv4 header checksum is wrong
+	XLB_REASON_DROP_MARTIAN,      // steered, but from a martian source address
 	XLB_REASON_MAX,
 };
 
@@ -274,7 +274,7 @@ static __always_inline int admit(struct pkt *p, const struct svc_key *src, const
 	    eth->h_dest[4] != xlb_mac[4] || eth->h_dest[5] != xlb_mac[5])
 		return XLB_REASON_DROP_OTHER_HOST;
 	if (p->iph && !ipv4_csum_ok(p->iph, p->data_end))
-		return XLB_REASON_DROP_BAD_CSUM;
+		return XLB_REASON_DROP_BAD_CHECKSUM;
 	if (martian(src, dst, p->iph != NULL))
 		return XLB_REASON_DROP_MARTIAN;
 	return XLB_REASON_MAX;
