@@ -158,5 +158,7 @@
 //
 // The tests run the program with BPF_PROG_RUN on golden frames and need root
 // (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN for namespaces); without it they
-// skip and say why.
+// skip and say why. The device-bound variant is the same C plus the kfunc,
+// but the kernel refuses BPF_PROG_RUN for it (EINVAL): cmd/xlb's e2e tests
+// cover it on veth.
 package bpf
