@@ -378,26 +378,29 @@ func TestXDPServesConfiguredVLAN(t *testing.T) {
 	}
 }
 
-// dstOptsControl sets IPV6_DSTOPTS on a socket before it connects: every
-// packet it sends then carries an 8-byte Destination Options header
-// (PadN only) between the IPv6 and the TCP or UDP header.
-func dstOptsControl(network, address string, rc syscall.RawConn) error {
-	var serr error
-	err := rc.Control(func(fd uintptr) {
-		opt := []byte{0, 0, 1, 4, 0, 0, 0, 0} // next header (the kernel's), length 0 (8 bytes), PadN 4
-		serr = unix.SetsockoptString(int(fd), unix.IPPROTO_IPV6, unix.IPV6_DSTOPTS, string(opt))
-	})
-	if err != nil {
-		return err
+// extControl returns a dialer Control that sets option, IPV6_DSTOPTS or
+// IPV6_HOPOPTS, on a socket before it connects: every packet it sends then
+// carries an 8-byte Destination Options or Hop-by-Hop Options header (PadN
+// only) between the IPv6 and the TCP or UDP header.
+func extControl(option int) func(network, address string, rc syscall.RawConn) error {
+	return func(network, address string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			opt := []byte{0, 0, 1, 4, 0, 0, 0, 0} // next header (the kernel's), length 0 (8 bytes), PadN 4
+			serr = unix.SetsockoptString(int(fd), unix.IPPROTO_IPV6, option, string(opt))
+		})
+		if err != nil {
+			return err
+		}
+		return serr
 	}
-	return serr
 }
 
-// dialDstOpts dials addr from h with IPV6_DSTOPTS set.
-func dialDstOpts(h *testenv.Host, network string, addr netip.AddrPort) (net.Conn, error) {
+// dialExt dials addr from h with the extension header option set.
+func dialExt(h *testenv.Host, network string, addr netip.AddrPort, option int) (net.Conn, error) {
 	var c net.Conn
 	err := h.Do(func() (err error) {
-		d := net.Dialer{Timeout: 3 * time.Second, Control: dstOptsControl}
+		d := net.Dialer{Timeout: 3 * time.Second, Control: extControl(option)}
 		c, err = d.Dial(network, addr.String())
 		return err
 	})
@@ -405,8 +408,8 @@ func dialDstOpts(h *testenv.Host, network string, addr netip.AddrPort) (net.Conn
 }
 
 // Issue 12 #16: TCP and UDP to an IPv6 VIP behind a Destination Options
-// header are balanced to the real servers, not reset or lost by the
-// director's kernel.
+// or Hop-by-Hop Options header are balanced to the real servers, not reset
+// or lost by the director's kernel.
 func TestXDPIPv6ExtensionHeaders(t *testing.T) {
 	testenv.RequireRoot(t)
 	env := testenv.New(t, testenv.Options{RealServers: 2, HTTPPort: 80, UDPPort: 53, Servers: true})
@@ -424,9 +427,15 @@ func TestXDPIPv6ExtensionHeaders(t *testing.T) {
 	const n = 20
 	tcp, udp := map[string]int{}, map[string]int{}
 	for i := 0; i < n; i++ {
-		c, err := dialDstOpts(env.Client, "tcp6", netip.AddrPortFrom(testenv.VIP6, 80))
+		// Alternate the header, each twice in a row so that rr gives
+		// both servers both.
+		opt, optName := unix.IPV6_DSTOPTS, "destination options"
+		if i/2%2 == 1 {
+			opt, optName = unix.IPV6_HOPOPTS, "hop-by-hop options"
+		}
+		c, err := dialExt(env.Client, "tcp6", netip.AddrPortFrom(testenv.VIP6, 80), opt)
 		if err != nil {
-			t.Fatalf("tcp connection %d with a destination options header: %v\n%s", i, err, d.Output.String())
+			t.Fatalf("tcp connection %d with a %s header: %v\n%s", i, optName, err, d.Output.String())
 		}
 		c.SetDeadline(time.Now().Add(3 * time.Second))
 		fmt.Fprintf(c, "GET / HTTP/1.0\r\nHost: x\r\n\r\n")
@@ -438,14 +447,14 @@ func TestXDPIPv6ExtensionHeaders(t *testing.T) {
 		body := string(resp[strings.LastIndex(string(resp), "\n")+1:])
 		tcp[body]++
 
-		u, err := dialDstOpts(env.Client, "udp6", netip.AddrPortFrom(testenv.VIP6, 53))
+		u, err := dialExt(env.Client, "udp6", netip.AddrPortFrom(testenv.VIP6, 53), opt)
 		if err != nil {
 			t.Fatal(err)
 		}
 		name, err := testenv.ExchangeUDP(u, 2*time.Second)
 		u.Close()
 		if err != nil {
-			t.Fatalf("udp flow %d with a destination options header: %v\n%s", i, err, d.Output.String())
+			t.Fatalf("udp flow %d with a %s header: %v\n%s", i, optName, err, d.Output.String())
 		}
 		udp[name]++
 	}
