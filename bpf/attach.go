@@ -3,6 +3,7 @@
 package bpf
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 
@@ -58,3 +59,52 @@ func Attach(prog *ebpf.Program, ifindex int) (link.Link, AttachMode, error) {
 	}
 	return nil, 0, fmt.Errorf("attach xdp to ifindex %d: native: %w; generic: %w", ifindex, errNative, errGeneric)
 }
+
+// vlanLink is an XDP link that restores the interface's rx-vlan offload
+// when it is closed.
+type vlanLink struct {
+	link.Link
+	restore func() error
+}
+
+func (l *vlanLink) Close() error {
+	return errors.Join(l.Link.Close(), l.restore())
+}
+
+// Attach turns receive VLAN offload off on ifindex, so that tags stay in
+// the frame where the program sees them, and attaches the program: the
+// device-bound variant natively if Load was given this ifindex and it
+// loaded (it also sees tags a driver strips anyway, e.g. one a veth peer
+// inserted), else the plain one natively, else generically. Closing the
+// link detaches the program and turns the offload back on. An interface
+// whose offload is fixed on is refused unless the device-bound program
+// attaches: nothing else would see its tags.
+func (o *Objects) Attach(ifindex int) (link.Link, AttachMode, error) {
+	restore, offErr := disableVLANOffload(ifindex)
+	if offErr != nil && !errors.Is(offErr, errOffloadFixed) {
+		return nil, 0, fmt.Errorf("attach xdp to ifindex %d: %w", ifindex, offErr)
+	}
+	if offErr != nil {
+		restore = func() error { return nil }
+	}
+	if o.dev != nil && ifindex == o.ifindex {
+		l, err := link.AttachXDP(link.XDPOptions{Program: o.dev, Interface: ifindex, Flags: link.XDPDriverMode})
+		if err == nil {
+			return &vlanLink{l, restore}, Native, nil
+		}
+	}
+	if offErr != nil {
+		// Neither the frame nor the kfunc would show the tag: refuse
+		// rather than balance every VLAN.
+		return nil, 0, fmt.Errorf("attach xdp to ifindex %d: %w, and the device-bound program is not usable", ifindex, offErr)
+	}
+	l, mode, err := Attach(o.objs.XlbXdp, ifindex)
+	if err != nil {
+		return nil, 0, errors.Join(err, restore())
+	}
+	return &vlanLink{l, restore}, mode, nil
+}
+
+// DeviceBound reports whether the device-bound variant loaded, and if not
+// why not (nil when Load had no Ifindex).
+func (o *Objects) DeviceBound() (bool, error) { return o.dev != nil, o.devErr }

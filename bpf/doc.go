@@ -40,7 +40,7 @@
 //	frame < 14 bytes                                   malformed
 //	EtherType 0x8100/0x88a8: one VLAN tag, cut short   malformed
 //	EtherType ARP                                      pass_arp
-//	EtherType neither IPv4 nor IPv6                    pass_not_ip
+//	EtherType neither IPv4 nor IPv6 (QinQ in frame)    pass_not_ip
 //	IPv4: header < 20 bytes in frame, version != 4,
 //	      IHL < 5, Total Length < IHL*4,
 //	      Total Length beyond the frame                malformed
@@ -48,25 +48,47 @@
 //	IPv4: MF set or Fragment Offset != 0               pass_fragment
 //	IPv6: header < 40 bytes in frame, version != 6,
 //	      40 + Payload Length beyond the frame         malformed
-//	IPv6: Next Header an extension header              pass_ipv6_ext
-//	IPv6: Next Header neither TCP nor UDP              pass_not_tcp_udp
+//	IPv6: extension headers walked, at most 8:
+//	      Hop-by-Hop (0) not first, a header < 8 bytes
+//	      or longer than the payload                   malformed
+//	      Fragment (44) with offset != 0 or M set      pass_fragment
+//	      more than 8, or Mobility (135), HIP (139),
+//	      Shim6 (140), 253, 254                        pass_ipv6_ext
+//	IPv6: last Next Header neither TCP nor UDP         pass_not_tcp_udp
 //	TCP:  segment < 20 bytes, Data Offset < 5,
 //	      Data Offset*4 beyond the segment             malformed
 //	UDP:  datagram < 8 bytes, Length < 8,
 //	      Length beyond the IP payload                 malformed
-//	destination in services, draining, TCP SYN w/o ACK pass_no_service
-//	destination in services                            redirect
-//	source in reals                                    redirect_reply
-//	otherwise                                          pass_no_service
+//	neither destination in services
+//	      nor source in reals                          pass_no_service
+//	then, for a frame to a service or from a real:
+//	  tagged (in the frame or, device-bound, in the
+//	  RX descriptor) with a VLAN ID not configured,
+//	  or two tags                                      pass_vlan
+//	  destination MAC broadcast or multicast           drop_l2_multicast
+//	  destination MAC not the interface's              drop_other_host
+//	  IPv4 header checksum wrong                       drop_bad_checksum
+//	  source martian: 0/8, 127/8, 224/4, 240/4;
+//	  ::, ::1, ff00::/8, ::ffff:0:0/96; or = dest.     drop_martian
+//	  destination in services, draining, TCP SYN w/o
+//	  ACK (before these checks)                        pass_no_service
+//	  destination in services                          redirect
+//	  source in reals                                  redirect_reply
+//
+// Walked extension headers are Hop-by-Hop, Routing (43), Destination
+// Options (60), AH (51, length (n+2)*4) and Fragment; Meta.L4Off is then
+// past them. An atomic fragment (Fragment header, offset 0, M clear,
+// RFC 6946) is no fragment and is walked through.
 //
 // IPv4 options are skipped, not inspected. The segment is what IP's length
 // field says, not what the frame holds: bytes after the IP packet are
-// Ethernet padding. Checksums are not verified; the kernel or the real
-// server does that.
+// Ethernet padding. The IPv4 header checksum of steered frames is
+// verified; TCP and UDP checksums are not (the real server does that).
 //
-// internal/packet.Parse implements the same checks for the Go workers, and
-// the tests hold both to one table of golden frames
-// (internal/packet/packettest) plus every cut and many mutations of them.
+// internal/packet.Parse implements the same checks up to the lookup for the
+// Go workers, and packet.Filter.Admit the checks after it; the tests hold
+// both to one table of golden frames (internal/packet/packettest) plus
+// every cut and many mutations of them.
 //
 // # Decisions and limits
 //
@@ -74,19 +96,42 @@
 //     destination: with a truncated header the port is unknown, and the
 //     kernel drops them anyway while counting them where operators look
 //     (IpInHdrErrors, IpInTruncatedPkts, TcpInErrs, UdpInErrors).
-//   - All IPv4 fragments are passed, the first one (MF set, offset 0) too,
-//     although it carries ports. Its followers carry none and go to the
-//     kernel whatever we do, so steering the first would split the
-//     datagram between AF_XDP and the kernel and it would never be
-//     delivered. Passed whole, the kernel at least reassembles it.
-//     Fragmented traffic to a service is therefore not load balanced;
-//     pass_fragment counts it.
-//   - IPv6 extension headers (Hop-by-Hop, Routing, Fragment, AH,
-//     Destination Options, Mobility, HIP, Shim6, 253, 254) are not walked:
-//     pass_ipv6_ext. ESP counts as not TCP/UDP.
-//   - One VLAN tag (802.1Q or 802.1ad) is parsed; a second (QinQ) makes the
-//     frame pass_not_ip. Most NICs strip the outer tag before XDP runs
-//     (rx-vlan-offload), so tags matter only with offload off.
+//   - All fragments are passed, IPv4 and IPv6, the first one (offset 0,
+//     more fragments) too, although it carries ports. Its followers carry
+//     none and go to the kernel whatever we do, so steering the first
+//     would split the datagram between AF_XDP and the kernel and it would
+//     never be delivered. Passed whole, the kernel at least reassembles
+//     it. Fragmented traffic to a service is therefore not load balanced;
+//     pass_fragment counts it. Fragments are not tracked.
+//   - The checks after the lookup apply only to frames that would be
+//     steered: the kernel keeps receiving everything else as before
+//     (broadcast DHCP, multicast mDNS, a martian the director's own
+//     sockets may want). The kernel drops what they drop; XDP_DROP does it
+//     earlier and counts each reason. Tagged frames of other VLANs are
+//     passed, not dropped: the kernel delivers them to a VLAN device if
+//     there is one, and drops them otherwise.
+//   - VLANs: untagged and priority-tagged (VID 0) frames are always
+//     balanced, tagged frames only of the VLAN IDs in Options.VLANs (none
+//     by default). A tag can be in two places: in the frame, or, when the
+//     NIC's rx-vlan offload (or a bridge or veth peer that already parsed
+//     it) moved it there, in the RX descriptor or skb metadata, where a
+//     plain XDP program cannot see it. Attach therefore turns rx-vlan
+//     offload off (rx-vlan-hw-parse and rx-vlan-stag-hw-parse, restored
+//     when the link closes) and, natively, attaches the device-bound
+//     variant xlb_xdp_dev, which also asks the driver for a stripped tag
+//     (bpf_xdp_metadata_rx_vlan_tag, Linux 6.8+, veth, mlx5, ice, ...).
+//     A stripped tag of a served VLAN is put back into the frame
+//     (bpf_xdp_adjust_head) before the redirect, so that the workers, which
+//     see only the frame, forward it on its VLAN; without headroom the
+//     frame is pass_vlan.
+//     Generic mode cannot attach a device-bound program, and skb metadata
+//     is invisible to XDP there: a tag that is already in metadata when the
+//     frame reaches the interface (behind a bridge) is missed, and the
+//     dataplane warns. One tag is parsed; two (QinQ) are pass_not_ip when
+//     both are in the frame and pass_vlan when one was stripped.
+//   - A source equal to some other local address than the destination is
+//     not checked (the kernel's fib_validate_source does; the program has
+//     no list of local addresses).
 //   - A draining service (deleted, with connections left: DrainService)
 //     passes every TCP SYN without ACK to the kernel, which resets it, as
 //     the stack does behind IPVS without the service. That includes a
@@ -99,14 +144,22 @@
 //   - redirect and redirect_reply count attempts: with no socket bound on
 //     the queue, or on a queue >= MaxQueues, the frame falls back to the
 //     kernel and is still counted there.
-//   - Map sizes are fixed at compile time: 16384 services, 65536 reals,
-//     64 queues.
+//   - Map sizes are set by Load from Options (default 16384 services,
+//     65536 reals; MapSpec.MaxEntries before the maps are created); AddService
+//     into a full map says "too many services (limit N)". 64 queues is
+//     fixed.
+//   - The interface MAC and the VLAN set are constants of a loaded
+//     program (const volatile globals set through CollectionSpec.Variables):
+//     one Load per interface. Several interfaces (issue 7) load one program
+//     each; they can share the service maps through MapReplacements.
 //   - Only little-endian targets are generated (bpfel).
 //
 // # Loading and attaching
 //
-// Load loads the program and the maps, empty. Attach attaches through a BPF
-// link, natively if the driver implements XDP and in generic (skb) mode
+// Load loads the program and the maps, empty, configured by Options.
+// Objects.Attach turns rx-vlan offload off and attaches through a BPF
+// link: the device-bound variant natively if it loaded, else the plain
+// program natively if the driver implements XDP and in generic (skb) mode
 // otherwise; veth attaches natively, loopback generically. Closing the link
 // detaches the program; the maps stay until Objects.Close. Map memory is
 // charged to the memory cgroup (Linux 5.11+); older kernels need
@@ -114,5 +167,7 @@
 //
 // The tests run the program with BPF_PROG_RUN on golden frames and need root
 // (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN for namespaces); without it they
-// skip and say why.
+// skip and say why. The device-bound variant is the same C plus the kfunc,
+// but the kernel refuses BPF_PROG_RUN for it (EINVAL): cmd/xlb's e2e tests
+// cover it on veth.
 package bpf

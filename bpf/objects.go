@@ -7,33 +7,133 @@ import (
 	"fmt"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 )
+
+// Default map sizes, those of Options' zero values.
+const (
+	DefaultMaxServices = 16384
+	DefaultMaxReals    = 65536
+)
+
+// Options configure the program for one interface. They are fixed when it
+// is loaded: the configuration becomes constants the verifier and JIT see,
+// and the map sizes are allocated.
+type Options struct {
+	// MaxServices is the size of the services map, 0 for
+	// DefaultMaxServices. A hash map preallocates every entry, about 100
+	// bytes each.
+	MaxServices int
+	// MaxReals is the size of the reals map, 0 for DefaultMaxReals.
+	MaxReals int
+	// MAC is the interface's Ethernet address. Frames to a service that
+	// were sent to another MAC are dropped (drop_other_host).
+	MAC [6]byte
+	// VLANs are the 802.1Q VLAN IDs (1-4094) whose tagged frames are
+	// balanced; tagged frames of other VLANs go to the kernel (pass_vlan).
+	// Untagged and priority-tagged (VID 0) frames are always balanced.
+	VLANs []uint16
+	// Ifindex, if not 0, is the interface the program will be attached
+	// to. Load then also loads a device-bound variant that reads VLAN tags
+	// the NIC stripped into the RX descriptor, which Attach uses natively
+	// when the kernel and driver support it.
+	Ifindex int
+}
 
 // Objects is the loaded XDP program and its maps. Its methods are safe for
 // concurrent use: each is a single map syscall.
 type Objects struct {
-	objs xlbObjects
+	objs struct {
+		xlbMaps
+		XlbXdp *ebpf.Program `ebpf:"xlb_xdp"`
+	}
+	dev         *ebpf.Program // device-bound variant for ifindex, or nil
+	ifindex     int
+	devErr      error // why dev is nil although Ifindex was given
+	maxServices int
 }
 
-// Load loads the program and maps embedded in the package into the kernel.
-// The maps start empty: nothing is steered until AddService or AddReal.
-func Load() (*Objects, error) {
+// Load loads the program and maps embedded in the package into the kernel,
+// configured by opts. The maps start empty: nothing is steered until
+// AddService or AddReal.
+func Load(opts Options) (*Objects, error) {
+	if opts.MaxServices == 0 {
+		opts.MaxServices = DefaultMaxServices
+	}
+	if opts.MaxReals == 0 {
+		opts.MaxReals = DefaultMaxReals
+	}
+	if opts.MaxServices < 1 || opts.MaxServices > 1<<24 {
+		return nil, fmt.Errorf("load xdp: invalid service limit %d: must be 1-%d", opts.MaxServices, 1<<24)
+	}
+	if opts.MaxReals < 1 || opts.MaxReals > 1<<24 {
+		return nil, fmt.Errorf("load xdp: invalid real server limit %d: must be 1-%d", opts.MaxReals, 1<<24)
+	}
+	var vlans [64]uint64
+	vlans[0] = 1 // VID 0: untagged or priority-tagged
+	for _, v := range opts.VLANs {
+		if v < 1 || v > 4094 {
+			return nil, fmt.Errorf("load xdp: invalid vlan %d: must be 1-4094", v)
+		}
+		vlans[v/64] |= 1 << (v % 64)
+	}
 	spec, err := loadXlb()
 	if err != nil {
 		return nil, fmt.Errorf("load xdp spec: %w", err)
 	}
-	var o Objects
-	// LoadAndAssign closes whatever it created when it fails.
+	spec.Maps["services"].MaxEntries = uint32(opts.MaxServices)
+	spec.Maps["reals"].MaxEntries = uint32(opts.MaxReals)
+	if err := spec.Variables["xlb_mac"].Set(opts.MAC); err != nil {
+		return nil, fmt.Errorf("load xdp: set mac: %w", err)
+	}
+	if err := spec.Variables["xlb_vlans"].Set(vlans); err != nil {
+		return nil, fmt.Errorf("load xdp: set vlans: %w", err)
+	}
+	o := Objects{ifindex: opts.Ifindex, maxServices: opts.MaxServices}
+	// LoadAndAssign loads only what the struct names, and closes whatever
+	// it created when it fails.
 	if err := spec.LoadAndAssign(&o.objs, nil); err != nil {
 		return nil, fmt.Errorf("load xdp objects: %w", err)
+	}
+	if opts.Ifindex != 0 {
+		o.dev, o.devErr = loadDev(spec, &o.objs.xlbMaps, opts.Ifindex)
 	}
 	return &o, nil
 }
 
+// BPF_F_XDP_DEV_BOUND_ONLY (linux/bpf.h): the program may call metadata
+// kfuncs, and can only be attached to the device it was loaded for.
+const xdpDevBoundOnly = 1 << 6
+
+// loadDev loads xlb_xdp_dev bound to ifindex, sharing m.
+func loadDev(spec *ebpf.CollectionSpec, m *xlbMaps, ifindex int) (*ebpf.Program, error) {
+	ps := spec.Programs["xlb_xdp_dev"]
+	ps.Ifindex = uint32(ifindex)
+	ps.Flags |= xdpDevBoundOnly
+	var dev struct {
+		P *ebpf.Program `ebpf:"xlb_xdp_dev"`
+	}
+	err := spec.LoadAndAssign(&dev, &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
+		"services": m.Services, "reals": m.Reals, "xsks": m.Xsks, "counters": m.Counters,
+	}})
+	if err != nil {
+		return nil, fmt.Errorf("load device-bound xdp program: %w", err)
+	}
+	return dev.P, nil
+}
+
+// MaxServices is the size of the services map: AddService of one more
+// service than this fails.
+func (o *Objects) MaxServices() int { return o.maxServices }
+
 // Close releases the program and maps. A program still attached through a
 // link stays loaded until the link is closed.
 func (o *Objects) Close() error {
-	return o.objs.Close()
+	var err error
+	if o.dev != nil {
+		err = o.dev.Close()
+	}
+	return errors.Join(err, o.objs.XlbXdp.Close(), o.objs.xlbMaps.Close())
 }
 
 // Program returns the XDP program, for Attach. It is owned by o.
@@ -49,6 +149,9 @@ func (o *Objects) AddService(k ServiceKey, id uint32) error {
 		return fmt.Errorf("add service: %w", err)
 	}
 	if err := o.objs.Services.Update(&mk, &serviceValue{ID: id}, ebpf.UpdateAny); err != nil {
+		if errors.Is(err, unix.E2BIG) {
+			return fmt.Errorf("add service %v: too many services (limit %d): %w", k, o.maxServices, err)
+		}
 		return fmt.Errorf("add service %v: %w", k, err)
 	}
 	return nil
@@ -92,6 +195,9 @@ func (o *Objects) AddReal(k ServiceKey) error {
 	}
 	v := realValue(0)
 	if err := o.objs.Reals.Update(&mk, &v, ebpf.UpdateAny); err != nil {
+		if errors.Is(err, unix.E2BIG) {
+			return fmt.Errorf("add real %v: too many real servers (limit %d): %w", k, o.objs.Reals.MaxEntries(), err)
+		}
 		return fmt.Errorf("add real %v: %w", k, err)
 	}
 	return nil

@@ -15,11 +15,11 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
-// Map sizes. A hash map preallocates max_entries elements; with a 20-byte
-// key and 8-byte value that is roughly 100 bytes per element including
-// htab overhead, so 16Ki services cost ~1.6 MiB and 64Ki reals ~6.5 MiB.
-// IPVS has no hard limit, but a director with more than 16Ki virtual
-// services is far outside what xlb targets.
+// Default map sizes; Load sets the real ones (MapSpec.MaxEntries) from the
+// daemon's options before the maps are created. A hash map preallocates
+// max_entries elements; with a 20-byte key and 8-byte value that is roughly
+// 100 bytes per element including htab overhead, so 16Ki services cost
+// ~1.6 MiB and 64Ki reals ~6.5 MiB.
 #define XLB_MAX_SERVICES 16384
 #define XLB_MAX_REALS 65536
 // One AF_XDP socket per RX queue. 64 queues covers common 25/100G NICs;
@@ -29,6 +29,35 @@
 // IPv4 flags and fragment offset (RFC 791 section 3.1), kernel-internal.
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1fff
+
+// IPv6 extension headers walked to reach TCP/UDP, at most: the kernel's
+// ipv6_skip_exthdr has no bound, but real traffic carries one or two and
+// the verifier needs one.
+#define XLB_MAX_EXTHDRS 8
+
+// Fragment header (RFC 8200 section 4.5): offset in 8-octet units, M flag.
+#define IP6_OFFSET 0xfff8
+#define IP6_MF 0x0001
+
+// VLAN ID of a TCI (802.1Q): the low 12 bits.
+#define VLAN_VID_MASK 0x0fff
+
+// Per-interface configuration, set by Load before the program is loaded
+// (CollectionSpec.Variables) and read-only afterwards, so the verifier and
+// JIT treat it as constants. One loaded program serves one interface.
+//
+// xlb_mac is the interface's MAC address: a frame to a service that was
+// not sent to it (another host's unicast, broadcast, multicast) is dropped.
+// xlb_vlans is a bitmap of the 802.1Q VLAN IDs whose tagged frames are
+// balanced; bit 0 (priority-tagged, VID 0) means untagged.
+const volatile __u8 xlb_mac[6] = {};
+const volatile __u64 xlb_vlans[64] = {1};
+
+// Metadata kfunc (Linux 6.8+): the VLAN tag the NIC stripped into the RX
+// descriptor (rx-vlan-offload). Only a device-bound program may call it,
+// xlb_xdp_dev; drivers without it return -EOPNOTSUPP.
+extern int bpf_xdp_metadata_rx_vlan_tag(const struct xdp_md *ctx, __be16 *vlan_proto,
+					__u16 *vlan_tci) __ksym __weak;
 
 // 802.1Q / 802.1ad tag, not in the UAPI headers.
 struct vlan_hdr {
@@ -62,12 +91,17 @@ enum xlb_reason {
 	XLB_REASON_PASS_NOT_IP,       // not ARP, IPv4 or IPv6 (after at most one VLAN tag)
 	XLB_REASON_PASS_ARP,          // ARP
 	XLB_REASON_PASS_NOT_TCP_UDP,  // IP, but neither TCP nor UDP (ICMP, ...)
-	XLB_REASON_PASS_FRAGMENT,     // IPv4 TCP/UDP fragment, first or not
-	XLB_REASON_PASS_IPV6_EXT,     // IPv6 with an extension header
+	XLB_REASON_PASS_FRAGMENT,     // IPv4 or IPv6 fragment, first or not
+	XLB_REASON_PASS_IPV6_EXT,     // IPv6 extension header not walked, or too many
 	XLB_REASON_PASS_NO_SERVICE,   // TCP/UDP, neither to a service nor from a real
 	XLB_REASON_MALFORMED,         // truncated or inconsistent header, passed
 	XLB_REASON_REDIRECT,          // to a service: redirected
 	XLB_REASON_REDIRECT_REPLY,    // from a real server: redirected
+	XLB_REASON_PASS_VLAN,         // steered, but VLAN not served (or two tags)
+	XLB_REASON_DROP_OTHER_HOST,   // steered, but sent to another unicast MAC
+	XLB_REASON_DROP_L2_MULTICAST, // steered, but sent to a broadcast/multicast MAC
+	XLB_REASON_DROP_BAD_CHECKSUM, // steered, but the IPv4 header checksum is wrong
+	XLB_REASON_DROP_MARTIAN,      // steered, but from a martian source address
 	XLB_REASON_MAX,
 };
 
@@ -119,6 +153,14 @@ static __always_inline int pass(enum xlb_reason reason)
 	return count(reason, XDP_PASS);
 }
 
+// Frames to a service that the kernel would drop are dropped here, as the
+// kernel does, rather than passed: passed, the kernel would answer some of
+// them (a TCP reset for the VIP it owns).
+static __always_inline int drop(enum xlb_reason reason)
+{
+	return count(reason, XDP_DROP);
+}
+
 static __always_inline int steer(struct xdp_md *ctx, enum xlb_reason reason)
 {
 	// Count before the helper: with no socket bound on this queue (and
@@ -128,11 +170,143 @@ static __always_inline int steer(struct xdp_md *ctx, enum xlb_reason reason)
 	return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
 }
 
+// What the checks after the lookup need of a parsed frame.
+struct pkt {
+	struct ethhdr *eth;
+	void *data_end;
+	struct iphdr *iph; // IPv4 header, or NULL for IPv6
+	__u16 vid;         // VLAN ID of the one tag (inline or stripped); 0 untagged
+	__u8 tags;         // VLAN tags, inline and stripped together
+	__u8 stripped;     // the tag is in the RX descriptor, not the frame
+	__be16 vproto;     // stripped tag's TPID
+	__u16 vtci;        // stripped tag's TCI
+};
+
+// Puts a tag the NIC stripped back into the frame before it goes to
+// AF_XDP, so that the workers, which see only the frame, forward it on its
+// VLAN. Returns 0, or -1 without headroom.
+static __always_inline int reinsert_tag(struct xdp_md *ctx, struct pkt *p)
+{
+	void *data, *data_end;
+	struct vlan_hdr *vh;
+	__u8 macs[12];
+
+	if (!p->stripped || p->vid == 0)
+		return 0; // untagged or priority-tagged: nothing to keep
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (data + 12 > data_end)
+		return -1;
+	__builtin_memcpy(macs, data, 12);
+	if (bpf_xdp_adjust_head(ctx, -(int)sizeof(*vh)))
+		return -1;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (data + 12 + sizeof(__be16) + sizeof(*vh) > data_end)
+		return -1;
+	__builtin_memcpy(data, macs, 12);
+	*(__be16 *)(data + 12) = p->vproto;
+	vh = data + 12 + sizeof(__be16);
+	vh->tci = bpf_htons(p->vtci);
+	// encapsulated_proto is where the EtherType was: it is still there,
+	// now right after the TCI.
+	return 0;
+}
+
+static __always_inline int vlan_served(__u16 vid)
+{
+	return (xlb_vlans[(vid >> 6) & 63] >> (vid & 63)) & 1;
+}
+
+// IPv4 header checksum (RFC 791, RFC 1071): the one's complement sum of the
+// header's 16-bit words, the checksum included, is 0xffff when it is right.
+// hlen has been checked against the frame; each word is checked again for
+// the verifier.
+static __always_inline int ipv4_csum_ok(struct iphdr *iph, void *data_end)
+{
+	__u16 *w = (__u16 *)iph;
+	__u32 words = iph->ihl * 2, sum = 0;
+
+	for (int i = 0; i < 30; i++) { // IHL <= 15: at most 60 bytes
+		if (i >= words || (void *)(w + i + 1) > data_end)
+			break;
+		sum += w[i];
+	}
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return sum == 0xffff;
+}
+
+// Martian sources, as the kernel's ip_route_input_slow and ip6_rcv_core
+// drop them: 0/8, 127/8, 224/4 (multicast) and 240/4 (reserved, with
+// 255.255.255.255); ::, ::1, ff00::/8 and IPv4-mapped. A source equal to the
+// destination (a LAND attack) is one too. addr is IPv4-mapped for IPv4.
+static __always_inline int martian(const struct svc_key *src, const struct svc_key *dst, int v4)
+{
+	const __u32 *a = (const __u32 *)src->addr;
+	const __u32 *b = (const __u32 *)dst->addr;
+
+	if (a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3])
+		return 1;
+	if (v4) {
+		__u8 hi = src->addr[12];
+
+		return hi == 0 || hi == 127 || hi >= 224;
+	}
+	if (src->addr[0] == 0xff)
+		return 1;
+	if (a[0] == 0 && a[1] == 0) {
+		if (a[2] == 0 && (a[3] == 0 || a[3] == bpf_htonl(1)))
+			return 1; // :: and ::1
+		if (a[2] == bpf_htonl(0xffff))
+			return 1; // ::ffff:0:0/96
+	}
+	return 0;
+}
+
+// Checks a frame that the lookup would steer: the tests the kernel makes
+// before it delivers a frame, which AF_XDP skips. The first that fails
+// decides; the others are left to the kernel (pass_vlan) or drop it.
+static __always_inline int admit(struct pkt *p, const struct svc_key *src, const struct svc_key *dst)
+{
+	struct ethhdr *eth = p->eth;
+
+	if (p->tags > 1 || !vlan_served(p->vid))
+		return XLB_REASON_PASS_VLAN;
+	if (eth->h_dest[0] & 1) // group bit: broadcast or multicast
+		return XLB_REASON_DROP_L2_MULTICAST;
+	if (eth->h_dest[0] != xlb_mac[0] || eth->h_dest[1] != xlb_mac[1] ||
+	    eth->h_dest[2] != xlb_mac[2] || eth->h_dest[3] != xlb_mac[3] ||
+	    eth->h_dest[4] != xlb_mac[4] || eth->h_dest[5] != xlb_mac[5])
+		return XLB_REASON_DROP_OTHER_HOST;
+	if (p->iph && !ipv4_csum_ok(p->iph, p->data_end))
+		return XLB_REASON_DROP_BAD_CHECKSUM;
+	if (martian(src, dst, p->iph != NULL))
+		return XLB_REASON_DROP_MARTIAN;
+	return XLB_REASON_MAX;
+}
+
+static __always_inline int verdict(struct xdp_md *ctx, struct pkt *p, enum xlb_reason steered,
+				   const struct svc_key *src, const struct svc_key *dst)
+{
+	enum xlb_reason r = admit(p, src, dst);
+
+	if (r == XLB_REASON_MAX) {
+		if (reinsert_tag(ctx, p))
+			return pass(XLB_REASON_PASS_VLAN); // the kernel keeps the tag
+		return steer(ctx, steered);
+	}
+	if (r == XLB_REASON_PASS_VLAN)
+		return pass(r);
+	return drop(r);
+}
+
 // Checks the TCP or UDP header at l4 whose IP payload is l4len bytes long,
-// fills the ports of dst and src, and steers or passes the frame.
-static __always_inline int l4(struct xdp_md *ctx, void *l4, void *data_end, __u32 l4len,
+// fills the ports of dst and src, and steers, passes or drops the frame.
+static __always_inline int l4(struct xdp_md *ctx, struct pkt *p, void *l4, __u32 l4len,
 			      __u8 proto, struct svc_key *dst, struct svc_key *src)
 {
+	void *data_end = p->data_end;
 	struct svc_value *sv;
 	int syn = 0;
 
@@ -165,10 +339,10 @@ static __always_inline int l4(struct xdp_md *ctx, void *l4, void *data_end, __u3
 	if (sv) {
 		if (syn && (sv->flags & XLB_SVC_DRAINING))
 			return pass(XLB_REASON_PASS_NO_SERVICE);
-		return steer(ctx, XLB_REASON_REDIRECT);
+		return verdict(ctx, p, XLB_REASON_REDIRECT, src, dst);
 	}
 	if (bpf_map_lookup_elem(&reals, src))
-		return steer(ctx, XLB_REASON_REDIRECT_REPLY);
+		return verdict(ctx, p, XLB_REASON_REDIRECT_REPLY, src, dst);
 	return pass(XLB_REASON_PASS_NO_SERVICE);
 }
 
@@ -179,19 +353,19 @@ static __always_inline void map4(__u8 addr[16], __be32 v4)
 	__builtin_memcpy(&addr[12], &v4, 4);
 }
 
-static __always_inline int ipv4(struct xdp_md *ctx, void *l3, void *data_end)
+static __always_inline int ipv4(struct xdp_md *ctx, struct pkt *p, void *l3)
 {
 	struct iphdr *iph = l3;
 	struct svc_key dst = {}, src = {};
 	__u32 hlen, tot;
 
-	if ((void *)(iph + 1) > data_end)
+	if ((void *)(iph + 1) > p->data_end)
 		return pass(XLB_REASON_MALFORMED);
 	if (iph->version != 4 || iph->ihl < 5)
 		return pass(XLB_REASON_MALFORMED);
 	hlen = iph->ihl * 4;
 	tot = bpf_ntohs(iph->tot_len);
-	if (tot < hlen || l3 + tot > data_end)
+	if (tot < hlen || l3 + tot > p->data_end)
 		return pass(XLB_REASON_MALFORMED);
 	if (iph->protocol != IPPROTO_TCP && iph->protocol != IPPROTO_UDP)
 		return pass(XLB_REASON_PASS_NOT_TCP_UDP);
@@ -201,86 +375,156 @@ static __always_inline int ipv4(struct xdp_md *ctx, void *l3, void *data_end)
 	if (iph->frag_off & bpf_htons(IP_MF | IP_OFFSET))
 		return pass(XLB_REASON_PASS_FRAGMENT);
 
+	p->iph = iph;
 	map4(dst.addr, iph->daddr);
 	map4(src.addr, iph->saddr);
-	return l4(ctx, l3 + hlen, data_end, tot - hlen, iph->protocol, &dst, &src);
+	return l4(ctx, p, l3 + hlen, tot - hlen, iph->protocol, &dst, &src);
 }
 
-static __always_inline int ipv6_ext(__u8 nexthdr)
+// Extension headers that are not walked: Mobility (135), HIP (139), Shim6
+// (140) and the experimental 253 and 254 carry no transport header in
+// practice; they go to the kernel as pass_ipv6_ext. ESP (50) counts as not
+// TCP/UDP: what follows it is encrypted.
+static __always_inline int ipv6_ext_other(__u8 nexthdr)
 {
 	switch (nexthdr) {
-	case IPPROTO_HOPOPTS:  // 0
-	case IPPROTO_ROUTING:  // 43
-	case IPPROTO_FRAGMENT: // 44
-	case IPPROTO_AH:       // 51
-	case IPPROTO_DSTOPTS:  // 60
-	case IPPROTO_MH:       // 135
-	case 139:              // HIP, RFC 7401
-	case 140:              // Shim6, RFC 5533
-	case 253:              // experimentation, RFC 3692
+	case IPPROTO_MH: // 135
+	case 139:        // HIP, RFC 7401
+	case 140:        // Shim6, RFC 5533
+	case 253:        // experimentation, RFC 3692
 	case 254:
 		return 1;
 	}
 	return 0;
 }
 
-static __always_inline int ipv6(struct xdp_md *ctx, void *l3, void *data_end)
+static __always_inline int ipv6(struct xdp_md *ctx, struct pkt *p, void *l3)
 {
 	struct ipv6hdr *ip6h = l3;
 	struct svc_key dst = {}, src = {};
-	__u32 plen;
+	__u32 plen, off = sizeof(*ip6h), end;
+	__u8 next;
 
-	if ((void *)(ip6h + 1) > data_end)
+	if ((void *)(ip6h + 1) > p->data_end)
 		return pass(XLB_REASON_MALFORMED);
 	if (ip6h->version != 6)
 		return pass(XLB_REASON_MALFORMED);
 	plen = bpf_ntohs(ip6h->payload_len);
-	if ((void *)(ip6h + 1) + plen > data_end)
+	if ((void *)(ip6h + 1) + plen > p->data_end)
 		return pass(XLB_REASON_MALFORMED);
-	if (ip6h->nexthdr != IPPROTO_TCP && ip6h->nexthdr != IPPROTO_UDP) {
-		if (ipv6_ext(ip6h->nexthdr))
+	end = sizeof(*ip6h) + plen;
+	next = ip6h->nexthdr;
+
+	// Walk the extension headers to the transport header, as the kernel's
+	// ipv6_skip_exthdr does: Hop-by-Hop (first only, RFC 8200 section
+	// 4.1), Routing, Destination Options, AH and Fragment. A fragment, but
+	// an atomic one (offset 0, M clear, RFC 6946), is passed like an IPv4
+	// one. Every header must lie in the payload.
+	for (int i = 0; i < XLB_MAX_EXTHDRS; i++) {
+		__u8 *h = l3 + off;
+		__u32 hlen;
+
+		if (next == IPPROTO_TCP || next == IPPROTO_UDP)
+			break;
+		if (next != IPPROTO_HOPOPTS && next != IPPROTO_ROUTING && next != IPPROTO_DSTOPTS &&
+		    next != IPPROTO_AH && next != IPPROTO_FRAGMENT)
+			break;
+		if (next == IPPROTO_HOPOPTS && i > 0)
+			return pass(XLB_REASON_MALFORMED);
+		if (off + 8 > end || (void *)(h + 8) > p->data_end)
+			return pass(XLB_REASON_MALFORMED);
+		if (next == IPPROTO_FRAGMENT) {
+			if (*(__be16 *)(h + 2) & bpf_htons(IP6_OFFSET | IP6_MF))
+				return pass(XLB_REASON_PASS_FRAGMENT);
+			hlen = 8;
+		} else if (next == IPPROTO_AH) {
+			hlen = (h[1] + 2) * 4; // RFC 4302 section 2.2
+		} else {
+			hlen = (h[1] + 1) * 8;
+		}
+		if (off + hlen > end)
+			return pass(XLB_REASON_MALFORMED);
+		next = h[0];
+		off += hlen;
+	}
+	if (next != IPPROTO_TCP && next != IPPROTO_UDP) {
+		if (next == IPPROTO_HOPOPTS || next == IPPROTO_ROUTING || next == IPPROTO_DSTOPTS ||
+		    next == IPPROTO_AH || next == IPPROTO_FRAGMENT || ipv6_ext_other(next))
 			return pass(XLB_REASON_PASS_IPV6_EXT);
 		return pass(XLB_REASON_PASS_NOT_TCP_UDP);
 	}
 
 	__builtin_memcpy(dst.addr, &ip6h->daddr, 16);
 	__builtin_memcpy(src.addr, &ip6h->saddr, 16);
-	return l4(ctx, ip6h + 1, data_end, plen, ip6h->nexthdr, &dst, &src);
+	return l4(ctx, p, l3 + off, end - off, next, &dst, &src);
 }
 
-SEC("xdp")
-int xlb_xdp(struct xdp_md *ctx)
+// The frame's link layer: at most one VLAN tag in the frame, plus the one
+// the NIC may have stripped when hw is set (the device-bound program).
+static __always_inline int classify(struct xdp_md *ctx, int hw)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
 	void *l3 = eth + 1;
+	struct pkt p = {.eth = eth, .data_end = data_end};
 	__be16 proto;
 
 	if (l3 > data_end)
 		return pass(XLB_REASON_MALFORMED);
 	proto = eth->h_proto;
-	// One 802.1Q or 802.1ad tag. Most NICs strip the outer tag into
-	// metadata (rx-vlan-offload) before XDP runs, so this matters only
-	// when offload is off; a second tag (QinQ) counts as not IP.
+	// One 802.1Q or 802.1ad tag. rx-vlan-offload would move it into
+	// metadata before XDP runs, so Attach turns it off; a second tag in
+	// the frame (QinQ) counts as not IP.
 	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
 		struct vlan_hdr *vh = l3;
 
 		if ((void *)(vh + 1) > data_end)
 			return pass(XLB_REASON_MALFORMED);
 		proto = vh->encapsulated_proto;
+		p.vid = bpf_ntohs(vh->tci) & VLAN_VID_MASK;
+		p.tags = 1;
 		l3 = vh + 1;
+	}
+	if (hw) {
+		__be16 vproto;
+		__u16 tci;
+
+		if (bpf_xdp_metadata_rx_vlan_tag(ctx, &vproto, &tci) == 0) {
+			p.vid = tci & VLAN_VID_MASK; // the outer tag decides
+			p.tags++;
+			p.stripped = 1;
+			p.vproto = vproto;
+			p.vtci = tci;
+		}
 	}
 
 	switch (proto) {
 	case bpf_htons(ETH_P_IP):
-		return ipv4(ctx, l3, data_end);
+		return ipv4(ctx, &p, l3);
 	case bpf_htons(ETH_P_IPV6):
-		return ipv6(ctx, l3, data_end);
+		return ipv6(ctx, &p, l3);
 	case bpf_htons(ETH_P_ARP):
 		return pass(XLB_REASON_PASS_ARP);
 	}
 	return pass(XLB_REASON_PASS_NOT_IP);
+}
+
+// The program for any attachment and for BPF_PROG_RUN: it sees the tags
+// left in the frame.
+SEC("xdp")
+int xlb_xdp(struct xdp_md *ctx)
+{
+	return classify(ctx, 0);
+}
+
+// The same, device-bound (BPF_F_XDP_DEV_BOUND_ONLY) so that it may ask
+// the driver for a tag stripped into the RX descriptor. It can only be
+// attached natively to the device it was loaded for.
+SEC("xdp")
+int xlb_xdp_dev(struct xdp_md *ctx)
+{
+	return classify(ctx, 1);
 }
 
 char _license[] SEC("license") = "Dual BSD/GPL";

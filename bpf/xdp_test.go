@@ -44,7 +44,7 @@ func skipIfNotPermitted(tb testing.TB, err error) {
 // packettest services and reals configured.
 func load(tb testing.TB) *bpf.Objects {
 	tb.Helper()
-	o, err := bpf.Load()
+	o, err := bpf.Load(bpf.Options{MAC: packettest.LBMAC, VLANs: packettest.VLANs})
 	skipIfNotPermitted(tb, err)
 	tb.Cleanup(func() {
 		if err := o.Close(); err != nil {
@@ -65,11 +65,15 @@ func load(tb testing.TB) *bpf.Objects {
 }
 
 // xdpReason is the counter the XDP program bumps for a frame that Parse
-// classifies as r and, if r is OK, whose lookup is s. It states the
-// contract between the two classifiers.
-func xdpReason(r packet.Reason, s packettest.Steer) bpf.Reason {
+// classifies as r and, if r is OK, whose lookup is s and, if s steers,
+// which Filter.Admit classifies as a. It states the contract between the
+// two classifiers.
+func xdpReason(r packet.Reason, s packettest.Steer, a packet.Reason) bpf.Reason {
 	switch r {
 	case packet.OK:
+		if s != packettest.NoService && a != packet.OK {
+			return xdpReason(a, s, packet.OK)
+		}
 		switch s {
 		case packettest.ToService:
 			return bpf.Redirect
@@ -89,6 +93,16 @@ func xdpReason(r packet.Reason, s packettest.Steer) bpf.Reason {
 		return bpf.PassIPv6Ext
 	case packet.Malformed:
 		return bpf.Malformed
+	case packet.VLAN:
+		return bpf.PassVLAN
+	case packet.OtherHost:
+		return bpf.DropOtherHost
+	case packet.L2Multicast:
+		return bpf.DropL2Multicast
+	case packet.BadChecksum:
+		return bpf.DropBadChecksum
+	case packet.Martian:
+		return bpf.DropMartian
 	}
 	panic("unknown packet.Reason " + r.String())
 }
@@ -129,13 +143,14 @@ func TestXDPGolden(t *testing.T) {
 	o := load(t)
 	for _, c := range packettest.Cases() {
 		t.Run(c.Name, func(t *testing.T) {
-			want := xdpReason(c.Reason, c.Steer)
+			want := xdpReason(c.Reason, c.Steer, c.Admit)
 			// No AF_XDP socket is bound, so a redirect falls back to
-			// XDP_PASS: every frame is passed, and the counter tells.
+			// XDP_PASS: every frame but those dropped is passed, and the
+			// counter tells.
 			action, got := run(t, o, c.Frame)
-			if action != xdpPass || got != want {
+			if action != wantAction(want) || got != want {
 				t.Errorf("xdp(%x) = action %d, counter %v; want action %d, counter %v\ntcpdump: %s",
-					c.Frame, action, got, xdpPass, want, c.Tcpdump)
+					c.Frame, action, got, wantAction(want), want, c.Tcpdump)
 			}
 		})
 	}
@@ -146,19 +161,23 @@ func TestXDPGolden(t *testing.T) {
 // counter XDP bumps must be the one Parse's verdict implies.
 func TestXDPAgreesWithParse(t *testing.T) {
 	o := load(t)
+	filter := packettest.Filter()
 	check := func(name string, frame []byte) {
 		t.Helper()
 		var m packet.Meta
 		r := packet.Parse(frame, &m)
-		s := packettest.NoService
+		s, a := packettest.NoService, packet.OK
 		if r == packet.OK {
 			s = packettest.Lookup(&m)
+			if s != packettest.NoService {
+				a = filter.Admit(frame, &m)
+			}
 		}
-		want := xdpReason(r, s)
+		want := xdpReason(r, s, a)
 		action, got := run(t, o, frame)
-		if action != xdpPass || got != want {
-			t.Errorf("%s: xdp(%x) = action %d, counter %v; Parse = %v, %v: want action %d, counter %v",
-				name, frame, action, got, r, s, xdpPass, want)
+		if action != wantAction(want) || got != want {
+			t.Errorf("%s: xdp(%x) = action %d, counter %v; Parse = %v, %v, %v: want action %d, counter %v",
+				name, frame, action, got, r, s, a, wantAction(want), want)
 		}
 	}
 	runs := 0
@@ -169,7 +188,11 @@ func TestXDPAgreesWithParse(t *testing.T) {
 			runs++
 		}
 		hdr := min(len(c.Frame), 14+4+60+60) // Ethernet, VLAN, IPv4 with options, TCP
-		for i := 12; i < hdr; i++ {
+		if c.Frame[12] == 0x86 && c.Frame[13] == 0xdd {
+			hdr = min(len(c.Frame), 14+40+9*8+20) // Ethernet, IPv6, extension headers, TCP
+		}
+		// From byte 0: the destination MAC matters now.
+		for i := 0; i < hdr; i++ {
 			for _, v := range []byte{0x00, 0xff, c.Frame[i] ^ 0x01, c.Frame[i] ^ 0x40} {
 				f := append([]byte(nil), c.Frame...)
 				f[i] = v
@@ -179,6 +202,16 @@ func TestXDPAgreesWithParse(t *testing.T) {
 		}
 	}
 	t.Logf("%d frames agreed", runs)
+}
+
+// wantAction is the XDP action of a frame that bumps counter r when no
+// AF_XDP socket is bound.
+func wantAction(r bpf.Reason) uint32 {
+	switch r {
+	case bpf.DropOtherHost, bpf.DropL2Multicast, bpf.DropBadChecksum, bpf.DropMartian:
+		return xdpDrop
+	}
+	return xdpPass
 }
 
 func TestXDPServiceChanges(t *testing.T) {

@@ -16,11 +16,14 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	xlbMapCounters = "counters"
-	xlbMapReals    = "reals"
-	xlbMapServices = "services"
-	xlbMapXsks     = "xsks"
-	xlbProgXlbXdp  = "xlb_xdp"
+	xlbMapCounters   = "counters"
+	xlbMapReals      = "reals"
+	xlbMapServices   = "services"
+	xlbMapXsks       = "xsks"
+	xlbProgXlbXdp    = "xlb_xdp"
+	xlbProgXlbXdpDev = "xlb_xdp_dev"
+	xlbVarXlbMac     = "xlb_mac"
+	xlbVarXlbVlans   = "xlb_vlans"
 )
 
 // loadXlb returns the embedded CollectionSpec for xlb.
@@ -65,7 +68,8 @@ type xlbSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type xlbProgramSpecs struct {
-	XlbXdp *ebpf.ProgramSpec `ebpf:"xlb_xdp"`
+	XlbXdp    *ebpf.ProgramSpec `ebpf:"xlb_xdp"`
+	XlbXdpDev *ebpf.ProgramSpec `ebpf:"xlb_xdp_dev"`
 }
 
 // xlbMapSpecs contains maps before they are loaded into the kernel.
@@ -82,6 +86,8 @@ type xlbMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type xlbVariableSpecs struct {
+	XlbMac   *ebpf.VariableSpec `ebpf:"xlb_mac"`
+	XlbVlans *ebpf.VariableSpec `ebpf:"xlb_vlans"`
 }
 
 // xlbObjects contains all objects after they have been loaded into the kernel.
@@ -123,18 +129,22 @@ func (m *xlbMaps) Close() error {
 //
 // It can be passed to loadXlbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xlbVariables struct {
+	XlbMac   *ebpf.Variable `ebpf:"xlb_mac"`
+	XlbVlans *ebpf.Variable `ebpf:"xlb_vlans"`
 }
 
 // xlbPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to loadXlbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xlbPrograms struct {
-	XlbXdp *ebpf.Program `ebpf:"xlb_xdp"`
+	XlbXdp    *ebpf.Program `ebpf:"xlb_xdp"`
+	XlbXdpDev *ebpf.Program `ebpf:"xlb_xdp_dev"`
 }
 
 func (p *xlbPrograms) Close() error {
 	return _XlbClose(
 		p.XlbXdp,
+		p.XlbXdpDev,
 	)
 }
 

@@ -74,8 +74,8 @@ func TestXDPGoldenWithSocket(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, c := range packettest.Cases() {
-			want := xdpReason(c.Reason, c.Steer)
-			wantAction := uint32(xdpPass)
+			want := xdpReason(c.Reason, c.Steer, c.Admit)
+			wantAction := wantAction(want)
 			if want == bpf.Redirect || want == bpf.RedirectReply {
 				wantAction = xdpRedirect
 			}
@@ -102,7 +102,8 @@ func BenchmarkXDP(b *testing.B) {
 	o := load(b)
 	for _, c := range packettest.Cases() {
 		switch c.Name {
-		case "tcp syn to vip:80", "ipv6 tcp syn to [vip6]:443", "tcp to vip:22, not a service", "arp who-has vip":
+		case "tcp syn to vip:80", "ipv6 tcp syn to [vip6]:443", "tcp to vip:22, not a service", "arp who-has vip",
+			"ipv6 hop-by-hop, routing, 16-byte dstopts, ah, then tcp to [vip6]:443", "ipv4 options (router alert), tcp syn to vip:80":
 		default:
 			continue
 		}

@@ -185,6 +185,9 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) error {
 		scheds   []sched.Scheduler    // new scheduler instances, if any
 		policies []*conntrack.Service // one per worker
 	}
+	if n, limit := len(cfg.Services), d.objs.MaxServices(); n > limit {
+		return fmt.Errorf("apply configuration: too many services (limit %d): %d given", limit, n)
+	}
 	plans := make([]plan, 0, len(cfg.Services))
 	seen := map[ipvs.ServiceKey]bool{}
 	for i := range cfg.Services {

@@ -34,6 +34,13 @@ type Options struct {
 	ConnCapacity int
 	// MaxDests bounds the number of destinations over all services.
 	MaxDests int
+	// MaxServices is the size of the XDP program's service map, 0 for
+	// bpf.DefaultMaxServices; Apply refuses more services.
+	MaxServices int
+	// VLANs are the 802.1Q VLAN IDs whose tagged frames are balanced;
+	// tagged frames of other VLANs go to the kernel (the XDP counter
+	// pass_vlan). None by default: only untagged frames are balanced.
+	VLANs []uint16
 	// Logger receives control-plane events (never per-packet ones).
 	Logger *slog.Logger
 }
@@ -135,7 +142,13 @@ func New(opts Options) (d *Dataplane, err error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("remove memlock limit: %w", err)
 	}
-	if d.objs, err = bpf.Load(); err != nil {
+	if d.objs, err = bpf.Load(bpf.Options{
+		MaxServices: opts.MaxServices,
+		MaxReals:    opts.MaxDests, // a real per destination at most
+		MAC:         d.mac,
+		VLANs:       opts.VLANs,
+		Ifindex:     ifc.Index,
+	}); err != nil {
 		return nil, fmt.Errorf("load xdp program: %w", err)
 	}
 	for q := 0; q < queues; q++ {
@@ -148,8 +161,18 @@ func New(opts Options) (d *Dataplane, err error) {
 			return nil, fmt.Errorf("register socket of queue %d: %w", q, err)
 		}
 	}
-	if d.link, d.mode, err = bpf.Attach(d.objs.Program(), ifc.Index); err != nil {
+	if ok, err := d.objs.DeviceBound(); !ok && err != nil {
+		opts.Logger.Info("xdp: no device-bound program, VLAN tags the NIC strips are not seen", "err", err)
+	}
+	if d.link, d.mode, err = d.objs.Attach(ifc.Index); err != nil {
 		return nil, fmt.Errorf("attach xdp to %s: %w", opts.Interface, err)
+	}
+	if dev, _ := d.objs.DeviceBound(); d.mode == bpf.Generic || !dev {
+		// The tag in skb metadata (a bridge or veth peer, or a NIC whose
+		// rx-vlan offload cannot be turned off) is invisible to XDP
+		// without the kfunc: such frames would look untagged.
+		opts.Logger.Warn("xdp cannot see VLAN tags the kernel stripped: tagged frames may be balanced as untagged",
+			"mode", d.mode.String(), "device_bound", dev)
 	}
 	zc := "copy"
 	if d.workers[0].sock.zeroCopy {

@@ -27,6 +27,9 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	queues := fs.Int("queues", 0, "RX queues to serve from queue 0 (0: all)")
 	conns := fs.Int("conns", 1<<20, "connection entries per queue")
 	sock := fs.String("socket", defaultSocket, "control socket for ipvsadm commands")
+	var vlans vlanList
+	fs.Var(&vlans, "vlan", "802.1Q VLAN ID whose tagged frames are balanced, repeatable (default: untagged frames only)")
+	maxServices := fs.Int("max-services", 0, "size of the XDP service map (0: 16384)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -45,6 +48,7 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	opts := dataplane.DefaultOptions(*iface)
 	opts.Queues = *queues
 	opts.ConnCapacity = *conns
+	opts.VLANs, opts.MaxServices = vlans, *maxServices
 	opts.Logger = log
 	dp, err := dataplane.New(opts)
 	if err != nil {

@@ -13,8 +13,8 @@ import (
 	"github.com/xlbproject/xlb/internal/packet/packettest"
 )
 
-// FuzzParse checks, for any input, that Parse does not panic or write to
-// the frame, that an accepted frame's offsets are in range and its fields
+// FuzzParse checks, for any input, that Parse and Filter.Admit do not
+// panic or write to the frame, that an accepted frame's offsets are in range and its fields
 // are the frame's bytes, that the fields re-encoded by gopacket parse the
 // same, and that a rewrite keeps checksums that verified verifying.
 //
@@ -23,6 +23,7 @@ func FuzzParse(f *testing.F) {
 	for _, c := range packettest.Cases() {
 		f.Add(c.Frame)
 	}
+	filter := packettest.Filter()
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		orig := bytes.Clone(frame)
 		var m packet.Meta
@@ -40,6 +41,12 @@ func FuzzParse(f *testing.F) {
 			return
 		}
 		checkInRange(t, frame, &m)
+		if a := filter.Admit(frame, &m); a != packet.OK && (a < packet.VLAN || int(a) >= packet.NumReasons) {
+			t.Fatalf("Admit(%x) = %v, not OK or one of its reasons", frame, a)
+		}
+		if !bytes.Equal(frame, orig) {
+			t.Fatalf("Admit(%x) modified the frame", orig)
+		}
 		checkReencode(t, frame, &m)
 		checkRewrite(t, frame, &m)
 	})
@@ -57,7 +64,7 @@ func checkInRange(t *testing.T, frame []byte, m *packet.Meta) {
 	switch {
 	case m.L3Off != 14 && m.L3Off != 18,
 		m.Version == 4 && (iphlen < 20 || iphlen > 60 || iphlen%4 != 0),
-		m.Version == 6 && iphlen != 40,
+		m.Version == 6 && (iphlen < 40 || iphlen%4 != 0),
 		m.Version != 4 && m.Version != 6,
 		m.L4Len() < l4min,
 		m.L3Off+m.IPLen > len(frame):
@@ -105,12 +112,15 @@ func checkReencode(t *testing.T, frame []byte, m *packet.Meta) {
 	}
 	if m.L3Off == 18 {
 		eth.EthernetType = layers.EthernetTypeDot1Q
-		ls = append(ls, &layers.Dot1Q{VLANIdentifier: 7, Type: ipType})
+		ls = append(ls, &layers.Dot1Q{VLANIdentifier: m.VLAN, Type: ipType})
 	} else {
 		eth.EthernetType = ipType
 	}
 	proto := layers.IPProtocol(m.Proto)
 	src, dst := m.SrcAddr().AsSlice(), m.DstAddr().AsSlice()
+	if m.Version == 6 { // an IPv4-mapped IPv6 address stays 16 bytes
+		src, dst = m.Src[:], m.Dst[:]
+	}
 	var nl gopacket.NetworkLayer
 	if m.Version == 4 {
 		h := &layers.IPv4{Version: 4, TTL: 1, Protocol: proto, SrcIP: src, DstIP: dst}
@@ -220,7 +230,7 @@ func verify(b []byte, m *packet.Meta) (ip, l4 bool) {
 // vacuous: every accepted golden frame verifies before and after.
 func TestRewriteGoldenChecksums(t *testing.T) {
 	for _, c := range packettest.Cases() {
-		if c.Reason != packet.OK {
+		if c.Reason != packet.OK || c.Admit == packet.BadChecksum {
 			continue
 		}
 		m := c.Meta

@@ -17,9 +17,16 @@ const (
 	NotIP                   // not ARP, IPv4 or IPv6 (bpf.PassNotIP)
 	ARP                     // ARP (bpf.PassARP)
 	NotTCPUDP               // IP, but neither TCP nor UDP (bpf.PassNotTCPUDP)
-	Fragment                // IPv4 TCP/UDP fragment, first or not (bpf.PassFragment)
-	IPv6Ext                 // IPv6 with an extension header (bpf.PassIPv6Ext)
+	Fragment                // IPv4 or IPv6 TCP/UDP fragment, first or not (bpf.PassFragment)
+	IPv6Ext                 // IPv6 extension header not walked, or more than 8 (bpf.PassIPv6Ext)
 	Malformed               // truncated or inconsistent header (bpf.Malformed)
+
+	// Filter.Admit's reasons, for frames the XDP lookup would steer.
+	VLAN        // VLAN not served, or two tags (bpf.PassVLAN)
+	OtherHost   // sent to another host's unicast MAC (bpf.DropOtherHost)
+	L2Multicast // sent to a broadcast or multicast MAC (bpf.DropL2Multicast)
+	BadChecksum // IPv4 header checksum wrong (bpf.DropBadChecksum)
+	Martian     // martian source address (bpf.DropMartian)
 
 	// NumReasons is the number of reasons, for counter arrays.
 	NumReasons = int(iota)
@@ -33,6 +40,12 @@ var reasonNames = [NumReasons]string{
 	Fragment:  "fragment",
 	IPv6Ext:   "ipv6_ext",
 	Malformed: "malformed",
+
+	VLAN:        "vlan",
+	OtherHost:   "other_host",
+	L2Multicast: "l2_multicast",
+	BadChecksum: "bad_checksum",
+	Martian:     "martian",
 }
 
 // String returns the reason's counter name, e.g. "malformed".
@@ -76,6 +89,19 @@ const (
 	udpHeaderLen    = 8
 	ipv4FlagMF      = 0x2000
 	ipv4FragOffMask = 0x1fff
+	vlanVIDMask     = 0x0fff
+	ip6FragOffMF    = 0xfff9 // Fragment Offset and M of a Fragment header
+	maxExtHeaders   = 8      // XLB_MAX_EXTHDRS in xdp.c
+)
+
+// IPv6 extension headers (RFC 8200 section 4, IANA "IPv6 Extension Header
+// Types").
+const (
+	ip6HopByHop = 0
+	ip6Routing  = 43
+	ip6Fragment = 44
+	ip6AH       = 51
+	ip6DstOpts  = 60
 )
 
 // Meta describes a frame Parse accepted. Offsets index the frame passed to
@@ -84,7 +110,7 @@ const (
 // link-layer padding.
 type Meta struct {
 	L3Off    int      // IP header: 14, or 18 after a VLAN tag
-	L4Off    int      // TCP or UDP header
+	L4Off    int      // TCP or UDP header, after IPv4 options or IPv6 extension headers
 	IPLen    int      // IPv4 Total Length, or 40 + IPv6 Payload Length
 	Version  uint8    // 4 or 6
 	Proto    uint8    // ProtoTCP or ProtoUDP
@@ -92,6 +118,7 @@ type Meta struct {
 	Src, Dst [16]byte // IPv6, or IPv4-mapped ::ffff:a.b.c.d
 	SrcPort  uint16   // host byte order
 	DstPort  uint16   // host byte order
+	VLAN     uint16   // VLAN ID of the frame's tag; 0 if untagged (L3Off 14)
 }
 
 // SrcAddr returns the source address, IPv4 unmapped.
@@ -113,22 +140,30 @@ func Parse(frame []byte, m *Meta) Reason {
 	}
 	et := binary.BigEndian.Uint16(frame[12:14])
 	off := ethHeaderLen
+	var vid uint16
 	if et == etherTypeVLAN || et == etherTypeQinQ {
 		if len(frame) < ethHeaderLen+vlanTagLen {
 			return Malformed
 		}
+		vid = binary.BigEndian.Uint16(frame[14:16]) & vlanVIDMask
 		et = binary.BigEndian.Uint16(frame[16:18])
 		off += vlanTagLen
 	}
+	var r Reason
 	switch et {
 	case etherTypeIPv4:
-		return parseIPv4(frame, off, m)
+		r = parseIPv4(frame, off, m)
 	case etherTypeIPv6:
-		return parseIPv6(frame, off, m)
+		r = parseIPv6(frame, off, m)
 	case etherTypeARP:
 		return ARP
+	default:
+		return NotIP
 	}
-	return NotIP
+	if r == OK {
+		m.VLAN = vid
+	}
+	return r
 }
 
 func parseIPv4(frame []byte, off int, m *Meta) Reason {
@@ -159,12 +194,21 @@ func parseIPv4(frame []byte, off int, m *Meta) Reason {
 	return parseL4(frame, off, off+hlen, tot, 4, proto, &src, &dst, m)
 }
 
-// ipv6Ext reports whether next is an IPv6 extension header (RFC 8200
-// section 4, IANA "IPv6 Extension Header Types"). ESP (50) is not: what
-// follows it is encrypted, so it counts as not TCP/UDP, as in xdp.c.
-func ipv6Ext(next uint8) bool {
+// ipv6ExtOther reports whether next is an extension header that is not
+// walked: Mobility, HIP, Shim6 and the experimental 253 and 254. ESP (50) is
+// none: what follows it is encrypted, so it counts as not TCP/UDP, as in
+// xdp.c.
+func ipv6ExtOther(next uint8) bool {
 	switch next {
-	case 0, 43, 44, 51, 60, 135, 139, 140, 253, 254:
+	case 135, 139, 140, 253, 254:
+		return true
+	}
+	return false
+}
+
+func ipv6Walked(next uint8) bool {
+	switch next {
+	case ip6HopByHop, ip6Routing, ip6Fragment, ip6AH, ip6DstOpts:
 		return true
 	}
 	return false
@@ -183,15 +227,46 @@ func parseIPv6(frame []byte, off int, m *Meta) Reason {
 		return Malformed
 	}
 	next := h[6]
+	l4 := ipv6HeaderLen
+	// The extension headers, as xdp.c walks them (see there).
+	for i := 0; i < maxExtHeaders; i++ {
+		if next == ProtoTCP || next == ProtoUDP || !ipv6Walked(next) {
+			break
+		}
+		if next == ip6HopByHop && i > 0 {
+			return Malformed
+		}
+		if l4+8 > tot {
+			return Malformed
+		}
+		e := h[l4:]
+		var elen int
+		switch next {
+		case ip6Fragment:
+			if binary.BigEndian.Uint16(e[2:4])&ip6FragOffMF != 0 {
+				return Fragment
+			}
+			elen = 8
+		case ip6AH:
+			elen = (int(e[1]) + 2) * 4
+		default:
+			elen = (int(e[1]) + 1) * 8
+		}
+		if l4+elen > tot {
+			return Malformed
+		}
+		next = e[0]
+		l4 += elen
+	}
 	if next != ProtoTCP && next != ProtoUDP {
-		if ipv6Ext(next) {
+		if ipv6Walked(next) || ipv6ExtOther(next) {
 			return IPv6Ext
 		}
 		return NotTCPUDP
 	}
 	src := [16]byte(h[8:24])
 	dst := [16]byte(h[24:40])
-	return parseL4(frame, off, off+ipv6HeaderLen, tot, 6, next, &src, &dst, m)
+	return parseL4(frame, off, off+l4, tot, 6, next, &src, &dst, m)
 }
 
 // parseL4 checks the TCP or UDP header at l4 of an IP packet of tot bytes

@@ -27,6 +27,12 @@ func TestParseGolden(t *testing.T) {
 			if s := packettest.Lookup(&m); s != c.Steer {
 				t.Errorf("Lookup(%+v) = %v, want %v", m, s, c.Steer)
 			}
+			if c.Steer == packettest.NoService {
+				return
+			}
+			if got := packettest.Filter().Admit(c.Frame, &m); got != c.Admit {
+				t.Errorf("Admit(%x) = %v, want %v\ntcpdump: %s", c.Frame, got, c.Admit, c.Tcpdump)
+			}
 		})
 	}
 }
@@ -90,7 +96,7 @@ func TestParseAllocs(t *testing.T) {
 }
 
 func BenchmarkParse(b *testing.B) {
-	for _, name := range []string{"tcp syn to vip:80", "ipv6 tcp syn to [vip6]:443", "vlan 100, tcp syn to vip:80"} {
+	for _, name := range []string{"tcp syn to vip:80", "ipv6 tcp syn to [vip6]:443", "vlan 100, tcp syn to vip:80", "ipv6 hop-by-hop, routing, 16-byte dstopts, ah, then tcp to [vip6]:443"} {
 		var frame []byte
 		for _, c := range packettest.Cases() {
 			if c.Name == name {

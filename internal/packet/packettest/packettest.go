@@ -73,16 +73,27 @@ type Case struct {
 	Reason  packet.Reason // Parse's verdict
 	Meta    packet.Meta   // Parse's result when Reason is OK
 	Steer   Steer         // the XDP lookup's result when Reason is OK
+	Admit   packet.Reason // Filter().Admit's verdict when Steer is not NoService
 }
 
 var (
 	clientMAC = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x01}
 	lbMAC     = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x02}
+	otherMAC  = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x03}
 )
+
+// LBMAC is the director's MAC address, the destination of the cases' frames.
+var LBMAC = [6]byte(lbMAC)
+
+// VLANs are the VLAN IDs the director serves in the cases.
+var VLANs = []uint16{100}
+
+// Filter is the director's filter of the cases: LBMAC, VLANs.
+func Filter() *packet.Filter { return packet.NewFilter(LBMAC, VLANs) }
 
 // Cases returns the golden frames, built afresh so callers may modify them.
 func Cases() []Case {
-	return []Case{
+	cases := []Case{
 		{
 			Name:    "tcp syn to vip:80",
 			Tcpdump: "02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv4 (0x0800), length 60: 198.51.100.7.40000 > 192.0.2.10.80: Flags [S], seq 1000, win 64240, length 0",
@@ -146,9 +157,150 @@ func Cases() []Case {
 		{
 			Name:    "ipv6 hop-by-hop then tcp to [vip6]:443",
 			Tcpdump: "02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv6 (0x86dd), length 82: 2001:db8:1::7 > 2001:db8::10: HBH 40000 > 443: Flags [S], seq 1000, win 64240, length 0",
-			Frame:   hopByHopTCP(),
+			Frame:   ext6(tcp(ClientPort, HTTPS, syn), hopByHop),
+			Meta:    meta6(14, 62, 68, packet.ProtoTCP, Client6, ClientPort, VIP6, HTTPS, packet.TCPFlagSYN),
+			Steer:   ToService,
+		},
+		{
+			Name:    "ipv6 destination options then udp to [vip6]:443",
+			Tcpdump: "02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv6 (0x86dd), length 70: 2001:db8:1::7 > 2001:db8::10: DSTOPT 40000 > 443: UDP, length 0",
+			Frame:   ext6(udp(ClientPort, HTTPS), dstOpts),
+			Meta:    meta6(14, 62, 56, packet.ProtoUDP, Client6, ClientPort, VIP6, HTTPS, 0),
+			Steer:   NoService,
+		},
+		{
+			Name:    "ipv6 hop-by-hop, routing, 16-byte dstopts, ah, then tcp to [vip6]:443",
+			Tcpdump: "02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv6 (0x86dd), length 118: 2001:db8:1::7 > 2001:db8::10: HBH srcrt (len=0, type=4, segleft=0[|srcrt]",
+			Frame:   ext6(tcp(ClientPort, HTTPS, syn), hopByHop, routing, dstOpts16, ah),
+			Meta:    meta6(14, 98, 104, packet.ProtoTCP, Client6, ClientPort, VIP6, HTTPS, packet.TCPFlagSYN),
+			Steer:   ToService,
+		},
+		{
+			Name:    "ipv6 atomic fragment (offset 0, M clear), tcp to [vip6]:443",
+			Tcpdump: "02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv6 (0x86dd), length 82: 2001:db8:1::7 > 2001:db8::10: frag (0|20) 40000 > 443: Flags [S], seq 1000, win 64240, length 0",
+			Frame:   ext6(tcp(ClientPort, HTTPS, syn), fragHdr(0, false)),
+			Meta:    meta6(14, 62, 68, packet.ProtoTCP, Client6, ClientPort, VIP6, HTTPS, packet.TCPFlagSYN),
+			Steer:   ToService,
+		},
+		{
+			Name:    "ipv6 first fragment (offset 0, M), tcp to [vip6]:443",
+			Tcpdump: "02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv6 (0x86dd), length 82: 2001:db8:1::7 > 2001:db8::10: frag (0|20) 40000 > 443: Flags [S], seq 1000, win 64240, length 0",
+			Frame:   ext6(tcp(ClientPort, HTTPS, syn), fragHdr(0, true)),
+			Reason:  packet.Fragment,
+		},
+		{
+			Name:    "ipv6 last fragment (offset 1448), to [vip6]",
+			Tcpdump: "02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv6 (0x86dd), length 82: 2001:db8:1::7 > 2001:db8::10: frag (1448|20)",
+			Frame:   ext6(tcp(ClientPort, HTTPS, syn), fragHdr(1448, false)),
+			Reason:  packet.Fragment,
+		},
+		{
+			Name:    "ipv6 hop-by-hop not first",
+			Tcpdump: "02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv6 (0x86dd), length 90: 2001:db8:1::7 > 2001:db8::10: DSTOPT HBH 40000 > 443: Flags [S], seq 1000, win 64240, length 0",
+			Frame:   ext6(tcp(ClientPort, HTTPS, syn), dstOpts, hopByHop),
+			Reason:  packet.Malformed,
+		},
+		{
+			Name:    "ipv6 nine destination options headers",
+			Tcpdump: "02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv6 (0x86dd), length 146: 2001:db8:1::7 > 2001:db8::10: DSTOPT DSTOPT DSTOPT DSTOPT DSTOPT DSTOPT DSTOPT DSTOPT DSTOPT 40000 > 443: Flags [S], seq 1000, win 64240, length 0",
+			Frame:   ext6(tcp(ClientPort, HTTPS, syn), dstOpts, dstOpts, dstOpts, dstOpts, dstOpts, dstOpts, dstOpts, dstOpts, dstOpts),
 			Reason:  packet.IPv6Ext,
 		},
+		{
+			Name:    "ipv6 mobility header",
+			Tcpdump: "02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv6 (0x86dd), length 62: 2001:db8:1::7 > 2001:db8::10: mobility: BRR seq#=0",
+			Frame:   build(eth(layers.EthernetTypeIPv6), ip6(Client6, VIP6, 135), gopacket.Payload{59, 0, 0, 0, 0, 0, 0, 0}),
+			Reason:  packet.IPv6Ext,
+		},
+		{
+			Name:    "ipv6 destination options longer than the payload",
+			Tcpdump: "02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv6 (0x86dd), length 82: 2001:db8:1::7 > 2001:db8::10: DSTOPT [|dstopt]",
+			Frame:   setByte(ext6(tcp(ClientPort, HTTPS, syn), dstOpts), 14+40+1, 3),
+			Reason:  packet.Malformed,
+		},
+		{
+			Name:    "ipv6 hop-by-hop longer than the payload",
+			Tcpdump: "02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv6 (0x86dd), length 82: 2001:db8:1::7 > 2001:db8::10: HBH [|hbhopt]",
+			Frame:   setByte(hopByHopTCP(), 14+40+1, 3),
+			Reason:  packet.Malformed,
+		},
+		{
+			Name:    "vlan 200 (not served), tcp syn to vip:80",
+			Tcpdump: "02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype 802.1Q (0x8100), length 60: vlan 200, p 0, ethertype IPv4 (0x0800), 198.51.100.7.40000 > 192.0.2.10.80: Flags [S], seq 1000, win 64240, length 0",
+			Frame:   build(eth(layers.EthernetTypeDot1Q), &layers.Dot1Q{VLANIdentifier: 200, Type: layers.EthernetTypeIPv4}, ip4(Client4, VIP4, layers.IPProtocolTCP), tcp(ClientPort, HTTP, syn)),
+			Meta:    vlan(meta4(18, 38, 40, packet.ProtoTCP, Client4, ClientPort, VIP4, HTTP, packet.TCPFlagSYN), 200),
+			Steer:   ToService,
+			Admit:   packet.VLAN,
+		},
+		{
+			Name:    "vlan 0 (priority tag), tcp syn to vip:80",
+			Tcpdump: "02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype 802.1Q (0x8100), length 60: vlan 0, p 5, ethertype IPv4 (0x0800), 198.51.100.7.40000 > 192.0.2.10.80: Flags [S], seq 1000, win 64240, length 0",
+			Frame:   build(eth(layers.EthernetTypeDot1Q), &layers.Dot1Q{Priority: 5, Type: layers.EthernetTypeIPv4}, ip4(Client4, VIP4, layers.IPProtocolTCP), tcp(ClientPort, HTTP, syn)),
+			Meta:    meta4(18, 38, 40, packet.ProtoTCP, Client4, ClientPort, VIP4, HTTP, packet.TCPFlagSYN),
+			Steer:   ToService,
+		},
+		{
+			Name:    "qinq: vlan 100 in s-vlan 100, tcp syn to vip:80",
+			Tcpdump: "02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype 802.1Q-QinQ (0x88a8), length 64: vlan 100, p 0, ethertype 802.1Q, vlan 100, p 0, ethertype IPv4 (0x0800), 198.51.100.7.40000 > 192.0.2.10.80: Flags [S], seq 1000, win 64240, length 0",
+			Frame:   build(eth(layers.EthernetTypeQinQ), &layers.Dot1Q{VLANIdentifier: 100, Type: layers.EthernetTypeDot1Q}, &layers.Dot1Q{VLANIdentifier: 100, Type: layers.EthernetTypeIPv4}, ip4(Client4, VIP4, layers.IPProtocolTCP), tcp(ClientPort, HTTP, syn)),
+			Reason:  packet.NotIP,
+		},
+		{
+			Name:    "tcp syn to vip:80, broadcast mac",
+			Tcpdump: "02:00:00:00:00:01 > ff:ff:ff:ff:ff:ff, ethertype IPv4 (0x0800), length 60: 198.51.100.7.40000 > 192.0.2.10.80: Flags [S], seq 1000, win 64240, length 0",
+			Frame:   toMAC(build(eth(layers.EthernetTypeIPv4), ip4(Client4, VIP4, layers.IPProtocolTCP), tcp(ClientPort, HTTP, syn)), layers.EthernetBroadcast),
+			Meta:    meta4(14, 34, 40, packet.ProtoTCP, Client4, ClientPort, VIP4, HTTP, packet.TCPFlagSYN),
+			Steer:   ToService,
+			Admit:   packet.L2Multicast,
+		},
+		{
+			Name:    "udp to vip:53, multicast mac",
+			Tcpdump: "02:00:00:00:00:01 > 01:00:5e:00:00:fb, ethertype IPv4 (0x0800), length 61: 198.51.100.7.40000 > 192.0.2.10.53: 4660+ A? a. (19)",
+			Frame:   toMAC(build(eth(layers.EthernetTypeIPv4), ip4(Client4, VIP4, layers.IPProtocolUDP), udp(ClientPort, DNS), dnsQuery), net.HardwareAddr{0x01, 0, 0x5e, 0, 0, 0xfb}),
+			Meta:    meta4(14, 34, 47, packet.ProtoUDP, Client4, ClientPort, VIP4, DNS, 0),
+			Steer:   ToService,
+			Admit:   packet.L2Multicast,
+		},
+		{
+			Name:    "tcp syn to vip:80, another host's mac (flooded)",
+			Tcpdump: "02:00:00:00:00:01 > 02:00:00:00:00:03, ethertype IPv4 (0x0800), length 60: 198.51.100.7.40000 > 192.0.2.10.80: Flags [S], seq 1000, win 64240, length 0",
+			Frame:   toMAC(build(eth(layers.EthernetTypeIPv4), ip4(Client4, VIP4, layers.IPProtocolTCP), tcp(ClientPort, HTTP, syn)), otherMAC),
+			Meta:    meta4(14, 34, 40, packet.ProtoTCP, Client4, ClientPort, VIP4, HTTP, packet.TCPFlagSYN),
+			Steer:   ToService,
+			Admit:   packet.OtherHost,
+		},
+		{
+			Name:    "syn-ack from real, another host's mac",
+			Tcpdump: "02:00:00:00:00:01 > 02:00:00:00:00:03, ethertype IPv4 (0x0800), length 60: 203.0.113.20.8080 > 198.51.100.7.40000: Flags [S.], seq 1000, ack 1001, win 64240, length 0",
+			Frame:   toMAC(build(eth(layers.EthernetTypeIPv4), ip4(Real4, Client4, layers.IPProtocolTCP), tcp(RealPort, ClientPort, synAck)), otherMAC),
+			Meta:    meta4(14, 34, 40, packet.ProtoTCP, Real4, RealPort, Client4, ClientPort, packet.TCPFlagSYN|packet.TCPFlagACK),
+			Steer:   FromReal,
+			Admit:   packet.OtherHost,
+		},
+		{
+			Name:    "tcp to vip:22 (no service), broadcast mac",
+			Tcpdump: "02:00:00:00:00:01 > ff:ff:ff:ff:ff:ff, ethertype IPv4 (0x0800), length 60: 198.51.100.7.40000 > 192.0.2.10.22: Flags [S], seq 1000, win 64240, length 0",
+			Frame:   toMAC(build(eth(layers.EthernetTypeIPv4), ip4(Client4, VIP4, layers.IPProtocolTCP), tcp(ClientPort, SSH, syn)), layers.EthernetBroadcast),
+			Meta:    meta4(14, 34, 40, packet.ProtoTCP, Client4, ClientPort, VIP4, SSH, packet.TCPFlagSYN),
+			Steer:   NoService,
+		},
+		{
+			Name:    "tcp syn to vip:80, bad ipv4 header checksum",
+			Tcpdump: "02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv4 (0x0800), length 60: 198.51.100.7.40000 > 192.0.2.10.80: Flags [S], seq 1000, win 64240, length 0 (bad ip cksum)",
+			Frame:   setByte(build(eth(layers.EthernetTypeIPv4), ip4(Client4, VIP4, layers.IPProtocolTCP), tcp(ClientPort, HTTP, syn)), 14+8, 63),
+			Meta:    meta4(14, 34, 40, packet.ProtoTCP, Client4, ClientPort, VIP4, HTTP, packet.TCPFlagSYN),
+			Steer:   ToService,
+			Admit:   packet.BadChecksum,
+		},
+		{
+			Name:    "ipv4 options, bad header checksum, tcp syn to vip:80",
+			Tcpdump: "02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv4 (0x0800), length 60: 198.51.100.7.40000 > 192.0.2.10.80: Flags [S], seq 1000, win 64240, length 0 (bad ip cksum)",
+			Frame:   setByte(build(eth(layers.EthernetTypeIPv4), ip4Options(Client4, VIP4), tcp(ClientPort, HTTP, syn)), 14+22, 1),
+			Meta:    meta4(14, 38, 44, packet.ProtoTCP, Client4, ClientPort, VIP4, HTTP, packet.TCPFlagSYN),
+			Steer:   ToService,
+			Admit:   packet.BadChecksum,
+		},
+
 		{
 			Name:    "icmpv6 echo to vip6",
 			Tcpdump: "02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv6 (0x86dd), length 62: 2001:db8:1::7 > 2001:db8::10: ICMP6, echo request, id 1, seq 1, length 8",
@@ -166,7 +318,7 @@ func Cases() []Case {
 			Name:    "vlan 100, tcp syn to vip:80",
 			Tcpdump: "02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype 802.1Q (0x8100), length 60: vlan 100, p 0, ethertype IPv4 (0x0800), 198.51.100.7.40000 > 192.0.2.10.80: Flags [S], seq 1000, win 64240, length 0",
 			Frame:   build(eth(layers.EthernetTypeDot1Q), &layers.Dot1Q{VLANIdentifier: 100, Type: layers.EthernetTypeIPv4}, ip4(Client4, VIP4, layers.IPProtocolTCP), tcp(ClientPort, HTTP, syn)),
-			Meta:    meta4(18, 38, 40, packet.ProtoTCP, Client4, ClientPort, VIP4, HTTP, packet.TCPFlagSYN),
+			Meta:    vlan(meta4(18, 38, 40, packet.ProtoTCP, Client4, ClientPort, VIP4, HTTP, packet.TCPFlagSYN), 100),
 			Steer:   ToService,
 		},
 		{
@@ -274,6 +426,133 @@ func Cases() []Case {
 			Reason:  packet.Malformed,
 		},
 	}
+	cases = append(cases, martians()...)
+	return cases
+}
+
+// martians are frames to vip:80 or [vip6]:443 from martian sources.
+func martians() []Case {
+	var cs []Case
+	for _, src := range []string{"0.0.0.0", "0.1.2.3", "127.0.0.1", "224.0.0.1", "239.1.2.3", "240.0.0.1", "255.255.255.255", "192.0.2.10"} {
+		a := netip.MustParseAddr(src)
+		cs = append(cs, Case{
+			Name:    "tcp syn to vip:80 from martian " + src,
+			Tcpdump: "02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv4 (0x0800), length 60: " + src + ".40000 > 192.0.2.10.80: Flags [S], seq 1000, win 64240, length 0",
+			Frame:   build(eth(layers.EthernetTypeIPv4), ip4(a, VIP4, layers.IPProtocolTCP), tcp(ClientPort, HTTP, syn)),
+			Meta:    meta4(14, 34, 40, packet.ProtoTCP, a, ClientPort, VIP4, HTTP, packet.TCPFlagSYN),
+			Steer:   ToService,
+			Admit:   packet.Martian,
+		})
+	}
+	for _, src := range []string{"::", "::1", "ff02::1", "::ffff:198.51.100.7", "2001:db8::10"} {
+		a := netip.MustParseAddr(src)
+		cs = append(cs, Case{
+			Name:    "ipv6 tcp syn to [vip6]:443 from martian " + src,
+			Tcpdump: "02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv6 (0x86dd), length 74: " + src + ".40000 > 2001:db8::10.443: Flags [S], seq 1000, win 64240, length 0",
+			Frame:   build(eth(layers.EthernetTypeIPv6), ip6(a, VIP6, layers.IPProtocolTCP), tcp(ClientPort, HTTPS, syn)),
+			Meta:    meta6m(meta6(14, 54, 60, packet.ProtoTCP, a, ClientPort, VIP6, HTTPS, packet.TCPFlagSYN), a),
+			Steer:   ToService,
+			Admit:   packet.Martian,
+		})
+	}
+	// Not martian, just next to: 1.0.0.1, 126.255.255.255, 223.255.255.255, ::2.
+	for _, src := range []string{"1.0.0.1", "126.255.255.255", "223.255.255.255"} {
+		a := netip.MustParseAddr(src)
+		cs = append(cs, Case{
+			Name:    "tcp syn to vip:80 from " + src,
+			Tcpdump: "02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv4 (0x0800), length 60: " + src + ".40000 > 192.0.2.10.80: Flags [S], seq 1000, win 64240, length 0",
+			Frame:   build(eth(layers.EthernetTypeIPv4), ip4(a, VIP4, layers.IPProtocolTCP), tcp(ClientPort, HTTP, syn)),
+			Meta:    meta4(14, 34, 40, packet.ProtoTCP, a, ClientPort, VIP4, HTTP, packet.TCPFlagSYN),
+			Steer:   ToService,
+		})
+	}
+	a := netip.MustParseAddr("::2")
+	cs = append(cs, Case{
+		Name:    "ipv6 tcp syn to [vip6]:443 from ::2",
+		Tcpdump: "02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv6 (0x86dd), length 74: ::2.40000 > 2001:db8::10.443: Flags [S], seq 1000, win 64240, length 0",
+		Frame:   build(eth(layers.EthernetTypeIPv6), ip6(a, VIP6, layers.IPProtocolTCP), tcp(ClientPort, HTTPS, syn)),
+		Meta:    meta6(14, 54, 60, packet.ProtoTCP, a, ClientPort, VIP6, HTTPS, packet.TCPFlagSYN),
+		Steer:   ToService,
+	})
+	return cs
+}
+
+// IPv6 extension headers of the cases, each with a Next Header of 0 that
+// ext6 fills in.
+var (
+	hopByHop  = []byte{0, 0, 1, 4, 0, 0, 0, 0}                          // PadN, RFC 8200 section 4.3
+	dstOpts   = []byte{0, 0, 1, 4, 0, 0, 0, 0}                          // PadN
+	dstOpts16 = []byte{0, 1, 1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0} // PadN, 16 bytes
+	routing   = []byte{0, 0, 4, 0, 0, 0, 0, 0}                          // type 4 (SRH) shape, segments left 0
+	ah        = []byte{0, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2}              // payload len 1: 12 bytes, SPI 1, seq 2, no ICV
+)
+
+func fragHdr(offset uint16, more bool) []byte {
+	b := []byte{0, 0, 0, 0, 0, 0, 0x12, 0x34}
+	v := offset &^ 7
+	if more {
+		v |= 1
+	}
+	b[2], b[3] = byte(v>>8), byte(v)
+	return b
+}
+
+// ext6 is an IPv6 packet from Client6 to VIP6 with the extension headers
+// exts, in order, then the TCP or UDP header l4, its checksum computed over
+// the final pseudo-header.
+func ext6(l4 gopacket.SerializableLayer, exts ...[]byte) []byte {
+	ipl := ip6(Client6, VIP6, layers.IPProtocolTCP)
+	proto := layers.IPProtocolTCP
+	if u, ok := l4.(*layers.UDP); ok {
+		proto = layers.IPProtocolUDP
+		ipl.NextHeader = proto
+		must(u.SetNetworkLayerForChecksum(ipl))
+	} else {
+		must(l4.(*layers.TCP).SetNetworkLayerForChecksum(ipl))
+	}
+	seg := gopacket.NewSerializeBuffer()
+	must(gopacket.SerializeLayers(seg, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, l4))
+	var chain []byte
+	first := proto
+	for i := len(exts) - 1; i >= 0; i-- {
+		e := append([]byte(nil), exts[i]...)
+		e[0] = byte(first)
+		first = extType(exts[i])
+		chain = append(e, chain...)
+	}
+	return build(eth(layers.EthernetTypeIPv6), ip6(Client6, VIP6, first), gopacket.Payload(append(chain, seg.Bytes()...)))
+}
+
+// extType names an extension header of the cases by identity.
+func extType(e []byte) layers.IPProtocol {
+	switch &e[0] {
+	case &hopByHop[0]:
+		return layers.IPProtocolIPv6HopByHop
+	case &dstOpts[0], &dstOpts16[0]:
+		return layers.IPProtocolIPv6Destination
+	case &routing[0]:
+		return layers.IPProtocolIPv6Routing
+	case &ah[0]:
+		return layers.IPProtocolAH
+	}
+	return layers.IPProtocolIPv6Fragment
+}
+
+func toMAC(b []byte, mac net.HardwareAddr) []byte {
+	copy(b[0:6], mac)
+	return b
+}
+
+func vlan(m packet.Meta, vid uint16) packet.Meta {
+	m.VLAN = vid
+	return m
+}
+
+// meta6m fixes up a meta6 whose source is IPv4-mapped: Meta keeps the 16
+// bytes as they are on the wire.
+func meta6m(m packet.Meta, src netip.Addr) packet.Meta {
+	m.Src = src.As16()
+	return m
 }
 
 // Lookup is the XDP program's lookup over Services and Reals, for a frame
