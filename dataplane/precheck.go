@@ -168,26 +168,39 @@ func kbField(path, field string) (uint64, error) {
 	return 0, fmt.Errorf("no %s in %s", field, path)
 }
 
-// cgroupMemory reads the cgroup v2 memory.max and memory.current of this
-// process; ok is false without a limit.
+// cgroupMemory reads the memory limit and usage of this process's
+// cgroup (v2 memory.max, or v1 memory.limit_in_bytes); ok is false
+// without a limit.
 func cgroupMemory() (max, cur uint64, ok bool) {
 	b, err := os.ReadFile("/proc/self/cgroup")
 	if err != nil {
 		return 0, 0, false
 	}
 	for _, l := range strings.Split(string(b), "\n") {
-		if !strings.HasPrefix(l, "0::") {
+		f := strings.SplitN(l, ":", 3)
+		if len(f) != 3 {
 			continue
 		}
-		dir := filepath.Join("/sys/fs/cgroup", strings.TrimPrefix(l, "0::"))
-		m, err := os.ReadFile(filepath.Join(dir, "memory.max"))
-		if err != nil || strings.TrimSpace(string(m)) == "max" {
-			return 0, 0, false
+		var limit, usage string
+		switch {
+		case f[0] == "0" && f[1] == "":
+			dir := filepath.Join("/sys/fs/cgroup", f[2])
+			limit, usage = filepath.Join(dir, "memory.max"), filepath.Join(dir, "memory.current")
+		case strings.Contains(","+f[1]+",", ",memory,"):
+			dir := filepath.Join("/sys/fs/cgroup/memory", f[2])
+			limit, usage = filepath.Join(dir, "memory.limit_in_bytes"), filepath.Join(dir, "memory.usage_in_bytes")
+		default:
+			continue
 		}
-		if max, err = strconv.ParseUint(strings.TrimSpace(string(m)), 10, 64); err != nil {
-			return 0, 0, false
+		m, err := os.ReadFile(limit)
+		if err != nil {
+			continue
 		}
-		c, _ := os.ReadFile(filepath.Join(dir, "memory.current"))
+		max, err := strconv.ParseUint(strings.TrimSpace(string(m)), 10, 64)
+		if err != nil || max >= 1<<62 { // "max", or v1's "unlimited"
+			continue
+		}
+		c, _ := os.ReadFile(usage)
 		cur, _ = strconv.ParseUint(strings.TrimSpace(string(c)), 10, 64)
 		return max, cur, true
 	}
