@@ -32,10 +32,12 @@ const (
 	// maxRequest bounds a request's size: a -R of 50k destinations is
 	// about 2.5 MB.
 	maxRequest = 16 << 20
-	// requestTimeout is how long a client has to send its whole request
-	// once connected; a silent client is dropped then and holds no one
-	// else up, since clients are served concurrently.
+	// requestTimeout is how long a client may stay silent while it sends
+	// its request; a silent client is dropped then, and holds no one else
+	// up meanwhile since clients are served concurrently. requestLimit
+	// bounds the whole request, however it trickles in.
 	requestTimeout = 2 * time.Second
+	requestLimit   = 30 * time.Second
 	// answerTimeout bounds writing the answer to a client that does not
 	// read it.
 	answerTimeout = 10 * time.Second
@@ -231,13 +233,28 @@ func (s *server) handleConn(c net.Conn) {
 		answer(response{Stderr: fmt.Sprintf("xlb: %v\n", err), Code: 1})
 		return
 	}
-	c.SetReadDeadline(time.Now().Add(requestTimeout))
-	req, err := decodeRequest(c)
+	req, err := decodeRequest(&idleReader{c: c, end: time.Now().Add(requestLimit)})
 	if err != nil {
 		answer(response{Stderr: fmt.Sprintf("bad request: %v\n", err), Code: 2})
 		return
 	}
 	answer(s.handleSafe(req))
+}
+
+// idleReader reads from c with a deadline of requestTimeout from the
+// last read, and never past end.
+type idleReader struct {
+	c   net.Conn
+	end time.Time
+}
+
+func (r *idleReader) Read(p []byte) (int, error) {
+	d := time.Now().Add(requestTimeout)
+	if d.After(r.end) {
+		d = r.end
+	}
+	r.c.SetReadDeadline(d)
+	return r.c.Read(p)
 }
 
 // handleSafe runs a request; a panic in it is a bug that must not take

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -184,10 +183,4 @@ func (b *background) end() (ok, failed int64) {
 	close(b.stop)
 	b.wg.Wait()
 	return b.ok.Load(), b.failed.Load()
-}
-
-// run runs a command and returns its combined output and exit error.
-func runCmd(c *exec.Cmd) (string, error) {
-	out, err := c.CombinedOutput()
-	return string(out), err
 }
