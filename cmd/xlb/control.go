@@ -91,10 +91,10 @@ func lookupGroup(name string) (int, error) {
 	g, err := user.LookupGroup(name)
 	if err != nil {
 		if _, nerr := strconv.Atoi(name); nerr != nil {
-			return -1, fmt.Errorf("socket group %s: %w", name, err)
+			return -1, fmt.Errorf("socket group %s: no such group", name)
 		}
 		if g, err = user.LookupGroupId(name); err != nil {
-			return -1, fmt.Errorf("socket group %s: %w", name, err)
+			return -1, fmt.Errorf("socket group %s: no such group ID", name)
 		}
 	}
 	return strconv.Atoi(g.Gid)

@@ -449,3 +449,17 @@ func TestConnsFlag(t *testing.T) {
 		}
 	}
 }
+
+func TestLookupGroup(t *testing.T) {
+	for _, name := range []string{"root", "0"} {
+		if gid, err := lookupGroup(name); err != nil || gid != 0 {
+			t.Errorf("lookupGroup(%q) = %d, %v; want 0", name, gid, err)
+		}
+	}
+	if gid, err := lookupGroup(""); err != nil || gid != -1 {
+		t.Errorf("lookupGroup(\"\") = %d, %v; want -1 (no group)", gid, err)
+	}
+	if _, err := lookupGroup("no-such-group-xlb"); err == nil {
+		t.Error("lookupGroup(no-such-group-xlb) succeeded")
+	}
+}

@@ -37,7 +37,11 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	rules := fs.String("rules", "", "rules file in ipvsadm save format (- for stdin); SIGHUP reloads it")
 	queues := fs.Int("queues", 0, "RX queues to serve from queue 0 (0: all)")
 	conns := fs.Int("conns", 1<<20, "connection entries per queue (checked against available memory)")
-	sock := fs.String("socket", defaultSocket, "control socket: a path, or @name for an abstract socket of this network namespace (XLB_SOCKET for clients)")
+	defSock := defaultSocket
+	if env := os.Getenv("XLB_SOCKET"); env != "" {
+		defSock = env
+	}
+	sock := fs.String("socket", defSock, "control socket: a path, or @name for an abstract socket of this network namespace (default $XLB_SOCKET, else @xlb; clients use the same)")
 	group := fs.String("socket-group", "", "group whose members may use the control socket besides root (path socket mode 0660)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: xlb run --iface IF [options]\n\nSignals: SIGHUP reloads --rules; SIGINT, SIGTERM and SIGQUIT stop xlb cleanly.\n\n")
