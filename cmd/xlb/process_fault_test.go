@@ -3,12 +3,17 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -383,4 +388,77 @@ func TestStartPreconditions(t *testing.T) {
 	if b, err := os.ReadFile(precious); err != nil || string(b) != "keep me" {
 		t.Errorf("--socket at a regular file changed it: %q %v", b, err)
 	}
+}
+
+// Bad input on the real daemon's control socket, while traffic flows:
+// garbage, a 20 MiB request, silent clients and 200 concurrent clients
+// are each answered or closed; the daemon lives, -S -n is unchanged and
+// traffic is not disturbed.
+func TestControlSocketAbuse(t *testing.T) {
+	testenv.RequireRoot(t)
+	env := testenv.New(t, testenv.DefaultOptions())
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "xlb.sock")
+	d := startDaemon(t, env, writeRules(t, dir, drRules(env, "rr")), sock)
+	before := d.mustSave(t)
+	bg := startBackground(env)
+
+	for i := 0; i < 3; i++ {
+		c, err := net.Dial("unix", sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	start := time.Now()
+	if _, err := d.ctl("-L", "-n"); err != nil || time.Since(start) > time.Second {
+		t.Errorf("-L -n with 3 silent clients: %v after %v, want an answer in < 1s", err, time.Since(start))
+	}
+	for _, in := range [][]byte{
+		[]byte("\x00\x01garbage\xff"),
+		[]byte(`{"args":["-A","-t","198.18.0.200:80"],"stdin":` + strings.Repeat("[", 1000)),
+		append([]byte(`{"args":["-R"],"stdin":"`), bytes.Repeat([]byte("-A -t 198.18.0.201:80 -s rr\\n"), 20<<20/30)...),
+	} {
+		c, err := net.Dial("unix", sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		go c.Write(in)
+		var r response
+		if err := json.NewDecoder(c).Decode(&r); err != nil || r.Code == 0 {
+			t.Errorf("%.20q...: answer %+v, %v; want an error answer", in, r, err)
+		}
+		c.Close()
+	}
+	var wg sync.WaitGroup
+	var answered, refused atomic.Int64
+	for i := 0; i < 200; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := call(sock, request{Args: []string{"-L", "-n"}})
+			switch {
+			case err == nil && resp.Code == 0:
+				answered.Add(1)
+			case err == nil && strings.Contains(resp.Stderr, "too many control clients"):
+				refused.Add(1)
+			default:
+				t.Errorf("concurrent client %d: %+v, %v", i, resp, err)
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("200 concurrent clients: %d answered, %d told to retry", answered.Load(), refused.Load())
+	ok, failed := bg.end()
+	if failed != 0 || ok == 0 {
+		t.Errorf("traffic during the abuse: %d ok, %d failed", ok, failed)
+	}
+	if d.Exited() {
+		t.Fatalf("xlb died: %v\n%s", d.Err(), d.Output.String())
+	}
+	if after := d.mustSave(t); after != before {
+		t.Errorf("-S -n changed:\n%s\nwant:\n%s", after, before)
+	}
+	requireTraffic(t, env, d.Output.String)
 }
