@@ -388,6 +388,15 @@ func TestStartPreconditions(t *testing.T) {
 		}
 		t.Logf("%s: %s", tc.name, strings.TrimSpace(out))
 	}
+	// Under RLIMIT_AS the limit, not the host's memory, is what counts.
+	out, err := env.Director.Run(context.Background(), 10*time.Second, "prlimit", "--as=3000000000", "--",
+		xlbBin, "run", "--iface", "eth0", "--rules", rules, "--socket", sock, "--conns", "20000000")
+	if err == nil || !strings.Contains(out, "--conns 20000000: needs 3.0 GB for 1 queue") || !strings.Contains(out, "(RLIMIT_AS)") {
+		t.Errorf("--conns 2e7 under a 3 GB RLIMIT_AS: %v\n%s", err, out)
+	}
+	if xdpAttached(t, env) {
+		t.Error("XDP attached after a refused start under RLIMIT_AS")
+	}
 	if b, err := os.ReadFile(precious); err != nil || string(b) != "keep me" {
 		t.Errorf("--socket at a regular file changed it: %q %v", b, err)
 	}
