@@ -386,6 +386,9 @@ func TestStartPreconditions(t *testing.T) {
 		if xdpAttached(t, env) {
 			t.Errorf("%s: XDP attached after a refused start", tc.name)
 		}
+		if _, err := os.Lstat(sock); !os.IsNotExist(err) {
+			t.Errorf("%s: a refused start left its control socket (%v)", tc.name, err)
+		}
 		t.Logf("%s: %s", tc.name, strings.TrimSpace(out))
 	}
 	// Under RLIMIT_AS the limit, not the host's memory, is what counts.
