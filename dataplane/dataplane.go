@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"runtime"
 	"sync"
@@ -97,8 +96,8 @@ func New(opts Options) (d *Dataplane, err error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	if opts.ConnCapacity <= 0 {
-		return nil, fmt.Errorf("invalid connection capacity %d: must be positive", opts.ConnCapacity)
+	if opts.ConnCapacity <= 0 || opts.ConnCapacity > conntrack.MaxCapacity {
+		return nil, fmt.Errorf("invalid connection capacity %d: must be 1..%d", opts.ConnCapacity, conntrack.MaxCapacity)
 	}
 	if opts.MaxDests <= 0 {
 		opts.MaxDests = 1 << 16
@@ -106,18 +105,20 @@ func New(opts Options) (d *Dataplane, err error) {
 	if err := opts.Socket.validate(); err != nil {
 		return nil, err
 	}
-	ifc, err := net.InterfaceByName(opts.Interface)
+	// Every precondition is checked before anything is loaded or
+	// attached, so a refusal leaves the interface as it was.
+	ifc, err := usableInterface(opts.Interface)
 	if err != nil {
-		return nil, fmt.Errorf("find interface %s: %w", opts.Interface, err)
-	}
-	if len(ifc.HardwareAddr) != 6 {
-		return nil, fmt.Errorf("interface %s has no Ethernet address", opts.Interface)
+		return nil, err
 	}
 	queues := opts.Queues
 	if queues == 0 {
 		if queues, err = rxQueues(opts.Interface); err != nil {
 			return nil, err
 		}
+	}
+	if err := checkMemory(opts, queues); err != nil {
+		return nil, err
 	}
 
 	d = &Dataplane{
@@ -153,6 +154,9 @@ func New(opts Options) (d *Dataplane, err error) {
 	}
 	for q := 0; q < queues; q++ {
 		w, err := newWorker(d, q, queues)
+		if errors.Is(err, ErrBusy) {
+			return nil, fmt.Errorf("interface %s is busy: %w: %v", opts.Interface, ErrBusy, err)
+		}
 		if err != nil {
 			return nil, err
 		}

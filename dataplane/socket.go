@@ -68,10 +68,14 @@ func newSocket(ifindex, queue int, o SocketOptions) (s *socket, err error) {
 	if err := o.validate(); err != nil {
 		return nil, err
 	}
-	s = &socket{fd: -1, frameSize: uint32(o.FrameSize), numFrames: uint32(o.NumFrames)}
+	// The deferred release holds its own pointer: every error return sets
+	// the named result s to nil before the deferred call runs (a second
+	// xlb on the same interface crashed here with a nil dereference).
+	sk := &socket{fd: -1, frameSize: uint32(o.FrameSize), numFrames: uint32(o.NumFrames)}
+	s = sk
 	defer func() {
 		if err != nil {
-			s.close()
+			sk.close()
 		}
 	}()
 
@@ -128,6 +132,10 @@ func newSocket(ifindex, queue int, o SocketOptions) (s *socket, err error) {
 	if err != nil && sa.Flags == unix.XDP_ZEROCOPY && (errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL)) {
 		sa.Flags = unix.XDP_COPY
 		err = unix.Bind(s.fd, sa)
+	}
+	if errors.Is(err, unix.EBUSY) {
+		// Another AF_XDP socket is bound to this queue.
+		return nil, fmt.Errorf("bind AF_XDP socket to ifindex %d queue %d: %w (%w)", ifindex, queue, ErrBusy, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("bind AF_XDP socket to ifindex %d queue %d: %w", ifindex, queue, err)
@@ -211,6 +219,9 @@ func (s *socket) statistics() (unix.XDPStatistics, error) {
 }
 
 func (s *socket) close() error {
+	if s == nil {
+		return nil
+	}
 	for _, b := range s.maps {
 		unix.Munmap(b)
 	}

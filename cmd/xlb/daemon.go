@@ -13,20 +13,40 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/xlbproject/xlb/conntrack"
 	"github.com/xlbproject/xlb/dataplane"
 	"github.com/xlbproject/xlb/internal/ipvs"
 	"github.com/xlbproject/xlb/internal/ipvsadm"
 )
 
-// daemon runs `xlb run`.
+// fatalSignals stop the daemon the way SIGTERM does: XDP detached,
+// counters printed, control socket removed. SIGQUIT and SIGABRT would
+// otherwise make Go exit with a goroutine dump and leave the socket file.
+// SIGKILL cannot be caught: the kernel then closes the bpf_link and the
+// AF_XDP sockets with the process, an abstract control socket vanishes
+// with it, and a path one is stale and replaced by the next start.
+var fatalSignals = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGABRT}
+
+// daemon runs `xlb run`. Every precondition (flags, rules, memory,
+// control socket, interface) is checked before the XDP program is
+// attached, so a refused start changes nothing.
 func daemon(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("xlb run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	iface := fs.String("iface", "", "network interface to balance on (required)")
-	rules := fs.String("rules", "", "rules file in ipvsadm save format (- for stdin)")
+	rules := fs.String("rules", "", "rules file in ipvsadm save format (- for stdin); SIGHUP reloads it")
 	queues := fs.Int("queues", 0, "RX queues to serve from queue 0 (0: all)")
-	conns := fs.Int("conns", 1<<20, "connection entries per queue")
-	sock := fs.String("socket", defaultSocket, "control socket for ipvsadm commands")
+	conns := fs.Int("conns", 1<<20, "connection entries per queue (checked against available memory)")
+	defSock := defaultSocket
+	if env := os.Getenv("XLB_SOCKET"); env != "" {
+		defSock = env
+	}
+	sock := fs.String("socket", defSock, "control socket: a path, or @name for an abstract socket of this network namespace (default $XLB_SOCKET, else @xlb; clients use the same)")
+	group := fs.String("socket-group", "", "group whose members may use the control socket besides root (path socket mode 0660)")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: xlb run --iface IF [options]\n\nSignals: SIGHUP reloads --rules; SIGINT, SIGTERM and SIGQUIT stop xlb cleanly.\n\n")
+		fs.PrintDefaults()
+	}
 	var vlans vlanList
 	fs.Var(&vlans, "vlan", "802.1Q VLAN ID whose tagged frames are balanced, repeatable (default: untagged frames only)")
 	maxServices := fs.Int("max-services", 0, "size of the XDP service map (0: 16384)")
@@ -36,13 +56,36 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	if *iface == "" {
 		return errors.New("run: --iface is required")
 	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("run: unexpected argument %q", fs.Arg(0))
+	}
+	if *conns <= 0 {
+		return fmt.Errorf("--conns %d: must be positive (connection entries per queue)", *conns)
+	}
+	if *conns > conntrack.MaxCapacity {
+		return fmt.Errorf("--conns %d: must be at most %d", *conns, conntrack.MaxCapacity)
+	}
+	gid, err := lookupGroup(*group)
+	if err != nil {
+		return err
+	}
 	cfg := &ipvs.Config{Timeouts: ipvs.DefaultTimeouts}
 	if *rules != "" {
-		var err error
 		if cfg, err = loadRules(*rules); err != nil {
 			return err
 		}
 	}
+	// Catch the signals from now on: a SIGHUP or SIGQUIT during start-up
+	// must not kill xlb with XDP half set up.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, append([]os.Signal{syscall.SIGHUP, syscall.SIGPIPE}, fatalSignals...)...)
+	defer signal.Stop(sigs)
+
+	ln, err := listenControl(*sock, gid)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
 
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	opts := dataplane.DefaultOptions(*iface)
@@ -51,6 +94,15 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	opts.VLANs, opts.MaxServices = vlans, *maxServices
 	opts.Logger = log
 	dp, err := dataplane.New(opts)
+	var merr *dataplane.MemoryError
+	if errors.As(err, &merr) {
+		q := "queues"
+		if merr.Queues == 1 {
+			q = "queue"
+		}
+		return fmt.Errorf("--conns %d: needs %s for %d %s, %s available (%s)", *conns,
+			dataplane.FormatBytes(merr.Need), merr.Queues, q, dataplane.FormatBytes(merr.Avail), merr.Source)
+	}
 	if err != nil {
 		return err
 	}
@@ -61,23 +113,39 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	if n := dp.WaitResolved(2 * time.Second); n > 0 {
 		log.Warn("real servers without a resolved MAC: their frames are dropped until the kernel resolves them", "count", n)
 	}
-	srv := &server{dp: dp, cfg: cfg}
-	ln, err := listenControl(*sock)
-	if err != nil {
-		return err
-	}
-	defer ln.Close()
+	srv := &server{dp: dp, cfg: cfg, gid: gid, log: log}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		srv.serve(ctx, ln)
 	}()
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case sig := <-sigs:
+				switch sig {
+				case syscall.SIGHUP:
+					reloadRules(srv, *rules, log)
+				case syscall.SIGPIPE:
+					// A closed stdout or stderr: keep balancing.
+				default:
+					log.Info("stopping", "signal", sig.String())
+					stop()
+					return
+				}
+			}
+		}
+	}()
 	log.Info("xlb running", "interface", *iface, "services", len(cfg.Services), "socket", *sock)
 	err = dp.Run(ctx)
+	stop()
 	ln.Close()
 	wg.Wait()
 	writeStats(stdout, dp)
@@ -86,6 +154,24 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	}
 	log.Info("xlb stopped: xdp detached")
 	return err
+}
+
+// reloadRules is SIGHUP: the rules file replaces the configuration
+// through the same validated, all-or-nothing path as -R; a bad file is
+// logged and changes nothing.
+func reloadRules(srv *server, path string, log *slog.Logger) {
+	if path == "" || path == "-" {
+		log.Warn("SIGHUP: no rules file to reload (start with --rules FILE)")
+		return
+	}
+	if err := srv.reload(path); err != nil {
+		log.Error("SIGHUP: rules not reloaded, configuration unchanged", "err", err)
+		return
+	}
+	srv.mu.RLock()
+	n := len(srv.cfg.Services)
+	srv.mu.RUnlock()
+	log.Info("SIGHUP: rules reloaded", "file", path, "services", n)
 }
 
 // loadRules reads a whole rules file; a bad line fails it all.
@@ -108,7 +194,7 @@ func loadRules(path string) (*ipvs.Config, error) {
 
 // writeStats prints the dataplane's counters, as the daemon does when it
 // stops and `xlb --xlb-stats` does on demand.
-func writeStats(w io.Writer, dp *dataplane.Dataplane) {
+func writeStats(w io.Writer, dp controlPlane) {
 	st := dp.Stats()
 	fmt.Fprintf(w, "xdp (%s):\n", dp.AttachMode())
 	for r, n := range st.XDP.All() {

@@ -4,11 +4,16 @@
 //	xlb run --iface eth0 --rules rules.txt   start the daemon
 //	xlb -L -n                                 any ipvsadm command, sent to the daemon
 //
-// `xlb run` attaches the XDP program to the interface, applies the rules
-// (ipvsadm save format: the output of `ipvsadm-save -n` works as is) and
-// serves one queue per worker until SIGINT or SIGTERM, when it detaches
-// everything and prints its counters. It listens on a unix socket
-// (--socket, default /run/xlb.sock); every other invocation of xlb is an
-// ipvsadm command line that is sent there and answered with ipvsadm's
-// output, errors and exit codes.
+// `xlb run` checks its preconditions (rules, --conns against memory, the
+// control socket, the interface), attaches the XDP program to the
+// interface, applies the rules (ipvsadm save format: the output of
+// `ipvsadm-save -n` works as is) and serves one queue per worker. SIGHUP
+// reloads the rules file (all or nothing); SIGINT, SIGTERM, SIGQUIT and
+// SIGABRT detach everything, print the counters and remove the control
+// socket. It listens on a unix socket (--socket, default the abstract
+// socket @xlb of its network namespace, so daemons in two namespaces do
+// not collide); every other invocation of xlb is an ipvsadm command line
+// that is sent there (--socket first, or XLB_SOCKET) and answered with
+// ipvsadm's output, errors and exit codes. Only root, the daemon's user
+// and members of --socket-group may use the socket.
 package main

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -10,14 +12,33 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
+// clientUsage is what `xlb --xlb-help` prints: the parts of xlb's
+// command line that are not ipvsadm's (`xlb -h` shows ipvsadm's usage,
+// from the daemon).
+const clientUsage = `usage: xlb run --iface IF [--rules FILE] [--socket PATH|@NAME] [--socket-group GROUP] [--conns N] [--queues N]
+       xlb [--socket PATH|@NAME] IPVSADM-ARGS...
+
+The daemon listens on --socket (default @xlb, an abstract socket of its
+network namespace); a client talks to the daemon of its own namespace, or
+to --socket (first argument) or $XLB_SOCKET. See xlb run -h for its flags.
+`
+
 // run dispatches to the daemon or to the ipvsadm client and returns the
 // process's exit code.
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "run" {
-		if err := daemon(args[1:], stdout, stderr); err != nil {
+		err := daemon(args[1:], stdout, stderr)
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		if err != nil {
 			fmt.Fprintf(stderr, "xlb: %v\n", err)
 			return 1
 		}
+		return 0
+	}
+	if len(args) == 1 && args[0] == "--xlb-help" {
+		io.WriteString(stdout, clientUsage)
 		return 0
 	}
 	return client(args, stdin, stdout, stderr)

@@ -5,20 +5,40 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/xlbproject/xlb/bpf"
 	"github.com/xlbproject/xlb/dataplane"
 	"github.com/xlbproject/xlb/internal/ipvs"
 	"github.com/xlbproject/xlb/internal/ipvsadm"
 )
 
+// controlPlane is what the control socket needs of the dataplane
+// (*dataplane.Dataplane; a fake in tests).
+type controlPlane interface {
+	Apply(*ipvs.Config) error
+	Zero(*ipvs.ServiceKey)
+	DestStats(ipvs.ServiceKey, netip.AddrPort) (dataplane.DestStats, bool)
+	Conns(context.Context, func(dataplane.Conn)) error
+	Stats() dataplane.Stats
+	AttachMode() bpf.AttachMode
+}
+
 // server answers ipvsadm command lines against the running dataplane.
-// Requests are served one at a time, so cfg needs no lock.
+// Clients are served concurrently: commands that change the
+// configuration hold mu for writing, one at a time; listings hold it for
+// reading, so they see one configuration whole.
 type server struct {
-	dp  *dataplane.Dataplane
-	cfg *ipvs.Config // the applied configuration
+	dp  controlPlane
+	gid int // socket group allowed besides root; -1 for none
+	log *slog.Logger
+
+	mu  sync.RWMutex
+	cfg *ipvs.Config // the applied configuration; replaced, never changed in place
 }
 
 // handle runs one command line. A command that changes the
@@ -47,23 +67,29 @@ func (s *server) handle(req request) response {
 			}
 			return response{Stdout: out.String()}
 		}
+		s.mu.RLock()
+		defer s.mu.RUnlock()
 		if err := ipvsadm.WriteList(&out, s.cfg, dpStats{s.dp, s.cfg}, cmd.List); err != nil {
 			return errorResponse(err)
 		}
 		return response{Stdout: out.String()}
 	case ipvsadm.KindSave:
+		s.mu.RLock()
+		defer s.mu.RUnlock()
 		if err := ipvsadm.WriteSave(&out, s.cfg, cmd.List.Numeric); err != nil {
 			return errorResponse(err)
 		}
 		return response{Stdout: out.String()}
-	case ipvsadm.KindRestore:
-		next := s.cfg.Clone()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	next := s.cfg.Clone()
+	if cmd.Kind == ipvsadm.KindRestore {
 		if err := ipvsadm.Restore(next, strings.NewReader(req.Stdin)); err != nil {
 			return errorResponse(err)
 		}
 		return s.apply(next)
 	}
-	next := s.cfg.Clone()
 	if err := cmd.Apply(next); err != nil {
 		return errorResponse(err)
 	}
@@ -78,12 +104,30 @@ func (s *server) handle(req request) response {
 	return s.apply(next)
 }
 
+// apply installs next; the caller holds mu for writing.
 func (s *server) apply(next *ipvs.Config) response {
 	if err := s.dp.Apply(next); err != nil {
 		return response{Stderr: fmt.Sprintf("%v\n", err), Code: ipvsadm.ExitRuntime}
 	}
 	s.cfg = next
 	return response{}
+}
+
+// reload replaces the configuration with the rules file's, as
+// `ipvsadm -C; ipvsadm -R < file` would but atomically: a file that does
+// not parse or that the dataplane refuses changes nothing.
+func (s *server) reload(path string) error {
+	next, err := loadRules(path)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.dp.Apply(next); err != nil {
+		return fmt.Errorf("apply rules %s: %w", path, err)
+	}
+	s.cfg = next
+	return nil
 }
 
 func errorResponse(err error) response {
@@ -115,7 +159,7 @@ func (s *server) writeConns(out *bytes.Buffer, opts ipvsadm.ListOptions) error {
 // A service's statistics are the sum of its current destinations' (IPVS
 // keeps a separate sum that also remembers deleted destinations).
 type dpStats struct {
-	dp  *dataplane.Dataplane
+	dp  controlPlane
 	cfg *ipvs.Config
 }
 
