@@ -54,6 +54,17 @@ type serviceValue struct {
 // svcDraining is XLB_SVC_DRAINING in xdp.c.
 const svcDraining = 1
 
+// localKey mirrors struct local_key in xdp.c.
+type localKey struct {
+	Addr [16]byte // IPv6, or IPv4-mapped
+}
+
+// Flags of the locals map's values (XLB_LOCAL_* in xdp.c).
+const (
+	localOwn   = 1
+	localLaddr = 2
+)
+
 // realValue mirrors the __u32 value of the reals map, which is unused and 0.
 type realValue uint32
 

@@ -27,6 +27,8 @@ func TestMirrors(t *testing.T) {
 		{"services", false, serviceValue{}},
 		{"reals", true, serviceKey{}},
 		{"reals", false, realValue(0)},
+		{"locals", true, localKey{}},
+		{"locals", false, uint32(0)},
 	} {
 		ms := spec.Maps[tc.mapName]
 		if ms == nil {

@@ -5,6 +5,7 @@ package bpf
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -214,6 +215,51 @@ func (o *Objects) DeleteReal(k ServiceKey) error {
 		return fmt.Errorf("delete real %v: %w", k, err)
 	}
 	return nil
+}
+
+// SetLocal records addr as one of the director's own addresses: frames
+// from a real server to it are its own connections and go to the kernel,
+// unless laddr says it is a FULLNAT local address, whose replies are
+// steered. Setting an existing address changes its kind.
+func (o *Objects) SetLocal(addr netip.Addr, laddr bool) error {
+	if !addr.IsValid() {
+		return fmt.Errorf("set local address: invalid address")
+	}
+	k := localKey{Addr: addr.Unmap().As16()}
+	v := uint32(localOwn)
+	if laddr {
+		v |= localLaddr
+	}
+	if err := o.objs.Locals.Update(&k, &v, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("set local address %v: %w", addr, err)
+	}
+	return nil
+}
+
+// DeleteLocal forgets a local address. Deleting an unknown one is not an
+// error.
+func (o *Objects) DeleteLocal(addr netip.Addr) error {
+	k := localKey{Addr: addr.Unmap().As16()}
+	if err := o.objs.Locals.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete local address %v: %w", addr, err)
+	}
+	return nil
+}
+
+// Locals returns the local addresses and whether each is a FULLNAT local
+// address.
+func (o *Objects) Locals() (map[netip.Addr]bool, error) {
+	out := map[netip.Addr]bool{}
+	var k localKey
+	var v uint32
+	it := o.objs.Locals.Iterate()
+	for it.Next(&k, &v) {
+		out[netip.AddrFrom16(k.Addr).Unmap()] = v&localLaddr != 0
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("list local addresses: %w", err)
+	}
+	return out, nil
 }
 
 // MaxQueues is the number of XSKMAP slots: RX queues 0 to MaxQueues-1 can

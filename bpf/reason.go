@@ -25,6 +25,7 @@ const (
 	DropL2Multicast               // would be steered, but sent to a broadcast or multicast MAC: dropped
 	DropBadChecksum               // would be steered, but its IPv4 header checksum is wrong: dropped
 	DropMartian                   // would be steered, but its source is martian: dropped
+	PassLocal                     // from a real server to the director's own address (its own connection): passed
 
 	// NumReasons is the number of reasons, XLB_REASON_MAX in xdp.c.
 	NumReasons = int(iota)
@@ -45,6 +46,7 @@ var reasonNames = [NumReasons]string{
 	DropL2Multicast: "drop_l2_multicast",
 	DropBadChecksum: "drop_bad_checksum",
 	DropMartian:     "drop_martian",
+	PassLocal:       "pass_local",
 }
 
 // String returns the reason's counter name, e.g. "pass_no_service".

@@ -102,6 +102,7 @@ enum xlb_reason {
 	XLB_REASON_DROP_L2_MULTICAST, // steered, but sent to a broadcast/multicast MAC
 	XLB_REASON_DROP_BAD_CHECKSUM, // steered, but the IPv4 header checksum is wrong
 	XLB_REASON_DROP_MARTIAN,      // steered, but from a martian source address
+	XLB_REASON_PASS_LOCAL,        // from a real, but to the director's own address: its own connection
 	XLB_REASON_MAX,
 };
 
@@ -119,6 +120,28 @@ struct {
 	__type(value, __u32); // unused, 0: a hash map needs a value
 	__uint(max_entries, XLB_MAX_REALS);
 } reals SEC(".maps");
+
+// Flags of the locals map's values.
+#define XLB_LOCAL_OWN 1   // an address of the director
+#define XLB_LOCAL_LADDR 2 // a FULLNAT local address: replies to it are steered
+
+// Key of the locals map. Mirrored by localKey in maps.go.
+struct local_key {
+	__u8 addr[16]; // IPv6, or IPv4-mapped
+};
+
+// The director's own addresses. A frame from a real server's address and
+// port to one of them belongs to the director's own connection (a health
+// check, an operator's ssh to the real server's port), not to a NAT
+// connection: it goes to the kernel, since AF_XDP cannot hand a frame
+// back. FULLNAT local addresses are the exception: replies to them are
+// what FULLNAT steers.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct local_key);
+	__type(value, __u32);
+	__uint(max_entries, 1024);
+} locals SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
@@ -341,8 +364,13 @@ static __always_inline int l4(struct xdp_md *ctx, struct pkt *p, void *l4, __u32
 			return pass(XLB_REASON_PASS_NO_SERVICE);
 		return verdict(ctx, p, XLB_REASON_REDIRECT, src, dst);
 	}
-	if (bpf_map_lookup_elem(&reals, src))
+	if (bpf_map_lookup_elem(&reals, src)) {
+		__u32 *local = bpf_map_lookup_elem(&locals, dst->addr);
+
+		if (local && !(*local & XLB_LOCAL_LADDR))
+			return pass(XLB_REASON_PASS_LOCAL);
 		return verdict(ctx, p, XLB_REASON_REDIRECT_REPLY, src, dst);
+	}
 	return pass(XLB_REASON_PASS_NO_SERVICE);
 }
 

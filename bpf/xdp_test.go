@@ -4,6 +4,7 @@ package bpf_test
 
 import (
 	"errors"
+	"net/netip"
 	"os"
 	"slices"
 	"testing"
@@ -337,5 +338,51 @@ func TestCountersAll(t *testing.T) {
 	}
 	if n != bpf.NumReasons {
 		t.Errorf("All() yielded %d reasons, want %d", n, bpf.NumReasons)
+	}
+}
+
+// A frame from a real server is steered as a NAT reply unless it is
+// addressed to the director itself (its own connection to the real
+// server's port: a health check): that one goes to the kernel. Replies to
+// a FULLNAT local address are steered.
+func TestXDPLocalAddresses(t *testing.T) {
+	o := load(t)
+	real := packettest.Reals[0]
+	own := netip.MustParseAddr("198.51.100.1")
+	laddr := netip.MustParseAddr("198.51.100.2")
+	client := netip.MustParseAddr("203.0.113.9")
+	if !real.Addr.Is4() {
+		t.Fatalf("test expects an IPv4 real, got %v", real.Addr)
+	}
+	from := func(dst netip.Addr) []byte {
+		return packettest.Packet{DstMAC: packettest.LBMAC[:], Src: real.Addr, Dst: dst,
+			SrcPort: real.Port, DstPort: 40000, UDP: real.Proto == bpf.ProtoUDP, Flags: packet.TCPFlagSYN | packet.TCPFlagACK}.Frame()
+	}
+	if err := o.SetLocal(own, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.SetLocal(laddr, true); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		dst  netip.Addr
+		want bpf.Reason
+	}{{client, bpf.RedirectReply}, {own, bpf.PassLocal}, {laddr, bpf.RedirectReply}} {
+		if _, got := run(t, o, from(c.dst)); got != c.want {
+			t.Errorf("real → %v: counter %v, want %v", c.dst, got, c.want)
+		}
+	}
+	got, err := o.Locals()
+	if err != nil || len(got) != 2 || got[own] || !got[laddr] {
+		t.Errorf("Locals() = %v, %v; want %v own, %v laddr", got, err, own, laddr)
+	}
+	if err := o.DeleteLocal(own); err != nil {
+		t.Fatal(err)
+	}
+	if _, got := run(t, o, from(own)); got != bpf.RedirectReply {
+		t.Errorf("after DeleteLocal: counter %v, want %v", got, bpf.RedirectReply)
+	}
+	if err := o.DeleteLocal(own); err != nil {
+		t.Errorf("DeleteLocal twice = %v, want nil", err)
 	}
 }

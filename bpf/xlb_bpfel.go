@@ -17,6 +17,7 @@ import (
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	xlbMapCounters   = "counters"
+	xlbMapLocals     = "locals"
 	xlbMapReals      = "reals"
 	xlbMapServices   = "services"
 	xlbMapXsks       = "xsks"
@@ -77,6 +78,7 @@ type xlbProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type xlbMapSpecs struct {
 	Counters *ebpf.MapSpec `ebpf:"counters"`
+	Locals   *ebpf.MapSpec `ebpf:"locals"`
 	Reals    *ebpf.MapSpec `ebpf:"reals"`
 	Services *ebpf.MapSpec `ebpf:"services"`
 	Xsks     *ebpf.MapSpec `ebpf:"xsks"`
@@ -111,6 +113,7 @@ func (o *xlbObjects) Close() error {
 // It can be passed to loadXlbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xlbMaps struct {
 	Counters *ebpf.Map `ebpf:"counters"`
+	Locals   *ebpf.Map `ebpf:"locals"`
 	Reals    *ebpf.Map `ebpf:"reals"`
 	Services *ebpf.Map `ebpf:"services"`
 	Xsks     *ebpf.Map `ebpf:"xsks"`
@@ -119,6 +122,7 @@ type xlbMaps struct {
 func (m *xlbMaps) Close() error {
 	return _XlbClose(
 		m.Counters,
+		m.Locals,
 		m.Reals,
 		m.Services,
 		m.Xsks,

@@ -401,6 +401,7 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) error {
 		w.cfg.Store(wc)
 	}
 	d.syncReals()
+	d.syncLocals(laddrs)
 	select {
 	case d.applied <- struct{}{}:
 	default:
@@ -527,6 +528,49 @@ func (d *Dataplane) syncReals() {
 			d.opts.Logger.Warn("stop steering replies of real server", "real", netip.AddrPortFrom(k.Addr, k.Port), "err", err)
 		}
 		delete(st.reals, k)
+	}
+}
+
+// syncLocals tells the XDP program the director's own addresses (every
+// interface's, so that a real server's answer to the director's own
+// connection reaches its stack) and, among them or besides, the FULLNAT
+// local addresses, whose replies it steers. Called with d.mu held; errors
+// are logged, and the next Apply tries again.
+func (d *Dataplane) syncLocals(laddrs []netip.Addr) {
+	want := map[netip.Addr]bool{}
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok {
+				if ip, ok := netip.AddrFromSlice(n.IP); ok {
+					want[ip.Unmap()] = false
+				}
+			}
+		}
+	} else {
+		d.opts.Logger.Warn("list the director's addresses", "err", err)
+	}
+	for _, a := range laddrs {
+		want[a.Unmap()] = true
+	}
+	have, err := d.objs.Locals()
+	if err != nil {
+		d.opts.Logger.Warn("read local addresses", "err", err)
+		have = map[netip.Addr]bool{}
+	}
+	for a, l := range want {
+		if f, ok := have[a]; ok && f == l {
+			continue
+		}
+		if err := d.objs.SetLocal(a, l); err != nil {
+			d.opts.Logger.Warn("set local address", "addr", a, "err", err)
+		}
+	}
+	for a := range have {
+		if _, ok := want[a]; !ok {
+			if err := d.objs.DeleteLocal(a); err != nil {
+				d.opts.Logger.Warn("delete local address", "addr", a, "err", err)
+			}
+		}
 	}
 }
 

@@ -165,6 +165,7 @@ func New(opts Options) (d *Dataplane, err error) {
 			return nil, fmt.Errorf("register socket of queue %d: %w", q, err)
 		}
 	}
+	d.syncLocals(nil) // before any real server's reply can be steered
 	if ok, err := d.objs.DeviceBound(); !ok && err != nil {
 		opts.Logger.Info("xdp: no device-bound program, VLAN tags the NIC strips are not seen", "err", err)
 	}
