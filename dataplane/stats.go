@@ -168,3 +168,14 @@ func (d *Dataplane) Conns(ctx context.Context, fn func(Conn)) error {
 	}
 	return nil
 }
+
+// LocalAddrStats returns a FULLNAT local address's figures over every
+// worker: the connections holding one of its ports, and the connections
+// refused because its ports were exhausted (ipvsadm -G's CONNS and
+// CONFLICTS columns).
+func (d *Dataplane) LocalAddrStats(a netip.Addr) (conns, exhausted uint64) {
+	for _, w := range d.workers {
+		w.localAddrStats(a.Unmap(), &conns, &exhausted)
+	}
+	return conns, exhausted
+}

@@ -5,6 +5,7 @@ package dataplane
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"sync/atomic"
 	"time"
 
@@ -71,9 +72,15 @@ type worker struct {
 	pool *laddr.Pool
 	// seen is the configuration adopt last took; plan is the rewrite's
 	// input, filled per frame.
-	seen  *workerConfig
-	plan  modes.Plan
-	swept int64 // time of the latest whole-table expiry pass when idle
+	seen *workerConfig
+	plan modes.Plan
+	// laddrList (set by adopt) names the local addresses whose pool
+	// figures the worker publishes for -G at batch edges, laddrFigs[i]
+	// the i-th one's; laddrIdx are their pool indexes.
+	laddrList atomic.Pointer[[]netip.Addr]
+	laddrIdx  []int32
+	laddrFigs [maxPublishedLaddrs]struct{ inUse, exhausted atomic.Uint64 }
+	swept     int64 // time of the latest whole-table expiry pass when idle
 
 	// Per-batch scratch space, reused: the parsed headers and flow key of
 	// each received frame, and conntrack's answers for the keys.
@@ -254,6 +261,26 @@ func (w *worker) publish() {
 	w.stats.local[KickErrors] = w.q.kickErr
 	w.stats.publish()
 	w.ds.publish()
+	for i, idx := range w.laddrIdx {
+		st := w.pool.AddrStats(idx)
+		w.laddrFigs[i].inUse.Store(uint64(st.InUse))
+		w.laddrFigs[i].exhausted.Store(st.Exhausted)
+	}
+}
+
+// localAddrStats adds the pool's figures for local address a to inUse
+// and exhausted; safe from any goroutine.
+func (w *worker) localAddrStats(a netip.Addr, inUse, exhausted *uint64) {
+	list := w.laddrList.Load()
+	if list == nil {
+		return
+	}
+	for i, b := range *list {
+		if b == a {
+			*inUse += w.laddrFigs[i].inUse.Load()
+			*exhausted += w.laddrFigs[i].exhausted.Load()
+		}
+	}
 }
 
 // handle decides the fate of one parsed frame in three steps, and
@@ -422,6 +449,10 @@ func (w *worker) localAddr(v uint8) [16]byte {
 	return w.addr6
 }
 
+// maxPublishedLaddrs bounds the local addresses whose figures a worker
+// publishes (-G); the pool serves any number.
+const maxPublishedLaddrs = 256
+
 // adopt takes a new configuration at a batch edge: the port pool learns
 // the FULLNAT local addresses, and each service the indexes of its own.
 // It allocates, once per configuration, never per frame.
@@ -430,6 +461,19 @@ func (w *worker) adopt(cfg *workerConfig) {
 	if err := w.pool.SetAddrs(cfg.laddrs); err != nil {
 		w.dp.opts.Logger.Error("set FULLNAT local addresses", "queue", w.id, "err", err)
 	}
+	list := make([]netip.Addr, 0, len(cfg.laddrs))
+	w.laddrIdx = w.laddrIdx[:0]
+	for _, a := range cfg.laddrs {
+		if i, ok := w.pool.Index(a.As16()); ok && len(list) < maxPublishedLaddrs {
+			list = append(list, a)
+			w.laddrIdx = append(w.laddrIdx, i)
+		}
+	}
+	for i := range w.laddrFigs {
+		w.laddrFigs[i].inUse.Store(0)
+		w.laddrFigs[i].exhausted.Store(0)
+	}
+	w.laddrList.Store(&list)
 	for _, svc := range cfg.services {
 		svc.lidx = svc.lidx[:0]
 		for _, a := range svc.laddrs {

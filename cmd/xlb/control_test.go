@@ -52,6 +52,7 @@ func (f *fakeDataplane) DestStats(ipvs.ServiceKey, netip.AddrPort) (dataplane.De
 func (f *fakeDataplane) Conns(context.Context, func(dataplane.Conn)) error { return nil }
 func (f *fakeDataplane) Stats() dataplane.Stats                            { return dataplane.Stats{} }
 func (f *fakeDataplane) AttachMode() bpf.AttachMode                        { return bpf.Generic }
+func (f *fakeDataplane) LocalAddrStats(netip.Addr) (uint64, uint64)        { return 0, 0 }
 
 const testRules = "-A -t 198.18.0.100:80 -s rr\n-a -t 198.18.0.100:80 -r 198.18.0.11:80 -g -w 1\n"
 

@@ -26,6 +26,7 @@ type controlPlane interface {
 	Conns(context.Context, func(dataplane.Conn)) error
 	Stats() dataplane.Stats
 	AttachMode() bpf.AttachMode
+	LocalAddrStats(netip.Addr) (conns, exhausted uint64)
 }
 
 // server answers ipvsadm command lines against the running dataplane.
@@ -70,6 +71,13 @@ func (s *server) handle(req request) response {
 		s.mu.RLock()
 		defer s.mu.RUnlock()
 		if err := ipvsadm.WriteList(&out, s.cfg, dpStats{s.dp, s.cfg}, cmd.List); err != nil {
+			return errorResponse(err)
+		}
+		return response{Stdout: out.String()}
+	case ipvsadm.KindGetLaddr:
+		s.mu.RLock()
+		defer s.mu.RUnlock()
+		if err := ipvsadm.WriteLaddrs(&out, s.cfg, dpStats{s.dp, s.cfg}, cmd.List); err != nil {
 			return errorResponse(err)
 		}
 		return response{Stdout: out.String()}
@@ -161,6 +169,13 @@ func (s *server) writeConns(out *bytes.Buffer, opts ipvsadm.ListOptions) error {
 type dpStats struct {
 	dp  controlPlane
 	cfg *ipvs.Config
+}
+
+// LocalAddr gives -G's figures of a FULLNAT local address. The pool
+// counts per address, whichever service the connection belongs to.
+func (s dpStats) LocalAddr(_ ipvs.ServiceKey, a netip.Addr) ipvsadm.LaddrCounters {
+	conns, exhausted := s.dp.LocalAddrStats(a)
+	return ipvsadm.LaddrCounters{Conflicts: exhausted, Conns: uint32(conns)}
 }
 
 func (s dpStats) Service(k ipvs.ServiceKey) ipvsadm.Counters {
