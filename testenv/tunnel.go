@@ -1,0 +1,88 @@
+//go:build linux
+
+package testenv
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+	"golang.org/x/sys/unix"
+)
+
+// SendTunnel sends inner, a whole IPv4 or IPv6 packet, from h to outer
+// in an IP-in-IP tunnel: an outer IPv4 header with protocol 4 (inner IPv4)
+// or 41 (inner IPv6) if outer is IPv4, an outer IPv6 header with next
+// header 4 or 41 if it is IPv6. The kernel builds the outer header (a raw
+// socket of that protocol), so this needs no tunnel module: it stands in
+// for a TUN director in tests of the real-server side.
+func (h *Host) SendTunnel(outer netip.Addr, inner []byte) error {
+	if len(inner) == 0 {
+		return fmt.Errorf("send tunnel to %v: empty inner packet", outer)
+	}
+	proto := unix.IPPROTO_IPIP
+	if inner[0]>>4 == 6 {
+		proto = unix.IPPROTO_IPV6
+	}
+	return h.Do(func() error {
+		af := unix.AF_INET6
+		var sa unix.Sockaddr = &unix.SockaddrInet6{Addr: outer.As16()}
+		if outer.Is4() {
+			af, sa = unix.AF_INET, &unix.SockaddrInet4{Addr: outer.As4()}
+		}
+		fd, err := unix.Socket(af, unix.SOCK_RAW|unix.SOCK_CLOEXEC, proto)
+		if err != nil {
+			return fmt.Errorf("open raw socket for protocol %d in %s: %w", proto, h.NSName, err)
+		}
+		defer unix.Close(fd)
+		if err := unix.Sendto(fd, inner, 0, sa); err != nil {
+			return fmt.Errorf("send tunnel packet to %v from %s: %w", outer, h.NSName, err)
+		}
+		return nil
+	})
+}
+
+// InnerUDP builds an IPv4 or IPv6 UDP datagram from src to dst with
+// valid checksums, for SendTunnel.
+func InnerUDP(src, dst netip.AddrPort, payload []byte) ([]byte, error) {
+	ip, err := innerIP(src.Addr(), dst.Addr(), layers.IPProtocolUDP)
+	if err != nil {
+		return nil, err
+	}
+	uh := &layers.UDP{SrcPort: layers.UDPPort(src.Port()), DstPort: layers.UDPPort(dst.Port())}
+	uh.SetNetworkLayerForChecksum(ip.(gopacket.NetworkLayer))
+	return serializeInner(ip, uh, gopacket.Payload(payload))
+}
+
+// InnerSYN builds an IPv4 or IPv6 TCP SYN from src to dst (sequence
+// number seq, MSS 1460) with valid checksums, for SendTunnel.
+func InnerSYN(src, dst netip.AddrPort, seq uint32) ([]byte, error) {
+	ip, err := innerIP(src.Addr(), dst.Addr(), layers.IPProtocolTCP)
+	if err != nil {
+		return nil, err
+	}
+	th := &layers.TCP{SrcPort: layers.TCPPort(src.Port()), DstPort: layers.TCPPort(dst.Port()), Seq: seq, SYN: true,
+		Window: 64240, Options: []layers.TCPOption{{OptionType: layers.TCPOptionKindMSS, OptionLength: 4, OptionData: []byte{0x05, 0xb4}}}}
+	th.SetNetworkLayerForChecksum(ip.(gopacket.NetworkLayer))
+	return serializeInner(ip, th)
+}
+
+func innerIP(src, dst netip.Addr, p layers.IPProtocol) (gopacket.SerializableLayer, error) {
+	switch {
+	case src.Is4() && dst.Is4():
+		return &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Flags: layers.IPv4DontFragment, Protocol: p,
+			SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}, nil
+	case src.Is6() && dst.Is6() && !src.Is4In6() && !dst.Is4In6():
+		return &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: p, SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}, nil
+	}
+	return nil, fmt.Errorf("build inner packet %v > %v: addresses must be both IPv4 or both IPv6", src, dst)
+}
+
+func serializeInner(ls ...gopacket.SerializableLayer) ([]byte, error) {
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ls...); err != nil {
+		return nil, fmt.Errorf("build inner packet: %w", err)
+	}
+	return buf.Bytes(), nil
+}
