@@ -170,6 +170,7 @@ func (h *Host) startDecap() error {
 		if err != nil {
 			return err
 		}
+		h.DecapProc = p
 		env.closers = append(env.closers, func() error {
 			if err := p.Stop(syscall.SIGTERM, 5*time.Second); err != nil {
 				return fmt.Errorf("stop xlb decap in %s: %w\n%s", h.NSName, err, p.Output.String())
@@ -432,6 +433,9 @@ func pair(a *Host, aIf string, aAddrs []netip.Prefix, b *Host, bIf string, bAddr
 		ifn   string
 		addrs []netip.Prefix
 	}{{a, aIf, aAddrs}, {b, bIf, bAddrs}} {
+		if err := end.h.Do(func() error { return setUp(end.ifn) }); err != nil {
+			return err
+		}
 		for _, p := range end.addrs {
 			if !p.IsValid() {
 				continue
@@ -439,9 +443,6 @@ func pair(a *Host, aIf string, aAddrs []netip.Prefix, b *Host, bIf string, bAddr
 			if err := end.h.AddAddr(end.ifn, p); err != nil {
 				return err
 			}
-		}
-		if err := end.h.Do(func() error { return setUp(end.ifn) }); err != nil {
-			return err
 		}
 		if end.ifn == "eth0" {
 			end.h.Addr = end.addrs[0].Addr()

@@ -201,3 +201,17 @@ func exchangeUDP(c net.Conn, timeout time.Duration) (string, error) {
 	}
 	return "", fmt.Errorf("query udp %v: %w", c.RemoteAddr(), err)
 }
+
+// UDPListen opens a UDP socket in h bound to a: a client port that a
+// tunnelled or forwarded reply must reach.
+func (h *Host) UDPListen(a netip.AddrPort) (*net.UDPConn, error) {
+	var c *net.UDPConn
+	err := h.Do(func() (err error) {
+		c, err = net.ListenUDP(udpNetwork(a.Addr()), net.UDPAddrFromAddrPort(a))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listen on udp %v in %s: %w", a, h.NSName, err)
+	}
+	return c, nil
+}

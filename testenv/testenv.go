@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -198,6 +199,11 @@ type Host struct {
 	// Peer is the name of the bridge-side end of this host's veth.
 	Peer string
 
+	// DecapProc is the `xlb decap` that SetupTunReal started on this
+	// host with Options.XLB set (nil otherwise). The topology stops it on
+	// Close; a test may stop it earlier to read its counters.
+	DecapProc *Proc
+
 	env   *Env
 	ports atomic.Uint32 // source ports handed out by nextPort
 	decap bool          // the decapsulation program runs on eth0
@@ -273,7 +279,12 @@ func Setup(opts Options) (env *Env, err error) {
 	}
 	for _, name := range bridges {
 		if err := env.Bridge.Do(func() error {
-			br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}
+			// No multicast snooping: IPv6 neighbour solicitations go to
+			// solicited-node groups, and a bridge that missed a host's MLD
+			// report (sent as its address was added, maybe before the
+			// port was up) would not forward them to it.
+			off := false
+			br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}, MulticastSnooping: &off}
 			if err := netlink.LinkAdd(br); err != nil {
 				return fmt.Errorf("add bridge %s: %w", name, err)
 			}
@@ -482,15 +493,18 @@ func (env *Env) plug(h *Host, ifname, bridge string, addr, addr6 netip.Addr, p4,
 	}); err != nil {
 		return err
 	}
+	// Up before the addresses: IPv6 ones become usable (waitLocal) only
+	// on an interface that is up.
+	if err := h.Do(func() error { return setUp(ifname) }); err != nil {
+		return err
+	}
 	if err := h.AddAddr(ifname, netip.PrefixFrom(addr, p4.Bits())); err != nil {
 		return err
 	}
 	if addr6.IsValid() {
-		if err := h.AddAddr(ifname, netip.PrefixFrom(addr6, p6.Bits())); err != nil {
-			return err
-		}
+		return h.AddAddr(ifname, netip.PrefixFrom(addr6, p6.Bits()))
 	}
-	return h.Do(func() error { return setUp(ifname) })
+	return nil
 }
 
 func setUp(name string) error {
@@ -548,8 +562,29 @@ func (h *Host) AddAddr(ifname string, p netip.Prefix) error {
 		if err := netlink.AddrAdd(l, a); err != nil {
 			return fmt.Errorf("add %v to %s in %s: %w", p, ifname, h.NSName, err)
 		}
+		if p.Addr().Is6() && l.Attrs().Flags&net.FlagUp != 0 {
+			return waitLocal(p.Addr(), h.NSName)
+		}
 		return nil
 	})
+}
+
+// waitLocal waits until the kernel routes a, an IPv6 address just added
+// to an interface that is up, as local. Even without DAD, addrconf
+// installs the local route from a work queue after the netlink request
+// returns: a packet to a in the next milliseconds is answered with
+// "no route" (seen as a flaky first IPv6 packet to a VIP on lo).
+func waitLocal(a netip.Addr, ns string) error {
+	for deadline := time.Now().Add(2 * time.Second); ; {
+		rs, err := netlink.RouteGet(a.AsSlice())
+		if err == nil && len(rs) > 0 && rs[0].Type == unix.RTN_LOCAL {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("wait for %v to be local in %s: %v", a, ns, err)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }
 
 // Sysctl writes a sysctl inside h's namespace, e.g. "net/ipv4/ip_forward".
