@@ -321,3 +321,62 @@ func TestDecapLocals(t *testing.T) {
 		t.Errorf("GUE off: pass_not_tunnel = %d, want 1", c[bpf.DecapPassNotTunnel])
 	}
 }
+
+// FuzzDecap runs arbitrary frames through the decapsulation program. It
+// must never abort, and a frame is either passed unchanged, dropped, or
+// decapsulated: the Ethernet addresses kept and the rest a strict suffix
+// of the input (only outer headers removed), with one decap counter more.
+func FuzzDecap(f *testing.F) {
+	udp4 := inner(f, dcClient4, dcVIP4, false)
+	udp6 := inner(f, dcClient6, dcVIP6, false)
+	f.Add(encap(f, dcDir4, dcLocal4, udp4))
+	f.Add(encap(f, dcDir6, dcLocal6, udp6))
+	f.Add(encap(f, dcDir4, dcLocal4, udp6))
+	f.Add(encap(f, dcDir6, dcLocal6, udp4))
+	f.Add(gueEncap(f, dcDir4, dcLocal4, dcGUEPort, udp4))
+	f.Add(gueEncap(f, dcDir6, dcLocal6, dcGUEPort, udp6))
+	f.Add(encap(f, dcDir4, dcOther4, udp4))
+	d := loadDecap(f)
+	f.Fuzz(func(t *testing.T, in []byte) {
+		if len(in) < 14 || len(in) > 4096 {
+			return // BPF_PROG_RUN needs an Ethernet header; XDP frames fit a page
+		}
+		before, err := d.Counters()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := make([]byte, len(in)+256)
+		opts := &ebpf.RunOptions{Data: in, DataOut: out}
+		verdict, err := d.Program().Run(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		after, err := d.Counters()
+		if err != nil {
+			t.Fatal(err)
+		}
+		decapped := after.Decapsulated() - before.Decapsulated()
+		got := opts.DataOut
+		switch {
+		case verdict == xdpDrop:
+			if decapped != 0 {
+				t.Errorf("dropped frame counted as decapsulated")
+			}
+		case verdict != xdpPass:
+			t.Fatalf("verdict %d, want pass or drop", verdict)
+		case decapped == 0:
+			if !bytes.Equal(got, in) {
+				t.Errorf("passed frame changed without a decap count:\n%x\nto\n%x", in, got)
+			}
+		default:
+			l2 := 14 // the Ethernet type (the VLAN's inner type) changes, not the rest
+			if in[12] == 0x81 && in[13] == 0x00 || in[12] == 0x88 && in[13] == 0xa8 {
+				l2 = 18
+			}
+			if decapped != 1 || len(got) >= len(in) || len(got) < l2 ||
+				!bytes.Equal(got[:l2-2], in[:l2-2]) || !bytes.HasSuffix(in, got[l2:]) {
+				t.Errorf("decapsulated frame is not the input minus outer headers:\n%x\nto\n%x", in, got)
+			}
+		}
+	})
+}
