@@ -166,7 +166,7 @@ func (h *Host) SetupTunReal(vip netip.Addr) error {
 func (h *Host) startDecap() error {
 	env := h.env
 	if env.opts.XLB != "" {
-		p, err := h.Start(env.opts.XLB, "decap", "--iface", h.Ifname)
+		p, err := h.Start(env.opts.XLB, "decap", "--iface", h.Ifname, "--gue-port", fmt.Sprint(env.opts.GUEPort))
 		if err != nil {
 			return err
 		}
@@ -197,6 +197,10 @@ func (h *Host) startDecap() error {
 				return err
 			}
 		}
+	}
+	if err := d.SetGUEPort(env.opts.GUEPort); err != nil {
+		d.Close()
+		return err
 	}
 	var closeLink func() error
 	err = h.Do(func() error {

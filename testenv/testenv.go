@@ -59,6 +59,10 @@ type Options struct {
 	// run `xlb decap --iface eth0`; without it the decapsulation program
 	// is attached from the test process itself (the same program).
 	XLB string
+	// GUEPort, if not 0, makes RealTUN real servers also decapsulate GUE
+	// (variant 1, IP directly in UDP) sent to this UDP port, as ipvsadm's
+	// --tun-type gue --tun-port expects.
+	GUEPort uint16
 }
 
 // RealKind is how a real server is set up, after the forwarding method

@@ -169,6 +169,7 @@ func TestTopologyTUNDecap(t *testing.T) {
 	opts.IPv6 = true
 	opts.Reals = RealTUN
 	opts.RealServers = 1
+	opts.GUEPort = 6080
 	env := New(t, opts)
 	rs := env.Reals[0]
 	for _, c := range []struct {
@@ -196,6 +197,22 @@ func TestTopologyTUNDecap(t *testing.T) {
 				t.Errorf("answer to the tunnelled query = %q from %v, %v; want %q from %v", msg, from, err, rs.Name, netip.AddrPortFrom(c.vip, 53))
 			}
 		})
+	}
+	for i, c := range []struct{ outer, client, vip netip.Addr }{
+		{rs.Addr, ClientAddr, VIP}, {rs.Addr6, ClientAddr6, VIP6}, {rs.Addr, ClientAddr6, VIP6},
+	} {
+		port := uint16(7010 + i)
+		cl := listenUDP(t, env.Client, netip.AddrPortFrom(c.client, port))
+		in, err := InnerUDP(netip.AddrPortFrom(c.client, port), netip.AddrPortFrom(c.vip, 53), []byte("who"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := env.Director.SendGUE(netip.AddrPortFrom(c.outer, 6080), in); err != nil {
+			t.Fatal(err)
+		}
+		if msg, from, err := recvFrom(t, cl, 2*time.Second); err != nil || msg != rs.Name || from.Addr() != c.vip {
+			t.Errorf("GUE to %v, inner %v > %v: answer %q from %v, %v", c.outer, c.client, c.vip, msg, from, err)
+		}
 	}
 	// Tunnel packets to another address are not decapsulated.
 	cl := listenUDP(t, env.Client, netip.AddrPortFrom(ClientAddr, 7005))

@@ -4,6 +4,7 @@ package testenv
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 
 	"github.com/google/gopacket"
@@ -38,6 +39,23 @@ func (h *Host) SendTunnel(outer netip.Addr, inner []byte) error {
 		defer unix.Close(fd)
 		if err := unix.Sendto(fd, inner, 0, sa); err != nil {
 			return fmt.Errorf("send tunnel packet to %v from %s: %w", outer, h.NSName, err)
+		}
+		return nil
+	})
+}
+
+// SendGUE sends inner, a whole IPv4 or IPv6 packet, from h to outer:port
+// in GUE variant 1 (the inner packet directly as the UDP payload, which
+// Katran and ipvsadm --tun-type gue use), from an ordinary UDP socket.
+func (h *Host) SendGUE(outer netip.AddrPort, inner []byte) error {
+	return h.Do(func() error {
+		c, err := net.DialUDP(udpNetwork(outer.Addr()), nil, net.UDPAddrFromAddrPort(outer))
+		if err != nil {
+			return fmt.Errorf("dial gue %v from %s: %w", outer, h.NSName, err)
+		}
+		defer c.Close()
+		if _, err := c.Write(inner); err != nil {
+			return fmt.Errorf("send gue to %v from %s: %w", outer, h.NSName, err)
 		}
 		return nil
 	})

@@ -94,12 +94,13 @@ func TestDecapE2E(t *testing.T) {
 	opts.IPv6 = true
 	opts.Reals = testenv.RealTUN
 	opts.XLB = xlbBin
+	opts.GUEPort = 6080
 	env := testenv.New(t, opts)
 	rs := env.Reals[0]
 	if rs.DecapProc == nil {
 		t.Fatal("SetupTunReal started no xlb decap")
 	}
-	udp := func(outer, client, vip netip.Addr, port uint16) error {
+	udp := func(outer, client, vip netip.Addr, port uint16, gue bool) error {
 		c, err := env.Client.UDPListen(netip.AddrPortFrom(client, port))
 		if err != nil {
 			return err
@@ -109,7 +110,12 @@ func TestDecapE2E(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if err := env.Director.SendTunnel(outer, in); err != nil {
+		if gue {
+			err = env.Director.SendGUE(netip.AddrPortFrom(outer, 6080), in)
+		} else {
+			err = env.Director.SendTunnel(outer, in)
+		}
+		if err != nil {
 			return err
 		}
 		buf := make([]byte, 64)
@@ -123,11 +129,14 @@ func TestDecapE2E(t *testing.T) {
 		}
 		return nil
 	}
-	if err := udp(rs.Addr, testenv.ClientAddr, env.VIP, 7100); err != nil {
+	if err := udp(rs.Addr, testenv.ClientAddr, env.VIP, 7100, false); err != nil {
 		t.Errorf("ipip udp: %v", err)
 	}
-	if err := udp(rs.Addr6, testenv.ClientAddr6, env.VIP6, 7101); err != nil {
+	if err := udp(rs.Addr6, testenv.ClientAddr6, env.VIP6, 7101, false); err != nil {
 		t.Errorf("ip6ip6 udp: %v", err)
+	}
+	if err := udp(rs.Addr6, testenv.ClientAddr, env.VIP, 7104, true); err != nil {
+		t.Errorf("gue (4 in udp6): %v", err)
 	}
 	for _, c := range []struct {
 		name          string
@@ -159,7 +168,7 @@ func TestDecapE2E(t *testing.T) {
 		t.Fatalf("stop xlb decap: %v\n%s", err, rs.DecapProc.Output.String())
 	}
 	out := rs.DecapProc.Stdout.String()
-	for _, want := range []string{"decap_4in4 2\n", "decap_6in6 2\n", "drop_inner 0\n"} {
+	for _, want := range []string{"decap_4in4 2\n", "decap_6in6 2\n", "decap_gue 1\n", "drop_inner 0\n"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("xlb decap counters lack %q:\n%s", want, out)
 		}
@@ -167,7 +176,7 @@ func TestDecapE2E(t *testing.T) {
 	if out, err := rs.Command("ip", "link", "show", "eth0").CombinedOutput(); err != nil || strings.Contains(string(out), "xdp") {
 		t.Errorf("eth0 after xlb decap stopped: %v\n%s", err, out)
 	}
-	if err := udp(rs.Addr, testenv.ClientAddr, env.VIP, 7103); err == nil {
+	if err := udp(rs.Addr, testenv.ClientAddr, env.VIP, 7103, false); err == nil {
 		t.Errorf("a tunnelled query was answered after xlb decap stopped")
 	}
 }
