@@ -124,6 +124,10 @@ func TestTopologyTwoArmed(t *testing.T) {
 		t.Fatalf("gateway %v, rs1 %v %v", env.Gateway, env.Reals[0].Addr, env.Reals[0].Addr6)
 	}
 	checkReals(t, env)
+	// The bulk check, across the director's two arms.
+	if name, err := env.Client.Transfer(netip.AddrPortFrom(env.Reals[0].Addr, 9000), BulkBytes, 0, 20*time.Second); err != nil || name != env.Reals[0].Name {
+		t.Errorf("16 MiB to %v = %q, %v", env.Reals[0].Addr, name, err)
+	}
 	for _, c := range []struct{ vip, client netip.Addr }{{VIP, ClientAddr}, {VIP6, ClientAddr6}} {
 		cl := listenUDP(t, env.Client, netip.AddrPortFrom(c.client, 7000))
 		sendFrom(t, env.Reals[1], netip.AddrPortFrom(c.vip, 7000), netip.AddrPortFrom(c.client, 7000), "from vip")
@@ -257,6 +261,20 @@ func TestTopologyPathMTU(t *testing.T) {
 	if out, err := env.Director.Command("ping", "-c1", "-W2", RemoteClientAddr.String()).CombinedOutput(); err != nil {
 		t.Errorf("ping client from the director: %v\n%s", err, out)
 	}
+}
+
+// The variants combine: a two-armed NAT director with the client behind
+// the PathMTU router, both families.
+func TestTopologyCombined(t *testing.T) {
+	RequireRoot(t)
+	opts := DefaultOptions()
+	opts.IPv6 = true
+	opts.TwoArmed = true
+	opts.Reals = RealNAT
+	opts.PathMTU = 1400
+	opts.RealServers = 1
+	env := New(t, opts)
+	checkReals(t, env)
 }
 
 // The ipvs.sh topology with the director routing (no xlb): the client
