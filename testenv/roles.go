@@ -138,10 +138,13 @@ func (h *Host) hostRouteOnly(own, gw netip.Addr) error {
 // the same program from the test process.
 //
 // rp_filter goes off (all, default and eth0; the kernel applies the
-// larger of "all" and the interface's value): the inner source is the
-// client, whom h may reach by another interface or not at all (strict
-// mode 1 drops the packet then, loose mode 2 when h has no route to the
-// client). ipvs.sh sets the same. IPv6 has no reverse-path filter.
+// larger of "all" and the interface's value). The decapsulated packet
+// arrives on eth0 with the client as its source: with a route to the
+// client through eth0 strict mode passes it, but with none (measured)
+// rp_filter=1 and 2 both drop it where 0 delivers it, and with a route by
+// another interface strict mode drops it. ipvs.sh clears rp_filter too,
+// also on tunl0, where the kernel's ipip delivers the inner packet. IPv6
+// has no reverse-path filter.
 func (h *Host) SetupTunReal(vip netip.Addr) error {
 	if err := h.SetupDRReal(vip); err != nil {
 		return err
