@@ -34,6 +34,16 @@ var (
 	// SelftestLAddr is the director's FULLNAT local address (on eth1),
 	// configured for RealFullNAT.
 	SelftestLAddr = netip.MustParseAddr("198.19.0.200")
+
+	// IPv6 beside it (ipvs.sh is IPv4 only): the same shape with
+	// 2001:db8:10::/64 on the client side, 2001:db8:20::/64 on the server
+	// side and the VIP6 on the director's lo.
+	SelftestClientAddr6         = netip.MustParseAddr("2001:db8:10::2")
+	SelftestDirectorClientAddr6 = netip.MustParseAddr("2001:db8:10::1")
+	SelftestDirectorServerAddr6 = netip.MustParseAddr("2001:db8:20::1")
+	SelftestServerAddr6         = netip.MustParseAddr("2001:db8:20::2")
+	SelftestVIP6                = netip.MustParseAddr("2001:db8:100::1")
+	SelftestLAddr6              = netip.MustParseAddr("2001:db8:20::200")
 )
 
 // SelftestPort is where ipvs.sh's server listens, and so the transfer
@@ -47,12 +57,14 @@ type Selftest struct {
 	// ClientIface and ServerIface are the director's interfaces towards
 	// the client and the server: what `xlb run --iface` serves.
 	ClientIface, ServerIface string
-	VIP                      netip.Addr
-	ServerAddr               netip.Addr
+	VIP, VIP6                netip.Addr
+	ServerAddr, ServerAddr6  netip.Addr
+	ClientAddr, ClientAddr6  netip.Addr
 	// DirectorServerAddr is the server's gateway (NAT), LAddr the FULLNAT
-	// local address (RealFullNAT only).
-	DirectorServerAddr, LAddr netip.Addr
-	Port                      uint16
+	// local address (RealFullNAT only); the 6 fields are the IPv6 ones.
+	DirectorServerAddr, DirectorServerAddr6 netip.Addr
+	LAddr, LAddr6                           netip.Addr
+	Port                                    uint16
 
 	env *Env
 }
@@ -90,11 +102,14 @@ func SetupSelftest(name string, kind RealKind, xlb string) (s *Selftest, err err
 	if kind < RealDR || kind > RealFullNAT {
 		return nil, fmt.Errorf("invalid real server kind %d: must be RealDR, RealNAT, RealTUN or RealFullNAT", kind)
 	}
-	env := &Env{Name: name, VIP: SelftestVIP, DirectorIfaces: []string{"eth0", "eth1"},
-		Gateway: SelftestDirectorServerAddr,
-		opts:    Options{Name: name, HTTPPort: 80, UDPPort: 53, HashPort: SelftestPort, Reals: kind, XLB: xlb}}
-	s = &Selftest{Kind: kind, ClientIface: "eth0", ServerIface: "eth1", VIP: SelftestVIP,
-		ServerAddr: SelftestServerAddr, DirectorServerAddr: SelftestDirectorServerAddr,
+	env := &Env{Name: name, VIP: SelftestVIP, VIP6: SelftestVIP6, DirectorIfaces: []string{"eth0", "eth1"},
+		Gateway: SelftestDirectorServerAddr, Gateway6: SelftestDirectorServerAddr6,
+		opts: Options{Name: name, HTTPPort: 80, UDPPort: 53, HashPort: SelftestPort, Reals: kind, XLB: xlb, IPv6: true}}
+	s = &Selftest{Kind: kind, ClientIface: "eth0", ServerIface: "eth1",
+		VIP: SelftestVIP, VIP6: SelftestVIP6,
+		ServerAddr: SelftestServerAddr, ServerAddr6: SelftestServerAddr6,
+		ClientAddr: SelftestClientAddr, ClientAddr6: SelftestClientAddr6,
+		DirectorServerAddr: SelftestDirectorServerAddr, DirectorServerAddr6: SelftestDirectorServerAddr6,
 		Port: SelftestPort, env: env}
 	defer func() {
 		if err != nil {
@@ -111,20 +126,25 @@ func SetupSelftest(name string, kind RealKind, xlb string) (s *Selftest, err err
 		return s, err
 	}
 	env.Client, env.Director, env.Reals = s.Client, s.Director, []*Host{s.Server}
-	if err := pair(s.Client, "eth0", []netip.Prefix{netip.PrefixFrom(SelftestClientAddr, 24)},
-		s.Director, "eth0", []netip.Prefix{netip.PrefixFrom(SelftestDirectorClientAddr, 24)}); err != nil {
+	p4, p6 := netip.PrefixFrom, netip.PrefixFrom
+	if err := pair(s.Client, "eth0", []netip.Prefix{p4(SelftestClientAddr, 24), p6(SelftestClientAddr6, 64)},
+		s.Director, "eth0", []netip.Prefix{p4(SelftestDirectorClientAddr, 24), p6(SelftestDirectorClientAddr6, 64)}); err != nil {
 		return s, err
 	}
-	if err := pair(s.Director, "eth1", []netip.Prefix{netip.PrefixFrom(SelftestDirectorServerAddr, 24)},
-		s.Server, "eth0", []netip.Prefix{netip.PrefixFrom(SelftestServerAddr, 24)}); err != nil {
+	if err := pair(s.Director, "eth1", []netip.Prefix{p4(SelftestDirectorServerAddr, 24), p6(SelftestDirectorServerAddr6, 64)},
+		s.Server, "eth0", []netip.Prefix{p4(SelftestServerAddr, 24), p6(SelftestServerAddr6, 64)}); err != nil {
 		return s, err
 	}
-	if err := s.Client.IP("route", "replace", "default", "via", SelftestDirectorClientAddr.String()); err != nil {
-		return s, err
+	for _, gw := range []netip.Addr{SelftestDirectorClientAddr, SelftestDirectorClientAddr6} {
+		if err := s.Client.IP(family(gw), "route", "replace", "default", "via", gw.String()); err != nil {
+			return s, err
+		}
 	}
 	if kind != RealFullNAT {
-		if err := s.Server.IP("route", "replace", "default", "via", SelftestDirectorServerAddr.String()); err != nil {
-			return s, err
+		for _, gw := range []netip.Addr{SelftestDirectorServerAddr, SelftestDirectorServerAddr6} {
+			if err := s.Server.IP(family(gw), "route", "replace", "default", "via", gw.String()); err != nil {
+				return s, err
+			}
 		}
 	}
 	for _, h := range []*Host{s.Client, s.Server} {
@@ -138,7 +158,12 @@ func SetupSelftest(name string, kind RealKind, xlb string) (s *Selftest, err err
 	// for DR and TUN; accept_local and rp_filter=0 on eth1 let a DR or TUN
 	// reply, whose source is the VIP (an address of the director), be
 	// forwarded instead of dropped as a martian.
-	if err := s.Director.AddAddr("lo", netip.PrefixFrom(SelftestVIP, 32)); err != nil {
+	for _, vip := range []netip.Addr{SelftestVIP, SelftestVIP6} {
+		if err := s.Director.AddAddr("lo", netip.PrefixFrom(vip, vip.BitLen())); err != nil {
+			return s, err
+		}
+	}
+	if err := s.Director.Sysctl("net/ipv6/conf/all/forwarding", "1"); err != nil {
 		return s, err
 	}
 	if err := s.Director.sysctls(
@@ -154,25 +179,36 @@ func SetupSelftest(name string, kind RealKind, xlb string) (s *Selftest, err err
 	); err != nil {
 		return s, err
 	}
-	switch kind {
-	case RealDR:
-		err = s.Server.SetupDRReal(SelftestVIP)
-	case RealTUN:
-		err = s.Server.SetupTunReal(SelftestVIP)
-	case RealNAT:
-		err = s.Server.SetupNATReal(SelftestDirectorServerAddr)
-	case RealFullNAT:
-		s.LAddr, env.LAddr = SelftestLAddr, SelftestLAddr
-		if err = s.Director.AddAddr("eth1", netip.PrefixFrom(SelftestLAddr, 32)); err == nil {
-			err = s.Server.SetupFullNATReal(netip.Addr{})
+	for _, vip := range []netip.Addr{SelftestVIP, SelftestVIP6} {
+		switch kind {
+		case RealDR:
+			err = s.Server.SetupDRReal(vip)
+		case RealTUN:
+			err = s.Server.SetupTunReal(vip)
 		}
+		if err != nil {
+			return s, err
+		}
+	}
+	switch kind {
+	case RealNAT:
+		err = s.Server.SetupNATReal(SelftestDirectorServerAddr, SelftestDirectorServerAddr6)
+	case RealFullNAT:
+		s.LAddr, s.LAddr6 = SelftestLAddr, SelftestLAddr6
+		env.LAddr, env.LAddr6 = SelftestLAddr, SelftestLAddr6
+		for _, a := range []netip.Addr{SelftestLAddr, SelftestLAddr6} {
+			if err = s.Director.AddAddr("eth1", netip.PrefixFrom(a, a.BitLen())); err != nil {
+				return s, err
+			}
+		}
+		err = s.Server.SetupFullNATReal(netip.Addr{})
 	}
 	if err != nil {
 		return s, err
 	}
 	var vips []netip.Addr
 	if kind == RealDR || kind == RealTUN {
-		vips = []netip.Addr{SelftestVIP}
+		vips = []netip.Addr{SelftestVIP, SelftestVIP6}
 	}
 	if err := env.startServers(s.Server, vips...); err != nil {
 		return s, err
@@ -185,6 +221,12 @@ func SetupSelftest(name string, kind RealKind, xlb string) (s *Selftest, err err
 // must match.
 func (s *Selftest) Check(n int64, timeout time.Duration) error {
 	_, err := s.Client.SendRandom(netip.AddrPortFrom(s.VIP, s.Port), n, timeout)
+	return err
+}
+
+// Check6 is Check through the IPv6 VIP.
+func (s *Selftest) Check6(n int64, timeout time.Duration) error {
+	_, err := s.Client.SendRandom(netip.AddrPortFrom(s.VIP6, s.Port), n, timeout)
 	return err
 }
 

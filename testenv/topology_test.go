@@ -295,20 +295,23 @@ func TestSelftestPlainRouting(t *testing.T) {
 				}
 				return
 			}
-			if name, err := s.Client.SendRandom(netip.AddrPortFrom(s.ServerAddr, s.Port), 1<<20, 5*time.Second); err != nil || name != s.Server.Name {
-				t.Errorf("send to the server's own address = %q, %v", name, err)
-			}
-			// Through the VIP without a load balancer, the director's own
-			// stack answers (nothing listens there): connection refused.
-			if _, err := s.Client.SendRandom(netip.AddrPortFrom(s.VIP, s.Port), 10, 2*time.Second); err == nil {
-				t.Errorf("VIP answered without a load balancer")
-			}
-			switch kind {
-			case RealDR, RealTUN:
-				cl := listenUDP(t, s.Client, netip.AddrPortFrom(SelftestClientAddr, 7000))
-				sendFrom(t, s.Server, netip.AddrPortFrom(s.VIP, 7000), netip.AddrPortFrom(SelftestClientAddr, 7000), "from vip")
-				if msg, from, err := recvFrom(t, cl, 2*time.Second); err != nil || msg != "from vip" || from.Addr() != s.VIP {
-					t.Errorf("reply from the VIP through the director = %q from %v, %v", msg, from, err)
+			for _, c := range []struct{ server, vip, client netip.Addr }{
+				{s.ServerAddr, s.VIP, s.ClientAddr}, {s.ServerAddr6, s.VIP6, s.ClientAddr6},
+			} {
+				if name, err := s.Client.SendRandom(netip.AddrPortFrom(c.server, s.Port), 1<<20, 5*time.Second); err != nil || name != s.Server.Name {
+					t.Errorf("send to the server's own address %v = %q, %v", c.server, name, err)
+				}
+				// Through the VIP without a load balancer, the director's
+				// own stack answers (nothing listens): connection refused.
+				if _, err := s.Client.SendRandom(netip.AddrPortFrom(c.vip, s.Port), 10, 2*time.Second); err == nil {
+					t.Errorf("VIP %v answered without a load balancer", c.vip)
+				}
+				if kind == RealDR || kind == RealTUN {
+					cl := listenUDP(t, s.Client, netip.AddrPortFrom(c.client, 7000))
+					sendFrom(t, s.Server, netip.AddrPortFrom(c.vip, 7000), netip.AddrPortFrom(c.client, 7000), "from vip")
+					if msg, from, err := recvFrom(t, cl, 2*time.Second); err != nil || msg != "from vip" || from.Addr() != c.vip {
+						t.Errorf("reply from %v through the director = %q from %v, %v", c.vip, msg, from, err)
+					}
 				}
 			}
 			if kind == RealTUN {
@@ -325,6 +328,17 @@ func TestSelftestPlainRouting(t *testing.T) {
 				}
 				if msg, from, err := recvFrom(t, cl, 2*time.Second); err != nil || msg != s.Server.Name || from.Addr() != s.VIP {
 					t.Errorf("tunnelled query = %q from %v, %v", msg, from, err)
+				}
+				cl6 := listenUDP(t, s.Client, netip.AddrPortFrom(s.ClientAddr6, 7002))
+				in, err = InnerUDP(netip.AddrPortFrom(s.ClientAddr6, 7002), netip.AddrPortFrom(s.VIP6, 53), []byte("who"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := s.Director.SendTunnel(s.ServerAddr6, in); err != nil {
+					t.Fatal(err)
+				}
+				if msg, from, err := recvFrom(t, cl6, 2*time.Second); err != nil || msg != s.Server.Name || from.Addr() != s.VIP6 {
+					t.Errorf("6in6 tunnelled query = %q from %v, %v", msg, from, err)
 				}
 			}
 		})
