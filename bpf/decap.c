@@ -21,7 +21,11 @@
 //   Linux's ip6_tunnel adds);
 //   UDP to the configured GUE port with GUE variant 1 (RFC draft-ietf-intarea-gue
 //   section 4: the UDP payload is the inner IP packet itself, told apart by
-//   its version nibble 4 or 6), Katran's and IPVS's --tun-type gue choice.
+//   its version nibble 4 or 6), Katran's and IPVS's --tun-type gue choice;
+//   IPv4 protocol / IPv6 next header 47, GRE version 0 (RFC 2784, with the
+//   RFC 2890 key and sequence number) carrying IPv4 or IPv6, as IPVS's
+//   --tun-type gre sends it (with or without --tun-csum). GRE with the
+//   routing bit, version 1 (PPTP) or another payload type passes untouched.
 // Everything else passes untouched. The outer IPv4 checksum is not
 // verified, as the kernel's own ipip does not re-verify after ip_rcv and
 // as Katran's decap does not: the inner packet's checksums still protect
@@ -42,6 +46,22 @@
 
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1fff
+
+#ifndef IPPROTO_GRE
+#define IPPROTO_GRE 47
+#endif
+
+// GRE flags and version (RFC 2784 section 2, RFC 2890 section 2), host order.
+#define GRE_C 0x8000
+#define GRE_R 0x4000
+#define GRE_K 0x2000
+#define GRE_S 0x1000
+#define GRE_VER 0x0007
+
+struct gre_base {
+	__be16 flags; // C R K S, reserved, version
+	__be16 proto; // Ethernet type of the payload
+};
 
 struct vlan_hdr {
 	__be16 tci;
@@ -81,6 +101,7 @@ enum decap_reason {
 	DECAP_REASON_DECAP_4IN6,       // IPv4 in IPv6 stripped
 	DECAP_REASON_DECAP_6IN6,       // IPv6 in IPv6 stripped
 	DECAP_REASON_DECAP_GUE,        // GUE (variant 1, either family) stripped
+	DECAP_REASON_DECAP_GRE,        // GRE (version 0, either family) stripped
 	DECAP_REASON_MAX,
 };
 
@@ -212,6 +233,53 @@ static __always_inline int gue(struct xdp_md *ctx, void *l4, void *data_end, __u
 	return strip(ctx, l2len, olen + sizeof(*uh), v, DECAP_REASON_DECAP_GUE);
 }
 
+// Length of the GRE header at l4 (l4len bytes of IP payload) and the
+// payload's version in *v, or 0 for GRE that is not IP-in-GRE version 0
+// (pass it), or -1 if truncated.
+static __always_inline int gre_len(void *l4, void *data_end, __u32 l4len, int *v)
+{
+	struct gre_base *g = l4;
+	__u16 flags;
+	__u32 len = sizeof(*g);
+
+	if (l4len < sizeof(*g) || (void *)(g + 1) > data_end)
+		return -1;
+	flags = bpf_ntohs(g->flags);
+	if (flags & (GRE_R | GRE_VER))
+		return 0;
+	if (g->proto == bpf_htons(ETH_P_IP))
+		*v = 4;
+	else if (g->proto == bpf_htons(ETH_P_IPV6))
+		*v = 6;
+	else
+		return 0;
+	if (flags & GRE_C)
+		len += 4; // checksum and reserved1, not verified (see above)
+	if (flags & GRE_K)
+		len += 4;
+	if (flags & GRE_S)
+		len += 4;
+	if (len > l4len)
+		return -1;
+	return len;
+}
+
+// Strips IP (olen bytes) and GRE from a GRE packet to this host.
+static __always_inline int gre(struct xdp_md *ctx, void *l4, void *data_end, __u32 l4len,
+			       __u32 l2len, __u32 olen)
+{
+	int v = 0;
+	int glen = gre_len(l4, data_end, l4len, &v);
+
+	if (glen < 0)
+		return count(DECAP_REASON_PASS_MALFORMED, XDP_PASS);
+	if (glen == 0)
+		return count(DECAP_REASON_PASS_NOT_TUNNEL, XDP_PASS);
+	if (!inner_ok(l4 + glen, data_end, v))
+		return count(DECAP_REASON_DROP_INNER, XDP_DROP);
+	return strip(ctx, l2len, olen + glen, v, DECAP_REASON_DECAP_GRE);
+}
+
 static __always_inline int ipv4(struct xdp_md *ctx, void *l3, void *data_end, __u32 l2len)
 {
 	struct iphdr *iph = l3;
@@ -228,6 +296,7 @@ static __always_inline int ipv4(struct xdp_md *ctx, void *l3, void *data_end, __
 	switch (iph->protocol) {
 	case IPPROTO_IPIP:
 	case IPPROTO_IPV6:
+	case IPPROTO_GRE:
 		break;
 	case IPPROTO_UDP: {
 		struct udphdr *uh = l3 + hlen;
@@ -235,7 +304,7 @@ static __always_inline int ipv4(struct xdp_md *ctx, void *l3, void *data_end, __
 		port = gue_port();
 		if (!port)
 			return count(DECAP_REASON_PASS_NOT_TUNNEL, XDP_PASS);
-		if ((void *)(uh + 1) > data_end)
+		if (tot - hlen < sizeof(*uh) || (void *)(uh + 1) > data_end)
 			return count(DECAP_REASON_PASS_MALFORMED, XDP_PASS);
 		if (uh->dest != port)
 			return count(DECAP_REASON_PASS_NOT_TUNNEL, XDP_PASS);
@@ -253,6 +322,8 @@ static __always_inline int ipv4(struct xdp_md *ctx, void *l3, void *data_end, __
 		return count(DECAP_REASON_PASS_FRAGMENT, XDP_PASS);
 	if (port)
 		return gue(ctx, l3 + hlen, data_end, l2len, hlen);
+	if (iph->protocol == IPPROTO_GRE)
+		return gre(ctx, l3 + hlen, data_end, tot - hlen, l2len, hlen);
 	if (iph->protocol == IPPROTO_IPIP) {
 		if (!inner_ok(l3 + hlen, data_end, 4))
 			return count(DECAP_REASON_DROP_INNER, XDP_DROP);
@@ -285,10 +356,13 @@ static __always_inline int ipv6(struct xdp_md *ctx, void *l3, void *data_end, __
 		olen += (oh->hdrlen + 1) * 8;
 		if (olen > sizeof(*ip6h) + 64) // encap limit is 8 bytes; more is not ours
 			return count(DECAP_REASON_PASS_NOT_TUNNEL, XDP_PASS);
+		if (olen > sizeof(*ip6h) + bpf_ntohs(ip6h->payload_len))
+			return count(DECAP_REASON_PASS_MALFORMED, XDP_PASS);
 	}
 	switch (next) {
 	case IPPROTO_IPIP:
 	case IPPROTO_IPV6:
+	case IPPROTO_GRE:
 		break;
 	case IPPROTO_UDP: {
 		struct udphdr *uh = l3 + olen;
@@ -296,7 +370,8 @@ static __always_inline int ipv6(struct xdp_md *ctx, void *l3, void *data_end, __
 		port = gue_port();
 		if (!port)
 			return count(DECAP_REASON_PASS_NOT_TUNNEL, XDP_PASS);
-		if ((void *)(uh + 1) > data_end)
+		if (sizeof(*ip6h) + bpf_ntohs(ip6h->payload_len) < olen + sizeof(*uh) ||
+		    (void *)(uh + 1) > data_end)
 			return count(DECAP_REASON_PASS_MALFORMED, XDP_PASS);
 		if (uh->dest != port)
 			return count(DECAP_REASON_PASS_NOT_TUNNEL, XDP_PASS);
@@ -310,6 +385,9 @@ static __always_inline int ipv6(struct xdp_md *ctx, void *l3, void *data_end, __
 		return count(DECAP_REASON_PASS_NOT_LOCAL, XDP_PASS);
 	if (port)
 		return gue(ctx, l3 + olen, data_end, l2len, olen);
+	if (next == IPPROTO_GRE)
+		return gre(ctx, l3 + olen, data_end, sizeof(*ip6h) + bpf_ntohs(ip6h->payload_len) - olen,
+			   l2len, olen);
 	if (next == IPPROTO_IPIP) {
 		if (!inner_ok(l3 + olen, data_end, 4))
 			return count(DECAP_REASON_DROP_INNER, XDP_DROP);

@@ -29,6 +29,7 @@ const (
 	Decap4in6                             // IPv4 in IPv6 stripped
 	Decap6in6                             // IPv6 in IPv6 stripped
 	DecapGUE                              // GUE variant 1 (IP directly in UDP) stripped
+	DecapGRE                              // GRE version 0 carrying IPv4 or IPv6 stripped
 
 	// NumDecapReasons is DECAP_REASON_MAX in decap.c.
 	NumDecapReasons = int(iota)
@@ -47,6 +48,7 @@ var decapReasonNames = [NumDecapReasons]string{
 	Decap4in6:          "decap_4in6",
 	Decap6in6:          "decap_6in6",
 	DecapGUE:           "decap_gue",
+	DecapGRE:           "decap_gre",
 }
 
 // String returns the reason's counter name, e.g. "decap_4in4".
@@ -62,7 +64,7 @@ type DecapCounters [NumDecapReasons]uint64
 
 // Decapsulated is the number of frames whose outer header was stripped.
 func (c DecapCounters) Decapsulated() uint64 {
-	return c[Decap4in4] + c[Decap6in4] + c[Decap4in6] + c[Decap6in6] + c[DecapGUE]
+	return c[Decap4in4] + c[Decap6in4] + c[Decap4in6] + c[Decap6in6] + c[DecapGUE] + c[DecapGRE]
 }
 
 // decapLocalKey mirrors struct local_key in decap.c.
@@ -81,9 +83,9 @@ type decapConfig struct {
 const MaxDecapLocals = 256
 
 // Decap is the loaded decapsulation program and its maps: an XDP program
-// for TUN real servers that strips IPIP, 6in4, 4in6, 6in6 and GUE outer
-// headers from packets addressed to one of its local addresses and passes
-// the inner packet to the kernel (see decap.c). Its methods are safe for
+// for TUN real servers that strips IPIP, 6in4, 4in6, 6in6, GUE and GRE
+// outer headers from packets addressed to one of its local addresses and
+// passes the inner packet to the kernel (see decap.c). Its methods are safe for
 // concurrent use: each is a map syscall.
 type Decap struct {
 	objs decapObjects

@@ -104,6 +104,20 @@ func gueEncap(tb testing.TB, dir, dst netip.Addr, port uint16, in []byte) []byte
 		ip, uh, gopacket.Payload(in))
 }
 
+// greEncap frames in in GRE with the given flags (C, K, S add their
+// 4-byte fields) and payload type.
+func greEncap(tb testing.TB, dir, dst netip.Addr, flags, proto uint16, in []byte) []byte {
+	tb.Helper()
+	g := []byte{byte(flags >> 8), byte(flags), byte(proto >> 8), byte(proto)}
+	for _, bit := range []uint16{0x8000, 0x2000, 0x1000} { // C, K, S: in this order (RFC 2890)
+		if flags&bit != 0 {
+			g = append(g, 0xaa, 0xbb, 0xcc, 0xdd) // checksum is not verified
+		}
+	}
+	return serialize(tb, &layers.Ethernet{SrcMAC: dcSrcMAC, DstMAC: dcDstMAC, EthernetType: ethType(dir)},
+		dcIP(dir, dst, layers.IPProtocolGRE), gopacket.Payload(append(g, in...)))
+}
+
 // decapped is what the host stack must get: the frame's Ethernet
 // addresses, the inner packet's type, and the inner packet.
 func decapped(tb testing.TB, in []byte) []byte {
@@ -202,6 +216,26 @@ func TestDecapGolden(t *testing.T) {
 		// 198.18.0.1.33333 > 198.18.0.11.6080: UDP, IP6 ... (GUE mixed family)
 		{"gue4 udp6", gueEncap(t, dcDir4, dcLocal4, dcGUEPort, udp6), decapped(t, udp6), xdpPass, bpf.DecapGUE},
 		{"vlan ipip", vlanIPIP, vlanWant, xdpPass, bpf.Decap4in4},
+		// 198.18.0.1 > 198.18.0.11: GREv0, proto IPv4, 198.18.1.2.40000 > 198.18.0.100.80: Flags [S]
+		{"gre4", greEncap(t, dcDir4, dcLocal4, 0, 0x0800, syn4), decapped(t, syn4), xdpPass, bpf.DecapGRE},
+		// 198.18.0.1 > 198.18.0.11: GREv0, csum, proto IPv6, IP6 ... UDP (ipvsadm --tun-csum)
+		{"gre4 csum 6", greEncap(t, dcDir4, dcLocal4, 0x8000, 0x86dd, udp6), decapped(t, udp6), xdpPass, bpf.DecapGRE},
+		// 2001:db8::1 > 2001:db8::11: GREv0, key, seq, proto IPv6, IP6 ... Flags [S]
+		{"gre6 key seq", greEncap(t, dcDir6, dcLocal6, 0x3000, 0x86dd, syn6), decapped(t, syn6), xdpPass, bpf.DecapGRE},
+		// 2001:db8::1 > 2001:db8::11: GREv0, csum, key, seq, proto IPv4, ... UDP
+		{"gre6 all fields 4", greEncap(t, dcDir6, dcLocal6, 0xb000, 0x0800, udp4), decapped(t, udp4), xdpPass, bpf.DecapGRE},
+		{"gre pptp v1", greEncap(t, dcDir4, dcLocal4, 0x2001, 0x880b, udp4), nil, xdpPass, bpf.DecapPassNotTunnel},
+		{"gre ethernet", greEncap(t, dcDir4, dcLocal4, 0, 0x6558, udp4), nil, xdpPass, bpf.DecapPassNotTunnel},
+		{"gre routing bit", greEncap(t, dcDir4, dcLocal4, 0x4000, 0x0800, udp4), nil, xdpPass, bpf.DecapPassNotTunnel},
+		{"gre not local", greEncap(t, dcDir4, dcOther4, 0, 0x0800, udp4), nil, xdpPass, bpf.DecapPassNotLocal},
+		{"gre truncated", serialize(t, &layers.Ethernet{SrcMAC: dcSrcMAC, DstMAC: dcDstMAC, EthernetType: layers.EthernetTypeIPv4},
+			dcIP(dcDir4, dcLocal4, layers.IPProtocolGRE), gopacket.Payload([]byte{0, 0})), nil, xdpPass, bpf.DecapPassMalformed},
+		{"gue udp truncated", serialize(t, &layers.Ethernet{SrcMAC: dcSrcMAC, DstMAC: dcDstMAC, EthernetType: layers.EthernetTypeIPv4},
+			dcIP(dcDir4, dcLocal4, layers.IPProtocolUDP), gopacket.Payload([]byte{0x82, 0x5a, 0x17, 0xc0})), nil, xdpPass, bpf.DecapPassMalformed},
+		{"ip6 dstopts beyond payload", serialize(t, &layers.Ethernet{SrcMAC: dcSrcMAC, DstMAC: dcDstMAC, EthernetType: layers.EthernetTypeIPv6},
+			&layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolIPv6Destination, SrcIP: dcDir6.AsSlice(), DstIP: dcLocal6.AsSlice()},
+			gopacket.Payload([]byte{41, 0, 1, 0})), nil, xdpPass, bpf.DecapPassMalformed},
+		{"gre inner wrong version", greEncap(t, dcDir4, dcLocal4, 0, 0x0800, udp6), nil, xdpDrop, bpf.DecapDropInner},
 
 		// Not for us: passed untouched.
 		{"ipip not local", encap(t, dcDir4, dcOther4, udp4), nil, xdpPass, bpf.DecapPassNotLocal},
@@ -336,6 +370,8 @@ func FuzzDecap(f *testing.F) {
 	f.Add(gueEncap(f, dcDir4, dcLocal4, dcGUEPort, udp4))
 	f.Add(gueEncap(f, dcDir6, dcLocal6, dcGUEPort, udp6))
 	f.Add(encap(f, dcDir4, dcOther4, udp4))
+	f.Add(greEncap(f, dcDir4, dcLocal4, 0xb000, 0x0800, udp4))
+	f.Add(greEncap(f, dcDir6, dcLocal6, 0x8000, 0x86dd, udp6))
 	d := loadDecap(f)
 	f.Fuzz(func(t *testing.T, in []byte) {
 		if len(in) < 14 || len(in) > 4096 {

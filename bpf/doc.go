@@ -114,6 +114,9 @@
 //	IPv6 next header 4 (4in6) and 41 (6in6), also after one Destination
 //	  Options header (Linux ip6_tunnel's encapsulation limit)
 //	UDP to the configured GUE port, GUE variant 1 (IP directly in UDP)
+//	GRE version 0 carrying IPv4 or IPv6, with or without checksum, key
+//	  and sequence number (IPVS's --tun-type gre); PPTP's version 1 and
+//	  other payloads pass
 //
 // when the outer destination is one of its local addresses (AddLocal), and
 // passes the inner packet to the stack with the Ethernet type fixed; every

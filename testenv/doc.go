@@ -61,8 +61,9 @@
 // Options.HashPort (9000; 8080 in the selftest): Host.Transfer sends random
 // bytes up and down one TCP connection and compares SHA-256 hashes, the
 // issue's 16 MiB check (BulkBytes) and ipvs.sh's random-bytes check.
-// Host.SendTunnel and Host.SendGUE stand in for a TUN director by sending
-// IPIP/6in4/4in6/6in6 or GUE packets from raw or UDP sockets.
+// Host.SendTunnel, Host.SendGRE and Host.SendGUE stand in for a TUN
+// director by sending IPIP/6in4/4in6/6in6, GRE or GUE packets from raw or
+// UDP sockets.
 //
 // New registers teardown with t.Cleanup; Setup returns an Env whose Close
 // the caller must call. Both delete every namespace they made, which

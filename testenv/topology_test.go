@@ -218,6 +218,25 @@ func TestTopologyTUNDecap(t *testing.T) {
 			t.Errorf("GUE to %v, inner %v > %v: answer %q from %v, %v", c.outer, c.client, c.vip, msg, from, err)
 		}
 	}
+	for i, c := range []struct {
+		outer, client, vip netip.Addr
+		csum               bool
+	}{
+		{rs.Addr, ClientAddr, VIP, false}, {rs.Addr6, ClientAddr6, VIP6, true}, {rs.Addr, ClientAddr6, VIP6, true},
+	} {
+		port := uint16(7020 + i)
+		cl := listenUDP(t, env.Client, netip.AddrPortFrom(c.client, port))
+		in, err := InnerUDP(netip.AddrPortFrom(c.client, port), netip.AddrPortFrom(c.vip, 53), []byte("who"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := env.Director.SendGRE(c.outer, in, c.csum); err != nil {
+			t.Fatal(err)
+		}
+		if msg, from, err := recvFrom(t, cl, 2*time.Second); err != nil || msg != rs.Name || from.Addr() != c.vip {
+			t.Errorf("GRE to %v, inner %v > %v: answer %q from %v, %v", c.outer, c.client, c.vip, msg, from, err)
+		}
+	}
 	// Tunnel packets to another address are not decapsulated.
 	cl := listenUDP(t, env.Client, netip.AddrPortFrom(ClientAddr, 7005))
 	in, err := InnerUDP(netip.AddrPortFrom(ClientAddr, 7005), netip.AddrPortFrom(VIP, 53), []byte("who"))

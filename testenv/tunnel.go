@@ -26,6 +26,46 @@ func (h *Host) SendTunnel(outer netip.Addr, inner []byte) error {
 	if inner[0]>>4 == 6 {
 		proto = unix.IPPROTO_IPV6
 	}
+	return h.sendRaw(outer, proto, inner)
+}
+
+// SendGRE sends inner, a whole IPv4 or IPv6 packet, from h to outer in
+// GRE version 0 (RFC 2784) with the payload type of inner's family, and a
+// checksum if csum (IPVS's --tun-type gre [--tun-csum]).
+func (h *Host) SendGRE(outer netip.Addr, inner []byte, csum bool) error {
+	if len(inner) == 0 {
+		return fmt.Errorf("send gre to %v: empty inner packet", outer)
+	}
+	proto := uint16(layers.EthernetTypeIPv4)
+	if inner[0]>>4 == 6 {
+		proto = uint16(layers.EthernetTypeIPv6)
+	}
+	g := []byte{0, 0, byte(proto >> 8), byte(proto)}
+	if csum {
+		g = []byte{0x80, 0, byte(proto >> 8), byte(proto), 0, 0, 0, 0}
+	}
+	b := append(g, inner...)
+	if csum {
+		// RFC 2784 section 2.2: the one's complement sum of the GRE
+		// header and payload, with the checksum field 0.
+		var sum uint32
+		for i := 0; i+1 < len(b); i += 2 {
+			sum += uint32(b[i])<<8 | uint32(b[i+1])
+		}
+		if len(b)%2 == 1 {
+			sum += uint32(b[len(b)-1]) << 8
+		}
+		for sum > 0xffff {
+			sum = sum&0xffff + sum>>16
+		}
+		b[4], b[5] = byte(^sum>>8), byte(^sum)
+	}
+	return h.sendRaw(outer, unix.IPPROTO_GRE, b)
+}
+
+// sendRaw sends payload from h to dst from a raw socket of protocol
+// proto: the kernel builds the IP header.
+func (h *Host) sendRaw(outer netip.Addr, proto int, inner []byte) error {
 	return h.Do(func() error {
 		af := unix.AF_INET6
 		var sa unix.Sockaddr = &unix.SockaddrInet6{Addr: outer.As16()}

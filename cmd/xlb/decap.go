@@ -46,9 +46,9 @@ func decap(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `usage: xlb decap --iface IF [--addr A ...] [--gue-port N]
 
-Strips the outer header of tunnel packets (IPIP, 6in4, 4in6, 6in6, GUE) sent
-to one of this host's addresses on IF, as a TUN (ipvsadm -i) real server
-needs, and passes the inner packet to the kernel. Runs until SIGINT or
+Strips the outer header of tunnel packets (IPIP, 6in4, 4in6, 6in6, GRE, and
+GUE with --gue-port) sent to one of this host's addresses on IF, as a TUN
+(ipvsadm -i) real server needs, and passes the inner packet to the kernel. Runs until SIGINT or
 SIGTERM, then detaches and prints its counters.
 
 `)
