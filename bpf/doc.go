@@ -165,7 +165,29 @@
 // charged to the memory cgroup (Linux 5.11+); older kernels need
 // RLIMIT_MEMLOCK raised, which this package does not do.
 //
-// The tests run the program with BPF_PROG_RUN on golden frames and need root
+// # Decapsulation for TUN real servers
+//
+// decap.c is a second, independent XDP program (LoadDecap, type Decap), run
+// by `xlb decap` on the real servers of TUN services, whose kernel may lack
+// the ipip, ip6_tunnel and fou modules. It strips the outer header of:
+//
+//	IPv4 protocol 4 (IPIP) and 41 (6in4)
+//	IPv6 next header 4 (4in6) and 41 (6in6), also after one Destination
+//	  Options header (Linux ip6_tunnel's encapsulation limit)
+//	UDP to the configured GUE port, GUE variant 1 (IP directly in UDP)
+//	GRE version 0 carrying IPv4 or IPv6, with or without checksum, key
+//	  and sequence number (IPVS's --tun-type gre); PPTP's version 1 and
+//	  other payloads pass
+//
+// when the outer destination is one of its local addresses (AddLocal), and
+// passes the inner packet to the stack with the Ethernet type fixed; every
+// other frame passes untouched. Outer IPv4 fragments are passed (no
+// reassembly in XDP: the kernel then drops them, lacking ipip), a tunnel
+// packet for the host with a bad inner header is dropped. Each outcome has
+// a counter (DecapReason). The outer IPv4 checksum is not verified, as
+// Katran's decap does not; the inner checksums still are, by the stack.
+//
+// The tests run the programs with BPF_PROG_RUN on golden frames and need root
 // (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN for namespaces); without it they
 // skip and say why. The device-bound variant is the same C plus the kfunc,
 // but the kernel refuses BPF_PROG_RUN for it (EINVAL): cmd/xlb's e2e tests

@@ -54,8 +54,8 @@ type serviceValue struct {
 // svcDraining is XLB_SVC_DRAINING in xdp.c.
 const svcDraining = 1
 
-// localKey mirrors struct local_key in xdp.c.
-type localKey struct {
+// xdpLocalKey mirrors struct local_key in xdp.c.
+type xdpLocalKey struct {
 	Addr [16]byte // IPv6, or IPv4-mapped
 }
 

@@ -27,7 +27,7 @@ func TestMirrors(t *testing.T) {
 		{"services", false, serviceValue{}},
 		{"reals", true, serviceKey{}},
 		{"reals", false, realValue(0)},
-		{"locals", true, localKey{}},
+		{"locals", true, xdpLocalKey{}},
 		{"locals", false, uint32(0)},
 	} {
 		ms := spec.Maps[tc.mapName]

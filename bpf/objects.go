@@ -225,7 +225,7 @@ func (o *Objects) SetLocal(addr netip.Addr, laddr bool) error {
 	if !addr.IsValid() {
 		return fmt.Errorf("set local address: invalid address")
 	}
-	k := localKey{Addr: addr.Unmap().As16()}
+	k := xdpLocalKey{Addr: addr.Unmap().As16()}
 	v := uint32(localOwn)
 	if laddr {
 		v |= localLaddr
@@ -239,7 +239,7 @@ func (o *Objects) SetLocal(addr netip.Addr, laddr bool) error {
 // DeleteLocal forgets a local address. Deleting an unknown one is not an
 // error.
 func (o *Objects) DeleteLocal(addr netip.Addr) error {
-	k := localKey{Addr: addr.Unmap().As16()}
+	k := xdpLocalKey{Addr: addr.Unmap().As16()}
 	if err := o.objs.Locals.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("delete local address %v: %w", addr, err)
 	}
@@ -250,7 +250,7 @@ func (o *Objects) DeleteLocal(addr netip.Addr) error {
 // address.
 func (o *Objects) Locals() (map[netip.Addr]bool, error) {
 	out := map[netip.Addr]bool{}
-	var k localKey
+	var k xdpLocalKey
 	var v uint32
 	it := o.objs.Locals.Iterate()
 	for it.Next(&k, &v) {

@@ -10,8 +10,6 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-
-	"github.com/xlbproject/xlb/testenv"
 )
 
 // rxVLANOffload reads whether each of vlanRxFeatures is on.
@@ -47,7 +45,7 @@ func TestDisableVLANOffload(t *testing.T) {
 	defer orig.Close()
 	ns, err := netns.New()
 	if errors.Is(err, os.ErrPermission) {
-		testenv.SkipUnlessRequired(t, "creating a network namespace not permitted: %v", err)
+		skipUnlessRequired(t, "creating a network namespace not permitted: %v", err)
 	} else if err != nil {
 		t.Fatal(err)
 	}

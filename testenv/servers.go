@@ -14,28 +14,43 @@ import (
 	"time"
 )
 
-// startServers runs an HTTP server and UDP echo servers on h, all
-// answering with h's name, until the topology is closed. A UDP server
-// answers from the address it was asked on only if its socket is bound to
-// that address (an unbound one answers from the route's source, which a
-// DR client rejects), so there is one UDP socket per address: h's own and
-// each of addrs (the VIP on a DR real server).
+// startServers runs an HTTP server, UDP echo servers and the transfer
+// sink (see Host.Transfer) on h, all answering with h's name, until the
+// topology is closed. A UDP server answers from the address it was asked
+// on only if its socket is bound to that address (an unbound one answers
+// from the route's source, which a DR client rejects), so there is one UDP
+// socket per address: h's own (IPv4 and IPv6) and each valid one of addrs
+// (the VIPs on a DR real server). TCP listens on every address, IPv6 too
+// when the topology has IPv6.
 func (env *Env) startServers(h *Host, addrs ...netip.Addr) error {
-	var ln net.Listener
+	var ln, tln net.Listener
 	var pcs []net.PacketConn
+	tcp := "tcp4"
+	if h.Addr6.IsValid() {
+		tcp = "tcp" // [::] with IPv4-mapped addresses: both families
+	}
 	err := h.Do(func() (err error) {
-		if ln, err = net.Listen("tcp4", fmt.Sprintf(":%d", env.opts.HTTPPort)); err != nil {
+		if ln, err = net.Listen(tcp, fmt.Sprintf(":%d", env.opts.HTTPPort)); err != nil {
 			return fmt.Errorf("listen on tcp port %d in %s: %w", env.opts.HTTPPort, h.NSName, err)
 		}
-		for _, a := range append([]netip.Addr{h.Addr}, addrs...) {
-			pc, err := net.ListenPacket("udp4", netip.AddrPortFrom(a, env.opts.UDPPort).String())
+		if tln, err = net.Listen(tcp, fmt.Sprintf(":%d", env.opts.HashPort)); err != nil {
+			return fmt.Errorf("listen on tcp port %d in %s: %w", env.opts.HashPort, h.NSName, err)
+		}
+		for _, a := range append([]netip.Addr{h.Addr, h.Addr6}, addrs...) {
+			if !a.IsValid() {
+				continue
+			}
+			pc, err := net.ListenPacket(udpNetwork(a), netip.AddrPortFrom(a, env.opts.UDPPort).String())
 			if err != nil {
-				return fmt.Errorf("listen on udp %v:%d in %s: %w", a, env.opts.UDPPort, h.NSName, err)
+				return fmt.Errorf("listen on udp %v in %s: %w", netip.AddrPortFrom(a, env.opts.UDPPort), h.NSName, err)
 			}
 			pcs = append(pcs, pc)
 		}
 		return nil
 	})
+	if tln != nil {
+		env.closers = append(env.closers, serveTransfers(tln, h.Name))
+	}
 	closeUDP := func() {
 		for _, pc := range pcs {
 			pc.Close()
@@ -137,7 +152,7 @@ func Get(c *http.Client, url string) (string, error) {
 // QueryUDP sends one datagram from a new socket in h to addr and returns
 // the answer (a real server's name). Each call is a new UDP flow.
 func (h *Host) QueryUDP(addr netip.AddrPort, timeout time.Duration) (string, error) {
-	c, err := h.DialContext(context.Background(), "udp4", addr.String())
+	c, err := h.DialContext(context.Background(), udpNetwork(addr.Addr()), addr.String())
 	if err != nil {
 		return "", err
 	}
@@ -148,7 +163,15 @@ func (h *Host) QueryUDP(addr netip.AddrPort, timeout time.Duration) (string, err
 // UDPConn opens a UDP socket in h connected to addr, for several queries
 // on one flow (see ExchangeUDP).
 func (h *Host) UDPConn(addr netip.AddrPort) (net.Conn, error) {
-	return h.DialContext(context.Background(), "udp4", addr.String())
+	return h.DialContext(context.Background(), udpNetwork(addr.Addr()), addr.String())
+}
+
+// udpNetwork is "udp4" or "udp6" for a's family.
+func udpNetwork(a netip.Addr) string {
+	if a.Is4() || a.Is4In6() {
+		return "udp4"
+	}
+	return "udp6"
 }
 
 // ExchangeUDP sends one query on c and returns the answer.
@@ -177,4 +200,18 @@ func exchangeUDP(c net.Conn, timeout time.Duration) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("query udp %v: %w", c.RemoteAddr(), err)
+}
+
+// UDPListen opens a UDP socket in h bound to a: a client port that a
+// tunnelled or forwarded reply must reach.
+func (h *Host) UDPListen(a netip.AddrPort) (*net.UDPConn, error) {
+	var c *net.UDPConn
+	err := h.Do(func() (err error) {
+		c, err = net.ListenUDP(udpNetwork(a.Addr()), net.UDPAddrFromAddrPort(a))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listen on udp %v in %s: %w", a, h.NSName, err)
+	}
+	return c, nil
 }

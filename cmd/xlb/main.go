@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -26,6 +27,13 @@ to --socket (first argument) or $XLB_SOCKET. See xlb run -h for its flags.
 // run dispatches to the daemon or to the ipvsadm client and returns the
 // process's exit code.
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "decap" {
+		if err := decap(context.Background(), args[1:], stdout, stderr); err != nil {
+			fmt.Fprintf(stderr, "xlb: %v\n", err)
+			return 1
+		}
+		return 0
+	}
 	if len(args) > 0 && args[0] == "run" {
 		err := daemon(args[1:], stdout, stderr)
 		if errors.Is(err, flag.ErrHelp) {

@@ -412,10 +412,7 @@ func dialExt(h *testenv.Host, network string, addr netip.AddrPort, option int) (
 // or lost by the director's kernel.
 func TestXDPIPv6ExtensionHeaders(t *testing.T) {
 	testenv.RequireRoot(t)
-	env := testenv.New(t, testenv.Options{RealServers: 2, HTTPPort: 80, UDPPort: 53, Servers: true})
-	if err := env.AddIPv6(); err != nil {
-		t.Fatal(err)
-	}
+	env := testenv.New(t, testenv.Options{RealServers: 2, HTTPPort: 80, UDPPort: 53, Servers: true, IPv6: true})
 	var rules strings.Builder
 	fmt.Fprintf(&rules, "-A -t [%v]:80 -s rr\n-A -u [%v]:53 -s rr\n", testenv.VIP6, testenv.VIP6)
 	for i := range env.Reals {
