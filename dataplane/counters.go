@@ -12,18 +12,24 @@ const (
 	NoService                  // parsed, but no virtual service matches
 	NoDest                     // the scheduler found no destination
 	NotNew                     // TCP without SYN and without a connection entry
-	NoNeighbour                // destination's MAC not resolved yet
+	NoNeighbour                // dropped: destination's MAC unresolved (held too long, or no room to hold it)
 	ConnHit                    // frame matched a connection entry
 	ConnNew                    // new connection scheduled
 	TxBacklog                  // frames waiting for room on the TX ring (a level, not a count)
 	BadDesc                    // RX descriptor outside the UMEM
 	KickErrors                 // sendto(2) on the socket failed
+	Held                       // frames held while their destination's MAC was resolved
+	HeldSent                   // held frames sent once it resolved
+	HoldExpired                // held frames dropped after holdTimeout (also in NoNeighbour)
+	HoldOverflow               // frames not held: per-destination or per-worker hold full (also in NoNeighbour)
+	LinkDown                   // sendto(2) refused with ENETDOWN: the interface is down
 	numCounters
 )
 
 var counterNames = [numCounters]string{
 	"rx_frames", "tx_frames", "malformed", "no_service", "no_dest", "not_new", "no_neighbour",
 	"conn_hit", "conn_new", "tx_backlog", "bad_desc", "kick_errors",
+	"held", "held_sent", "hold_expired", "hold_overflow", "link_down",
 }
 
 func (c Counter) String() string {

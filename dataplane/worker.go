@@ -46,6 +46,8 @@ type worker struct {
 	keys  [maxBatch]conntrack.Key
 	hits  [maxBatch]conntrack.Hit
 	kidx  [maxBatch]int8 // index into keys, or -1 for a frame not parsed
+
+	held holdQueue // frames waiting for their destination's MAC
 }
 
 func newWorker(d *Dataplane, queue int) (*worker, error) {
@@ -104,7 +106,7 @@ func (w *worker) run(ctx context.Context) {
 		}
 		w.ct.Expire(now, expireBudget)
 		w.publish()
-		w.q.sys.wait(idleWaitMs)
+		w.q.sys.wait(w.waitMs())
 	}
 }
 
@@ -113,6 +115,9 @@ func (w *worker) poll(now int64) int {
 	q := w.q
 	q.reap()
 	q.refill()
+	if w.held.n > 0 {
+		w.flushHeld(*w.dp.fwd.Load(), now)
+	}
 	if len(q.backlog) > backlogHigh {
 		// The kernel drains TX too slowly: flush before taking more.
 		q.transmit(nil)
@@ -159,10 +164,13 @@ func (w *worker) poll(now int64) int {
 		if k := w.kidx[i]; k >= 0 && w.handle(q.frame(&d), &w.metas[i], &w.keys[k], w.hits[k], cfg, fwd, now) {
 			q.batch[ntx] = d
 			ntx++
+		} else if w.held.id != 0 {
+			w.hold(d, now)
 		} else {
 			q.release(d.Addr)
 		}
 	}
+	w.nudgeResolver()
 	q.rx.consumerRelease(n)
 	w.stats.local[RxFrames] += uint64(n)
 	q.transmit(q.batch[:ntx])
@@ -177,6 +185,7 @@ func (w *worker) publish() {
 	w.stats.local[TxBacklog] = uint64(len(w.q.backlog))
 	w.stats.local[BadDesc] = w.q.badDesc
 	w.stats.local[KickErrors] = w.q.kickErr
+	w.stats.local[LinkDown] = w.q.netDown
 	w.stats.publish()
 	w.ds.publish()
 }
@@ -222,14 +231,25 @@ func (w *worker) handle(frame []byte, m *packet.Meta, key *conntrack.Key, hit co
 		w.ct.Update(e, dir, m.TCPFlags, len(frame), now)
 		id = e.DestID()
 	}
-	if int(id) >= len(fwd) || !fwd[id].macOK {
+	if int(id) >= len(fwd) {
 		w.stats.local[NoNeighbour]++
 		return false
 	}
+	if !fwd[id].macOK {
+		// Ask poll to hold it until the resolver has the MAC.
+		w.held.id, w.held.ipLen = id, m.IPLen
+		return false
+	}
+	return w.xmit(frame, id, m.IPLen, fwd)
+}
+
+// xmit rewrites frame for destination id, which fwd resolves; true means
+// transmit it.
+func (w *worker) xmit(frame []byte, id uint32, ipLen int, fwd []destFwd) bool {
 	switch fwd[id].fwd {
 	case ipvs.FwdRoute:
 		modes.DR(frame, &fwd[id].mac, &w.mac)
-		w.ds.in(id, m.IPLen) // IPVS counts IP bytes (skb->len at L3)
+		w.ds.in(id, ipLen) // IPVS counts IP bytes (skb->len at L3)
 		return true
 	}
 	return false
