@@ -6,30 +6,30 @@ import "sync/atomic"
 type Counter uint8
 
 const (
-	RxFrames     Counter = iota // frames taken from the RX ring
-	TxFrames                    // frames put on the TX ring
-	Malformed                   // frames the parser refused (see Reasons)
-	NoService                   // parsed, but no virtual service matches
-	NoDest                      // the scheduler found no destination
-	NotNew                      // TCP without SYN and without a connection entry
-	NoNeighbour                 // dropped: destination's MAC unresolved (held too long, or no room to hold it)
-	ConnHit                     // frame matched a connection entry
-	ConnNew                     // new connection scheduled
-	TxBacklog                   // frames waiting for room on the TX ring (a level, not a count)
-	BadDesc                     // RX descriptor outside the UMEM
-	KickErrors                  // sendto(2) on the socket failed
-	Held                        // frames held while their destination's MAC was resolved
-	HeldSent                    // held frames sent once it resolved
-	HoldExpired                 // held frames dropped after holdTimeout (also in NoNeighbour)
-	HoldOverflow                // frames not held: per-destination or per-worker hold full (also in NoNeighbour)
-	LinkDown                    // sendto(2) refused with ENETDOWN: the interface is down
+	RxFrames    Counter = iota // frames taken from the RX ring
+	TxFrames                   // frames put on the TX ring
+	Malformed                  // frames the parser refused (see Reasons)
+	NoService                  // parsed, but no virtual service matches
+	NoDest                     // the scheduler found no destination
+	NotNew                     // TCP without SYN and without a connection entry
+	NoNeighbour                // dropped: destination's MAC unresolved (held too long, or no room to hold it)
+	ConnHit                    // frame matched a connection entry
+	ConnNew                    // new connection scheduled
+	TxBacklog                  // frames waiting for room on the TX ring (a level, not a count)
+	BadDesc                    // RX descriptor outside the UMEM
+	KickErrors                 // sendto(2) on the socket failed
+	Held                       // frames held while their destination's MAC was resolved
+	HeldSent                   // held frames sent once it resolved
+	HoldExpired                // held frames dropped after holdTimeout (also in NoNeighbour)
+	HoldFull                   // frames not held: per-destination or per-worker hold full (also in NoNeighbour)
+	LinkDown                   // sendto(2) refused with ENETDOWN: the interface is down
 	numCounters
 )
 
 var counterNames = [numCounters]string{
 	"rx_frames", "tx_frames", "malformed", "no_service", "no_dest", "not_new", "no_neighbour",
 	"conn_hit", "conn_new", "tx_backlog", "bad_desc", "kick_errors",
-	"held", "held_sent", "hold_expired", "hold_overflow", "link_down",
+	"held", "held_sent", "hold_expired", "hold_full", "link_down",
 }
 
 func (c Counter) String() string {

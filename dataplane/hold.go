@@ -60,7 +60,7 @@ func (w *worker) hold(d unix.XDPDesc, now int64) {
 		}
 	}
 	if h.n == holdMax || same >= holdPerDest {
-		w.stats.local[HoldOverflow]++
+		w.stats.local[HoldFull]++
 		w.stats.local[NoNeighbour]++
 		w.q.release(d.Addr)
 		return

@@ -94,8 +94,8 @@ func TestWorkerHoldBoundedAndExpires(t *testing.T) {
 		k.deliver(frame(t, layers.IPProtocolUDP, 5353, 53, false, false))
 	}
 	w.poll(2)
-	if w.held.n != holdPerDest || w.stats.local[HoldOverflow] != 10-holdPerDest {
-		t.Errorf("10 frames of one flow: %d held, %d overflowed; want %d, %d", w.held.n, w.stats.local[HoldOverflow], holdPerDest, 10-holdPerDest)
+	if w.held.n != holdPerDest || w.stats.local[HoldFull] != 10-holdPerDest {
+		t.Errorf("10 frames of one flow: %d held, %d overflowed; want %d, %d", w.held.n, w.stats.local[HoldFull], holdPerDest, 10-holdPerDest)
 	}
 	w.poll(1 + holdTimeout - 1)
 	if w.held.n != holdPerDest {
