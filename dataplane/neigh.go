@@ -173,6 +173,10 @@ type probeState struct {
 	last  time.Time
 	next  time.Time
 	fails int
+	// wanted: frames are held for this hop until then, so it is probed
+	// again whenever the kernel gives up on it (FAILED), every probeWant
+	// at most, whatever the backoff says.
+	wanted time.Time
 }
 
 type routeEntry struct {
@@ -347,7 +351,7 @@ func (r *resolver) probeMissing(k neighKey, now time.Time) {
 		p = &probeState{}
 		r.probes[k] = p
 	}
-	if now.Before(p.next) {
+	if now.Before(p.next) && !(now.Before(p.wanted) && now.Sub(p.last) >= probeWant) {
 		return
 	}
 	r.sendProbe(k, p, now)
@@ -487,6 +491,7 @@ func (r *resolver) want(addrs []netip.Addr) {
 			p = &probeState{}
 			r.probes[k] = p
 		}
+		p.wanted = now.Add(time.Duration(holdTimeout))
 		if now.Sub(p.last) >= probeWant {
 			r.sendProbe(k, p, now)
 			p.next = now.Add(probeFirst)

@@ -353,6 +353,20 @@ func TestResolverProbeBackoff(t *testing.T) {
 	if _, _, after := e.net.counts(); after != before+1 {
 		t.Errorf("want probed %d times, want 1", after-before)
 	}
+	// While frames wait, the kernel giving up (FAILED) is met by a new
+	// probe, however far the backoff has gone.
+	e.now = e.now.Add(300 * time.Millisecond)
+	_, _, before = e.net.counts()
+	e.event(netEvent{kind: evNeigh, neigh: neighbour{ifindex: fakeIfindex, addr: destAddr(1), state: nudFailed}})
+	if _, _, after := e.net.counts(); after != before+1 {
+		t.Errorf("FAILED while wanted: probed %d times, want 1", after-before)
+	}
+	e.now = e.now.Add(2 * time.Second) // no longer wanted: back to the backoff
+	_, _, before = e.net.counts()
+	e.event(netEvent{kind: evNeigh, neigh: neighbour{ifindex: fakeIfindex, addr: destAddr(1), state: nudFailed}})
+	if _, _, after := e.net.counts(); after != before {
+		t.Errorf("FAILED, not wanted, within the backoff: probed %d times, want 0", after-before)
+	}
 	if !strings.Contains(e.logs.String(), "neighbour incomplete") {
 		t.Errorf("no log of the unanswered neighbour after 40 s:\n%s", e.logs)
 	}
