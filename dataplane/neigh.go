@@ -108,8 +108,9 @@ const (
 type netEvent struct {
 	kind  eventKind
 	neigh neighbour // evNeigh, evNeighDel
-	link  int       // evLink: ifindex
-	up    bool      // evLink: administratively up and carrier on
+	link   int          // evLink: ifindex
+	up     bool         // evLink: administratively up and carrier on
+	prefix netip.Prefix // evRoute: the route's destination; invalid: unknown
 	err   error     // evLost
 }
 
@@ -164,7 +165,8 @@ const (
 	logBurst = 10
 	// routeRefresh: every route is looked up again this often even when
 	// the kernel announced no change (policy rules send no route event).
-	routeRefresh = 30 * time.Second
+	// 50,000 lookups cost about a second of CPU.
+	routeRefresh = 5 * time.Minute
 	// unresolvedListed bounds the unresolved destinations Stats lists.
 	unresolvedListed = 64
 )
@@ -204,13 +206,19 @@ type resolver struct {
 	now     func() time.Time
 	polling bool // no subscription: look routes up every round
 
-	dests       []destRef // the last snapshot
-	byAddr      map[netip.Addr][]uint32
+	gen         uint64 // the snapshot's generation
+	byAddr      map[netip.Addr][]uint32 // the snapshot: IDs by address
 	routes      map[netip.Addr]routeEntry
-	routesDirty bool
+	routesDirty bool           // forget every cached route
+	staleRoutes []netip.Prefix // forget the routes of addresses in these
+	staleLinks  []int          // forget the routes out of these interfaces
+	linkUp      map[int]bool
 	routesAt    time.Time
-	neigh       map[neighKey]neighbour
+	neigh       map[neighKey]neighbour // the last dump, with the events since
+	next        map[neighKey]neighbour // the next dump, reused
 	byHop       map[neighKey][]netip.Addr
+	unres       map[netip.Addr]struct{} // destinations not resolved
+	scratch     []netip.Addr
 	probes      map[neighKey]*probeState
 	state       map[netip.Addr]*destState
 
@@ -249,63 +257,136 @@ func newResolver(k netKernel, served int, log *slog.Logger) *resolver {
 	return &resolver{
 		k: k, served: served, log: log, now: time.Now, polling: true,
 		byAddr: map[netip.Addr][]uint32{},
-		routes: map[netip.Addr]routeEntry{}, neigh: map[neighKey]neighbour{},
+		routes: map[netip.Addr]routeEntry{}, neigh: map[neighKey]neighbour{}, next: map[neighKey]neighbour{},
+		unres: map[netip.Addr]struct{}{}, linkUp: map[int]bool{},
 		byHop: map[neighKey][]netip.Addr{}, probes: map[neighKey]*probeState{},
 		state: map[netip.Addr]*destState{},
 	}
 }
 
-// round resolves every destination of dests (a snapshot taken under the
-// control plane's lock) and returns the forwarding entries of cur (the
-// published table) that must change.
-func (r *resolver) round(dests []destRef, cur []destFwd) []fwdChange {
+// round resolves the destinations and returns the forwarding entries of
+// cur (the published table) that must change. dests is a snapshot taken
+// under the control plane's lock, and gen its generation: when gen is the
+// last round's, dests is nil and the last snapshot stands.
+//
+// A full round works out every destination: after the destinations or
+// the routes changed, and every routeRefresh. Otherwise a round costs the
+// neighbour dump and what changed in it: the destinations behind a
+// neighbour entry that changed since the last dump (an event may have
+// been lost) and the unresolved ones (to probe them). 50,000 resolved
+// destinations then cost a dump and no per-destination work.
+func (r *resolver) round(dests []destRef, gen uint64, cur []destFwd) []fwdChange {
 	now := r.now()
 	r.stats.Rounds++
-	r.dests = dests
-	clear(r.byAddr)
-	for _, d := range dests {
-		r.byAddr[d.addr] = append(r.byAddr[d.addr], d.id)
-	}
-	for a := range r.state {
-		if _, ok := r.byAddr[a]; !ok {
-			delete(r.state, a)
-			delete(r.routes, a)
-			r.listDirty = true
+	full := false
+	if dests != nil || gen != r.gen {
+		r.gen = gen
+		clear(r.byAddr)
+		for _, d := range dests {
+			r.byAddr[d.addr] = append(r.byAddr[d.addr], d.id)
 		}
+		for a := range r.state {
+			if _, ok := r.byAddr[a]; !ok {
+				delete(r.state, a)
+				delete(r.routes, a)
+				delete(r.unres, a)
+				r.listDirty = true
+			}
+		}
+		full = true
 	}
 	if r.polling || r.routesDirty || now.Sub(r.routesAt) >= routeRefresh {
 		clear(r.routes)
 		r.routesDirty = false
 		r.routesAt = now
+		full = true
+	} else if r.invalidate() {
+		full = true
 	}
-	if len(dests) == 0 {
+	r.staleRoutes, r.staleLinks = r.staleRoutes[:0], r.staleLinks[:0]
+	if len(r.byAddr) == 0 {
 		r.publishStats()
 		return nil
 	}
+	var changed []neighKey
 	if ns, err := r.k.neighbours(); err != nil {
 		// Keep what the last dump said; events may still come.
 		r.stats.Errors++
 		r.log.Warn("list neighbours", "err", err)
 	} else {
 		r.stats.Dumps++
-		clear(r.neigh)
+		clear(r.next)
 		for _, n := range ns {
-			r.neigh[neighKey{n.ifindex, n.addr}] = n
+			k := neighKey{n.ifindex, n.addr}
+			r.next[k] = n
+			if !full && r.neigh[k] != n {
+				changed = append(changed, k)
+			}
 		}
+		if !full {
+			for k := range r.neigh {
+				if _, ok := r.next[k]; !ok {
+					changed = append(changed, k)
+				}
+			}
+		}
+		r.neigh, r.next = r.next, r.neigh
 	}
-	clear(r.byHop)
 	var changes []fwdChange
-	for a := range r.byAddr {
-		res := r.resolve(a, now)
-		if res.hop.IsValid() {
-			k := neighKey{res.ifindex, res.hop}
-			r.byHop[k] = append(r.byHop[k], a)
+	if full {
+		clear(r.byHop)
+		for a := range r.byAddr {
+			res := r.resolve(a, now)
+			if res.hop.IsValid() {
+				k := neighKey{res.ifindex, res.hop}
+				r.byHop[k] = append(r.byHop[k], a)
+			}
+			changes = r.note(a, res, now, cur, changes)
 		}
-		changes = r.note(a, res, now, cur, changes)
+	} else {
+		affected := r.scratch[:0]
+		for _, k := range changed {
+			affected = append(affected, r.byHop[k]...)
+		}
+		for a := range r.unres {
+			affected = append(affected, a)
+		}
+		for _, a := range affected {
+			changes = r.note(a, r.resolve(a, now), now, cur, changes)
+		}
+		// Keep STALE entries fresh: one probe per hop, not per destination.
+		for k, n := range r.neigh {
+			if n.usable() && n.state&nudStale != 0 && len(r.byHop[k]) > 0 {
+				r.probeStale(k, now)
+			}
+		}
+		clear(affected)
+		r.scratch = affected[:0]
 	}
 	r.flushLog()
 	r.publishStats()
 	return changes
+}
+
+// invalidate forgets the cached routes that the route and link events
+// since the last round may have changed, and says whether it forgot any.
+func (r *resolver) invalidate() bool {
+	if len(r.staleRoutes) == 0 && len(r.staleLinks) == 0 {
+		return false
+	}
+	forgot := false
+	for a, re := range r.routes {
+		stale := re.err != nil && len(r.staleLinks) > 0
+		stale = stale || slices.Contains(r.staleLinks, re.r.ifindex)
+		for _, p := range r.staleRoutes {
+			stale = stale || p.Contains(a)
+		}
+		if stale {
+			delete(r.routes, a)
+			forgot = true
+		}
+	}
+	return forgot
 }
 
 // resolve works out one address's next hop from the route cache and the
@@ -415,6 +496,11 @@ func (r *resolver) note(a netip.Addr, res resolution, now time.Time, cur []destF
 		}
 	}
 	st.res, st.known = res, true
+	if res.ok {
+		delete(r.unres, a)
+	} else {
+		r.unres[a] = struct{}{}
+	}
 	for _, id := range r.byAddr[a] {
 		if int(id) >= len(cur) {
 			continue
@@ -452,17 +538,32 @@ func (r *resolver) event(ev netEvent, cur []destFwd) (changes []fwdChange, round
 		}
 		return changes, false
 	case evLink:
-		if ev.link == r.served {
-			r.logf(slog.LevelWarn, "served interface changed", "ifindex", ev.link, "up", ev.up)
-			if !ev.up {
-				r.stats.LinkDowns++
-			}
-			r.flushLog()
+		// Links send events for many reasons; only up and down matter.
+		// IPv4 drops a link's routes without a route event when it goes
+		// down, so its cached routes (and the failed lookups, which may
+		// now succeed) are looked up again.
+		if was, ok := r.linkUp[ev.link]; ok && was == ev.up {
+			return nil, false
 		}
-		r.routesDirty = true
+		_, known := r.linkUp[ev.link]
+		r.linkUp[ev.link] = ev.up
+		if ev.link == r.served && (known || !ev.up) {
+			if ev.up {
+				r.log.Info("served interface up", "ifindex", ev.link)
+			} else {
+				r.stats.LinkDowns++
+				r.log.Warn("served interface down: no destination can be sent to until it is up", "ifindex", ev.link)
+			}
+		}
+		r.staleLinks = append(r.staleLinks, ev.link)
 		return nil, true
 	case evRoute:
-		r.routesDirty = true
+		// A route for prefix P changes only the lookups of addresses in P.
+		if ev.prefix.IsValid() {
+			r.staleRoutes = append(r.staleRoutes, ev.prefix)
+		} else {
+			r.routesDirty = true
+		}
 		return nil, true
 	case evLost:
 		r.stats.Resyncs++
@@ -500,15 +601,7 @@ func (r *resolver) want(addrs []netip.Addr) {
 }
 
 // unresolved counts the destination addresses without a usable next hop.
-func (r *resolver) unresolved() int {
-	n := 0
-	for _, st := range r.state {
-		if !st.res.ok {
-			n++
-		}
-	}
-	return n
-}
+func (r *resolver) unresolved() int { return len(r.unres) }
 
 func (r *resolver) publishStats() {
 	r.stats.Destinations = len(r.state)
@@ -518,10 +611,8 @@ func (r *resolver) publishStats() {
 	}
 	r.listDirty = false
 	var list []UnresolvedDest
-	for a, st := range r.state {
-		if !st.res.ok {
-			list = append(list, UnresolvedDest{Addr: a, Reason: st.res.reason})
-		}
+	for a := range r.unres {
+		list = append(list, UnresolvedDest{Addr: a, Reason: r.state[a].res.reason})
 	}
 	slices.SortFunc(list, func(x, y UnresolvedDest) int { return x.Addr.Compare(y.Addr) })
 	if len(list) > unresolvedListed {

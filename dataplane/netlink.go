@@ -185,12 +185,12 @@ func (k *netlinkKernel) subscribe(done <-chan struct{}, ev chan<- netEvent) erro
 				if u.Type == unix.RTM_DELNEIGH {
 					e.kind = evNeighDel
 				}
-			case _, ok := <-routes:
+			case u, ok := <-routes:
 				if !ok {
 					send(netEvent{kind: evLost, err: errors.New("route subscription closed")})
 					return
 				}
-				e = netEvent{kind: evRoute}
+				e = netEvent{kind: evRoute, prefix: routePrefix(&u.Route)}
 			case u, ok := <-links:
 				if !ok {
 					send(netEvent{kind: evLost, err: errors.New("link subscription closed")})
@@ -205,6 +205,34 @@ func (k *netlinkKernel) subscribe(done <-chan struct{}, ev chan<- netEvent) erro
 		}
 	}()
 	return nil
+}
+
+// routePrefix is the destination prefix of r: 0/0 of its family for a
+// default route, invalid when it cannot be told.
+func routePrefix(r *netlink.Route) netip.Prefix {
+	if r.Dst == nil {
+		switch r.Family {
+		case unix.AF_INET:
+			return netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+		case unix.AF_INET6:
+			return netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+		}
+		return netip.Prefix{}
+	}
+	a, ok := netip.AddrFromSlice(r.Dst.IP)
+	if !ok {
+		return netip.Prefix{}
+	}
+	ones, bits := r.Dst.Mask.Size()
+	if a.Is4In6() && bits == 128 {
+		ones -= 96
+	}
+	a = a.Unmap()
+	p, err := a.Prefix(ones)
+	if err != nil {
+		return netip.Prefix{}
+	}
+	return p
 }
 
 func (k *netlinkKernel) close() error {
