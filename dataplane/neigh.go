@@ -106,12 +106,12 @@ const (
 
 // netEvent is one change the kernel announced.
 type netEvent struct {
-	kind  eventKind
-	neigh neighbour // evNeigh, evNeighDel
+	kind   eventKind
+	neigh  neighbour    // evNeigh, evNeighDel
 	link   int          // evLink: ifindex
 	up     bool         // evLink: administratively up and carrier on
 	prefix netip.Prefix // evRoute: the route's destination; invalid: unknown
-	err   error     // evLost
+	err    error        // evLost
 }
 
 type neighKey struct {
@@ -206,7 +206,7 @@ type resolver struct {
 	now     func() time.Time
 	polling bool // no subscription: look routes up every round
 
-	gen         uint64 // the snapshot's generation
+	gen         uint64                  // the snapshot's generation
 	byAddr      map[netip.Addr][]uint32 // the snapshot: IDs by address
 	routes      map[netip.Addr]routeEntry
 	routesDirty bool           // forget every cached route
