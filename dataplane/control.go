@@ -16,8 +16,6 @@ import (
 	"github.com/xlbproject/xlb/sched"
 )
 
-type netipAddr = netip.Addr
-
 // svcKey is how a worker finds a virtual service from a parsed frame.
 type svcKey struct {
 	addr  [16]byte // IPv4-mapped for IPv4

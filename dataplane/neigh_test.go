@@ -113,18 +113,6 @@ func (f *fakeNet) addRoute(p string, gw string, ifindex int) {
 	f.routes = append(f.routes, r)
 }
 
-func (f *fakeNet) delRoute(p string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	pp := netip.MustParsePrefix(p)
-	for i, r := range f.routes {
-		if r.p == pp {
-			f.routes = append(f.routes[:i], f.routes[i+1:]...)
-			return
-		}
-	}
-}
-
 func (f *fakeNet) setNeigh(a netip.Addr, mac [6]byte, state int) neighbour {
 	f.mu.Lock()
 	defer f.mu.Unlock()
