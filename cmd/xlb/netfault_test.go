@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -431,8 +432,15 @@ func TestManyDestinations(t *testing.T) {
 	cpu := cpuShare(t, d.Cmd.Process.Pid, 5*time.Second)
 	stats := xlbStats(t, d)
 	t.Logf("%d destinations: -L -n %v, -a %v, idle CPU %.1f%%\n%s", n, list, add, 100*cpu, stats)
+	// -L -n prints 50,000 lines through the client: most of its time is
+	// formatting and the client process, which a loaded machine (CI, or
+	// several test binaries on two cores) slows down. The old resolver
+	// made it take 2 s at 12,000 destinations and never answer at 24,000.
+	if best := slices.Min(list); best > time.Second {
+		t.Errorf("-L -n took %v at best: want well under a second", best)
+	}
 	for i := range list {
-		if list[i] > time.Second || add[i] > time.Second {
+		if list[i] > 2*time.Second || add[i] > time.Second {
 			t.Errorf("-L -n took %v, -a took %v: want well under a second", list[i], add[i])
 		}
 	}
