@@ -204,6 +204,8 @@ func (d *Dataplane) AttachMode() bpf.AttachMode { return d.mode }
 // neighbour resolver, and returns when ctx is done and all have stopped.
 func (d *Dataplane) Run(ctx context.Context) error {
 	d.runStart = time.Now()
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
 	var wg sync.WaitGroup
 	for _, w := range d.workers {
 		wg.Add(1)
@@ -219,17 +221,29 @@ func (d *Dataplane) Run(ctx context.Context) error {
 		defer wg.Done()
 		d.estimate(ctx)
 	}()
-	d.resolve(ctx)
+	if err := d.resolve(ctx); err != nil {
+		stop(err)
+	}
 	wg.Wait()
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
 	return nil
 }
+
+// ErrInterfaceGone is Run's error when the served interface is removed:
+// the XDP program and the AF_XDP sockets went with it.
+var ErrInterfaceGone = errors.New("interface removed")
 
 // resolve keeps the destinations' next-hop MACs current until ctx is
 // done: a round right after each Apply, every second, and soon after the
 // kernel announces a route or link change; neighbour changes are
 // published as they come. A worker holding frames for an unresolved
 // destination nudges it to probe that one at once.
-func (d *Dataplane) resolve(ctx context.Context) {
+//
+// It returns an error only when the dataplane cannot go on: the served
+// interface was removed.
+func (d *Dataplane) resolve(ctx context.Context) error {
 	events := make(chan netEvent, 4096)
 	var sub chan struct{} // closed to end the current subscription
 	subscribe := func() {
@@ -260,7 +274,7 @@ func (d *Dataplane) resolve(ctx context.Context) {
 		again = true
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-tick.C:
 		case <-d.applied:
 		case <-soon.C:
@@ -275,6 +289,11 @@ func (d *Dataplane) resolve(ctx context.Context) {
 			d.resMu.Unlock()
 			again = false
 		case ev := <-events:
+			if ev.kind == evLink && ev.gone && ev.link == d.ifindex {
+				err := fmt.Errorf("serve %s: %w (XDP and its sockets went with it)", d.opts.Interface, ErrInterfaceGone)
+				d.opts.Logger.Error("cannot go on", "err", err)
+				return err
+			}
 			d.resMu.Lock()
 			changes, round := d.res.event(ev, *d.fwd.Load())
 			d.resStats.Store(ptr(d.res.snapshot()))

@@ -95,6 +95,8 @@
 // place (measured on veth); transmission fails with ENETDOWN meanwhile
 // (counted as link_down, the frames wait on the TX ring), the resolver
 // sees the routes go and come back, and forwarding resumes by itself.
+// When the interface is removed, XDP and the sockets go with it: Run
+// returns ErrInterfaceGone and the daemon exits cleanly, saying so.
 //
 // # Limits
 //

@@ -110,6 +110,7 @@ type netEvent struct {
 	neigh  neighbour    // evNeigh, evNeighDel
 	link   int          // evLink: ifindex
 	up     bool         // evLink: administratively up and carrier on
+	gone   bool         // evLink: the interface was removed
 	prefix netip.Prefix // evRoute: the route's destination; invalid: unknown
 	err    error        // evLost
 }

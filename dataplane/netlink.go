@@ -197,7 +197,7 @@ func (k *netlinkKernel) subscribe(done <-chan struct{}, ev chan<- netEvent) erro
 					return
 				}
 				up := u.IfInfomsg.Flags&unix.IFF_UP != 0 && u.IfInfomsg.Flags&unix.IFF_LOWER_UP != 0
-				e = netEvent{kind: evLink, link: int(u.IfInfomsg.Index), up: up}
+				e = netEvent{kind: evLink, link: int(u.IfInfomsg.Index), up: up, gone: u.Header.Type == unix.RTM_DELLINK}
 			}
 			if !send(e) {
 				return

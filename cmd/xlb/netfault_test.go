@@ -471,3 +471,37 @@ func cpuShare(t *testing.T, pid int, d time.Duration) float64 {
 	time.Sleep(d)
 	return (read() - a) / d.Seconds()
 }
+
+// The director's interface is removed: the XDP program and the AF_XDP
+// sockets go with it, so xlb says clearly that it cannot go on and exits
+// cleanly (an error exit, its counters printed, no panic).
+func TestFaultDirectorInterfaceRemoved(t *testing.T) {
+	testenv.RequireRoot(t)
+	env := testenv.New(t, testenv.DefaultOptions())
+	d := startXLB(t, env, drRules(env, "rr"))
+	if _, err := testenv.Get(env.Client.HTTPClient(false, 2*time.Second), fmt.Sprintf("http://%v/", testenv.VIP)); err != nil {
+		t.Fatal(err)
+	}
+	runIn(t, env.Director, "ip", "link", "del", "eth0")
+	deadline := time.Now().Add(5 * time.Second)
+	for !d.Exited() {
+		if time.Now().After(deadline) {
+			t.Fatalf("xlb still running 5 s after its interface was removed:\n%s", d.Output.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	out := d.Output.String()
+	t.Logf("xlb's last words (%v):\n%s", d.Err(), out[strings.LastIndex(out, "level=ERROR"):])
+	if d.Err() == nil {
+		t.Errorf("xlb exited with success after losing its interface:\n%s", out)
+	}
+	if !strings.Contains(out, "interface removed") || strings.Contains(out, "panic") {
+		t.Errorf("xlb's exit does not say the interface was removed, or panicked:\n%s", out)
+	}
+	if !strings.Contains(d.Stdout.String(), "rx_frames") {
+		t.Errorf("xlb printed no counters on the way out:\n%s", d.Stdout.String())
+	}
+	if _, err := os.Stat(d.sock); err == nil {
+		t.Errorf("control socket %s left behind", d.sock)
+	}
+}
