@@ -289,19 +289,33 @@ func (d *Dataplane) resolve(ctx context.Context) error {
 			d.resMu.Unlock()
 			again = false
 		case ev := <-events:
-			if ev.kind == evLink && ev.gone && ev.link == d.ifindex {
-				err := fmt.Errorf("serve %s: %w (XDP and its sockets went with it)", d.opts.Interface, ErrInterfaceGone)
-				d.opts.Logger.Error("cannot go on", "err", err)
-				return err
-			}
+			// Take what else is queued too, and publish one table: a
+			// flap of many neighbours is one copy of the table, not one
+			// per event.
+			var changes []fwdChange
+			round := false
 			d.resMu.Lock()
-			changes, round := d.res.event(ev, *d.fwd.Load())
+			for n := 0; ; n++ {
+				if ev.kind == evLink && ev.gone && ev.link == d.ifindex {
+					d.resMu.Unlock()
+					err := fmt.Errorf("serve %s: %w (XDP and its sockets went with it)", d.opts.Interface, ErrInterfaceGone)
+					d.opts.Logger.Error("cannot go on", "err", err)
+					return err
+				}
+				c, r := d.res.event(ev, *d.fwd.Load())
+				changes, round = append(changes, c...), round || r
+				if ev.kind == evLost && resub == nil {
+					resub = time.After(time.Second)
+				}
+				if n == 1023 || len(events) == 0 {
+					break
+				}
+				ev = <-events
+			}
+			d.res.latest(changes)
 			d.resStats.Store(ptr(d.res.snapshot()))
 			d.resMu.Unlock()
 			d.publishFwd(changes)
-			if ev.kind == evLost && resub == nil {
-				resub = time.After(time.Second)
-			}
 			if round && !pending {
 				pending = true
 				soon.Reset(20 * time.Millisecond)

@@ -575,6 +575,17 @@ func (r *resolver) event(ev netEvent, cur []destFwd) (changes []fwdChange, round
 	return nil, false
 }
 
+// latest sets each change to its address's latest resolution: of
+// several events for one destination handled before one publish, the
+// last one counts, even when it undid an earlier one.
+func (r *resolver) latest(changes []fwdChange) {
+	for i := range changes {
+		if st := r.state[changes[i].addr]; st != nil {
+			changes[i].mac, changes[i].ok = st.res.mac, st.res.ok
+		}
+	}
+}
+
 // want probes the next hops of addrs now (traffic is waiting for them),
 // however far their backoff has gone, at most every probeWant.
 func (r *resolver) want(addrs []netip.Addr) {

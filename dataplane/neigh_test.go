@@ -544,3 +544,23 @@ func BenchmarkResolverRound(b *testing.B) {
 		})
 	}
 }
+
+// Events handled in one batch publish each destination's latest state,
+// also when a later event undid an earlier one.
+func TestResolverEventBatch(t *testing.T) {
+	e := newResolverEnv(t, 1)
+	e.net.addRoute("10.0.0.0/24", "", fakeIfindex)
+	e.net.setNeigh(destAddr(1), mac(1), nudReachable)
+	e.round()
+	var changes []fwdChange
+	for _, m := range [][6]byte{mac(2), mac(1)} { // changed, then back
+		n := e.net.setNeigh(destAddr(1), m, nudReachable)
+		c, _ := e.r.event(netEvent{kind: evNeigh, neigh: n}, e.fwd)
+		changes = append(changes, c...)
+	}
+	e.r.latest(changes)
+	e.apply(changes)
+	if e.fwd[1].mac != mac(1) || !e.fwd[1].macOK {
+		t.Errorf("after a change and its undoing in one batch: %+v, want %x", e.fwd[1], mac(1))
+	}
+}
