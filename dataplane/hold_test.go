@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/google/gopacket/layers"
+	"golang.org/x/sys/unix"
 )
 
 // setResolved publishes a forwarding table with every destination's MAC
@@ -189,5 +190,28 @@ func TestWorkerLinkDownCounted(t *testing.T) {
 	w.poll(2)
 	if len(k.sent) != 2 {
 		t.Errorf("link up again: sent %d frames, want 2 (the one queued while down and the new one)", len(k.sent))
+	}
+}
+
+// A worker holds at most holdMax frames in all; the next one is dropped
+// and counted.
+func TestWorkerHoldWorkerBound(t *testing.T) {
+	w, k := testWorker(t)
+	setResolved(w, false)
+	// Fill the hold with frames of some other unresolved destination.
+	for w.held.n < holdMax {
+		addr := w.q.free[len(w.q.free)-1]
+		w.q.free = w.q.free[:len(w.q.free)-1]
+		w.held.frames[w.held.n] = heldFrame{desc: unix.XDPDesc{Addr: addr, Len: 60}, id: 9, at: 1}
+		w.held.n++
+	}
+	k.deliver(frame(t, layers.IPProtocolTCP, 40000, 80, true, false))
+	w.poll(2)
+	if w.held.n != holdMax || w.stats.local[HoldFull] != 1 || w.stats.local[NoNeighbour] != 1 {
+		t.Errorf("hold full: %d held, hold_full %d, no_neighbour %d; want %d, 1, 1",
+			w.held.n, w.stats.local[HoldFull], w.stats.local[NoNeighbour], holdMax)
+	}
+	if w.waitMs() != holdWaitMs {
+		t.Errorf("holding frames, the worker sleeps %d ms, want %d", w.waitMs(), holdWaitMs)
 	}
 }
