@@ -201,11 +201,14 @@ type destState struct {
 // use: one goroutine (Dataplane.resolve, or WaitResolved before Run)
 // drives it.
 type resolver struct {
-	k       netKernel
-	served  int // the one interface the dataplane serves
-	log     *slog.Logger
-	now     func() time.Time
-	polling bool // no subscription: look routes up every round
+	k      netKernel
+	served int // the one interface the dataplane serves
+	log    *slog.Logger
+	now    func() time.Time
+	// polling: no subscription, so look every route up every round. Not
+	// before Run either: WaitResolved's rounds, a second or two long,
+	// keep the routes they found.
+	polling bool
 
 	gen         uint64                  // the snapshot's generation
 	byAddr      map[netip.Addr][]uint32 // the snapshot: IDs by address
@@ -256,7 +259,7 @@ type UnresolvedDest struct {
 
 func newResolver(k netKernel, served int, log *slog.Logger) *resolver {
 	return &resolver{
-		k: k, served: served, log: log, now: time.Now, polling: true,
+		k: k, served: served, log: log, now: time.Now,
 		byAddr: map[netip.Addr][]uint32{},
 		routes: map[netip.Addr]routeEntry{}, neigh: map[neighKey]neighbour{}, next: map[neighKey]neighbour{},
 		unres: map[netip.Addr]struct{}{}, linkUp: map[int]bool{},
