@@ -185,11 +185,27 @@ func TestWorkerLinkDownCounted(t *testing.T) {
 	if w.stats.local[KickErrors] != 0 {
 		t.Errorf("kick_errors = %d, want ENETDOWN counted only as link_down", w.stats.local[KickErrors])
 	}
+	// Enough frames to fill the TX ring (256) and make a backlog: with
+	// the link down the worker must not spin on it (poll says 0, so the
+	// worker sleeps in poll(2)).
+	for i := 0; i < 6; i++ {
+		for j := 0; j < 64; j++ {
+			k.deliver(frame(t, layers.IPProtocolUDP, uint16(1000+i*64+j), 53, false, false))
+		}
+		w.poll(2)
+	}
+	if len(w.q.backlog) == 0 {
+		t.Fatal("no backlog built up")
+	}
+	if n := w.poll(3); n != 0 {
+		t.Errorf("link down with a backlog of %d: poll = %d, want 0 (nothing can progress)", len(w.q.backlog), n)
+	}
 	dk.down = false
-	k.deliver(frame(t, layers.IPProtocolTCP, 40000, 80, false, true))
-	w.poll(2)
-	if len(k.sent) != 2 {
-		t.Errorf("link up again: sent %d frames, want 2 (the one queued while down and the new one)", len(k.sent))
+	for i := 0; i < 10 && len(w.q.backlog) > 0; i++ {
+		w.poll(4)
+	}
+	if len(k.sent) != 1+6*64 || len(w.q.backlog) != 0 {
+		t.Errorf("link up again: sent %d frames, backlog %d; want all %d sent", len(k.sent), len(w.q.backlog), 1+6*64)
 	}
 }
 

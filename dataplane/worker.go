@@ -122,6 +122,9 @@ func (w *worker) poll(now int64) int {
 		// The kernel drains TX too slowly: flush before taking more.
 		q.transmit(nil)
 		w.publish()
+		if q.down {
+			return 0 // the link is down: sleep rather than spin on the backlog
+		}
 		return len(q.backlog)
 	}
 	n := q.rx.consumerPeek(maxBatch)
@@ -129,6 +132,9 @@ func (w *worker) poll(now int64) int {
 		if len(q.backlog) > 0 {
 			q.transmit(nil)
 			w.publish()
+		}
+		if q.down {
+			return 0 // the link is down: sleep rather than spin on the backlog
 		}
 		return len(q.backlog)
 	}
