@@ -139,7 +139,7 @@ type resolverEnv struct {
 	logs  *bytes.Buffer
 }
 
-func newResolverEnv(t *testing.T, n int) *resolverEnv {
+func newResolverEnv(t testing.TB, n int) *resolverEnv {
 	t.Helper()
 	e := &resolverEnv{net: newFakeNet(), fwd: make([]destFwd, n+1), logs: &bytes.Buffer{},
 		now: time.Unix(1000, 0), gen: 1}
@@ -528,7 +528,7 @@ func BenchmarkResolverRound(b *testing.B) {
 	const n = 50000
 	for _, full := range []bool{true, false} {
 		b.Run(fmt.Sprintf("full=%v", full), func(b *testing.B) {
-			e := newResolverEnv(&testing.T{}, n)
+			e := newResolverEnv(b, n)
 			e.net.addRoute("10.0.0.0/16", "", fakeIfindex)
 			for i := 1; i <= n; i++ {
 				e.net.setNeigh(destAddr(i), mac(i), nudReachable)
