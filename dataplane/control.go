@@ -18,8 +18,6 @@ import (
 	"github.com/xlbproject/xlb/sched"
 )
 
-type netipAddr = netip.Addr
-
 // svcKey is how a worker finds a virtual service from a parsed frame.
 type svcKey struct {
 	addr  [16]byte // IPv4-mapped for IPv4
@@ -89,6 +87,9 @@ type controlState struct {
 	// rate estimator.
 	base map[*sched.Dest]destCounters
 	est  map[*sched.Dest]*estimator
+	// gen counts changes of the destinations (Apply, freed IDs), so the
+	// resolver lists them again only when they changed.
+	gen uint64
 }
 
 type svcState struct {
@@ -227,6 +228,19 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) error {
 		}
 		plans = append(plans, p)
 	}
+	// Destination IDs: every new destination needs one; destinations
+	// removed now keep theirs while their connections last.
+	fresh := 0
+	for _, p := range plans {
+		for _, ds := range p.spec.Dests {
+			if p.svc == nil || p.svc.dests[netip.AddrPortFrom(ds.Addr, ds.Port)] == nil {
+				fresh++
+			}
+		}
+	}
+	if used := st.inUse(); used+fresh > d.opts.MaxDests {
+		return fmt.Errorf("too many destinations (limit %d): %d in use, %d to add", d.opts.MaxDests, used, fresh)
+	}
 
 	// 2. XDP service map: add new services and revive dying ones (their
 	// entry stays, it only stops draining), undoing on failure.
@@ -296,8 +310,8 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) error {
 			if dst == nil {
 				dst = sched.NewDest(ds.Addr, ds.Port, ds.Weight)
 				if err := d.reg.Add(dst); err != nil {
-					// Out of IDs: leave it out and say so.
-					d.opts.Logger.Error("destination not added", "service", svc.spec.Key.Addr, "dest", ap, "err", err)
+					// Phase 1 counted the free IDs: this is a bug.
+					d.opts.Logger.Error("destination not added despite the capacity check", "dest", ap, "err", err)
 					continue
 				}
 				svc.dests[ap] = dst
@@ -379,6 +393,7 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) error {
 		}
 	}
 	d.fwd.Store(&fwd)
+	st.gen++
 	var laddrs []netip.Addr
 	seenL := map[netip.Addr]bool{}
 	for _, svc := range st.services {
@@ -644,14 +659,14 @@ func bpfKey(k ipvs.ServiceKey) bpf.ServiceKey {
 }
 
 // WaitResolved resolves the next-hop MAC of every destination, waiting
-// up to timeout for the kernel to answer, and reports how many are still
-// unresolved. The daemon calls it once before it serves, so the first
-// connections do not meet an unresolved real server (a frame for one is
-// dropped, and TCP retries after a second).
+// up to timeout for the kernel to answer, and reports how many
+// destination addresses are still unresolved. The daemon calls it once
+// before it serves, so the first connections do not meet an unresolved
+// real server (their frames would be held until it resolves).
 func (d *Dataplane) WaitResolved(timeout time.Duration) int {
 	deadline := time.Now().Add(timeout)
 	for {
-		missing := d.refreshNeighbours()
+		missing := d.resolveRound()
 		if missing == 0 || time.Now().After(deadline) {
 			return missing
 		}
@@ -659,70 +674,107 @@ func (d *Dataplane) WaitResolved(timeout time.Duration) int {
 	}
 }
 
-// refreshNeighbours resolves every destination's next-hop MAC and
-// publishes a new forwarding table when one changed. It also frees the IDs
-// of removed destinations whose last connection is gone. It returns the
-// number of live destinations still unresolved.
-func (d *Dataplane) refreshNeighbours() (missing int) {
+// resolveRound runs one resolver round: a snapshot of the destinations
+// under the lock, the kernel queries off it, then the changed forwarding
+// entries are published. It returns the unresolved destination addresses.
+func (d *Dataplane) resolveRound() int {
+	d.resMu.Lock()
+	defer d.resMu.Unlock()
+	if d.res == nil {
+		return 0
+	}
+	dests, gen, ok := d.destSnapshot(d.res.gen)
+	if !ok {
+		return 0
+	}
+	changes := d.res.round(dests, gen, *d.fwd.Load())
+	d.publishFwd(changes)
+	d.resStats.Store(ptr(d.res.snapshot()))
+	return d.res.stats.Unresolved
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// destSnapshot frees the IDs of removed destinations whose last
+// connection is gone and, unless the destinations are still those of
+// generation last, lists every destination that needs a next hop: live,
+// or removed but still carrying connections. It holds the lock for a pass
+// over the destinations only when they changed (a few ms for 50,000) and
+// asks the kernel nothing. ok is false once the dataplane is closed.
+func (d *Dataplane) destSnapshot(last uint64) (dests []destRef, gen uint64, ok bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
-		return 0
+		return nil, 0, false
 	}
-	cur := *d.fwd.Load()
-	var fwd []destFwd
-	update := func(id uint32, mac [6]byte, ok bool) {
-		if cur[id].mac == mac && cur[id].macOK == ok {
+	defer func() {
+		gen = d.state.gen
+		if gen == last {
 			return
 		}
-		if fwd == nil {
-			fwd = slices.Clone(cur)
-		}
-		fwd[id].mac, fwd[id].macOK = mac, ok
-	}
-	resolve := func(dst *sched.Dest) bool {
-		mac, ok, err := d.neigh.lookup(dst.Addr)
-		msg := ""
-		if err != nil {
-			msg = err.Error()
-		}
-		// Say it when it changes, not every second.
-		if msg != d.neigh.lastErr[dst.Addr] {
-			if err != nil {
-				d.opts.Logger.Warn("resolve destination", "dest", dst.Addr, "err", err)
-			} else {
-				d.opts.Logger.Info("destination resolved", "dest", dst.Addr)
-			}
-			d.neigh.lastErr[dst.Addr] = msg
-		}
-		update(dst.ID, mac, ok)
-		return ok
-	}
-	for _, svc := range d.state.services {
-		for _, dst := range svc.dests {
-			if !resolve(dst) {
-				missing++
+		dests = make([]destRef, 0, d.state.inUse())
+		for _, svc := range d.state.services {
+			for _, dst := range svc.dests {
+				dests = append(dests, destRef{dst.ID, dst.Addr})
 			}
 		}
-	}
+		for _, dst := range d.state.removed {
+			if !dst.Available() {
+				dests = append(dests, destRef{dst.ID, dst.Addr})
+			}
+		}
+	}()
+	var fwd []destFwd
 	kept := d.state.removed[:0]
 	for _, dst := range d.state.removed {
 		if dst.ActiveConns()+dst.InactConns()+dst.PersistConns() > 0 || dst.Available() {
-			if !dst.Available() {
-				resolve(dst)
-			}
 			kept = append(kept, dst)
 			continue
 		}
 		if fwd == nil {
-			fwd = slices.Clone(cur)
+			fwd = slices.Clone(*d.fwd.Load())
 		}
 		fwd[dst.ID] = destFwd{}
 		d.reg.Release(dst)
 	}
+	clear(d.state.removed[len(kept):])
 	d.state.removed = kept
 	if fwd != nil {
 		d.fwd.Store(&fwd)
+		d.state.gen++
 	}
-	return missing
+	return nil, 0, true
+}
+
+// publishFwd makes the resolver's changes visible to the workers: one new
+// forwarding table, under the lock so that it does not race with Apply.
+// A change for an ID that no longer belongs to its address (freed or
+// reused since the snapshot) is dropped; the next round sees the new
+// owner.
+func (d *Dataplane) publishFwd(changes []fwdChange) {
+	if len(changes) == 0 {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return
+	}
+	fwd := slices.Clone(*d.fwd.Load())
+	for _, c := range changes {
+		if f := &fwd[c.id]; f.addr == c.addr {
+			f.mac, f.macOK = c.mac, c.ok
+		}
+	}
+	d.fwd.Store(&fwd)
+}
+
+// inUse counts the destination IDs held: live destinations and removed
+// ones that still carry connections.
+func (st *controlState) inUse() int {
+	n := len(st.removed)
+	for _, svc := range st.services {
+		n += len(svc.dests)
+	}
+	return n
 }

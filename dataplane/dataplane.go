@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/bits"
+	"net/netip"
 	"os"
 	"runtime"
 	"sync"
@@ -77,12 +79,22 @@ type Dataplane struct {
 	// the workers and replaced whole by the control plane.
 	fwd atomic.Pointer[[]destFwd]
 
-	mu       sync.Mutex // control plane: Apply, the resolver, Close
+	mu       sync.Mutex // control plane: Apply, the resolver's snapshot and publish, Close
 	state    *controlState
-	neigh    neighbours
 	applied  chan struct{} // nudges the resolver after Apply
 	closed   bool
 	runStart time.Time
+
+	// The resolver runs its kernel queries under resMu, never under mu.
+	resMu    sync.Mutex
+	res      *resolver
+	kern     netKernel
+	resStats atomic.Pointer[NeighbourStats]
+	// want has a bit per destination ID that a worker holds frames for;
+	// a worker sets it (an atomic OR, only when it starts holding for a
+	// destination) and then nudges the resolver at the batch's end.
+	want  []atomic.Uint64
+	nudge chan struct{}
 }
 
 // New loads and attaches the XDP program to opts.Interface and opens a
@@ -126,8 +138,9 @@ func New(opts Options) (d *Dataplane, err error) {
 		reg:        sched.NewRegistry(opts.MaxDests),
 		ctSettings: conntrack.NewSettings(conntrack.DefaultTimeouts()),
 		state:      newControlState(),
-		neigh:      neighbours{ifindex: ifc.Index, probed: map[netipAddr]time.Time{}},
 		applied:    make(chan struct{}, 1),
+		want:       make([]atomic.Uint64, (opts.MaxDests+1+63)/64),
+		nudge:      make(chan struct{}, 1),
 	}
 	copy(d.mac[:], ifc.HardwareAddr)
 	d.mtu = ifc.MTU
@@ -138,6 +151,13 @@ func New(opts Options) (d *Dataplane, err error) {
 			d.Close()
 		}
 	}()
+
+	kern, err := newNetlinkKernel()
+	if err != nil {
+		return nil, err
+	}
+	d.kern = kern
+	d.res = newResolver(kern, ifc.Index, opts.Logger)
 
 	// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.
 	if err := rlimit.RemoveMemlock(); err != nil {
@@ -214,6 +234,8 @@ func (d *Dataplane) AttachMode() bpf.AttachMode { return d.mode }
 // neighbour resolver, and returns when ctx is done and all have stopped.
 func (d *Dataplane) Run(ctx context.Context) error {
 	d.runStart = time.Now()
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
 	var wg sync.WaitGroup
 	for _, w := range d.workers {
 		wg.Add(1)
@@ -229,36 +251,146 @@ func (d *Dataplane) Run(ctx context.Context) error {
 		defer wg.Done()
 		d.estimate(ctx)
 	}()
-	d.resolve(ctx)
+	if err := d.resolve(ctx); err != nil {
+		stop(err)
+	}
 	wg.Wait()
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
 	return nil
 }
 
-// resolve keeps the destinations' next-hop MACs current: right after
-// each Apply and then every second.
-func (d *Dataplane) resolve(ctx context.Context) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		d.refreshNeighbours()
-		d.reapServices()
+// ErrInterfaceGone is Run's error when the served interface is removed:
+// the XDP program and the AF_XDP sockets went with it.
+var ErrInterfaceGone = errors.New("interface removed")
+
+// resolve keeps the destinations' next-hop MACs current until ctx is
+// done: a round right after each Apply, every second, and soon after the
+// kernel announces a route or link change; neighbour changes are
+// published as they come. A worker holding frames for an unresolved
+// destination nudges it to probe that one at once.
+//
+// It returns an error only when the dataplane cannot go on: the served
+// interface was removed.
+func (d *Dataplane) resolve(ctx context.Context) error {
+	events := make(chan netEvent, 4096)
+	var sub chan struct{} // closed to end the current subscription
+	subscribe := func() {
+		sub = make(chan struct{})
+		err := d.kern.subscribe(sub, events)
+		d.resMu.Lock()
+		d.res.polling = err != nil
+		d.resMu.Unlock()
+		if err != nil {
+			d.opts.Logger.Warn("no netlink subscription: looking every route up every second", "err", err)
+		}
+	}
+	subscribe()
+	defer func() { close(sub) }()
+
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	// soon debounces a round after route or link events: a link going
+	// down removes its routes one event at a time.
+	soon := time.NewTimer(time.Hour)
+	soon.Stop()
+	pending := false
+	var resub <-chan time.Time
+	for again := true; ; {
+		if again {
+			d.resolveRound()
+			d.reapServices()
+		}
+		again = true
 		select {
 		case <-ctx.Done():
-			return
-		case <-t.C:
+			return nil
+		case <-tick.C:
 		case <-d.applied:
-			// Give the kernel a moment to answer the probes just sent.
-			time.Sleep(20 * time.Millisecond)
+		case <-soon.C:
+			pending = false
+		case <-resub:
+			resub = nil
+			close(sub)
+			subscribe()
+		case <-d.nudge:
+			d.resMu.Lock()
+			d.res.want(d.wanted())
+			d.resMu.Unlock()
+			again = false
+		case ev := <-events:
+			// Take what else is queued too, and publish one table: a
+			// flap of many neighbours is one copy of the table, not one
+			// per event.
+			var changes []fwdChange
+			round := false
+			d.resMu.Lock()
+			for n := 0; ; n++ {
+				if ev.kind == evLink && ev.gone && ev.link == d.ifindex {
+					d.resMu.Unlock()
+					err := fmt.Errorf("serve %s: %w (XDP and its sockets went with it)", d.opts.Interface, ErrInterfaceGone)
+					d.opts.Logger.Error("cannot go on", "err", err)
+					return err
+				}
+				c, r := d.res.event(ev, *d.fwd.Load())
+				changes, round = append(changes, c...), round || r
+				if ev.kind == evLost && resub == nil {
+					resub = time.After(time.Second)
+				}
+				if n == 1023 || len(events) == 0 {
+					break
+				}
+				ev = <-events
+			}
+			d.res.latest(changes)
+			d.resStats.Store(ptr(d.res.snapshot()))
+			d.resMu.Unlock()
+			d.publishFwd(changes)
+			if round && !pending {
+				pending = true
+				soon.Reset(20 * time.Millisecond)
+			}
+			again = false
 		}
 	}
 }
 
+// wanted takes the destinations workers hold frames for, clearing their
+// bits, and returns their addresses.
+func (d *Dataplane) wanted() []netip.Addr {
+	fwd := *d.fwd.Load()
+	var addrs []netip.Addr
+	for i := range d.want {
+		w := d.want[i].Swap(0)
+		for w != 0 {
+			b := bits.TrailingZeros64(w)
+			w &^= 1 << b
+			if id := i*64 + b; id < len(fwd) && fwd[id].addr.IsValid() {
+				addrs = append(addrs, fwd[id].addr)
+			}
+		}
+	}
+	return addrs
+}
+
 // Close detaches the XDP program and releases every socket and map.
 func (d *Dataplane) Close() error {
+	first, err := d.closeLocked()
+	if first && d.kern != nil {
+		// Not under mu: the resolver takes resMu, then mu.
+		d.resMu.Lock()
+		d.kern.close()
+		d.resMu.Unlock()
+	}
+	return err
+}
+
+func (d *Dataplane) closeLocked() (bool, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
-		return nil
+		return false, nil
 	}
 	d.closed = true
 	var errs []error
@@ -277,5 +409,5 @@ func (d *Dataplane) Close() error {
 			errs = append(errs, fmt.Errorf("close bpf objects: %w", err))
 		}
 	}
-	return errors.Join(errs...)
+	return true, errors.Join(errs...)
 }

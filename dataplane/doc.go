@@ -67,15 +67,53 @@
 // IPVS) while its established connections keep flowing to their real
 // servers; it leaves the map when its last connection has expired.
 // Adding it again takes it back with its ID and its destinations, so
-// -C; -R of the same rules changes nothing for live traffic. A resolver reads next-hop MACs
-// from the kernel's neighbour table every second and after each Apply,
-// and makes the kernel resolve missing ones; a worker never waits for ARP
-// and drops (and counts) frames for a destination still unresolved.
+// -C; -R of the same rules changes nothing for live traffic.
+// Apply counts the free
+// destination IDs before it changes anything ("too many destinations
+// (limit N)").
+//
+// # Next hops
+//
+// A resolver (neigh.go) keeps each destination's next-hop MAC: its own
+// on-link, else its gateway's, from the kernel's route and neighbour
+// tables. It never holds the control plane's lock while it asks the
+// kernel: it takes a snapshot of the destinations (only when they
+// changed), works off the lock, and publishes only the forwarding entries
+// that changed. A netlink subscription tells it of neighbour, route and
+// link changes as they happen; each second it also dumps the neighbour
+// table once, to catch what an event missed. Route lookups are cached and
+// redone only for the addresses a route change covers. Missing
+// neighbours are probed (an empty UDP datagram, so the kernel runs
+// ARP/ND) with a backoff from 1 to 30 s. An unroutable or unresolved
+// destination is a normal state: logged once when it goes and once when
+// it comes back, listed in Stats().Neighbours with the reason; the others
+// keep being served. The kernel glue sits behind netKernel, with an
+// in-memory fake for the tests.
+//
+// A worker never waits for ARP. It holds up to 4 frames per unresolved
+// destination (64 per worker) in their UMEM frames, as the kernel's
+// unres_qlen does, nudges the resolver to probe that destination at once,
+// and sends them at the first batch edge after the MAC is published;
+// frames held over a second, or with no room to hold them, are dropped
+// and counted (hold_expired, hold_full, no_neighbour).
+//
+// # Faults
+//
+// A link going down leaves the XDP program and the AF_XDP sockets in
+// place (measured on veth); transmission fails with ENETDOWN meanwhile
+// (counted as link_down, the frames wait on the TX ring), the resolver
+// sees the routes go and come back, and forwarding resumes by itself.
+// When the interface is removed, XDP and the sockets go with it: Run
+// returns ErrInterfaceGone and the daemon exits cleanly, saying so.
 //
 // # Limits
 //
-// Only direct routing (-g) forwards so far; NAT, TUN and FULLNAT are
-// refused by Apply with ErrNotSupported. Firewall-mark services cannot be
+// Forwarding methods are bound per connection and dispatched once, on
+// (method, direction), by modes.Xmit (see the modes package). NAT and
+// FULLNAT need one RX queue (replies would reach other workers) and one
+// interface: a two-armed director (--iface A --iface B) is not built yet.
+// Replies go back to the MAC the connection's first frame came from.
+// Firewall-mark services cannot be
 // seen by XDP. On veth, AF_XDP runs in copy mode (zero-copy is tried
 // first and falls back).
 package dataplane

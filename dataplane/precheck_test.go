@@ -14,11 +14,11 @@ import (
 // memory).
 func TestMemoryNeeded(t *testing.T) {
 	got := MemoryNeeded(1e8, 1, DefaultSocketOptions())
-	// 120-byte entries, 2^28 8-byte index slots, 16 MiB of UMEM.
-	if want := uint64(1e8*120 + (1<<28)*8 + 16<<20); got != want {
+	// 128-byte entries, 2^28 8-byte index slots, 16 MiB of UMEM.
+	if want := uint64(1e8*128 + (1<<28)*8 + 16<<20); got != want {
 		t.Errorf("MemoryNeeded(1e8, 1) = %d, want %d", got, want)
 	}
-	if got := MemoryNeeded(1e6, 4, DefaultSocketOptions()); got != 4*(1e6*120+(1<<22)*8+16<<20) {
+	if got := MemoryNeeded(1e6, 4, DefaultSocketOptions()); got != 4*(1e6*128+(1<<22)*8+16<<20) {
 		t.Errorf("MemoryNeeded(1e6, 4) = %d", got)
 	}
 	e := &MemoryError{Capacity: 1e8, Queues: 1, Need: 15.6e9, Avail: 9.8e9, Source: "MemAvailable"}

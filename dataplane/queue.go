@@ -51,6 +51,8 @@ type queue struct {
 	backlog []unix.XDPDesc
 	badDesc uint64 // descriptors pointing outside UMEM
 	kickErr uint64 // failed sendto(2) calls
+	netDown uint64 // sendto(2) calls refused because the interface is down
+	down    bool   // the last kick was refused so
 }
 
 // newQueue sets up the free stack with every frame of the UMEM.
@@ -141,7 +143,13 @@ func (q *queue) transmit(descs []unix.XDPDesc) {
 			q.tx.producerSubmit(n)
 			q.backlog = q.backlog[:copy(q.backlog, q.backlog[n:])]
 		}
-		if err := q.sys.kick(); err != nil {
+		err := q.sys.kick()
+		q.down = err == errNetDown
+		if q.down {
+			// Retrying now is pointless: the frames wait on the ring.
+			q.netDown++
+			return
+		} else if err != nil {
 			q.kickErr++
 		}
 		if len(q.backlog) == 0 || try == txRetries {

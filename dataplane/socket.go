@@ -184,15 +184,22 @@ func mapDescRing(s *socket, pgoff int64, off unix.XDPRingOffset, n uint32) (ring
 	return r, unsafe.Slice((*unix.XDPDesc)(p), n), nil
 }
 
+// errNetDown is kick's error when the interface is down.
+var errNetDown = unix.ENETDOWN
+
 // kick asks the kernel to transmit what the TX ring holds. In copy mode
 // the frames are sent from this syscall.
 func (s *socket) kick() error {
 	_, _, errno := unix.Syscall6(unix.SYS_SENDTO, uintptr(s.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
 	switch errno {
-	case 0, unix.EAGAIN, unix.EBUSY, unix.ENOBUFS, unix.ENETDOWN:
+	case 0, unix.EAGAIN, unix.EBUSY, unix.ENOBUFS:
 		// The kernel is busy or has no buffers right now: the frames stay
 		// on the TX ring and the next kick sends them.
 		return nil
+	case unix.ENETDOWN:
+		// The interface is down: the kernel took nothing from the TX
+		// ring. The frames go once it is up again; the queue counts it.
+		return errNetDown
 	}
 	return errno
 }

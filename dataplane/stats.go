@@ -24,6 +24,9 @@ type Stats struct {
 	// over queues: frames dropped because the RX ring was full or no
 	// fill-ring frame was there, and invalid descriptors.
 	Sockets unix.XDPStatistics
+	// Neighbours describe next-hop resolution, with the destinations
+	// that cannot be forwarded to and why.
+	Neighbours NeighbourStats
 }
 
 // All yields every worker counter with its name.
@@ -42,6 +45,9 @@ func (d *Dataplane) Stats() Stats {
 	var s Stats
 	for _, w := range d.workers {
 		w.stats.snapshot(&s.Workers)
+	}
+	if n := d.resStats.Load(); n != nil {
+		s.Neighbours = *n
 	}
 	if d.objs != nil {
 		if c, err := d.objs.Counters(); err == nil {

@@ -89,6 +89,11 @@ type worker struct {
 	hits  [maxBatch]conntrack.Hit
 	kidx  [maxBatch]int8 // index into keys, or -1 for a frame not parsed
 	views [maxBatch]modes.Frame
+
+	held holdQueue // frames waiting for their destination's MAC
+	// holdView and holdMeta are xmitHeld's scratch space.
+	holdView modes.Frame
+	holdMeta packet.Meta
 }
 
 func newWorker(d *Dataplane, queue, queues int) (*worker, error) {
@@ -155,9 +160,9 @@ func (w *worker) run(ctx context.Context) {
 			continue
 		}
 		w.idle(now)
-		wait := idleWaitMs
+		wait := w.waitMs()
 		if w.ct.Dumping() {
-			wait = dumpWaitMs
+			wait = min(wait, dumpWaitMs)
 		}
 		w.q.sys.wait(wait)
 	}
@@ -187,10 +192,16 @@ func (w *worker) poll(now int64) int {
 	q := w.q
 	q.reap()
 	q.refill()
+	if w.held.n > 0 {
+		w.flushHeld(*w.dp.fwd.Load(), now)
+	}
 	if len(q.backlog) > backlogHigh {
 		// The kernel drains TX too slowly: flush before taking more.
 		q.transmit(nil)
 		w.publish()
+		if q.down {
+			return 0 // the link is down: sleep rather than spin on the backlog
+		}
 		return len(q.backlog)
 	}
 	n := q.rx.consumerPeek(maxBatch)
@@ -198,6 +209,9 @@ func (w *worker) poll(now int64) int {
 		if len(q.backlog) > 0 {
 			q.transmit(nil)
 			w.publish()
+		}
+		if q.down {
+			return 0 // the link is down: sleep rather than spin on the backlog
 		}
 		return len(q.backlog)
 	}
@@ -243,8 +257,13 @@ func (w *worker) poll(now int64) int {
 				continue
 			}
 		}
+		if w.held.id != 0 {
+			w.hold(d, now)
+			continue
+		}
 		q.release(d.Addr)
 	}
+	w.nudgeResolver()
 	q.rx.consumerRelease(n)
 	w.stats.local[RxFrames] += uint64(n)
 	q.transmit(q.batch[:ntx])
@@ -259,6 +278,7 @@ func (w *worker) publish() {
 	w.stats.local[TxBacklog] = uint64(len(w.q.backlog))
 	w.stats.local[BadDesc] = w.q.badDesc
 	w.stats.local[KickErrors] = w.q.kickErr
+	w.stats.local[LinkDown] = w.q.netDown
 	w.stats.publish()
 	w.ds.publish()
 	for i, idx := range w.laddrIdx {
@@ -393,8 +413,13 @@ func (w *worker) xmit(f *modes.Frame, m *packet.Meta, e *conntrack.Entry, id uin
 		p.DstMAC = e.Hop()
 		p.Client, p.ClientPort, p.VIP, p.VPort = k.Src, k.SrcPort, k.Dst, k.DstPort
 	} else {
-		if int(id) >= len(fwd) || !fwd[id].macOK {
+		if int(id) >= len(fwd) {
 			w.stats.local[NoNeighbour]++
+			return false
+		}
+		if !fwd[id].macOK {
+			// Ask poll to hold it until the resolver has the MAC.
+			w.held.id, w.held.ipLen = id, m.IPLen
 			return false
 		}
 		fd := &fwd[id]

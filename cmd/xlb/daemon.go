@@ -111,7 +111,7 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("apply rules: %w", err)
 	}
 	if n := dp.WaitResolved(2 * time.Second); n > 0 {
-		log.Warn("real servers without a resolved MAC: their frames are dropped until the kernel resolves them", "count", n)
+		log.Warn("real servers without a resolved MAC: their frames are held, then dropped, until they resolve (see xlb --xlb-stats)", "count", n)
 	}
 	srv := &server{dp: dp, cfg: cfg, gid: gid, log: log}
 
@@ -211,4 +211,20 @@ func writeStats(w io.Writer, dp controlPlane) {
 	k := st.Sockets
 	fmt.Fprintf(w, "af_xdp sockets:\n  rx_dropped %d, rx_ring_full %d, fill_ring_empty %d, rx_invalid %d, tx_invalid %d\n",
 		k.Rx_dropped, k.Rx_ring_full, k.Rx_fill_ring_empty_descs, k.Rx_invalid_descs, k.Tx_invalid_descs)
+	writeNeighbours(w, &st.Neighbours)
+}
+
+// writeNeighbours prints the resolver's figures and the destinations
+// frames cannot be sent to, with the reason.
+func writeNeighbours(w io.Writer, n *dataplane.NeighbourStats) {
+	fmt.Fprintf(w, "neighbours:\n  destinations %d, unresolved %d, mac_changes %d, link_downs %d\n",
+		n.Destinations, n.Unresolved, n.MACChanges, n.LinkDowns)
+	fmt.Fprintf(w, "  rounds %d, dumps %d, route_lookups %d, probes %d, events %d, resyncs %d, errors %d\n",
+		n.Rounds, n.Dumps, n.RouteLookups, n.Probes, n.Events, n.Resyncs, n.Errors)
+	for _, u := range n.List {
+		fmt.Fprintf(w, "  unresolved %v: %s\n", u.Addr, u.Reason)
+	}
+	if more := n.Unresolved - len(n.List); more > 0 {
+		fmt.Fprintf(w, "  unresolved: %d more\n", more)
+	}
 }

@@ -8,8 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -145,42 +143,3 @@ func requireTraffic(t *testing.T, env *testenv.Env, logs func() string) {
 	}
 }
 
-// background sends TCP requests through the VIP, one at a time, until
-// stop is called, and counts them.
-type background struct {
-	ok, failed atomic.Int64
-	stop       chan struct{}
-	wg         sync.WaitGroup
-}
-
-func startBackground(env *testenv.Env) *background {
-	b := &background{stop: make(chan struct{})}
-	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
-		c := env.Client.HTTPClient(false, 2*time.Second)
-		url := fmt.Sprintf("http://%v/", testenv.VIP)
-		for i := 0; i < 100000; i++ {
-			select {
-			case <-b.stop:
-				return
-			default:
-			}
-			if _, err := testenv.Get(c, url); err != nil {
-				b.failed.Add(1)
-			} else {
-				b.ok.Add(1)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}()
-	return b
-}
-
-// end stops the traffic and returns how many requests succeeded and
-// failed.
-func (b *background) end() (ok, failed int64) {
-	close(b.stop)
-	b.wg.Wait()
-	return b.ok.Load(), b.failed.Load()
-}

@@ -269,7 +269,9 @@ var fwdSwitches = map[ipvs.Fwd]string{
 func printService(w io.Writer, s *ipvs.Service, stats Stats, f format) {
 	name := serviceName(s, f)
 	var sc Counters
-	if stats != nil && !f.rule {
+	if stats != nil && (f.Stats || f.Rate) {
+		// Only these listings print the service's sums; summing 50,000
+		// destinations for a plain -L costs as much as listing them.
 		sc = stats.Service(s.Key)
 	}
 	flags := schedFlagsText(s)
