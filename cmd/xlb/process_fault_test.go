@@ -394,7 +394,7 @@ func TestStartPreconditions(t *testing.T) {
 	// Under RLIMIT_AS the limit, not the host's memory, is what counts.
 	out, err := env.Director.Run(context.Background(), 10*time.Second, "prlimit", "--as=3000000000", "--",
 		xlbBin, "run", "--iface", "eth0", "--rules", rules, "--socket", sock, "--conns", "20000000")
-	if err == nil || !strings.Contains(out, "--conns 20000000: needs 3.0 GB for 1 queue") || !strings.Contains(out, "(RLIMIT_AS)") {
+	if err == nil || !strings.Contains(out, "--conns 20000000: needs 3.1 GB for 1 queue") || !strings.Contains(out, "(RLIMIT_AS)") {
 		t.Errorf("--conns 2e7 under a 3 GB RLIMIT_AS: %v\n%s", err, out)
 	}
 	if xdpAttached(t, env) {

@@ -1,0 +1,165 @@
+//go:build linux
+
+package main
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xlbproject/xlb/testenv"
+)
+
+// modeCase is one forwarding method end to end: how the real servers are
+// set up, the ipvsadm option that selects the method, and the name
+// ipvsadm -L -n lists it by.
+type modeCase struct {
+	name  string
+	reals testenv.RealKind
+	opt   string // -g, -m, -i, --fullnat
+	list  string // Route, Masq, Tunnel, FullNat
+}
+
+var modeCases = []modeCase{
+	{"dr", testenv.RealDR, "-g", "Route"},
+	{"nat", testenv.RealNAT, "-m", "Masq"},
+	{"tun", testenv.RealTUN, "-i", "Tunnel"},
+	{"fullnat", testenv.RealFullNAT, "--fullnat", "FullNat"},
+}
+
+// modeRules is an rr TCP service on vip:vport and a UDP one on vip:53,
+// over every real server's port 80 and 53, forwarded by c's method, with
+// the topology's local address for FULLNAT.
+func modeRules(env *testenv.Env, c modeCase, v6 bool, vport uint16) string {
+	vip, laddr := env.VIP, env.LAddr
+	if v6 {
+		vip, laddr = env.VIP6, env.LAddr6
+	}
+	ap := func(a netip.Addr, p uint16) string { return netip.AddrPortFrom(a, p).String() }
+	var b strings.Builder
+	fmt.Fprintf(&b, "-A -t %s -s rr\n-A -u %s -s rr\n", ap(vip, vport), ap(vip, 53))
+	if c.reals == testenv.RealFullNAT {
+		fmt.Fprintf(&b, "-P -t %s -z %v\n-P -u %s -z %v\n", ap(vip, vport), laddr, ap(vip, 53), laddr)
+	}
+	for _, rs := range env.Reals {
+		a := rs.Addr
+		if v6 {
+			a = rs.Addr6
+		}
+		fmt.Fprintf(&b, "-a -t %s -r %s %s -w 1\n", ap(vip, vport), ap(a, 80), c.opt)
+		fmt.Fprintf(&b, "-a -u %s -r %s %s -w 1\n", ap(vip, 53), ap(a, 53), c.opt)
+	}
+	return b.String()
+}
+
+// Every forwarding method, IPv4 and IPv6, through the real daemon: 300
+// new TCP connections (HTTP) and 300 UDP flows all succeed and rr spreads
+// them evenly; 16 MiB over one TCP connection arrive intact both ways;
+// -L -n names the method and -L -c lists the connections. NAT maps the
+// service port 8080 to the real servers' 80.
+func TestForwardingMethods(t *testing.T) {
+	testenv.RequireRoot(t)
+	for _, c := range modeCases {
+		for _, v6 := range []bool{false, true} {
+			name := c.name + "/ipv4"
+			if v6 {
+				name = c.name + "/ipv6"
+			}
+			t.Run(name, func(t *testing.T) {
+				opts := testenv.DefaultOptions()
+				opts.Reals, opts.IPv6, opts.XLB = c.reals, v6, xlbBin
+				env := testenv.New(t, opts)
+				vport := uint16(80)
+				if c.reals == testenv.RealNAT {
+					vport = 8080 // port mapping: VIP:8080 → RIP:80
+				}
+				d := startXLB(t, env, modeRules(env, c, v6, vport))
+				vip := env.VIP
+				if v6 {
+					vip = env.VIP6
+				}
+				url := "http://" + netip.AddrPortFrom(vip, vport).String() + "/"
+				fresh := env.Client.HTTPClient(false, 5*time.Second)
+				tcp, udp := map[string]int{}, map[string]int{}
+				for i := 0; i < 300; i++ {
+					name, err := testenv.Get(fresh, url)
+					if err != nil {
+						t.Fatalf("HTTP request %d to %s: %v\nxlb:\n%s\n%s", i, url, err, d.Output.String(), stats(d))
+					}
+					tcp[name]++
+				}
+				for i := 0; i < 300; i++ {
+					name, err := env.Client.QueryUDP(netip.AddrPortFrom(vip, 53), 3*time.Second)
+					if err != nil {
+						t.Fatalf("UDP query %d: %v\n%s", i, err, stats(d))
+					}
+					udp[name]++
+				}
+				for _, rs := range env.Reals {
+					if tcp[rs.Name] != 100 || udp[rs.Name] != 100 {
+						t.Errorf("TCP %v, UDP %v per real server; want 100 each", tcp, udp)
+						break
+					}
+				}
+				// The transfer sink listens on port 9000 of every real
+				// server: a service of its own.
+				tport := uint16(9000)
+				if err := addTransferService(d, env, c, v6, vip, tport); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := env.Client.Transfer(netip.AddrPortFrom(vip, tport), testenv.BulkBytes, testenv.BulkBytes, 60*time.Second); err != nil {
+					t.Errorf("16 MiB each way through %v:%d: %v\n%s", vip, tport, err, stats(d))
+				}
+				list, err := d.ctl("-L", "-n")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if strings.Count(list, " "+c.list+" ") < 2*len(env.Reals) {
+					t.Errorf("-L -n does not list every real server as %s:\n%s", c.list, list)
+				}
+				conns, err := d.ctl("-L", "-n", "-c")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if n := strings.Count(conns, "\n"); n < 600 {
+					t.Errorf("-L -n -c lists %d lines, want 600+:\n%.500s", n, conns)
+				}
+			})
+		}
+	}
+}
+
+// addTransferService adds vip:port over every real server's port 9000.
+func addTransferService(d *xlbProc, env *testenv.Env, c modeCase, v6 bool, vip netip.Addr, port uint16) error {
+	svc := netip.AddrPortFrom(vip, port).String()
+	if _, err := d.ctl("-A", "-t", svc, "-s", "rr"); err != nil {
+		return err
+	}
+	if c.reals == testenv.RealFullNAT {
+		la := env.LAddr
+		if v6 {
+			la = env.LAddr6
+		}
+		if _, err := d.ctl("-P", "-t", svc, "-z", la.String()); err != nil {
+			return err
+		}
+	}
+	for _, rs := range env.Reals {
+		a := rs.Addr
+		if v6 {
+			a = rs.Addr6
+		}
+		if _, err := d.ctl("-a", "-t", svc, "-r", netip.AddrPortFrom(a, 9000).String(), c.opt); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// stats is the daemon's counters, for failure messages.
+func stats(d *xlbProc) string {
+	out, _ := d.ctl("--xlb-stats")
+	return out
+}
