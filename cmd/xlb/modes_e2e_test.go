@@ -163,3 +163,48 @@ func stats(d *xlbProc) string {
 	out, _ := d.ctl("--xlb-stats")
 	return out
 }
+
+// A client on the same host as the director leaves its TCP and UDP
+// checksums to the NIC (CHECKSUM_PARTIAL: tx offload on, which testenv
+// otherwise turns off). Forwarded as they are, the real server would drop
+// them; xlb completes them first, in every method, and counts it.
+func TestChecksumLeftToTheNIC(t *testing.T) {
+	testenv.RequireRoot(t)
+	for _, c := range []modeCase{modeCases[0], modeCases[1]} { // DR and NAT
+		t.Run(c.name, func(t *testing.T) {
+			opts := testenv.DefaultOptions()
+			opts.Reals = c.reals
+			env := testenv.New(t, opts)
+			d := startXLB(t, env, modeRules(env, c, false, 80))
+			if err := env.Client.Ethtool("-K", "eth0", "tx", "on"); err != nil {
+				t.Fatal(err)
+			}
+			url := "http://" + netip.AddrPortFrom(env.VIP, 80).String() + "/"
+			fresh := env.Client.HTTPClient(false, 5*time.Second)
+			for i := 0; i < 30; i++ {
+				if _, err := testenv.Get(fresh, url); err != nil {
+					t.Fatalf("HTTP request %d with tx offload on: %v\n%s", i, err, stats(d))
+				}
+				if _, err := env.Client.QueryUDP(netip.AddrPortFrom(env.VIP, 53), 3*time.Second); err != nil {
+					t.Fatalf("UDP query %d with tx offload on: %v\n%s", i, err, stats(d))
+				}
+			}
+			if n := counter(stats(d), "csum_completed"); n < 60 {
+				t.Errorf("csum_completed = %d, want ≥ 60 (every SYN and UDP query at least):\n%s", n, stats(d))
+			}
+		})
+	}
+}
+
+// counter reads one worker counter from `xlb --xlb-stats` output.
+func counter(out, name string) int {
+	for _, l := range strings.Split(out, "\n") {
+		f := strings.Fields(l)
+		if len(f) == 2 && f[0] == name {
+			var n int
+			fmt.Sscan(f[1], &n)
+			return n
+		}
+	}
+	return 0
+}
