@@ -1,10 +1,12 @@
 //go:build linux
 
-// Command demo shows xlb balancing real TCP and UDP traffic in direct
-// routing mode on a namespace topology: a client, a director running
-// `xlb run`, and three real servers. It prints where the connections went,
-// the ipvsadm listing and xlb's counters, tears everything down, and
-// exits 0 only if every request succeeded.
+// Command demo shows xlb balancing real TCP and UDP traffic in each of
+// IPVS's forwarding methods on namespace topologies: a client, a director
+// running `xlb run`, and three real servers set up for direct routing,
+// NAT, tunneling (decapsulated by `xlb decap`) and full NAT in turn. For
+// each it prints where the connections went and the ipvsadm listing, then
+// a table of all four, tears everything down, and exits 0 only if every
+// request succeeded.
 package main
 
 import (
@@ -16,7 +18,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -27,8 +28,8 @@ import (
 
 func main() {
 	xlb := flag.String("xlb", "bin/xlb", "path to the xlb binary")
-	reqs := flag.Int("requests", 300, "HTTP requests, each on a new connection")
-	queries := flag.Int("queries", 300, "UDP queries, each from a new socket")
+	reqs := flag.Int("requests", 300, "HTTP requests per method, each on a new connection")
+	queries := flag.Int("queries", 300, "UDP queries per method, each from a new socket")
 	sched := flag.String("s", "rr", "scheduler")
 	flag.Parse()
 	if err := demo(*xlb, *sched, *reqs, *queries); err != nil {
@@ -37,114 +38,166 @@ func main() {
 	}
 }
 
+// method is one forwarding method of the demo.
+type method struct {
+	name  string
+	reals testenv.RealKind
+	opt   string // ipvsadm's option for it
+}
+
+var methods = []method{
+	{"DR", testenv.RealDR, "-g"},
+	{"NAT", testenv.RealNAT, "-m"},
+	{"TUN", testenv.RealTUN, "-i"},
+	{"FULLNAT", testenv.RealFullNAT, "--fullnat"},
+}
+
+// result is where one method's connections went.
+type result struct {
+	tcp, udp       map[string]int
+	tcpErr, udpErr int
+}
+
 func demo(xlb, sched string, reqs, queries int) (err error) {
 	start := time.Now()
 	xlb, err = filepath.Abs(xlb)
 	if err != nil {
 		return err
 	}
-	fmt.Println("== topology: client, director, 3 real servers (namespaces xlbdemo-*)")
-	env, err := testenv.Setup(testenv.Options{Name: "xlbdemo", RealServers: 3, Servers: true})
+	var results []result
+	for _, m := range methods {
+		r, err := runMethod(xlb, sched, m, reqs, queries)
+		if err != nil {
+			return fmt.Errorf("%s: %w", m.name, err)
+		}
+		results = append(results, r)
+	}
+	fmt.Printf("== where the connections went (%d HTTP GETs on new connections, %d UDP queries from new sockets, per method)\n", reqs, queries)
+	fmt.Printf("%-8s", "method")
+	for i := 1; i <= 3; i++ {
+		fmt.Printf(" %13s", fmt.Sprintf("rs%d TCP/UDP", i))
+	}
+	fmt.Printf(" %13s\n", "failed")
+	failed := 0
+	for i, r := range results {
+		fmt.Printf("%-8s", methods[i].name)
+		for j := 1; j <= 3; j++ {
+			n := fmt.Sprintf("rs%d", j)
+			fmt.Printf(" %13s", fmt.Sprintf("%d/%d", r.tcp[n], r.udp[n]))
+		}
+		fmt.Printf(" %13s\n", fmt.Sprintf("%d/%d", r.tcpErr, r.udpErr))
+		failed += r.tcpErr + r.udpErr
+	}
+	fmt.Printf("== done in %v\n", time.Since(start).Round(time.Millisecond))
+	if failed > 0 {
+		return fmt.Errorf("%d requests failed", failed)
+	}
+	return nil
+}
+
+// runMethod builds a topology for m, runs xlb on it with an rr service
+// per protocol, sends the traffic and tears it down.
+func runMethod(xlb, sched string, m method, reqs, queries int) (res result, err error) {
+	fmt.Printf("== %s: client, director, 3 real servers set up for %s (namespaces xlbdemo-*)\n", m.name, m.reals)
+	env, err := testenv.Setup(testenv.Options{Name: "xlbdemo", RealServers: 3, Servers: true, Reals: m.reals, XLB: xlb,
+		HTTPPort: 80, UDPPort: 53})
 	if err != nil {
-		return err
+		return res, err
 	}
 	defer func() {
 		if cerr := env.Close(); cerr != nil && err == nil {
 			err = cerr
 		}
-		fmt.Println("== torn down: every namespace removed")
 	}()
 	// Tear down on ^C too.
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	go func() { <-sigs; env.Close(); os.Exit(130) }()
+	defer signal.Stop(sigs)
+	go func() {
+		if _, ok := <-sigs; ok {
+			env.Close()
+			os.Exit(130)
+		}
+	}()
 
 	dir, err := os.MkdirTemp("", "xlbdemo")
 	if err != nil {
-		return err
+		return res, err
 	}
 	defer os.RemoveAll(dir)
 	var rules strings.Builder
-	vip := testenv.VIP
-	fmt.Fprintf(&rules, "-A -t %v:80 -s %s\n", vip, sched)
-	for i := range env.Reals {
-		fmt.Fprintf(&rules, "-a -t %v:80 -r %v:80 -g -w 1\n", vip, testenv.RealAddr(i))
-	}
-	fmt.Fprintf(&rules, "-A -u %v:53 -s %s\n", vip, sched)
-	for i := range env.Reals {
-		fmt.Fprintf(&rules, "-a -u %v:53 -r %v:53 -g -w 1\n", vip, testenv.RealAddr(i))
+	vip := env.VIP
+	for _, svc := range []struct {
+		flag string
+		port uint16
+	}{{"-t", 80}, {"-u", 53}} {
+		fmt.Fprintf(&rules, "-A %s %v:%d -s %s\n", svc.flag, vip, svc.port, sched)
+		if m.reals == testenv.RealFullNAT {
+			fmt.Fprintf(&rules, "-P %s %v:%d -z %v\n", svc.flag, vip, svc.port, env.LAddr)
+		}
+		for _, rs := range env.Reals {
+			fmt.Fprintf(&rules, "-a %s %v:%d -r %v:%d %s -w 1\n", svc.flag, vip, svc.port, rs.Addr, svc.port, m.opt)
+		}
 	}
 	rulesFile := filepath.Join(dir, "rules")
 	if err := os.WriteFile(rulesFile, []byte(rules.String()), 0o644); err != nil {
-		return err
+		return res, err
 	}
 	fmt.Printf("== rules (ipvsadm save format)\n%s", rules.String())
 
 	sock := filepath.Join(dir, "xlb.sock")
 	xp, err := env.Director.Start(xlb, "run", "--iface", "eth0", "--rules", rulesFile, "--socket", sock, "--conns", "65536")
 	if err != nil {
-		return fmt.Errorf("start xlb: %w", err)
+		return res, fmt.Errorf("start xlb: %w", err)
 	}
 	stop := func() error { return xp.Stop(syscall.SIGTERM, 10*time.Second) }
 	defer stop()
 	if err := waitReady(xlb, sock, 10*time.Second); err != nil {
 		stop()
-		return fmt.Errorf("%w\n%s", err, xp.Output.String())
+		return res, fmt.Errorf("%w\n%s", err, xp.Output.String())
 	}
 	fmt.Printf("== xlb running on the director: %s", firstLine(xp.Output.String(), "xdp attached"))
 
 	t0 := time.Now()
-	tcp, tcpErr := httpRequests(env, reqs)
+	res.tcp, res.tcpErr = httpRequests(env, reqs)
 	tcpTime := time.Since(t0)
 	t0 = time.Now()
-	udp, udpErr := udpQueries(env, queries)
-	udpTime := time.Since(t0)
-
-	fmt.Printf("== %d HTTP GETs on new connections (%v) and %d UDP queries from new sockets (%v) to %v\n",
-		reqs, tcpTime.Round(time.Millisecond), queries, udpTime.Round(time.Millisecond), vip)
-	fmt.Printf("%-12s %10s %10s\n", "real server", "TCP conns", "UDP flows")
-	names := map[string]bool{}
-	for n := range tcp {
-		names[n] = true
+	res.udp, res.udpErr = udpQueries(env, queries)
+	fmt.Printf("== %d HTTP GETs (%v) and %d UDP queries (%v) to %v: %d and %d failed\n", reqs, tcpTime.Round(time.Millisecond),
+		queries, time.Since(t0).Round(time.Millisecond), vip, res.tcpErr, res.udpErr)
+	if m.reals == testenv.RealDR {
+		ping := env.Client.Command("ping", "-c1", "-W2", testenv.DirectorAddr.String())
+		fmt.Printf("== director still answers ping while xlb runs: %v\n", ping.Run() == nil)
 	}
-	for n := range udp {
-		names[n] = true
-	}
-	var sorted []string
-	for n := range names {
-		sorted = append(sorted, n)
-	}
-	sort.Strings(sorted)
-	for _, n := range sorted {
-		fmt.Printf("%-12s %10d %10d\n", n, tcp[n], udp[n])
-	}
-	fmt.Printf("%-12s %10d %10d\n", "failed", tcpErr, udpErr)
-
-	ping := env.Client.Command("ping", "-c1", "-W2", testenv.DirectorAddr.String())
-	pingErr := ping.Run()
-	fmt.Printf("== director still answers ping while xlb runs: %v\n", pingErr == nil)
-
 	fmt.Println("== xlb -L -n")
 	list, _ := exec.Command(xlb, "--socket", sock, "-L", "-n").CombinedOutput()
 	os.Stdout.Write(list)
-	fmt.Println("== xlb -L -n --stats")
-	list, _ = exec.Command(xlb, "--socket", sock, "-L", "-n", "--stats").CombinedOutput()
-	os.Stdout.Write(list)
-
+	if m.reals == testenv.RealFullNAT {
+		fmt.Println("== xlb -G (FULLNAT local addresses)")
+		list, _ = exec.Command(xlb, "--socket", sock, "-G").CombinedOutput()
+		os.Stdout.Write(list)
+	}
 	werr := stop()
-	fmt.Println("== xlb counters (printed by the daemon on SIGTERM)")
-	fmt.Print(xp.Stdout.String())
+	fmt.Printf("== xlb counters: %s\n", compactCounters(xp.Stdout.String()))
 	if werr != nil {
-		return fmt.Errorf("xlb exited: %v\n%s", werr, xp.Output.String())
+		return res, fmt.Errorf("xlb exited: %v\n%s", werr, xp.Output.String())
 	}
-	fmt.Printf("== done in %v\n", time.Since(start).Round(time.Millisecond))
-	switch {
-	case tcpErr > 0 || udpErr > 0:
-		return fmt.Errorf("%d HTTP requests and %d UDP queries failed", tcpErr, udpErr)
-	case pingErr != nil:
-		return fmt.Errorf("director did not answer ping: %v", pingErr)
+	return res, nil
+}
+
+// compactCounters keeps the worker counters that tell the story, on one
+// line.
+func compactCounters(out string) string {
+	keep := map[string]bool{"redirect": true, "redirect_reply": true, "rx_frames": true, "tx_frames": true,
+		"conn_new": true, "conn_hit": true, "reply_hit": true, "too_big_sent": true, "held": true}
+	var b strings.Builder
+	for _, l := range strings.Split(out, "\n") {
+		f := strings.Fields(l)
+		if len(f) == 2 && keep[f[0]] {
+			fmt.Fprintf(&b, "%s %s  ", f[0], f[1])
+		}
 	}
-	return nil
+	return strings.TrimSpace(b.String())
 }
 
 func waitReady(xlb, sock string, timeout time.Duration) error {
@@ -162,14 +215,14 @@ func waitReady(xlb, sock string, timeout time.Duration) error {
 // a time, and counts answers per real server.
 func httpRequests(env *testenv.Env, n int) (map[string]int, int) {
 	c := env.Client.HTTPClient(false, 5*time.Second)
-	url := fmt.Sprintf("http://%v/", testenv.VIP)
+	url := fmt.Sprintf("http://%v/", env.VIP)
 	return parallel(n, 4, func() (string, error) { return testenv.Get(c, url) })
 }
 
 // udpQueries sends n queries to the VIP, each from a new socket (a new
 // flow), and counts answers per real server.
 func udpQueries(env *testenv.Env, n int) (map[string]int, int) {
-	addr := netip.AddrPortFrom(testenv.VIP, 53)
+	addr := netip.AddrPortFrom(env.VIP, 53)
 	return parallel(n, 4, func() (string, error) { return env.Client.QueryUDP(addr, 3*time.Second) })
 }
 
