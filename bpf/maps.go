@@ -76,3 +76,16 @@ func (k ServiceKey) mapKey() (serviceKey, error) {
 	mk.Proto = k.Proto
 	return mk, nil
 }
+
+// synGuard mirrors struct syn_guard in xdp.c.
+type synGuard struct {
+	Level      uint32 // SYNLevel
+	Pad        uint32
+	IntervalNs uint64
+	BurstNs    uint64
+}
+
+// srcPrefix mirrors struct src_prefix in xdp.c.
+type srcPrefix struct {
+	Addr [16]byte
+}

@@ -27,6 +27,9 @@ func TestMirrors(t *testing.T) {
 		{"services", false, serviceValue{}},
 		{"reals", true, serviceKey{}},
 		{"reals", false, realValue(0)},
+		{"syn_guard", false, synGuard{}},
+		{"syn_sources", true, srcPrefix{}},
+		{"syn_sources", false, uint64(0)},
 	} {
 		ms := spec.Maps[tc.mapName]
 		if ms == nil {
@@ -66,6 +69,9 @@ func TestMirrors(t *testing.T) {
 	}
 	if got, want := spec.Maps["xsks"].MaxEntries, uint32(MaxQueues); got != want {
 		t.Errorf("xsks has %d entries (XLB_MAX_QUEUES), Go has MaxQueues = %d", got, want)
+	}
+	if got, want := spec.Maps["syn_guard"].MaxEntries, uint32(MaxQueues); got != want {
+		t.Errorf("syn_guard has %d entries (XLB_MAX_QUEUES), Go has MaxQueues = %d", got, want)
 	}
 	if got, want := unsafe.Sizeof(Counters{}), uintptr(NumReasons*8); got != want {
 		t.Errorf("sizeof(Counters) = %d, want %d", got, want)

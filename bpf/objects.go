@@ -129,6 +129,39 @@ func (o *Objects) DeleteSocket(queue int) error {
 	return nil
 }
 
+// SYNLevel is how the XDP program admits TCP SYNs (without ACK) to
+// services on a queue whose worker is under pressure. Other segments are
+// always steered: they belong to connections the worker must not lose.
+type SYNLevel uint32
+
+const (
+	SYNAdmit   SYNLevel = iota // every SYN goes to the worker
+	SYNLimit                   // SYNs beyond a rate per source prefix (IPv4 /24, IPv6 /64) are dropped: drop_syn_rate
+	SYNDropAll                 // every SYN is dropped: drop_syn_pressure
+)
+
+// SYNGuard sets the SYN admission of queue. Under SYNLimit each source
+// prefix may send rate SYNs per second on the queue, in bursts of up to
+// burst; rate and burst are ignored by the other levels but must still be
+// positive. One map update: call it when the level changes, not per frame.
+func (o *Objects) SYNGuard(queue int, level SYNLevel, rate, burst int) error {
+	if queue < 0 || queue >= MaxQueues {
+		return fmt.Errorf("set syn guard: invalid queue %d: must be 0-%d", queue, MaxQueues-1)
+	}
+	if level > SYNDropAll {
+		return fmt.Errorf("set syn guard: invalid level %d: must be 0-%d", level, SYNDropAll)
+	}
+	if rate <= 0 || rate > 1e9 || burst <= 0 || burst > 1e9 {
+		return fmt.Errorf("set syn guard: invalid rate %d/s burst %d: must be 1-1e9", rate, burst)
+	}
+	interval := uint64(1e9) / uint64(rate)
+	g := synGuard{Level: uint32(level), IntervalNs: interval, BurstNs: interval * uint64(burst)}
+	if err := o.objs.SynGuard.Update(uint32(queue), &g, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("set syn guard of queue %d: %w", queue, err)
+	}
+	return nil
+}
+
 // Counters returns the per-reason totals summed over all CPUs. The per-CPU
 // slots are read one after another, not atomically: a total may miss the
 // frames counted while it was read.

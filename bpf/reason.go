@@ -11,30 +11,34 @@ import (
 type Reason uint32
 
 const (
-	PassNotIP     Reason = iota // not ARP, IPv4 or IPv6 (after at most one VLAN tag)
-	PassARP                     // ARP
-	PassNotTCPUDP               // IP, but neither TCP nor UDP (ICMP, ...)
-	PassFragment                // IPv4 TCP/UDP fragment, first or not
-	PassIPv6Ext                 // IPv6 with an extension header
-	PassNoService               // TCP/UDP, neither to a service nor from a real
-	Malformed                   // truncated or inconsistent header, passed to the kernel
-	Redirect                    // to a service: redirected to the queue's AF_XDP socket
-	RedirectReply               // from a real server: redirected to the queue's AF_XDP socket
+	PassNotIP       Reason = iota // not ARP, IPv4 or IPv6 (after at most one VLAN tag)
+	PassARP                       // ARP
+	PassNotTCPUDP                 // IP, but neither TCP nor UDP (ICMP, ...)
+	PassFragment                  // IPv4 TCP/UDP fragment, first or not
+	PassIPv6Ext                   // IPv6 with an extension header
+	PassNoService                 // TCP/UDP, neither to a service nor from a real
+	Malformed                     // truncated or inconsistent header, passed to the kernel
+	Redirect                      // to a service: redirected to the queue's AF_XDP socket
+	RedirectReply                 // from a real server: redirected to the queue's AF_XDP socket
+	DropSYNRate                   // SYN to a service under pressure, its source prefix over its rate: dropped
+	DropSYNPressure               // SYN to a service under heavy pressure: dropped
 
 	// NumReasons is the number of reasons, XLB_REASON_MAX in xdp.c.
 	NumReasons = int(iota)
 )
 
 var reasonNames = [NumReasons]string{
-	PassNotIP:     "pass_not_ip",
-	PassARP:       "pass_arp",
-	PassNotTCPUDP: "pass_not_tcp_udp",
-	PassFragment:  "pass_fragment",
-	PassIPv6Ext:   "pass_ipv6_ext",
-	PassNoService: "pass_no_service",
-	Malformed:     "malformed",
-	Redirect:      "redirect",
-	RedirectReply: "redirect_reply",
+	PassNotIP:       "pass_not_ip",
+	PassARP:         "pass_arp",
+	PassNotTCPUDP:   "pass_not_tcp_udp",
+	PassFragment:    "pass_fragment",
+	PassIPv6Ext:     "pass_ipv6_ext",
+	PassNoService:   "pass_no_service",
+	Malformed:       "malformed",
+	Redirect:        "redirect",
+	RedirectReply:   "redirect_reply",
+	DropSYNRate:     "drop_syn_rate",
+	DropSYNPressure: "drop_syn_pressure",
 }
 
 // String returns the reason's counter name, e.g. "pass_no_service".

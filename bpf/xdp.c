@@ -62,6 +62,8 @@ enum xlb_reason {
 	XLB_REASON_MALFORMED,         // truncated or inconsistent header, passed
 	XLB_REASON_REDIRECT,          // to a service: redirected
 	XLB_REASON_REDIRECT_REPLY,    // from a real server: redirected
+	XLB_REASON_DROP_SYN_RATE,     // SYN to a service under pressure, its source prefix over its rate: dropped
+	XLB_REASON_DROP_SYN_PRESSURE, // SYN to a service under heavy pressure: dropped
 	XLB_REASON_MAX,
 };
 
@@ -94,6 +96,39 @@ struct {
 	__uint(max_entries, XLB_REASON_MAX);
 } counters SEC(".maps");
 
+// SYN admission under pressure, per RX queue. The worker of a queue writes
+// its entry when it finds itself overloaded and again when it recovers
+// (rarely: never per packet). Mirrored by synGuard in maps.go.
+struct syn_guard {
+	__u32 level;       // 0: admit every SYN; 1: limit per source prefix; 2: drop every SYN
+	__u32 pad;
+	__u64 interval_ns; // level 1: a prefix earns one SYN per interval_ns...
+	__u64 burst_ns;    // ...and may run burst_ns ahead (burst_ns/interval_ns SYNs)
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct syn_guard);
+	__uint(max_entries, XLB_MAX_QUEUES);
+} syn_guard SEC(".maps");
+
+// Source prefix (IPv4 /24, IPv6 /64, in svc_key's address form) -> its
+// theoretical arrival time in bpf_ktime_get_ns (GCRA). An LRU map: a
+// spoofed flood from many prefixes recycles the oldest entries instead of
+// failing to insert. 65536 entries cost ~5 MiB.
+#define XLB_SYN_SOURCES 65536
+struct src_prefix {
+	__u8 addr[16]; // the address, its host bits zeroed
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct src_prefix);
+	__type(value, __u64);
+	__uint(max_entries, XLB_SYN_SOURCES);
+} syn_sources SEC(".maps");
+
 static __always_inline int count(enum xlb_reason reason, int action)
 {
 	__u32 key = reason;
@@ -122,11 +157,49 @@ static __always_inline int steer(struct xdp_md *ctx, enum xlb_reason reason)
 	return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
 }
 
+// syn_admit decides whether a SYN (without ACK) from src to a service
+// arriving on this queue goes on to the worker: XLB_REASON_REDIRECT, or
+// the reason it is dropped. Only pure SYNs are ever refused: every other
+// segment belongs to a connection the worker must not lose.
+static __always_inline enum xlb_reason syn_admit(struct xdp_md *ctx, const struct svc_key *src)
+{
+	__u32 q = ctx->rx_queue_index;
+	struct syn_guard *g = bpf_map_lookup_elem(&syn_guard, &q);
+	struct src_prefix pfx;
+	__u64 now, t, *tat;
+
+	if (!g || g->level == 0)
+		return XLB_REASON_REDIRECT;
+	if (g->level >= 2)
+		return XLB_REASON_DROP_SYN_PRESSURE;
+	__builtin_memcpy(pfx.addr, src->addr, 16);
+	if (pfx.addr[10] == 0xff && pfx.addr[11] == 0xff) // IPv4-mapped: the /24
+		pfx.addr[15] = 0;
+	else
+		__builtin_memset(&pfx.addr[8], 0, 8); // IPv6: the /64
+	now = bpf_ktime_get_ns();
+	tat = bpf_map_lookup_elem(&syn_sources, &pfx);
+	if (!tat) {
+		t = now + g->interval_ns;
+		bpf_map_update_elem(&syn_sources, &pfx, &t, BPF_ANY);
+		return XLB_REASON_REDIRECT;
+	}
+	// GCRA: admit if the prefix is no more than burst_ns ahead of now.
+	// CPUs racing on one entry may admit a SYN or two more: harmless.
+	t = *tat > now ? *tat : now;
+	if (t + g->interval_ns - now > g->burst_ns)
+		return XLB_REASON_DROP_SYN_RATE;
+	*tat = t + g->interval_ns;
+	return XLB_REASON_REDIRECT;
+}
+
 // Checks the TCP or UDP header at l4 whose IP payload is l4len bytes long,
 // fills the ports of dst and src, and steers or passes the frame.
 static __always_inline int l4(struct xdp_md *ctx, void *l4, void *data_end, __u32 l4len,
 			      __u8 proto, struct svc_key *dst, struct svc_key *src)
 {
+	int syn = 0;
+
 	if (proto == IPPROTO_TCP) {
 		struct tcphdr *th = l4;
 
@@ -136,6 +209,7 @@ static __always_inline int l4(struct xdp_md *ctx, void *l4, void *data_end, __u3
 			return pass(XLB_REASON_MALFORMED);
 		dst->port = th->dest;
 		src->port = th->source;
+		syn = th->syn && !th->ack;
 	} else {
 		struct udphdr *uh = l4;
 		__u32 ulen;
@@ -151,8 +225,15 @@ static __always_inline int l4(struct xdp_md *ctx, void *l4, void *data_end, __u3
 	dst->proto = proto;
 	src->proto = proto;
 
-	if (bpf_map_lookup_elem(&services, dst))
+	if (bpf_map_lookup_elem(&services, dst)) {
+		if (syn) {
+			enum xlb_reason r = syn_admit(ctx, src);
+
+			if (r != XLB_REASON_REDIRECT)
+				return count(r, XDP_DROP);
+		}
 		return steer(ctx, XLB_REASON_REDIRECT);
+	}
 	if (bpf_map_lookup_elem(&reals, src))
 		return steer(ctx, XLB_REASON_REDIRECT_REPLY);
 	return pass(XLB_REASON_PASS_NO_SERVICE);

@@ -16,11 +16,13 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	xlbMapCounters = "counters"
-	xlbMapReals    = "reals"
-	xlbMapServices = "services"
-	xlbMapXsks     = "xsks"
-	xlbProgXlbXdp  = "xlb_xdp"
+	xlbMapCounters   = "counters"
+	xlbMapReals      = "reals"
+	xlbMapServices   = "services"
+	xlbMapSynGuard   = "syn_guard"
+	xlbMapSynSources = "syn_sources"
+	xlbMapXsks       = "xsks"
+	xlbProgXlbXdp    = "xlb_xdp"
 )
 
 // loadXlb returns the embedded CollectionSpec for xlb.
@@ -72,10 +74,12 @@ type xlbProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type xlbMapSpecs struct {
-	Counters *ebpf.MapSpec `ebpf:"counters"`
-	Reals    *ebpf.MapSpec `ebpf:"reals"`
-	Services *ebpf.MapSpec `ebpf:"services"`
-	Xsks     *ebpf.MapSpec `ebpf:"xsks"`
+	Counters   *ebpf.MapSpec `ebpf:"counters"`
+	Reals      *ebpf.MapSpec `ebpf:"reals"`
+	Services   *ebpf.MapSpec `ebpf:"services"`
+	SynGuard   *ebpf.MapSpec `ebpf:"syn_guard"`
+	SynSources *ebpf.MapSpec `ebpf:"syn_sources"`
+	Xsks       *ebpf.MapSpec `ebpf:"xsks"`
 }
 
 // xlbVariableSpecs contains global variables before they are loaded into the kernel.
@@ -104,10 +108,12 @@ func (o *xlbObjects) Close() error {
 //
 // It can be passed to loadXlbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xlbMaps struct {
-	Counters *ebpf.Map `ebpf:"counters"`
-	Reals    *ebpf.Map `ebpf:"reals"`
-	Services *ebpf.Map `ebpf:"services"`
-	Xsks     *ebpf.Map `ebpf:"xsks"`
+	Counters   *ebpf.Map `ebpf:"counters"`
+	Reals      *ebpf.Map `ebpf:"reals"`
+	Services   *ebpf.Map `ebpf:"services"`
+	SynGuard   *ebpf.Map `ebpf:"syn_guard"`
+	SynSources *ebpf.Map `ebpf:"syn_sources"`
+	Xsks       *ebpf.Map `ebpf:"xsks"`
 }
 
 func (m *xlbMaps) Close() error {
@@ -115,6 +121,8 @@ func (m *xlbMaps) Close() error {
 		m.Counters,
 		m.Reals,
 		m.Services,
+		m.SynGuard,
+		m.SynSources,
 		m.Xsks,
 	)
 }
