@@ -89,3 +89,9 @@ type synGuard struct {
 type srcPrefix struct {
 	Addr [16]byte
 }
+
+// srcState mirrors struct src_state in xdp.c.
+type srcState struct {
+	Tat   uint64
+	Acked uint64
+}

@@ -29,7 +29,7 @@ func TestMirrors(t *testing.T) {
 		{"reals", false, realValue(0)},
 		{"syn_guard", false, synGuard{}},
 		{"syn_sources", true, srcPrefix{}},
-		{"syn_sources", false, uint64(0)},
+		{"syn_sources", false, srcState{}},
 	} {
 		ms := spec.Maps[tc.mapName]
 		if ms == nil {

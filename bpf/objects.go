@@ -132,12 +132,14 @@ func (o *Objects) DeleteSocket(queue int) error {
 // SYNLevel is how the XDP program admits TCP SYNs (without ACK) to
 // services on a queue whose worker is under pressure. Other segments are
 // always steered: they belong to connections the worker must not lose.
+// From level SYNLimit on, a segment with ACK and without SYN marks its
+// source prefix (IPv4 /24, IPv6 /64) as one that completes handshakes.
 type SYNLevel uint32
 
 const (
-	SYNAdmit   SYNLevel = iota // every SYN goes to the worker
-	SYNLimit                   // SYNs beyond a rate per source prefix (IPv4 /24, IPv6 /64) are dropped: drop_syn_rate
-	SYNDropAll                 // every SYN is dropped: drop_syn_pressure
+	SYNAdmit     SYNLevel = iota // every SYN goes to the worker; the program looks nothing up
+	SYNLimit                     // SYNs beyond a rate per source prefix are dropped: drop_syn_rate
+	SYNKnownOnly                 // also SYNs of prefixes that sent no ACK in 10 s: drop_syn_pressure
 )
 
 // SYNGuard sets the SYN admission of queue. Under SYNLimit each source
@@ -148,8 +150,8 @@ func (o *Objects) SYNGuard(queue int, level SYNLevel, rate, burst int) error {
 	if queue < 0 || queue >= MaxQueues {
 		return fmt.Errorf("set syn guard: invalid queue %d: must be 0-%d", queue, MaxQueues-1)
 	}
-	if level > SYNDropAll {
-		return fmt.Errorf("set syn guard: invalid level %d: must be 0-%d", level, SYNDropAll)
+	if level > SYNKnownOnly {
+		return fmt.Errorf("set syn guard: invalid level %d: must be 0-%d", level, SYNKnownOnly)
 	}
 	if rate <= 0 || rate > 1e9 || burst <= 0 || burst > 1e9 {
 		return fmt.Errorf("set syn guard: invalid rate %d/s burst %d: must be 1-1e9", rate, burst)

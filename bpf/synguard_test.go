@@ -40,9 +40,9 @@ func tcpFrame(t *testing.T, src, dst netip.Addr, dport uint16, syn, ack bool) []
 
 // Under pressure the program drops only pure SYNs to services: at level 1
 // those of a source prefix beyond its burst (other prefixes still get
-// through), at level 2 all of them; SYN-ACKs, ACKs and SYNs to ports that
-// are not services are handled as without pressure. BPF_PROG_RUN runs on
-// queue 0.
+// through), at level 2 also those of prefixes that sent no ACK; SYN-ACKs,
+// ACKs and SYNs to ports that are not services are handled as without
+// pressure. BPF_PROG_RUN runs on queue 0.
 func TestXDPSYNGuard(t *testing.T) {
 	o := load(t)
 	mustRun := func(frame []byte, wantAction uint32, want bpf.Reason) {
@@ -96,15 +96,25 @@ func TestXDPSYNGuard(t *testing.T) {
 	mustRun(synAck, xdpPass, bpf.Redirect)
 	mustRun(sshSyn, xdpPass, bpf.PassNoService)
 
-	// Level 2: every SYN to a service is dropped, nothing else.
-	if err := o.SYNGuard(0, bpf.SYNDropAll, 1, 3); err != nil {
+	// Level 2: SYNs of prefixes that sent no ACK are dropped; src1's
+	// prefix sent one above, src2's did not. A prefix's first ACK makes
+	// its SYNs welcome. Nothing else changes.
+	if err := o.SYNGuard(0, bpf.SYNKnownOnly, 1000, 2000); err != nil {
 		t.Fatal(err)
 	}
 	mustRun(syn(src2), xdpDrop, bpf.DropSYNPressure)
 	mustRun(syn(netip.MustParseAddr("192.0.2.99")), xdpDrop, bpf.DropSYNPressure)
+	mustRun(syn(src6c), xdpDrop, bpf.DropSYNPressure)
+	mustRun(syn(src1), xdpDrop, bpf.DropSYNRate) // known, but 3 s ahead of its rate, 2 s allowed
 	mustRun(ack, xdpPass, bpf.Redirect)
 	mustRun(synAck, xdpPass, bpf.Redirect)
 	mustRun(sshSyn, xdpPass, bpf.PassNoService)
+	mustRun(tcpFrame(t, src2, packettest.VIP4, packettest.HTTP, false, true), xdpPass, bpf.Redirect)
+	mustRun(syn(src2), xdpPass, bpf.Redirect)
+	fresh := netip.MustParseAddr("192.0.2.200") // a prefix seen first with an ACK
+	mustRun(syn(fresh), xdpDrop, bpf.DropSYNPressure)
+	mustRun(tcpFrame(t, fresh, packettest.VIP4, packettest.HTTP, false, true), xdpPass, bpf.Redirect)
+	mustRun(syn(fresh), xdpPass, bpf.Redirect)
 
 	// Back to level 0: the dropped prefix is admitted again.
 	if err := o.SYNGuard(0, bpf.SYNAdmit, 1, 3); err != nil {
@@ -113,7 +123,7 @@ func TestXDPSYNGuard(t *testing.T) {
 	mustRun(syn(src1), xdpPass, bpf.Redirect)
 
 	// Another queue's level does not apply to queue 0.
-	if err := o.SYNGuard(1, bpf.SYNDropAll, 1, 3); err != nil {
+	if err := o.SYNGuard(1, bpf.SYNKnownOnly, 1, 3); err != nil {
 		t.Fatal(err)
 	}
 	mustRun(syn(src2), xdpPass, bpf.Redirect)
@@ -128,7 +138,7 @@ func TestSYNGuardInvalid(t *testing.T) {
 	}{
 		{-1, bpf.SYNLimit, 1, 1},
 		{bpf.MaxQueues, bpf.SYNLimit, 1, 1},
-		{0, bpf.SYNDropAll + 1, 1, 1},
+		{0, bpf.SYNKnownOnly + 1, 1, 1},
 		{0, bpf.SYNLimit, 0, 1},
 		{0, bpf.SYNLimit, 1, 0},
 		{0, bpf.SYNLimit, 2e9, 1},

@@ -63,7 +63,7 @@ enum xlb_reason {
 	XLB_REASON_REDIRECT,          // to a service: redirected
 	XLB_REASON_REDIRECT_REPLY,    // from a real server: redirected
 	XLB_REASON_DROP_SYN_RATE,     // SYN to a service under pressure, its source prefix over its rate: dropped
-	XLB_REASON_DROP_SYN_PRESSURE, // SYN to a service under heavy pressure: dropped
+	XLB_REASON_DROP_SYN_PRESSURE, // SYN to a service under heavy pressure, its prefix sent no recent ACK: dropped
 	XLB_REASON_MAX,
 };
 
@@ -100,9 +100,9 @@ struct {
 // its entry when it finds itself overloaded and again when it recovers
 // (rarely: never per packet). Mirrored by synGuard in maps.go.
 struct syn_guard {
-	__u32 level;       // 0: admit every SYN; 1: limit per source prefix; 2: drop every SYN
+	__u32 level;       // 0: admit every SYN; 1: limit per source prefix; 2: also require a recent ACK
 	__u32 pad;
-	__u64 interval_ns; // level 1: a prefix earns one SYN per interval_ns...
+	__u64 interval_ns; // levels 1, 2: a prefix earns one SYN per interval_ns...
 	__u64 burst_ns;    // ...and may run burst_ns ahead (burst_ns/interval_ns SYNs)
 };
 
@@ -113,21 +113,33 @@ struct {
 	__uint(max_entries, XLB_MAX_QUEUES);
 } syn_guard SEC(".maps");
 
-// Source prefix (IPv4 /24, IPv6 /64, in svc_key's address form) -> its
-// theoretical arrival time in bpf_ktime_get_ns (GCRA). An LRU map: a
-// spoofed flood from many prefixes recycles the oldest entries instead of
-// failing to insert. 65536 entries cost ~5 MiB.
-#define XLB_SYN_SOURCES 65536
+// Source prefix: IPv4 /24 or IPv6 /64, in svc_key's address form.
+// Mirrored by srcPrefix in maps.go.
 struct src_prefix {
 	__u8 addr[16]; // the address, its host bits zeroed
 };
 
+// What the program remembers of a source prefix while under pressure.
+// Mirrored by srcState in maps.go.
+struct src_state {
+	__u64 tat;   // GCRA theoretical arrival time of its next SYN, bpf_ktime_get_ns
+	__u64 acked; // when it last sent a segment with ACK and without SYN to a service
+};
+
+// An LRU map: a spoofed flood from many prefixes recycles the oldest
+// entries instead of failing to insert. 65536 entries cost ~6 MiB.
+#define XLB_SYN_SOURCES 65536
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__type(key, struct src_prefix);
-	__type(value, __u64);
+	__type(value, struct src_state);
 	__uint(max_entries, XLB_SYN_SOURCES);
 } syn_sources SEC(".maps");
+
+// At level 2 a prefix's SYNs are admitted only if it sent an ACK this
+// recently: clients complete handshakes and carry data, spoofed SYNs never
+// do.
+#define XLB_SYN_ACKED_NS (10ULL * 1000 * 1000 * 1000)
 
 static __always_inline int count(enum xlb_reason reason, int action)
 {
@@ -157,39 +169,68 @@ static __always_inline int steer(struct xdp_md *ctx, enum xlb_reason reason)
 	return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
 }
 
-// syn_admit decides whether a SYN (without ACK) from src to a service
+static __always_inline void prefix_of(struct src_prefix *pfx, const struct svc_key *src)
+{
+	__builtin_memcpy(pfx->addr, src->addr, 16);
+	if (pfx->addr[10] == 0xff && pfx->addr[11] == 0xff) // IPv4-mapped: the /24
+		pfx->addr[15] = 0;
+	else
+		__builtin_memset(&pfx->addr[8], 0, 8); // IPv6: the /64
+}
+
+// syn_guard_check decides whether a TCP segment from src to a service
 // arriving on this queue goes on to the worker: XLB_REASON_REDIRECT, or
-// the reason it is dropped. Only pure SYNs are ever refused: every other
-// segment belongs to a connection the worker must not lose.
-static __always_inline enum xlb_reason syn_admit(struct xdp_md *ctx, const struct svc_key *src)
+// the reason it is dropped. Only pure SYNs (syn set, ack clear) are ever
+// refused: every other segment belongs to a connection the worker must
+// not lose. Under pressure the others only mark their prefix as one that
+// completes handshakes. Nothing is looked up at level 0 but syn_guard.
+static __always_inline enum xlb_reason syn_guard_check(struct xdp_md *ctx, const struct svc_key *src, int syn, int ack)
 {
 	__u32 q = ctx->rx_queue_index;
 	struct syn_guard *g = bpf_map_lookup_elem(&syn_guard, &q);
 	struct src_prefix pfx;
-	__u64 now, t, *tat;
+	struct src_state *st;
+	__u64 now, t;
 
-	if (!g || g->level == 0)
+	if (!g || g->level == 0 || (syn && ack) || (!syn && !ack))
 		return XLB_REASON_REDIRECT;
-	if (g->level >= 2)
-		return XLB_REASON_DROP_SYN_PRESSURE;
-	__builtin_memcpy(pfx.addr, src->addr, 16);
-	if (pfx.addr[10] == 0xff && pfx.addr[11] == 0xff) // IPv4-mapped: the /24
-		pfx.addr[15] = 0;
-	else
-		__builtin_memset(&pfx.addr[8], 0, 8); // IPv6: the /64
+	prefix_of(&pfx, src);
 	now = bpf_ktime_get_ns();
-	tat = bpf_map_lookup_elem(&syn_sources, &pfx);
-	if (!tat) {
-		t = now + g->interval_ns;
-		bpf_map_update_elem(&syn_sources, &pfx, &t, BPF_ANY);
+	st = bpf_map_lookup_elem(&syn_sources, &pfx);
+	if (!syn) {
+		if (!st) {
+			struct src_state n = {.acked = now};
+
+			bpf_map_update_elem(&syn_sources, &pfx, &n, BPF_ANY);
+		} else if (now - st->acked > 1000000000ULL) {
+			st->acked = now; // at most one write a second per prefix
+		}
+		return XLB_REASON_REDIRECT;
+	}
+	if (!st) {
+		struct src_state n = {.tat = now + g->interval_ns};
+
+		if (g->level >= 2)
+			return XLB_REASON_DROP_SYN_PRESSURE;
+		bpf_map_update_elem(&syn_sources, &pfx, &n, BPF_ANY);
 		return XLB_REASON_REDIRECT;
 	}
 	// GCRA: admit if the prefix is no more than burst_ns ahead of now.
+	// A refused SYN is charged too, up to 2 * burst_ns ahead: a prefix
+	// that keeps flooding stays refused (drops land on it, not on the
+	// prefixes within their rate) until it slows down for burst_ns.
 	// CPUs racing on one entry may admit a SYN or two more: harmless.
-	t = *tat > now ? *tat : now;
-	if (t + g->interval_ns - now > g->burst_ns)
+	t = st->tat > now ? st->tat : now;
+	if (t + g->interval_ns - now > g->burst_ns) {
+		if (t + g->interval_ns - now <= 2 * g->burst_ns)
+			st->tat = t + g->interval_ns;
 		return XLB_REASON_DROP_SYN_RATE;
-	*tat = t + g->interval_ns;
+	}
+	if (g->level >= 2 && (!st->acked || now - st->acked > XLB_SYN_ACKED_NS)) {
+		st->tat = t + g->interval_ns;
+		return XLB_REASON_DROP_SYN_PRESSURE;
+	}
+	st->tat = t + g->interval_ns;
 	return XLB_REASON_REDIRECT;
 }
 
@@ -198,7 +239,7 @@ static __always_inline enum xlb_reason syn_admit(struct xdp_md *ctx, const struc
 static __always_inline int l4(struct xdp_md *ctx, void *l4, void *data_end, __u32 l4len,
 			      __u8 proto, struct svc_key *dst, struct svc_key *src)
 {
-	int syn = 0;
+	int syn = 0, ack = 0;
 
 	if (proto == IPPROTO_TCP) {
 		struct tcphdr *th = l4;
@@ -209,7 +250,8 @@ static __always_inline int l4(struct xdp_md *ctx, void *l4, void *data_end, __u3
 			return pass(XLB_REASON_MALFORMED);
 		dst->port = th->dest;
 		src->port = th->source;
-		syn = th->syn && !th->ack;
+		syn = th->syn;
+		ack = th->ack;
 	} else {
 		struct udphdr *uh = l4;
 		__u32 ulen;
@@ -226,8 +268,8 @@ static __always_inline int l4(struct xdp_md *ctx, void *l4, void *data_end, __u3
 	src->proto = proto;
 
 	if (bpf_map_lookup_elem(&services, dst)) {
-		if (syn) {
-			enum xlb_reason r = syn_admit(ctx, src);
+		if (proto == IPPROTO_TCP) {
+			enum xlb_reason r = syn_guard_check(ctx, src, syn, ack);
 
 			if (r != XLB_REASON_REDIRECT)
 				return count(r, XDP_DROP);

@@ -18,12 +18,16 @@ const (
 	TxBacklog                  // frames waiting for room on the TX ring (a level, not a count)
 	BadDesc                    // RX descriptor outside the UMEM
 	KickErrors                 // sendto(2) on the socket failed
+	SYNLevel                   // the worker's pressure level, bpf.SYNLevel (a level, summed over workers)
+	SYNRaises                  // times a worker raised its pressure level
+	SYNErrors                  // failed updates of the XDP program's syn_guard map
 	numCounters
 )
 
 var counterNames = [numCounters]string{
 	"rx_frames", "tx_frames", "malformed", "no_service", "no_dest", "not_new", "no_neighbour",
 	"conn_hit", "conn_new", "tx_backlog", "bad_desc", "kick_errors",
+	"syn_guard_level", "syn_guard_raises", "syn_guard_errors",
 }
 
 func (c Counter) String() string {

@@ -34,9 +34,22 @@ type Options struct {
 	ConnCapacity int
 	// MaxDests bounds the number of destinations over all services.
 	MaxDests int
+	// SYNRate and SYNBurst bound the TCP SYNs per second, and the burst,
+	// that each source prefix (IPv4 /24, IPv6 /64) may send to services on
+	// a queue while its worker is overloaded (see pressure.go); 0 means
+	// the default, 100 and 200.
+	SYNRate, SYNBurst int
 	// Logger receives control-plane events (never per-packet ones).
 	Logger *slog.Logger
 }
+
+// Default SYN admission per source prefix and queue under pressure: a
+// busy NATed office or a crawler opens tens of connections per second
+// from one /24; a flooding source sends thousands.
+const (
+	defaultSYNRate  = 100
+	defaultSYNBurst = 200
+)
 
 // DefaultOptions returns options for iface with IPVS-like sizes:
 // 2^20 connections per queue, 65536 destinations.
@@ -46,6 +59,8 @@ func DefaultOptions(iface string) Options {
 		Socket:       DefaultSocketOptions(),
 		ConnCapacity: 1 << 20,
 		MaxDests:     1 << 16,
+		SYNRate:      defaultSYNRate,
+		SYNBurst:     defaultSYNBurst,
 		Logger:       slog.Default(),
 	}
 }
@@ -94,6 +109,15 @@ func New(opts Options) (d *Dataplane, err error) {
 	}
 	if opts.MaxDests <= 0 {
 		opts.MaxDests = 1 << 16
+	}
+	if opts.SYNRate == 0 {
+		opts.SYNRate = defaultSYNRate
+	}
+	if opts.SYNBurst == 0 {
+		opts.SYNBurst = defaultSYNBurst
+	}
+	if opts.SYNRate < 0 || opts.SYNRate > 1e9 || opts.SYNBurst < 0 || opts.SYNBurst > 1e9 {
+		return nil, fmt.Errorf("invalid SYN rate %d/s burst %d: must be 1-1e9", opts.SYNRate, opts.SYNBurst)
 	}
 	if err := opts.Socket.validate(); err != nil {
 		return nil, err

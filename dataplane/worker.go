@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/xlbproject/xlb/bpf"
 	"github.com/xlbproject/xlb/conntrack"
 	"github.com/xlbproject/xlb/internal/ipvs"
 	"github.com/xlbproject/xlb/internal/packet"
@@ -39,6 +40,7 @@ type worker struct {
 	reasons [packet.NumReasons]uint64
 	mac     [6]byte
 	start   time.Time
+	guard   synGuard // SYN admission in XDP while this worker is overloaded
 
 	// Per-batch scratch space, reused: the parsed headers and flow key of
 	// each received frame, and conntrack's answers for the keys.
@@ -65,6 +67,7 @@ func newWorker(d *Dataplane, queue int) (*worker, error) {
 	w := &worker{id: queue, dp: d, sock: sock, ct: ct, mac: d.mac, start: time.Now(), ds: newDestStats(d.opts.MaxDests + 1)}
 	w.q = newQueue(sock.umem, sock.frameSize, sock.numFrames, sock.fill, sock.comp, sock.rx, sock.tx, sock)
 	w.cfg.Store(&workerConfig{services: map[svcKey]*workerService{}})
+	w.guard.set = func(l bpf.SYNLevel) error { return d.objs.SYNGuard(queue, l, d.opts.SYNRate, d.opts.SYNBurst) }
 	return w, nil
 }
 
@@ -113,6 +116,7 @@ func (w *worker) poll(now int64) int {
 	q := w.q
 	q.reap()
 	q.refill()
+	w.guard.check(q.overloaded(), w.guard.flooded(w.ct.Evictions(), now), now)
 	if len(q.backlog) > backlogHigh {
 		// The kernel drains TX too slowly: flush before taking more.
 		q.transmit(nil)
@@ -177,6 +181,9 @@ func (w *worker) publish() {
 	w.stats.local[TxBacklog] = uint64(len(w.q.backlog))
 	w.stats.local[BadDesc] = w.q.badDesc
 	w.stats.local[KickErrors] = w.q.kickErr
+	w.stats.local[SYNLevel] = uint64(w.guard.level)
+	w.stats.local[SYNRaises] = w.guard.raises
+	w.stats.local[SYNErrors] = w.guard.errs
 	w.stats.publish()
 	w.ds.publish()
 }

@@ -27,6 +27,8 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	queues := fs.Int("queues", 0, "RX queues to serve from queue 0 (0: all)")
 	conns := fs.Int("conns", 1<<20, "connection entries per queue")
 	sock := fs.String("socket", defaultSocket, "control socket for ipvsadm commands")
+	synRate := fs.Int("syn-rate", 0, "TCP SYNs per second each source /24 (IPv6 /64) may send to services on an overloaded queue (0: 100)")
+	synBurst := fs.Int("syn-burst", 0, "burst of --syn-rate (0: 200)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -45,6 +47,7 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	opts := dataplane.DefaultOptions(*iface)
 	opts.Queues = *queues
 	opts.ConnCapacity = *conns
+	opts.SYNRate, opts.SYNBurst = *synRate, *synBurst
 	opts.Logger = log
 	dp, err := dataplane.New(opts)
 	if err != nil {
