@@ -70,8 +70,10 @@ func TestMirrors(t *testing.T) {
 	if got, want := spec.Maps["xsks"].MaxEntries, uint32(MaxQueues); got != want {
 		t.Errorf("xsks has %d entries (XLB_MAX_QUEUES), Go has MaxQueues = %d", got, want)
 	}
-	if got, want := spec.Maps["syn_guard"].MaxEntries, uint32(MaxQueues); got != want {
-		t.Errorf("syn_guard has %d entries (XLB_MAX_QUEUES), Go has MaxQueues = %d", got, want)
+	for _, m := range []string{"syn_guard", "syn_refused"} {
+		if got, want := spec.Maps[m].MaxEntries, uint32(MaxQueues); got != want {
+			t.Errorf("%s has %d entries (XLB_MAX_QUEUES), Go has MaxQueues = %d", m, got, want)
+		}
 	}
 	if got, want := unsafe.Sizeof(Counters{}), uintptr(NumReasons*8); got != want {
 		t.Errorf("sizeof(Counters) = %d, want %d", got, want)

@@ -164,6 +164,20 @@ func (o *Objects) SYNGuard(queue int, level SYNLevel, rate, burst int) error {
 	return nil
 }
 
+// SYNRefused returns how many SYNs the program has refused on queue, at
+// any level: a worker reads it to tell whether a flood goes on while its
+// level keeps the flood away from it.
+func (o *Objects) SYNRefused(queue int) (uint64, error) {
+	if queue < 0 || queue >= MaxQueues {
+		return 0, fmt.Errorf("read refused syns: invalid queue %d: must be 0-%d", queue, MaxQueues-1)
+	}
+	var n uint64
+	if err := o.objs.SynRefused.Lookup(uint32(queue), &n); err != nil {
+		return 0, fmt.Errorf("read refused syns of queue %d: %w", queue, err)
+	}
+	return n, nil
+}
+
 // Counters returns the per-reason totals summed over all CPUs. The per-CPU
 // slots are read one after another, not atomically: a total may miss the
 // frames counted while it was read.

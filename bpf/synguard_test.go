@@ -122,6 +122,18 @@ func TestXDPSYNGuard(t *testing.T) {
 	}
 	mustRun(syn(src1), xdpPass, bpf.Redirect)
 
+	// Every refusal above was counted on queue 0: 2 per prefix at level
+	// 1 (src1, src6), 5 at level 2.
+	if n, err := o.SYNRefused(0); err != nil || n != 9 {
+		t.Errorf("SYNRefused(0) = %d, %v; want 9", n, err)
+	}
+	if n, err := o.SYNRefused(1); err != nil || n != 0 {
+		t.Errorf("SYNRefused(1) = %d, %v; want 0", n, err)
+	}
+	if _, err := o.SYNRefused(bpf.MaxQueues); err == nil {
+		t.Errorf("SYNRefused(%d) = nil error, want one", bpf.MaxQueues)
+	}
+
 	// Another queue's level does not apply to queue 0.
 	if err := o.SYNGuard(1, bpf.SYNKnownOnly, 1, 3); err != nil {
 		t.Fatal(err)

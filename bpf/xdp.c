@@ -113,6 +113,16 @@ struct {
 	__uint(max_entries, XLB_MAX_QUEUES);
 } syn_guard SEC(".maps");
 
+// SYNs refused per queue, whatever the reason: the worker reads its
+// queue's count before it lowers its level, and keeps the level while the
+// flood goes on.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, XLB_MAX_QUEUES);
+} syn_refused SEC(".maps");
+
 // Source prefix: IPv4 /24 or IPv6 /64, in svc_key's address form.
 // Mirrored by srcPrefix in maps.go.
 struct src_prefix {
@@ -271,8 +281,14 @@ static __always_inline int l4(struct xdp_md *ctx, void *l4, void *data_end, __u3
 		if (proto == IPPROTO_TCP) {
 			enum xlb_reason r = syn_guard_check(ctx, src, syn, ack);
 
-			if (r != XLB_REASON_REDIRECT)
+			if (r != XLB_REASON_REDIRECT) {
+				__u32 q = ctx->rx_queue_index;
+				__u64 *n = bpf_map_lookup_elem(&syn_refused, &q);
+
+				if (n)
+					__sync_fetch_and_add(n, 1);
 				return count(r, XDP_DROP);
+			}
 		}
 		return steer(ctx, XLB_REASON_REDIRECT);
 	}

@@ -20,6 +20,7 @@ const (
 	xlbMapReals      = "reals"
 	xlbMapServices   = "services"
 	xlbMapSynGuard   = "syn_guard"
+	xlbMapSynRefused = "syn_refused"
 	xlbMapSynSources = "syn_sources"
 	xlbMapXsks       = "xsks"
 	xlbProgXlbXdp    = "xlb_xdp"
@@ -78,6 +79,7 @@ type xlbMapSpecs struct {
 	Reals      *ebpf.MapSpec `ebpf:"reals"`
 	Services   *ebpf.MapSpec `ebpf:"services"`
 	SynGuard   *ebpf.MapSpec `ebpf:"syn_guard"`
+	SynRefused *ebpf.MapSpec `ebpf:"syn_refused"`
 	SynSources *ebpf.MapSpec `ebpf:"syn_sources"`
 	Xsks       *ebpf.MapSpec `ebpf:"xsks"`
 }
@@ -112,6 +114,7 @@ type xlbMaps struct {
 	Reals      *ebpf.Map `ebpf:"reals"`
 	Services   *ebpf.Map `ebpf:"services"`
 	SynGuard   *ebpf.Map `ebpf:"syn_guard"`
+	SynRefused *ebpf.Map `ebpf:"syn_refused"`
 	SynSources *ebpf.Map `ebpf:"syn_sources"`
 	Xsks       *ebpf.Map `ebpf:"xsks"`
 }
@@ -122,6 +125,7 @@ func (m *xlbMaps) Close() error {
 		m.Reals,
 		m.Services,
 		m.SynGuard,
+		m.SynRefused,
 		m.SynSources,
 		m.Xsks,
 	)

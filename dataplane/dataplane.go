@@ -37,7 +37,7 @@ type Options struct {
 	// SYNRate and SYNBurst bound the TCP SYNs per second, and the burst,
 	// that each source prefix (IPv4 /24, IPv6 /64) may send to services on
 	// a queue while its worker is overloaded (see pressure.go); 0 means
-	// the default, 100 and 200.
+	// the default, 100 and 20.
 	SYNRate, SYNBurst int
 	// Logger receives control-plane events (never per-packet ones).
 	Logger *slog.Logger
@@ -48,7 +48,7 @@ type Options struct {
 // from one /24; a flooding source sends thousands.
 const (
 	defaultSYNRate  = 100
-	defaultSYNBurst = 200
+	defaultSYNBurst = 20
 )
 
 // DefaultOptions returns options for iface with IPVS-like sizes:

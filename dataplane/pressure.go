@@ -31,8 +31,12 @@ import (
 //	        connections keep flowing while new ones wait for TCP's SYN
 //	        retransmission (1 s, then 2 s, ...);
 //
-// and lowers it by one after holdNs without overload. A flood that goes on
-// re-raises the level within a few frames of the ring filling up again.
+// and lowers it by one after holdNs without overload, except that level 1
+// stays while the XDP program refuses more than 1000 SYNs a second on the
+// queue: the flood goes on, and letting it in again would overload the
+// worker before it could react (it may not even be running: on a busy
+// machine a worker preempted for 30 ms at a 70k frames/s flood finds its
+// 2048-entry ring overflowed).
 // The level is published in the bpf syn_guard map only when it changes.
 //
 // A second signal raises the level to 1 (never to 2): the connection table
@@ -54,9 +58,13 @@ type synGuard struct {
 	raisedAt int64 // when level was last raised
 	overAt   int64 // when the worker was last overloaded
 	// set publishes a level to the XDP program; nil without one (tests).
-	set    func(bpf.SYNLevel) error
-	raises uint64 // times the level went up
-	errs   uint64 // failed publications
+	set func(bpf.SYNLevel) error
+	// refused reads how many SYNs the XDP program refused on this queue;
+	// nil without one.
+	refused     func() (uint64, error)
+	lastRefused uint64 // refused's count when last read
+	raises      uint64 // times the level went up
+	errs        uint64 // failed publications
 
 	evictAt    int64  // start of the current eviction window
 	evictStart uint64 // the table's Evictions at evictAt
@@ -96,13 +104,40 @@ func (g *synGuard) check(over, flooded bool, now int64) {
 		g.overAt = now
 	case g.level > bpf.SYNAdmit && now-g.overAt > holdNs:
 		g.overAt = now // the next step down waits another holdNs
+		if g.level == bpf.SYNLimit && g.refusing() {
+			return // the flood goes on, kept away by level 1
+		}
 		g.publish(g.level - 1)
 	}
+}
+
+// refusedFlood is the refusal count per holdNs above which level 1 is
+// kept: 1000 refused SYNs a second.
+const refusedFlood = 1000 * holdNs / 1_000_000_000
+
+// refusing tells whether the XDP program refused more than refusedFlood
+// SYNs on this queue since the last call (or the last raise). One map
+// lookup, at most once per holdNs.
+func (g *synGuard) refusing() bool {
+	if g.refused == nil {
+		return false
+	}
+	n, err := g.refused()
+	if err != nil {
+		g.errs++
+		return false
+	}
+	d := n - g.lastRefused
+	g.lastRefused = n
+	return d > refusedFlood
 }
 
 func (g *synGuard) raise(level bpf.SYNLevel, now int64) {
 	g.raisedAt, g.overAt = now, now
 	g.raises++
+	if g.level == bpf.SYNAdmit {
+		g.refusing() // start counting from here
+	}
 	g.publish(level)
 }
 

@@ -59,6 +59,21 @@ func TestSYNLevels(t *testing.T) {
 		t.Errorf("raises = %d, want 3", g.raises)
 	}
 
+	// Level 1 stays while the XDP program refuses a flood's SYNs.
+	refused := uint64(0)
+	h := synGuard{refused: func() (uint64, error) { return refused, nil }}
+	h.check(true, false, 1*ms) // level 1; counting starts at 0
+	refused += refusedFlood + 1
+	h.check(false, false, 600*ms)
+	if h.level != bpf.SYNLimit {
+		t.Fatalf("refusing %d SYNs per hold: level %d, want 1", refusedFlood+1, h.level)
+	}
+	refused += refusedFlood
+	h.check(false, false, 1200*ms)
+	if h.level != bpf.SYNAdmit {
+		t.Fatalf("refusing %d SYNs per hold: level %d, want 0", refusedFlood, h.level)
+	}
+
 	// A failed publication keeps the old level and is retried.
 	fail := synGuard{set: func(bpf.SYNLevel) error { return errors.New("no map") }}
 	fail.check(true, false, ms)

@@ -68,6 +68,7 @@ func newWorker(d *Dataplane, queue int) (*worker, error) {
 	w.q = newQueue(sock.umem, sock.frameSize, sock.numFrames, sock.fill, sock.comp, sock.rx, sock.tx, sock)
 	w.cfg.Store(&workerConfig{services: map[svcKey]*workerService{}})
 	w.guard.set = func(l bpf.SYNLevel) error { return d.objs.SYNGuard(queue, l, d.opts.SYNRate, d.opts.SYNBurst) }
+	w.guard.refused = func() (uint64, error) { return d.objs.SYNRefused(queue) }
 	return w, nil
 }
 
