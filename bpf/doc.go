@@ -15,8 +15,46 @@
 // to the AF_XDP socket bound to the RX queue it arrived on, or, if that
 // XSKMAP slot is empty, to the kernel (the low bits of the flags argument
 // are the fallback action). Everything else is XDP_PASSed, so ARP, ICMP,
-// SSH to the director and unknown traffic keep working. Nothing is
-// XDP_DROPped.
+// SSH to the director and unknown traffic keep working. The only frames
+// XDP_DROPped are TCP SYNs to a service refused by the SYN guard below.
+//
+// # SYN guard
+//
+// Under a SYN flood the worker cannot keep up with, the kernel drops
+// frames at the full AF_XDP RX ring (or empty fill ring) whatever they
+// are, so established connections lose segments and stall for
+// retransmission timeouts. Priority is therefore decided here, before the
+// ring. Three more maps:
+//
+//	syn_guard    queue -> {level, interval_ns, burst_ns}  written by the queue's worker, rarely
+//	syn_sources  prefix -> {tat, acked}                   LRU, 65536 source prefixes
+//	syn_refused  queue -> count                           SYNs refused on the queue
+//
+// A worker that finds itself overloaded raises its queue's level
+// (dataplane/pressure.go). At level 0 nothing else is looked up. From
+// level 1 on, for TCP to a service:
+//
+//	SYN+ACK, or neither flag            redirect, as at level 0
+//	ACK without SYN                     redirect; marks its prefix as one that
+//	                                    completes handshakes (acked = now)
+//	SYN without ACK, level >= 1         GCRA per source prefix (IPv4 /24, IPv6
+//	                                    /64): one SYN per interval_ns, bursts up
+//	                                    to burst_ns ahead; a refused SYN is
+//	                                    charged too (up to 2 * burst_ns), so a
+//	                                    prefix that keeps flooding stays refused:
+//	                                    drop_syn_rate
+//	SYN without ACK, level 2            also refused if its prefix sent no ACK
+//	                                    in 10 s (spoofed sources never do), or
+//	                                    is unknown: drop_syn_pressure
+//
+// Established flows are never refused, and drops land on the flooding
+// prefixes: a client prefix within its rate still connects, at level 2
+// too if it already had a connection. A flood spread over more prefixes
+// than the map holds, each within its rate, reaches level 2, where only
+// prefixes with recent ACKs connect: others wait for TCP's SYN
+// retransmission (xlb has no SYN cookies). ACKs from the
+// flooding prefixes themselves (an ACK flood alongside) defeat level 2's
+// test but not level 1's rate.
 //
 // Keys are 20 bytes. IPv4 addresses are stored IPv4-mapped, so one map holds
 // both families:
@@ -54,6 +92,7 @@
 //	      Data Offset*4 beyond the segment             malformed
 //	UDP:  datagram < 8 bytes, Length < 8,
 //	      Length beyond the IP payload                 malformed
+//	TCP to a service: a SYN the SYN guard refuses      drop_syn_rate, drop_syn_pressure (XDP_DROP)
 //	destination in services                            redirect
 //	source in reals                                    redirect_reply
 //	otherwise                                          pass_no_service
@@ -92,7 +131,7 @@
 //     the queue, or on a queue >= MaxQueues, the frame falls back to the
 //     kernel and is still counted there.
 //   - Map sizes are fixed at compile time: 16384 services, 65536 reals,
-//     64 queues.
+//     64 queues, 65536 SYN guard source prefixes.
 //   - Only little-endian targets are generated (bpfel).
 //
 // # Loading and attaching

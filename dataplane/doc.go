@@ -65,6 +65,18 @@
 // and makes the kernel resolve missing ones; a worker never waits for ARP
 // and drops (and counts) frames for a destination still unresolved.
 //
+// # SYN floods
+//
+// The kernel drops frames at a full RX ring or an empty fill ring without
+// looking at them. A worker therefore watches its rings (RX more than a
+// quarter full, fill less than a quarter) and its table's eviction rate
+// at batch edges, and when overloaded publishes a level in the XDP
+// program's syn_guard map: level 1 rate-limits SYNs per source prefix
+// (Options.SYNRate, SYNBurst; a flooding prefix stays refused), level 2,
+// if the rings stay overloaded, admits only prefixes that sent an ACK in
+// the last 10 s. Segments without SYN are always steered, so established
+// connections keep their frames. See pressure.go and bpf's doc.
+//
 // # Limits
 //
 // Only direct routing (-g) forwards so far; NAT, TUN and FULLNAT are

@@ -28,7 +28,7 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	conns := fs.Int("conns", 1<<20, "connection entries per queue")
 	sock := fs.String("socket", defaultSocket, "control socket for ipvsadm commands")
 	synRate := fs.Int("syn-rate", 0, "TCP SYNs per second each source /24 (IPv6 /64) may send to services on an overloaded queue (0: 100)")
-	synBurst := fs.Int("syn-burst", 0, "burst of --syn-rate (0: 200)")
+	synBurst := fs.Int("syn-burst", 0, "burst of --syn-rate (0: 20)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
