@@ -26,13 +26,19 @@
 // retransmission timeouts. Priority is therefore decided here, before the
 // ring. Three more maps:
 //
-//	syn_guard    queue -> {level, interval_ns, burst_ns}  written by the queue's worker, rarely
-//	syn_sources  prefix -> {tat, acked}                   LRU, 65536 source prefixes
-//	syn_refused  queue -> count                           SYNs refused on the queue
+//	syn_guard    queue -> {level, auto_per_ms, interval_ns, burst_ns}  written by the queue's worker, rarely
+//	syn_auto     queue -> {window, count, until}                       this program's SYN count per ms
+//	syn_sources  prefix -> {tat, acked}                                LRU, 65536 source prefixes
+//	syn_refused  queue -> count                                        SYNs refused on the queue
 //
 // A worker that finds itself overloaded raises its queue's level
-// (dataplane/pressure.go). At level 0 nothing else is looked up. From
-// level 1 on, for TCP to a service:
+// (dataplane/pressure.go). At level 0 the program also counts the
+// queue's pure SYNs per millisecond, and above auto_per_ms acts as level
+// 1 for 100 ms by itself: a flood is refused from its first frames, before
+// the worker (which may not even be running) sees its rings fill, and
+// before copying every frame to AF_XDP overflows the device's queue in
+// front of XDP (on veth, at 500k frames/s). Nothing else is looked up at
+// level 0. From level 1 on, for TCP to a service:
 //
 //	SYN+ACK, or neither flag            redirect, as at level 0
 //	ACK without SYN                     redirect; marks its prefix as one that
@@ -132,6 +138,9 @@
 //     kernel and is still counted there.
 //   - Map sizes are fixed at compile time: 16384 services, 65536 reals,
 //     64 queues, 65536 SYN guard source prefixes.
+//   - The SYN guard's counters and token buckets are updated without
+//     atomics where several CPUs serve one queue: a few SYNs more or less
+//     are admitted, never a non-SYN segment refused.
 //   - Only little-endian targets are generated (bpfel).
 //
 // # Loading and attaching

@@ -80,9 +80,16 @@ func (k ServiceKey) mapKey() (serviceKey, error) {
 // synGuard mirrors struct syn_guard in xdp.c.
 type synGuard struct {
 	Level      uint32 // SYNLevel
-	Pad        uint32
+	AutoPerMs  uint32
 	IntervalNs uint64
 	BurstNs    uint64
+}
+
+// synAuto mirrors struct syn_auto in xdp.c.
+type synAuto struct {
+	Window uint64
+	Count  uint64
+	Until  uint64
 }
 
 // srcPrefix mirrors struct src_prefix in xdp.c.

@@ -28,6 +28,7 @@ func TestMirrors(t *testing.T) {
 		{"reals", true, serviceKey{}},
 		{"reals", false, realValue(0)},
 		{"syn_guard", false, synGuard{}},
+		{"syn_auto", false, synAuto{}},
 		{"syn_sources", true, srcPrefix{}},
 		{"syn_sources", false, srcState{}},
 	} {
@@ -70,7 +71,7 @@ func TestMirrors(t *testing.T) {
 	if got, want := spec.Maps["xsks"].MaxEntries, uint32(MaxQueues); got != want {
 		t.Errorf("xsks has %d entries (XLB_MAX_QUEUES), Go has MaxQueues = %d", got, want)
 	}
-	for _, m := range []string{"syn_guard", "syn_refused"} {
+	for _, m := range []string{"syn_guard", "syn_auto", "syn_refused"} {
 		if got, want := spec.Maps[m].MaxEntries, uint32(MaxQueues); got != want {
 			t.Errorf("%s has %d entries (XLB_MAX_QUEUES), Go has MaxQueues = %d", m, got, want)
 		}

@@ -144,9 +144,11 @@ const (
 
 // SYNGuard sets the SYN admission of queue. Under SYNLimit each source
 // prefix may send rate SYNs per second on the queue, in bursts of up to
-// burst; rate and burst are ignored by the other levels but must still be
-// positive. One map update: call it when the level changes, not per frame.
-func (o *Objects) SYNGuard(queue int, level SYNLevel, rate, burst int) error {
+// burst (both must be positive at every level). At SYNAdmit, a queue that
+// receives more than auto SYNs per second (counted per millisecond; 0:
+// never) acts as SYNLimit by itself for 100 ms, before its worker can
+// notice. One map update: call it when the level changes, not per frame.
+func (o *Objects) SYNGuard(queue int, level SYNLevel, rate, burst, auto int) error {
 	if queue < 0 || queue >= MaxQueues {
 		return fmt.Errorf("set syn guard: invalid queue %d: must be 0-%d", queue, MaxQueues-1)
 	}
@@ -156,8 +158,12 @@ func (o *Objects) SYNGuard(queue int, level SYNLevel, rate, burst int) error {
 	if rate <= 0 || rate > 1e9 || burst <= 0 || burst > 1e9 {
 		return fmt.Errorf("set syn guard: invalid rate %d/s burst %d: must be 1-1e9", rate, burst)
 	}
+	if auto < 0 || auto > 1e12 {
+		return fmt.Errorf("set syn guard: invalid auto rate %d/s: must be 0-1e12", auto)
+	}
 	interval := uint64(1e9) / uint64(rate)
-	g := synGuard{Level: uint32(level), IntervalNs: interval, BurstNs: interval * uint64(burst)}
+	g := synGuard{Level: uint32(level), AutoPerMs: uint32(max(auto/1000, min(auto, 1))),
+		IntervalNs: interval, BurstNs: interval * uint64(burst)}
 	if err := o.objs.SynGuard.Update(uint32(queue), &g, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("set syn guard of queue %d: %w", queue, err)
 	}

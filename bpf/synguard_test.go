@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/cilium/ebpf"
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
@@ -76,7 +77,7 @@ func TestXDPSYNGuard(t *testing.T) {
 
 	// Level 1, 1 SYN/s in bursts of 3: a prefix's fourth SYN within the
 	// second is dropped; another prefix, and non-SYN segments, still pass.
-	if err := o.SYNGuard(0, bpf.SYNLimit, 1, 3); err != nil {
+	if err := o.SYNGuard(0, bpf.SYNLimit, 1, 3, 0); err != nil {
 		t.Fatal(err)
 	}
 	for _, src := range []netip.Addr{src1, src6} {
@@ -99,7 +100,7 @@ func TestXDPSYNGuard(t *testing.T) {
 	// Level 2: SYNs of prefixes that sent no ACK are dropped; src1's
 	// prefix sent one above, src2's did not. A prefix's first ACK makes
 	// its SYNs welcome. Nothing else changes.
-	if err := o.SYNGuard(0, bpf.SYNKnownOnly, 1000, 2000); err != nil {
+	if err := o.SYNGuard(0, bpf.SYNKnownOnly, 1000, 2000, 0); err != nil {
 		t.Fatal(err)
 	}
 	mustRun(syn(src2), xdpDrop, bpf.DropSYNPressure)
@@ -117,7 +118,7 @@ func TestXDPSYNGuard(t *testing.T) {
 	mustRun(syn(fresh), xdpPass, bpf.Redirect)
 
 	// Back to level 0: the dropped prefix is admitted again.
-	if err := o.SYNGuard(0, bpf.SYNAdmit, 1, 3); err != nil {
+	if err := o.SYNGuard(0, bpf.SYNAdmit, 1, 3, 0); err != nil {
 		t.Fatal(err)
 	}
 	mustRun(syn(src1), xdpPass, bpf.Redirect)
@@ -135,7 +136,7 @@ func TestXDPSYNGuard(t *testing.T) {
 	}
 
 	// Another queue's level does not apply to queue 0.
-	if err := o.SYNGuard(1, bpf.SYNKnownOnly, 1, 3); err != nil {
+	if err := o.SYNGuard(1, bpf.SYNKnownOnly, 1, 3, 0); err != nil {
 		t.Fatal(err)
 	}
 	mustRun(syn(src2), xdpPass, bpf.Redirect)
@@ -147,16 +148,59 @@ func TestSYNGuardInvalid(t *testing.T) {
 		queue       int
 		level       bpf.SYNLevel
 		rate, burst int
+		auto        int
 	}{
-		{-1, bpf.SYNLimit, 1, 1},
-		{bpf.MaxQueues, bpf.SYNLimit, 1, 1},
-		{0, bpf.SYNKnownOnly + 1, 1, 1},
-		{0, bpf.SYNLimit, 0, 1},
-		{0, bpf.SYNLimit, 1, 0},
-		{0, bpf.SYNLimit, 2e9, 1},
+		{-1, bpf.SYNLimit, 1, 1, 0},
+		{bpf.MaxQueues, bpf.SYNLimit, 1, 1, 0},
+		{0, bpf.SYNKnownOnly + 1, 1, 1, 0},
+		{0, bpf.SYNLimit, 0, 1, 0},
+		{0, bpf.SYNLimit, 1, 0, 0},
+		{0, bpf.SYNLimit, 2e9, 1, 0},
+		{0, bpf.SYNAdmit, 1, 1, -1},
 	} {
-		if err := o.SYNGuard(c.queue, c.level, c.rate, c.burst); err == nil {
-			t.Errorf("SYNGuard(%d, %d, %d, %d) = nil, want an error", c.queue, c.level, c.rate, c.burst)
+		if err := o.SYNGuard(c.queue, c.level, c.rate, c.burst, c.auto); err == nil {
+			t.Errorf("SYNGuard(%d, %d, %d, %d, %d) = nil, want an error", c.queue, c.level, c.rate, c.burst, c.auto)
 		}
+	}
+}
+
+// At level 0 a queue that sees more SYNs in a millisecond than its auto
+// rate acts as level 1 by itself: of a burst of 1000 SYNs from one prefix
+// (run back to back in the kernel, well within a millisecond), the first
+// 5 pass at level 0, the next 3 within the prefix's burst, and the rest
+// are refused.
+func TestXDPSYNGuardAuto(t *testing.T) {
+	o := load(t)
+	if err := o.SYNGuard(0, bpf.SYNAdmit, 1, 3, 5000); err != nil {
+		t.Fatal(err)
+	}
+	frame := tcpFrame(t, netip.MustParseAddr("203.0.113.9"), packettest.VIP4, packettest.HTTP, true, false)
+	before, err := o.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := o.Program().Run(&ebpf.RunOptions{Data: frame, Repeat: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	after, err := o.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	redirected, refused := after[bpf.Redirect]-before[bpf.Redirect], after[bpf.DropSYNRate]-before[bpf.DropSYNRate]
+	if redirected != 8 || refused != 992 {
+		t.Errorf("1000 SYNs at auto 5/ms: %d redirected, %d drop_syn_rate; want 8, 992", redirected, refused)
+	}
+
+	// With auto off, level 0 admits them all.
+	if err := o.SYNGuard(0, bpf.SYNAdmit, 1, 3, 0); err != nil {
+		t.Fatal(err)
+	}
+	before = after
+	if _, err := o.Program().Run(&ebpf.RunOptions{Data: frame, Repeat: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	after, _ = o.Counters()
+	if d := after[bpf.Redirect] - before[bpf.Redirect]; d != 1000 {
+		t.Errorf("1000 SYNs with auto off: %d redirected, want 1000", d)
 	}
 }

@@ -101,7 +101,7 @@ struct {
 // (rarely: never per packet). Mirrored by synGuard in maps.go.
 struct syn_guard {
 	__u32 level;       // 0: admit every SYN; 1: limit per source prefix; 2: also require a recent ACK
-	__u32 pad;
+	__u32 auto_per_ms; // at level 0, more SYNs than this in a millisecond: act as level 1 (0: never)
 	__u64 interval_ns; // levels 1, 2: a prefix earns one SYN per interval_ns...
 	__u64 burst_ns;    // ...and may run burst_ns ahead (burst_ns/interval_ns SYNs)
 };
@@ -112,6 +112,26 @@ struct {
 	__type(value, struct syn_guard);
 	__uint(max_entries, XLB_MAX_QUEUES);
 } syn_guard SEC(".maps");
+
+// At level 0, the program counts a queue's SYNs per millisecond itself: a
+// flood is seen at its first frames, long before its worker (which may not
+// even be running) finds its rings filling; and on veth, a copy-mode
+// redirect of every frame of a 500k frames/s flood overflows the device's
+// queue before XDP, with established segments in it. Written by XDP only.
+struct syn_auto {
+	__u64 window; // start of the current millisecond, bpf_ktime_get_ns
+	__u64 count;  // SYNs in it
+	__u64 until;  // act as level 1 until then
+};
+
+#define XLB_SYN_AUTO_HOLD_NS (100ULL * 1000 * 1000)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct syn_auto);
+	__uint(max_entries, XLB_MAX_QUEUES);
+} syn_auto SEC(".maps");
 
 // SYNs refused per queue, whatever the reason: the worker reads its
 // queue's count before it lowers its level, and keeps the level while the
@@ -200,10 +220,31 @@ static __always_inline enum xlb_reason syn_guard_check(struct xdp_md *ctx, const
 	struct syn_guard *g = bpf_map_lookup_elem(&syn_guard, &q);
 	struct src_prefix pfx;
 	struct src_state *st;
+	__u32 level;
 	__u64 now, t;
 
-	if (!g || g->level == 0 || (syn && ack) || (!syn && !ack))
+	if (!g || (syn && ack) || (!syn && !ack))
 		return XLB_REASON_REDIRECT;
+	level = g->level;
+	if (level == 0) {
+		struct syn_auto *a;
+
+		if (!syn || !g->auto_per_ms)
+			return XLB_REASON_REDIRECT;
+		a = bpf_map_lookup_elem(&syn_auto, &q);
+		if (!a)
+			return XLB_REASON_REDIRECT;
+		now = bpf_ktime_get_ns();
+		if (now - a->window > 1000000ULL) {
+			a->window = now;
+			a->count = 0;
+		}
+		if (++a->count > g->auto_per_ms)
+			a->until = now + XLB_SYN_AUTO_HOLD_NS;
+		if (now >= a->until)
+			return XLB_REASON_REDIRECT;
+		level = 1;
+	}
 	prefix_of(&pfx, src);
 	now = bpf_ktime_get_ns();
 	st = bpf_map_lookup_elem(&syn_sources, &pfx);
@@ -220,7 +261,7 @@ static __always_inline enum xlb_reason syn_guard_check(struct xdp_md *ctx, const
 	if (!st) {
 		struct src_state n = {.tat = now + g->interval_ns};
 
-		if (g->level >= 2)
+		if (level >= 2)
 			return XLB_REASON_DROP_SYN_PRESSURE;
 		bpf_map_update_elem(&syn_sources, &pfx, &n, BPF_ANY);
 		return XLB_REASON_REDIRECT;
@@ -236,7 +277,7 @@ static __always_inline enum xlb_reason syn_guard_check(struct xdp_md *ctx, const
 			st->tat = t + g->interval_ns;
 		return XLB_REASON_DROP_SYN_RATE;
 	}
-	if (g->level >= 2 && (!st->acked || now - st->acked > XLB_SYN_ACKED_NS)) {
+	if (level >= 2 && (!st->acked || now - st->acked > XLB_SYN_ACKED_NS)) {
 		st->tat = t + g->interval_ns;
 		return XLB_REASON_DROP_SYN_PRESSURE;
 	}

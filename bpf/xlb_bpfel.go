@@ -19,6 +19,7 @@ const (
 	xlbMapCounters   = "counters"
 	xlbMapReals      = "reals"
 	xlbMapServices   = "services"
+	xlbMapSynAuto    = "syn_auto"
 	xlbMapSynGuard   = "syn_guard"
 	xlbMapSynRefused = "syn_refused"
 	xlbMapSynSources = "syn_sources"
@@ -78,6 +79,7 @@ type xlbMapSpecs struct {
 	Counters   *ebpf.MapSpec `ebpf:"counters"`
 	Reals      *ebpf.MapSpec `ebpf:"reals"`
 	Services   *ebpf.MapSpec `ebpf:"services"`
+	SynAuto    *ebpf.MapSpec `ebpf:"syn_auto"`
 	SynGuard   *ebpf.MapSpec `ebpf:"syn_guard"`
 	SynRefused *ebpf.MapSpec `ebpf:"syn_refused"`
 	SynSources *ebpf.MapSpec `ebpf:"syn_sources"`
@@ -113,6 +115,7 @@ type xlbMaps struct {
 	Counters   *ebpf.Map `ebpf:"counters"`
 	Reals      *ebpf.Map `ebpf:"reals"`
 	Services   *ebpf.Map `ebpf:"services"`
+	SynAuto    *ebpf.Map `ebpf:"syn_auto"`
 	SynGuard   *ebpf.Map `ebpf:"syn_guard"`
 	SynRefused *ebpf.Map `ebpf:"syn_refused"`
 	SynSources *ebpf.Map `ebpf:"syn_sources"`
@@ -124,6 +127,7 @@ func (m *xlbMaps) Close() error {
 		m.Counters,
 		m.Reals,
 		m.Services,
+		m.SynAuto,
 		m.SynGuard,
 		m.SynRefused,
 		m.SynSources,

@@ -39,6 +39,11 @@ type Options struct {
 	// a queue while its worker is overloaded (see pressure.go); 0 means
 	// the default, 100 and 20.
 	SYNRate, SYNBurst int
+	// SYNAuto is the SYN rate per queue (per second, counted per
+	// millisecond) above which the XDP program applies SYNRate by itself
+	// for 100 ms, at the flood's first frames, before the worker can
+	// notice; 0 means the default, 100000; negative, never.
+	SYNAuto int
 	// Logger receives control-plane events (never per-packet ones).
 	Logger *slog.Logger
 }
@@ -49,6 +54,9 @@ type Options struct {
 const (
 	defaultSYNRate  = 100
 	defaultSYNBurst = 20
+	// No single queue of a director takes 100k new connections a second
+	// from legitimate clients; a flood does at once.
+	defaultSYNAuto = 100_000
 )
 
 // DefaultOptions returns options for iface with IPVS-like sizes:
@@ -61,6 +69,7 @@ func DefaultOptions(iface string) Options {
 		MaxDests:     1 << 16,
 		SYNRate:      defaultSYNRate,
 		SYNBurst:     defaultSYNBurst,
+		SYNAuto:      defaultSYNAuto,
 		Logger:       slog.Default(),
 	}
 }
@@ -115,6 +124,12 @@ func New(opts Options) (d *Dataplane, err error) {
 	}
 	if opts.SYNBurst == 0 {
 		opts.SYNBurst = defaultSYNBurst
+	}
+	switch {
+	case opts.SYNAuto == 0:
+		opts.SYNAuto = defaultSYNAuto
+	case opts.SYNAuto < 0:
+		opts.SYNAuto = 0 // off, in the XDP program's terms
 	}
 	if opts.SYNRate < 0 || opts.SYNRate > 1e9 || opts.SYNBurst < 0 || opts.SYNBurst > 1e9 {
 		return nil, fmt.Errorf("invalid SYN rate %d/s burst %d: must be 1-1e9", opts.SYNRate, opts.SYNBurst)

@@ -74,8 +74,10 @@
 // program's syn_guard map: level 1 rate-limits SYNs per source prefix
 // (Options.SYNRate, SYNBurst; a flooding prefix stays refused), level 2,
 // if the rings stay overloaded, admits only prefixes that sent an ACK in
-// the last 10 s. Segments without SYN are always steered, so established
-// connections keep their frames. See pressure.go and bpf's doc.
+// the last 10 s. The XDP program also applies level 1 by itself for
+// 100 ms when a queue gets more than Options.SYNAuto SYNs a second. Segments
+// without SYN are always steered, so established connections keep their
+// frames. See pressure.go and bpf's doc.
 //
 // # Limits
 //

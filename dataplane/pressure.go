@@ -38,6 +38,10 @@ import (
 // machine a worker preempted for 30 ms at a 70k frames/s flood finds its
 // 2048-entry ring overflowed).
 // The level is published in the bpf syn_guard map only when it changes.
+// Before any of this, the XDP program applies level 1 by itself for 100 ms
+// whenever the queue gets more than Options.SYNAuto SYNs a second: the
+// worker's view covers what that trigger does not (floods below it that
+// the worker still cannot keep up with, level 2, holding the level).
 //
 // A second signal raises the level to 1 (never to 2): the connection table
 // evicting more than evictBurst entries within evictWindowNs, which is

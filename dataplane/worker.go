@@ -67,8 +67,14 @@ func newWorker(d *Dataplane, queue int) (*worker, error) {
 	w := &worker{id: queue, dp: d, sock: sock, ct: ct, mac: d.mac, start: time.Now(), ds: newDestStats(d.opts.MaxDests + 1)}
 	w.q = newQueue(sock.umem, sock.frameSize, sock.numFrames, sock.fill, sock.comp, sock.rx, sock.tx, sock)
 	w.cfg.Store(&workerConfig{services: map[svcKey]*workerService{}})
-	w.guard.set = func(l bpf.SYNLevel) error { return d.objs.SYNGuard(queue, l, d.opts.SYNRate, d.opts.SYNBurst) }
+	w.guard.set = func(l bpf.SYNLevel) error {
+		return d.objs.SYNGuard(queue, l, d.opts.SYNRate, d.opts.SYNBurst, d.opts.SYNAuto)
+	}
 	w.guard.refused = func() (uint64, error) { return d.objs.SYNRefused(queue) }
+	if err := w.guard.set(bpf.SYNAdmit); err != nil { // the rates, for the XDP program's own trigger
+		sock.close()
+		return nil, err
+	}
 	return w, nil
 }
 

@@ -29,6 +29,7 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	sock := fs.String("socket", defaultSocket, "control socket for ipvsadm commands")
 	synRate := fs.Int("syn-rate", 0, "TCP SYNs per second each source /24 (IPv6 /64) may send to services on an overloaded queue (0: 100)")
 	synBurst := fs.Int("syn-burst", 0, "burst of --syn-rate (0: 20)")
+	synAuto := fs.Int("syn-auto", 0, "SYNs per second on one queue that make XDP apply --syn-rate at once (0: 100000, -1: never)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -47,7 +48,7 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	opts := dataplane.DefaultOptions(*iface)
 	opts.Queues = *queues
 	opts.ConnCapacity = *conns
-	opts.SYNRate, opts.SYNBurst = *synRate, *synBurst
+	opts.SYNRate, opts.SYNBurst, opts.SYNAuto = *synRate, *synBurst, *synAuto
 	opts.Logger = log
 	dp, err := dataplane.New(opts)
 	if err != nil {
