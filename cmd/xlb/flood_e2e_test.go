@@ -25,7 +25,8 @@ import (
 )
 
 // Flood test sizes: a small table and a SYN flood of at least ten times as
-// many distinct flows (trafgen, as fast as one CPU sends, for floodFor)
+// many distinct flows (trafgen, in a namespace of its own on the bridge,
+// as fast as one CPU sends, for floodFor)
 // from 256 spoofed /24 prefixes of 198.19.0.0/16: the half of RFC 2544's
 // 198.18.0.0/15 that the topology does not use, so the real servers have
 // no route back and drop the SYNs quietly, as a server drops SYNs from an
