@@ -15,8 +15,52 @@
 // to the AF_XDP socket bound to the RX queue it arrived on, or, if that
 // XSKMAP slot is empty, to the kernel (the low bits of the flags argument
 // are the fallback action). Everything else is XDP_PASSed, so ARP, ICMP,
-// SSH to the director and unknown traffic keep working. Nothing is
-// XDP_DROPped.
+// SSH to the director and unknown traffic keep working. The only frames
+// XDP_DROPped are TCP SYNs to a service refused by the SYN guard below.
+//
+// # SYN guard
+//
+// Under a SYN flood the worker cannot keep up with, the kernel drops
+// frames at the full AF_XDP RX ring (or empty fill ring) whatever they
+// are, so established connections lose segments and stall for
+// retransmission timeouts. Priority is therefore decided here, before the
+// ring. Three more maps:
+//
+//	syn_guard    queue -> {level, auto_per_ms, interval_ns, burst_ns}  written by the queue's worker, rarely
+//	syn_auto     queue -> {window, count, until}                       this program's SYN count per ms
+//	syn_sources  prefix -> {tat, acked}                                LRU, 65536 source prefixes
+//	syn_refused  queue -> count                                        SYNs refused on the queue
+//
+// A worker that finds itself overloaded raises its queue's level
+// (dataplane/pressure.go). At level 0 the program also counts the
+// queue's pure SYNs per millisecond, and above auto_per_ms acts as level
+// 1 for 100 ms by itself: a flood is refused from its first frames, before
+// the worker (which may not even be running) sees its rings fill, and
+// before copying every frame to AF_XDP overflows the device's queue in
+// front of XDP (on veth, at 500k frames/s). Nothing else is looked up at
+// level 0. From level 1 on, for TCP to a service:
+//
+//	SYN+ACK, or neither flag            redirect, as at level 0
+//	ACK without SYN                     redirect; marks its prefix as one that
+//	                                    completes handshakes (acked = now)
+//	SYN without ACK, level >= 1         GCRA per source prefix (IPv4 /24, IPv6
+//	                                    /64): one SYN per interval_ns, bursts up
+//	                                    to burst_ns ahead; a refused SYN is
+//	                                    charged too (up to 2 * burst_ns), so a
+//	                                    prefix that keeps flooding stays refused:
+//	                                    drop_syn_rate
+//	SYN without ACK, level 2            also refused if its prefix sent no ACK
+//	                                    in 10 s (spoofed sources never do), or
+//	                                    is unknown: drop_syn_pressure
+//
+// Established flows are never refused, and drops land on the flooding
+// prefixes: a client prefix within its rate still connects, at level 2
+// too if it already had a connection. A flood spread over more prefixes
+// than the map holds, each within its rate, reaches level 2, where only
+// prefixes with recent ACKs connect: others wait for TCP's SYN
+// retransmission (xlb has no SYN cookies). ACKs from the
+// flooding prefixes themselves (an ACK flood alongside) defeat level 2's
+// test but not level 1's rate.
 //
 // Keys are 20 bytes. IPv4 addresses are stored IPv4-mapped, so one map holds
 // both families:
@@ -72,7 +116,11 @@
 //	  ::, ::1, ff00::/8, ::ffff:0:0/96; or = dest.     drop_martian
 //	  destination in services, draining, TCP SYN w/o
 //	  ACK (before these checks)                        pass_no_service
+//	  TCP to a service: a SYN the SYN guard refuses
+//	  (before these checks)                            drop_syn_rate, drop_syn_pressure
 //	  destination in services                          redirect
+//	  source in reals, to a director address that is
+//	  not a FULLNAT local address (locals map)         pass_local
 //	  source in reals                                  redirect_reply
 //
 // Walked extension headers are Hop-by-Hop, Routing (43), Destination
@@ -145,13 +193,16 @@
 //     the queue, or on a queue >= MaxQueues, the frame falls back to the
 //     kernel and is still counted there.
 //   - Map sizes are set by Load from Options (default 16384 services,
-//     65536 reals; MapSpec.MaxEntries before the maps are created); AddService
+//     65536 reals; 65536 SYN guard source prefixes fixed; MapSpec.MaxEntries before the maps are created); AddService
 //     into a full map says "too many services (limit N)". 64 queues is
 //     fixed.
 //   - The interface MAC and the VLAN set are constants of a loaded
 //     program (const volatile globals set through CollectionSpec.Variables):
 //     one Load per interface. Several interfaces (issue 7) load one program
 //     each; they can share the service maps through MapReplacements.
+//   - The SYN guard's counters and token buckets are updated without
+//     atomics where several CPUs serve one queue: a few SYNs more or less
+//     are admitted, never a non-SYN segment refused.
 //   - Only little-endian targets are generated (bpfel).
 //
 // # Loading and attaching

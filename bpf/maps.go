@@ -90,3 +90,29 @@ func (k ServiceKey) mapKey() (serviceKey, error) {
 	mk.Proto = k.Proto
 	return mk, nil
 }
+
+// synGuard mirrors struct syn_guard in xdp.c.
+type synGuard struct {
+	Level      uint32 // SYNLevel
+	AutoPerMs  uint32
+	IntervalNs uint64
+	BurstNs    uint64
+}
+
+// synAuto mirrors struct syn_auto in xdp.c.
+type synAuto struct {
+	Window uint64
+	Count  uint64
+	Until  uint64
+}
+
+// srcPrefix mirrors struct src_prefix in xdp.c.
+type srcPrefix struct {
+	Addr [16]byte
+}
+
+// srcState mirrors struct src_state in xdp.c.
+type srcState struct {
+	Tat   uint64
+	Acked uint64
+}

@@ -4,6 +4,7 @@ package bpf
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 	"unsafe"
 
@@ -29,6 +30,10 @@ func TestMirrors(t *testing.T) {
 		{"reals", false, realValue(0)},
 		{"locals", true, xdpLocalKey{}},
 		{"locals", false, uint32(0)},
+		{"syn_guard", false, synGuard{}},
+		{"syn_auto", false, synAuto{}},
+		{"syn_sources", true, srcPrefix{}},
+		{"syn_sources", false, srcState{}},
 	} {
 		ms := spec.Maps[tc.mapName]
 		if ms == nil {
@@ -69,6 +74,11 @@ func TestMirrors(t *testing.T) {
 	if got, want := spec.Maps["xsks"].MaxEntries, uint32(MaxQueues); got != want {
 		t.Errorf("xsks has %d entries (XLB_MAX_QUEUES), Go has MaxQueues = %d", got, want)
 	}
+	for _, m := range []string{"syn_guard", "syn_auto", "syn_refused"} {
+		if got, want := spec.Maps[m].MaxEntries, uint32(MaxQueues); got != want {
+			t.Errorf("%s has %d entries (XLB_MAX_QUEUES), Go has MaxQueues = %d", m, got, want)
+		}
+	}
 	if got, want := unsafe.Sizeof(Counters{}), uintptr(NumReasons*8); got != want {
 		t.Errorf("sizeof(Counters) = %d, want %d", got, want)
 	}
@@ -88,5 +98,24 @@ func TestReasonString(t *testing.T) {
 	}
 	if got, want := Generic.String(), "generic"; got != want {
 		t.Errorf("Generic.String() = %q, want %q", got, want)
+	}
+}
+
+// The device-bound copy of the program shares every map with the main
+// one: a map left out would silently be a second, empty copy that the
+// dataplane never writes (the locals and SYN guard maps once were).
+func TestMapsByNameCoversEveryMap(t *testing.T) {
+	spec, err := loadXlb()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := mapsByName(&xlbMaps{})
+	for name := range spec.Maps {
+		if strings.HasPrefix(name, ".") {
+			continue // .rodata and friends: constants, per program
+		}
+		if _, ok := got[name]; !ok {
+			t.Errorf("map %s is not shared with the device-bound program", name)
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"reflect"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -106,6 +107,20 @@ func Load(opts Options) (*Objects, error) {
 // kfuncs, and can only be attached to the device it was loaded for.
 const xdpDevBoundOnly = 1 << 6
 
+// mapsByName is every map of m by its name in xdp.c, so that a second
+// program of the collection shares them all: a map added to xdp.c is
+// shared without a change here.
+func mapsByName(m *xlbMaps) map[string]*ebpf.Map {
+	out := map[string]*ebpf.Map{}
+	v := reflect.ValueOf(m).Elem()
+	for i := 0; i < v.NumField(); i++ {
+		if name := v.Type().Field(i).Tag.Get("ebpf"); name != "" {
+			out[name] = v.Field(i).Interface().(*ebpf.Map)
+		}
+	}
+	return out
+}
+
 // loadDev loads xlb_xdp_dev bound to ifindex, sharing m.
 func loadDev(spec *ebpf.CollectionSpec, m *xlbMaps, ifindex int) (*ebpf.Program, error) {
 	ps := spec.Programs["xlb_xdp_dev"]
@@ -114,9 +129,7 @@ func loadDev(spec *ebpf.CollectionSpec, m *xlbMaps, ifindex int) (*ebpf.Program,
 	var dev struct {
 		P *ebpf.Program `ebpf:"xlb_xdp_dev"`
 	}
-	err := spec.LoadAndAssign(&dev, &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
-		"services": m.Services, "reals": m.Reals, "xsks": m.Xsks, "counters": m.Counters,
-	}})
+	err := spec.LoadAndAssign(&dev, &ebpf.CollectionOptions{MapReplacements: mapsByName(m)})
 	if err != nil {
 		return nil, fmt.Errorf("load device-bound xdp program: %w", err)
 	}
@@ -294,6 +307,61 @@ func (o *Objects) DeleteSocket(queue int) error {
 		return fmt.Errorf("delete socket for queue %d: %w", queue, err)
 	}
 	return nil
+}
+
+// SYNLevel is how the XDP program admits TCP SYNs (without ACK) to
+// services on a queue whose worker is under pressure. Other segments are
+// always steered: they belong to connections the worker must not lose.
+// From level SYNLimit on, a segment with ACK and without SYN marks its
+// source prefix (IPv4 /24, IPv6 /64) as one that completes handshakes.
+type SYNLevel uint32
+
+const (
+	SYNAdmit     SYNLevel = iota // every SYN goes to the worker; the program looks nothing up
+	SYNLimit                     // SYNs beyond a rate per source prefix are dropped: drop_syn_rate
+	SYNKnownOnly                 // also SYNs of prefixes that sent no ACK in 10 s: drop_syn_pressure
+)
+
+// SYNGuard sets the SYN admission of queue. Under SYNLimit each source
+// prefix may send rate SYNs per second on the queue, in bursts of up to
+// burst (both must be positive at every level). At SYNAdmit, a queue that
+// receives more than auto SYNs per second (counted per millisecond; 0:
+// never) acts as SYNLimit by itself for 100 ms, before its worker can
+// notice. One map update: call it when the level changes, not per frame.
+func (o *Objects) SYNGuard(queue int, level SYNLevel, rate, burst, auto int) error {
+	if queue < 0 || queue >= MaxQueues {
+		return fmt.Errorf("set syn guard: invalid queue %d: must be 0-%d", queue, MaxQueues-1)
+	}
+	if level > SYNKnownOnly {
+		return fmt.Errorf("set syn guard: invalid level %d: must be 0-%d", level, SYNKnownOnly)
+	}
+	if rate <= 0 || rate > 1e9 || burst <= 0 || burst > 1e9 {
+		return fmt.Errorf("set syn guard: invalid rate %d/s burst %d: must be 1-1e9", rate, burst)
+	}
+	if auto < 0 || auto > 1e12 {
+		return fmt.Errorf("set syn guard: invalid auto rate %d/s: must be 0-1e12", auto)
+	}
+	interval := uint64(1e9) / uint64(rate)
+	g := synGuard{Level: uint32(level), AutoPerMs: uint32(max(auto/1000, min(auto, 1))),
+		IntervalNs: interval, BurstNs: interval * uint64(burst)}
+	if err := o.objs.SynGuard.Update(uint32(queue), &g, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("set syn guard of queue %d: %w", queue, err)
+	}
+	return nil
+}
+
+// SYNRefused returns how many SYNs the program has refused on queue, at
+// any level: a worker reads it to tell whether a flood goes on while its
+// level keeps the flood away from it.
+func (o *Objects) SYNRefused(queue int) (uint64, error) {
+	if queue < 0 || queue >= MaxQueues {
+		return 0, fmt.Errorf("read refused syns: invalid queue %d: must be 0-%d", queue, MaxQueues-1)
+	}
+	var n uint64
+	if err := o.objs.SynRefused.Lookup(uint32(queue), &n); err != nil {
+		return 0, fmt.Errorf("read refused syns of queue %d: %w", queue, err)
+	}
+	return n, nil
 }
 
 // Counters returns the per-reason totals summed over all CPUs. The per-CPU

@@ -26,6 +26,8 @@ const (
 	DropBadChecksum               // would be steered, but its IPv4 header checksum is wrong: dropped
 	DropMartian                   // would be steered, but its source is martian: dropped
 	PassLocal                     // from a real server to the director's own address (its own connection): passed
+	DropSYNRate                   // SYN to a service under pressure, its source prefix over its rate: dropped
+	DropSYNPressure               // SYN to a service under heavy pressure: dropped
 
 	// NumReasons is the number of reasons, XLB_REASON_MAX in xdp.c.
 	NumReasons = int(iota)
@@ -47,6 +49,8 @@ var reasonNames = [NumReasons]string{
 	DropBadChecksum: "drop_bad_checksum",
 	DropMartian:     "drop_martian",
 	PassLocal:       "pass_local",
+	DropSYNRate:     "drop_syn_rate",
+	DropSYNPressure: "drop_syn_pressure",
 }
 
 // String returns the reason's counter name, e.g. "pass_no_service".

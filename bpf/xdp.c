@@ -103,6 +103,8 @@ enum xlb_reason {
 	XLB_REASON_DROP_BAD_CHECKSUM, // steered, but the IPv4 header checksum is wrong
 	XLB_REASON_DROP_MARTIAN,      // steered, but from a martian source address
 	XLB_REASON_PASS_LOCAL,        // from a real, but to the director's own address: its own connection
+	XLB_REASON_DROP_SYN_RATE,     // SYN to a service under pressure, its source prefix over its rate: dropped
+	XLB_REASON_DROP_SYN_PRESSURE, // SYN to a service under heavy pressure, its prefix sent no recent ACK: dropped
 	XLB_REASON_MAX,
 };
 
@@ -157,6 +159,81 @@ struct {
 	__uint(max_entries, XLB_REASON_MAX);
 } counters SEC(".maps");
 
+// SYN admission under pressure, per RX queue. The worker of a queue writes
+// its entry when it finds itself overloaded and again when it recovers
+// (rarely: never per packet). Mirrored by synGuard in maps.go.
+struct syn_guard {
+	__u32 level;       // 0: admit every SYN; 1: limit per source prefix; 2: also require a recent ACK
+	__u32 auto_per_ms; // at level 0, more SYNs than this in a millisecond: act as level 1 (0: never)
+	__u64 interval_ns; // levels 1, 2: a prefix earns one SYN per interval_ns...
+	__u64 burst_ns;    // ...and may run burst_ns ahead (burst_ns/interval_ns SYNs)
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct syn_guard);
+	__uint(max_entries, XLB_MAX_QUEUES);
+} syn_guard SEC(".maps");
+
+// At level 0, the program counts a queue's SYNs per millisecond itself: a
+// flood is seen at its first frames, long before its worker (which may not
+// even be running) finds its rings filling; and on veth, a copy-mode
+// redirect of every frame of a 500k frames/s flood overflows the device's
+// queue before XDP, with established segments in it. Written by XDP only.
+struct syn_auto {
+	__u64 window; // start of the current millisecond, bpf_ktime_get_ns
+	__u64 count;  // SYNs in it
+	__u64 until;  // act as level 1 until then
+};
+
+#define XLB_SYN_AUTO_HOLD_NS (100ULL * 1000 * 1000)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct syn_auto);
+	__uint(max_entries, XLB_MAX_QUEUES);
+} syn_auto SEC(".maps");
+
+// SYNs refused per queue, whatever the reason: the worker reads its
+// queue's count before it lowers its level, and keeps the level while the
+// flood goes on.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, XLB_MAX_QUEUES);
+} syn_refused SEC(".maps");
+
+// Source prefix: IPv4 /24 or IPv6 /64, in svc_key's address form.
+// Mirrored by srcPrefix in maps.go.
+struct src_prefix {
+	__u8 addr[16]; // the address, its host bits zeroed
+};
+
+// What the program remembers of a source prefix while under pressure.
+// Mirrored by srcState in maps.go.
+struct src_state {
+	__u64 tat;   // GCRA theoretical arrival time of its next SYN, bpf_ktime_get_ns
+	__u64 acked; // when it last sent a segment with ACK and without SYN to a service
+};
+
+// An LRU map: a spoofed flood from many prefixes recycles the oldest
+// entries instead of failing to insert. 65536 entries cost ~6 MiB.
+#define XLB_SYN_SOURCES 65536
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct src_prefix);
+	__type(value, struct src_state);
+	__uint(max_entries, XLB_SYN_SOURCES);
+} syn_sources SEC(".maps");
+
+// At level 2 a prefix's SYNs are admitted only if it sent an ACK this
+// recently: clients complete handshakes and carry data, spoofed SYNs never
+// do.
+#define XLB_SYN_ACKED_NS (10ULL * 1000 * 1000 * 1000)
+
 static __always_inline int count(enum xlb_reason reason, int action)
 {
 	__u32 key = reason;
@@ -191,6 +268,92 @@ static __always_inline int steer(struct xdp_md *ctx, enum xlb_reason reason)
 	// the frame would otherwise look like any other passed frame.
 	count(reason, XDP_PASS);
 	return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
+}
+
+static __always_inline void prefix_of(struct src_prefix *pfx, const struct svc_key *src)
+{
+	__builtin_memcpy(pfx->addr, src->addr, 16);
+	if (pfx->addr[10] == 0xff && pfx->addr[11] == 0xff) // IPv4-mapped: the /24
+		pfx->addr[15] = 0;
+	else
+		__builtin_memset(&pfx->addr[8], 0, 8); // IPv6: the /64
+}
+
+// syn_guard_check decides whether a TCP segment from src to a service
+// arriving on this queue goes on to the worker: XLB_REASON_REDIRECT, or
+// the reason it is dropped. Only pure SYNs (syn set, ack clear) are ever
+// refused: every other segment belongs to a connection the worker must
+// not lose. Under pressure the others only mark their prefix as one that
+// completes handshakes. Nothing is looked up at level 0 but syn_guard.
+static __always_inline enum xlb_reason syn_guard_check(struct xdp_md *ctx, const struct svc_key *src, int syn, int ack)
+{
+	__u32 q = ctx->rx_queue_index;
+	struct syn_guard *g = bpf_map_lookup_elem(&syn_guard, &q);
+	struct src_prefix pfx;
+	struct src_state *st;
+	__u32 level;
+	__u64 now, t;
+
+	if (!g || (syn && ack) || (!syn && !ack))
+		return XLB_REASON_REDIRECT;
+	level = g->level;
+	if (level == 0) {
+		struct syn_auto *a;
+
+		if (!syn || !g->auto_per_ms)
+			return XLB_REASON_REDIRECT;
+		a = bpf_map_lookup_elem(&syn_auto, &q);
+		if (!a)
+			return XLB_REASON_REDIRECT;
+		now = bpf_ktime_get_ns();
+		if (now - a->window > 1000000ULL) {
+			a->window = now;
+			a->count = 0;
+		}
+		if (++a->count > g->auto_per_ms)
+			a->until = now + XLB_SYN_AUTO_HOLD_NS;
+		if (now >= a->until)
+			return XLB_REASON_REDIRECT;
+		level = 1;
+	}
+	prefix_of(&pfx, src);
+	now = bpf_ktime_get_ns();
+	st = bpf_map_lookup_elem(&syn_sources, &pfx);
+	if (!syn) {
+		if (!st) {
+			struct src_state n = {.acked = now};
+
+			bpf_map_update_elem(&syn_sources, &pfx, &n, BPF_ANY);
+		} else if (now - st->acked > 1000000000ULL) {
+			st->acked = now; // at most one write a second per prefix
+		}
+		return XLB_REASON_REDIRECT;
+	}
+	if (!st) {
+		struct src_state n = {.tat = now + g->interval_ns};
+
+		if (level >= 2)
+			return XLB_REASON_DROP_SYN_PRESSURE;
+		bpf_map_update_elem(&syn_sources, &pfx, &n, BPF_ANY);
+		return XLB_REASON_REDIRECT;
+	}
+	// GCRA: admit if the prefix is no more than burst_ns ahead of now.
+	// A refused SYN is charged too, up to 2 * burst_ns ahead: a prefix
+	// that keeps flooding stays refused (drops land on it, not on the
+	// prefixes within their rate) until it slows down for burst_ns.
+	// CPUs racing on one entry may admit a SYN or two more: harmless.
+	t = st->tat > now ? st->tat : now;
+	if (t + g->interval_ns - now > g->burst_ns) {
+		if (t + g->interval_ns - now <= 2 * g->burst_ns)
+			st->tat = t + g->interval_ns;
+		return XLB_REASON_DROP_SYN_RATE;
+	}
+	if (level >= 2 && (!st->acked || now - st->acked > XLB_SYN_ACKED_NS)) {
+		st->tat = t + g->interval_ns;
+		return XLB_REASON_DROP_SYN_PRESSURE;
+	}
+	st->tat = t + g->interval_ns;
+	return XLB_REASON_REDIRECT;
 }
 
 // What the checks after the lookup need of a parsed frame.
@@ -331,7 +494,7 @@ static __always_inline int l4(struct xdp_md *ctx, struct pkt *p, void *l4, __u32
 {
 	void *data_end = p->data_end;
 	struct svc_value *sv;
-	int syn = 0;
+	int syn = 0, tsyn = 0, tack = 0;
 
 	if (proto == IPPROTO_TCP) {
 		struct tcphdr *th = l4;
@@ -343,6 +506,8 @@ static __always_inline int l4(struct xdp_md *ctx, struct pkt *p, void *l4, __u32
 		dst->port = th->dest;
 		src->port = th->source;
 		syn = th->syn && !th->ack;
+		tsyn = th->syn;
+		tack = th->ack;
 	} else {
 		struct udphdr *uh = l4;
 		__u32 ulen;
@@ -362,6 +527,18 @@ static __always_inline int l4(struct xdp_md *ctx, struct pkt *p, void *l4, __u32
 	if (sv) {
 		if (syn && (sv->flags & XLB_SVC_DRAINING))
 			return pass(XLB_REASON_PASS_NO_SERVICE);
+		if (proto == IPPROTO_TCP) {
+			enum xlb_reason r = syn_guard_check(ctx, src, tsyn, tack);
+
+			if (r != XLB_REASON_REDIRECT) {
+				__u32 q = ctx->rx_queue_index;
+				__u64 *n = bpf_map_lookup_elem(&syn_refused, &q);
+
+				if (n)
+					__sync_fetch_and_add(n, 1);
+				return count(r, XDP_DROP);
+			}
+		}
 		return verdict(ctx, p, XLB_REASON_REDIRECT, src, dst);
 	}
 	if (bpf_map_lookup_elem(&reals, src)) {

@@ -20,6 +20,10 @@ const (
 	xlbMapLocals     = "locals"
 	xlbMapReals      = "reals"
 	xlbMapServices   = "services"
+	xlbMapSynAuto    = "syn_auto"
+	xlbMapSynGuard   = "syn_guard"
+	xlbMapSynRefused = "syn_refused"
+	xlbMapSynSources = "syn_sources"
 	xlbMapXsks       = "xsks"
 	xlbProgXlbXdp    = "xlb_xdp"
 	xlbProgXlbXdpDev = "xlb_xdp_dev"
@@ -77,11 +81,15 @@ type xlbProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type xlbMapSpecs struct {
-	Counters *ebpf.MapSpec `ebpf:"counters"`
-	Locals   *ebpf.MapSpec `ebpf:"locals"`
-	Reals    *ebpf.MapSpec `ebpf:"reals"`
-	Services *ebpf.MapSpec `ebpf:"services"`
-	Xsks     *ebpf.MapSpec `ebpf:"xsks"`
+	Counters   *ebpf.MapSpec `ebpf:"counters"`
+	Locals     *ebpf.MapSpec `ebpf:"locals"`
+	Reals      *ebpf.MapSpec `ebpf:"reals"`
+	Services   *ebpf.MapSpec `ebpf:"services"`
+	SynAuto    *ebpf.MapSpec `ebpf:"syn_auto"`
+	SynGuard   *ebpf.MapSpec `ebpf:"syn_guard"`
+	SynRefused *ebpf.MapSpec `ebpf:"syn_refused"`
+	SynSources *ebpf.MapSpec `ebpf:"syn_sources"`
+	Xsks       *ebpf.MapSpec `ebpf:"xsks"`
 }
 
 // xlbVariableSpecs contains global variables before they are loaded into the kernel.
@@ -112,11 +120,15 @@ func (o *xlbObjects) Close() error {
 //
 // It can be passed to loadXlbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xlbMaps struct {
-	Counters *ebpf.Map `ebpf:"counters"`
-	Locals   *ebpf.Map `ebpf:"locals"`
-	Reals    *ebpf.Map `ebpf:"reals"`
-	Services *ebpf.Map `ebpf:"services"`
-	Xsks     *ebpf.Map `ebpf:"xsks"`
+	Counters   *ebpf.Map `ebpf:"counters"`
+	Locals     *ebpf.Map `ebpf:"locals"`
+	Reals      *ebpf.Map `ebpf:"reals"`
+	Services   *ebpf.Map `ebpf:"services"`
+	SynAuto    *ebpf.Map `ebpf:"syn_auto"`
+	SynGuard   *ebpf.Map `ebpf:"syn_guard"`
+	SynRefused *ebpf.Map `ebpf:"syn_refused"`
+	SynSources *ebpf.Map `ebpf:"syn_sources"`
+	Xsks       *ebpf.Map `ebpf:"xsks"`
 }
 
 func (m *xlbMaps) Close() error {
@@ -125,6 +137,10 @@ func (m *xlbMaps) Close() error {
 		m.Locals,
 		m.Reals,
 		m.Services,
+		m.SynAuto,
+		m.SynGuard,
+		m.SynRefused,
+		m.SynSources,
 		m.Xsks,
 	)
 }

@@ -29,6 +29,9 @@ const (
 	TooBigSent                 // frame exceeded the egress MTU: ICMP too-big sent to its sender
 	TTLExceeded                // TTL or hop limit ran out: ICMP time exceeded sent
 	XmitDropped                // the rewrite refused the frame (see Verdicts)
+	SYNLevel                   // the worker's pressure level, bpf.SYNLevel (a level, summed over workers)
+	SYNRaises                  // times a worker raised its pressure level
+	SYNErrors                  // failed updates of the XDP program's syn_guard map
 	numCounters
 )
 
@@ -37,6 +40,7 @@ var counterNames = [numCounters]string{
 	"conn_hit", "conn_new", "tx_backlog", "bad_desc", "kick_errors",
 	"held", "held_sent", "hold_expired", "hold_full", "link_down",
 	"reply_hit", "no_local_port", "csum_completed", "too_big_sent", "ttl_exceeded", "xmit_dropped",
+	"syn_guard_level", "syn_guard_raises", "syn_guard_errors",
 }
 
 func (c Counter) String() string {

@@ -42,9 +42,30 @@ type Options struct {
 	// tagged frames of other VLANs go to the kernel (the XDP counter
 	// pass_vlan). None by default: only untagged frames are balanced.
 	VLANs []uint16
+	// SYNRate and SYNBurst bound the TCP SYNs per second, and the burst,
+	// that each source prefix (IPv4 /24, IPv6 /64) may send to services on
+	// a queue while its worker is overloaded (see pressure.go); 0 means
+	// the default, 100 and 20.
+	SYNRate, SYNBurst int
+	// SYNAuto is the SYN rate per queue (per second, counted per
+	// millisecond) above which the XDP program applies SYNRate by itself
+	// for 100 ms, at the flood's first frames, before the worker can
+	// notice; 0 means the default, 100000; negative, never.
+	SYNAuto int
 	// Logger receives control-plane events (never per-packet ones).
 	Logger *slog.Logger
 }
+
+// Default SYN admission per source prefix and queue under pressure: a
+// busy NATed office or a crawler opens tens of connections per second
+// from one /24; a flooding source sends thousands.
+const (
+	defaultSYNRate  = 100
+	defaultSYNBurst = 20
+	// No single queue of a director takes 100k new connections a second
+	// from legitimate clients; a flood does at once.
+	defaultSYNAuto = 100_000
+)
 
 // DefaultOptions returns options for iface with IPVS-like sizes:
 // 2^20 connections per queue, 65536 destinations.
@@ -54,6 +75,9 @@ func DefaultOptions(iface string) Options {
 		Socket:       DefaultSocketOptions(),
 		ConnCapacity: 1 << 20,
 		MaxDests:     1 << 16,
+		SYNRate:      defaultSYNRate,
+		SYNBurst:     defaultSYNBurst,
+		SYNAuto:      defaultSYNAuto,
 		Logger:       slog.Default(),
 	}
 }
@@ -113,6 +137,21 @@ func New(opts Options) (d *Dataplane, err error) {
 	}
 	if opts.MaxDests <= 0 {
 		opts.MaxDests = 1 << 16
+	}
+	if opts.SYNRate == 0 {
+		opts.SYNRate = defaultSYNRate
+	}
+	if opts.SYNBurst == 0 {
+		opts.SYNBurst = defaultSYNBurst
+	}
+	switch {
+	case opts.SYNAuto == 0:
+		opts.SYNAuto = defaultSYNAuto
+	case opts.SYNAuto < 0:
+		opts.SYNAuto = 0 // off, in the XDP program's terms
+	}
+	if opts.SYNRate < 0 || opts.SYNRate > 1e9 || opts.SYNBurst < 0 || opts.SYNBurst > 1e9 {
+		return nil, fmt.Errorf("invalid SYN rate %d/s burst %d: must be 1-1e9", opts.SYNRate, opts.SYNBurst)
 	}
 	if err := opts.Socket.validate(); err != nil {
 		return nil, err

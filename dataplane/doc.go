@@ -106,6 +106,20 @@
 // When the interface is removed, XDP and the sockets go with it: Run
 // returns ErrInterfaceGone and the daemon exits cleanly, saying so.
 //
+// # SYN floods
+//
+// The kernel drops frames at a full RX ring or an empty fill ring without
+// looking at them. A worker therefore watches its rings (RX more than a
+// quarter full, fill less than a quarter) and its table's eviction rate
+// at batch edges, and when overloaded publishes a level in the XDP
+// program's syn_guard map: level 1 rate-limits SYNs per source prefix
+// (Options.SYNRate, SYNBurst; a flooding prefix stays refused), level 2,
+// if the rings stay overloaded, admits only prefixes that sent an ACK in
+// the last 10 s. The XDP program also applies level 1 by itself for
+// 100 ms when a queue gets more than Options.SYNAuto SYNs a second. Segments
+// without SYN are always steered, so established connections keep their
+// frames. See pressure.go and bpf's doc.
+//
 // # Limits
 //
 // Forwarding methods are bound per connection and dispatched once, on

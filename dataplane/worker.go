@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/xlbproject/xlb/bpf"
 	"github.com/xlbproject/xlb/conntrack"
 	"github.com/xlbproject/xlb/internal/packet"
 	"github.com/xlbproject/xlb/laddr"
@@ -80,7 +81,8 @@ type worker struct {
 	laddrList atomic.Pointer[[]netip.Addr]
 	laddrIdx  []int32
 	laddrFigs [maxPublishedLaddrs]struct{ inUse, exhausted atomic.Uint64 }
-	swept     int64 // time of the latest whole-table expiry pass when idle
+	swept     int64    // time of the latest whole-table expiry pass when idle
+	guard     synGuard // SYN admission in XDP while this worker is overloaded
 
 	// Per-batch scratch space, reused: the parsed headers and flow key of
 	// each received frame, and conntrack's answers for the keys.
@@ -122,6 +124,14 @@ func newWorker(d *Dataplane, queue, queues int) (*worker, error) {
 	}
 	w.q = newQueue(sock.umem, sock.frameSize, sock.numFrames, sock.fill, sock.comp, sock.rx, sock.tx, sock)
 	w.cfg.Store(&workerConfig{services: map[svcKey]*workerService{}})
+	w.guard.set = func(l bpf.SYNLevel) error {
+		return d.objs.SYNGuard(queue, l, d.opts.SYNRate, d.opts.SYNBurst, d.opts.SYNAuto)
+	}
+	w.guard.refused = func() (uint64, error) { return d.objs.SYNRefused(queue) }
+	if err := w.guard.set(bpf.SYNAdmit); err != nil { // the rates, for the XDP program's own trigger
+		sock.close()
+		return nil, err
+	}
 	return w, nil
 }
 
@@ -195,6 +205,7 @@ func (w *worker) poll(now int64) int {
 	if w.held.n > 0 {
 		w.flushHeld(*w.dp.fwd.Load(), now)
 	}
+	w.guard.check(q.overloaded(), w.guard.flooded(w.ct.Evictions(), now), now)
 	if len(q.backlog) > backlogHigh {
 		// The kernel drains TX too slowly: flush before taking more.
 		q.transmit(nil)
@@ -279,6 +290,9 @@ func (w *worker) publish() {
 	w.stats.local[BadDesc] = w.q.badDesc
 	w.stats.local[KickErrors] = w.q.kickErr
 	w.stats.local[LinkDown] = w.q.netDown
+	w.stats.local[SYNLevel] = uint64(w.guard.level)
+	w.stats.local[SYNRaises] = w.guard.raises
+	w.stats.local[SYNErrors] = w.guard.errs
 	w.stats.publish()
 	w.ds.publish()
 	for i, idx := range w.laddrIdx {

@@ -50,6 +50,9 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	var vlans vlanList
 	fs.Var(&vlans, "vlan", "802.1Q VLAN ID whose tagged frames are balanced, repeatable (default: untagged frames only)")
 	maxServices := fs.Int("max-services", 0, "size of the XDP service map (0: 16384)")
+	synRate := fs.Int("syn-rate", 0, "TCP SYNs per second each source /24 (IPv6 /64) may send to services on an overloaded queue (0: 100)")
+	synBurst := fs.Int("syn-burst", 0, "burst of --syn-rate (0: 20)")
+	synAuto := fs.Int("syn-auto", 0, "SYNs per second on one queue that make XDP apply --syn-rate at once (0: 100000, -1: never)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -92,6 +95,7 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	opts.Queues = *queues
 	opts.ConnCapacity = *conns
 	opts.VLANs, opts.MaxServices = vlans, *maxServices
+	opts.SYNRate, opts.SYNBurst, opts.SYNAuto = *synRate, *synBurst, *synAuto
 	opts.Logger = log
 	dp, err := dataplane.New(opts)
 	var merr *dataplane.MemoryError
