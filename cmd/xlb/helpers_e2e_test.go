@@ -142,4 +142,3 @@ func requireTraffic(t *testing.T, env *testenv.Env, logs func() string) {
 		t.Fatalf("%d of 300 TCP + 300 UDP requests failed, first: %v\nxlb logs:\n%s", failed, err, logs())
 	}
 }
-
