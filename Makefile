@@ -21,7 +21,7 @@ deps:
 build:
 	$(GO) build -o $(BIN) ./cmd/xlb
 
-# demo: namespace topology, xlb in DR mode with rr, 300 HTTP requests on
+# demo: namespace topologies, xlb in DR, NAT, TUN and FULLNAT with rr, 300 HTTP requests on
 # new connections and 300 UDP queries, a table of where they went.
 demo: deps build
 	$(GO) run ./testenv/demo -xlb $(BIN)
