@@ -49,9 +49,10 @@ type xlbProc struct {
 	sock string
 }
 
-// startXLB runs xlb with rules on the director and waits until it answers
-// on its control socket. It is stopped in t.Cleanup.
-func startXLB(t *testing.T, env *testenv.Env, rules string) *xlbProc {
+// startXLB runs xlb with rules (and extra arguments to `xlb run`, which
+// may override --conns) on the director and waits until it answers on
+// its control socket. It is stopped in t.Cleanup.
+func startXLB(t *testing.T, env *testenv.Env, rules string, extra ...string) *xlbProc {
 	t.Helper()
 	dir := t.TempDir()
 	rulesFile := filepath.Join(dir, "rules")
@@ -59,7 +60,8 @@ func startXLB(t *testing.T, env *testenv.Env, rules string) *xlbProc {
 		t.Fatal(err)
 	}
 	sock := filepath.Join(dir, "xlb.sock")
-	p, err := env.Director.Start(xlbBin, "run", "--iface", "eth0", "--rules", rulesFile, "--socket", sock, "--conns", "65536")
+	args := append([]string{"run", "--iface", "eth0", "--rules", rulesFile, "--socket", sock, "--conns", "65536"}, extra...)
+	p, err := env.Director.Start(xlbBin, args...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -69,7 +69,7 @@ func TestSYNFlood(t *testing.T) {
 // but the stall bound, which it returns broken ("" if kept).
 func synFlood(t *testing.T) (stall string) {
 	env := testenv.New(t, testenv.DefaultOptions())
-	d := startFloodXLB(t, env, drRules(env, "rr"), "--conns", strconv.Itoa(floodConns))
+	d := startXLB(t, env, drRules(env, "rr"), "--conns", strconv.Itoa(floodConns))
 	url := fmt.Sprintf("http://%v/", testenv.VIP)
 	before, err := d.ctl("-S", "-n")
 	if err != nil {
@@ -296,35 +296,6 @@ func keepAliveGet(c net.Conn, r *bufio.Reader) error {
 		err = fmt.Errorf("status %s", resp.Status)
 	}
 	return err
-}
-
-// startFloodXLB is startXLB with extra arguments to `xlb run`.
-func startFloodXLB(t *testing.T, env *testenv.Env, rules string, extra ...string) *xlbProc {
-	t.Helper()
-	dir := t.TempDir()
-	rulesFile := filepath.Join(dir, "rules")
-	if err := os.WriteFile(rulesFile, []byte(rules), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	sock := filepath.Join(dir, "xlb.sock")
-	args := append([]string{"run", "--iface", "eth0", "--rules", rulesFile, "--socket", sock}, extra...)
-	p, err := env.Director.Start(xlbBin, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := &xlbProc{Proc: p, sock: sock}
-	t.Cleanup(func() { d.stop() })
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		if _, err := d.ctl("-L", "-n"); err == nil {
-			return d
-		}
-		if time.Now().After(deadline) || d.Exited() {
-			d.stop()
-			t.Fatalf("xlb did not come up: %v\nlogs:\n%s", d.Err(), d.Output.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // floodStats reads the daemon's counters (xlb --xlb-stats) by name: the

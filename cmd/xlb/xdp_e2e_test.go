@@ -8,8 +8,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -28,35 +26,6 @@ import (
 	"github.com/xlbproject/xlb/internal/packet"
 	"github.com/xlbproject/xlb/testenv"
 )
-
-// startXLBWith is startXLB with more `xlb run` arguments.
-func startXLBWith(t *testing.T, env *testenv.Env, rules string, extra ...string) *xlbProc {
-	t.Helper()
-	dir := t.TempDir()
-	rulesFile := filepath.Join(dir, "rules")
-	if err := os.WriteFile(rulesFile, []byte(rules), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	sock := filepath.Join(dir, "xlb.sock")
-	args := append([]string{"run", "--iface", "eth0", "--rules", rulesFile, "--socket", sock, "--conns", "65536"}, extra...)
-	p, err := env.Director.Start(xlbBin, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := &xlbProc{Proc: p, sock: sock}
-	t.Cleanup(func() { d.stop() })
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		if _, err := d.ctl("-L", "-n"); err == nil {
-			return d
-		}
-		if time.Now().After(deadline) || d.Exited() {
-			d.stop()
-			t.Fatalf("xlb did not come up: %v\nlogs:\n%s", d.Err(), d.Output.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
 
 // capture records the TCP source ports (40000 and up, the crafted frames)
 // of the TCP segments to port 80
@@ -352,7 +321,7 @@ func TestXDPRefusesWhatTheKernelDrops(t *testing.T) {
 func TestXDPServesConfiguredVLAN(t *testing.T) {
 	testenv.RequireRoot(t)
 	env := testenv.New(t, testenv.Options{RealServers: 1, HTTPPort: 80, UDPPort: 53, Servers: true})
-	d := startXLBWith(t, env, drRules(env, "rr"), "--vlan", "100")
+	d := startXLB(t, env, drRules(env, "rr"), "--vlan", "100")
 	if _, err := testenv.Get(env.Client.HTTPClient(false, 5*time.Second), fmt.Sprintf("http://%v/", testenv.VIP)); err != nil {
 		t.Fatalf("untagged request: %v\n%s", err, d.Output.String())
 	}
