@@ -19,9 +19,11 @@
 //   IPv6 next header 4 (4in6) and 41 (6in6, RFC 2473), directly or after
 //   one Destination Options header (the Tunnel Encapsulation Limit option
 //   Linux's ip6_tunnel adds);
-//   UDP to the configured GUE port with GUE variant 1 (RFC draft-ietf-intarea-gue
+//   UDP to the configured GUE port with GUE variant 0 (a 4-byte GUE header
+//   and its options, inner protocol 4 or 41: what --tun-type gue sends) or
+//   variant 1 (RFC draft-ietf-intarea-gue
 //   section 4: the UDP payload is the inner IP packet itself, told apart by
-//   its version nibble 4 or 6), Katran's and IPVS's --tun-type gue choice;
+//   its version nibble 4 or 6, Katran's choice);
 //   IPv4 protocol / IPv6 next header 47, GRE version 0 (RFC 2784, with the
 //   RFC 2890 key and sequence number) carrying IPv4 or IPv6, as IPVS's
 //   --tun-type gre sends it (with or without --tun-csum). GRE with the
@@ -221,16 +223,38 @@ static __always_inline int strip(struct xdp_md *ctx, __u32 l2len, __u32 olen, in
 }
 
 // GUE: the UDP header at l4 (ulen bytes of IP payload) to the GUE port.
+// Both variants: 1, the inner packet right after UDP (Katran's), told by
+// its version nibble; and 0 with a GUE header (what IPVS's and xlb's
+// --tun-type gue send: version 00, C clear, Hlen words of options, the
+// inner protocol 4 or 41). GUE control messages (C set) are passed.
 static __always_inline int gue(struct xdp_md *ctx, void *l4, void *data_end, __u32 l2len,
 			       __u32 olen)
 {
 	struct udphdr *uh = l4;
-	int v;
+	__u8 *g = (void *)(uh + 1);
+	__u32 hl;
+	int v, want;
 
-	v = inner_ok(uh + 1, data_end, 0);
+	if ((void *)(g + 1) > data_end)
+		return count(DECAP_REASON_DROP_INNER, XDP_DROP);
+	if ((g[0] >> 6) != 0) {
+		v = inner_ok(g, data_end, 0);
+		if (!v)
+			return count(DECAP_REASON_DROP_INNER, XDP_DROP);
+		return strip(ctx, l2len, olen + sizeof(*uh), v, DECAP_REASON_DECAP_GUE);
+	}
+	if ((void *)(g + 4) > data_end)
+		return count(DECAP_REASON_DROP_INNER, XDP_DROP);
+	if (g[0] & 0x20)
+		return count(DECAP_REASON_PASS_NOT_TUNNEL, XDP_PASS); // a control message
+	hl = (g[0] & 0x1f) * 4;
+	want = g[1] == IPPROTO_IPIP ? 4 : g[1] == IPPROTO_IPV6 ? 6 : 0;
+	if (!want)
+		return count(DECAP_REASON_DROP_INNER, XDP_DROP);
+	v = inner_ok(g + 4 + hl, data_end, want);
 	if (!v)
 		return count(DECAP_REASON_DROP_INNER, XDP_DROP);
-	return strip(ctx, l2len, olen + sizeof(*uh), v, DECAP_REASON_DECAP_GUE);
+	return strip(ctx, l2len, olen + sizeof(*uh) + 4 + hl, v, DECAP_REASON_DECAP_GUE);
 }
 
 // Length of the GRE header at l4 (l4len bytes of IP payload) and the

@@ -215,6 +215,13 @@ func TestDecapGolden(t *testing.T) {
 		{"gue6 udp6", gueEncap(t, dcDir6, dcLocal6, dcGUEPort, udp6), decapped(t, udp6), xdpPass, bpf.DecapGUE},
 		// 198.18.0.1.33333 > 198.18.0.11.6080: UDP, IP6 ... (GUE mixed family)
 		{"gue4 udp6", gueEncap(t, dcDir4, dcLocal4, dcGUEPort, udp6), decapped(t, udp6), xdpPass, bpf.DecapGUE},
+		// GUE variant 0 (a GUE header: version 0, Hlen 0, proto 4 or 41), as
+		// --tun-type gue sends it; with one word of options; a control message.
+		{"gue0 syn4", gueEncap(t, dcDir4, dcLocal4, dcGUEPort, append([]byte{0, 4, 0, 0}, syn4...)), decapped(t, syn4), xdpPass, bpf.DecapGUE},
+		{"gue0 udp6 in v6", gueEncap(t, dcDir6, dcLocal6, dcGUEPort, append([]byte{0, 41, 0, 0}, udp6...)), decapped(t, udp6), xdpPass, bpf.DecapGUE},
+		{"gue0 option word", gueEncap(t, dcDir4, dcLocal4, dcGUEPort, append([]byte{1, 4, 0, 0, 9, 9, 9, 9}, udp4...)), decapped(t, udp4), xdpPass, bpf.DecapGUE},
+		{"gue0 wrong proto", gueEncap(t, dcDir4, dcLocal4, dcGUEPort, append([]byte{0, 41, 0, 0}, udp4...)), nil, xdpDrop, bpf.DecapDropInner},
+		{"gue0 control", gueEncap(t, dcDir4, dcLocal4, dcGUEPort, append([]byte{0x20, 0, 0, 0}, udp4...)), nil, xdpPass, bpf.DecapPassNotTunnel},
 		{"vlan ipip", vlanIPIP, vlanWant, xdpPass, bpf.Decap4in4},
 		// 198.18.0.1 > 198.18.0.11: GREv0, proto IPv4, 198.18.1.2.40000 > 198.18.0.100.80: Flags [S]
 		{"gre4", greEncap(t, dcDir4, dcLocal4, 0, 0x0800, syn4), decapped(t, syn4), xdpPass, bpf.DecapGRE},

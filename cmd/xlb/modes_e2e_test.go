@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -207,4 +208,99 @@ func counter(out, name string) int {
 		}
 	}
 	return 0
+}
+
+// Tunnels may cross families, as IPVS allows: an IPv4 service over real
+// servers reached by IPv6 (IPv4 in IPv6), and an IPv6 service over IPv4
+// ones (IPv6 in IPv4).
+func TestMixedFamilyTunnels(t *testing.T) {
+	testenv.RequireRoot(t)
+	opts := testenv.DefaultOptions()
+	opts.Reals, opts.IPv6, opts.XLB = testenv.RealTUN, true, xlbBin
+	env := testenv.New(t, opts)
+	var b strings.Builder
+	v4, v6 := netip.AddrPortFrom(env.VIP, 80), netip.AddrPortFrom(env.VIP6, 80)
+	fmt.Fprintf(&b, "-A -t %s -s rr\n-A -t %s -s rr\n", v4, v6)
+	for _, rs := range env.Reals {
+		fmt.Fprintf(&b, "-a -t %s -r %s -i -w 1\n", v4, netip.AddrPortFrom(rs.Addr6, 80))
+		fmt.Fprintf(&b, "-a -t %s -r %s -i -w 1\n", v6, netip.AddrPortFrom(rs.Addr, 80))
+	}
+	d := startXLB(t, env, b.String())
+	for _, vip := range []netip.AddrPort{v4, v6} {
+		fresh := env.Client.HTTPClient(false, 5*time.Second)
+		got := map[string]int{}
+		for i := 0; i < 60; i++ {
+			name, err := testenv.Get(fresh, "http://"+vip.String()+"/")
+			if err != nil {
+				t.Fatalf("request %d to %v over a mixed-family tunnel: %v\n%s", i, vip, err, stats(d))
+			}
+			got[name]++
+		}
+		for _, rs := range env.Reals {
+			if got[rs.Name] != 20 {
+				t.Errorf("%v: connections per real server %v, want 20 each", vip, got)
+				break
+			}
+		}
+	}
+	// The real servers' decapsulation counters say which tunnels came.
+	for _, rs := range env.Reals {
+		if rs.DecapProc == nil {
+			t.Fatalf("%s runs no xlb decap", rs.Name)
+		}
+		rs.DecapProc.Stop(syscall.SIGTERM, 5*time.Second)
+		out := rs.DecapProc.Stdout.String()
+		if counter(out, "decap_4in6") < 20 || counter(out, "decap_6in4") < 20 {
+			t.Errorf("%s decapsulated too few mixed-family packets:\n%s", rs.Name, out)
+		}
+	}
+}
+
+// Every tunnel type ipvsadm names, through the daemon to real servers
+// running xlb decap: ipip, gue (to --tun-port, with and without
+// --tun-csum) and gre (with and without its checksum), IPv4 and IPv6.
+func TestTunnelTypes(t *testing.T) {
+	testenv.RequireRoot(t)
+	opts := testenv.DefaultOptions()
+	opts.Reals, opts.IPv6, opts.XLB, opts.GUEPort = testenv.RealTUN, true, xlbBin, 6080
+	env := testenv.New(t, opts)
+	for _, c := range []struct{ name, opts string }{
+		{"ipip", "--tun-type ipip"},
+		{"gue", "--tun-type gue --tun-port 6080"},
+		{"gue+csum", "--tun-type gue --tun-port 6080 --tun-csum"},
+		{"gre", "--tun-type gre"},
+		{"gre+csum", "--tun-type gre --tun-csum"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var b strings.Builder
+			v4, v6 := netip.AddrPortFrom(env.VIP, 80), netip.AddrPortFrom(env.VIP6, 80)
+			fmt.Fprintf(&b, "-A -t %s -s rr\n-A -t %s -s rr\n", v4, v6)
+			for _, rs := range env.Reals {
+				fmt.Fprintf(&b, "-a -t %s -r %s -i %s -w 1\n", v4, netip.AddrPortFrom(rs.Addr, 80), c.opts)
+				fmt.Fprintf(&b, "-a -t %s -r %s -i %s -w 1\n", v6, netip.AddrPortFrom(rs.Addr6, 80), c.opts)
+			}
+			d := startXLB(t, env, b.String())
+			for _, vip := range []netip.AddrPort{v4, v6} {
+				fresh := env.Client.HTTPClient(false, 5*time.Second)
+				got := map[string]int{}
+				for i := 0; i < 30; i++ {
+					name, err := testenv.Get(fresh, "http://"+vip.String()+"/")
+					if err != nil {
+						t.Fatalf("request %d to %v over %s: %v\n%s", i, vip, c.name, err, stats(d))
+					}
+					got[name]++
+				}
+				for _, rs := range env.Reals {
+					if got[rs.Name] != 10 {
+						t.Errorf("%v over %s: connections per real server %v, want 10 each", vip, c.name, got)
+						break
+					}
+				}
+			}
+			if s, err := d.ctl("-S", "-n"); err != nil || !strings.Contains(s, c.opts) && c.name != "ipip" {
+				t.Errorf("-S -n does not keep %q (%v):\n%s", c.opts, err, s)
+			}
+			d.stop()
+		})
+	}
 }
