@@ -3,12 +3,16 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/xlbproject/xlb/testenv"
 )
@@ -302,5 +306,56 @@ func TestTunnelTypes(t *testing.T) {
 			}
 			d.stop()
 		})
+	}
+}
+
+// Fragments are not balanced: the first carries the ports, the others do
+// not, and steering the first alone would split the datagram between a
+// worker and the kernel. Every fragment goes to the director's kernel,
+// counted (pass_fragment), and none reaches a real server; unfragmented
+// traffic keeps being balanced.
+func TestFragmentsGoToTheKernel(t *testing.T) {
+	testenv.RequireRoot(t)
+	env := testenv.New(t, testenv.DefaultOptions())
+	d := startXLB(t, env, drRules(env, "rr"))
+	var c *net.UDPConn
+	if err := env.Client.Do(func() (err error) {
+		c, err = net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(testenv.VIP, 53)))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Let the kernel fragment: path MTU discovery off on this socket.
+	raw, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw.Control(func(fd uintptr) {
+		unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DONT)
+	})
+	big := make([]byte, 4000) // three fragments on a 1500-byte link
+	sent := 0
+	for i := 0; i < 5; i++ {
+		// The director's kernel reassembles the datagram and, having no
+		// socket on port 53, answers port unreachable: the next write on
+		// this connected socket reports it instead of sending.
+		_, err := c.Write(big)
+		switch {
+		case err == nil:
+			sent++
+		case !errors.Is(err, unix.ECONNREFUSED):
+			t.Fatal(err)
+		}
+	}
+	c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	if n, err := c.Read(make([]byte, 64)); err == nil {
+		t.Errorf("a fragmented query was answered (%d bytes): a real server got it whole", n)
+	}
+	if _, err := env.Client.QueryUDP(netip.AddrPortFrom(testenv.VIP, 53), 3*time.Second); err != nil {
+		t.Errorf("an unfragmented query after the fragments: %v", err)
+	}
+	if n := counter(stats(d), "pass_fragment"); sent == 0 || n < 3*sent {
+		t.Errorf("pass_fragment = %d, want ≥ %d (%d datagrams of 3 fragments):\n%s", n, 3*sent, sent, stats(d))
 	}
 }
