@@ -31,6 +31,7 @@ const (
 
 type heldFrame struct {
 	desc  unix.XDPDesc
+	in    uint16 // the interface slot it came in on
 	id    uint32
 	ipLen int
 	at    int64
@@ -41,7 +42,6 @@ type heldFrame struct {
 type holdQueue struct {
 	frames [holdMax]heldFrame
 	n      int
-	tx     [holdMax]unix.XDPDesc // scratch for flush
 	// id and ipLen are handle's request to hold the frame it just
 	// refused (id 0: none); poll then calls hold with the descriptor.
 	id    uint32
@@ -75,7 +75,7 @@ func (w *worker) hold(d unix.XDPDesc, now int64) {
 		}
 		h.nudge = true
 	}
-	h.frames[h.n] = heldFrame{desc: d, id: id, ipLen: ipLen, at: now}
+	h.frames[h.n] = heldFrame{desc: d, in: w.in, id: id, ipLen: ipLen, at: now}
 	h.n++
 	w.stats.local[Held]++
 }
@@ -88,14 +88,18 @@ func (w *worker) flushHeld(fwd []destFwd, now int64) {
 	if h.n == 0 {
 		return
 	}
-	kept, ntx := 0, 0
+	kept := 0
 	for i := range h.frames[:h.n] {
 		f := &h.frames[i]
 		switch {
 		case int(f.id) < len(fwd) && fwd[f.id].macOK:
+			w.in = f.in
 			if w.xmitHeld(&f.desc, f.id, fwd, now) {
-				h.tx[ntx] = f.desc
-				ntx++
+				// The queues' batches are empty at a batch's start and
+				// hold maxBatch >= holdMax frames.
+				eq := w.qs[w.out]
+				eq.batch[eq.nb] = f.desc
+				eq.nb++
 				w.stats.local[HeldSent]++
 			} else {
 				w.q.release(f.desc.Addr)
@@ -110,10 +114,7 @@ func (w *worker) flushHeld(fwd []destFwd, now int64) {
 		}
 	}
 	h.n = kept
-	if ntx > 0 {
-		w.q.transmit(h.tx[:ntx])
-		w.stats.local[TxFrames] += uint64(ntx)
-	}
+	w.transmitBatches()
 }
 
 // xmitHeld rewrites a held frame for destination id, now resolved: the

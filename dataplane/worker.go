@@ -4,10 +4,13 @@ package dataplane
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/xlbproject/xlb/conntrack"
 	"github.com/xlbproject/xlb/internal/packet"
@@ -50,18 +53,28 @@ const idleSweepNs = int64(500 * time.Millisecond)
 // the published counters and the conntrack snapshot are read from
 // elsewhere.
 type worker struct {
-	id    int
-	dp    *Dataplane
-	sock  *socket
+	id int
+	dp *Dataplane
+	// socks are the worker's AF_XDP sockets, one per served interface, by
+	// slot, on queue id of each; socks[0] owns the UMEM the others share
+	// (XDP_SHARED_UMEM). qs are their queues, sharing one free stack;
+	// q is qs[0]. ifs are the interfaces' MACs and MTUs, by slot.
+	socks []*socket
+	qs    []*queue
 	q     *queue
-	ct    *conntrack.Table
-	cfg   atomic.Pointer[workerConfig]
-	stats counters
-	ds    destStats // per-destination counters, by destination ID
+	ifs   []ifaceParams
+	// in is the slot of the interface the frame being handled came in on,
+	// out the one xmit chose for it to leave by.
+	in, out uint16
+	fds     []unix.PollFd // the sockets, for poll(2) when there are several
+	ct      *conntrack.Table
+	cfg     atomic.Pointer[workerConfig]
+	stats   counters
+	ds      destStats // per-destination counters, by destination ID
 	// reasons counts malformed frames by parser reason.
 	reasons [packet.NumReasons]uint64
-	mac     [6]byte
-	mtu     int // the interface's MTU, checked by every rewrite
+	mac     [6]byte // the first interface's MAC and MTU (ifs[0])
+	mtu     int
 	// addr4 and addr6 are the director's own addresses (IPv4-mapped),
 	// the source of the ICMP errors it sends as a router.
 	addr4, addr6 [16]byte
@@ -96,18 +109,41 @@ type worker struct {
 	holdMeta packet.Meta
 }
 
-func newWorker(d *Dataplane, queue, queues int) (*worker, error) {
-	sock, err := newSocket(d.ifindex, queue, d.opts.Socket)
-	if err != nil {
-		return nil, fmt.Errorf("open AF_XDP socket on %s queue %d: %w", d.opts.Interface, queue, err)
-	}
-	w := &worker{id: queue, dp: d, sock: sock, mac: d.mac, mtu: d.mtu, start: time.Now(), ds: newDestStats(d.opts.MaxDests + 1),
+// ifaceParams are what a rewrite needs of its egress interface.
+type ifaceParams struct {
+	mac [6]byte
+	mtu int // checked by every rewrite
+}
+
+func newWorker(d *Dataplane, qid, queues int) (*worker, error) {
+	w := &worker{id: qid, dp: d, mac: d.ifaces[0].mac, mtu: d.ifaces[0].mtu, start: time.Now(), ds: newDestStats(d.opts.MaxDests + 1),
 		addr4: d.localAddr(true), addr6: d.localAddr(false)}
+	// One UMEM for the sockets of all interfaces, with frames for each,
+	// so that a frame received on one leaves on another as it is.
+	o := d.opts.Socket
+	o.NumFrames *= len(d.ifaces)
+	for slot, si := range d.ifaces {
+		var sock *socket
+		var err error
+		if slot == 0 {
+			sock, err = newSocket(si.index, qid, o)
+		} else {
+			sock, err = newSharedSocket(si.index, qid, o, w.socks[0])
+		}
+		if err != nil {
+			w.close()
+			return nil, fmt.Errorf("open AF_XDP socket on %s queue %d: %w", si.name, qid, err)
+		}
+		w.socks = append(w.socks, sock)
+		w.ifs = append(w.ifs, ifaceParams{mac: si.mac, mtu: si.mtu})
+		w.fds = append(w.fds, unix.PollFd{Fd: int32(sock.fd), Events: unix.POLLIN})
+	}
+	var err error
 	lo := laddr.DefaultOptions()
-	lo.Worker, lo.Workers = queue, queues
+	lo.Worker, lo.Workers = qid, queues
 	if w.pool, err = laddr.New(lo); err != nil {
-		sock.close()
-		return nil, fmt.Errorf("local port pool of queue %d: %w", queue, err)
+		w.close()
+		return nil, fmt.Errorf("local port pool of queue %d: %w", qid, err)
 	}
 	copts := conntrack.DefaultOptions()
 	copts.Capacity = d.opts.ConnCapacity
@@ -117,21 +153,47 @@ func newWorker(d *Dataplane, queue, queues int) (*worker, error) {
 		w.pool.Release(la, rs, rport, lport)
 	}
 	if w.ct, err = conntrack.New(copts); err != nil {
-		sock.close()
-		return nil, fmt.Errorf("connection table of queue %d: %w", queue, err)
+		w.close()
+		return nil, fmt.Errorf("connection table of queue %d: %w", qid, err)
 	}
-	w.q = newQueue(sock.umem, sock.frameSize, sock.numFrames, sock.fill, sock.comp, sock.rx, sock.tx, sock)
+	s0 := w.socks[0]
+	w.q = newQueue(s0.umem, s0.frameSize, s0.numFrames, s0.fill, s0.comp, s0.rx, s0.tx, s0)
+	w.qs = []*queue{w.q}
+	for _, s := range w.socks[1:] {
+		w.qs = append(w.qs, newSharedQueue(w.q, s.fill, s.comp, s.rx, s.tx, s))
+	}
 	w.cfg.Store(&workerConfig{services: map[svcKey]*workerService{}})
 	return w, nil
 }
 
+// close closes the sockets, those sharing the UMEM before its owner.
 func (w *worker) close() error {
-	if w.sock == nil {
-		return nil
+	var errs []error
+	for i := len(w.socks) - 1; i >= 0; i-- {
+		errs = append(errs, w.socks[i].close())
 	}
-	err := w.sock.close()
-	w.sock = nil
-	return err
+	w.socks = nil
+	return errors.Join(errs...)
+}
+
+// ports sets up a worker built without newWorker (the tests' workers,
+// on one fake kernel) with its one queue and interface.
+func (w *worker) ports() {
+	if w.qs == nil {
+		w.qs = []*queue{w.q}
+		w.ifs = []ifaceParams{{mac: w.mac, mtu: w.mtu}}
+	}
+}
+
+// wait sleeps in poll(2) until one of the sockets has received frames
+// or timeoutMs passes.
+func (w *worker) wait(timeoutMs int) {
+	if len(w.fds) < 2 {
+		w.q.sys.wait(timeoutMs)
+		return
+	}
+	unix.Poll(w.fds, timeoutMs) // EINTR or an error: the loop looks again
+
 }
 
 // spinNs is how long a worker keeps polling its rings after the last
@@ -148,7 +210,10 @@ func (w *worker) run(ctx context.Context) {
 	var stop atomic.Bool
 	done := context.AfterFunc(ctx, func() { stop.Store(true) })
 	defer done()
-	w.q.refill()
+	w.ports()
+	for _, q := range w.qs {
+		q.refill()
+	}
 	last := int64(0)
 	for !stop.Load() {
 		now := time.Since(w.start).Nanoseconds()
@@ -164,7 +229,7 @@ func (w *worker) run(ctx context.Context) {
 		if w.ct.Dumping() {
 			wait = min(wait, dumpWaitMs)
 		}
-		w.q.sys.wait(wait)
+		w.wait(wait)
 	}
 }
 
@@ -180,46 +245,93 @@ func (w *worker) idle(now int64) {
 	}
 	for ; left > 0; left -= idleChunk {
 		w.ct.Expire(now, min(left, idleChunk))
-		if w.q.rx.consumerPeek(1) > 0 {
+		if w.received() {
 			break
 		}
 	}
 	w.publish()
 }
 
-// poll forwards one batch of received frames and returns its size.
+// received says whether a socket has frames on its RX ring.
+func (w *worker) received() bool {
+	for _, q := range w.qs {
+		if q.rx.consumerPeek(1) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// poll forwards one batch of received frames from each interface's socket
+// and returns how many it took.
 func (w *worker) poll(now int64) int {
-	q := w.q
-	q.reap()
-	q.refill()
+	w.ports()
+	for _, q := range w.qs {
+		q.reap()
+	}
+	for _, q := range w.qs {
+		q.refill()
+	}
 	if w.held.n > 0 {
 		w.flushHeld(*w.dp.fwd.Load(), now)
 	}
-	if len(q.backlog) > backlogHigh {
+	if w.congested() {
 		// The kernel drains TX too slowly: flush before taking more.
-		q.transmit(nil)
-		w.publish()
-		if q.down {
-			return 0 // the link is down: sleep rather than spin on the backlog
-		}
-		return len(q.backlog)
-	}
-	n := q.rx.consumerPeek(maxBatch)
-	if n == 0 {
-		if len(q.backlog) > 0 {
-			q.transmit(nil)
-			w.publish()
-		}
-		if q.down {
-			return 0 // the link is down: sleep rather than spin on the backlog
-		}
-		return len(q.backlog)
+		return w.flush()
 	}
 	cfg := w.cfg.Load()
 	if cfg != w.seen {
 		w.adopt(cfg)
 	}
 	fwd := *w.dp.fwd.Load()
+	n := 0
+	for slot, q := range w.qs {
+		n += w.pollQueue(uint16(slot), q, cfg, fwd, now)
+	}
+	if n == 0 {
+		return w.flush()
+	}
+	w.nudgeResolver()
+	w.ct.Expire(now, expireBudget)
+	w.publish()
+	return n
+}
+
+// congested says whether a queue's TX backlog is too long to take more
+// frames: any received frame may have to leave by it.
+func (w *worker) congested() bool {
+	for _, q := range w.qs {
+		if len(q.backlog) > backlogHigh {
+			return true
+		}
+	}
+	return false
+}
+
+// flush sends what waits in the backlogs and returns how many frames are
+// still waiting on links that are up (0: nothing can progress, sleep).
+func (w *worker) flush() int {
+	left := 0
+	for _, q := range w.qs {
+		if len(q.backlog) > 0 {
+			q.transmit(nil)
+		}
+		if !q.down {
+			left += len(q.backlog)
+		}
+	}
+	w.publish()
+	return left
+}
+
+// pollQueue forwards one batch of frames received on interface slot, each
+// out of the interface its route names (w.out), and returns its size.
+func (w *worker) pollQueue(slot uint16, q *queue, cfg *workerConfig, fwd []destFwd, now int64) int {
+	n := q.rx.consumerPeek(maxBatch)
+	if n == 0 {
+		return 0
+	}
+	w.in = slot
 
 	// Parse every frame, then look all flows up at once: in a table far
 	// larger than the caches, LookupBatch overlaps the DRAM misses of the
@@ -244,16 +356,17 @@ func (w *worker) poll(now int64) int {
 	}
 	w.ct.LookupBatch(w.keys[:nk], now, w.hits[:nk])
 
-	ntx := 0
 	for i := uint32(0); i < n; i++ {
 		d := q.rx.descs[(q.rx.cachedCons+i)&q.rx.mask]
 		if k := w.kidx[i]; k >= 0 {
 			if f := &w.views[i]; w.handle(f, &w.metas[i], &w.keys[k], w.hits[k], cfg, fwd, now) {
-				// The rewrite may have moved the frame in its chunk.
+				// The rewrite may have moved the frame in its chunk; the
+				// descriptor is valid on every socket of the shared UMEM.
 				d.Addr = d.Addr&q.frameMask + uint64(f.Off)
 				d.Len = uint32(f.Len)
-				q.batch[ntx] = d
-				ntx++
+				eq := w.qs[w.out]
+				eq.batch[eq.nb] = d
+				eq.nb++
 				continue
 			}
 		}
@@ -263,22 +376,37 @@ func (w *worker) poll(now int64) int {
 		}
 		q.release(d.Addr)
 	}
-	w.nudgeResolver()
 	q.rx.consumerRelease(n)
 	w.stats.local[RxFrames] += uint64(n)
-	q.transmit(q.batch[:ntx])
-	w.stats.local[TxFrames] += uint64(ntx)
-	w.ct.Expire(now, expireBudget)
-	w.publish()
+	w.transmitBatches()
 	return int(n)
+}
+
+// transmitBatches puts each queue's batch on its TX ring.
+func (w *worker) transmitBatches() {
+	for _, q := range w.qs {
+		if q.nb == 0 && len(q.backlog) == 0 {
+			continue
+		}
+		q.transmit(q.batch[:q.nb])
+		w.stats.local[TxFrames] += uint64(q.nb)
+		q.nb = 0
+	}
 }
 
 // publish makes the worker's counters readable by Stats.
 func (w *worker) publish() {
-	w.stats.local[TxBacklog] = uint64(len(w.q.backlog))
-	w.stats.local[BadDesc] = w.q.badDesc
-	w.stats.local[KickErrors] = w.q.kickErr
-	w.stats.local[LinkDown] = w.q.netDown
+	var backlog, bad, kick, down uint64
+	for _, q := range w.qs {
+		backlog += uint64(len(q.backlog))
+		bad += q.badDesc
+		kick += q.kickErr
+		down += q.netDown
+	}
+	w.stats.local[TxBacklog] = backlog
+	w.stats.local[BadDesc] = bad
+	w.stats.local[KickErrors] = kick
+	w.stats.local[LinkDown] = down
 	w.stats.publish()
 	w.ds.publish()
 	for i, idx := range w.laddrIdx {
@@ -381,6 +509,7 @@ func (w *worker) bind(e *conntrack.Entry, svc *workerService, f *modes.Frame) bo
 	}
 	b := f.Bytes()
 	e.SetHop([6]byte(b[6:12]))
+	e.SetHopIface(w.in)
 	if method != modes.FullNAT {
 		return true
 	}
@@ -404,9 +533,15 @@ func (w *worker) bind(e *conntrack.Entry, svc *workerService, f *modes.Frame) bo
 func (w *worker) xmit(f *modes.Frame, m *packet.Meta, e *conntrack.Entry, id uint32, method modes.Method,
 	dir conntrack.Dir, fwd []destFwd) bool {
 	p := &w.plan
-	p.Method, p.MTU, p.SrcMAC = method, w.mtu, w.mac
+	p.Method = method
+	out := w.in
 	if dir == conntrack.DirOutput {
 		if e == nil {
+			return false
+		}
+		// The reply leaves where the client's frames came in.
+		if out = e.HopIface(); int(out) >= len(w.ifs) {
+			w.stats.local[NoNeighbour]++
 			return false
 		}
 		k := e.Key()
@@ -423,6 +558,10 @@ func (w *worker) xmit(f *modes.Frame, m *packet.Meta, e *conntrack.Entry, id uin
 			return false
 		}
 		fd := &fwd[id]
+		if out = fd.slot; int(out) >= len(w.ifs) {
+			w.stats.local[NoNeighbour]++
+			return false
+		}
 		p.DstMAC, p.Encap = fd.mac, fd.encap
 		if e != nil {
 			p.RS, p.RPort = e.DestAddr16(), e.DestPort()
@@ -431,6 +570,8 @@ func (w *worker) xmit(f *modes.Frame, m *packet.Meta, e *conntrack.Entry, id uin
 			p.RS, p.RPort = fd.addr.As16(), fd.port
 		}
 	}
+	p.MTU, p.SrcMAC = w.ifs[out].mtu, w.ifs[out].mac
+	w.out = out
 	if packet.CompleteL4Checksum(f.Bytes(), m) {
 		w.stats.local[CsumCompleted]++
 	}
@@ -450,12 +591,14 @@ func (w *worker) xmit(f *modes.Frame, m *packet.Meta, e *conntrack.Entry, id uin
 			src = w.localAddr(m.Version)
 		}
 		if modes.ReplyTooBig(f, m, p.ReportMTU(), &src) == modes.OK {
+			w.out = w.in // back to the sender, by the way it came
 			w.stats.local[TooBigSent]++
 			return true
 		}
 	case modes.TTLExceeded:
 		src := w.localAddr(m.Version)
 		if modes.ReplyTimeExceeded(f, m, &src) == modes.OK {
+			w.out = w.in
 			w.stats.local[TTLExceeded]++
 			return true
 		}
