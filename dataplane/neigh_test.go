@@ -165,7 +165,7 @@ func mac(i int) [6]byte { return [6]byte{2, 0, 0, 0, byte(i >> 8), byte(i)} }
 func (e *resolverEnv) apply(changes []fwdChange) {
 	for _, c := range changes {
 		if e.fwd[c.id].addr == c.addr {
-			e.fwd[c.id].mac, e.fwd[c.id].macOK = c.mac, c.ok
+			e.fwd[c.id].mac, e.fwd[c.id].macOK, e.fwd[c.id].slot = c.mac, c.ok, c.slot
 		}
 	}
 }
