@@ -156,3 +156,34 @@ func TestIPVSSelftest(t *testing.T) {
 		})
 	}
 }
+
+// ipvs.sh's DR case with xlb serving only the client's interface: the
+// real server, behind eth1, is listed as unresolved with the reason and
+// logged at once; its frames are counted as dropped for want of a
+// neighbour, never sent out of the wrong interface.
+func TestUnservedInterface(t *testing.T) {
+	testenv.RequireRoot(t)
+	s := testenv.NewSelftest(t, testenv.RealDR, xlbBin)
+	vip := netip.AddrPortFrom(s.VIP, s.Port)
+	rules := fmt.Sprintf("-A -t %v -s rr\n-a -t %v -r %v -g\n", vip, vip, netip.AddrPortFrom(s.ServerAddr, s.Port))
+	d := startXLBOn(t, s.Director, []string{s.ClientIface}, rules)
+	if err := s.Check(1<<10, 2*time.Second); err == nil {
+		t.Errorf("a real server behind an interface xlb does not serve was reached")
+	}
+	const why = "which xlb does not serve"
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st := stats(d)
+		if strings.Contains(st, "unresolved "+s.ServerAddr.String()+": route via interface") && strings.Contains(st, why) &&
+			strings.Contains(d.Output.String(), why) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the real server is not reported unresolved, with the interface:\n%s\nlogs:\n%s", st, d.Output.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if st := stats(d); !strings.Contains(st, "no_neighbour") {
+		t.Errorf("no no_neighbour count:\n%s", st)
+	}
+}
