@@ -270,8 +270,9 @@ func New(opts Options) (d *Dataplane, err error) {
 		if d.workers[0].socks[0].zeroCopy {
 			zc = "zero-copy"
 		}
+		ws := d.workers[0].socks
 		opts.Logger.Info("xdp attached", "interface", si.name, "mode", si.mode.String(),
-			"queues", queues, "af_xdp", zc, "shared_umem", len(ifaces) > 1)
+			"queues", queues, "af_xdp", zc, "shared_umem", len(ws) > 1 && ws[len(ws)-1].shared)
 	}
 	d.mode = ifaces[0].mode
 	return d, nil

@@ -66,7 +66,7 @@ func (w *worker) hold(d unix.XDPDesc, now int64) {
 	if h.n == holdMax || same >= holdPerDest {
 		w.stats.local[HoldFull]++
 		w.stats.local[NoNeighbour]++
-		w.q.release(d.Addr)
+		w.qs[w.in].release(d.Addr)
 		return
 	}
 	if same == 0 {
@@ -94,20 +94,19 @@ func (w *worker) flushHeld(fwd []destFwd, now int64) {
 		switch {
 		case int(f.id) < len(fwd) && fwd[f.id].macOK:
 			w.in = f.in
-			if w.xmitHeld(&f.desc, f.id, fwd, now) {
+			q := w.qs[f.in] // the queue whose UMEM holds the frame
+			if w.xmitHeld(q, &f.desc, f.id, fwd, now) {
 				// The queues' batches are empty at a batch's start and
 				// hold maxBatch >= holdMax frames.
-				eq := w.qs[w.out]
-				eq.batch[eq.nb] = f.desc
-				eq.nb++
+				w.enqueue(q, f.desc)
 				w.stats.local[HeldSent]++
 			} else {
-				w.q.release(f.desc.Addr)
+				q.release(f.desc.Addr)
 			}
 		case now-f.at >= holdTimeout:
 			w.stats.local[HoldExpired]++
 			w.stats.local[NoNeighbour]++
-			w.q.release(f.desc.Addr)
+			w.qs[f.in].release(f.desc.Addr)
 		default:
 			h.frames[kept] = *f
 			kept++
@@ -121,10 +120,10 @@ func (w *worker) flushHeld(fwd []destFwd, now int64) {
 // frame is parsed again and its connection looked up again (the entry was
 // created and updated when the frame first came), then goes through the
 // same xmit step as any frame; d is left describing what to transmit.
-func (w *worker) xmitHeld(d *unix.XDPDesc, id uint32, fwd []destFwd, now int64) bool {
+func (w *worker) xmitHeld(q *queue, d *unix.XDPDesc, id uint32, fwd []destFwd, now int64) bool {
 	f := &w.holdView
 	m := &w.holdMeta
-	if !w.q.view(d, f) || packet.Parse(f.Bytes(), m) != packet.OK {
+	if !q.view(d, f) || packet.Parse(f.Bytes(), m) != packet.OK {
 		return false
 	}
 	k := conntrack.Key{Src: m.Src, Dst: m.Dst, SrcPort: m.SrcPort, DstPort: m.DstPort, Proto: m.Proto}
@@ -140,7 +139,7 @@ func (w *worker) xmitHeld(d *unix.XDPDesc, id uint32, fwd []destFwd, now int64) 
 		w.held.id = 0
 		return false
 	}
-	d.Addr = d.Addr&w.q.frameMask + uint64(f.Off)
+	d.Addr = d.Addr&q.frameMask + uint64(f.Off)
 	d.Len = uint32(f.Len)
 	return true
 }

@@ -18,6 +18,11 @@ type SocketOptions struct {
 	// Copy forces copy mode (XDP_COPY). Zero-copy is tried first when
 	// false; veth only supports copy mode.
 	Copy bool
+	// NoSharedUMEM gives each interface's socket a UMEM of its own, and
+	// frames that leave by another interface than they came in on are
+	// copied between them: what a worker falls back to when the kernel
+	// refuses XDP_SHARED_UMEM.
+	NoSharedUMEM bool
 }
 
 // DefaultSocketOptions: rings of 2048 entries and 8192 frames of 2 KiB

@@ -23,8 +23,17 @@ var serverMAC = [6]byte{0x02, 0xd1, 0, 0, 0, 0x02}
 // (slot 1, MAC serverMAC, MTU 9000), sharing the first one's UMEM, and
 // routes every destination out of it.
 func twoArmed(t testing.TB, w *worker, k0 *fakeKernel) *fakeKernel {
+	return twoArmedUMEM(t, w, k0, true)
+}
+
+// twoArmedUMEM is twoArmed, the second socket with a UMEM of its own (1024
+// frames) unless shared.
+func twoArmedUMEM(t testing.TB, w *worker, k0 *fakeKernel, shared bool) *fakeKernel {
 	t.Helper()
 	k1, q1 := newSharedFakeKernel(k0, w.q, 256)
+	if !shared {
+		k1, q1 = newFakeKernel(1024, 2048, 256)
+	}
 	w.qs = []*queue{w.q, q1}
 	w.ifs = []ifaceParams{{mac: directorMAC, mtu: 1500}, {mac: serverMAC, mtu: 9000}}
 	fwd := *w.dp.fwd.Load()
@@ -39,13 +48,25 @@ func twoArmed(t testing.TB, w *worker, k0 *fakeKernel) *fakeKernel {
 // a copy (the same UMEM frame); the real server's reply, in on interface
 // 1, leaves on interface 0, where the client's frames came in, with
 // interface 0's MAC. The frames come back to the one free stack from
-// both completion rings.
+// both completion rings. Without a shared UMEM (the fallback), the same
+// with a copy into a free frame of the egress socket's UMEM, each UMEM
+// keeping its frames.
 func TestWorkerTwoArmed(t *testing.T) {
+	for _, shared := range []bool{true, false} {
+		name := "shared"
+		if !shared {
+			name = "copy"
+		}
+		t.Run(name, func(t *testing.T) { testWorkerTwoArmed(t, shared) })
+	}
+}
+
+func testWorkerTwoArmed(t *testing.T, shared bool) {
 	rs := netip.MustParseAddr("198.18.0.11")
 	for _, m := range []modes.Method{modes.Route, modes.Masq, modes.FullNAT} {
 		t.Run(m.String(), func(t *testing.T) {
 			w, k0 := methodWorker(t, m)
-			k1 := twoArmed(t, w, k0)
+			k1 := twoArmedUMEM(t, w, k0, shared)
 			w.q.refill()
 			w.qs[1].refill()
 			k0.deliver(tcpTo(40000, 80, syn))
@@ -54,8 +75,16 @@ func TestWorkerTwoArmed(t *testing.T) {
 				t.Fatalf("poll = %d, sent %d on interface 0 and %d on 1; want 1, 0, 1 (counters %v)",
 					n, len(k0.sent), len(k1.sent), w.stats.local)
 			}
-			if got := k1.tx.descs[0].Addr &^ 2047; got != rxAddr&^2047 {
+			if got := k1.tx.descs[0].Addr &^ 2047; shared && got != rxAddr&^2047 {
 				t.Errorf("sent from UMEM frame %#x, received into %#x: want the same frame (no copy)", got, rxAddr&^2047)
+			}
+			if want := uint64(0); !shared {
+				want = 1
+				if w.stats.local[Copied] != want {
+					t.Errorf("copied = %d, want %d", w.stats.local[Copied], want)
+				}
+			} else if w.stats.local[Copied] != want {
+				t.Errorf("copied = %d with a shared UMEM, want 0", w.stats.local[Copied])
 			}
 			f := k1.sent[0]
 			if !bytes.Equal(f[6:12], serverMAC[:]) || !bytes.Equal(f[0:6], realMACs[0][:]) {
@@ -85,8 +114,19 @@ func TestWorkerTwoArmed(t *testing.T) {
 			for _, q := range w.qs {
 				q.reap()
 			}
-			if got := len(*w.q.free) + k0.inFlight() + k1.inFlight(); got != 1024 {
-				t.Errorf("frames accounted for: %d, want 1024 (one UMEM, one free stack)", got)
+			if shared {
+				if got := len(*w.q.free) + k0.inFlight() + k1.inFlight(); got != 1024 {
+					t.Errorf("frames accounted for: %d, want 1024 (one UMEM, one free stack)", got)
+				}
+			} else {
+				for i, k := range []*fakeKernel{k0, k1} {
+					if got := len(*w.qs[i].free) + k.inFlight(); got != 1024 {
+						t.Errorf("frames of UMEM %d accounted for: %d, want 1024", i, got)
+					}
+				}
+				if w.stats.local[Copied] != 2 {
+					t.Errorf("copied = %d, want 2 (each way)", w.stats.local[Copied])
+				}
 			}
 		})
 	}
@@ -119,11 +159,18 @@ func TestWorkerTwoArmedMTU(t *testing.T) {
 	}
 }
 
-// Both directions across two interfaces allocate nothing per frame.
+// Both directions across two interfaces allocate nothing per frame, with
+// a shared UMEM or copying.
 func TestWorkerTwoArmedAllocs(t *testing.T) {
+	for _, shared := range []bool{true, false} {
+		testWorkerTwoArmedAllocs(t, shared)
+	}
+}
+
+func testWorkerTwoArmedAllocs(t *testing.T, shared bool) {
 	rs := netip.MustParseAddr("198.18.0.11")
 	w, k0 := methodWorker(t, modes.Masq)
-	k1 := twoArmed(t, w, k0)
+	k1 := twoArmedUMEM(t, w, k0, shared)
 	w.qs[1].refill()
 	k0.deliver(tcpTo(40000, 80, syn))
 	w.poll(1)
@@ -142,7 +189,7 @@ func TestWorkerTwoArmedAllocs(t *testing.T) {
 		now++
 	})
 	if allocs != 0 {
-		t.Errorf("%v allocations per batch, want 0", allocs)
+		t.Errorf("shared UMEM %v: %v allocations per batch, want 0", shared, allocs)
 	}
 	if w.stats.local[ReplyHit] < 100 || w.stats.local[ConnHit] < 100 {
 		t.Errorf("reply_hit %d, conn_hit %d; want ≥ 100 each", w.stats.local[ReplyHit], w.stats.local[ConnHit])
@@ -176,5 +223,23 @@ func TestResolverServedInterfaces(t *testing.T) {
 	if f := e.fwd[3]; f.macOK || st.Unresolved != 1 || len(st.List) != 1 ||
 		!strings.Contains(st.List[0].Reason, "route via interface 9, which xlb does not serve") {
 		t.Errorf("dest 3 (route via an interface not served): %+v, stats %+v; want unresolved, saying why", f, st)
+	}
+}
+
+// Copying with no free frame in the egress UMEM drops the frame, counted,
+// and gives it back to its own UMEM.
+func TestWorkerTwoArmedCopyNoFrame(t *testing.T) {
+	w, k0 := methodWorker(t, modes.Masq)
+	k1 := twoArmedUMEM(t, w, k0, false)
+	w.qs[1].refill()
+	*w.qs[1].free = (*w.qs[1].free)[:0] // every frame of UMEM 1 is on its fill ring
+	k0.deliver(tcpTo(40000, 80, syn))
+	w.poll(1)
+	if len(k1.sent) != 0 || w.stats.local[CopyNoFrame] != 1 {
+		t.Errorf("sent %d, copy_no_frame %d; want 0, 1", len(k1.sent), w.stats.local[CopyNoFrame])
+	}
+	w.q.reap()
+	if got := len(*w.q.free) + k0.inFlight(); got != 1024 {
+		t.Errorf("frames of UMEM 0 accounted for: %d, want 1024", got)
 	}
 }

@@ -122,13 +122,25 @@ func newWorker(d *Dataplane, qid, queues int) (*worker, error) {
 	// so that a frame received on one leaves on another as it is.
 	o := d.opts.Socket
 	o.NumFrames *= len(d.ifaces)
+	if o.NoSharedUMEM {
+		o = d.opts.Socket
+	}
 	for slot, si := range d.ifaces {
 		var sock *socket
 		var err error
-		if slot == 0 {
+		switch {
+		case slot == 0 || o.NoSharedUMEM:
 			sock, err = newSocket(si.index, qid, o)
-		} else {
-			sock, err = newSharedSocket(si.index, qid, o, w.socks[0])
+		default:
+			if sock, err = newSharedSocket(si.index, qid, o, w.socks[0]); err != nil {
+				// Copy between UMEMs instead, at the cost of a copy per
+				// frame that changes interface.
+				d.opts.Logger.Warn("the kernel refuses to share a UMEM between interfaces: frames are copied between them",
+					"interface", si.name, "queue", qid, "err", err)
+				o = d.opts.Socket
+				o.NoSharedUMEM = true
+				sock, err = newSocket(si.index, qid, o)
+			}
 		}
 		if err != nil {
 			w.close()
@@ -160,7 +172,11 @@ func newWorker(d *Dataplane, qid, queues int) (*worker, error) {
 	w.q = newQueue(s0.umem, s0.frameSize, s0.numFrames, s0.fill, s0.comp, s0.rx, s0.tx, s0)
 	w.qs = []*queue{w.q}
 	for _, s := range w.socks[1:] {
-		w.qs = append(w.qs, newSharedQueue(w.q, s.fill, s.comp, s.rx, s.tx, s))
+		if s.shared {
+			w.qs = append(w.qs, newSharedQueue(w.q, s.fill, s.comp, s.rx, s.tx, s))
+		} else {
+			w.qs = append(w.qs, newQueue(s.umem, s.frameSize, s.numFrames, s.fill, s.comp, s.rx, s.tx, s))
+		}
 	}
 	w.cfg.Store(&workerConfig{services: map[svcKey]*workerService{}})
 	return w, nil
@@ -364,9 +380,7 @@ func (w *worker) pollQueue(slot uint16, q *queue, cfg *workerConfig, fwd []destF
 				// descriptor is valid on every socket of the shared UMEM.
 				d.Addr = d.Addr&q.frameMask + uint64(f.Off)
 				d.Len = uint32(f.Len)
-				eq := w.qs[w.out]
-				eq.batch[eq.nb] = d
-				eq.nb++
+				w.enqueue(q, d)
 				continue
 			}
 		}
@@ -380,6 +394,35 @@ func (w *worker) pollQueue(slot uint16, q *queue, cfg *workerConfig, fwd []destF
 	w.stats.local[RxFrames] += uint64(n)
 	w.transmitBatches()
 	return int(n)
+}
+
+// enqueue adds d, a frame of q's UMEM, to the batch of the queue it
+// leaves by (w.out). When that queue has a UMEM of its own (no shared
+// UMEM), the frame is copied into one of its free frames, at the same
+// offset in the chunk, and d goes back to q's free stack; with no free
+// frame there it is dropped and counted.
+func (w *worker) enqueue(q *queue, d unix.XDPDesc) {
+	eq := w.qs[w.out]
+	if eq.free != q.free {
+		free := *eq.free
+		if len(free) == 0 {
+			eq.reap()
+			if free = *eq.free; len(free) == 0 {
+				w.stats.local[CopyNoFrame]++
+				q.release(d.Addr)
+				return
+			}
+		}
+		base := free[len(free)-1]
+		*eq.free = free[:len(free)-1]
+		off := d.Addr &^ q.frameMask
+		copy(eq.umem[base+off:base+off+uint64(d.Len)], q.umem[d.Addr:d.Addr+uint64(d.Len)])
+		q.release(d.Addr)
+		d.Addr = base + off
+		w.stats.local[Copied]++
+	}
+	eq.batch[eq.nb] = d
+	eq.nb++
 }
 
 // transmitBatches puts each queue's batch on its TX ring.

@@ -52,6 +52,7 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	var vlans vlanList
 	fs.Var(&vlans, "vlan", "802.1Q VLAN ID whose tagged frames are balanced, repeatable (default: untagged frames only)")
 	maxServices := fs.Int("max-services", 0, "size of the XDP service map (0: 16384)")
+	noShare := fs.Bool("no-shared-umem", false, "with several --iface: a UMEM per interface, copying frames that change interface (the fallback when the kernel refuses XDP_SHARED_UMEM)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -93,6 +94,7 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	opts := dataplane.DefaultOptions(ifaces[0])
 	opts.Interfaces = ifaces[1:]
 	opts.Queues = *queues
+	opts.Socket.NoSharedUMEM = *noShare
 	opts.ConnCapacity = *conns
 	opts.VLANs, opts.MaxServices = vlans, *maxServices
 	opts.Logger = log

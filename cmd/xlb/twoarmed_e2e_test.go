@@ -15,8 +15,8 @@ import (
 )
 
 // startXLBOn is startXLB on host, serving every interface in ifaces
-// (--iface once each).
-func startXLBOn(t *testing.T, host *testenv.Host, ifaces []string, rules string) *xlbProc {
+// (--iface once each), with extra flags.
+func startXLBOn(t *testing.T, host *testenv.Host, ifaces []string, rules string, extra ...string) *xlbProc {
 	t.Helper()
 	dir := t.TempDir()
 	rulesFile := filepath.Join(dir, "rules")
@@ -29,6 +29,7 @@ func startXLBOn(t *testing.T, host *testenv.Host, ifaces []string, rules string)
 		args = append(args, "--iface", i)
 	}
 	args = append(args, "--rules", rulesFile, "--socket", sock, "--conns", "65536")
+	args = append(args, extra...)
 	p, err := host.Start(xlbBin, args...)
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +58,23 @@ func startXLBOn(t *testing.T, host *testenv.Host, ifaces []string, rules string)
 // intact; IPv4 and IPv6.
 func TestTwoArmed(t *testing.T) {
 	testenv.RequireRoot(t)
-	for _, c := range modeCases {
+	testTwoArmed(t, modeCases, false)
+}
+
+// TestTwoArmed's NAT and DR with --no-shared-umem: a UMEM per interface,
+// each frame that changes interface copied (the fallback for a kernel
+// that refuses XDP_SHARED_UMEM), for comparison.
+func TestTwoArmedCopy(t *testing.T) {
+	testenv.RequireRoot(t)
+	testTwoArmed(t, modeCases[:2], true)
+}
+
+func testTwoArmed(t *testing.T, cases []modeCase, copying bool) {
+	var extra []string
+	if copying {
+		extra = []string{"--no-shared-umem"}
+	}
+	for _, c := range cases {
 		for _, v6 := range []bool{false, true} {
 			name := c.name + "/ipv4"
 			if v6 {
@@ -71,7 +88,7 @@ func TestTwoArmed(t *testing.T) {
 				if c.reals == testenv.RealNAT {
 					vport = 8080 // port mapping: VIP:8080 → RIP:80
 				}
-				d := startXLBOn(t, env.Director, env.DirectorIfaces, modeRules(env, c, v6, vport))
+				d := startXLBOn(t, env.Director, env.DirectorIfaces, modeRules(env, c, v6, vport), extra...)
 				vip := env.VIP
 				if v6 {
 					vip = env.VIP6
@@ -117,6 +134,10 @@ func TestTwoArmed(t *testing.T) {
 				}
 				if strings.Count(list, " "+c.list+" ") < 2*len(env.Reals) {
 					t.Errorf("-L -n does not list every real server as %s:\n%s", c.list, list)
+				}
+				st := stats(d)
+				if copied := strings.Contains(st, " copied "); copied != copying {
+					t.Errorf("frames copied between UMEMs: %v, want %v:\n%s", copied, copying, st)
 				}
 			})
 		}
