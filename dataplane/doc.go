@@ -44,8 +44,10 @@
 // none free, dropped as copy_no_frame); SocketOptions.NoSharedUMEM
 // (xlb run --no-shared-umem) forces it. On the fake kernel the copy of a
 // 1454-byte frame costs about 30 ns (BenchmarkWorkerTwoArmed: 128 ns per
-// frame shared, 159 copying); on veth, where the kernel copies each
-// frame into an skb anyway, it does not show in a 16 MiB transfer.
+// frame shared, 159 copying). Through a two-armed NAT director on veth
+// (TestTwoArmed, TestTwoArmedCopy), 16 MiB each way ran at 560-960
+// Mbit/s each way shared and 460-600 Mbit/s copying, three runs each on
+// a busy 2-core VM.
 //
 // Which interface a frame leaves by: a client's frame, the one the route
 // to its next hop names (the resolver's slot in the forwarding table); a

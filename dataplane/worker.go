@@ -577,7 +577,7 @@ func (w *worker) xmit(f *modes.Frame, m *packet.Meta, e *conntrack.Entry, id uin
 	dir conntrack.Dir, fwd []destFwd) bool {
 	p := &w.plan
 	p.Method = method
-	out := w.in
+	var out uint16 // the egress interface's slot
 	if dir == conntrack.DirOutput {
 		if e == nil {
 			return false
