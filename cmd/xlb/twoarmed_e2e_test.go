@@ -139,6 +139,9 @@ func testTwoArmed(t *testing.T, cases []modeCase, copying bool) {
 				if copied := strings.Contains(st, " copied "); copied != copying {
 					t.Errorf("frames copied between UMEMs: %v, want %v:\n%s", copied, copying, st)
 				}
+				if shared := strings.Contains(d.Output.String(), "shared_umem=true"); shared == copying {
+					t.Errorf("UMEM shared between the interfaces: %v, want %v:\n%s", shared, !copying, d.Output.String())
+				}
 			})
 		}
 	}
