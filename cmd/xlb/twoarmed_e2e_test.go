@@ -151,7 +151,9 @@ func testTwoArmed(t *testing.T, cases []modeCase, copying bool) {
 // ipvs.sh): client on the director's eth0, the server behind its eth1,
 // the VIP on lo. Its DR, NAT and TUN cases with xlb serving both
 // interfaces, each checked as ipvs.sh does: random bytes through the VIP,
-// compared on the server (Selftest.Check), IPv4 and IPv6.
+// compared on the server (Selftest.Check), IPv4 and IPv6; and FULLNAT,
+// which ipvs.sh lacks, in the same topology (the server has no route to
+// the client).
 func TestIPVSSelftest(t *testing.T) {
 	testenv.RequireRoot(t)
 	for _, c := range []struct {
@@ -162,13 +164,18 @@ func TestIPVSSelftest(t *testing.T) {
 		{"dr", testenv.RealDR, "-g"},
 		{"nat", testenv.RealNAT, "-m"},
 		{"tun", testenv.RealTUN, "-i"},
+		{"fullnat", testenv.RealFullNAT, "--fullnat"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s := testenv.NewSelftest(t, c.kind, xlbBin)
 			var rules strings.Builder
-			for _, p := range [][2]netip.Addr{{s.VIP, s.ServerAddr}, {s.VIP6, s.ServerAddr6}} {
+			for _, p := range [][3]netip.Addr{{s.VIP, s.ServerAddr, s.LAddr}, {s.VIP6, s.ServerAddr6, s.LAddr6}} {
 				vip := netip.AddrPortFrom(p[0], s.Port)
-				fmt.Fprintf(&rules, "-A -t %v -s rr\n-a -t %v -r %v %s\n", vip, vip, netip.AddrPortFrom(p[1], s.Port), c.opt)
+				fmt.Fprintf(&rules, "-A -t %v -s rr\n", vip)
+				if c.kind == testenv.RealFullNAT {
+					fmt.Fprintf(&rules, "-P -t %v -z %v\n", vip, p[2])
+				}
+				fmt.Fprintf(&rules, "-a -t %v -r %v %s\n", vip, netip.AddrPortFrom(p[1], s.Port), c.opt)
 			}
 			d := startXLBOn(t, s.Director, []string{s.ClientIface, s.ServerIface}, rules.String())
 			if err := s.Check(1<<20, 20*time.Second); err != nil {
