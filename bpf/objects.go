@@ -53,6 +53,7 @@ type Objects struct {
 	ifindex     int
 	devErr      error // why dev is nil although Ifindex was given
 	maxServices int
+	spec        *ebpf.CollectionSpec // what Load loaded, for Sibling
 }
 
 // Load loads the program and maps embedded in the package into the kernel,
@@ -91,7 +92,7 @@ func Load(opts Options) (*Objects, error) {
 	if err := spec.Variables["xlb_vlans"].Set(vlans); err != nil {
 		return nil, fmt.Errorf("load xdp: set vlans: %w", err)
 	}
-	o := Objects{ifindex: opts.Ifindex, maxServices: opts.MaxServices}
+	o := Objects{ifindex: opts.Ifindex, maxServices: opts.MaxServices, spec: spec}
 	// LoadAndAssign loads only what the struct names, and closes whatever
 	// it created when it fails.
 	if err := spec.LoadAndAssign(&o.objs, nil); err != nil {
@@ -101,6 +102,48 @@ func Load(opts Options) (*Objects, error) {
 		o.dev, o.devErr = loadDev(spec, &o.objs.xlbMaps, opts.Ifindex)
 	}
 	return &o, nil
+}
+
+// Sibling loads the program again for another interface, with that
+// interface's MAC (xlb_mac is a load-time constant, which the verifier
+// folds into the comparison) and an XSKMAP of its own (the program
+// redirects by RX queue index, and every interface has a queue 0), but
+// sharing every other map of o's (services, reals, locals, counters, the
+// SYN guard's): what Add*/Set*
+// and Counters do through o applies to both. Attach the sibling to
+// ifindex and give it that interface's sockets (SetSocket); its other
+// map methods must not be used. Closing it leaves o's maps alone.
+func (o *Objects) Sibling(mac [6]byte, ifindex int) (*Objects, error) {
+	spec := o.spec.Copy()
+	if err := spec.Variables["xlb_mac"].Set(mac); err != nil {
+		return nil, fmt.Errorf("load xdp: set mac: %w", err)
+	}
+	shared := mapsByName(&o.objs.xlbMaps)
+	delete(shared, "xsks") // the sibling's own sockets, by its RX queue
+	var objs struct {
+		P    *ebpf.Program `ebpf:"xlb_xdp"`
+		Xsks *ebpf.Map     `ebpf:"xsks"`
+	}
+	if err := spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{MapReplacements: shared}); err != nil {
+		return nil, fmt.Errorf("load xdp objects for ifindex %d: %w", ifindex, err)
+	}
+	s := &Objects{ifindex: ifindex, maxServices: o.maxServices}
+	s.objs.XlbXdp, s.objs.Xsks = objs.P, objs.Xsks
+	if ifindex != 0 {
+		ps := spec.Programs["xlb_xdp_dev"]
+		ps.Ifindex = uint32(ifindex)
+		ps.Flags |= xdpDevBoundOnly
+		var dev struct {
+			P *ebpf.Program `ebpf:"xlb_xdp_dev"`
+		}
+		shared["xsks"] = objs.Xsks
+		if err := spec.LoadAndAssign(&dev, &ebpf.CollectionOptions{MapReplacements: shared}); err != nil {
+			s.devErr = fmt.Errorf("load device-bound xdp program: %w", err)
+		} else {
+			s.dev = dev.P
+		}
+	}
+	return s, nil
 }
 
 // BPF_F_XDP_DEV_BOUND_ONLY (linux/bpf.h): the program may call metadata

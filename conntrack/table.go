@@ -103,6 +103,7 @@ func DefaultOptions() Options {
 //	 96 inBytes, outBytes (8+8)
 //	112 inPkts, outPkts (4+4)
 //	120 hop      client-side next hop's MAC, for replies (NAT, FullNAT) (6)
+//	126 hopIface the dataplane's slot of the interface the client's frames came in on (2)
 type Entry struct {
 	key      Key
 	expires  int64
@@ -121,7 +122,7 @@ type Entry struct {
 	inPkts   uint32
 	outPkts  uint32
 	hop      [6]byte
-	_        [2]byte
+	hopIface uint16
 }
 
 // Entry flags.
@@ -182,6 +183,15 @@ func (e *Entry) Hop() [6]byte { return e.hop }
 // first frame, the router (or the client itself) the client's traffic
 // arrives from. Replies take the path the requests came by.
 func (e *Entry) SetHop(mac [6]byte) { e.hop = mac }
+
+// HopIface is the slot of the interface the client's frames came in on
+// (SetHopIface): the dataplane's index of a served interface, 0 for the
+// first, which replies leave by.
+func (e *Entry) HopIface() uint16 { return e.hopIface }
+
+// SetHopIface records the interface slot the client's first frame came in
+// on, beside its hop (SetHop).
+func (e *Entry) SetHopIface(slot uint16) { e.hopIface = slot }
 
 // State is the protocol state.
 func (e *Entry) State() State { return e.state }

@@ -34,6 +34,7 @@ func makeSvcKey(k ipvs.ServiceKey) svcKey {
 type destFwd struct {
 	mac    [6]byte // next hop's MAC
 	macOK  bool    // mac is resolved
+	slot   uint16  // the interface the route to the next hop names: its slot among the served ones
 	method modes.Method
 	encap  modes.Encap // Tunnel: encapsulation, with the director's outer source address
 	addr   netip.Addr
@@ -763,7 +764,7 @@ func (d *Dataplane) publishFwd(changes []fwdChange) {
 	fwd := slices.Clone(*d.fwd.Load())
 	for _, c := range changes {
 		if f := &fwd[c.id]; f.addr == c.addr {
-			f.mac, f.macOK = c.mac, c.ok
+			f.mac, f.macOK, f.slot = c.mac, c.ok, c.slot
 		}
 	}
 	d.fwd.Store(&fwd)

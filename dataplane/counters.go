@@ -32,6 +32,8 @@ const (
 	SYNLevel                     // the worker's pressure level, bpf.SYNLevel (a level, summed over workers)
 	SYNRaises                    // times a worker raised its pressure level
 	SYNErrors                    // failed updates of the XDP program's syn_guard map
+	Copied                       // frames copied to another interface's UMEM (no shared UMEM)
+	CopyNoFrame                  // dropped: no free frame in the egress interface's UMEM to copy into
 	numCounters
 )
 
@@ -41,6 +43,7 @@ var counterNames = [numCounters]string{
 	"held", "held_sent", "hold_expired", "hold_full", "link_down",
 	"reply_hit", "no_local_port", "csum_completed", "too_big_sent", "ttl_exceeded", "xmit_dropped",
 	"syn_guard_level", "syn_guard_raises", "syn_guard_errors",
+	"copied", "copy_no_frame",
 }
 
 func (c Counter) String() string {

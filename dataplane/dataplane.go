@@ -11,6 +11,8 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,8 +26,14 @@ import (
 
 // Options configure a Dataplane.
 type Options struct {
-	// Interface is the network interface to balance on (required).
+	// Interface is the network interface to balance on (required unless
+	// Interfaces names some).
 	Interface string
+	// Interfaces are more interfaces to serve besides Interface (a
+	// two-armed director: clients on one, real servers on another). A
+	// frame leaves by the interface the route to its next hop names;
+	// NAT and FULLNAT replies by the one the client's frames came in on.
+	Interfaces []string
 	// Queues is the number of RX queues to serve, from queue 0; 0 means
 	// every RX queue the interface has.
 	Queues int
@@ -82,16 +90,15 @@ func DefaultOptions(iface string) Options {
 	}
 }
 
-// Dataplane is xlb's forwarding engine on one interface: the XDP program,
-// one AF_XDP socket and worker per queue, and the control plane that
-// turns an ipvs.Config into the workers' tables.
+// Dataplane is xlb's forwarding engine on a set of interfaces: the XDP
+// program on each, one worker per queue with an AF_XDP socket per
+// interface, and the control plane that turns an ipvs.Config into the
+// workers' tables.
 type Dataplane struct {
 	opts    Options
-	ifindex int
-	mac     [6]byte
-	mtu     int
-	objs    *bpf.Objects
-	link    link.Link
+	ifindex int // the first served interface's (ifaces[0])
+	ifaces  []*servedIface
+	objs    *bpf.Objects // the first interface's program, whose maps every program shares
 	mode    bpf.AttachMode
 	workers []*worker
 	reg     *sched.Registry
@@ -121,14 +128,44 @@ type Dataplane struct {
 	nudge chan struct{}
 }
 
-// New loads and attaches the XDP program to opts.Interface and opens a
-// socket per queue. Frames reach the workers once Run starts; until Apply
+// servedIface is one interface the dataplane serves. Its slot is its
+// index in Dataplane.ifaces, which the forwarding table and connection
+// entries name it by.
+type servedIface struct {
+	name  string
+	index int
+	mac   [6]byte
+	mtu   int
+	objs  *bpf.Objects // the program attached to it (Dataplane.objs, or a sibling sharing its maps)
+	link  link.Link
+	mode  bpf.AttachMode
+}
+
+// interfaces is the list of interfaces opts names, Interface first,
+// without repeats.
+func (o Options) interfaces() []string {
+	var names []string
+	for _, n := range append([]string{o.Interface}, o.Interfaces...) {
+		if n != "" && !slices.Contains(names, n) {
+			names = append(names, n)
+		}
+	}
+	return names
+}
+
+// New loads and attaches the XDP program to each interface opts names and
+// opens a socket per interface and queue. Frames reach the workers once Run starts; until Apply
 // installs services the XDP program passes everything to the kernel. On
 // error everything opened so far is released.
 func New(opts Options) (d *Dataplane, err error) {
-	if opts.Interface == "" {
+	names := opts.interfaces()
+	if len(names) == 0 {
 		return nil, errors.New("no interface given")
 	}
+	if len(names) > maxIfaces {
+		return nil, fmt.Errorf("invalid interfaces %v: at most %d", names, maxIfaces)
+	}
+	opts.Interface = names[0]
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -158,22 +195,42 @@ func New(opts Options) (d *Dataplane, err error) {
 	}
 	// Every precondition is checked before anything is loaded or
 	// attached, so a refusal leaves the interface as it was.
-	ifc, err := usableInterface(opts.Interface)
-	if err != nil {
-		return nil, err
+	var ifaces []*servedIface
+	var indexes []int
+	for _, name := range names {
+		ifc, err := usableInterface(name)
+		if err != nil {
+			return nil, err
+		}
+		si := &servedIface{name: name, index: ifc.Index, mtu: ifc.MTU}
+		copy(si.mac[:], ifc.HardwareAddr)
+		ifaces = append(ifaces, si)
+		indexes = append(indexes, ifc.Index)
 	}
 	queues := opts.Queues
 	if queues == 0 {
-		if queues, err = rxQueues(opts.Interface); err != nil {
+		if queues, err = rxQueues(names[0]); err != nil {
 			return nil, err
 		}
 	}
-	if err := checkMemory(opts, queues); err != nil {
+	for _, name := range names[1:] {
+		// A worker serves queue q of every interface.
+		n, err := rxQueues(name)
+		if err != nil {
+			return nil, err
+		}
+		if n < queues {
+			return nil, fmt.Errorf("serve %s: it has %d RX queues, %d are served on %s (set --queues)", name, n, queues, names[0])
+		}
+	}
+	mem := opts
+	mem.Socket.NumFrames *= len(names) // a worker's UMEM holds frames for each of its sockets
+	if err := checkMemory(mem, queues); err != nil {
 		return nil, err
 	}
 
 	d = &Dataplane{
-		opts: opts, ifindex: ifc.Index,
+		opts: opts, ifindex: ifaces[0].index, ifaces: ifaces,
 		reg:        sched.NewRegistry(opts.MaxDests),
 		ctSettings: conntrack.NewSettings(conntrack.DefaultTimeouts()),
 		state:      newControlState(),
@@ -181,8 +238,6 @@ func New(opts Options) (d *Dataplane, err error) {
 		want:       make([]atomic.Uint64, (opts.MaxDests+1+63)/64),
 		nudge:      make(chan struct{}, 1),
 	}
-	copy(d.mac[:], ifc.HardwareAddr)
-	d.mtu = ifc.MTU
 	empty := make([]destFwd, opts.MaxDests+1)
 	d.fwd.Store(&empty)
 	defer func() {
@@ -196,7 +251,7 @@ func New(opts Options) (d *Dataplane, err error) {
 		return nil, err
 	}
 	d.kern = kern
-	d.res = newResolver(kern, ifc.Index, opts.Logger)
+	d.res = newResolver(kern, opts.Logger, indexes...)
 
 	// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.
 	if err := rlimit.RemoveMemlock(); err != nil {
@@ -205,47 +260,65 @@ func New(opts Options) (d *Dataplane, err error) {
 	if d.objs, err = bpf.Load(bpf.Options{
 		MaxServices: opts.MaxServices,
 		MaxReals:    opts.MaxDests, // a real per destination at most
-		MAC:         d.mac,
+		MAC:         ifaces[0].mac,
 		VLANs:       opts.VLANs,
-		Ifindex:     ifc.Index,
+		Ifindex:     ifaces[0].index,
 	}); err != nil {
 		return nil, fmt.Errorf("load xdp program: %w", err)
+	}
+	// One program per interface, each with its interface's MAC and its
+	// own socket map, all sharing the service, real, local and counter
+	// maps, so that Apply and Stats see one dataplane.
+	ifaces[0].objs = d.objs
+	for _, si := range ifaces[1:] {
+		if si.objs, err = d.objs.Sibling(si.mac, si.index); err != nil {
+			return nil, fmt.Errorf("load xdp program for %s: %w", si.name, err)
+		}
 	}
 	for q := 0; q < queues; q++ {
 		w, err := newWorker(d, q, queues)
 		if errors.Is(err, ErrBusy) {
-			return nil, fmt.Errorf("interface %s is busy: %w: %v", opts.Interface, ErrBusy, err)
+			return nil, fmt.Errorf("interface %s is busy: %w: %v", strings.Join(names, ", "), ErrBusy, err)
 		}
 		if err != nil {
 			return nil, err
 		}
 		d.workers = append(d.workers, w)
-		if err := d.objs.SetSocket(q, w.sock.fd); err != nil {
-			return nil, fmt.Errorf("register socket of queue %d: %w", q, err)
+		for slot, si := range ifaces {
+			if err := si.objs.SetSocket(q, w.socks[slot].fd); err != nil {
+				return nil, fmt.Errorf("register socket of %s queue %d: %w", si.name, q, err)
+			}
 		}
 	}
 	d.syncLocals(nil) // before any real server's reply can be steered
-	if ok, err := d.objs.DeviceBound(); !ok && err != nil {
-		opts.Logger.Info("xdp: no device-bound program, VLAN tags the NIC strips are not seen", "err", err)
+	for _, si := range ifaces {
+		if ok, err := si.objs.DeviceBound(); !ok && err != nil {
+			opts.Logger.Info("xdp: no device-bound program, VLAN tags the NIC strips are not seen", "interface", si.name, "err", err)
+		}
+		if si.link, si.mode, err = si.objs.Attach(si.index); err != nil {
+			return nil, fmt.Errorf("attach xdp to %s: %w", si.name, err)
+		}
+		if dev, _ := si.objs.DeviceBound(); si.mode == bpf.Generic || !dev {
+			// The tag in skb metadata (a bridge or veth peer, or a NIC whose
+			// rx-vlan offload cannot be turned off) is invisible to XDP
+			// without the kfunc: such frames would look untagged.
+			opts.Logger.Warn("xdp cannot see VLAN tags the kernel stripped: tagged frames may be balanced as untagged",
+				"interface", si.name, "mode", si.mode.String(), "device_bound", dev)
+		}
+		zc := "copy"
+		if d.workers[0].socks[0].zeroCopy {
+			zc = "zero-copy"
+		}
+		ws := d.workers[0].socks
+		opts.Logger.Info("xdp attached", "interface", si.name, "mode", si.mode.String(),
+			"queues", queues, "af_xdp", zc, "shared_umem", len(ws) > 1 && ws[len(ws)-1].shared)
 	}
-	if d.link, d.mode, err = d.objs.Attach(ifc.Index); err != nil {
-		return nil, fmt.Errorf("attach xdp to %s: %w", opts.Interface, err)
-	}
-	if dev, _ := d.objs.DeviceBound(); d.mode == bpf.Generic || !dev {
-		// The tag in skb metadata (a bridge or veth peer, or a NIC whose
-		// rx-vlan offload cannot be turned off) is invisible to XDP
-		// without the kfunc: such frames would look untagged.
-		opts.Logger.Warn("xdp cannot see VLAN tags the kernel stripped: tagged frames may be balanced as untagged",
-			"mode", d.mode.String(), "device_bound", dev)
-	}
-	zc := "copy"
-	if d.workers[0].sock.zeroCopy {
-		zc = "zero-copy"
-	}
-	opts.Logger.Info("xdp attached", "interface", opts.Interface, "mode", d.mode.String(),
-		"queues", queues, "af_xdp", zc)
+	d.mode = ifaces[0].mode
 	return d, nil
 }
+
+// maxIfaces bounds the interfaces one dataplane serves.
+const maxIfaces = 16
 
 // rxQueues counts the RX queues of iface from sysfs.
 func rxQueues(iface string) (int, error) {
@@ -366,9 +439,9 @@ func (d *Dataplane) resolve(ctx context.Context) error {
 			round := false
 			d.resMu.Lock()
 			for n := 0; ; n++ {
-				if ev.kind == evLink && ev.gone && ev.link == d.ifindex {
+				if si := d.served(ev.link); ev.kind == evLink && ev.gone && si != nil {
 					d.resMu.Unlock()
-					err := fmt.Errorf("serve %s: %w (XDP and its sockets went with it)", d.opts.Interface, ErrInterfaceGone)
+					err := fmt.Errorf("serve %s: %w (XDP and its sockets went with it)", si.name, ErrInterfaceGone)
 					d.opts.Logger.Error("cannot go on", "err", err)
 					return err
 				}
@@ -393,6 +466,16 @@ func (d *Dataplane) resolve(ctx context.Context) error {
 			again = false
 		}
 	}
+}
+
+// served returns the served interface of index ifindex, or nil.
+func (d *Dataplane) served(ifindex int) *servedIface {
+	for _, si := range d.ifaces {
+		if si.index == ifindex {
+			return si
+		}
+	}
+	return nil
 }
 
 // wanted takes the destinations workers hold frames for, clearing their
@@ -433,14 +516,23 @@ func (d *Dataplane) closeLocked() (bool, error) {
 	}
 	d.closed = true
 	var errs []error
-	if d.link != nil {
-		if err := d.link.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("detach xdp: %w", err))
+	for _, si := range d.ifaces {
+		if si.link != nil {
+			if err := si.link.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("detach xdp from %s: %w", si.name, err))
+			}
 		}
 	}
 	for _, w := range d.workers {
 		if err := w.close(); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	for _, si := range d.ifaces {
+		if si.objs != nil && si.objs != d.objs {
+			if err := si.objs.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close bpf objects of %s: %w", si.name, err))
+			}
 		}
 	}
 	if d.objs != nil {

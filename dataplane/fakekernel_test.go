@@ -28,7 +28,18 @@ type fakeKernel struct {
 }
 
 func newFakeKernel(numFrames, frameSize, ringSize uint32) (*fakeKernel, *queue) {
-	k := &fakeKernel{umem: make([]byte, numFrames*frameSize), frameSize: frameSize, keep: true}
+	return newFakeSocket(make([]byte, numFrames*frameSize), frameSize, numFrames, ringSize, nil)
+}
+
+// newSharedFakeKernel is a second socket, on another interface, bound to
+// owner's UMEM (XDP_SHARED_UMEM): its own four rings, owner's frames and
+// free stack.
+func newSharedFakeKernel(owner *fakeKernel, oq *queue, ringSize uint32) (*fakeKernel, *queue) {
+	return newFakeSocket(owner.umem, owner.frameSize, 0, ringSize, oq)
+}
+
+func newFakeSocket(umem []byte, frameSize, numFrames, ringSize uint32, owner *queue) (*fakeKernel, *queue) {
+	k := &fakeKernel{umem: umem, frameSize: frameSize, keep: true}
 	var user [4]ring
 	var kern [4]ring
 	for i := range user {
@@ -42,10 +53,12 @@ func newFakeKernel(numFrames, frameSize, ringSize uint32) (*fakeKernel, *queue) 
 	k.comp = addrRing{kern[1], addrs[1]}
 	k.rx = descRing{kern[2], descs[0]}
 	k.tx = descRing{kern[3], descs[1]}
-	q := newQueue(k.umem, frameSize, numFrames,
-		addrRing{user[0], addrs[0]}, addrRing{user[1], addrs[1]},
-		descRing{user[2], descs[0]}, descRing{user[3], descs[1]}, k)
-	return k, q
+	fill, comp := addrRing{user[0], addrs[0]}, addrRing{user[1], addrs[1]}
+	rx, tx := descRing{user[2], descs[0]}, descRing{user[3], descs[1]}
+	if owner != nil {
+		return k, newSharedQueue(owner, fill, comp, rx, tx, k)
+	}
+	return k, newQueue(k.umem, frameSize, numFrames, fill, comp, rx, tx, k)
 }
 
 // deliver receives frame as the NIC would: into a frame from the fill

@@ -31,6 +31,7 @@ const (
 
 type heldFrame struct {
 	desc  unix.XDPDesc
+	in    uint16 // the interface slot it came in on
 	id    uint32
 	ipLen int
 	at    int64
@@ -41,7 +42,6 @@ type heldFrame struct {
 type holdQueue struct {
 	frames [holdMax]heldFrame
 	n      int
-	tx     [holdMax]unix.XDPDesc // scratch for flush
 	// id and ipLen are handle's request to hold the frame it just
 	// refused (id 0: none); poll then calls hold with the descriptor.
 	id    uint32
@@ -66,7 +66,7 @@ func (w *worker) hold(d unix.XDPDesc, now int64) {
 	if h.n == holdMax || same >= holdPerDest {
 		w.stats.local[HoldFull]++
 		w.stats.local[NoNeighbour]++
-		w.q.release(d.Addr)
+		w.qs[w.in].release(d.Addr)
 		return
 	}
 	if same == 0 {
@@ -75,7 +75,7 @@ func (w *worker) hold(d unix.XDPDesc, now int64) {
 		}
 		h.nudge = true
 	}
-	h.frames[h.n] = heldFrame{desc: d, id: id, ipLen: ipLen, at: now}
+	h.frames[h.n] = heldFrame{desc: d, in: w.in, id: id, ipLen: ipLen, at: now}
 	h.n++
 	w.stats.local[Held]++
 }
@@ -88,42 +88,42 @@ func (w *worker) flushHeld(fwd []destFwd, now int64) {
 	if h.n == 0 {
 		return
 	}
-	kept, ntx := 0, 0
+	kept := 0
 	for i := range h.frames[:h.n] {
 		f := &h.frames[i]
 		switch {
 		case int(f.id) < len(fwd) && fwd[f.id].macOK:
-			if w.xmitHeld(&f.desc, f.id, fwd, now) {
-				h.tx[ntx] = f.desc
-				ntx++
+			w.in = f.in
+			q := w.qs[f.in] // the queue whose UMEM holds the frame
+			if w.xmitHeld(q, &f.desc, f.id, fwd, now) {
+				// The queues' batches are empty at a batch's start and
+				// hold maxBatch >= holdMax frames.
+				w.enqueue(q, f.desc)
 				w.stats.local[HeldSent]++
 			} else {
-				w.q.release(f.desc.Addr)
+				q.release(f.desc.Addr)
 			}
 		case now-f.at >= holdTimeout:
 			w.stats.local[HoldExpired]++
 			w.stats.local[NoNeighbour]++
-			w.q.release(f.desc.Addr)
+			w.qs[f.in].release(f.desc.Addr)
 		default:
 			h.frames[kept] = *f
 			kept++
 		}
 	}
 	h.n = kept
-	if ntx > 0 {
-		w.q.transmit(h.tx[:ntx])
-		w.stats.local[TxFrames] += uint64(ntx)
-	}
+	w.transmitBatches()
 }
 
 // xmitHeld rewrites a held frame for destination id, now resolved: the
 // frame is parsed again and its connection looked up again (the entry was
 // created and updated when the frame first came), then goes through the
 // same xmit step as any frame; d is left describing what to transmit.
-func (w *worker) xmitHeld(d *unix.XDPDesc, id uint32, fwd []destFwd, now int64) bool {
+func (w *worker) xmitHeld(q *queue, d *unix.XDPDesc, id uint32, fwd []destFwd, now int64) bool {
 	f := &w.holdView
 	m := &w.holdMeta
-	if !w.q.view(d, f) || packet.Parse(f.Bytes(), m) != packet.OK {
+	if !q.view(d, f) || packet.Parse(f.Bytes(), m) != packet.OK {
 		return false
 	}
 	k := conntrack.Key{Src: m.Src, Dst: m.Dst, SrcPort: m.SrcPort, DstPort: m.DstPort, Proto: m.Proto}
@@ -139,7 +139,7 @@ func (w *worker) xmitHeld(d *unix.XDPDesc, id uint32, fwd []destFwd, now int64) 
 		w.held.id = 0
 		return false
 	}
-	d.Addr = d.Addr&w.q.frameMask + uint64(f.Off)
+	d.Addr = d.Addr&q.frameMask + uint64(f.Off)
 	d.Len = uint32(f.Len)
 	return true
 }

@@ -100,7 +100,7 @@ func TestWorkerHoldsUntilResolved(t *testing.T) {
 		t.Errorf("no_neighbour = %d, want 0", w.stats.local[NoNeighbour])
 	}
 	w.q.reap()
-	if got := len(w.q.free) + k.inFlight(); got != 1024 {
+	if got := len(*w.q.free) + k.inFlight(); got != 1024 {
 		t.Errorf("frames accounted for = %d, want 1024", got)
 	}
 }
@@ -133,7 +133,7 @@ func TestWorkerHoldBoundedAndExpires(t *testing.T) {
 	if len(k.sent) != 0 {
 		t.Errorf("sent %d frames to an unresolved destination", len(k.sent))
 	}
-	if got := len(w.q.free) + k.inFlight(); got != 1024 {
+	if got := len(*w.q.free) + k.inFlight(); got != 1024 {
 		t.Errorf("frames accounted for = %d, want 1024", got)
 	}
 	if w.waitMs() != idleWaitMs {
@@ -237,8 +237,8 @@ func TestWorkerHoldWorkerBound(t *testing.T) {
 	setResolved(w, false)
 	// Fill the hold with frames of some other unresolved destination.
 	for w.held.n < holdMax {
-		addr := w.q.free[len(w.q.free)-1]
-		w.q.free = w.q.free[:len(w.q.free)-1]
+		addr := (*w.q.free)[len(*w.q.free)-1]
+		*w.q.free = (*w.q.free)[:len(*w.q.free)-1]
 		w.held.frames[w.held.n] = heldFrame{desc: unix.XDPDesc{Addr: addr, Len: 60}, id: 9, at: 1}
 		w.held.n++
 	}

@@ -25,7 +25,7 @@ var testLaddr = netip.MustParseAddr("198.18.0.200")
 // (a FULLNAT service has the local address testLaddr).
 func methodWorker(t testing.TB, m modes.Method) (*worker, *fakeKernel) {
 	t.Helper()
-	d := &Dataplane{reg: sched.NewRegistry(16), ctSettings: conntrack.NewSettings(conntrack.DefaultTimeouts()), mac: directorMAC}
+	d := &Dataplane{reg: sched.NewRegistry(16), ctSettings: conntrack.NewSettings(conntrack.DefaultTimeouts())}
 	fwd := make([]destFwd, 17)
 	rr, err := sched.New("rr", sched.DefaultOptions())
 	if err != nil {

@@ -121,13 +121,14 @@ type neighKey struct {
 }
 
 // resolution is what the resolver knows about one destination address.
-// ifindex is the interface the route names: the dataplane serves one
-// interface today and reports a destination routed elsewhere as
-// unresolved; a multi-interface dataplane forwards out of it.
+// ifindex is the interface the route names, slot its index among the
+// served interfaces, which the worker transmits on; a destination routed
+// out of an interface the dataplane does not serve is unresolved.
 type resolution struct {
 	mac     [6]byte
 	ok      bool
 	ifindex int
+	slot    uint16
 	hop     netip.Addr
 	reason  string // why not ok
 }
@@ -144,6 +145,7 @@ type fwdChange struct {
 	addr netip.Addr
 	mac  [6]byte
 	ok   bool
+	slot uint16 // the egress interface's slot
 }
 
 // Probe pacing. A missing neighbour is probed at once, then after 1, 2,
@@ -202,7 +204,7 @@ type destState struct {
 // drives it.
 type resolver struct {
 	k      netKernel
-	served int // the one interface the dataplane serves
+	served map[int]uint16 // the interfaces the dataplane serves: ifindex → slot
 	log    *slog.Logger
 	now    func() time.Time
 	// polling: no subscription, so look every route up every round. Not
@@ -257,9 +259,15 @@ type UnresolvedDest struct {
 	Reason string
 }
 
-func newResolver(k netKernel, served int, log *slog.Logger) *resolver {
+// newResolver resolves next hops out of the served interfaces, by
+// ifindex; the i-th is slot i.
+func newResolver(k netKernel, log *slog.Logger, served ...int) *resolver {
+	slots := make(map[int]uint16, len(served))
+	for i, ifindex := range served {
+		slots[ifindex] = uint16(i)
+	}
 	return &resolver{
-		k: k, served: served, log: log, now: time.Now,
+		k: k, served: slots, log: log, now: time.Now,
 		byAddr: map[netip.Addr][]uint32{},
 		routes: map[netip.Addr]routeEntry{}, neigh: map[neighKey]neighbour{}, next: map[neighKey]neighbour{},
 		unres: map[netip.Addr]struct{}{}, linkUp: map[int]bool{},
@@ -406,10 +414,12 @@ func (r *resolver) resolve(a netip.Addr, now time.Time) resolution {
 		return resolution{reason: "no route: " + re.err.Error()}
 	}
 	res := resolution{ifindex: re.r.ifindex, hop: re.r.hop}
-	if re.r.ifindex != r.served {
-		res.reason = fmt.Sprintf("route via interface %d, not the one xlb serves (%d)", re.r.ifindex, r.served)
+	slot, served := r.served[re.r.ifindex]
+	if !served {
+		res.reason = fmt.Sprintf("route via interface %d, which xlb does not serve (--iface)", re.r.ifindex)
 		return res
 	}
+	res.slot = slot
 	k := neighKey{re.r.ifindex, re.r.hop}
 	n, found := r.neigh[k]
 	if found && n.usable() {
@@ -493,7 +503,8 @@ func (r *resolver) note(a netip.Addr, res resolution, now time.Time, cur []destF
 	default:
 		// A route error is worth saying at once; a neighbour that has not
 		// answered yet only after logGrace.
-		definite := !res.hop.IsValid() || res.ifindex != r.served
+		_, served := r.served[res.ifindex]
+		definite := !res.hop.IsValid() || !served
 		if !st.logged && (definite || now.Sub(st.since) >= logGrace) {
 			r.logf(slog.LevelWarn, "destination unresolved: its frames are held, then dropped", "dest", a, "reason", res.reason)
 			st.logged = true
@@ -510,10 +521,10 @@ func (r *resolver) note(a netip.Addr, res resolution, now time.Time, cur []destF
 			continue
 		}
 		f := &cur[id]
-		if f.addr != a || (f.macOK == res.ok && (!res.ok || f.mac == res.mac)) {
+		if f.addr != a || (f.macOK == res.ok && (!res.ok || f.mac == res.mac && f.slot == res.slot)) {
 			continue
 		}
-		changes = append(changes, fwdChange{id: id, addr: a, mac: res.mac, ok: res.ok})
+		changes = append(changes, fwdChange{id: id, addr: a, mac: res.mac, ok: res.ok, slot: res.slot})
 	}
 	return changes
 }
@@ -551,7 +562,7 @@ func (r *resolver) event(ev netEvent, cur []destFwd) (changes []fwdChange, round
 		}
 		_, known := r.linkUp[ev.link]
 		r.linkUp[ev.link] = ev.up
-		if ev.link == r.served && (known || !ev.up) {
+		if _, served := r.served[ev.link]; served && (known || !ev.up) {
 			if ev.up {
 				r.log.Info("served interface up", "ifindex", ev.link)
 			} else {
@@ -584,7 +595,7 @@ func (r *resolver) event(ev netEvent, cur []destFwd) (changes []fwdChange, round
 func (r *resolver) latest(changes []fwdChange) {
 	for i := range changes {
 		if st := r.state[changes[i].addr]; st != nil {
-			changes[i].mac, changes[i].ok = st.res.mac, st.res.ok
+			changes[i].mac, changes[i].ok, changes[i].slot = st.res.mac, st.res.ok, st.res.slot
 		}
 	}
 }
@@ -595,7 +606,7 @@ func (r *resolver) want(addrs []netip.Addr) {
 	now := r.now()
 	for _, a := range addrs {
 		re, ok := r.routes[a]
-		if !ok || re.err != nil || re.r.ifindex != r.served {
+		if _, served := r.served[re.r.ifindex]; !ok || re.err != nil || !served {
 			continue
 		}
 		k := neighKey{re.r.ifindex, re.r.hop}

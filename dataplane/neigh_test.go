@@ -145,7 +145,7 @@ func newResolverEnv(t testing.TB, n int) *resolverEnv {
 	e := &resolverEnv{net: newFakeNet(), fwd: make([]destFwd, n+1), logs: &bytes.Buffer{},
 		now: time.Unix(1000, 0), gen: 1}
 	log := slog.New(slog.NewTextHandler(e.logs, nil))
-	e.r = newResolver(e.net, fakeIfindex, log)
+	e.r = newResolver(e.net, log, fakeIfindex)
 	e.r.polling = false // as with a netlink subscription
 	e.r.now = func() time.Time { return e.now }
 	for i := 1; i <= n; i++ {
@@ -165,7 +165,7 @@ func mac(i int) [6]byte { return [6]byte{2, 0, 0, 0, byte(i >> 8), byte(i)} }
 func (e *resolverEnv) apply(changes []fwdChange) {
 	for _, c := range changes {
 		if e.fwd[c.id].addr == c.addr {
-			e.fwd[c.id].mac, e.fwd[c.id].macOK = c.mac, c.ok
+			e.fwd[c.id].mac, e.fwd[c.id].macOK, e.fwd[c.id].slot = c.mac, c.ok, c.slot
 		}
 	}
 }
@@ -448,7 +448,7 @@ func testDataplane(t *testing.T, maxDests int) (*Dataplane, *fakeNet) {
 		ctSettings: conntrack.NewSettings(conntrack.DefaultTimeouts()), state: newControlState(),
 		applied: make(chan struct{}, 1), kern: fn, nudge: make(chan struct{}, 1),
 		want: make([]atomic.Uint64, (maxDests+64)/64)}
-	d.res = newResolver(fn, fakeIfindex, opts.Logger)
+	d.res = newResolver(fn, opts.Logger, fakeIfindex)
 	d.workers = []*worker{{dp: d}} // a worker without a socket: Apply only stores its config
 	empty := make([]destFwd, maxDests+1)
 	d.fwd.Store(&empty)

@@ -31,8 +31,12 @@ type kernel interface {
 
 // queue drives the four rings of one AF_XDP socket: it keeps the fill
 // ring stocked, takes received frames in batches, sends frames on the TX
-// ring and recycles completed ones. It owns every UMEM frame that is not
-// on a ring, on a free stack. Not safe for concurrent use.
+// ring and recycles completed ones. Every UMEM frame that is not on a
+// ring is on a free stack. The queues of one worker's sockets on several
+// interfaces share one UMEM and one free stack (newSharedQueue): a frame
+// received on one can be sent on another, and comes back to the stack
+// from the completion ring of the socket that sent it. Not safe for
+// concurrent use: the stack has one owner, the worker.
 type queue struct {
 	umem      []byte
 	frameSize uint64
@@ -41,10 +45,11 @@ type queue struct {
 	comp      addrRing
 	rx        descRing
 	tx        descRing
-	free      []uint64 // frame base addresses owned by this side
+	free      *[]uint64 // frame base addresses owned by this side, shared by the worker's queues
 	sys       kernel
 
 	batch [maxBatch]unix.XDPDesc // frames to transmit, reused every batch
+	nb    int                    // frames in batch
 	// backlog holds frames to transmit that did not fit on the TX ring,
 	// oldest first. Its capacity is the number of UMEM frames, which it
 	// can never exceed, so appending to it never allocates.
@@ -57,39 +62,54 @@ type queue struct {
 
 // newQueue sets up the free stack with every frame of the UMEM.
 func newQueue(umem []byte, frameSize, numFrames uint32, fill, comp addrRing, rx, tx descRing, sys kernel) *queue {
-	q := &queue{
+	free := make([]uint64, 0, numFrames)
+	for i := uint32(0); i < numFrames; i++ {
+		free = append(free, uint64(i)*uint64(frameSize))
+	}
+	return &queue{
 		umem: umem, frameSize: uint64(frameSize), frameMask: ^uint64(frameSize - 1),
 		fill: fill, comp: comp, rx: rx, tx: tx, sys: sys,
-		free:    make([]uint64, 0, numFrames),
+		free:    &free,
 		backlog: make([]unix.XDPDesc, 0, numFrames),
 	}
-	for i := uint32(0); i < numFrames; i++ {
-		q.free = append(q.free, uint64(i)*uint64(frameSize))
+}
+
+// newSharedQueue is a queue on another socket bound to owner's UMEM
+// (XDP_SHARED_UMEM), drawing on and returning to owner's free stack.
+// Its backlog can hold every frame too, so it never allocates.
+func newSharedQueue(owner *queue, fill, comp addrRing, rx, tx descRing, sys kernel) *queue {
+	return &queue{
+		umem: owner.umem, frameSize: owner.frameSize, frameMask: owner.frameMask,
+		fill: fill, comp: comp, rx: rx, tx: tx, sys: sys,
+		free:    owner.free,
+		backlog: make([]unix.XDPDesc, 0, cap(*owner.free)),
 	}
-	return q
 }
 
 // refill moves free frames onto the fill ring, so the kernel has somewhere
 // to put received frames.
 func (q *queue) refill() {
-	n := q.fill.producerFree(uint32(len(q.free)))
+	free := *q.free
+	n := q.fill.producerFree(uint32(len(free)))
 	if n == 0 {
 		return
 	}
-	top := len(q.free)
+	top := len(free)
 	for i := uint32(0); i < n; i++ {
-		q.fill.addrs[(q.fill.cachedProd+i)&q.fill.mask] = q.free[top-1-int(i)]
+		q.fill.addrs[(q.fill.cachedProd+i)&q.fill.mask] = free[top-1-int(i)]
 	}
-	q.free = q.free[:top-int(n)]
+	*q.free = free[:top-int(n)]
 	q.fill.producerSubmit(n)
 }
 
 // reap takes transmitted frames back from the completion ring.
 func (q *queue) reap() {
 	n := q.comp.consumerPeek(q.comp.size)
+	free := *q.free
 	for i := uint32(0); i < n; i++ {
-		q.free = append(q.free, q.comp.addrs[(q.comp.cachedCons+i)&q.comp.mask]&q.frameMask)
+		free = append(free, q.comp.addrs[(q.comp.cachedCons+i)&q.comp.mask]&q.frameMask)
 	}
+	*q.free = free
 	if n > 0 {
 		q.comp.consumerRelease(n)
 	}
@@ -125,7 +145,7 @@ func (q *queue) view(d *unix.XDPDesc, f *modes.Frame) bool {
 
 // release returns a frame that will not be transmitted to the free stack.
 func (q *queue) release(addr uint64) {
-	q.free = append(q.free, addr&q.frameMask)
+	*q.free = append(*q.free, addr&q.frameMask)
 }
 
 // transmit puts descs on the TX ring behind any backlog, in order, and

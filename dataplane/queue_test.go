@@ -51,7 +51,7 @@ func TestQueueForwardsAndRecyclesFrames(t *testing.T) {
 		t.Errorf("last frame = %q, want %q", k.sent[999], want)
 	}
 	q.reap()
-	if got := len(q.free) + k.inFlight(); got != frames {
+	if got := len(*q.free) + k.inFlight(); got != frames {
 		t.Errorf("frames accounted for = %d, want %d (leak)", got, frames)
 	}
 }
@@ -87,7 +87,7 @@ func TestQueueTransmitBacklog(t *testing.T) {
 	if stuck.kicks != txRetries+1 {
 		t.Errorf("kicks = %d, want %d", stuck.kicks, txRetries+1)
 	}
-	if got := len(q.free) + len(q.backlog) + k.inFlight(); got != frames {
+	if got := len(*q.free) + len(q.backlog) + k.inFlight(); got != frames {
 		t.Errorf("frames accounted for = %d, want %d", got, frames)
 	}
 	q.sys = k
@@ -103,8 +103,8 @@ func TestQueueTransmitBacklog(t *testing.T) {
 func numbered(q *queue, first, n int) []unix.XDPDesc {
 	descs := make([]unix.XDPDesc, n)
 	for i := range descs {
-		addr := q.free[len(q.free)-1]
-		q.free = q.free[:len(q.free)-1]
+		addr := (*q.free)[len(*q.free)-1]
+		*q.free = (*q.free)[:len(*q.free)-1]
 		s := fmt.Sprint(first + i)
 		copy(q.umem[addr:], s)
 		descs[i] = unix.XDPDesc{Addr: addr, Len: uint32(len(s))}

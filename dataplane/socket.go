@@ -18,6 +18,11 @@ type SocketOptions struct {
 	// Copy forces copy mode (XDP_COPY). Zero-copy is tried first when
 	// false; veth only supports copy mode.
 	Copy bool
+	// NoSharedUMEM gives each interface's socket a UMEM of its own, and
+	// frames that leave by another interface than they came in on are
+	// copied between them: what a worker falls back to when the kernel
+	// refuses XDP_SHARED_UMEM.
+	NoSharedUMEM bool
 }
 
 // DefaultSocketOptions: rings of 2048 entries and 8192 frames of 2 KiB
@@ -59,12 +64,27 @@ type socket struct {
 	rx        descRing
 	tx        descRing
 	zeroCopy  bool
+	shared    bool     // umem is another socket's (XDP_SHARED_UMEM): not unmapped by close
 	maps      [][]byte // ring mappings, unmapped by close
 }
 
-// newSocket opens an AF_XDP socket on ifindex/queue. It releases
-// everything it opened when it fails.
+// newSocket opens an AF_XDP socket on ifindex/queue with a UMEM of its
+// own. It releases everything it opened when it fails.
 func newSocket(ifindex, queue int, o SocketOptions) (s *socket, err error) {
+	return openSocket(ifindex, queue, o, nil)
+}
+
+// newSharedSocket opens an AF_XDP socket on ifindex/queue that uses
+// owner's UMEM (XDP_SHARED_UMEM), so that a frame received on one socket
+// can be put on the other's TX ring as it is, without a copy. Bound to
+// another device or queue than owner, it needs fill and completion rings
+// of its own (Linux 5.10+); they are created on this socket before bind.
+// The kernel takes copy or zero-copy mode from owner's binding.
+func newSharedSocket(ifindex, queue int, o SocketOptions, owner *socket) (*socket, error) {
+	return openSocket(ifindex, queue, o, owner)
+}
+
+func openSocket(ifindex, queue int, o SocketOptions, owner *socket) (s *socket, err error) {
 	if err := o.validate(); err != nil {
 		return nil, err
 	}
@@ -83,18 +103,22 @@ func newSocket(ifindex, queue int, o SocketOptions) (s *socket, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("create AF_XDP socket: %w", err)
 	}
-	s.umem, err = unix.Mmap(-1, 0, o.NumFrames*o.FrameSize,
-		unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_POPULATE)
-	if err != nil {
-		return nil, fmt.Errorf("map %d bytes of UMEM: %w", o.NumFrames*o.FrameSize, err)
-	}
-	reg := unix.XDPUmemReg{
-		Addr: uint64(uintptr(unsafe.Pointer(&s.umem[0]))),
-		Len:  uint64(len(s.umem)),
-		Size: uint32(o.FrameSize),
-	}
-	if err := setsockopt(s.fd, unix.XDP_UMEM_REG, unsafe.Pointer(&reg), unsafe.Sizeof(reg)); err != nil {
-		return nil, fmt.Errorf("register UMEM: %w", err)
+	if owner != nil {
+		s.umem, s.shared, s.numFrames, s.frameSize = owner.umem, true, owner.numFrames, owner.frameSize
+	} else {
+		s.umem, err = unix.Mmap(-1, 0, o.NumFrames*o.FrameSize,
+			unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_POPULATE)
+		if err != nil {
+			return nil, fmt.Errorf("map %d bytes of UMEM: %w", o.NumFrames*o.FrameSize, err)
+		}
+		reg := unix.XDPUmemReg{
+			Addr: uint64(uintptr(unsafe.Pointer(&s.umem[0]))),
+			Len:  uint64(len(s.umem)),
+			Size: uint32(o.FrameSize),
+		}
+		if err := setsockopt(s.fd, unix.XDP_UMEM_REG, unsafe.Pointer(&reg), unsafe.Sizeof(reg)); err != nil {
+			return nil, fmt.Errorf("register UMEM: %w", err)
+		}
 	}
 	for _, opt := range []int{unix.XDP_UMEM_FILL_RING, unix.XDP_UMEM_COMPLETION_RING, unix.XDP_RX_RING, unix.XDP_TX_RING} {
 		if err := unix.SetsockoptInt(s.fd, unix.SOL_XDP, opt, o.RingSize); err != nil {
@@ -127,6 +151,16 @@ func newSocket(ifindex, queue int, o SocketOptions) (s *socket, err error) {
 	sa := &unix.SockaddrXDP{Flags: unix.XDP_ZEROCOPY, Ifindex: uint32(ifindex), QueueID: uint32(queue)}
 	if o.Copy {
 		sa.Flags = unix.XDP_COPY
+	}
+	if owner != nil {
+		// The mode flags are refused with XDP_SHARED_UMEM (EINVAL).
+		sa.Flags, sa.SharedUmemFD = unix.XDP_SHARED_UMEM, uint32(owner.fd)
+		if err = unix.Bind(s.fd, sa); err != nil {
+			return nil, fmt.Errorf("bind AF_XDP socket to ifindex %d queue %d sharing the UMEM of fd %d: %w",
+				ifindex, queue, owner.fd, err)
+		}
+		s.zeroCopy = owner.zeroCopy
+		return s, nil
 	}
 	err = unix.Bind(s.fd, sa)
 	if err != nil && sa.Flags == unix.XDP_ZEROCOPY && (errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL)) {
@@ -233,10 +267,10 @@ func (s *socket) close() error {
 		unix.Munmap(b)
 	}
 	s.maps = nil
-	if s.umem != nil {
+	if s.umem != nil && !s.shared {
 		unix.Munmap(s.umem)
-		s.umem = nil
 	}
+	s.umem = nil
 	if s.fd >= 0 {
 		err := unix.Close(s.fd)
 		s.fd = -1

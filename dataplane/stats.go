@@ -57,10 +57,11 @@ func (d *Dataplane) Stats() Stats {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, w := range d.workers {
-		if w.sock == nil {
-			continue
-		}
-		if st, err := w.sock.statistics(); err == nil {
+		for _, sock := range w.socks {
+			st, err := sock.statistics()
+			if err != nil {
+				continue
+			}
 			s.Sockets.Rx_dropped += st.Rx_dropped
 			s.Sockets.Rx_invalid_descs += st.Rx_invalid_descs
 			s.Sockets.Tx_invalid_descs += st.Tx_invalid_descs

@@ -4,10 +4,13 @@ package dataplane
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/xlbproject/xlb/bpf"
 	"github.com/xlbproject/xlb/conntrack"
@@ -51,18 +54,28 @@ const idleSweepNs = int64(500 * time.Millisecond)
 // the published counters and the conntrack snapshot are read from
 // elsewhere.
 type worker struct {
-	id    int
-	dp    *Dataplane
-	sock  *socket
+	id int
+	dp *Dataplane
+	// socks are the worker's AF_XDP sockets, one per served interface, by
+	// slot, on queue id of each; socks[0] owns the UMEM the others share
+	// (XDP_SHARED_UMEM). qs are their queues, sharing one free stack;
+	// q is qs[0]. ifs are the interfaces' MACs and MTUs, by slot.
+	socks []*socket
+	qs    []*queue
 	q     *queue
-	ct    *conntrack.Table
-	cfg   atomic.Pointer[workerConfig]
-	stats counters
-	ds    destStats // per-destination counters, by destination ID
+	ifs   []ifaceParams
+	// in is the slot of the interface the frame being handled came in on,
+	// out the one xmit chose for it to leave by.
+	in, out uint16
+	fds     []unix.PollFd // the sockets, for poll(2) when there are several
+	ct      *conntrack.Table
+	cfg     atomic.Pointer[workerConfig]
+	stats   counters
+	ds      destStats // per-destination counters, by destination ID
 	// reasons counts malformed frames by parser reason.
 	reasons [packet.NumReasons]uint64
-	mac     [6]byte
-	mtu     int // the interface's MTU, checked by every rewrite
+	mac     [6]byte // the first interface's MAC and MTU (ifs[0])
+	mtu     int
 	// addr4 and addr6 are the director's own addresses (IPv4-mapped),
 	// the source of the ICMP errors it sends as a router.
 	addr4, addr6 [16]byte
@@ -98,18 +111,53 @@ type worker struct {
 	holdMeta packet.Meta
 }
 
-func newWorker(d *Dataplane, queue, queues int) (*worker, error) {
-	sock, err := newSocket(d.ifindex, queue, d.opts.Socket)
-	if err != nil {
-		return nil, fmt.Errorf("open AF_XDP socket on %s queue %d: %w", d.opts.Interface, queue, err)
-	}
-	w := &worker{id: queue, dp: d, sock: sock, mac: d.mac, mtu: d.mtu, start: time.Now(), ds: newDestStats(d.opts.MaxDests + 1),
+// ifaceParams are what a rewrite needs of its egress interface.
+type ifaceParams struct {
+	mac [6]byte
+	mtu int // checked by every rewrite
+}
+
+func newWorker(d *Dataplane, qid, queues int) (*worker, error) {
+	w := &worker{id: qid, dp: d, mac: d.ifaces[0].mac, mtu: d.ifaces[0].mtu, start: time.Now(), ds: newDestStats(d.opts.MaxDests + 1),
 		addr4: d.localAddr(true), addr6: d.localAddr(false)}
+	// One UMEM for the sockets of all interfaces, with frames for each,
+	// so that a frame received on one leaves on another as it is.
+	o := d.opts.Socket
+	o.NumFrames *= len(d.ifaces)
+	if o.NoSharedUMEM {
+		o = d.opts.Socket
+	}
+	for slot, si := range d.ifaces {
+		var sock *socket
+		var err error
+		switch {
+		case slot == 0 || o.NoSharedUMEM:
+			sock, err = newSocket(si.index, qid, o)
+		default:
+			if sock, err = newSharedSocket(si.index, qid, o, w.socks[0]); err != nil {
+				// Copy between UMEMs instead, at the cost of a copy per
+				// frame that changes interface.
+				d.opts.Logger.Warn("the kernel refuses to share a UMEM between interfaces: frames are copied between them",
+					"interface", si.name, "queue", qid, "err", err)
+				o = d.opts.Socket
+				o.NoSharedUMEM = true
+				sock, err = newSocket(si.index, qid, o)
+			}
+		}
+		if err != nil {
+			w.close()
+			return nil, fmt.Errorf("open AF_XDP socket on %s queue %d: %w", si.name, qid, err)
+		}
+		w.socks = append(w.socks, sock)
+		w.ifs = append(w.ifs, ifaceParams{mac: si.mac, mtu: si.mtu})
+		w.fds = append(w.fds, unix.PollFd{Fd: int32(sock.fd), Events: unix.POLLIN})
+	}
+	var err error
 	lo := laddr.DefaultOptions()
-	lo.Worker, lo.Workers = queue, queues
+	lo.Worker, lo.Workers = qid, queues
 	if w.pool, err = laddr.New(lo); err != nil {
-		sock.close()
-		return nil, fmt.Errorf("local port pool of queue %d: %w", queue, err)
+		w.close()
+		return nil, fmt.Errorf("local port pool of queue %d: %w", qid, err)
 	}
 	copts := conntrack.DefaultOptions()
 	copts.Capacity = d.opts.ConnCapacity
@@ -119,29 +167,59 @@ func newWorker(d *Dataplane, queue, queues int) (*worker, error) {
 		w.pool.Release(la, rs, rport, lport)
 	}
 	if w.ct, err = conntrack.New(copts); err != nil {
-		sock.close()
-		return nil, fmt.Errorf("connection table of queue %d: %w", queue, err)
+		w.close()
+		return nil, fmt.Errorf("connection table of queue %d: %w", qid, err)
 	}
-	w.q = newQueue(sock.umem, sock.frameSize, sock.numFrames, sock.fill, sock.comp, sock.rx, sock.tx, sock)
+	s0 := w.socks[0]
+	w.q = newQueue(s0.umem, s0.frameSize, s0.numFrames, s0.fill, s0.comp, s0.rx, s0.tx, s0)
+	w.qs = []*queue{w.q}
+	for _, s := range w.socks[1:] {
+		if s.shared {
+			w.qs = append(w.qs, newSharedQueue(w.q, s.fill, s.comp, s.rx, s.tx, s))
+		} else {
+			w.qs = append(w.qs, newQueue(s.umem, s.frameSize, s.numFrames, s.fill, s.comp, s.rx, s.tx, s))
+		}
+	}
 	w.cfg.Store(&workerConfig{services: map[svcKey]*workerService{}})
 	w.guard.set = func(l bpf.SYNLevel) error {
-		return d.objs.SYNGuard(queue, l, d.opts.SYNRate, d.opts.SYNBurst, d.opts.SYNAuto)
+		return d.objs.SYNGuard(qid, l, d.opts.SYNRate, d.opts.SYNBurst, d.opts.SYNAuto)
 	}
-	w.guard.refused = func() (uint64, error) { return d.objs.SYNRefused(queue) }
+	w.guard.refused = func() (uint64, error) { return d.objs.SYNRefused(qid) }
 	if err := w.guard.set(bpf.SYNAdmit); err != nil { // the rates, for the XDP program's own trigger
-		sock.close()
+		w.close()
 		return nil, err
 	}
 	return w, nil
 }
 
+// close closes the sockets, those sharing the UMEM before its owner.
 func (w *worker) close() error {
-	if w.sock == nil {
-		return nil
+	var errs []error
+	for i := len(w.socks) - 1; i >= 0; i-- {
+		errs = append(errs, w.socks[i].close())
 	}
-	err := w.sock.close()
-	w.sock = nil
-	return err
+	w.socks = nil
+	return errors.Join(errs...)
+}
+
+// ports sets up a worker built without newWorker (the tests' workers,
+// on one fake kernel) with its one queue and interface.
+func (w *worker) ports() {
+	if w.qs == nil {
+		w.qs = []*queue{w.q}
+		w.ifs = []ifaceParams{{mac: w.mac, mtu: w.mtu}}
+	}
+}
+
+// wait sleeps in poll(2) until one of the sockets has received frames
+// or timeoutMs passes.
+func (w *worker) wait(timeoutMs int) {
+	if len(w.fds) < 2 {
+		w.q.sys.wait(timeoutMs)
+		return
+	}
+	unix.Poll(w.fds, timeoutMs) // EINTR or an error: the loop looks again
+
 }
 
 // spinNs is how long a worker keeps polling its rings after the last
@@ -158,7 +236,10 @@ func (w *worker) run(ctx context.Context) {
 	var stop atomic.Bool
 	done := context.AfterFunc(ctx, func() { stop.Store(true) })
 	defer done()
-	w.q.refill()
+	w.ports()
+	for _, q := range w.qs {
+		q.refill()
+	}
 	last := int64(0)
 	for !stop.Load() {
 		now := time.Since(w.start).Nanoseconds()
@@ -174,7 +255,7 @@ func (w *worker) run(ctx context.Context) {
 		if w.ct.Dumping() {
 			wait = min(wait, dumpWaitMs)
 		}
-		w.q.sys.wait(wait)
+		w.wait(wait)
 	}
 }
 
@@ -190,47 +271,98 @@ func (w *worker) idle(now int64) {
 	}
 	for ; left > 0; left -= idleChunk {
 		w.ct.Expire(now, min(left, idleChunk))
-		if w.q.rx.consumerPeek(1) > 0 {
+		if w.received() {
 			break
 		}
 	}
 	w.publish()
 }
 
-// poll forwards one batch of received frames and returns its size.
+// received says whether a socket has frames on its RX ring.
+func (w *worker) received() bool {
+	for _, q := range w.qs {
+		if q.rx.consumerPeek(1) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// poll forwards one batch of received frames from each interface's socket
+// and returns how many it took.
 func (w *worker) poll(now int64) int {
-	q := w.q
-	q.reap()
-	q.refill()
+	w.ports()
+	for _, q := range w.qs {
+		q.reap()
+	}
+	for _, q := range w.qs {
+		q.refill()
+	}
 	if w.held.n > 0 {
 		w.flushHeld(*w.dp.fwd.Load(), now)
 	}
-	w.guard.check(q.overloaded(), w.guard.flooded(w.ct.Evictions(), now), now)
-	if len(q.backlog) > backlogHigh {
-		// The kernel drains TX too slowly: flush before taking more.
-		q.transmit(nil)
-		w.publish()
-		if q.down {
-			return 0 // the link is down: sleep rather than spin on the backlog
-		}
-		return len(q.backlog)
+	over := false
+	for _, q := range w.qs {
+		over = over || q.overloaded()
 	}
-	n := q.rx.consumerPeek(maxBatch)
-	if n == 0 {
-		if len(q.backlog) > 0 {
-			q.transmit(nil)
-			w.publish()
-		}
-		if q.down {
-			return 0 // the link is down: sleep rather than spin on the backlog
-		}
-		return len(q.backlog)
+	w.guard.check(over, w.guard.flooded(w.ct.Evictions(), now), now)
+	if w.congested() {
+		// The kernel drains TX too slowly: flush before taking more.
+		return w.flush()
 	}
 	cfg := w.cfg.Load()
 	if cfg != w.seen {
 		w.adopt(cfg)
 	}
 	fwd := *w.dp.fwd.Load()
+	n := 0
+	for slot, q := range w.qs {
+		n += w.pollQueue(uint16(slot), q, cfg, fwd, now)
+	}
+	if n == 0 {
+		return w.flush()
+	}
+	w.nudgeResolver()
+	w.ct.Expire(now, expireBudget)
+	w.publish()
+	return n
+}
+
+// congested says whether a queue's TX backlog is too long to take more
+// frames: any received frame may have to leave by it.
+func (w *worker) congested() bool {
+	for _, q := range w.qs {
+		if len(q.backlog) > backlogHigh {
+			return true
+		}
+	}
+	return false
+}
+
+// flush sends what waits in the backlogs and returns how many frames are
+// still waiting on links that are up (0: nothing can progress, sleep).
+func (w *worker) flush() int {
+	left := 0
+	for _, q := range w.qs {
+		if len(q.backlog) > 0 {
+			q.transmit(nil)
+		}
+		if !q.down {
+			left += len(q.backlog)
+		}
+	}
+	w.publish()
+	return left
+}
+
+// pollQueue forwards one batch of frames received on interface slot, each
+// out of the interface its route names (w.out), and returns its size.
+func (w *worker) pollQueue(slot uint16, q *queue, cfg *workerConfig, fwd []destFwd, now int64) int {
+	n := q.rx.consumerPeek(maxBatch)
+	if n == 0 {
+		return 0
+	}
+	w.in = slot
 
 	// Parse every frame, then look all flows up at once: in a table far
 	// larger than the caches, LookupBatch overlaps the DRAM misses of the
@@ -255,16 +387,15 @@ func (w *worker) poll(now int64) int {
 	}
 	w.ct.LookupBatch(w.keys[:nk], now, w.hits[:nk])
 
-	ntx := 0
 	for i := uint32(0); i < n; i++ {
 		d := q.rx.descs[(q.rx.cachedCons+i)&q.rx.mask]
 		if k := w.kidx[i]; k >= 0 {
 			if f := &w.views[i]; w.handle(f, &w.metas[i], &w.keys[k], w.hits[k], cfg, fwd, now) {
-				// The rewrite may have moved the frame in its chunk.
+				// The rewrite may have moved the frame in its chunk; the
+				// descriptor is valid on every socket of the shared UMEM.
 				d.Addr = d.Addr&q.frameMask + uint64(f.Off)
 				d.Len = uint32(f.Len)
-				q.batch[ntx] = d
-				ntx++
+				w.enqueue(q, d)
 				continue
 			}
 		}
@@ -274,22 +405,66 @@ func (w *worker) poll(now int64) int {
 		}
 		q.release(d.Addr)
 	}
-	w.nudgeResolver()
 	q.rx.consumerRelease(n)
 	w.stats.local[RxFrames] += uint64(n)
-	q.transmit(q.batch[:ntx])
-	w.stats.local[TxFrames] += uint64(ntx)
-	w.ct.Expire(now, expireBudget)
-	w.publish()
+	w.transmitBatches()
 	return int(n)
+}
+
+// enqueue adds d, a frame of q's UMEM, to the batch of the queue it
+// leaves by (w.out). When that queue has a UMEM of its own (no shared
+// UMEM), the frame is copied into one of its free frames, at the same
+// offset in the chunk, and d goes back to q's free stack; with no free
+// frame there it is dropped and counted.
+func (w *worker) enqueue(q *queue, d unix.XDPDesc) {
+	eq := w.qs[w.out]
+	if eq.free != q.free {
+		free := *eq.free
+		if len(free) == 0 {
+			eq.reap()
+			if free = *eq.free; len(free) == 0 {
+				w.stats.local[CopyNoFrame]++
+				q.release(d.Addr)
+				return
+			}
+		}
+		base := free[len(free)-1]
+		*eq.free = free[:len(free)-1]
+		off := d.Addr &^ q.frameMask
+		copy(eq.umem[base+off:base+off+uint64(d.Len)], q.umem[d.Addr:d.Addr+uint64(d.Len)])
+		q.release(d.Addr)
+		d.Addr = base + off
+		w.stats.local[Copied]++
+	}
+	eq.batch[eq.nb] = d
+	eq.nb++
+}
+
+// transmitBatches puts each queue's batch on its TX ring.
+func (w *worker) transmitBatches() {
+	for _, q := range w.qs {
+		if q.nb == 0 && len(q.backlog) == 0 {
+			continue
+		}
+		q.transmit(q.batch[:q.nb])
+		w.stats.local[TxFrames] += uint64(q.nb)
+		q.nb = 0
+	}
 }
 
 // publish makes the worker's counters readable by Stats.
 func (w *worker) publish() {
-	w.stats.local[TxBacklog] = uint64(len(w.q.backlog))
-	w.stats.local[BadDesc] = w.q.badDesc
-	w.stats.local[KickErrors] = w.q.kickErr
-	w.stats.local[LinkDown] = w.q.netDown
+	var backlog, bad, kick, down uint64
+	for _, q := range w.qs {
+		backlog += uint64(len(q.backlog))
+		bad += q.badDesc
+		kick += q.kickErr
+		down += q.netDown
+	}
+	w.stats.local[TxBacklog] = backlog
+	w.stats.local[BadDesc] = bad
+	w.stats.local[KickErrors] = kick
+	w.stats.local[LinkDown] = down
 	w.stats.local[SYNLevel] = uint64(w.guard.level)
 	w.stats.local[SYNRaises] = w.guard.raises
 	w.stats.local[SYNErrors] = w.guard.errs
@@ -395,6 +570,7 @@ func (w *worker) bind(e *conntrack.Entry, svc *workerService, f *modes.Frame) bo
 	}
 	b := f.Bytes()
 	e.SetHop([6]byte(b[6:12]))
+	e.SetHopIface(w.in)
 	if method != modes.FullNAT {
 		return true
 	}
@@ -418,9 +594,15 @@ func (w *worker) bind(e *conntrack.Entry, svc *workerService, f *modes.Frame) bo
 func (w *worker) xmit(f *modes.Frame, m *packet.Meta, e *conntrack.Entry, id uint32, method modes.Method,
 	dir conntrack.Dir, fwd []destFwd) bool {
 	p := &w.plan
-	p.Method, p.MTU, p.SrcMAC = method, w.mtu, w.mac
+	p.Method = method
+	var out uint16 // the egress interface's slot
 	if dir == conntrack.DirOutput {
 		if e == nil {
+			return false
+		}
+		// The reply leaves where the client's frames came in.
+		if out = e.HopIface(); int(out) >= len(w.ifs) {
+			w.stats.local[NoNeighbour]++
 			return false
 		}
 		k := e.Key()
@@ -437,6 +619,10 @@ func (w *worker) xmit(f *modes.Frame, m *packet.Meta, e *conntrack.Entry, id uin
 			return false
 		}
 		fd := &fwd[id]
+		if out = fd.slot; int(out) >= len(w.ifs) {
+			w.stats.local[NoNeighbour]++
+			return false
+		}
 		p.DstMAC, p.Encap = fd.mac, fd.encap
 		if e != nil {
 			p.RS, p.RPort = e.DestAddr16(), e.DestPort()
@@ -445,6 +631,8 @@ func (w *worker) xmit(f *modes.Frame, m *packet.Meta, e *conntrack.Entry, id uin
 			p.RS, p.RPort = fd.addr.As16(), fd.port
 		}
 	}
+	p.MTU, p.SrcMAC = w.ifs[out].mtu, w.ifs[out].mac
+	w.out = out
 	if packet.CompleteL4Checksum(f.Bytes(), m) {
 		w.stats.local[CsumCompleted]++
 	}
@@ -464,12 +652,14 @@ func (w *worker) xmit(f *modes.Frame, m *packet.Meta, e *conntrack.Entry, id uin
 			src = w.localAddr(m.Version)
 		}
 		if modes.ReplyTooBig(f, m, p.ReportMTU(), &src) == modes.OK {
+			w.out = w.in // back to the sender, by the way it came
 			w.stats.local[TooBigSent]++
 			return true
 		}
 	case modes.TTLExceeded:
 		src := w.localAddr(m.Version)
 		if modes.ReplyTimeExceeded(f, m, &src) == modes.OK {
+			w.out = w.in
 			w.stats.local[TTLExceeded]++
 			return true
 		}

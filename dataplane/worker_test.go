@@ -35,7 +35,7 @@ var (
 // and VIP:53/udp over three real servers whose MACs are resolved.
 func testWorker(t testing.TB) (*worker, *fakeKernel) {
 	t.Helper()
-	d := &Dataplane{reg: sched.NewRegistry(16), ctSettings: conntrack.NewSettings(conntrack.DefaultTimeouts()), mac: directorMAC}
+	d := &Dataplane{reg: sched.NewRegistry(16), ctSettings: conntrack.NewSettings(conntrack.DefaultTimeouts())}
 	fwd := make([]destFwd, 17)
 	cfg := &workerConfig{services: map[svcKey]*workerService{}}
 	for i, k := range testServices {
@@ -156,7 +156,7 @@ func TestWorkerForwardsDR(t *testing.T) {
 		}
 	}
 	w.q.reap()
-	if got := len(w.q.free) + k.inFlight(); got != 1024 {
+	if got := len(*w.q.free) + k.inFlight(); got != 1024 {
 		t.Errorf("frames accounted for = %d, want 1024", got)
 	}
 }
@@ -258,7 +258,7 @@ func FuzzWorker(f *testing.F) {
 			t.Errorf("tx %d + dropped %d != 3 received (%v)", s[TxFrames], dropped, *s)
 		}
 		w.q.reap()
-		if got := len(w.q.free) + len(w.q.backlog) + k.inFlight(); got != 1024 {
+		if got := len(*w.q.free) + len(w.q.backlog) + k.inFlight(); got != 1024 {
 			t.Errorf("frames accounted for = %d, want 1024", got)
 		}
 	})

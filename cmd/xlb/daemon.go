@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -33,7 +34,8 @@ var fatalSignals = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT,
 func daemon(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("xlb run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	iface := fs.String("iface", "", "network interface to balance on (required)")
+	var ifaces ifaceList
+	fs.Var(&ifaces, "iface", "network interface to balance on (required); repeatable, for a two-armed director: a frame leaves by the interface the route to its next hop names")
 	rules := fs.String("rules", "", "rules file in ipvsadm save format (- for stdin); SIGHUP reloads it")
 	queues := fs.Int("queues", 0, "RX queues to serve from queue 0 (0: all)")
 	conns := fs.Int("conns", 1<<20, "connection entries per queue (checked against available memory)")
@@ -44,7 +46,7 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	sock := fs.String("socket", defSock, "control socket: a path, or @name for an abstract socket of this network namespace (default $XLB_SOCKET, else @xlb; clients use the same)")
 	group := fs.String("socket-group", "", "group whose members may use the control socket besides root (path socket mode 0660)")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: xlb run --iface IF [options]\n\nSignals: SIGHUP reloads --rules; SIGINT, SIGTERM and SIGQUIT stop xlb cleanly.\n\n")
+		fmt.Fprintf(stderr, "usage: xlb run --iface IF [--iface IF2...] [options]\n\nSignals: SIGHUP reloads --rules; SIGINT, SIGTERM and SIGQUIT stop xlb cleanly.\n\n")
 		fs.PrintDefaults()
 	}
 	var vlans vlanList
@@ -53,10 +55,11 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	synRate := fs.Int("syn-rate", 0, "TCP SYNs per second each source /24 (IPv6 /64) may send to services on an overloaded queue (0: 100)")
 	synBurst := fs.Int("syn-burst", 0, "burst of --syn-rate (0: 20)")
 	synAuto := fs.Int("syn-auto", 0, "SYNs per second on one queue that make XDP apply --syn-rate at once (0: 100000, -1: never)")
+	noShare := fs.Bool("no-shared-umem", false, "with several --iface: a UMEM per interface, copying frames that change interface (the fallback when the kernel refuses XDP_SHARED_UMEM)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *iface == "" {
+	if len(ifaces) == 0 {
 		return errors.New("run: --iface is required")
 	}
 	if fs.NArg() > 0 {
@@ -91,8 +94,10 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	defer ln.Close()
 
 	log := slog.New(slog.NewTextHandler(stderr, nil))
-	opts := dataplane.DefaultOptions(*iface)
+	opts := dataplane.DefaultOptions(ifaces[0])
+	opts.Interfaces = ifaces[1:]
 	opts.Queues = *queues
+	opts.Socket.NoSharedUMEM = *noShare
 	opts.ConnCapacity = *conns
 	opts.VLANs, opts.MaxServices = vlans, *maxServices
 	opts.SYNRate, opts.SYNBurst, opts.SYNAuto = *synRate, *synBurst, *synAuto
@@ -147,7 +152,7 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 			}
 		}
 	}()
-	log.Info("xlb running", "interface", *iface, "services", len(cfg.Services), "socket", *sock)
+	log.Info("xlb running", "interface", strings.Join(ifaces, ","), "services", len(cfg.Services), "socket", *sock)
 	err = dp.Run(ctx)
 	stop()
 	ln.Close()

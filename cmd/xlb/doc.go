@@ -2,12 +2,16 @@
 // behaviour and command line of Linux IPVS and ipvsadm.
 //
 //	xlb run --iface eth0 --rules rules.txt   start the daemon
+//	xlb run --iface eth0 --iface eth1 ...    a two-armed director
 //	xlb -L -n                                 any ipvsadm command, sent to the daemon
 //
 // `xlb run` checks its preconditions (rules, --conns against memory, the
-// control socket, the interface), attaches the XDP program to the
-// interface, applies the rules (ipvsadm save format: the output of
-// `ipvsadm-save -n` works as is) and serves one queue per worker. SIGHUP
+// control socket, the interfaces), attaches the XDP program to each
+// --iface, applies the rules (ipvsadm save format: the output of
+// `ipvsadm-save -n` works as is) and serves one queue per worker, of
+// every interface: a frame leaves by the interface the route to its next
+// hop names (a NAT or FULLNAT reply, by the one the client's frames came
+// in on), without a copy (--no-shared-umem: with one). SIGHUP
 // reloads the rules file (all or nothing); SIGINT, SIGTERM, SIGQUIT and
 // SIGABRT detach everything, print the counters and remove the control
 // socket. It listens on a unix socket (--socket, default the abstract

@@ -16,7 +16,7 @@ func main() {
 // clientUsage is what `xlb --xlb-help` prints: the parts of xlb's
 // command line that are not ipvsadm's (`xlb -h` shows ipvsadm's usage,
 // from the daemon).
-const clientUsage = `usage: xlb run --iface IF [--rules FILE] [--socket PATH|@NAME] [--socket-group GROUP] [--conns N] [--queues N]
+const clientUsage = `usage: xlb run --iface IF [--iface IF2...] [--rules FILE] [--socket PATH|@NAME] [--socket-group GROUP] [--conns N] [--queues N]
        xlb [--socket PATH|@NAME] IPVSADM-ARGS...
 
 The daemon listens on --socket (default @xlb, an abstract socket of its

@@ -28,3 +28,22 @@ func (v *vlanList) Set(s string) error {
 	}
 	return nil
 }
+
+// ifaceList is the repeatable --iface flag: interface names, in order,
+// each once.
+type ifaceList []string
+
+func (l *ifaceList) String() string { return strings.Join(*l, ",") }
+
+func (l *ifaceList) Set(s string) error {
+	if s == "" {
+		return fmt.Errorf("invalid interface %q: empty name", s)
+	}
+	for _, n := range *l {
+		if n == s {
+			return fmt.Errorf("invalid interface %q: given twice", s)
+		}
+	}
+	*l = append(*l, s)
+	return nil
+}
