@@ -359,3 +359,29 @@ func TestFragmentsGoToTheKernel(t *testing.T) {
 		t.Errorf("pass_fragment = %d, want ≥ %d (%d datagrams of 3 fragments):\n%s", n, 3*sent, sent, stats(d))
 	}
 }
+
+// With NAT, the XDP program steers every frame from a real server's
+// address and port to the workers; the director's own connections to that
+// port (a health check, an operator's curl) must still reach its stack,
+// since AF_XDP cannot hand a frame back (pass_local).
+func TestDirectorsOwnConnectionsToNATRealServers(t *testing.T) {
+	testenv.RequireRoot(t)
+	opts := testenv.DefaultOptions()
+	opts.Reals = testenv.RealNAT
+	env := testenv.New(t, opts)
+	d := startXLB(t, env, modeRules(env, modeCases[1], false, 80))
+	own := env.Director.HTTPClient(false, 3*time.Second)
+	for i, rs := range env.Reals {
+		name, err := testenv.Get(own, "http://"+netip.AddrPortFrom(rs.Addr, 80).String()+"/")
+		if err != nil || name != rs.Name {
+			t.Errorf("the director's own GET to real server %d: %q, %v\n%s", i, name, err, stats(d))
+		}
+	}
+	if n := counter(stats(d), "pass_local"); n < 3 {
+		t.Errorf("pass_local = %d, want ≥ 3 (the real servers' answers to the director)", n)
+	}
+	// Clients are still served through the VIP meanwhile.
+	if _, err := testenv.Get(env.Client.HTTPClient(false, 3*time.Second), "http://"+netip.AddrPortFrom(env.VIP, 80).String()+"/"); err != nil {
+		t.Errorf("client through the VIP: %v", err)
+	}
+}
