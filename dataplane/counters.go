@@ -29,6 +29,8 @@ const (
 	TooBigSent                 // frame exceeded the egress MTU: ICMP too-big sent to its sender
 	TTLExceeded                // TTL or hop limit ran out: ICMP time exceeded sent
 	XmitDropped                // the rewrite refused the frame (see Verdicts)
+	ICMPForwarded              // ICMP error about a connection forwarded to its other party (modes.XmitICMP)
+	ICMPNoConn                 // ICMP error steered by XDP whose quoted flow matches no connection: dropped
 	numCounters
 )
 
@@ -37,6 +39,7 @@ var counterNames = [numCounters]string{
 	"conn_hit", "conn_new", "tx_backlog", "bad_desc", "kick_errors",
 	"held", "held_sent", "hold_expired", "hold_full", "link_down",
 	"reply_hit", "no_local_port", "csum_completed", "too_big_sent", "ttl_exceeded", "xmit_dropped",
+	"icmp_forwarded", "icmp_no_conn",
 }
 
 func (c Counter) String() string {
