@@ -74,7 +74,7 @@ func viewICMP(t *testing.T, f []byte) icmpView {
 // icmpWorker is methodWorker with one connection client:40000 → VIP:80
 // established; it returns the connection's FULLNAT local port (or the
 // client's port).
-func icmpWorker(t *testing.T, m modes.Method) (*worker, *fakeKernel, uint16) {
+func icmpWorker(t testing.TB, m modes.Method) (*worker, *fakeKernel, uint16) {
 	t.Helper()
 	w, k := methodWorker(t, m)
 	if m == modes.Tunnel {
@@ -89,8 +89,11 @@ func icmpWorker(t *testing.T, m modes.Method) (*worker, *fakeKernel, uint16) {
 	}
 	lport := uint16(40000)
 	if m == modes.FullNAT {
-		_, tcp := decode(t, k.sent[0])
-		lport = uint16(tcp.SrcPort)
+		var pm packet.Meta
+		if packet.Parse(k.sent[0], &pm) != packet.OK {
+			t.Fatalf("FULLNAT SYN sent does not parse")
+		}
+		lport = pm.SrcPort
 	}
 	k.sent = k.sent[:0]
 	return w, k, lport
@@ -253,5 +256,31 @@ func TestWorkerICMPAllocs(t *testing.T) {
 		if w.stats.local[ICMPForwarded] < 100 {
 			t.Errorf("%v: icmp_forwarded = %d, want ≥ 100", m, w.stats.local[ICMPForwarded])
 		}
+	}
+}
+
+// BenchmarkWorkerICMP is the worker's cost per ICMP error forwarded, one
+// from each side per batch (DR and TUN: the client side's only).
+func BenchmarkWorkerICMP(b *testing.B) {
+	for _, m := range []modes.Method{modes.Route, modes.Tunnel, modes.Masq, modes.FullNAT} {
+		b.Run(m.String(), func(b *testing.B) {
+			w, k, lport := icmpWorker(b, m)
+			k.keep = false
+			in := icmpFromClientSide(40000)
+			src := testClient
+			if m == modes.FullNAT {
+				src = testLaddr
+			}
+			out := icmpFromRealSide(src, lport)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				k.deliver(in)
+				if m == modes.Masq || m == modes.FullNAT {
+					k.deliver(out)
+				}
+				w.poll(int64(i + 2))
+			}
+		})
 	}
 }
