@@ -119,37 +119,50 @@ func TestICMPPathMTUDirectRouting(t *testing.T) {
 	})
 }
 
-// A NAT real server's port unreachable for a UDP flow reaches the client
-// translated, its quoted packet rewritten to client → VIP:port: the
-// client's connected UDP socket gets ECONNREFUSED, which it would not
-// with the quote still naming the real server.
+// A NAT or FULLNAT real server's port unreachable for a UDP flow reaches
+// the client translated, its quoted packet rewritten to client → VIP:port:
+// the client's connected UDP socket gets ECONNREFUSED, which it would not
+// with the quote still naming the real server (or, for FULLNAT, the local
+// address). Echo to the VIP is still answered by the director's kernel.
 func TestICMPNATPortUnreachable(t *testing.T) {
 	testenv.RequireRoot(t)
-	families(t, func(t *testing.T, v6 bool) {
-		opts := testenv.DefaultOptions()
-		opts.Reals, opts.IPv6, opts.XLB = testenv.RealNAT, v6, xlbBin
-		opts.RealServers = 1
-		env := testenv.New(t, opts)
-		vip, rs := env.VIP, env.Reals[0].Addr
-		if v6 {
-			vip, rs = env.VIP6, env.Reals[0].Addr6
-		}
-		// Nothing listens on the real server's port 5400; port mapping
-		// too: VIP:54 → RIP:5400.
-		svc := netip.AddrPortFrom(vip, 54)
-		d := startXLB(t, env, fmt.Sprintf("-A -u %v -s rr\n-a -u %v -r %v -m -w 1\n", svc, svc, netip.AddrPortFrom(rs, 5400)))
-		c, err := env.Client.UDPConn(svc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		_, err = testenv.ExchangeUDP(c, 3*time.Second)
-		if !errors.Is(err, syscall.ECONNREFUSED) {
-			t.Fatalf("query to %v = %v, want ECONNREFUSED (the real server's port unreachable, translated)\n%s", svc, err, stats(d))
-		}
-		st := stats(d)
-		if n := statField(st, "icmp_forwarded"); n != 1 {
-			t.Errorf("icmp_forwarded = %d, want 1\n%s", n, st)
-		}
-	})
+	for _, c := range []modeCase{modeCases[1], modeCases[3]} {
+		t.Run(c.name, func(t *testing.T) {
+			families(t, func(t *testing.T, v6 bool) {
+				opts := testenv.DefaultOptions()
+				opts.Reals, opts.IPv6, opts.XLB = c.reals, v6, xlbBin
+				opts.RealServers = 1
+				env := testenv.New(t, opts)
+				vip, rs, laddr := env.VIP, env.Reals[0].Addr, env.LAddr
+				if v6 {
+					vip, rs, laddr = env.VIP6, env.Reals[0].Addr6, env.LAddr6
+				}
+				// Nothing listens on the real server's port 5400; port
+				// mapping too: VIP:54 → RIP:5400.
+				svc := netip.AddrPortFrom(vip, 54)
+				rules := fmt.Sprintf("-A -u %v -s rr\n-a -u %v -r %v %s -w 1\n", svc, svc, netip.AddrPortFrom(rs, 5400), c.opt)
+				if c.reals == testenv.RealFullNAT {
+					rules += fmt.Sprintf("-P -u %v -z %v\n", svc, laddr)
+				}
+				d := startXLB(t, env, rules)
+				conn, err := env.Client.UDPConn(svc)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer conn.Close()
+				_, err = testenv.ExchangeUDP(conn, 3*time.Second)
+				if !errors.Is(err, syscall.ECONNREFUSED) {
+					t.Fatalf("query to %v = %v, want ECONNREFUSED (the real server's port unreachable, translated)\n%s", svc, err, stats(d))
+				}
+				// ICMP echo to the VIP is the kernel's to answer, not steered.
+				if out, err := env.Client.Command("ping", "-c1", "-W2", vip.String()).CombinedOutput(); err != nil {
+					t.Errorf("ping %v with xlb running: %v\n%s", vip, err, out)
+				}
+				st := stats(d)
+				if n := statField(st, "icmp_forwarded"); n != 1 {
+					t.Errorf("icmp_forwarded = %d, want 1\n%s", n, st)
+				}
+			})
+		})
+	}
 }
