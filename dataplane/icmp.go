@@ -30,6 +30,13 @@ import (
 // connection is dropped and counted (icmp_no_conn), as are those whose
 // real server's MAC is not resolved (no_neighbour: an error is not worth
 // holding) and those the rewrite refuses (xmit_dropped, by verdict).
+//
+// Limit: connection tables are per worker, and the NIC's RSS hashes an
+// ICMP error by its outer addresses, not by the quoted flow, so with more
+// than one RX queue an error may reach a worker that does not hold its
+// connection and be counted icmp_no_conn, as NAT replies may (see
+// docs/ARCHITECTURE.md). One queue per interface, as testenv sets up,
+// finds them all.
 func (w *worker) handleICMP(f *modes.Frame, m *packet.Meta, hit conntrack.Hit, fwd []destFwd) bool {
 	e := hit.Entry
 	if e == nil {
