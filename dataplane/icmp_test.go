@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/gopacket/layers"
 
+	"github.com/xlbproject/xlb/internal/ipvs"
 	"github.com/xlbproject/xlb/internal/packet"
 	pt "github.com/xlbproject/xlb/internal/packet/packettest"
 	"github.com/xlbproject/xlb/modes"
@@ -280,6 +281,111 @@ func BenchmarkWorkerICMP(b *testing.B) {
 					k.deliver(out)
 				}
 				w.poll(int64(i + 2))
+			}
+		})
+	}
+}
+
+var (
+	testVIP6    = netip.MustParseAddr("2001:db8:18::100")
+	testClient6 = netip.MustParseAddr("2001:db8:18::2")
+	testRS6     = netip.MustParseAddr("2001:db8:18::11")
+	testLaddr6  = netip.MustParseAddr("2001:db8:18::200")
+	testRouter6 = netip.MustParseAddr("2001:db8:18::1")
+	testDirIP6  = netip.MustParseAddr("2001:db8:18::fe")
+)
+
+// TestWorkerICMP6 is TestWorkerICMP in IPv6: a router's packet too big
+// about a reply to the client goes to the real server, a real server's
+// port unreachable to the client, with the ICMPv6 checksum (which covers
+// the outer addresses through its pseudo-header) right.
+func TestWorkerICMP6(t *testing.T) {
+	type want struct {
+		mac            [6]byte
+		src, dst       netip.Addr
+		qsrc, qdst     netip.Addr
+		qsport, qdport uint16
+	}
+	for _, c := range []struct {
+		method modes.Method
+		real   bool
+		want   want
+	}{
+		{modes.Route, false, want{realMACs[0], testRouter6, testVIP6, testVIP6, testClient6, 80, 40000}},
+		{modes.Tunnel, false, want{realMACs[0], testRouter6, testVIP6, testVIP6, testClient6, 80, 40000}},
+		{modes.Masq, false, want{realMACs[0], testRouter6, testRS6, testRS6, testClient6, 8080, 40000}},
+		{modes.FullNAT, false, want{realMACs[0], testLaddr6, testRS6, testRS6, testLaddr6, 8080, 0}},
+		{modes.Masq, true, want{[6]byte(clientMAC), testVIP6, testClient6, testClient6, testVIP6, 40000, 80}},
+		{modes.FullNAT, true, want{[6]byte(clientMAC), testVIP6, testClient6, testClient6, testVIP6, 40000, 80}},
+	} {
+		side := "client side"
+		if c.real {
+			side = "real side"
+		}
+		t.Run(c.method.String()+" "+side, func(t *testing.T) {
+			k6 := ipvs.ServiceKey{Proto: ipvs.TCP, Addr: testVIP6, Port: 80}
+			w, k := methodWorkerAt(t, c.method, k6, testRS6, testLaddr6)
+			if c.method == modes.Tunnel {
+				fwd := *w.dp.fwd.Load()
+				for i := range fwd {
+					fwd[i].encap = modes.Encap{Type: modes.IPIP, Src: testDirIP6.As16()}
+				}
+			}
+			k.deliver(pt.Packet{SrcMAC: clientMAC, DstMAC: directorMAC[:], Src: testClient6, Dst: testVIP6,
+				SrcPort: 40000, DstPort: 80, Flags: syn}.Frame())
+			if w.poll(1); len(k.sent) != 1 {
+				t.Fatalf("SYN not forwarded (counters %v)", w.stats.local)
+			}
+			var sm packet.Meta
+			packet.Parse(k.sent[0], &sm)
+			lport := sm.SrcPort
+			k.sent = k.sent[:0]
+
+			frame := pt.ICMPError(clientMAC, directorMAC[:], testRouter6, testVIP6, 2, 0, 1280,
+				pt.Quote(0, pt.IPv6(testVIP6, testClient6, layers.IPProtocolTCP), pt.TCP(80, 40000, packet.TCPFlagACK)))
+			if c.real {
+				src := testClient6
+				if c.method == modes.FullNAT {
+					src = testLaddr6
+				}
+				frame = pt.ICMPError(realMACs[0][:], directorMAC[:], testRS6, src, 1, 4, 0,
+					pt.Quote(0, pt.IPv6(src, testRS6, layers.IPProtocolTCP), pt.TCP(lport, 8080, packet.TCPFlagACK)))
+			}
+			k.deliver(frame)
+			w.poll(2)
+			if len(k.sent) != 1 || w.stats.local[ICMPForwarded] != 1 {
+				t.Fatalf("sent %d, icmp_forwarded %d; want 1, 1 (counters %v, verdicts %v)",
+					len(k.sent), w.stats.local[ICMPForwarded], w.stats.local, w.verdicts)
+			}
+			sent := k.sent[0]
+			if c.method == modes.Tunnel {
+				if sent[14+6] != 41 || netip.AddrFrom16([16]byte(sent[14+24:])) != testRS6 {
+					t.Fatalf("TUN: sent %x is not IPv6-in-IPv6 to %v", sent, testRS6)
+				}
+				sent = append(append([]byte(nil), sent[:14]...), sent[54:]...)
+			}
+			var m packet.Meta
+			if r := packet.Parse(sent, &m); r != packet.OK || !m.IsICMP() {
+				t.Fatalf("sent frame %x is not an ICMPv6 error: %v", sent, r)
+			}
+			e := m.ICMP
+			ip := sent[e.L3Off:]
+			if sum := packet.PseudoHeaderSum(ip, 6, packet.ProtoICMPv6, e.End-e.ICMPOff); packet.Checksum(sent[e.ICMPOff:e.End], sum) != 0 {
+				t.Errorf("bad ICMPv6 checksum")
+			}
+			a16 := func(b []byte) netip.Addr { return netip.AddrFrom16([16]byte(b)) }
+			wt := c.want
+			if c.method == modes.FullNAT && !c.real {
+				wt.qdport = lport
+			}
+			q := sent[e.InnerL3Off:]
+			got := want{[6]byte(sent[0:6]), a16(ip[8:]), a16(ip[24:]), a16(q[8:]), a16(q[24:]),
+				binary.BigEndian.Uint16(sent[e.InnerL4Off:]), binary.BigEndian.Uint16(sent[e.InnerL4Off+2:])}
+			if got != wt {
+				t.Errorf("sent %+v, want %+v", got, wt)
+			}
+			if ip[7] != 63 {
+				t.Errorf("hop limit %d, want 63", ip[7])
 			}
 		})
 	}
