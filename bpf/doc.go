@@ -14,9 +14,28 @@
 // returns bpf_redirect_map(&xsks, rx_queue_index, XDP_PASS): the frame goes
 // to the AF_XDP socket bound to the RX queue it arrived on, or, if that
 // XSKMAP slot is empty, to the kernel (the low bits of the flags argument
-// are the fallback action). Everything else is XDP_PASSed, so ARP, ICMP,
-// SSH to the director and unknown traffic keep working. The only frames
-// XDP_DROPped are TCP SYNs to a service refused by the SYN guard below.
+// are the fallback action). Everything else is XDP_PASSed, so ARP, ICMP
+// echo, SSH to the director and unknown traffic keep working. Nothing is
+// XDP_DROPped but the frames the kernel would drop (see below) and TCP
+// SYNs to a service that the SYN guard refuses.
+//
+// An ICMP or ICMPv6 error (IPv4 types 3, 11, 12, code 4 of type 3 being
+// fragmentation needed; ICMPv6 types 1-4, 2 being packet too big) that
+// quotes an IP header of its own family and 8 bytes of TCP or UDP is
+// looked up by the quoted flow reversed, as Katran's parse_icmp does: an
+// error about VIP:vport → client (a NAT reply, or a DR or TUN real
+// server's own reply that a router on the client's path cannot forward:
+// PMTU discovery) is looked up as client → VIP:vport and steered to the
+// service's workers (redirect), one about client or local address →
+// RS:rport (what NAT and FULLNAT send a real server) as RS:rport → ...,
+// steered as a reply (redirect_reply, or pass_local if the quoted source
+// is the director's own address: its own connection). The checks after
+// the lookup (VLAN, MACs, IPv4 header checksum, martian source) are the
+// outer header's. The workers find the connection, forward or translate
+// the error (dataplane, modes.XmitICMP) and drop, counted, one about no
+// connection: AF_XDP cannot give it back. Any other ICMP message, and an
+// error quoting another protocol, an IPv4 fragment but the first or an
+// IPv6 header followed by an extension header, stays with the kernel.
 //
 // # SYN guard
 //
@@ -88,6 +107,14 @@
 //	IPv4: header < 20 bytes in frame, version != 4,
 //	      IHL < 5, Total Length < IHL*4,
 //	      Total Length beyond the frame                malformed
+//	IPv4: protocol ICMP, MF clear and Offset 0:
+//	      message < 8 bytes                            malformed
+//	      type not 3, 11 or 12                         pass_not_tcp_udp
+//	      quote < 20 bytes, version != 4, IHL < 5      malformed
+//	      quoted protocol neither TCP nor UDP, or
+//	      quoted Fragment Offset != 0                  pass_not_tcp_udp
+//	      quote shorter than IHL*4 + 8                 malformed
+//	      then the lookup below, on the quoted flow reversed
 //	IPv4: protocol neither TCP nor UDP                 pass_not_tcp_udp
 //	IPv4: MF set or Fragment Offset != 0               pass_fragment
 //	IPv6: header < 40 bytes in frame, version != 6,
@@ -98,6 +125,13 @@
 //	      Fragment (44) with offset != 0 or M set      pass_fragment
 //	      more than 8, or Mobility (135), HIP (139),
 //	      Shim6 (140), 253, 254                        pass_ipv6_ext
+//	IPv6: last Next Header ICMPv6 (58):
+//	      message < 8 bytes                            malformed
+//	      type not 1-4                                 pass_not_tcp_udp
+//	      quote < 40 bytes, version != 6               malformed
+//	      quoted Next Header neither TCP nor UDP       pass_not_tcp_udp
+//	      quote shorter than 48 bytes                  malformed
+//	      then the lookup below, on the quoted flow reversed
 //	IPv6: last Next Header neither TCP nor UDP         pass_not_tcp_udp
 //	TCP:  segment < 20 bytes, Data Offset < 5,
 //	      Data Offset*4 beyond the segment             malformed

@@ -90,7 +90,7 @@ struct svc_value {
 enum xlb_reason {
 	XLB_REASON_PASS_NOT_IP,       // not ARP, IPv4 or IPv6 (after at most one VLAN tag)
 	XLB_REASON_PASS_ARP,          // ARP
-	XLB_REASON_PASS_NOT_TCP_UDP,  // IP, but neither TCP nor UDP (ICMP, ...)
+	XLB_REASON_PASS_NOT_TCP_UDP,  // IP, neither TCP/UDP nor an ICMP error quoting TCP/UDP
 	XLB_REASON_PASS_FRAGMENT,     // IPv4 or IPv6 fragment, first or not
 	XLB_REASON_PASS_IPV6_EXT,     // IPv6 extension header not walked, or too many
 	XLB_REASON_PASS_NO_SERVICE,   // TCP/UDP, neither to a service nor from a real
@@ -487,13 +487,56 @@ static __always_inline int verdict(struct xdp_md *ctx, struct pkt *p, enum xlb_r
 	return drop(r);
 }
 
+static __always_inline void map4(__u8 addr[16], __be32 v4)
+{
+	addr[10] = 0xff;
+	addr[11] = 0xff;
+	__builtin_memcpy(&addr[12], &v4, 4);
+}
+
+// Looks the flow dst ← src up and steers, passes or drops the frame. msrc
+// and mdst are the frame's own addresses, for the martian check: the flow's
+// but for an ICMP error, whose flow is the one its quote belongs to.
+static __always_inline int lookup(struct xdp_md *ctx, struct pkt *p, struct svc_key *dst,
+				  struct svc_key *src, int syn, int tcp, int tsyn, int tack,
+				  const struct svc_key *msrc, const struct svc_key *mdst)
+{
+	struct svc_value *sv;
+
+	sv = bpf_map_lookup_elem(&services, dst);
+	if (sv) {
+		if (syn && (sv->flags & XLB_SVC_DRAINING))
+			return pass(XLB_REASON_PASS_NO_SERVICE);
+		if (tcp) {
+			enum xlb_reason r = syn_guard_check(ctx, src, tsyn, tack);
+
+			if (r != XLB_REASON_REDIRECT) {
+				__u32 q = ctx->rx_queue_index;
+				__u64 *n = bpf_map_lookup_elem(&syn_refused, &q);
+
+				if (n)
+					__sync_fetch_and_add(n, 1);
+				return count(r, XDP_DROP);
+			}
+		}
+		return verdict(ctx, p, XLB_REASON_REDIRECT, msrc, mdst);
+	}
+	if (bpf_map_lookup_elem(&reals, src)) {
+		__u32 *local = bpf_map_lookup_elem(&locals, dst->addr);
+
+		if (local && !(*local & XLB_LOCAL_LADDR))
+			return pass(XLB_REASON_PASS_LOCAL);
+		return verdict(ctx, p, XLB_REASON_REDIRECT_REPLY, msrc, mdst);
+	}
+	return pass(XLB_REASON_PASS_NO_SERVICE);
+}
+
 // Checks the TCP or UDP header at l4 whose IP payload is l4len bytes long,
 // fills the ports of dst and src, and steers, passes or drops the frame.
 static __always_inline int l4(struct xdp_md *ctx, struct pkt *p, void *l4, __u32 l4len,
 			      __u8 proto, struct svc_key *dst, struct svc_key *src)
 {
 	void *data_end = p->data_end;
-	struct svc_value *sv;
 	int syn = 0, tsyn = 0, tack = 0;
 
 	if (proto == IPPROTO_TCP) {
@@ -522,41 +565,100 @@ static __always_inline int l4(struct xdp_md *ctx, struct pkt *p, void *l4, __u32
 	}
 	dst->proto = proto;
 	src->proto = proto;
-
-	sv = bpf_map_lookup_elem(&services, dst);
-	if (sv) {
-		if (syn && (sv->flags & XLB_SVC_DRAINING))
-			return pass(XLB_REASON_PASS_NO_SERVICE);
-		if (proto == IPPROTO_TCP) {
-			enum xlb_reason r = syn_guard_check(ctx, src, tsyn, tack);
-
-			if (r != XLB_REASON_REDIRECT) {
-				__u32 q = ctx->rx_queue_index;
-				__u64 *n = bpf_map_lookup_elem(&syn_refused, &q);
-
-				if (n)
-					__sync_fetch_and_add(n, 1);
-				return count(r, XDP_DROP);
-			}
-		}
-		return verdict(ctx, p, XLB_REASON_REDIRECT, src, dst);
-	}
-	if (bpf_map_lookup_elem(&reals, src)) {
-		__u32 *local = bpf_map_lookup_elem(&locals, dst->addr);
-
-		if (local && !(*local & XLB_LOCAL_LADDR))
-			return pass(XLB_REASON_PASS_LOCAL);
-		return verdict(ctx, p, XLB_REASON_REDIRECT_REPLY, src, dst);
-	}
-	return pass(XLB_REASON_PASS_NO_SERVICE);
+	return lookup(ctx, p, dst, src, syn, proto == IPPROTO_TCP, tsyn, tack, src, dst);
 }
 
-static __always_inline void map4(__u8 addr[16], __be32 v4)
+// ICMP and ICMPv6 errors, which quote the packet they are about (RFC 792,
+// RFC 4443 section 3): they belong to the quoted packet's connection, so
+// the lookup is the quoted flow's, reversed (Katran's parse_icmp): an
+// error about a packet the director sent to a client (VIP:vport → client)
+// is looked up as client → VIP:vport and steered if that is a service; one
+// about a packet it sent to a real server (client or local address → RS:
+// rport) as RS:rport → ..., steered if that is a real. Anything else (echo,
+// redirects, quotes of other protocols, of non-first fragments or with
+// IPv6 extension headers) stays with the kernel, which answers echo to the
+// VIPs it owns.
+#define ICMP_DEST_UNREACH 3
+#define ICMP_TIME_EXCEEDED 11
+#define ICMP_PARAMETERPROB 12
+#define ICMPV6_DEST_UNREACH 1
+#define ICMPV6_PARAMPROB 4
+#define ICMP_HDR_LEN 8 // type, code, checksum, the word before the quote
+
+// Fills dst and src with the reversed flow of the TCP or UDP ports at
+// ports, and looks it up.
+static __always_inline int icmp_lookup(struct xdp_md *ctx, struct pkt *p, __be16 *ports, __u8 proto,
+				       struct svc_key *dst, struct svc_key *src,
+				       const struct svc_key *osrc, const struct svc_key *odst)
 {
-	addr[10] = 0xff;
-	addr[11] = 0xff;
-	__builtin_memcpy(&addr[12], &v4, 4);
+	dst->port = ports[0]; // the quoted source: VIP:vport of a reply
+	src->port = ports[1];
+	dst->proto = proto;
+	src->proto = proto;
+	return lookup(ctx, p, dst, src, 0, 0, 0, 0, osrc, odst);
 }
+
+// The ICMP message at icmp (IP offset off) of an IPv4 packet of tot bytes
+// at l3 that is not a fragment.
+static __always_inline int icmp4(struct xdp_md *ctx, struct pkt *p, void *l3, __u32 off, __u32 tot,
+				 const struct svc_key *osrc, const struct svc_key *odst)
+{
+	__u8 *ic = l3 + off;
+	struct svc_key dst = {}, src = {};
+	struct iphdr *q;
+	__be16 *ports;
+	__u32 qhl;
+
+	if (off + ICMP_HDR_LEN > tot || (void *)(ic + ICMP_HDR_LEN) > p->data_end)
+		return pass(XLB_REASON_MALFORMED);
+	if (ic[0] != ICMP_DEST_UNREACH && ic[0] != ICMP_TIME_EXCEEDED && ic[0] != ICMP_PARAMETERPROB)
+		return pass(XLB_REASON_PASS_NOT_TCP_UDP);
+	q = (void *)(ic + ICMP_HDR_LEN);
+	if (off + ICMP_HDR_LEN + sizeof(*q) > tot || (void *)(q + 1) > p->data_end)
+		return pass(XLB_REASON_MALFORMED);
+	if (q->version != 4 || q->ihl < 5)
+		return pass(XLB_REASON_MALFORMED);
+	if ((q->protocol != IPPROTO_TCP && q->protocol != IPPROTO_UDP) || (q->frag_off & bpf_htons(IP_OFFSET)))
+		return pass(XLB_REASON_PASS_NOT_TCP_UDP);
+	qhl = q->ihl * 4;
+	if (off + ICMP_HDR_LEN + qhl + 8 > tot)
+		return pass(XLB_REASON_MALFORMED);
+	ports = (void *)q + qhl;
+	if ((void *)(ports + 4) > p->data_end)
+		return pass(XLB_REASON_MALFORMED);
+	map4(dst.addr, q->saddr);
+	map4(src.addr, q->daddr);
+	return icmp_lookup(ctx, p, ports, q->protocol, &dst, &src, osrc, odst);
+}
+
+// The ICMPv6 message at IP offset off of an IPv6 packet of end bytes at l3.
+static __always_inline int icmp6(struct xdp_md *ctx, struct pkt *p, void *l3, __u32 off, __u32 end,
+				 const struct svc_key *osrc, const struct svc_key *odst)
+{
+	__u8 *ic = l3 + off;
+	struct svc_key dst = {}, src = {};
+	struct ipv6hdr *q;
+	__be16 *ports;
+
+	if (off + ICMP_HDR_LEN > end || (void *)(ic + ICMP_HDR_LEN) > p->data_end)
+		return pass(XLB_REASON_MALFORMED);
+	if (ic[0] < ICMPV6_DEST_UNREACH || ic[0] > ICMPV6_PARAMPROB)
+		return pass(XLB_REASON_PASS_NOT_TCP_UDP);
+	q = (void *)(ic + ICMP_HDR_LEN);
+	if (off + ICMP_HDR_LEN + sizeof(*q) > end || (void *)(q + 1) > p->data_end)
+		return pass(XLB_REASON_MALFORMED);
+	if (q->version != 6)
+		return pass(XLB_REASON_MALFORMED);
+	if (q->nexthdr != IPPROTO_TCP && q->nexthdr != IPPROTO_UDP)
+		return pass(XLB_REASON_PASS_NOT_TCP_UDP);
+	ports = (void *)(q + 1);
+	if (off + ICMP_HDR_LEN + sizeof(*q) + 8 > end || (void *)(ports + 4) > p->data_end)
+		return pass(XLB_REASON_MALFORMED);
+	__builtin_memcpy(dst.addr, &q->saddr, 16);
+	__builtin_memcpy(src.addr, &q->daddr, 16);
+	return icmp_lookup(ctx, p, ports, q->nexthdr, &dst, &src, osrc, odst);
+}
+
 
 static __always_inline int ipv4(struct xdp_md *ctx, struct pkt *p, void *l3)
 {
@@ -572,6 +674,12 @@ static __always_inline int ipv4(struct xdp_md *ctx, struct pkt *p, void *l3)
 	tot = bpf_ntohs(iph->tot_len);
 	if (tot < hlen || l3 + tot > p->data_end)
 		return pass(XLB_REASON_MALFORMED);
+	if (iph->protocol == IPPROTO_ICMP && !(iph->frag_off & bpf_htons(IP_MF | IP_OFFSET))) {
+		p->iph = iph;
+		map4(dst.addr, iph->daddr);
+		map4(src.addr, iph->saddr);
+		return icmp4(ctx, p, l3, hlen, tot, &src, &dst);
+	}
 	if (iph->protocol != IPPROTO_TCP && iph->protocol != IPPROTO_UDP)
 		return pass(XLB_REASON_PASS_NOT_TCP_UDP);
 	// MF set or a non-zero offset. A first fragment has ports, but its
@@ -652,15 +760,16 @@ static __always_inline int ipv6(struct xdp_md *ctx, struct pkt *p, void *l3)
 		next = h[0];
 		off += hlen;
 	}
+	__builtin_memcpy(dst.addr, &ip6h->daddr, 16);
+	__builtin_memcpy(src.addr, &ip6h->saddr, 16);
+	if (next == IPPROTO_ICMPV6)
+		return icmp6(ctx, p, l3, off, end, &src, &dst);
 	if (next != IPPROTO_TCP && next != IPPROTO_UDP) {
 		if (next == IPPROTO_HOPOPTS || next == IPPROTO_ROUTING || next == IPPROTO_DSTOPTS ||
 		    next == IPPROTO_AH || next == IPPROTO_FRAGMENT || ipv6_ext_other(next))
 			return pass(XLB_REASON_PASS_IPV6_EXT);
 		return pass(XLB_REASON_PASS_NOT_TCP_UDP);
 	}
-
-	__builtin_memcpy(dst.addr, &ip6h->daddr, 16);
-	__builtin_memcpy(src.addr, &ip6h->saddr, 16);
 	return l4(ctx, p, l3 + off, end - off, next, &dst, &src);
 }
 

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/google/gopacket/layers"
 
 	"github.com/xlbproject/xlb/bpf"
 	"github.com/xlbproject/xlb/internal/packet"
@@ -384,5 +385,36 @@ func TestXDPLocalAddresses(t *testing.T) {
 	}
 	if err := o.DeleteLocal(own); err != nil {
 		t.Errorf("DeleteLocal twice = %v, want nil", err)
+	}
+}
+
+// A real server's ICMP error about a packet the director sent it is
+// steered as a reply when the quoted source is a client (NAT) or a FULLNAT
+// local address, and goes to the kernel when it is the director's own
+// address: the error belongs to the director's own connection (a health
+// check), as its replies do.
+func TestXDPICMPLocalAddresses(t *testing.T) {
+	o := load(t)
+	real := packettest.Reals[0]
+	own := netip.MustParseAddr("198.51.100.1")
+	laddr := netip.MustParseAddr("198.51.100.2")
+	client := netip.MustParseAddr("203.0.113.9")
+	if err := o.SetLocal(own, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.SetLocal(laddr, true); err != nil {
+		t.Fatal(err)
+	}
+	about := func(src netip.Addr) []byte {
+		q := packettest.Quote(0, packettest.IPv4(src, real.Addr, layers.IPProtocolTCP), packettest.TCP(40000, real.Port, packet.TCPFlagSYN))
+		return packettest.ICMPError(packettest.ClientMAC, packettest.LBMAC[:], real.Addr, src, 3, 3, 0, q)
+	}
+	for _, c := range []struct {
+		src  netip.Addr
+		want bpf.Reason
+	}{{client, bpf.RedirectReply}, {own, bpf.PassLocal}, {laddr, bpf.RedirectReply}} {
+		if _, got := run(t, o, about(c.src)); got != c.want {
+			t.Errorf("real's port unreachable about %v → real: counter %v, want %v", c.src, got, c.want)
+		}
 	}
 }

@@ -34,6 +34,8 @@ const (
 	SYNErrors                    // failed updates of the XDP program's syn_guard map
 	Copied                       // frames copied to another interface's UMEM (no shared UMEM)
 	CopyNoFrame                  // dropped: no free frame in the egress interface's UMEM to copy into
+	ICMPForwarded                // ICMP error about a connection forwarded to its other party (modes.XmitICMP)
+	ICMPNoConn                   // ICMP error steered by XDP whose quoted flow matches no connection: dropped
 	numCounters
 )
 
@@ -44,6 +46,7 @@ var counterNames = [numCounters]string{
 	"reply_hit", "no_local_port", "csum_completed", "too_big_sent", "ttl_exceeded", "xmit_dropped",
 	"syn_guard_level", "syn_guard_raises", "syn_guard_errors",
 	"copied", "copy_no_frame",
+	"icmp_forwarded", "icmp_no_conn",
 }
 
 func (c Counter) String() string {

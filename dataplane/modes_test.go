@@ -25,19 +25,25 @@ var testLaddr = netip.MustParseAddr("198.18.0.200")
 // (a FULLNAT service has the local address testLaddr).
 func methodWorker(t testing.TB, m modes.Method) (*worker, *fakeKernel) {
 	t.Helper()
+	return methodWorkerAt(t, m, testServices[0], netip.MustParseAddr("198.18.0.11"), testLaddr)
+}
+
+// methodWorkerAt is methodWorker with service k over real server rs:8080,
+// and local address la for FULLNAT.
+func methodWorkerAt(t testing.TB, m modes.Method, k ipvs.ServiceKey, rs, la netip.Addr) (*worker, *fakeKernel) {
+	t.Helper()
 	d := &Dataplane{reg: sched.NewRegistry(16), ctSettings: conntrack.NewSettings(conntrack.DefaultTimeouts())}
 	fwd := make([]destFwd, 17)
 	rr, err := sched.New("rr", sched.DefaultOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
-	dst := sched.NewDest(netip.MustParseAddr("198.18.0.11"), 8080, 1)
+	dst := sched.NewDest(rs, 8080, 1)
 	if err := d.reg.Add(dst); err != nil {
 		t.Fatal(err)
 	}
 	fwd[dst.ID] = destFwd{mac: realMACs[0], macOK: true, method: m, addr: dst.Addr, port: dst.Port}
 	rr.Update([]*sched.Dest{dst})
-	k := testServices[0]
 	spec := ipvs.Service{Key: k, Sched: "rr", Netmask: 32}
 	methods := make([]uint8, dst.ID+1)
 	methods[dst.ID] = uint8(m)
@@ -48,8 +54,8 @@ func methodWorker(t testing.TB, m modes.Method) (*worker, *fakeKernel) {
 	cfg := &workerConfig{services: map[svcKey]*workerService{}}
 	ws := &workerService{id: 1, ct: pol}
 	if m == modes.FullNAT {
-		ws.laddrs = [][16]byte{testLaddr.As16()}
-		cfg.laddrs = []netip.Addr{testLaddr}
+		ws.laddrs = [][16]byte{la.As16()}
+		cfg.laddrs = []netip.Addr{la}
 	}
 	cfg.services[makeSvcKey(k)] = ws
 	d.fwd.Store(&fwd)

@@ -508,6 +508,9 @@ func (w *worker) localAddrStats(a netip.Addr, inUse, exhausted *uint64) {
 // but the scheduler's on a connection's first packet.
 func (w *worker) handle(f *modes.Frame, m *packet.Meta, key *conntrack.Key, hit conntrack.Hit,
 	cfg *workerConfig, fwd []destFwd, now int64) bool {
+	if m.IsICMP() {
+		return w.handleICMP(f, m, hit, fwd)
+	}
 	var id uint32
 	method := modes.Route
 	e, dir := hit.Entry, hit.Dir

@@ -115,8 +115,15 @@
 // UDP, so never an ICMP error (RFC 1122 section 3.2.2).
 //
 // XmitICMP forwards an ICMP error about a tracked connection, located by
-// packet.ICMPError's offsets, for the parser's ICMP error shape to call:
-// DR and TUN forward it as they forward the connection; NAT and FULLNAT
+// packet.ICMPError's offsets (Meta.ICMP: packet.Parse classifies the
+// errors quoting TCP or UDP, and the worker finds the connection through
+// the quoted flow, reversed, by its forward key for an error from the
+// client's side, Dir In, or its reply key for one from the real server's
+// side, Dir Out). DR and TUN forward an error from the client's side as
+// they forward the connection, to the real server's MAC or encapsulated
+// to it, unchanged but for the TTL: this is how a router's fragmentation
+// needed about a DR or TUN real server's reply, sent to the VIP, reaches
+// that real server (PMTU discovery). NAT and FULLNAT
 // translate the outer header and the quoted one (addresses, ports) and
 // update all the checksums involved incrementally: outer IPv4 header,
 // ICMP (ICMPv6 with its pseudo-header), quoted IPv4 header, quoted TCP or

@@ -92,14 +92,18 @@ func FuzzXmit(f *testing.F) {
 					}
 				}
 			}
-			// ICMP errors: offsets as a parser would find them, then arbitrary.
-			for _, e := range []packet.ICMPError{icmpOffsets(data), arbitrary(offs, data)} {
+			// ICMP errors: offsets as a parser would find them, Parse's
+			// own, then arbitrary.
+			for _, e := range []packet.ICMPError{icmpOffsets(data), m0.ICMP, arbitrary(offs, data)} {
 				buf = reset(backing, data, r)
 				fr := Frame{Buf: buf, Off: r, Len: len(data)}
 				v := XmitICMP(&fr, &e, &p, plans[i].dir)
 				checkChunk(t, backing, &fr)
 				if v != OK && (fr.Off != r || fr.Len != len(data) || !bytes.Equal(fr.Bytes(), data)) {
 					t.Fatalf("XmitICMP(%v %v) = %v and changed the frame", p.Method, plans[i].dir, v)
+				}
+				if v == OK && parsed && m0.IsICMP() && e == m0.ICMP && p.Method != Tunnel {
+					checkICMPOut(t, data, fr.Bytes(), &m0)
 				}
 			}
 		}
@@ -163,6 +167,26 @@ func checkOut(t *testing.T, backing []byte, f *Frame, in []byte, m0 *packet.Meta
 	}
 	if packet.L4ChecksumOK(in, m0) && !packet.L4ChecksumOK(out, &m) {
 		t.Fatalf("valid %d checksum made invalid", m0.Proto)
+	}
+}
+
+// checkICMPOut checks an ICMP error XmitICMP forwarded as Parse found
+// it: it still parses as one, and an IPv4 header and ICMP checksum that
+// verified still do.
+func checkICMPOut(t *testing.T, in, out []byte, m0 *packet.Meta) {
+	t.Helper()
+	var m packet.Meta
+	if r := packet.Parse(out, &m); r != packet.OK || !m.IsICMP() {
+		t.Fatalf("forwarded ICMP error does not parse as one: %v", r)
+	}
+	if m0.Version != 4 {
+		return
+	}
+	e := &m0.ICMP
+	for _, h := range [][2]int{{e.L3Off, e.ICMPOff}, {e.ICMPOff, e.End}} {
+		if refSum(0, in[h[0]:h[1]]) == 0xffff && refSum(0, out[h[0]:h[1]]) != 0xffff {
+			t.Fatalf("valid checksum over [%d:%d] made invalid", h[0], h[1])
+		}
 	}
 }
 

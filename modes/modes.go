@@ -237,9 +237,11 @@ func (p *Plan) ReportMTU() int { return p.MTU - p.Overhead() }
 //
 // It is the one dispatch point of the forwarding methods: a switch on
 // (method, direction), which Go compiles to a jump table, into one plain
-// function each. It does not allocate.
+// function each. It does not allocate. An ICMP error's Meta (IsICMP)
+// describes no TCP or UDP header to rewrite: it is Unsupported here, and
+// XmitICMP's to forward.
 func Xmit(f *Frame, m *packet.Meta, p *Plan, dir Dir) Verdict {
-	if dir > Out {
+	if dir > Out || m.IsICMP() {
 		return Unsupported
 	}
 	switch uint(p.Method)<<1 | uint(dir) {

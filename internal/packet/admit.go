@@ -48,6 +48,20 @@ func (f *Filter) Admit(frame []byte, m *Meta) Reason {
 	if m.Version == 4 && !ipv4ChecksumOK(frame[m.L3Off:m.L4Off]) {
 		return BadChecksum
 	}
+	if m.IsICMP() {
+		// An ICMP error's Src and Dst are its quote's: the martian check
+		// is the outer header's, as the kernel makes it.
+		var o Meta
+		o.Version = m.Version
+		if m.Version == 4 {
+			o.Src[10], o.Src[11], o.Dst[10], o.Dst[11] = 0xff, 0xff, 0xff, 0xff
+			copy(o.Src[12:], frame[m.L3Off+12:m.L3Off+16])
+			copy(o.Dst[12:], frame[m.L3Off+16:m.L3Off+20])
+		} else {
+			o.Src, o.Dst = [16]byte(frame[m.L3Off+8:m.L3Off+24]), [16]byte(frame[m.L3Off+24:m.L3Off+40])
+		}
+		m = &o
+	}
 	if martian(m) {
 		return Martian
 	}

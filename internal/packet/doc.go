@@ -16,6 +16,35 @@
 // run both over the same golden frames (package packettest), every cut of
 // them and thousands of mutations.
 //
+// # ICMP errors
+//
+// An ICMP error (IPv4 types 3, 11, 12; ICMPv6 types 1-4) quoting a TCP or
+// UDP packet parses OK, normalised as Katran's parse_icmp normalises it:
+// Meta's flow fields are the quoted packet's reversed (Src:SrcPort the
+// quoted destination, Dst:DstPort the quoted source), Proto the quoted
+// protocol, TCPFlags 0, L4Off the ICMP header, and Meta.ICMP (an
+// ICMPError, IsICMP) locates the outer header, the ICMP header, the quote
+// and its TCP or UDP header. The reversal makes an error about a packet
+// that went one way of a connection carry the flow key of the other way:
+// a router's fragmentation needed about VIP:80 → client:c has the key
+// client:c → VIP:80, the connection's forward key, and a NAT real
+// server's port unreachable about client:c → RS:p has RS:p → client:c,
+// its reply key. So the XDP lookup and conntrack need nothing else.
+//
+//	| L2 | outer IP | type code csum word | quoted IP | quoted TCP/UDP, 8+ |
+//	     L3Off      L4Off = ICMP.ICMPOff  InnerL3Off  InnerL4Off          End
+//
+// The quote must hold an IP header of the outer family (IPv4 with its
+// options, IPv6 with no extension header) and 8 bytes after it (the ports
+// and, for UDP, the checksum): shorter is Malformed. The quoted lengths
+// are not checked against the quote, which is cut short by design (RFC
+// 792: 8 bytes; RFC 1812 and Linux: up to 576 bytes in all; RFC 4443: up
+// to 1280). Other ICMP messages (echo, redirect, ...), quotes of other
+// protocols, of IPv4 fragments but the first (no ports) or with IPv6
+// extension headers are NotTCPUDP, for the kernel; so is an ICMP message
+// that is itself an IPv4 fragment. Filter.Admit checks an ICMP error's
+// outer header: its martian check is on the outer addresses.
+//
 // Headers read, with the fields Parse uses marked *:
 //
 //	Ethernet (IEEE 802.3), optionally one 802.1Q/802.1ad tag

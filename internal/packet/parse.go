@@ -13,10 +13,10 @@ import (
 type Reason uint8
 
 const (
-	OK        Reason = iota // IPv4 or IPv6 TCP/UDP, headers consistent; Meta is filled
+	OK        Reason = iota // IPv4 or IPv6 TCP/UDP, or an ICMP error quoting one; Meta is filled
 	NotIP                   // not ARP, IPv4 or IPv6 (bpf.PassNotIP)
 	ARP                     // ARP (bpf.PassARP)
-	NotTCPUDP               // IP, but neither TCP nor UDP (bpf.PassNotTCPUDP)
+	NotTCPUDP               // IP, but neither TCP/UDP nor an ICMP error quoting TCP/UDP (bpf.PassNotTCPUDP)
 	Fragment                // IPv4 or IPv6 TCP/UDP fragment, first or not (bpf.PassFragment)
 	IPv6Ext                 // IPv6 extension header not walked, or more than 8 (bpf.PassIPv6Ext)
 	Malformed               // truncated or inconsistent header (bpf.Malformed)
@@ -108,18 +108,32 @@ const (
 // Parse and are always in range: L3Off < L4Off, L4Off + the TCP or UDP
 // header length <= L3Off + IPLen <= len(frame). Bytes past L3Off+IPLen are
 // link-layer padding.
+//
+// For an ICMP or ICMPv6 error quoting a TCP or UDP packet (IsICMP), the
+// flow fields are the quoted packet's reversed, as Katran's parse_icmp
+// normalises them: Src:SrcPort is the quoted destination and Dst:DstPort
+// the quoted source, so the flow key of an error about a packet that went
+// one way is the flow key of the packets that go the other way, and
+// conntrack finds the connection by its forward or reply key. Proto is the
+// quoted protocol, TCPFlags 0 (the quote need not reach them), L4Off the
+// ICMP header (ICMP.ICMPOff), and ICMP locates the rest.
 type Meta struct {
-	L3Off    int      // IP header: 14, or 18 after a VLAN tag
-	L4Off    int      // TCP or UDP header, after IPv4 options or IPv6 extension headers
-	IPLen    int      // IPv4 Total Length, or 40 + IPv6 Payload Length
-	Version  uint8    // 4 or 6
-	Proto    uint8    // ProtoTCP or ProtoUDP
-	TCPFlags uint8    // TCPFlag* bits; 0 for UDP
-	Src, Dst [16]byte // IPv6, or IPv4-mapped ::ffff:a.b.c.d
-	SrcPort  uint16   // host byte order
-	DstPort  uint16   // host byte order
-	VLAN     uint16   // VLAN ID of the frame's tag; 0 if untagged (L3Off 14)
+	L3Off    int       // IP header: 14, or 18 after a VLAN tag
+	L4Off    int       // TCP or UDP header, after IPv4 options or IPv6 extension headers; the ICMP header of an ICMP error
+	IPLen    int       // IPv4 Total Length, or 40 + IPv6 Payload Length
+	Version  uint8     // 4 or 6
+	Proto    uint8     // ProtoTCP or ProtoUDP (of the quoted packet, for an ICMP error)
+	TCPFlags uint8     // TCPFlag* bits; 0 for UDP and ICMP errors
+	Src, Dst [16]byte  // IPv6, or IPv4-mapped ::ffff:a.b.c.d
+	SrcPort  uint16    // host byte order
+	DstPort  uint16    // host byte order
+	VLAN     uint16    // VLAN ID of the frame's tag; 0 if untagged (L3Off 14)
+	ICMP     ICMPError // an ICMP error's offsets; zero (Version 0) for TCP and UDP
 }
+
+// IsICMP reports whether m describes an ICMP or ICMPv6 error about a TCP
+// or UDP packet rather than a TCP or UDP packet.
+func (m *Meta) IsICMP() bool { return m.ICMP.Version != 0 }
 
 // SrcAddr returns the source address, IPv4 unmapped.
 func (m *Meta) SrcAddr() netip.Addr { return netip.AddrFrom16(m.Src).Unmap() }
@@ -180,10 +194,14 @@ func parseIPv4(frame []byte, off int, m *Meta) Reason {
 		return Malformed
 	}
 	proto := h[9]
+	frag := binary.BigEndian.Uint16(h[6:8])&(ipv4FlagMF|ipv4FragOffMask) != 0
+	if proto == ProtoICMP && !frag {
+		return parseICMP(frame, off, off+hlen, tot, 4, m)
+	}
 	if proto != ProtoTCP && proto != ProtoUDP {
 		return NotTCPUDP
 	}
-	if binary.BigEndian.Uint16(h[6:8])&(ipv4FlagMF|ipv4FragOffMask) != 0 {
+	if frag {
 		return Fragment
 	}
 	var src, dst [16]byte
@@ -258,6 +276,9 @@ func parseIPv6(frame []byte, off int, m *Meta) Reason {
 		next = e[0]
 		l4 += elen
 	}
+	if next == ProtoICMPv6 {
+		return parseICMP(frame, off, off+l4, tot, 6, m)
+	}
 	if next != ProtoTCP && next != ProtoUDP {
 		if ipv6Walked(next) || ipv6ExtOther(next) {
 			return IPv6Ext
@@ -304,6 +325,98 @@ func parseL4(frame []byte, l3, l4, tot int, version, proto uint8, src, dst *[16]
 		Dst:      *dst,
 		SrcPort:  binary.BigEndian.Uint16(h[0:2]),
 		DstPort:  binary.BigEndian.Uint16(h[2:4]),
+	}
+	return OK
+}
+
+// ICMP and ICMPv6 errors, the messages that quote the packet they are
+// about (RFC 792, RFC 1191; RFC 4443 section 3).
+const (
+	icmpDestUnreach   = 3  // port unreachable, fragmentation needed (code 4), ...
+	icmpTimeExceeded  = 11 // TTL exceeded in transit, reassembly time exceeded
+	icmpParamProblem  = 12
+	icmp6DestUnreach  = 1
+	icmp6PacketTooBig = 2
+	icmp6TimeExceeded = 3
+	icmp6ParamProblem = 4
+	icmpHeaderLen     = 8 // type, code, checksum and the 4-byte word before the quote
+)
+
+func icmpError(version, typ uint8) bool {
+	if version == 4 {
+		return typ == icmpDestUnreach || typ == icmpTimeExceeded || typ == icmpParamProblem
+	}
+	return typ >= icmp6DestUnreach && typ <= icmp6ParamProblem
+}
+
+// parseICMP checks the ICMP or ICMPv6 message at icmp of an IP packet of
+// tot bytes at l3 (an IPv4 packet that is not a fragment): an error whose
+// quote holds an IP header of the same family, with no IPv6 extension
+// header, then 8 bytes of TCP or UDP, is OK, with the quoted flow
+// reversed into m (see Meta); any other message, or a quote of another
+// protocol or of an IPv4 fragment but the first, is NotTCPUDP, for the
+// kernel; a message or quote cut short is Malformed. The quoted lengths
+// are not checked against the quote: a quote is cut short by design.
+func parseICMP(frame []byte, l3, icmp, tot int, version uint8, m *Meta) Reason {
+	end := l3 + tot
+	if icmp+icmpHeaderLen > end {
+		return Malformed
+	}
+	if !icmpError(version, frame[icmp]) {
+		return NotTCPUDP
+	}
+	in := icmp + icmpHeaderLen
+	var inL4 int
+	var proto uint8
+	var src, dst [16]byte
+	if version == 4 {
+		if in+ipv4MinLen > end {
+			return Malformed
+		}
+		q := frame[in:end]
+		ihl := int(q[0]&0x0f) * 4
+		if q[0]>>4 != 4 || ihl < ipv4MinLen {
+			return Malformed
+		}
+		proto = q[9]
+		if proto != ProtoTCP && proto != ProtoUDP || binary.BigEndian.Uint16(q[6:8])&ipv4FragOffMask != 0 {
+			return NotTCPUDP
+		}
+		inL4 = in + ihl
+		src[10], src[11] = 0xff, 0xff
+		dst[10], dst[11] = 0xff, 0xff
+		copy(src[12:], q[12:16])
+		copy(dst[12:], q[16:20])
+	} else {
+		if in+ipv6HeaderLen > end {
+			return Malformed
+		}
+		q := frame[in:end]
+		if q[0]>>4 != 6 {
+			return Malformed
+		}
+		proto = q[6]
+		if proto != ProtoTCP && proto != ProtoUDP {
+			return NotTCPUDP
+		}
+		inL4 = in + ipv6HeaderLen
+		src, dst = [16]byte(q[8:24]), [16]byte(q[24:40])
+	}
+	if inL4+8 > end {
+		return Malformed
+	}
+	*m = Meta{
+		L3Off:   l3,
+		L4Off:   icmp,
+		IPLen:   tot,
+		Version: version,
+		Proto:   proto,
+		Src:     dst,
+		Dst:     src,
+		SrcPort: binary.BigEndian.Uint16(frame[inL4+2:]),
+		DstPort: binary.BigEndian.Uint16(frame[inL4:]),
+		ICMP: ICMPError{L3Off: l3, ICMPOff: icmp, InnerL3Off: in, InnerL4Off: inL4, End: end,
+			Version: version, InnerProto: proto},
 	}
 	return OK
 }

@@ -425,3 +425,47 @@ var (
 // DNSQuery is a DNS query for "a." IN A, 19 bytes, a UDP payload gopacket
 // decodes.
 var DNSQuery = []byte(dnsQuery)
+
+// ICMPError is an ICMP (IPv4 addresses) or ICMPv6 error message from src
+// to dst, with type typ, code code and word as its second 32-bit word (the
+// next-hop MTU of a fragmentation needed, RFC 1191, in its low 16 bits;
+// the MTU of a packet too big), quoting quote, on Ethernet from srcMAC to
+// dstMAC. Checksums are computed.
+func ICMPError(srcMAC, dstMAC net.HardwareAddr, src, dst netip.Addr, typ, code uint8, word uint32, quote []byte) []byte {
+	if src.Is4() {
+		return build(Ether(srcMAC, dstMAC, layers.EthernetTypeIPv4), ip4(src, dst, layers.IPProtocolICMPv4),
+			&layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(typ, code), Id: uint16(word >> 16), Seq: uint16(word)},
+			gopacket.Payload(quote))
+	}
+	ip := ip6(src, dst, layers.IPProtocolICMPv6)
+	icmp := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(typ, code)}
+	must(icmp.SetNetworkLayerForChecksum(ip))
+	w := binary.BigEndian.AppendUint32(nil, word)
+	return build(Ether(srcMAC, dstMAC, layers.EthernetTypeIPv6), ip, icmp, gopacket.Payload(append(w, quote...)))
+}
+
+// Quote is the IP packet ls serialize to (lengths and checksums
+// computed), cut to its first n bytes if n > 0: what an ICMP error quotes.
+func Quote(n int, ls ...gopacket.SerializableLayer) []byte {
+	var nl gopacket.NetworkLayer
+	for _, l := range ls {
+		if x, ok := l.(gopacket.NetworkLayer); ok {
+			nl = x
+		}
+	}
+	for _, l := range ls {
+		switch t := l.(type) {
+		case *layers.TCP:
+			must(t.SetNetworkLayerForChecksum(nl))
+		case *layers.UDP:
+			must(t.SetNetworkLayerForChecksum(nl))
+		}
+	}
+	buf := gopacket.NewSerializeBuffer()
+	must(gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ls...))
+	b := buf.Bytes()
+	if n > 0 && n < len(b) {
+		b = b[:n]
+	}
+	return b
+}

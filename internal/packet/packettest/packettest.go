@@ -25,6 +25,10 @@ var (
 	Real4   = netip.MustParseAddr("203.0.113.20")
 	Client6 = netip.MustParseAddr("2001:db8:1::7")
 	VIP6    = netip.MustParseAddr("2001:db8::10")
+	// Router4 and Router6 are routers on the client's path, which send
+	// ICMP errors about the packets they cannot forward.
+	Router4 = netip.MustParseAddr("198.51.100.1")
+	Router6 = netip.MustParseAddr("2001:db8:1::1")
 )
 
 // Ports of the cases.
@@ -427,7 +431,155 @@ func Cases() []Case {
 		},
 	}
 	cases = append(cases, martians()...)
+	cases = append(cases, icmpErrors()...)
 	return cases
+}
+
+// icmpErrors are ICMP and ICMPv6 errors: those quoting a packet of a
+// service's or a real's flow are OK with the quoted flow reversed in Meta,
+// and steered; the others go to the kernel.
+func icmpErrors() []Case {
+	q4 := func(n int, ls ...gopacket.SerializableLayer) []byte { return Quote(n, ls...) }
+	vipReply := func() []byte { return q4(0, ip4(VIP4, Client4, layers.IPProtocolTCP), tcp(HTTP, ClientPort, synAck)) }
+	toVIP := func(typ, code uint8, word uint32, quote []byte) []byte {
+		return ICMPError(clientMAC, lbMAC, Router4, VIP4, typ, code, word, quote)
+	}
+	echo := build(ip4(VIP4, Client4, layers.IPProtocolICMPv4), &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeEchoReply, 0), Id: 1, Seq: 1})
+	return []Case{
+		{
+			Name:    "icmp frag needed to vip, quoting vip:80 > client (a dr real's reply)",
+			Tcpdump: "02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv4 (0x0800), length 82: 198.51.100.1 > 192.0.2.10: ICMP 198.51.100.7 unreachable - need to frag (mtu 1400), length 48",
+			Frame:   toVIP(3, 4, 1400, vipReply()),
+			Meta:    icmpMeta(4, 20, 20, 20, packet.ProtoTCP, Client4, ClientPort, VIP4, HTTP),
+			Steer:   ToService,
+		},
+		{
+			Name:    "icmp port unreachable from real, quoting client > real:8080 (nat)",
+			Tcpdump: "02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv4 (0x0800), length 82: 203.0.113.20 > 198.51.100.7: ICMP 203.0.113.20 tcp port 8080 unreachable, length 48",
+			Frame:   ICMPError(clientMAC, lbMAC, Real4, Client4, 3, 3, 0, q4(0, ip4(Client4, Real4, layers.IPProtocolTCP), tcp(ClientPort, RealPort, syn))),
+			Meta:    icmpMeta(4, 20, 20, 20, packet.ProtoTCP, Real4, RealPort, Client4, ClientPort),
+			Steer:   FromReal,
+		},
+		{
+			Name:    "icmp time exceeded to vip, quoting vip:53 > client udp",
+			Tcpdump: "02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv4 (0x0800), length 70: 198.51.100.1 > 192.0.2.10: ICMP time exceeded in-transit, length 36",
+			Frame:   toVIP(11, 0, 0, q4(0, ip4(VIP4, Client4, layers.IPProtocolUDP), udp(DNS, ClientPort))),
+			Meta:    icmpMeta(4, 20, 20, 8, packet.ProtoUDP, Client4, ClientPort, VIP4, DNS),
+			Steer:   ToService,
+		},
+		{
+			Name:    "icmp parameter problem to vip, quoting vip:80 > client with ip options, cut after 8 tcp bytes",
+			Tcpdump: "02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv4 (0x0800), length 74: 198.51.100.1 > 192.0.2.10: ICMP parameter problem - octet 0, length 40",
+			Frame:   toVIP(12, 0, 0, q4(32, ip4Options(VIP4, Client4), tcp(HTTP, ClientPort, synAck))),
+			Meta:    icmpMeta(4, 20, 24, 8, packet.ProtoTCP, Client4, ClientPort, VIP4, HTTP),
+			Steer:   ToService,
+		},
+		{
+			Name:    "icmp frag needed to vip, quoting vip:22 > client, not a service",
+			Tcpdump: "02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv4 (0x0800), length 70: 198.51.100.1 > 192.0.2.10: ICMP 198.51.100.7 unreachable - need to frag (mtu 1400), length 36",
+			Frame:   toVIP(3, 4, 1400, q4(28, ip4(VIP4, Client4, layers.IPProtocolTCP), tcp(SSH, ClientPort, synAck))),
+			Meta:    icmpMeta(4, 20, 20, 8, packet.ProtoTCP, Client4, ClientPort, VIP4, SSH),
+			Steer:   NoService,
+		},
+		{
+			Name:    "icmp frag needed to vip, bad ipv4 header checksum",
+			Tcpdump: "02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv4 (0x0800), length 70: 198.51.100.1 > 192.0.2.10: ICMP 198.51.100.7 unreachable - need to frag (mtu 1400), length 36",
+			Frame:   setByte(toVIP(3, 4, 1400, q4(28, ip4(VIP4, Client4, layers.IPProtocolTCP), tcp(HTTP, ClientPort, synAck))), 14+8, 63),
+			Meta:    icmpMeta(4, 20, 20, 8, packet.ProtoTCP, Client4, ClientPort, VIP4, HTTP),
+			Steer:   ToService,
+			Admit:   packet.BadChecksum,
+		},
+		{
+			Name:    "icmp frag needed to vip from martian 127.0.0.1",
+			Tcpdump: "02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv4 (0x0800), length 70: 127.0.0.1 > 192.0.2.10: ICMP 198.51.100.7 unreachable - need to frag (mtu 1400), length 36",
+			Frame:   ICMPError(clientMAC, lbMAC, netip.MustParseAddr("127.0.0.1"), VIP4, 3, 4, 1400, q4(28, ip4(VIP4, Client4, layers.IPProtocolTCP), tcp(HTTP, ClientPort, synAck))),
+			Meta:    icmpMeta(4, 20, 20, 8, packet.ProtoTCP, Client4, ClientPort, VIP4, HTTP),
+			Steer:   ToService,
+			Admit:   packet.Martian,
+		},
+		{
+			Name:    "icmp frag needed to vip, quote cut inside the tcp ports",
+			Tcpdump: "02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv4 (0x0800), length 66: 198.51.100.1 > 192.0.2.10: ICMP 198.51.100.7 unreachable - need to frag (mtu 1400), length 32",
+			Frame:   toVIP(3, 4, 1400, q4(24, ip4(VIP4, Client4, layers.IPProtocolTCP), tcp(HTTP, ClientPort, synAck))),
+			Reason:  packet.Malformed,
+		},
+		{
+			Name:    "icmp frag needed to vip, quoted ihl 4",
+			Tcpdump: "02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv4 (0x0800), length 70: 198.51.100.1 > 192.0.2.10: ICMP 198.51.100.7 unreachable - need to frag (mtu 1400), length 36",
+			Frame:   setByte(toVIP(3, 4, 1400, q4(28, ip4(VIP4, Client4, layers.IPProtocolTCP), tcp(HTTP, ClientPort, synAck))), 42, 0x44),
+			Reason:  packet.Malformed,
+		},
+		{
+			Name:    "icmp message of 4 bytes",
+			Tcpdump: "02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv4 (0x0800), length 60: 198.51.100.1 > 192.0.2.10:  [|icmp]",
+			Frame:   build(eth(layers.EthernetTypeIPv4), ip4(Router4, VIP4, layers.IPProtocolICMPv4), gopacket.Payload{3, 4, 0xfc, 0xfb}),
+			Reason:  packet.Malformed,
+		},
+		{
+			Name:    "icmp port unreachable to vip, quoting an icmp echo reply",
+			Tcpdump: "02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv4 (0x0800), length 70: 198.51.100.7 > 192.0.2.10: ICMP 198.51.100.7 protocol 1 unreachable, length 36",
+			Frame:   ICMPError(clientMAC, lbMAC, Client4, VIP4, 3, 2, 0, echo),
+			Reason:  packet.NotTCPUDP,
+		},
+		{
+			Name:    "icmp redirect to vip, quoting vip:80 > client",
+			Tcpdump: "02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv4 (0x0800), length 70: 198.51.100.1 > 192.0.2.10: ICMP redirect 198.51.100.7 to host 0.0.0.0, length 36",
+			Frame:   toVIP(5, 1, 0, q4(28, ip4(VIP4, Client4, layers.IPProtocolTCP), tcp(HTTP, ClientPort, synAck))),
+			Reason:  packet.NotTCPUDP,
+		},
+		{
+			Name:    "icmp frag needed to vip, quoting a non-first fragment",
+			Tcpdump: "02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv4 (0x0800), length 70: 198.51.100.1 > 192.0.2.10: ICMP 198.51.100.7 unreachable - need to frag (mtu 1400), length 36",
+			Frame:   toVIP(3, 4, 1400, q4(0, fragment(ip4(VIP4, Client4, layers.IPProtocolTCP), 0, 185), gopacket.Payload(tcpBytes(HTTP, ClientPort, synAck)[:8]))),
+			Reason:  packet.NotTCPUDP,
+		},
+		{
+			Name:    "icmp frag needed to vip, itself a fragment",
+			Tcpdump: "02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv4 (0x0800), length 70: 198.51.100.1 > 192.0.2.10: ICMP 198.51.100.7 unreachable - need to frag (mtu 1400), length 36",
+			Frame:   setBE16(toVIP(3, 4, 1400, q4(28, ip4(VIP4, Client4, layers.IPProtocolTCP), tcp(HTTP, ClientPort, synAck))), 14+6, 0x2000),
+			Reason:  packet.NotTCPUDP,
+		},
+		{
+			Name:    "icmpv6 packet too big to vip6, quoting [vip6]:443 > client6",
+			Tcpdump: "02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv6 (0x86dd), length 122: 2001:db8:1::1 > 2001:db8::10: ICMP6, packet too big, mtu 1280, length 68",
+			Frame:   ICMPError(clientMAC, lbMAC, Router6, VIP6, 2, 0, 1280, Quote(0, ip6(VIP6, Client6, layers.IPProtocolTCP), tcp(HTTPS, ClientPort, synAck))),
+			Meta:    icmpMeta(6, 40, 40, 20, packet.ProtoTCP, Client6, ClientPort, VIP6, HTTPS),
+			Steer:   ToService,
+		},
+		{
+			Name:    "icmpv6 time exceeded to vip6, quoting [vip6]:443 > client6 udp, cut after 8 udp bytes",
+			Tcpdump: "02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv6 (0x86dd), length 110: 2001:db8:1::1 > 2001:db8::10: ICMP6, time exceeded in-transit for 2001:db8:1::7, length 56",
+			Frame:   ICMPError(clientMAC, lbMAC, Router6, VIP6, 3, 0, 0, Quote(48, ip6(VIP6, Client6, layers.IPProtocolUDP), udp(HTTPS, ClientPort), dnsQuery)),
+			Meta:    icmpMeta(6, 40, 40, 8, packet.ProtoUDP, Client6, ClientPort, VIP6, HTTPS),
+			Steer:   NoService,
+		},
+		{
+			Name:    "icmpv6 destination unreachable to vip6, quote with an extension header",
+			Tcpdump: "02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv6 (0x86dd), length 118: 2001:db8:1::1 > 2001:db8::10: ICMP6, destination unreachable, unreachable port, 2001:db8:1::7 tcp port 40000, length 64",
+			Frame:   ICMPError(clientMAC, lbMAC, Router6, VIP6, 1, 4, 0, Quote(56, ip6(VIP6, Client6, layers.IPProtocolIPv6Destination), gopacket.Payload(append([]byte{6, 0, 1, 4, 0, 0, 0, 0}, tcpBytes(HTTPS, ClientPort, synAck)...)))),
+			Reason:  packet.NotTCPUDP,
+		},
+		{
+			Name:    "icmpv6 packet too big to vip6, quote cut in the ipv6 header",
+			Tcpdump: "02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv6 (0x86dd), length 92: 2001:db8:1::1 > 2001:db8::10: ICMP6, packet too big, mtu 1280, length 38",
+			Frame:   ICMPError(clientMAC, lbMAC, Router6, VIP6, 2, 0, 1280, Quote(30, ip6(VIP6, Client6, layers.IPProtocolTCP), tcp(HTTPS, ClientPort, synAck))),
+			Reason:  packet.Malformed,
+		},
+	}
+}
+
+// icmpMeta is the Meta of an ICMP or ICMPv6 error in an untagged frame,
+// with an outer IP header of hl bytes, a quoted one of qhl bytes and q4
+// quoted bytes of TCP or UDP, reversed: src:sport is the quoted
+// destination.
+func icmpMeta(version uint8, hl, qhl, q4 int, proto uint8, src netip.Addr, sport uint16, dst netip.Addr, dport uint16) packet.Meta {
+	icmp := 14 + hl
+	end := icmp + 8 + qhl + q4
+	m := meta4(14, icmp, end-14, proto, src, sport, dst, dport, 0)
+	m.Version = version
+	m.ICMP = packet.ICMPError{L3Off: 14, ICMPOff: icmp, InnerL3Off: icmp + 8, InnerL4Off: icmp + 8 + qhl, End: end,
+		Version: version, InnerProto: proto}
+	return m
 }
 
 // martians are frames to vip:80 or [vip6]:443 from martian sources.
