@@ -50,9 +50,16 @@ type xlbProc struct {
 }
 
 // startXLB runs xlb with rules (and extra arguments to `xlb run`, which
-// may override --conns) on the director and waits until it answers on
-// its control socket. It is stopped in t.Cleanup.
+// may override --conns) on the director's eth0 and waits until it answers
+// on its control socket. It is stopped in t.Cleanup.
 func startXLB(t *testing.T, env *testenv.Env, rules string, extra ...string) *xlbProc {
+	t.Helper()
+	return startXLBOn(t, env.Director, []string{"eth0"}, rules, extra...)
+}
+
+// startXLBOn is startXLB on host, serving every interface in ifaces
+// (--iface once each).
+func startXLBOn(t *testing.T, host *testenv.Host, ifaces []string, rules string, extra ...string) *xlbProc {
 	t.Helper()
 	dir := t.TempDir()
 	rulesFile := filepath.Join(dir, "rules")
@@ -60,8 +67,12 @@ func startXLB(t *testing.T, env *testenv.Env, rules string, extra ...string) *xl
 		t.Fatal(err)
 	}
 	sock := filepath.Join(dir, "xlb.sock")
-	args := append([]string{"run", "--iface", "eth0", "--rules", rulesFile, "--socket", sock, "--conns", "65536"}, extra...)
-	p, err := env.Director.Start(xlbBin, args...)
+	args := []string{"run"}
+	for _, i := range ifaces {
+		args = append(args, "--iface", i)
+	}
+	args = append(args, "--rules", rulesFile, "--socket", sock, "--conns", "65536")
+	p, err := host.Start(xlbBin, append(args, extra...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -85,29 +85,7 @@ func TestForwardingMethods(t *testing.T) {
 				if v6 {
 					vip = env.VIP6
 				}
-				url := "http://" + netip.AddrPortFrom(vip, vport).String() + "/"
-				fresh := env.Client.HTTPClient(false, 5*time.Second)
-				tcp, udp := map[string]int{}, map[string]int{}
-				for i := 0; i < 300; i++ {
-					name, err := testenv.Get(fresh, url)
-					if err != nil {
-						t.Fatalf("HTTP request %d to %s: %v\nxlb:\n%s\n%s", i, url, err, d.Output.String(), stats(d))
-					}
-					tcp[name]++
-				}
-				for i := 0; i < 300; i++ {
-					name, err := env.Client.QueryUDP(netip.AddrPortFrom(vip, 53), 3*time.Second)
-					if err != nil {
-						t.Fatalf("UDP query %d: %v\n%s", i, err, stats(d))
-					}
-					udp[name]++
-				}
-				for _, rs := range env.Reals {
-					if tcp[rs.Name] != 100 || udp[rs.Name] != 100 {
-						t.Errorf("TCP %v, UDP %v per real server; want 100 each", tcp, udp)
-						break
-					}
-				}
+				requireSpread(t, env, d, vip, vport)
 				// The transfer sink listens on port 9000 of every real
 				// server: a service of its own.
 				tport := uint16(9000)
@@ -132,6 +110,37 @@ func TestForwardingMethods(t *testing.T) {
 					t.Errorf("-L -n -c lists %d lines, want 600+:\n%.500s", n, conns)
 				}
 			})
+		}
+	}
+}
+
+// requireSpread makes 300 HTTP requests on new connections to vip:vport
+// and 300 UDP queries to vip:53, all of which must succeed and rr must
+// spread evenly over the topology's real servers.
+func requireSpread(t *testing.T, env *testenv.Env, d *xlbProc, vip netip.Addr, vport uint16) {
+	t.Helper()
+	url := "http://" + netip.AddrPortFrom(vip, vport).String() + "/"
+	fresh := env.Client.HTTPClient(false, 5*time.Second)
+	tcp, udp := map[string]int{}, map[string]int{}
+	for i := 0; i < 300; i++ {
+		name, err := testenv.Get(fresh, url)
+		if err != nil {
+			t.Fatalf("HTTP request %d to %s: %v\nxlb:\n%s\n%s", i, url, err, d.Output.String(), stats(d))
+		}
+		tcp[name]++
+	}
+	for i := 0; i < 300; i++ {
+		name, err := env.Client.QueryUDP(netip.AddrPortFrom(vip, 53), 3*time.Second)
+		if err != nil {
+			t.Fatalf("UDP query %d: %v\n%s", i, err, stats(d))
+		}
+		udp[name]++
+	}
+	want := 300 / len(env.Reals)
+	for _, rs := range env.Reals {
+		if tcp[rs.Name] != want || udp[rs.Name] != want {
+			t.Errorf("TCP %v, UDP %v per real server; want %d each", tcp, udp, want)
+			break
 		}
 	}
 }

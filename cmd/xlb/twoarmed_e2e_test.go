@@ -5,49 +5,12 @@ package main
 import (
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/xlbproject/xlb/testenv"
 )
-
-// startXLBOn is startXLB on host, serving every interface in ifaces
-// (--iface once each), with extra flags.
-func startXLBOn(t *testing.T, host *testenv.Host, ifaces []string, rules string, extra ...string) *xlbProc {
-	t.Helper()
-	dir := t.TempDir()
-	rulesFile := filepath.Join(dir, "rules")
-	if err := os.WriteFile(rulesFile, []byte(rules), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	sock := filepath.Join(dir, "xlb.sock")
-	args := []string{"run"}
-	for _, i := range ifaces {
-		args = append(args, "--iface", i)
-	}
-	args = append(args, "--rules", rulesFile, "--socket", sock, "--conns", "65536")
-	args = append(args, extra...)
-	p, err := host.Start(xlbBin, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := &xlbProc{Proc: p, sock: sock}
-	t.Cleanup(func() { d.stop() })
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		if _, err := d.ctl("-L", "-n"); err == nil {
-			return d
-		}
-		if time.Now().After(deadline) || d.Exited() {
-			d.stop()
-			t.Fatalf("xlb did not come up: %v\nlogs:\n%s", d.Err(), d.Output.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
 
 // A two-armed director: clients on eth0, real servers behind eth1 on a
 // network of their own, `xlb run --iface eth0 --iface eth1`. Each frame
@@ -93,29 +56,7 @@ func testTwoArmed(t *testing.T, cases []modeCase, copying bool) {
 				if v6 {
 					vip = env.VIP6
 				}
-				url := "http://" + netip.AddrPortFrom(vip, vport).String() + "/"
-				fresh := env.Client.HTTPClient(false, 5*time.Second)
-				tcp, udp := map[string]int{}, map[string]int{}
-				for i := 0; i < 300; i++ {
-					name, err := testenv.Get(fresh, url)
-					if err != nil {
-						t.Fatalf("HTTP request %d to %s: %v\nxlb:\n%s\n%s", i, url, err, d.Output.String(), stats(d))
-					}
-					tcp[name]++
-				}
-				for i := 0; i < 300; i++ {
-					name, err := env.Client.QueryUDP(netip.AddrPortFrom(vip, 53), 3*time.Second)
-					if err != nil {
-						t.Fatalf("UDP query %d: %v\n%s", i, err, stats(d))
-					}
-					udp[name]++
-				}
-				for _, rs := range env.Reals {
-					if tcp[rs.Name] != 100 || udp[rs.Name] != 100 {
-						t.Errorf("TCP %v, UDP %v per real server; want 100 each", tcp, udp)
-						break
-					}
-				}
+				requireSpread(t, env, d, vip, vport)
 				tport := uint16(9000)
 				if err := addTransferService(d, env, c, v6, vip, tport); err != nil {
 					t.Fatal(err)
