@@ -447,23 +447,7 @@ func ICMPError(srcMAC, dstMAC net.HardwareAddr, src, dst netip.Addr, typ, code u
 // Quote is the IP packet ls serialize to (lengths and checksums
 // computed), cut to its first n bytes if n > 0: what an ICMP error quotes.
 func Quote(n int, ls ...gopacket.SerializableLayer) []byte {
-	var nl gopacket.NetworkLayer
-	for _, l := range ls {
-		if x, ok := l.(gopacket.NetworkLayer); ok {
-			nl = x
-		}
-	}
-	for _, l := range ls {
-		switch t := l.(type) {
-		case *layers.TCP:
-			must(t.SetNetworkLayerForChecksum(nl))
-		case *layers.UDP:
-			must(t.SetNetworkLayerForChecksum(nl))
-		}
-	}
-	buf := gopacket.NewSerializeBuffer()
-	must(gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ls...))
-	b := buf.Bytes()
+	b := build(ls...)
 	if n > 0 && n < len(b) {
 		b = b[:n]
 	}
