@@ -2,38 +2,19 @@
 
 package bpf
 
-import (
-	"reflect"
-	"testing"
-)
+import "testing"
 
 // TestDecapMirrors checks the Go mirrors of decap.c's map types against
-// the object's BTF sizes, and the Go reason list against the counters map.
+// the object's BTF (sizes and fields), and the Go reason list against the counters map.
 func TestDecapMirrors(t *testing.T) {
 	spec, err := loadDecap()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, tc := range []struct {
-		mapName string
-		key     bool
-		goType  any
-	}{
+	checkMirrors(t, spec, []mirror{
 		{"decap_locals", true, decapLocalKey{}},
 		{"decap_config", false, decapConfig{}},
-	} {
-		ms := spec.Maps[tc.mapName]
-		if ms == nil {
-			t.Fatalf("no map %q in the object", tc.mapName)
-		}
-		size := ms.ValueSize
-		if tc.key {
-			size = ms.KeySize
-		}
-		if got := uint32(reflect.TypeOf(tc.goType).Size()); got != size {
-			t.Errorf("%T: size %d, want %d (map %s)", tc.goType, got, size, tc.mapName)
-		}
-	}
+	})
 	if got, want := spec.Maps["decap_counters"].MaxEntries, uint32(NumDecapReasons); got != want {
 		t.Errorf("decap_counters has %d entries (DECAP_REASON_MAX), Go has NumDecapReasons = %d", got, want)
 	}

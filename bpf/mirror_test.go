@@ -8,33 +8,22 @@ import (
 	"testing"
 	"unsafe"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 )
 
-// TestMirrors checks each Go mirror of a C type against the BTF that clang
-// wrote for the map in the embedded object: size, and name-by-name field
-// offsets and sizes. It needs no privileges.
-func TestMirrors(t *testing.T) {
-	spec, err := loadXlb()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, tc := range []struct {
-		mapName string
-		key     bool
-		goType  any
-	}{
-		{"services", true, serviceKey{}},
-		{"services", false, serviceValue{}},
-		{"reals", true, serviceKey{}},
-		{"reals", false, realValue(0)},
-		{"locals", true, xdpLocalKey{}},
-		{"locals", false, uint32(0)},
-		{"syn_guard", false, synGuard{}},
-		{"syn_auto", false, synAuto{}},
-		{"syn_sources", true, srcPrefix{}},
-		{"syn_sources", false, srcState{}},
-	} {
+// mirror is a Go type that mirrors the key or value of a map.
+type mirror struct {
+	mapName string
+	key     bool
+	goType  any
+}
+
+// checkMirrors checks each mirror against the BTF that clang wrote for its
+// map in spec: size, and name-by-name field offsets and sizes.
+func checkMirrors(t *testing.T, spec *ebpf.CollectionSpec, mirrors []mirror) {
+	t.Helper()
+	for _, tc := range mirrors {
 		ms := spec.Maps[tc.mapName]
 		if ms == nil {
 			t.Fatalf("no map %q in the object", tc.mapName)
@@ -67,6 +56,28 @@ func TestMirrors(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestMirrors checks each Go mirror of a C type against the BTF that clang
+// wrote for the map in the embedded object: size, and name-by-name field
+// offsets and sizes. It needs no privileges.
+func TestMirrors(t *testing.T) {
+	spec, err := loadXlb()
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkMirrors(t, spec, []mirror{
+		{"services", true, serviceKey{}},
+		{"services", false, serviceValue{}},
+		{"reals", true, serviceKey{}},
+		{"reals", false, realValue(0)},
+		{"locals", true, xdpLocalKey{}},
+		{"locals", false, uint32(0)},
+		{"syn_guard", false, synGuard{}},
+		{"syn_auto", false, synAuto{}},
+		{"syn_sources", true, srcPrefix{}},
+		{"syn_sources", false, srcState{}},
+	})
 
 	if got, want := spec.Maps["counters"].MaxEntries, uint32(NumReasons); got != want {
 		t.Errorf("counters has %d entries (XLB_REASON_MAX), Go has NumReasons = %d", got, want)
