@@ -5,8 +5,9 @@
 //
 // # Rings
 //
-// Each socket has its own UMEM (4096 frames of 2 KiB by default) and the
-// four rings the kernel shares with it:
+// A worker's sockets (one per served interface, on its RX queue) share one
+// UMEM (8192 frames of 2 KiB per interface by default, XDP_SHARED_UMEM),
+// and each has the four rings the kernel shares with it:
 //
 //	fill ring        us → kernel   empty frames to receive into
 //	RX ring          kernel → us   received frames (addr, len)
