@@ -244,14 +244,7 @@ func TestWorkerICMPAllocs(t *testing.T) {
 			src = testLaddr
 		}
 		out := icmpFromRealSide(src, lport)
-		now := int64(2)
-		allocs := testing.AllocsPerRun(100, func() {
-			k.deliver(in)
-			k.deliver(out)
-			w.poll(now)
-			now++
-		})
-		if allocs != 0 {
+		if allocs := pollAllocs(w, k, in, out); allocs != 0 {
 			t.Errorf("%v: %v allocations per batch, want 0", m, allocs)
 		}
 		if w.stats.local[ICMPForwarded] < 100 {

@@ -231,14 +231,7 @@ func TestWorkerNATAllocs(t *testing.T) {
 		in := tcpTo(40000, 80, ack)
 		out := pt.Packet{SrcMAC: realMACs[0][:], DstMAC: directorMAC[:], Src: rs, Dst: dst,
 			SrcPort: 8080, DstPort: lport, Flags: ack}.Frame()
-		now := int64(2)
-		allocs := testing.AllocsPerRun(100, func() {
-			k.deliver(in)
-			k.deliver(out)
-			w.poll(now)
-			now++
-		})
-		if allocs != 0 {
+		if allocs := pollAllocs(w, k, in, out); allocs != 0 {
 			t.Errorf("%v: %v allocations per batch, want 0", m, allocs)
 		}
 		if w.stats.local[ReplyHit] < 100 {
@@ -301,4 +294,17 @@ func BenchmarkWorkerMethods(b *testing.B) {
 			})
 		}
 	}
+}
+
+// pollAllocs is the allocations per batch of w delivering frames and
+// polling them, over 100 batches, at clock 2, 3, ...
+func pollAllocs(w *worker, k *fakeKernel, frames ...[]byte) float64 {
+	now := int64(2)
+	return testing.AllocsPerRun(100, func() {
+		for _, f := range frames {
+			k.deliver(f)
+		}
+		w.poll(now)
+		now++
+	})
 }
