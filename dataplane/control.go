@@ -64,6 +64,16 @@ type workerConfig struct {
 	laddrs []netip.Addr
 }
 
+// service finds the service of a frame to addr:port as
+// ip_vs_service_find does: the exact one, else the port-0 service (all
+// ports, persistent) of the same address and protocol.
+func (c *workerConfig) service(addr [16]byte, port uint16, proto uint8) *workerService {
+	if svc := c.services[svcKey{addr: addr, port: port, proto: proto}]; svc != nil {
+		return svc
+	}
+	return c.services[svcKey{addr: addr, proto: proto}]
+}
+
 // controlState is the control plane's view, guarded by Dataplane.mu.
 type controlState struct {
 	services map[ipvs.ServiceKey]*svcState

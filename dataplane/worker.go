@@ -518,7 +518,7 @@ func (w *worker) handle(f *modes.Frame, m *packet.Meta, key *conntrack.Key, hit 
 		e = nil // a SYN on a closed entry starts a new connection (conn_reuse_mode)
 	}
 	if e == nil {
-		svc := cfg.services[svcKey{addr: m.Dst, port: m.DstPort, proto: m.Proto}]
+		svc := cfg.service(m.Dst, m.DstPort, m.Proto)
 		if svc == nil {
 			w.stats.local[NoService]++
 			return false
