@@ -167,7 +167,7 @@ func TestWorkerPortZeroNAT(t *testing.T) {
 	for i, port := range []uint16{443, 8443} {
 		sport := uint16(40000 + i)
 		k.deliver(tcpTo(sport, port, syn))
-		if w.poll(int64(2*i+1)); len(k.sent) != 2*i+1 {
+		if w.poll(int64(2*i + 1)); len(k.sent) != 2*i+1 {
 			t.Fatalf("port %d: SYN not forwarded (counters %v)", port, w.stats.local)
 		}
 		_, src, dst, _, dport := sentTCP(t, k.sent[2*i])
@@ -176,7 +176,7 @@ func TestWorkerPortZeroNAT(t *testing.T) {
 		}
 		k.deliver(pt.Packet{SrcMAC: realMACs[0][:], DstMAC: directorMAC[:], Src: rs, Dst: testClient,
 			SrcPort: port, DstPort: sport, Flags: syn | ack}.Frame())
-		if w.poll(int64(2*i+2)); len(k.sent) != 2*i+2 {
+		if w.poll(int64(2*i + 2)); len(k.sent) != 2*i+2 {
 			t.Fatalf("port %d: reply not forwarded (counters %v)", port, w.stats.local)
 		}
 		_, src, dst, sp, dp := sentTCP(t, k.sent[2*i+1])
