@@ -26,7 +26,9 @@ func TestMarkLocal(t *testing.T) {
 	svc := func(ds ...ipvs.Dest) ipvs.Service {
 		return ipvs.Service{Key: ipvs.ServiceKey{Proto: ipvs.TCP, Addr: testVIP, Port: 80}, Sched: "rr", Dests: ds}
 	}
-	dr := func(a netip.Addr, w int32) ipvs.Dest { return ipvs.Dest{Addr: a, Port: 80, Fwd: ipvs.FwdRoute, Weight: w} }
+	dr := func(a netip.Addr, w int32) ipvs.Dest {
+		return ipvs.Dest{Addr: a, Port: 80, Fwd: ipvs.FwdRoute, Weight: w}
+	}
 
 	next := &ipvs.Config{Services: []ipvs.Service{
 		svc(dr(own, 1), dr(remote, 1), ipvs.Dest{Addr: own, Port: 8080, Fwd: ipvs.FwdMasq, Weight: 1}),
