@@ -6,38 +6,38 @@ import "sync/atomic"
 type Counter uint8
 
 const (
-	RxFrames       Counter = iota // frames taken from the RX ring
-	TxFrames                      // frames put on the TX ring
-	Malformed                     // frames the parser refused (see Reasons)
-	NoService                     // parsed, but no virtual service matches
-	NoDest                        // the scheduler found no destination
-	NotNew                        // TCP without SYN and without a connection entry
-	NoNeighbour                   // dropped: destination's MAC unresolved (held too long, or no room to hold it)
-	ConnHit                       // frame matched a connection entry
-	ConnNew                       // new connection scheduled
-	TxBacklog                     // frames waiting for room on the TX ring (a level, not a count)
-	BadDesc                       // RX descriptor outside the UMEM
-	KickErrors                    // sendto(2) on the socket failed
-	Held                          // frames held while their destination's MAC was resolved
-	HeldSent                      // held frames sent once it resolved
-	HoldExpired                   // held frames dropped after holdTimeout (also in NoNeighbour)
-	HoldFull                      // frames not held: per-destination or per-worker hold full (also in NoNeighbour)
-	LinkDown                      // sendto(2) refused with ENETDOWN: the interface is down
-	ReplyHit                      // frame from a real server matched a connection's reply key (NAT, FULLNAT)
-	NoLocalPort                   // FULLNAT: no local address or port free for a new connection
-	CsumCompleted                 // L4 checksum left to the NIC (CHECKSUM_PARTIAL) completed before forwarding
-	TooBigSent                    // frame exceeded the egress MTU: ICMP too-big sent to its sender
-	TTLExceeded                   // TTL or hop limit ran out: ICMP time exceeded sent
-	XmitDropped                   // the rewrite refused the frame (see Verdicts)
-	SYNLevel                      // the worker's pressure level, bpf.SYNLevel (a level, summed over workers)
-	SYNRaises                     // times a worker raised its pressure level
-	SYNErrors                     // failed updates of the XDP program's syn_guard map
-	Copied                        // frames copied to another interface's UMEM (no shared UMEM)
-	CopyNoFrame                   // dropped: no free frame in the egress interface's UMEM to copy into
-	ICMPForwarded                 // ICMP error about a connection forwarded to its other party (modes.XmitICMP)
-	ICMPNoConn                    // ICMP error steered by XDP whose quoted flow matches no connection: dropped
-	LocalDelivered                // frame of a connection to a Local destination written to the local delivery tap
-	LocalDropped                  // dropped: no local delivery tap, or writing to it failed
+	RxFrames      Counter = iota // frames taken from the RX ring
+	TxFrames                     // frames put on the TX ring
+	Malformed                    // frames the parser refused (see Reasons)
+	NoService                    // parsed, but no virtual service matches
+	NoDest                       // the scheduler found no destination
+	NotNew                       // TCP without SYN and without a connection entry
+	NoNeighbour                  // dropped: destination's MAC unresolved (held too long, or no room to hold it)
+	ConnHit                      // frame matched a connection entry
+	ConnNew                      // new connection scheduled
+	TxBacklog                    // frames waiting for room on the TX ring (a level, not a count)
+	BadDesc                      // RX descriptor outside the UMEM
+	KickErrors                   // sendto(2) on the socket failed
+	Held                         // frames held while their destination's MAC was resolved
+	HeldSent                     // held frames sent once it resolved
+	HoldExpired                  // held frames dropped after holdTimeout (also in NoNeighbour)
+	HoldFull                     // frames not held: per-destination or per-worker hold full (also in NoNeighbour)
+	LinkDown                     // sendto(2) refused with ENETDOWN: the interface is down
+	ReplyHit                     // frame from a real server matched a connection's reply key (NAT, FULLNAT)
+	NoLocalPort                  // FULLNAT: no local address or port free for a new connection
+	CsumCompleted                // L4 checksum left to the NIC (CHECKSUM_PARTIAL) completed before forwarding
+	TooBigSent                   // frame exceeded the egress MTU: ICMP too-big sent to its sender
+	TTLExceeded                  // TTL or hop limit ran out: ICMP time exceeded sent
+	XmitDropped                  // the rewrite refused the frame (see Verdicts)
+	SYNLevel                     // the worker's pressure level, bpf.SYNLevel (a level, summed over workers)
+	SYNRaises                    // times a worker raised its pressure level
+	SYNErrors                    // failed updates of the XDP program's syn_guard map
+	Copied                       // frames copied to another interface's UMEM (no shared UMEM)
+	CopyNoFrame                  // dropped: no free frame in the egress interface's UMEM to copy into
+	ICMPForwarded                // ICMP error about a connection forwarded to its other party (modes.XmitICMP)
+	ICMPNoConn                   // ICMP error steered by XDP whose quoted flow matches no connection: dropped
+	LocalInjected                // frame of a connection to a Local destination written to the local delivery tap
+	LocalDropped                 // dropped: no local delivery tap, or writing to it failed
 	numCounters
 )
 
@@ -49,7 +49,7 @@ var counterNames = [numCounters]string{
 	"syn_guard_level", "syn_guard_raises", "syn_guard_errors",
 	"copied", "copy_no_frame",
 	"icmp_forwarded", "icmp_no_conn",
-	"local_delivered", "local_dropped",
+	"local_injected", "local_dropped",
 }
 
 func (c Counter) String() string {

@@ -149,7 +149,7 @@ func (w *worker) deliverLocal(b []byte, l3, ipLen int, id uint32) bool {
 		w.stats.local[LocalDropped]++
 		return false
 	}
-	w.stats.local[LocalDelivered]++
+	w.stats.local[LocalInjected]++
 	w.ds.in(id, ipLen)
 	return false
 }

@@ -129,8 +129,8 @@ func TestWorkerLocalDelivery(t *testing.T) {
 			t.Errorf("frame %d on the tap:\n%x\nwant\n%x", i, got[i], want)
 		}
 	}
-	if w.stats.local[LocalDelivered] != 3 || w.stats.local[ConnNew] != 2 || w.stats.local[Held] != 0 {
-		t.Errorf("local_delivered %d, conn_new %d, held %d; want 3, 2, 0", w.stats.local[LocalDelivered],
+	if w.stats.local[LocalInjected] != 3 || w.stats.local[ConnNew] != 2 || w.stats.local[Held] != 0 {
+		t.Errorf("local_injected %d, conn_new %d, held %d; want 3, 2, 0", w.stats.local[LocalInjected],
 			w.stats.local[ConnNew], w.stats.local[Held])
 	}
 
@@ -174,8 +174,8 @@ func TestWorkerLocalAllocs(t *testing.T) {
 	if allocs != 0 {
 		t.Errorf("poll of a Local connection's frame: %v allocations, want 0", allocs)
 	}
-	if w.stats.local[LocalDelivered] < 200 {
-		t.Errorf("local_delivered = %d, want ≥ 200", w.stats.local[LocalDelivered])
+	if w.stats.local[LocalInjected] < 200 {
+		t.Errorf("local_injected = %d, want ≥ 200", w.stats.local[LocalInjected])
 	}
 }
 
