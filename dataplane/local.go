@@ -5,8 +5,10 @@ package dataplane
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"unsafe"
 
 	"github.com/vishvananda/netlink"
@@ -47,6 +49,9 @@ type localTap struct {
 	f   *os.File // keeps fd open; nil for a test's pipe
 	fd  int
 	mac [6]byte
+	// rpFilter is net.ipv4.conf.all.rp_filter when the tap was set up:
+	// 1 (strict) drops every IPv4 frame it delivers.
+	rpFilter string
 }
 
 // openLocalTap creates the TAP device name and brings it up, ready to
@@ -74,16 +79,24 @@ func openLocalTap(name string) (*localTap, error) {
 	return t, nil
 }
 
+// tapAddr is given to the tap when reverse-path filtering is on for
+// every interface (net.ipv4.conf.all.rp_filter, which the kernel combines
+// with the tap's own by taking the larger): the kernel fails an
+// interface without an IPv4 address in any rp_filter mode
+// (__fib_validate_source, no_addr), and with one it passes loose mode (2).
+// A /32 link-local address of the tap alone; the VIPs it delivers to
+// are the director's already.
+var tapAddr = netip.MustParsePrefix("169.254.0.1/32")
+
 // setUp configures the tap as local delivery needs it. Frames the kernel
-// sends out by the tap (none is routed there; it has no address) would
-// queue on its fd, which nobody reads, and be dropped there.
+// sends out by the tap (none is routed there) would queue on its fd,
+// which nobody reads, and be dropped there.
 func (t *localTap) setUp(name string) error {
-	// rp_filter takes the larger of all's and the device's value: 2
-	// (loose) at least, as the client is reached by another interface.
-	// IPv6 stays enabled (ipv6_rcv drops frames on a device with
-	// disable_ipv6), without router solicitations.
+	// The client is reached by another interface: no reverse-path
+	// filter on the tap. IPv6 stays enabled (ipv6_rcv drops frames on a
+	// device with disable_ipv6), without router solicitations.
 	for _, kv := range [][2]string{
-		{"net/ipv4/conf/" + name + "/rp_filter", "2"},
+		{"net/ipv4/conf/" + name + "/rp_filter", "0"},
 		{"net/ipv6/conf/" + name + "/disable_ipv6", "0"},
 		{"net/ipv6/conf/" + name + "/accept_ra", "0"},
 		{"net/ipv6/conf/" + name + "/router_solicitations", "0"},
@@ -99,6 +112,14 @@ func (t *localTap) setUp(name string) error {
 	if err := netlink.LinkSetARPOff(l); err != nil {
 		return fmt.Errorf("configure local delivery tap %s: arp off: %w", name, err)
 	}
+	t.rpFilter = readSysctl("net/ipv4/conf/all/rp_filter")
+	if t.rpFilter != "0" && t.rpFilter != "" {
+		a := &netlink.Addr{IPNet: &net.IPNet{IP: tapAddr.Addr().AsSlice(), Mask: net.CIDRMask(tapAddr.Bits(), 32)},
+			Scope: unix.RT_SCOPE_LINK}
+		if err := netlink.AddrAdd(l, a); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("configure local delivery tap %s: add %v: %w", name, tapAddr, err)
+		}
+	}
 	if err := netlink.LinkSetUp(l); err != nil {
 		return fmt.Errorf("set local delivery tap %s up: %w", name, err)
 	}
@@ -107,6 +128,15 @@ func (t *localTap) setUp(name string) error {
 	}
 	copy(t.mac[:], l.Attrs().HardwareAddr)
 	return nil
+}
+
+// readSysctl is the value of a sysctl, "" if it cannot be read.
+func readSysctl(key string) string {
+	b, err := os.ReadFile("/proc/sys/" + key)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }
 
 func (t *localTap) close() error {
@@ -171,6 +201,10 @@ func (d *Dataplane) openLocalTap(cfg *ipvs.Config) error {
 			}
 			d.tap = t
 			d.opts.Logger.Info("local delivery tap created", "interface", LocalTapName)
+			if t.rpFilter == "1" {
+				d.opts.Logger.Warn("net.ipv4.conf.all.rp_filter is 1 (strict): the kernel drops the IPv4 frames of connections to Local destinations; set it to 2 (loose) or 0",
+					"interface", LocalTapName)
+			}
 			return nil
 		}
 	}

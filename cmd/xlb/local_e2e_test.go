@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"strings"
 	"testing"
@@ -143,4 +144,135 @@ func TestPortZeroPersistent(t *testing.T) {
 	if n := counter(stats(d), "no_service"); n != 0 {
 		t.Errorf("no_service = %d, want 0\n%s", n, stats(d))
 	}
+}
+
+// serveHTTPName runs an HTTP server on h, on every address, port port,
+// that answers every request with name. It stops in t.Cleanup.
+func serveHTTPName(t *testing.T, h *testenv.Host, name string, port uint16) {
+	t.Helper()
+	var ln net.Listener
+	err := h.Do(func() (err error) {
+		ln, err = net.Listen("tcp", fmt.Sprintf(":%d", port))
+		return err
+	})
+	if err != nil {
+		t.Fatalf("listen on port %d in %s: %v", port, h.NSName, err)
+	}
+	srv := &http.Server{
+		Handler:           http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, name) }),
+		ReadHeaderTimeout: 5 * time.Second,
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+}
+
+// A real server on the director's own address is Local, as IPVS makes
+// it whatever method it was given: -L -n lists it as Local, -S saves it
+// as -g, and its connections reach a server on the director itself
+// (through xlb's tap into the director's stack) while rr alternates with
+// a remote real server: 0 failures, DR (IPv4 and IPv6) and NAT.
+func TestLocalRealServer(t *testing.T) {
+	testenv.RequireRoot(t)
+	for _, c := range []struct {
+		name  string
+		reals testenv.RealKind
+		opt   string
+		vport uint16
+		rport uint16 // the remote real server's port
+		// rpFilter, if set, is the director's net.ipv4.conf.all.rp_filter
+		// (distributions set 2, loose).
+		rpFilter string
+	}{
+		{"dr", testenv.RealDR, "-g", 80, 80, ""},
+		{"nat", testenv.RealNAT, "-m", 8080, 80, ""},
+		{"dr rp_filter loose", testenv.RealDR, "-g", 80, 80, "2"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			opts := testenv.DefaultOptions()
+			opts.Reals, opts.RealServers = c.reals, 1
+			opts.IPv6 = c.reals == testenv.RealDR && c.rpFilter == ""
+			env := testenv.New(t, opts)
+			if c.rpFilter != "" {
+				if err := env.Director.Sysctl("net/ipv4/conf/all/rp_filter", c.rpFilter); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// The director's own server, on the virtual port: IPVS
+			// leaves a Local connection's packets as they came, to
+			// VIP:vport.
+			serveHTTPName(t, env.Director, "director", c.vport)
+			type svc struct{ vip, own, remote netip.Addr }
+			svcs := []svc{{env.VIP, testenv.DirectorAddr, env.Reals[0].Addr}}
+			if opts.IPv6 {
+				svcs = append(svcs, svc{env.VIP6, testenv.DirectorAddr6, env.Reals[0].Addr6})
+			}
+			var rules strings.Builder
+			for _, s := range svcs {
+				v := netip.AddrPortFrom(s.vip, c.vport)
+				fmt.Fprintf(&rules, "-A -t %v -s rr\n", v)
+				fmt.Fprintf(&rules, "-a -t %v -r %v %s -w 1\n", v, netip.AddrPortFrom(s.remote, c.rport), c.opt)
+				fmt.Fprintf(&rules, "-a -t %v -r %v %s -w 1\n", v, netip.AddrPortFrom(s.own, c.vport), c.opt)
+			}
+			d := startXLB(t, env, rules.String())
+
+			list, err := d.ctl("-L", "-n")
+			if err != nil {
+				t.Fatal(err)
+			}
+			save, err := d.ctl("-S", "-n")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range svcs {
+				own := netip.AddrPortFrom(s.own, c.vport).String()
+				if !lineHas(list, "-> "+own+" ", " Local ") {
+					t.Errorf("-L -n does not list %s as Local:\n%s", own, list)
+				}
+				want := fmt.Sprintf("-a -t %v -r %s -g -w 1", netip.AddrPortFrom(s.vip, c.vport), own)
+				if !strings.Contains(save, want+"\n") {
+					t.Errorf("-S -n lacks %q:\n%s", want, save)
+				}
+			}
+
+			hc := env.Client.HTTPClient(false, 3*time.Second)
+			for _, s := range svcs {
+				url := "http://" + netip.AddrPortFrom(s.vip, c.vport).String() + "/"
+				got := map[string]int{}
+				for i := 0; i < 100; i++ {
+					name, err := testenv.Get(hc, url)
+					if err != nil {
+						// The kernel's counters tell a drop on the tap
+						// (TcpExtIPReversePathFilter, IpInAddrErrors).
+						nstat, _ := env.Director.Command("nstat", "-az").CombinedOutput()
+						t.Fatalf("request %d to %s: %v\n%s\n%s\n%s", i, url, err, stats(d), d.Output.String(), nstat)
+					}
+					got[name]++
+				}
+				if got["director"] != 50 || got[env.Reals[0].Name] != 50 {
+					t.Errorf("%s: answers %v, want 50 from the director and 50 from %s", url, got, env.Reals[0].Name)
+				}
+			}
+			st := stats(d)
+			if n := counter(st, "local_injected"); n < 50*len(svcs)*3 {
+				t.Errorf("local_injected = %d, want ≥ %d (3+ client frames per Local connection)\n%s", n, 50*len(svcs)*3, st)
+			}
+			if n := counter(st, "local_dropped"); n != 0 {
+				t.Errorf("local_dropped = %d, want 0", n)
+			}
+		})
+	}
+}
+
+// lineHas says whether a line of text contains every one of subs.
+func lineHas(text string, subs ...string) bool {
+	for _, l := range strings.Split(text, "\n") {
+		ok := true
+		for _, s := range subs {
+			ok = ok && strings.Contains(l, s)
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
 }
