@@ -4,14 +4,19 @@ package dataplane
 
 import (
 	"bytes"
+	"net"
 	"net/netip"
+	"runtime"
 	"testing"
 
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/xlbproject/xlb/internal/ipvs"
 	pt "github.com/xlbproject/xlb/internal/packet/packettest"
 	"github.com/xlbproject/xlb/modes"
+	"github.com/xlbproject/xlb/testenv"
 )
 
 // A destination on one of the director's addresses becomes Local when it
@@ -66,7 +71,7 @@ func TestMarkLocal(t *testing.T) {
 
 // tapPair is a local delivery tap whose frames land on the other end of
 // a datagram socket pair, one frame per read.
-func tapPair(t *testing.T) (*localTap, int) {
+func tapPair(t testing.TB) (*localTap, int) {
 	t.Helper()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM, 0)
 	if err != nil {
@@ -232,5 +237,100 @@ func TestApplyLocalDest(t *testing.T) {
 	}
 	if got := bad.Services[0].Dests[0].Fwd; got != ipvs.FwdRoute {
 		t.Errorf("Fwd after a refused Apply = %v, want Route as given", got)
+	}
+}
+
+// tapInNewNS opens the local delivery tap in a network namespace of its
+// own, whose lo has testVIP: frames written to it travel the kernel's
+// receive path up to TCP (which finds no socket for them and has no
+// route for its reset). The namespace goes with the tap at cleanup.
+func tapInNewNS(tb testing.TB) *localTap {
+	tb.Helper()
+	testenv.RequireRoot(tb)
+	var tap *localTap
+	err := func() error {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			return err
+		}
+		defer orig.Close()
+		ns, err := netns.New()
+		if err != nil {
+			return err
+		}
+		defer ns.Close()
+		defer netns.Set(orig)
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		if err := netlink.LinkSetUp(lo); err != nil {
+			return err
+		}
+		if err := netlink.AddrAdd(lo, &netlink.Addr{IPNet: &net.IPNet{IP: testVIP.AsSlice(), Mask: net.CIDRMask(32, 32)}}); err != nil {
+			return err
+		}
+		tap, err = openLocalTap(LocalTapName)
+		return err
+	}()
+	if err != nil {
+		tb.Fatalf("tap in a new namespace: %v", err)
+	}
+	tb.Cleanup(func() { tap.close() })
+	return tap
+}
+
+// The cost of local delivery: a batch of a Local connection's frames
+// through the worker into a real tap (write(2) each, the kernel's receive
+// path included), against the same frames to a datagram socket pair
+// (the worker and the syscall alone) and the DR forward of
+// BenchmarkWorkerMethods (a descriptor on the TX ring, no syscall per
+// frame).
+func BenchmarkWorkerLocal(b *testing.B) {
+	for _, sink := range []string{"tap", "socketpair"} {
+		b.Run(sink, func(b *testing.B) {
+			w, k := methodWorker(b, modes.Local)
+			var tap *localTap
+			peer := -1
+			if sink == "tap" {
+				tap = tapInNewNS(b)
+			} else {
+				tap, peer = tapPair(b)
+				unix.SetsockoptInt(tap.fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 1<<20)
+			}
+			cfg := *w.cfg.Load()
+			cfg.local = tap
+			w.cfg.Store(&cfg)
+			var frames [][]byte
+			for i := 0; i < maxBatch; i++ {
+				k.deliver(tcpTo(uint16(20000+i), 80, syn))
+				frames = append(frames, tcpTo(uint16(20000+i), 80, ack))
+			}
+			w.poll(1)
+			k.keep = false
+			buf := make([]byte, 4096)
+			b.ReportAllocs()
+			b.ResetTimer()
+			n := 0
+			for b.Loop() {
+				for _, f := range frames {
+					k.deliver(f)
+				}
+				n += w.poll(2)
+				if peer >= 0 {
+					b.StopTimer()
+					for range frames {
+						unix.Recvfrom(peer, buf, unix.MSG_DONTWAIT)
+					}
+					b.StartTimer()
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/frame")
+			if w.stats.local[LocalDropped] != 0 {
+				b.Fatalf("local_dropped = %d", w.stats.local[LocalDropped])
+			}
+		})
 	}
 }
