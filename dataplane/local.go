@@ -55,8 +55,9 @@ type localTap struct {
 }
 
 // openLocalTap creates the TAP device name and brings it up, ready to
-// receive frames for the local stack.
-func openLocalTap(name string) (*localTap, error) {
+// receive frames for the local stack of up to mtu bytes of IP (0: the
+// device's default, 1500).
+func openLocalTap(name string, mtu int) (*localTap, error) {
 	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open local delivery tap: %w", err)
@@ -72,7 +73,7 @@ func openLocalTap(name string) (*localTap, error) {
 		return nil, fmt.Errorf("create local delivery tap %s: %w", name, err)
 	}
 	t := &localTap{f: os.NewFile(uintptr(fd), "/dev/net/tun"), fd: fd}
-	if err := t.setUp(name); err != nil {
+	if err := t.setUp(name, mtu); err != nil {
 		t.close()
 		return nil, err
 	}
@@ -91,7 +92,7 @@ var tapAddr = netip.MustParsePrefix("169.254.0.1/32")
 // setUp configures the tap as local delivery needs it. Frames the kernel
 // sends out by the tap (none is routed there) would queue on its fd,
 // which nobody reads, and be dropped there.
-func (t *localTap) setUp(name string) error {
+func (t *localTap) setUp(name string, mtu int) error {
 	// The client is reached by another interface: no reverse-path
 	// filter on the tap. IPv6 stays enabled (ipv6_rcv drops frames on a
 	// device with disable_ipv6), without router solicitations.
@@ -111,6 +112,11 @@ func (t *localTap) setUp(name string) error {
 	}
 	if err := netlink.LinkSetARPOff(l); err != nil {
 		return fmt.Errorf("configure local delivery tap %s: arp off: %w", name, err)
+	}
+	if mtu > 0 {
+		if err := netlink.LinkSetMTU(l, mtu); err != nil {
+			return fmt.Errorf("configure local delivery tap %s: mtu %d: %w", name, mtu, err)
+		}
 	}
 	t.rpFilter = readSysctl("net/ipv4/conf/all/rp_filter")
 	if t.rpFilter != "0" && t.rpFilter != "" {
@@ -195,7 +201,13 @@ func (d *Dataplane) openLocalTap(cfg *ipvs.Config) error {
 			if ds.Fwd != ipvs.FwdLocal {
 				continue
 			}
-			t, err := openLocalTap(LocalTapName)
+			// As large as the largest served interface's: a frame
+			// that came in whole must go in whole.
+			mtu := 0
+			for _, si := range d.ifaces {
+				mtu = max(mtu, si.mtu)
+			}
+			t, err := openLocalTap(LocalTapName, mtu)
 			if err != nil {
 				return fmt.Errorf("service %v destination %v: local delivery: %w", netip.AddrPortFrom(cfg.Services[i].Key.Addr, cfg.Services[i].Key.Port), netip.AddrPortFrom(ds.Addr, ds.Port), err)
 			}

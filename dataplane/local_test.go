@@ -272,7 +272,7 @@ func tapInNewNS(tb testing.TB) *localTap {
 		if err := netlink.AddrAdd(lo, &netlink.Addr{IPNet: &net.IPNet{IP: testVIP.AsSlice(), Mask: net.CIDRMask(32, 32)}}); err != nil {
 			return err
 		}
-		tap, err = openLocalTap(LocalTapName)
+		tap, err = openLocalTap(LocalTapName, 9000)
 		return err
 	}()
 	if err != nil {
