@@ -238,8 +238,11 @@ func TestLocalRealServer(t *testing.T) {
 			for _, s := range svcs {
 				url := "http://" + netip.AddrPortFrom(s.vip, c.vport).String() + "/"
 				got := map[string]int{}
+				took := map[string]time.Duration{}
 				for i := 0; i < 100; i++ {
+					start := time.Now()
 					name, err := testenv.Get(hc, url)
+					took[name] += time.Since(start)
 					if err != nil {
 						// The kernel's counters tell a drop on the tap
 						// (TcpExtIPReversePathFilter, IpInAddrErrors).
@@ -247,6 +250,11 @@ func TestLocalRealServer(t *testing.T) {
 						t.Fatalf("request %d to %s: %v\n%s\n%s\n%s", i, url, err, stats(d), d.Output.String(), nstat)
 					}
 					got[name]++
+				}
+				// For the record (docs/ARCHITECTURE.md): a request on a
+				// new connection, Local against remote.
+				for n, d := range took {
+					t.Logf("%s: %d requests answered by %s, %v each on average", url, got[n], n, d/time.Duration(max(got[n], 1)))
 				}
 				if got["director"] != 50 || got[env.Reals[0].Name] != 50 {
 					t.Errorf("%s: answers %v, want 50 from the director and 50 from %s", url, got, env.Reals[0].Name)
