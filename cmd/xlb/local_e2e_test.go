@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -259,6 +260,27 @@ func TestLocalRealServer(t *testing.T) {
 				if got["director"] != 50 || got[env.Reals[0].Name] != 50 {
 					t.Errorf("%s: answers %v, want 50 from the director and 50 from %s", url, got, env.Reals[0].Name)
 				}
+			}
+			// -e looks again (Local whatever it asks), and the saved
+			// rules restore Local.
+			own := netip.AddrPortFrom(svcs[0].own, c.vport)
+			vs := netip.AddrPortFrom(svcs[0].vip, c.vport)
+			if _, err := d.ctl("-e", "-t", vs.String(), "-r", own.String(), c.opt, "-w", "2"); err != nil {
+				t.Fatal(err)
+			}
+			if list, _ := d.ctl("-L", "-n"); !lineHas(list, "-> "+own.String()+" ", " Local ", " 2 ") {
+				t.Errorf("after -e -w 2, -L -n does not list %s as Local with weight 2:\n%s", own, list)
+			}
+			if _, err := d.ctl("-C"); err != nil {
+				t.Fatal(err)
+			}
+			restore := exec.Command(xlbBin, "--socket", d.sock, "-R")
+			restore.Stdin = strings.NewReader(save)
+			if out, err := restore.CombinedOutput(); err != nil {
+				t.Fatalf("-R of the saved rules: %v: %s", err, out)
+			}
+			if list, _ := d.ctl("-L", "-n"); !lineHas(list, "-> "+own.String()+" ", " Local ") {
+				t.Errorf("after -C and -R of the saved rules, -L -n does not list %s as Local:\n%s", own, list)
 			}
 			st := stats(d)
 			if n := counter(st, "local_injected"); n < 50*len(svcs)*3 {
