@@ -221,8 +221,15 @@
 //     would still forward. Its other frames are steered; the dataplane
 //     drops those that match no connection (a new UDP flow among them,
 //     where the kernel would answer ICMP port unreachable).
-//   - Lookups are exact: no wildcard port (IPVS's port-0 persistent
-//     services) and no firewall-mark services.
+//   - A service is looked up as ip_vs_service_find does: the exact
+//     protocol, address and port, then port 0 (IPVS's persistent
+//     all-ports services) of the same protocol and address; a frame from
+//     a real server likewise, port 0 being a NAT real server of a port-0
+//     service (it answers from whatever port the client chose). All of
+//     such a real server's frames of that protocol are then steered: those
+//     that belong to no connection (its own outgoing traffic, which a
+//     NAT director would route) are dropped by the dataplane. No
+//     firewall-mark services.
 //   - redirect and redirect_reply count attempts: with no socket bound on
 //     the queue, or on a queue >= MaxQueues, the frame falls back to the
 //     kernel and is still counted there.

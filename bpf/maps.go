@@ -80,11 +80,10 @@ func (k ServiceKey) mapKey() (serviceKey, error) {
 		return mk, fmt.Errorf("invalid address %v: must have no zone", k.Addr)
 	case k.Proto != ProtoTCP && k.Proto != ProtoUDP:
 		return mk, fmt.Errorf("invalid protocol %d: must be %d (TCP) or %d (UDP)", k.Proto, ProtoTCP, ProtoUDP)
-	case k.Port == 0:
-		// IPVS accepts port 0 for persistent all-ports services; the XDP
-		// program has no wildcard lookup, so such a key would never match.
-		return mk, fmt.Errorf("invalid port 0: must be 1-65535")
 	}
+	// Port 0 is a persistent all-ports service (or a NAT real server of
+	// one, answering from any port): the XDP program looks it up when no
+	// entry matches the frame's port exactly.
 	mk.Addr = k.Addr.As16() // IPv4 becomes ::ffff:a.b.c.d
 	binary.BigEndian.PutUint16(mk.Port[:], k.Port)
 	mk.Proto = k.Proto

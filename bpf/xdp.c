@@ -494,6 +494,24 @@ static __always_inline void map4(__u8 addr[16], __be32 v4)
 	__builtin_memcpy(&addr[12], &v4, 4);
 }
 
+// Looks k up in m, then with port 0 as ip_vs_service_find does: the
+// exact entry first, then the port-0 one of the same protocol and address
+// (IPVS's persistent all-ports services, whose NAT real servers are
+// configured with port 0 too: they answer from any port). k is left as it
+// was.
+static __always_inline void *lookup_port0(void *m, struct svc_key *k)
+{
+	__be16 port = k->port;
+	void *v = bpf_map_lookup_elem(m, k);
+
+	if (!v && port) {
+		k->port = 0;
+		v = bpf_map_lookup_elem(m, k);
+		k->port = port;
+	}
+	return v;
+}
+
 // Looks the flow dst ← src up and steers, passes or drops the frame. msrc
 // and mdst are the frame's own addresses, for the martian check: the flow's
 // but for an ICMP error, whose flow is the one its quote belongs to.
@@ -503,7 +521,7 @@ static __always_inline int lookup(struct xdp_md *ctx, struct pkt *p, struct svc_
 {
 	struct svc_value *sv;
 
-	sv = bpf_map_lookup_elem(&services, dst);
+	sv = lookup_port0(&services, dst);
 	if (sv) {
 		if (syn && (sv->flags & XLB_SVC_DRAINING))
 			return pass(XLB_REASON_PASS_NO_SERVICE);
@@ -521,7 +539,7 @@ static __always_inline int lookup(struct xdp_md *ctx, struct pkt *p, struct svc_
 		}
 		return verdict(ctx, p, XLB_REASON_REDIRECT, msrc, mdst);
 	}
-	if (bpf_map_lookup_elem(&reals, src)) {
+	if (lookup_port0(&reals, src)) {
 		__u32 *local = bpf_map_lookup_elem(&locals, dst->addr);
 
 		if (local && !(*local & XLB_LOCAL_LADDR))

@@ -288,7 +288,6 @@ func TestServiceKeyInvalid(t *testing.T) {
 	for _, k := range []bpf.ServiceKey{
 		{},
 		{Addr: packettest.VIP4, Port: 80, Proto: 1},
-		{Addr: packettest.VIP4, Port: 0, Proto: bpf.ProtoTCP},
 		{Addr: netipMapped(packettest.VIP4), Port: 80, Proto: bpf.ProtoTCP},
 		{Addr: packettest.VIP6.WithZone("eth0"), Port: 80, Proto: bpf.ProtoTCP},
 	} {
@@ -299,6 +298,72 @@ func TestServiceKeyInvalid(t *testing.T) {
 		}
 		if err := o.AddReal(k); err == nil {
 			t.Errorf("AddReal(%v) = nil, want an error", k)
+		}
+	}
+}
+
+// A port-0 service (ipvsadm -A -t VIP:0 -p) catches every port of its
+// protocol and address that has no service of its own, as
+// ip_vs_service_find looks up the exact service first and then port 0;
+// and a real server of port 0 (NAT, -r RS:0 -m) is steered from any port.
+func TestXDPPortZero(t *testing.T) {
+	o := load(t)
+	vip6 := netip.MustParseAddr("2001:db8::20")
+	real6 := netip.MustParseAddr("2001:db8:2::20")
+	for _, k := range []bpf.ServiceKey{
+		{Addr: packettest.VIP4, Port: 0, Proto: bpf.ProtoTCP},
+		{Addr: vip6, Port: 0, Proto: bpf.ProtoUDP},
+	} {
+		if err := o.AddService(k, 9); err != nil {
+			t.Fatalf("AddService(%v) = %v", k, err)
+		}
+	}
+	for _, k := range []bpf.ServiceKey{
+		{Addr: packettest.Real4, Port: 0, Proto: bpf.ProtoUDP},
+		{Addr: real6, Port: 0, Proto: bpf.ProtoTCP},
+	} {
+		if err := o.AddReal(k); err != nil {
+			t.Fatalf("AddReal(%v) = %v", k, err)
+		}
+	}
+	client4, client6 := packettest.Client4, packettest.Client6
+	for _, c := range []struct {
+		name     string
+		src, dst netip.Addr
+		sp, dp   uint16
+		udp      bool
+		want     bpf.Reason
+	}{
+		{"tcp vip4:80, its own service", client4, packettest.VIP4, 40000, 80, false, bpf.Redirect},
+		{"tcp vip4:22, the port-0 service", client4, packettest.VIP4, 40000, 22, false, bpf.Redirect},
+		{"tcp vip4:65535, the port-0 service", client4, packettest.VIP4, 40000, 65535, false, bpf.Redirect},
+		{"udp vip4:123, no udp port-0 service", client4, packettest.VIP4, 40000, 123, true, bpf.PassNoService},
+		{"udp vip6:123, the port-0 service", client6, vip6, 40000, 123, true, bpf.Redirect},
+		{"tcp vip6:123, no tcp port-0 service", client6, vip6, 40000, 123, false, bpf.PassNoService},
+		{"tcp other vip6:22, no service", client6, packettest.VIP6, 40000, 22, false, bpf.PassNoService},
+		{"udp from real4:5000, port-0 real", packettest.Real4, client4, 5000, 40000, true, bpf.RedirectReply},
+		{"tcp from real4:5000, no tcp port-0 real", packettest.Real4, client4, 5000, 40000, false, bpf.PassNoService},
+		{"tcp from real6:443, port-0 real", real6, client6, 443, 40000, false, bpf.RedirectReply},
+	} {
+		f := packettest.Packet{DstMAC: packettest.LBMAC[:], Src: c.src, Dst: c.dst, SrcPort: c.sp, DstPort: c.dp,
+			UDP: c.udp, Flags: packet.TCPFlagSYN}.Frame()
+		if _, got := run(t, o, f); got != c.want {
+			t.Errorf("%s: counter %v, want %v", c.name, got, c.want)
+		}
+	}
+	// The exact service's flags decide, not the port-0 one's: a draining
+	// VIP:0 leaves VIP:80's SYNs alone.
+	if err := o.DrainService(bpf.ServiceKey{Addr: packettest.VIP4, Port: 0, Proto: bpf.ProtoTCP}, 9); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		port uint16
+		want bpf.Reason
+	}{{80, bpf.Redirect}, {22, bpf.PassNoService}} {
+		f := packettest.Packet{DstMAC: packettest.LBMAC[:], Src: client4, Dst: packettest.VIP4, SrcPort: 40000, DstPort: c.port,
+			Flags: packet.TCPFlagSYN}.Frame()
+		if _, got := run(t, o, f); got != c.want {
+			t.Errorf("draining vip4:0, syn to port %d: counter %v, want %v", c.port, got, c.want)
 		}
 	}
 }

@@ -62,6 +62,19 @@ type workerConfig struct {
 	// pool (laddr.Pool.SetAddrs), which the worker updates when it first
 	// sees this configuration.
 	laddrs []netip.Addr
+	// local is the tap that frames to Local destinations are written to
+	// (local.go), or nil while no configuration had one.
+	local *localTap
+}
+
+// service finds the service of a frame to addr:port as
+// ip_vs_service_find does: the exact one, else the port-0 service (all
+// ports, persistent) of the same address and protocol.
+func (c *workerConfig) service(addr [16]byte, port uint16, proto uint8) *workerService {
+	if svc := c.services[svcKey{addr: addr, port: port, proto: proto}]; svc != nil {
+		return svc
+	}
+	return c.services[svcKey{addr: addr, proto: proto}]
 }
 
 // controlState is the control plane's view, guarded by Dataplane.mu.
@@ -129,7 +142,7 @@ func supported(s *ipvs.Service, queues int) error {
 	for _, d := range s.Dests {
 		where := fmt.Sprintf("service %v destination %v", netip.AddrPortFrom(s.Key.Addr, s.Key.Port), netip.AddrPortFrom(d.Addr, d.Port))
 		switch d.Fwd {
-		case ipvs.FwdRoute:
+		case ipvs.FwdRoute, ipvs.FwdLocal:
 		case ipvs.FwdMasq, ipvs.FwdFullNAT:
 			if queues > 1 {
 				return fmt.Errorf("%s: %s with %d RX queues: %w (replies would reach other queues' workers; serve one queue, --queues 1)",
@@ -170,13 +183,27 @@ func methodName(f ipvs.Fwd) string {
 // are added, edited and removed to match, keeping connection entries and
 // scheduler state of what did not change. It either applies all of cfg or
 // returns an error and changes nothing.
-func (d *Dataplane) Apply(cfg *ipvs.Config) error {
+//
+// Destinations on the director's own addresses become Local in cfg
+// itself, as IPVS marks them when they are added or edited (local.go),
+// so that listings and saves show what runs; cfg is left as it was when
+// Apply fails.
+func (d *Dataplane) Apply(cfg *ipvs.Config) (err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
 		return errors.New("apply configuration: dataplane closed")
 	}
 	st := d.state
+	undo := markLocal(&st.cfg, cfg, d.kernelLocal())
+	defer func() {
+		if err != nil {
+			undo()
+		}
+	}()
+	if err := d.openLocalTap(cfg); err != nil {
+		return err
+	}
 
 	// 1. Everything that can fail without side effects.
 	type plan struct {
@@ -406,7 +433,7 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) error {
 		}
 	}
 	for i, w := range d.workers {
-		wc := &workerConfig{services: map[svcKey]*workerService{}, laddrs: laddrs}
+		wc := &workerConfig{services: map[svcKey]*workerService{}, laddrs: laddrs, local: d.tap}
 		for _, svc := range st.services {
 			ws := &workerService{id: svc.id, ct: svc.policies[i]}
 			for _, la := range svc.spec.LocalAddrs {
@@ -714,13 +741,16 @@ func (d *Dataplane) destSnapshot(last uint64) (dests []destRef, gen uint64, ok b
 			return
 		}
 		dests = make([]destRef, 0, d.state.inUse())
+		fwd := *d.fwd.Load()
 		for _, svc := range d.state.services {
 			for _, dst := range svc.dests {
-				dests = append(dests, destRef{dst.ID, dst.Addr})
+				if fwd[dst.ID].method != modes.Local { // the director itself: no next hop
+					dests = append(dests, destRef{dst.ID, dst.Addr})
+				}
 			}
 		}
 		for _, dst := range d.state.removed {
-			if !dst.Available() {
+			if !dst.Available() && fwd[dst.ID].method != modes.Local {
 				dests = append(dests, destRef{dst.ID, dst.Addr})
 			}
 		}

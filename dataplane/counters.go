@@ -36,6 +36,8 @@ const (
 	CopyNoFrame                  // dropped: no free frame in the egress interface's UMEM to copy into
 	ICMPForwarded                // ICMP error about a connection forwarded to its other party (modes.XmitICMP)
 	ICMPNoConn                   // ICMP error steered by XDP whose quoted flow matches no connection: dropped
+	LocalInjected                // frame of a connection to a Local destination written to the local delivery tap
+	LocalDropped                 // dropped: no local delivery tap, or writing to it failed
 	numCounters
 )
 
@@ -47,6 +49,7 @@ var counterNames = [numCounters]string{
 	"syn_guard_level", "syn_guard_raises", "syn_guard_errors",
 	"copied", "copy_no_frame",
 	"icmp_forwarded", "icmp_no_conn",
+	"local_injected", "local_dropped",
 }
 
 func (c Counter) String() string {

@@ -126,6 +126,13 @@ type Dataplane struct {
 	// destination) and then nudges the resolver at the batch's end.
 	want  []atomic.Uint64
 	nudge chan struct{}
+
+	// tap delivers frames to Local destinations (local.go), opened by the
+	// first Apply that has one; under mu.
+	tap *localTap
+	// isLocal, if set, replaces the kernel's answer to whether an address
+	// is the director's own (tests).
+	isLocal func(netip.Addr) bool
 }
 
 // servedIface is one interface the dataplane serves. Its slot is its
@@ -533,6 +540,11 @@ func (d *Dataplane) closeLocked() (bool, error) {
 			if err := si.objs.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("close bpf objects of %s: %w", si.name, err))
 			}
+		}
+	}
+	if d.tap != nil {
+		if err := d.tap.close(); err != nil {
+			errs = append(errs, fmt.Errorf("close local delivery tap: %w", err))
 		}
 	}
 	if d.objs != nil {

@@ -138,6 +138,17 @@
 // frames held over a second, or with no room to hold them, are dropped
 // and counted (hold_expired, hold_full, no_neighbour).
 //
+// # Port-0 and Local destinations
+//
+// A frame with no service of its own port finds the port-0 service of its
+// address and protocol (-A -t VIP:0 -p, all ports, persistent), in XDP and
+// in the worker, as ip_vs_service_find does; its template holds one
+// client on one real server for every port, and a real server of port 0
+// is reached on the client's port. A destination on one of the director's
+// own addresses becomes Local when it is added or edited (Apply marks it
+// in the configuration it is given), and its connections' frames are
+// written, unchanged, to a TAP device for the director's stack (local.go).
+//
 // # Faults
 //
 // A link going down leaves the XDP program and the AF_XDP sockets in

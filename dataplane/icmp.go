@@ -53,6 +53,11 @@ func (w *worker) handleICMP(f *modes.Frame, m *packet.Meta, hit conntrack.Hit, f
 		p.DstMAC = e.Hop()
 		p.Client, p.ClientPort, p.VIP, p.VPort = k.Src, k.SrcPort, k.Dst, k.DstPort
 	} else {
+		if p.Method == modes.Local {
+			// About the local stack's reply (a router's fragmentation
+			// needed): the stack that sent it takes it.
+			return w.deliverLocal(f.Bytes(), m.ICMP.L3Off, m.ICMP.End-m.ICMP.L3Off, id)
+		}
 		if int(id) >= len(fwd) || !fwd[id].macOK {
 			w.stats.local[NoNeighbour]++
 			return false

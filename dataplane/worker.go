@@ -88,6 +88,9 @@ type worker struct {
 	// input, filled per frame.
 	seen *workerConfig
 	plan modes.Plan
+	// tap is the local delivery tap of the configuration adopt took
+	// last, or nil.
+	tap *localTap
 	// laddrList (set by adopt) names the local addresses whose pool
 	// figures the worker publishes for -G at batch edges, laddrFigs[i]
 	// the i-th one's; laddrIdx are their pool indexes.
@@ -518,7 +521,7 @@ func (w *worker) handle(f *modes.Frame, m *packet.Meta, key *conntrack.Key, hit 
 		e = nil // a SYN on a closed entry starts a new connection (conn_reuse_mode)
 	}
 	if e == nil {
-		svc := cfg.services[svcKey{addr: m.Dst, port: m.DstPort, proto: m.Proto}]
+		svc := cfg.service(m.Dst, m.DstPort, m.Proto)
 		if svc == nil {
 			w.stats.local[NoService]++
 			return false
@@ -612,6 +615,12 @@ func (w *worker) xmit(f *modes.Frame, m *packet.Meta, e *conntrack.Entry, id uin
 		p.DstMAC = e.Hop()
 		p.Client, p.ClientPort, p.VIP, p.VPort = k.Src, k.SrcPort, k.Dst, k.DstPort
 	} else {
+		if method == modes.Local {
+			if packet.CompleteL4Checksum(f.Bytes(), m) {
+				w.stats.local[CsumCompleted]++
+			}
+			return w.deliverLocal(f.Bytes(), m.L3Off, m.IPLen, id)
+		}
 		if int(id) >= len(fwd) {
 			w.stats.local[NoNeighbour]++
 			return false
@@ -690,6 +699,7 @@ const maxPublishedLaddrs = 256
 // It allocates, once per configuration, never per frame.
 func (w *worker) adopt(cfg *workerConfig) {
 	w.seen = cfg
+	w.tap = cfg.local
 	if err := w.pool.SetAddrs(cfg.laddrs); err != nil {
 		w.dp.opts.Logger.Error("set FULLNAT local addresses", "queue", w.id, "err", err)
 	}
