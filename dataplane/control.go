@@ -207,7 +207,8 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) error {
 			p.revive = p.svc != nil
 			p.fresh = p.svc == nil
 		}
-		if p.fresh || p.svc.spec.Sched != s.Sched || !slices.Equal(p.svc.spec.SchedFlags, s.SchedFlags) {
+		// A revived service was deleted: -A binds a new scheduler.
+		if p.fresh || p.revive || schedChanged(&p.svc.spec, s) {
 			for range d.workers {
 				sc, err := newScheduler(s)
 				if err != nil {
@@ -288,6 +289,10 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) error {
 		if p.revive {
 			delete(st.dying, p.spec.Key) // its destinations are in its trash
 		}
+		var prev []*sched.Dest // nil: -A bound the scheduler to an empty service
+		if !p.fresh && !p.revive {
+			prev = kernelOrder(svc)
+		}
 		svc.spec = *p.spec
 		svc.spec.Dests = slices.Clone(p.spec.Dests)
 		if p.scheds != nil {
@@ -343,8 +348,9 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) error {
 			}
 		}
 		slices.Reverse(order) // IPVS lists destinations newest first
+		steps := kernelSteps(prev, order)
 		for _, sc := range svc.scheds {
-			sc.Update(order)
+			sched.UpdateSteps(sc, steps)
 		}
 		next[svc.spec.Key] = svc
 	}
