@@ -115,7 +115,8 @@ func (s *server) handle(req request) response {
 // apply installs next; the caller holds mu for writing.
 func (s *server) apply(next *ipvs.Config) response {
 	if err := s.dp.Apply(next); err != nil {
-		return response{Stderr: fmt.Sprintf("%v\n", err), Code: ipvsadm.ExitRuntime}
+		// The kernel's refusal of a change: ipvsadm exits 255.
+		return response{Stderr: fmt.Sprintf("%v\n", err), Code: ipvsadm.ExitKernel}
 	}
 	s.cfg = next
 	return response{}
