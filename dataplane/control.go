@@ -124,10 +124,10 @@ func supported(s *ipvs.Service, queues int) error {
 		return fmt.Errorf("service fwmark %d: firewall-mark services: %w (XDP runs before netfilter marks packets)", s.Key.FWMark, ErrNotSupported)
 	}
 	if s.Key.Proto != ipvs.TCP && s.Key.Proto != ipvs.UDP {
-		return fmt.Errorf("service %v: protocol %d: %w", s.Key.Addr, s.Key.Proto, ErrNotSupported)
+		return fmt.Errorf("service %s: %s services are %w", serviceName(s.Key), protoName(s.Key.Proto), ErrNotSupported)
 	}
 	for _, d := range s.Dests {
-		where := fmt.Sprintf("service %v destination %v", netip.AddrPortFrom(s.Key.Addr, s.Key.Port), netip.AddrPortFrom(d.Addr, d.Port))
+		where := fmt.Sprintf("service %s destination %v", serviceName(s.Key), netip.AddrPortFrom(d.Addr, d.Port))
 		switch d.Fwd {
 		case ipvs.FwdRoute:
 		case ipvs.FwdMasq, ipvs.FwdFullNAT:
@@ -137,13 +137,13 @@ func supported(s *ipvs.Service, queues int) error {
 			}
 		case ipvs.FwdTunnel:
 			if _, ok := modes.FromTun(d.TunType, d.TunFlags, d.TunPort); !ok {
-				return fmt.Errorf("%s: tunnel type %d: %w", where, d.TunType, ErrNotSupported)
+				return fmt.Errorf("%s: %s is %w", where, tunName(d.TunType), ErrNotSupported)
 			}
 			if d.Addr.Is4() != s.Key.Addr.Is4() && d.TunType != ipvs.TunIPIP {
 				return fmt.Errorf("%s: mixed-family tunnels only with ipip: %w", where, ErrNotSupported)
 			}
 		default:
-			return fmt.Errorf("%s: %s: %w", where, methodName(d.Fwd), ErrNotSupported)
+			return fmt.Errorf("%s: %s is %w", where, methodName(d.Fwd), ErrNotSupported)
 		}
 	}
 	return nil
@@ -195,7 +195,7 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) error {
 	for i := range cfg.Services {
 		s := &cfg.Services[i]
 		if seen[s.Key] {
-			return fmt.Errorf("service %v:%d defined twice", s.Key.Addr, s.Key.Port)
+			return fmt.Errorf("service %s defined twice", serviceName(s.Key))
 		}
 		seen[s.Key] = true
 		if err := supported(s, len(d.workers)); err != nil {
@@ -212,7 +212,7 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) error {
 			for range d.workers {
 				sc, err := newScheduler(s)
 				if err != nil {
-					return fmt.Errorf("service %v:%d: %w", s.Key.Addr, s.Key.Port, err)
+					return fmt.Errorf("service %s: %w", serviceName(s.Key), err)
 				}
 				p.scheds = append(p.scheds, sc)
 			}
@@ -224,7 +224,7 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) error {
 		for _, sc := range scheds {
 			pol, err := servicePolicy(s, sc, nil)
 			if err != nil {
-				return fmt.Errorf("service %v:%d: %w", s.Key.Addr, s.Key.Port, err)
+				return fmt.Errorf("service %s: %w", serviceName(s.Key), err)
 			}
 			p.policies = append(p.policies, pol)
 		}
@@ -272,7 +272,7 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) error {
 					d.objs.DeleteService(a.k)
 				}
 			}
-			return fmt.Errorf("install service %v:%d: %w", p.spec.Key.Addr, p.spec.Key.Port, err)
+			return fmt.Errorf("install service %s: %w", serviceName(p.spec.Key), err)
 		}
 		done = append(done, a)
 	}
