@@ -46,7 +46,7 @@ type server struct {
 // configuration is applied to a copy first; the dataplane takes the copy
 // whole or not at all, so a refused command changes nothing.
 func (s *server) handle(req request) response {
-	if len(req.Args) == 1 && req.Args[0] == "--xlb-stats" {
+	if len(req.Args) == 1 && req.Args[0] == "--xlb-stats" && !req.Ipvsadm {
 		var b bytes.Buffer
 		writeStats(&b, s.dp)
 		return response{Stdout: b.String()}
