@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/xlbproject/xlb/internal/ipvs"
+	"github.com/xlbproject/xlb/internal/ipvsadm"
 	"github.com/xlbproject/xlb/sched"
 )
 
@@ -45,22 +46,41 @@ func picks(t *testing.T, d *Dataplane, n int) string {
 // configuration built by one Apply per -a does.
 func TestApplyRestoreIsSequential(t *testing.T) {
 	const want = ".3 .2 .1 .1 .2 .1 .3 .2 .1 .3 .2 .1 .1 .2 .1"
+	rules := "-A -t 198.18.0.100:80 -s wrr\n" +
+		"-a -t 198.18.0.100:80 -r 10.0.0.1 -g -w 4\n" +
+		"-a -t 198.18.0.100:80 -r 10.0.0.2 -g -w 3\n" +
+		"-a -t 198.18.0.100:80 -r 10.0.0.3 -g -w 2\n"
+
+	// ipvsadm -R or xlb run --rules: the file parsed, applied whole.
 	whole, _ := testDataplane(t, 16)
-	if err := whole.Apply(wrrConfig("wrr", nil, 4, 3, 2)); err != nil {
+	cfg, err := ipvsadm.ParseRules(strings.NewReader(rules))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := whole.Apply(cfg); err != nil {
 		t.Fatal(err)
 	}
 	if got := picks(t, whole, 15); got != want {
-		t.Errorf("wrr 4,3,2 applied whole = %s, want %s", got, want)
+		t.Errorf("wrr 4,3,2 restored = %s, want %s", got, want)
 	}
 
+	// The same lines as one ipvsadm command each.
 	seq, _ := testDataplane(t, 16)
-	for _, cfg := range []*ipvs.Config{wrrConfig("wrr", nil), wrrConfig("wrr", nil, 4), wrrConfig("wrr", nil, 4, 3), wrrConfig("wrr", nil, 4, 3, 2)} {
-		if err := seq.Apply(cfg); err != nil {
+	cfg = &ipvs.Config{Timeouts: ipvs.DefaultTimeouts}
+	for _, line := range strings.Split(strings.TrimSpace(rules), "\n") {
+		c, err := ipvsadm.Parse(strings.Fields(line))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Apply(cfg); err != nil {
+			t.Fatal(err)
+		}
+		if err := seq.Apply(cfg.Clone()); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if got := picks(t, seq, 15); got != want {
-		t.Errorf("wrr -A, then -a w4, w3, w2, one Apply each = %s, want %s", got, want)
+		t.Errorf("wrr -A, then -a w4, w3, w2, one command each = %s, want %s", got, want)
 	}
 
 	// Two more destinations in one Apply are two -a's as well: .4 w1 then
