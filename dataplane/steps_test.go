@@ -83,6 +83,16 @@ func TestApplyRestoreIsSequential(t *testing.T) {
 		t.Errorf("wrr -A, then -a w4, w3, w2, one command each = %s, want %s", got, want)
 	}
 
+	// rr keeps no state across -a's (ip_vs_rr has no add callback; the
+	// cursor stays at the list head): restored, it starts at the newest.
+	rr, _ := testDataplane(t, 16)
+	if err := rr.Apply(wrrConfig("rr", nil, 1, 1, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := picks(t, rr, 4), ".3 .2 .1 .3"; got != want {
+		t.Errorf("rr restored = %s, want %s", got, want)
+	}
+
 	// Two more destinations in one Apply are two -a's as well: .4 w1 then
 	// .5 w5 on the service above (after 15 picks, cw 3, cursor at .1).
 	// Kernel: -a .4: mw 4, cw 3 stays; -a .5: mw 5, cw 3 stays; cursor at
