@@ -4,7 +4,7 @@ GO       ?= go
 BIN      := bin/xlb
 APT_PKGS := clang llvm libbpf-dev iproute2 ethtool iputils-ping tcpdump nftables iperf3 wrk netsniff-ng
 
-.PHONY: all build deps demo test unit e2e fuzz bench generate lint clean
+.PHONY: all build install deps demo test unit e2e fuzz bench generate lint clean
 
 all: build
 
@@ -20,6 +20,14 @@ deps:
 
 build:
 	$(GO) build -o $(BIN) ./cmd/xlb
+
+# install: bin/xlb as $(PREFIX)/sbin/xlb and an ipvsadm link to it (run
+# as ipvsadm, xlb is ipvsadm 1.31). DESTDIR stages a package root.
+PREFIX ?= /usr/local
+install: build
+	install -d $(DESTDIR)$(PREFIX)/sbin
+	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/sbin/xlb
+	ln -sf xlb $(DESTDIR)$(PREFIX)/sbin/ipvsadm
 
 # demo: namespace topologies, xlb in DR, NAT, TUN and FULLNAT with rr, 300 HTTP requests on
 # new connections and 300 UDP queries, a table of where they went.

@@ -137,10 +137,10 @@ func supported(s *ipvs.Service, queues int) error {
 		return fmt.Errorf("service fwmark %d: firewall-mark services: %w (XDP runs before netfilter marks packets)", s.Key.FWMark, ErrNotSupported)
 	}
 	if s.Key.Proto != ipvs.TCP && s.Key.Proto != ipvs.UDP {
-		return fmt.Errorf("service %v: protocol %d: %w", s.Key.Addr, s.Key.Proto, ErrNotSupported)
+		return fmt.Errorf("service %s: %s services are %w", serviceName(s.Key), protoName(s.Key.Proto), ErrNotSupported)
 	}
 	for _, d := range s.Dests {
-		where := fmt.Sprintf("service %v destination %v", netip.AddrPortFrom(s.Key.Addr, s.Key.Port), netip.AddrPortFrom(d.Addr, d.Port))
+		where := fmt.Sprintf("service %s destination %v", serviceName(s.Key), netip.AddrPortFrom(d.Addr, d.Port))
 		switch d.Fwd {
 		case ipvs.FwdRoute, ipvs.FwdLocal:
 		case ipvs.FwdMasq, ipvs.FwdFullNAT:
@@ -150,13 +150,13 @@ func supported(s *ipvs.Service, queues int) error {
 			}
 		case ipvs.FwdTunnel:
 			if _, ok := modes.FromTun(d.TunType, d.TunFlags, d.TunPort); !ok {
-				return fmt.Errorf("%s: tunnel type %d: %w", where, d.TunType, ErrNotSupported)
+				return fmt.Errorf("%s: %s is %w", where, tunName(d.TunType), ErrNotSupported)
 			}
 			if d.Addr.Is4() != s.Key.Addr.Is4() && d.TunType != ipvs.TunIPIP {
 				return fmt.Errorf("%s: mixed-family tunnels only with ipip: %w", where, ErrNotSupported)
 			}
 		default:
-			return fmt.Errorf("%s: %s: %w", where, methodName(d.Fwd), ErrNotSupported)
+			return fmt.Errorf("%s: %s is %w", where, methodName(d.Fwd), ErrNotSupported)
 		}
 	}
 	return nil
@@ -222,7 +222,7 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) (err error) {
 	for i := range cfg.Services {
 		s := &cfg.Services[i]
 		if seen[s.Key] {
-			return fmt.Errorf("service %v:%d defined twice", s.Key.Addr, s.Key.Port)
+			return fmt.Errorf("service %s defined twice", serviceName(s.Key))
 		}
 		seen[s.Key] = true
 		if err := supported(s, len(d.workers)); err != nil {
@@ -234,11 +234,12 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) (err error) {
 			p.revive = p.svc != nil
 			p.fresh = p.svc == nil
 		}
-		if p.fresh || p.svc.spec.Sched != s.Sched || !slices.Equal(p.svc.spec.SchedFlags, s.SchedFlags) {
+		// A revived service was deleted: -A binds a new scheduler.
+		if p.fresh || p.revive || schedChanged(&p.svc.spec, s) {
 			for range d.workers {
 				sc, err := newScheduler(s)
 				if err != nil {
-					return fmt.Errorf("service %v:%d: %w", s.Key.Addr, s.Key.Port, err)
+					return fmt.Errorf("service %s: %w", serviceName(s.Key), err)
 				}
 				p.scheds = append(p.scheds, sc)
 			}
@@ -250,7 +251,7 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) (err error) {
 		for _, sc := range scheds {
 			pol, err := servicePolicy(s, sc, nil)
 			if err != nil {
-				return fmt.Errorf("service %v:%d: %w", s.Key.Addr, s.Key.Port, err)
+				return fmt.Errorf("service %s: %w", serviceName(s.Key), err)
 			}
 			p.policies = append(p.policies, pol)
 		}
@@ -298,7 +299,7 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) (err error) {
 					d.objs.DeleteService(a.k)
 				}
 			}
-			return fmt.Errorf("install service %v:%d: %w", p.spec.Key.Addr, p.spec.Key.Port, err)
+			return fmt.Errorf("install service %s: %w", serviceName(p.spec.Key), err)
 		}
 		done = append(done, a)
 	}
@@ -314,6 +315,10 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) (err error) {
 		}
 		if p.revive {
 			delete(st.dying, p.spec.Key) // its destinations are in its trash
+		}
+		var prev []*sched.Dest // nil: -A bound the scheduler to an empty service
+		if !p.fresh && !p.revive {
+			prev = kernelOrder(svc)
 		}
 		svc.spec = *p.spec
 		svc.spec.Dests = slices.Clone(p.spec.Dests)
@@ -370,8 +375,9 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) (err error) {
 			}
 		}
 		slices.Reverse(order) // IPVS lists destinations newest first
+		steps := kernelSteps(prev, order)
 		for _, sc := range svc.scheds {
-			sc.Update(order)
+			sched.UpdateSteps(sc, steps)
 		}
 		next[svc.spec.Key] = svc
 	}

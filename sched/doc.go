@@ -72,7 +72,10 @@
 // wrr's cw re-derived by ip_vs_wrr_dest_changed), Update appends a small
 // record to a log and the worker replays the records it has not seen at
 // its next decision, which reproduces the kernel's sequence exactly
-// however many Updates came in between.
+// however many Updates came in between. [UpdateSteps] publishes several
+// such steps at once with only the last list: a configuration applied
+// whole (ipvsadm -R, a rules file) leaves wrr where the kernel's is after
+// the same -A and -a lines run one by one.
 //
 // # Limits
 //
@@ -105,6 +108,9 @@
 //   - The kernel hashes the destination port instead of the source port
 //     for an ICMP error it schedules backwards (ip_vs_iph_inverse); a
 //     [Flow] is never one.
+//   - dh and sh hash with the current kernels' hash_32 (the top 8 bits of
+//     v * 0x61C88647); kernels before about 4.5 took the low 8 bits of
+//     v * 2654435761 and place most clients elsewhere.
 //   - The hashes follow a 64-bit little-endian kernel (hsiphash is
 //     SipHash-1-3 there; a 32-bit kernel computes HalfSipHash and so
 //     builds different mh tables).

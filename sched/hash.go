@@ -13,9 +13,17 @@ const (
 	hashTableMask = hashTableSize - 1
 )
 
-// goldenPrime is the multiplier of the kernel's dh, sh and (older) lblc
-// hashes, 2654435761 (≈ 2^32/φ, Knuth's multiplicative hash).
-const goldenPrime = 2654435761
+// goldenRatio32 is GOLDEN_RATIO_32 of include/linux/hash.h, 2^32/φ².
+const goldenRatio32 = 0x61C88647
+
+// hash32 is the kernel's hash_32(val, bits): the top bits bits of
+// val * GOLDEN_RATIO_32 in u32 arithmetic. ip_vs_dh_hashkey,
+// ip_vs_sh_hashkey, ip_vs_lblc_hashkey and ip_vs_lblcr_hashkey use it.
+// (Kernels up to about 4.4 took the low bits of val * 2654435761
+// instead; for most clients that picks another bucket.)
+func hash32(val uint32, bits uint) uint32 {
+	return (val * goldenRatio32) >> (32 - bits)
+}
 
 // addrFold is ntohl(addr_fold) of the kernel's hash functions: the
 // IPv4 address as a host-order u32, or the XOR of an IPv6 address's four
@@ -52,7 +60,7 @@ var emptyHashTable = &hashTable{}
 
 // dh is ip_vs_dh.c, destination hashing: 256 buckets filled round-robin
 // over the list, one bucket per destination in turn, weights ignored;
-// the bucket of a packet is the low 8 bits of ntohl(daddr) * 2654435761.
+// the bucket of a packet is hash_32(ntohl(daddr), 8).
 // The bucket's destination is returned only if it is available, of
 // positive weight and not overloaded: dh never falls back. The kernel
 // rebuilds the table when a destination is added or deleted; as weights
@@ -80,7 +88,7 @@ func (s *dh) Update(dests []*Dest) {
 }
 
 func (s *dh) Schedule(f *Flow) *Dest {
-	d := s.cur.Load().buckets[(addrFold(f.Dst)*goldenPrime)&hashTableMask]
+	d := s.cur.Load().buckets[hash32(addrFold(f.Dst), hashTableBits)]
 	if d == nil || d.flags.Load()&(DestAvailable|DestOverload) != DestAvailable || d.weight.Load() <= 0 {
 		return nil
 	}
@@ -91,8 +99,8 @@ func (s *dh) Schedule(f *Flow) *Dest {
 // list and giving each destination weight consecutive buckets (at least
 // one: a weight-0 destination takes one bucket per round and then fails
 // the availability check), round after round until all are filled. The
-// bucket of a packet is the low 8 bits of
-// (ntohs(sport) + ntohl(saddr)) * 2654435761, the port only with sh-port.
+// bucket of a packet is hash_32(ntohs(sport) + ntohl(saddr), 8), the
+// port only with sh-port.
 // A destination of weight 0 or overloaded is unavailable: without
 // sh-fallback the decision fails; with it, buckets (2*h + i) & 255 for
 // i = 0..255 are tried in turn and the first available destination wins.
@@ -137,8 +145,8 @@ func (s *sh) Schedule(f *Flow) *Dest {
 		port = hashPort(f)
 	}
 	t := s.cur.Load()
-	h := (uint32(port) + addrFold(f.Src)) * goldenPrime
-	d := t.buckets[h&hashTableMask]
+	h := hash32(uint32(port)+addrFold(f.Src), hashTableBits)
+	d := t.buckets[h]
 	if d == nil {
 		return nil
 	}

@@ -226,3 +226,65 @@ func TestDHTable(t *testing.T) {
 		}
 	}
 }
+
+// TestHash32Kernel pins hash_32 of include/linux/hash.h on values worked
+// out by hand: 1 * 0x61C88647 = 0x61C88647, whose top byte is 0x61 = 97
+// and whose top 10 bits are 0x187 = 391; the others are the same product
+// taken mod 2^32 (192.0.2.1 = 0xC0000201, 10.0.0.1 = 0x0A000001,
+// 2001:db8::1 folds to 0x20010DB9). The 4.4-era hash (low byte of
+// v * 2654435761) gives 177, 177, 177 and 233 for the same values.
+func TestHash32Kernel(t *testing.T) {
+	for _, c := range []struct {
+		val  uint32
+		bits uint
+		want uint32
+	}{
+		{1, 8, 97},
+		{1, 10, 391},
+		{0xC0000201, 8, 50},
+		{0x0A000001, 8, 39},
+		{0x20010DB9, 8, 63},
+		{0xC0000201 + 1234, 8, 139}, // sh-port: port 1234 + 192.0.2.1
+	} {
+		if got := hash32(c.val, c.bits); got != c.want {
+			t.Errorf("hash32(%#x, %d) = %d, want %d", c.val, c.bits, got, c.want)
+		}
+	}
+	if got := addrFold(netip.MustParseAddr("2001:db8::1")); got != 0x20010DB9 {
+		t.Errorf("addrFold(2001:db8::1) = %#x, want 0x20010db9", got)
+	}
+
+	// Four destinations, weight 1: bucket b holds ds[b%4] in dh and sh.
+	// Bucket 50 -> C, 39 -> D, 63 -> D, 139 -> D; the old hash would have
+	// given bucket 177 -> B for the IPv4 clients.
+	ds := dests(1, 1, 1, 1)
+	d := mustNew(t, "dh", Options{})
+	d.Update(ds)
+	s := mustNew(t, "sh", Options{})
+	s.Update(ds)
+	sp := mustNew(t, "sh", Options{Flags: SHPort})
+	sp.Update(ds)
+	other := netip.MustParseAddr("203.0.113.9")
+	for _, c := range []struct {
+		s    Scheduler
+		f    Flow
+		want string
+	}{
+		{d, Flow{Proto: 6, Src: other, SrcPort: 1, Dst: netip.MustParseAddr("192.0.2.1"), DstPort: 80}, "C"},
+		{d, Flow{Proto: 6, Src: other, SrcPort: 1, Dst: netip.MustParseAddr("10.0.0.1"), DstPort: 80}, "D"},
+		{s, Flow{Proto: 6, Src: netip.MustParseAddr("192.0.2.1"), SrcPort: 1234, Dst: other, DstPort: 80}, "C"},
+		{s, Flow{Proto: 17, Src: netip.MustParseAddr("10.0.0.1"), SrcPort: 1234, Dst: other, DstPort: 80}, "D"},
+		{sp, Flow{Proto: 6, Src: netip.MustParseAddr("192.0.2.1"), SrcPort: 1234, Dst: other, DstPort: 80}, "D"},
+	} {
+		if got := letter(c.s.Schedule(&c.f)); got != c.want {
+			t.Errorf("%s(%v:%d -> %v) = %s, want %s", c.s.Name(), c.f.Src, c.f.SrcPort, c.f.Dst, got, c.want)
+		}
+	}
+	ds6 := []*Dest{NewDest(netip.MustParseAddr("2001:db8:1::1"), 80, 1), NewDest(netip.MustParseAddr("2001:db8:1::2"), 80, 1),
+		NewDest(netip.MustParseAddr("2001:db8:1::3"), 80, 1), NewDest(netip.MustParseAddr("2001:db8:1::4"), 80, 1)}
+	d.Update(ds6)
+	f := Flow{Proto: 6, Src: netip.MustParseAddr("2001:db8::9"), SrcPort: 1, Dst: netip.MustParseAddr("2001:db8::1"), DstPort: 80}
+	if got := d.Schedule(&f); got != ds6[63%4] {
+		t.Errorf("dh(2001:db8::1) = %v, want %v (bucket 63)", got.Addr, ds6[63%4].Addr)
+	}
+}

@@ -47,7 +47,7 @@ func keyOf(a netip.Addr) addrKey {
 // fold * GOLDEN_RATIO_32. The bucket decides which entries a
 // goal-limited collection pass reaches first, so it is the kernel's.
 func lblcHash(a netip.Addr) int {
-	return int((addrFold(a) * 0x61c88647) >> (32 - lblcTabBits))
+	return int(hash32(addrFold(a), lblcTabBits))
 }
 
 const none = -1

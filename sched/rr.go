@@ -85,12 +85,16 @@ func (b *cursorBase) init() *logRec {
 	return head
 }
 
-// publish appends rec to the log, then stores the list, so that a worker
-// that loads list seq k finds records up to k in the log.
-func (b *cursorBase) publish(l *cursorList, rec *logRec) {
-	rec.seq, l.seq = b.tail.seq+1, b.tail.seq+1
-	b.tail.next.Store(rec)
-	b.tail = rec
+// publish appends recs to the log, then stores the list, so that a worker
+// that loads list seq k finds records up to k in the log. Several records
+// for one list are several Updates of which only the last list is seen.
+func (b *cursorBase) publish(l *cursorList, recs ...*logRec) {
+	for _, rec := range recs {
+		rec.seq = b.tail.seq + 1
+		b.tail.next.Store(rec)
+		b.tail = rec
+	}
+	l.seq = b.tail.seq
 	b.cur.Store(l)
 }
 
@@ -227,33 +231,46 @@ func gcd(a, b int32) int32 {
 	return a
 }
 
-func (s *wrr) Update(dests []*Dest) {
+func (s *wrr) Update(dests []*Dest) { s.updateSteps([][]*Dest{dests}) }
+
+// updateSteps is one ip_vs_wrr_dest_changed per step that changes the
+// list or a weight; the last such step's list is published.
+func (s *wrr) updateSteps(steps [][]*Dest) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.prev != nil && same(s.prev, dests) {
-		return
-	}
-	l := newCursorList(dests)
-	var g, max int32
-	for _, d := range l.dests {
-		w := d.weight.Load()
-		if w > 0 {
-			if g > 0 {
-				g = gcd(w, g)
-			} else {
-				g = w
+	var (
+		l    *cursorList
+		recs []*logRec
+	)
+	for _, dests := range steps {
+		if s.prev != nil && same(s.prev, dests) {
+			continue
+		}
+		l = newCursorList(dests)
+		var g, max int32
+		for _, d := range l.dests {
+			w := d.weight.Load()
+			if w > 0 {
+				if g > 0 {
+					g = gcd(w, g)
+				} else {
+					g = w
+				}
+			}
+			if w > max {
+				max = w
 			}
 		}
-		if w > max {
-			max = w
+		if g == 0 {
+			g = 1
 		}
+		l.di, l.mw = g, max-(g-1)
+		s.prev = snapshot(l.dests)
+		recs = append(recs, &logRec{mw: l.mw, di: l.di})
 	}
-	if g == 0 {
-		g = 1
+	if l != nil {
+		s.publish(l, recs...)
 	}
-	l.di, l.mw = g, max-(g-1)
-	s.prev = snapshot(l.dests)
-	s.publish(l, &logRec{mw: l.mw, di: l.di})
 }
 
 func (s *wrr) catchUp(l *cursorList) {

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/xlbproject/xlb/internal/ipvsadm"
 )
 
 // defaultSocket is an abstract Unix socket: it lives in the network
@@ -51,12 +53,18 @@ const (
 type request struct {
 	Args  []string `json:"args"`
 	Stdin string   `json:"stdin,omitempty"` // for -R
+	// Ipvsadm asks for ipvsadm 1.31 only, without xlb's extra commands
+	// (--xlb-stats): the client was run as ipvsadm.
+	Ipvsadm bool `json:"ipvsadm,omitempty"`
 }
 
 type response struct {
 	Stdout string `json:"stdout"`
 	Stderr string `json:"stderr"`
 	Code   int    `json:"code"`
+	// Denied is set when the peer may not use the daemon; ipvsadm's
+	// client then says what ipvsadm says to a user who is not root.
+	Denied bool `json:"denied,omitempty"`
 }
 
 var errRequestTooLarge = fmt.Errorf("request too large (limit %d MiB)", maxRequest>>20)
@@ -230,7 +238,7 @@ func (s *server) handleConn(c net.Conn) {
 		json.NewEncoder(c).Encode(r)
 	}
 	if err := s.authorize(c); err != nil {
-		answer(response{Stderr: fmt.Sprintf("xlb: %v\n", err), Code: 1})
+		answer(response{Stderr: fmt.Sprintf("xlb: %v\n", err), Code: 1, Denied: true})
 		return
 	}
 	req, err := decodeRequest(&idleReader{c: c, end: time.Now().Add(requestLimit)})
@@ -351,10 +359,7 @@ func (s *server) logger() *slog.Logger {
 // client sends an ipvsadm command line to the daemon and prints its
 // answer.
 func client(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	path := os.Getenv("XLB_SOCKET")
-	if path == "" {
-		path = defaultSocket
-	}
+	path := clientSocket()
 	if len(args) > 0 && (args[0] == "--socket" || args[0] == "-socket") && len(args) > 1 {
 		path, args = args[1], args[2:]
 	}
@@ -371,6 +376,54 @@ func client(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "xlb: %v\nIs the daemon running (xlb run --iface IF) in this network namespace?\n", err)
 		return 1
+	}
+	io.WriteString(stdout, resp.Stdout)
+	io.WriteString(stderr, resp.Stderr)
+	return resp.Code
+}
+
+// clientSocket is the daemon's socket for a client: $XLB_SOCKET or the
+// default.
+func clientSocket() string {
+	if path := os.Getenv("XLB_SOCKET"); path != "" {
+		return path
+	}
+	return defaultSocket
+}
+
+// ipvsadmInitFailed is what ipvsadm 1.31's main prints when libipvs
+// cannot start (fail(1, ...) after ipvs_init and a modprobe), with
+// ipvs_strerror's wording of the errno: "Permission denied (you must be
+// root)" for EPERM from a user who is not root, "Protocol not available"
+// (ENOPROTOOPT) when IPVS is not there, here when no daemon answers.
+func ipvsadmInitFailed(w io.Writer, reason string) int {
+	fmt.Fprintf(w, "Can't initialize ipvs: %s\nAre you sure that IP Virtual Server is built in the kernel or as module?\n", reason)
+	return ipvsadm.ExitRuntime
+}
+
+// ipvsadmClient is xlb run as ipvsadm (a link named ipvsadm, or xlb
+// ipvsadm ...): every argument is ipvsadm's, none is xlb's (no --socket:
+// the daemon is the one of $XLB_SOCKET or of this network namespace), and
+// output, errors and exit codes are ipvsadm 1.31's, including its answers
+// to a user who is not root and to a host without IPVS (no daemon).
+func ipvsadmClient(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	req := request{Args: args, Ipvsadm: true}
+	if isRestore(args) {
+		// ipvsadm reads the rules after ipvs_init; a read error is not
+		// one of its messages, so this one is xlb's.
+		b, err := io.ReadAll(stdin)
+		if err != nil {
+			fmt.Fprintf(stderr, "ipvsadm: read rules from stdin: %v\n", err)
+			return ipvsadm.ExitRuntime
+		}
+		req.Stdin = string(b)
+	}
+	resp, err := call(clientSocket(), req)
+	if err != nil {
+		return ipvsadmInitFailed(stderr, "Protocol not available")
+	}
+	if resp.Denied {
+		return ipvsadmInitFailed(stderr, "Permission denied (you must be root)")
 	}
 	io.WriteString(stdout, resp.Stdout)
 	io.WriteString(stderr, resp.Stderr)

@@ -4,6 +4,7 @@
 //	xlb run --iface eth0 --rules rules.txt   start the daemon
 //	xlb run --iface eth0 --iface eth1 ...    a two-armed director
 //	xlb -L -n                                 any ipvsadm command, sent to the daemon
+//	ipvsadm -L -n, xlb ipvsadm -L -n          the same, as exactly ipvsadm 1.31
 //
 // `xlb run` checks its preconditions (rules, --conns against memory, the
 // control socket, the interfaces), attaches the XDP program to each
@@ -20,4 +21,10 @@
 // that is sent there (--socket first, or XLB_SOCKET) and answered with
 // ipvsadm's output, errors and exit codes. Only root, the daemon's user
 // and members of --socket-group may use the socket.
+//
+// Run through a link named ipvsadm (make install makes one) or as `xlb
+// ipvsadm ...`, every argument is ipvsadm's: no --socket (XLB_SOCKET
+// still chooses the daemon), no --xlb-stats, and a refused user or a
+// missing daemon get ipvsadm's own "Can't initialize ipvs: Permission
+// denied (you must be root)" or "... Protocol not available" (exit 1).
 package main

@@ -460,8 +460,8 @@ func TestRuntimeCommands(t *testing.T) {
 	before, _ := d.ctl("-S", "-n")
 	out, err := exec.Command(xlbBin, "--socket", d.sock, "-a", "-t", "198.18.0.200:80", "-r", rs(0)).CombinedOutput()
 	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 1 || strings.TrimSpace(string(out)) != "Service not defined" {
-		t.Errorf("adding a server to a missing service: exit %v, output %q; want exit 1, \"Service not defined\"", err, out)
+	if !errors.As(err, &ee) || ee.ExitCode() != 255 || strings.TrimSpace(string(out)) != "Service not defined" {
+		t.Errorf("adding a server to a missing service: exit %v, output %q; want exit 255, \"Service not defined\"", err, out)
 	}
 	out, err = exec.Command(xlbBin, "--socket", d.sock, "-a", "-t", vip, "-r", rs(1), "-w", "70000").CombinedOutput()
 	if !errors.As(err, &ee) || ee.ExitCode() != 2 {

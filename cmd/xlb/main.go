@@ -7,9 +7,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 )
 
 func main() {
+	// Installed as ipvsadm (make install links it), xlb is ipvsadm.
+	if filepath.Base(os.Args[0]) == "ipvsadm" {
+		os.Exit(ipvsadmClient(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	}
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
@@ -18,6 +23,7 @@ func main() {
 // from the daemon).
 const clientUsage = `usage: xlb run --iface IF [--iface IF2...] [--rules FILE] [--socket PATH|@NAME] [--socket-group GROUP] [--conns N] [--queues N]
        xlb [--socket PATH|@NAME] IPVSADM-ARGS...
+       xlb ipvsadm IPVSADM-ARGS...      (or the binary run as ipvsadm: exactly ipvsadm 1.31)
 
 The daemon listens on --socket (default @xlb, an abstract socket of its
 network namespace); a client talks to the daemon of its own namespace, or
@@ -44,6 +50,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return 1
 		}
 		return 0
+	}
+	if len(args) > 0 && args[0] == "ipvsadm" {
+		return ipvsadmClient(args[1:], stdin, stdout, stderr)
 	}
 	if len(args) == 1 && args[0] == "--xlb-help" {
 		io.WriteString(stdout, clientUsage)

@@ -46,7 +46,7 @@ type server struct {
 // configuration is applied to a copy first; the dataplane takes the copy
 // whole or not at all, so a refused command changes nothing.
 func (s *server) handle(req request) response {
-	if len(req.Args) == 1 && req.Args[0] == "--xlb-stats" {
+	if len(req.Args) == 1 && req.Args[0] == "--xlb-stats" && !req.Ipvsadm {
 		var b bytes.Buffer
 		writeStats(&b, s.dp)
 		return response{Stdout: b.String()}
@@ -115,7 +115,8 @@ func (s *server) handle(req request) response {
 // apply installs next; the caller holds mu for writing.
 func (s *server) apply(next *ipvs.Config) response {
 	if err := s.dp.Apply(next); err != nil {
-		return response{Stderr: fmt.Sprintf("%v\n", err), Code: ipvsadm.ExitRuntime}
+		// The kernel's refusal of a change: ipvsadm exits 255.
+		return response{Stderr: fmt.Sprintf("%v\n", err), Code: ipvsadm.ExitKernel}
 	}
 	s.cfg = next
 	return response{}

@@ -14,7 +14,7 @@ import (
 // configuration (-R: see Restore).
 //
 // A refusal is an *Error: Msg is what ipvsadm prints (the kernel's answer
-// as ipvs_strerror words it), Code is 1 for the kernel's refusals and 2
+// as ipvs_strerror words it), Code is 255 for the kernel's refusals and 2
 // for ipvsadm's own checks. On error cfg is unchanged.
 func (c *Command) Apply(cfg *ipvs.Config) error {
 	var err error
@@ -53,18 +53,25 @@ func (c *Command) Apply(cfg *ipvs.Config) error {
 }
 
 // kernelError turns an *ipvs.Error into the *Error ipvsadm's exit would
-// be: status 1 when the kernel refused, 2 when ipvsadm itself did.
+// be: status 255 when the kernel refused (main returns
+// process_options's -1), 2 when ipvsadm itself did.
 func kernelError(err error) error {
 	if err == nil {
 		return nil
 	}
 	var ie *ipvs.Error
 	if errors.As(err, &ie) {
-		code := ExitRuntime
+		code := ExitKernel
 		if ie.Errno == 0 {
 			code = ExitUsage
 		}
 		return &Error{Code: code, Msg: ie.Msg, Err: ie}
 	}
 	return &Error{Code: ExitRuntime, Msg: err.Error(), Err: err}
+}
+
+// noService is list_service's answer for a service that does not exist:
+// ipvs_strerror, then exit(1), not the 255 of a refused change.
+func noService() error {
+	return &Error{Code: ExitRuntime, Msg: ipvs.ErrNoService.Msg, Err: ipvs.ErrNoService}
 }

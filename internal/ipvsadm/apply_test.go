@@ -17,28 +17,28 @@ func TestApply(t *testing.T) {
 	for _, tc := range []struct {
 		line string
 		msg  string // "" for success
-		code int
+		code int    // ExitKernel (255): main returns process_options's -1
 	}{
-		{"-E -t 10.0.0.1:80", "No such service", 1},
-		{"-D -t 10.0.0.1:80", "No such service", 1},
-		{"-Z -t 10.0.0.1:80", "No such service", 1},
-		{"-a -t 10.0.0.1:80 -r 10.0.1.1", "Service not defined", 1},
-		{"-e -t 10.0.0.1:80 -r 10.0.1.1", "Service not defined", 1},
-		{"-d -t 10.0.0.1:80 -r 10.0.1.1", "Service not defined", 1},
-		{"-A -t 10.0.0.1:80 -s nosuch", "Scheduler or persistence engine not found", 1},
-		{"-A -t 10.0.0.1:80 --pe sip", "Scheduler or persistence engine not found", 1},
+		{"-E -t 10.0.0.1:80", "No such service", ExitKernel},
+		{"-D -t 10.0.0.1:80", "No such service", ExitKernel},
+		{"-Z -t 10.0.0.1:80", "No such service", ExitKernel},
+		{"-a -t 10.0.0.1:80 -r 10.0.1.1", "Service not defined", ExitKernel},
+		{"-e -t 10.0.0.1:80 -r 10.0.1.1", "Service not defined", ExitKernel},
+		{"-d -t 10.0.0.1:80 -r 10.0.1.1", "Service not defined", ExitKernel},
+		{"-A -t 10.0.0.1:80 -s nosuch", "Scheduler or persistence engine not found", ExitKernel},
+		{"-A -t 10.0.0.1:80 --pe sip", "Scheduler or persistence engine not found", ExitKernel},
 		{"-A -t 10.0.0.1:80 -s rr", "", 0},
-		{"-A -t 10.0.0.1:80", "Service already exists", 1},
+		{"-A -t 10.0.0.1:80", "Service already exists", ExitKernel},
 		{"-Z -t 10.0.0.1:80", "", 0},
 		{"-Z", "", 0},
 		{"-a -t 10.0.0.1:80 -r 10.0.1.1:8080 -w 2", "", 0},
-		{"-a -t 10.0.0.1:80 -r 10.0.1.1", "Destination already exists", 1},
-		{"-a -t 10.0.0.1:80 -r 10.0.1.2 -y 5", "Numerical result out of range", 1},
-		{"-a -t 10.0.0.1:80 -r 224.0.0.1", "Invalid operation.  Possibly wrong module version, address not unicast, ...", 1},
+		{"-a -t 10.0.0.1:80 -r 10.0.1.1", "Destination already exists", ExitKernel},
+		{"-a -t 10.0.0.1:80 -r 10.0.1.2 -y 5", "Numerical result out of range", ExitKernel},
+		{"-a -t 10.0.0.1:80 -r 224.0.0.1", "Invalid operation.  Possibly wrong module version, address not unicast, ...", ExitKernel},
 		{"-a -t 10.0.0.1:80 -r 10.0.1.2:8080 -m -x 10 -y 5", "", 0},
-		{"-e -t 10.0.0.1:80 -r 10.0.1.3", "No such destination", 1},
+		{"-e -t 10.0.0.1:80 -r 10.0.1.3", "No such destination", ExitKernel},
 		// The masquerading destination is 10.0.1.2:8080, not :80.
-		{"-d -t 10.0.0.1:80 -r 10.0.1.2", "No such destination", 1},
+		{"-d -t 10.0.0.1:80 -r 10.0.1.2", "No such destination", ExitKernel},
 		{"-e -t 10.0.0.1:80 -r 10.0.1.2:8080 -m -w 9", "", 0},
 		{"-a -t 10.0.0.1:80 -r 10.0.1.4 -i --tun-type gue --tun-port 6080", "", 0},
 		{"-d -t 10.0.0.1:80 -r 10.0.1.4", "", 0},

@@ -1,10 +1,17 @@
 package ipvsadm
 
 // Exit statuses, as ipvsadm's.
+//
+// A command the kernel refuses exits 255: process_options prints
+// ipvs_strerror and returns the library's -1, which main returns. Only a
+// listing of one missing service (list_service: exit(1)) and a library
+// that cannot start (fail(1, "Can't initialize ipvs: ..."), as for a user
+// who is not root) exit 1.
 const (
 	ExitOK      = 0
-	ExitRuntime = 1   // the kernel refused (ipvs_strerror printed)
+	ExitRuntime = 1   // exit(1) / fail(1, ...): -L of a missing service, no IPVS
 	ExitUsage   = 2   // fail(2, ...): a bad command line
+	ExitKernel  = 255 // return -1 from main: the kernel refused (ipvs_strerror printed)
 	ExitTryHelp = 255 // exit(-1): no command, or popt could not scan the line
 )
 

@@ -147,13 +147,13 @@ func TestApplyFullNAT(t *testing.T) {
 		msg  string
 		code int
 	}{
-		{"-P -t 10.0.0.1:80 -z 192.168.100.1", "Local address already exists", 1},
-		{"-P -t 10.0.0.2:80 -z 192.168.100.1", "Service not defined", 1},
-		{"-P -t 10.0.0.1:80 -z 2001:db8::1", "Operation not supported with specified address family", 1},
-		{"-P -t 10.0.0.1:80 -z 224.0.0.1", ipvs.ErrInvalid.Msg, 1},
-		{"-P -t 10.0.0.1:80 -z 192.168.100.3 -F a/b", ipvs.ErrInvalid.Msg, 1},
-		{"-Q -t 10.0.0.1:80 -z 192.168.100.3", "No such Local address", 1},
-		{"-Q -t 10.0.0.2:80 -z 192.168.100.1", "Service not defined", 1},
+		{"-P -t 10.0.0.1:80 -z 192.168.100.1", "Local address already exists", ExitKernel},
+		{"-P -t 10.0.0.2:80 -z 192.168.100.1", "Service not defined", ExitKernel},
+		{"-P -t 10.0.0.1:80 -z 2001:db8::1", "Operation not supported with specified address family", ExitKernel},
+		{"-P -t 10.0.0.1:80 -z 224.0.0.1", ipvs.ErrInvalid.Msg, ExitKernel},
+		{"-P -t 10.0.0.1:80 -z 192.168.100.3 -F a/b", ipvs.ErrInvalid.Msg, ExitKernel},
+		{"-Q -t 10.0.0.1:80 -z 192.168.100.3", "No such Local address", ExitKernel},
+		{"-Q -t 10.0.0.2:80 -z 192.168.100.1", "Service not defined", ExitKernel},
 		{"-G", "the 'get-laddr' command does not change the configuration", 2},
 	} {
 		before := cfg.Clone()

@@ -48,7 +48,7 @@ func WriteLaddrs(w io.Writer, cfg *ipvs.Config, stats LaddrStats, opts ListOptio
 	if opts.Service != nil {
 		s := cfg.Service(*opts.Service)
 		if s == nil {
-			return kernelError(ipvs.ErrNoService)
+			return noService()
 		}
 		svcs = []ipvs.Service{*s}
 	} else {

@@ -63,7 +63,7 @@ func WriteList(w io.Writer, cfg *ipvs.Config, stats Stats, opts ListOptions) err
 	case opts.Service != nil:
 		s := cfg.Service(*opts.Service)
 		if s == nil {
-			return kernelError(ipvs.ErrNoService)
+			return noService()
 		}
 		printTitle(ew, f)
 		printService(ew, s, stats, f)

@@ -66,16 +66,16 @@ func TestParseRulesErrors(t *testing.T) {
 		msg      string
 		code     int
 	}{
-		{"unknown scheduler", "-A -t 1.2.3.4:80 -s foo", 1, "Scheduler or persistence engine not found", 1},
-		{"no service", "\n\n-a -t 1.2.3.4:80 -r 1.1.1.1", 3, "Service not defined", 1},
-		{"thresholds", "-A -t 1.2.3.4:80\n-a -t 1.2.3.4:80 -r 1.1.1.1 -y 5", 2, "Numerical result out of range", 1},
-		{"service twice", "-A -t 1.2.3.4:80\n-A -t 1.2.3.4:80 -s rr", 2, "Service already exists", 1},
-		{"dest twice", "-A -t 1.2.3.4:80\n-a -t 1.2.3.4:80 -r 1.1.1.1\n-a -t 1.2.3.4:80 -r 1.1.1.1:99", 3, "Destination already exists", 1},
+		{"unknown scheduler", "-A -t 1.2.3.4:80 -s foo", 1, "Scheduler or persistence engine not found", ExitKernel},
+		{"no service", "\n\n-a -t 1.2.3.4:80 -r 1.1.1.1", 3, "Service not defined", ExitKernel},
+		{"thresholds", "-A -t 1.2.3.4:80\n-a -t 1.2.3.4:80 -r 1.1.1.1 -y 5", 2, "Numerical result out of range", ExitKernel},
+		{"service twice", "-A -t 1.2.3.4:80\n-A -t 1.2.3.4:80 -s rr", 2, "Service already exists", ExitKernel},
+		{"dest twice", "-A -t 1.2.3.4:80\n-a -t 1.2.3.4:80 -r 1.1.1.1\n-a -t 1.2.3.4:80 -r 1.1.1.1:99", 3, "Destination already exists", ExitKernel},
 		{"option matrix", "-A -t 1.2.3.4:80 -w 3", 1, "Illegal 'weight' option with the 'add-service' command", 2},
 		{"list", "-L -n", 1, "the 'list' command is not allowed in a rules file", 2},
 		{"popt", "-A -t", 1, "-t: missing argument", 255},
 		{"bad weight", "-A -t 1.2.3.4:80\n-a -t 1.2.3.4:80 -r 1.1.1.1 -w x", 2, "illegal weight specified", 2},
-		{"comment inside a word", "-A -t 1.2.3.4:80 -s rr#x", 1, "Scheduler or persistence engine not found", 1},
+		{"comment inside a word", "-A -t 1.2.3.4:80 -s rr#x", 1, "Scheduler or persistence engine not found", ExitKernel},
 		{"leftover", "-A -t 1.2.3.4:80 rr", 1, "unexpected argument rr", 2},
 		{"no command", "-t 1.2.3.4:80", 1, "Try `ipvsadm -h' or 'ipvsadm --help' for more information.", 255},
 	} {

@@ -1,8 +1,9 @@
 /*
  * kernelgolden: bucket/slot -> destination tables and client decisions of
  * the Linux IPVS dh, sh and mh schedulers, computed from the algorithms of
- * net/netfilter/ipvs/ip_vs_dh.c, ip_vs_sh.c, ip_vs_mh.c and lib/siphash.c
- * (64-bit hsiphash = SipHash-1-3), independently of xlb's Go code. It is
+ * net/netfilter/ipvs/ip_vs_dh.c, ip_vs_sh.c, ip_vs_mh.c, lib/siphash.c
+ * (64-bit hsiphash = SipHash-1-3) and include/linux/hash.h (hash_32),
+ * independently of xlb's Go code. It is
  * written from the kernel's structure: destinations on a linked list with
  * new ones inserted at the head (list_add_rcu in __ip_vs_update_dest),
  * tables filled by walking that list.
@@ -101,6 +102,19 @@ static void reset(void)
 static uint32_t fold(int v6, const uint32_t w[4])
 {
 	return ntohl(v6 ? w[0] ^ w[1] ^ w[2] ^ w[3] : w[0]);
+}
+
+/*
+ * hash_32 of include/linux/hash.h (the generic version; no architecture
+ * overrides it on x86 or arm64): the top bits of the product with
+ * GOLDEN_RATIO_32, in u32 arithmetic. ip_vs_dh_hashkey and
+ * ip_vs_sh_hashkey use it with IP_VS_DH_TAB_BITS / IP_VS_SH_TAB_BITS = 8.
+ */
+#define GOLDEN_RATIO_32 0x61C88647u
+
+static uint32_t hash_32(uint32_t val, unsigned int bits)
+{
+	return (uint32_t)(val * GOLDEN_RATIO_32) >> (32 - bits);
 }
 
 static void begin(const char *sched, const char *name, int size, int flags)
@@ -215,7 +229,7 @@ static int dh_pick(const char *daddr)
 	struct dest *d;
 
 	parse_addr(daddr, &v6, w);
-	d = dh_tab[(fold(v6, w) * 2654435761UL) & 255];
+	d = dh_tab[hash_32(fold(v6, w), 8)];
 	if (!d || d->weight <= 0 || d->overload)
 		return -1;
 	return index_of(d);
@@ -247,7 +261,7 @@ static void sh_reassign(void)
 
 static unsigned int sh_hashkey(uint32_t addrfold, uint16_t port, unsigned int offset)
 {
-	return (offset + (port + addrfold) * 2654435761UL) & 255;
+	return (offset + hash_32((uint32_t)port + addrfold, 8)) & 255;
 }
 
 static int sh_unavailable(struct dest *d) { return d->weight <= 0 || d->overload; }

@@ -1,0 +1,50 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xlbproject/xlb/testenv"
+)
+
+// TestRulesSchedulerStateAsKernel: xlb run --rules leaves wrr where the
+// kernel's is after the file's -A and -a lines run one by one (rs1 w4,
+// rs2 w3, rs3 w2 pick rs3 rs2 rs1 rs1 rs2 rs1 rs3 rs2 rs1 ...), and an
+// -E that changes only the -b flags keeps the round going
+// (ip_vs_edit_service rebinds only for another scheduler): the next three
+// are rs3 rs2 rs1, not the rs1 rs1 rs2 of a rebound wrr.
+func TestRulesSchedulerStateAsKernel(t *testing.T) {
+	testenv.RequireRoot(t)
+	env := testenv.New(t, testenv.DefaultOptions())
+	vip := fmt.Sprintf("%v:80", testenv.VIP)
+	var rules strings.Builder
+	fmt.Fprintf(&rules, "-A -t %s -s wrr\n", vip)
+	for i, w := range []int{4, 3, 2} {
+		fmt.Fprintf(&rules, "-a -t %s -r %v:80 -g -w %d\n", vip, testenv.RealAddr(i), w)
+	}
+	d := startXLB(t, env, rules.String())
+	c := env.Client.HTTPClient(false, 5*time.Second) // a new connection per request
+	order := func(n int) string {
+		t.Helper()
+		var names []string
+		for i := range n {
+			name, err := testenv.Get(c, "http://"+vip+"/")
+			if err != nil {
+				t.Fatalf("request %d: %v", i, err)
+			}
+			names = append(names, name)
+		}
+		return strings.Join(names, " ")
+	}
+	if got, want := order(9), "rs3 rs2 rs1 rs1 rs2 rs1 rs3 rs2 rs1"; got != want {
+		t.Errorf("wrr 4,3,2 from --rules = %s, want the kernel's %s", got, want)
+	}
+	if out, err := d.ctl("-E", "-t", vip, "-s", "wrr", "-b", "flag-1"); err != nil {
+		t.Fatalf("-E -b flag-1: %v %s", err, out)
+	}
+	if got, want := order(3), "rs3 rs2 rs1"; got != want {
+		t.Errorf("after -E -b flag-1 = %s, want %s (the round goes on)", got, want)
+	}
+}
