@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/xlbproject/xlb/bpf"
 	"github.com/xlbproject/xlb/internal/ipvs"
@@ -188,5 +189,58 @@ func TestServiceLabel(t *testing.T) {
 		if got := ServiceLabel(c.k); got != c.want {
 			t.Errorf("ServiceLabel(%+v) = %q, want %q", c.k, got, c.want)
 		}
+	}
+}
+
+// Stats lists every real server with its next-hop state, and reports
+// what it cannot read instead of leaving it out silently.
+func TestStatsServicesAndErrors(t *testing.T) {
+	d, fn := testDataplane(t, 16)
+	fn.addRoute("10.0.0.1/32", "", fakeIfindex)
+	fn.arp[destAddr(1)] = mac(1)
+	if err := d.Apply(dpConfig(destAddr(2), destAddr(1))); err != nil {
+		t.Fatal(err)
+	}
+	d.WaitResolved(100 * time.Millisecond)
+	st := d.Stats()
+	if len(st.Errors) != 0 {
+		t.Errorf("Stats().Errors = %v, want none", st.Errors)
+	}
+	if len(st.Services) != 1 || len(st.Services[0].Dests) != 2 {
+		t.Fatalf("Stats().Services = %+v, want 1 service with 2 real servers", st.Services)
+	}
+	for i, want := range []struct {
+		addr  netip.Addr
+		state NeighbourState
+	}{{destAddr(1), NeighbourResolved}, {destAddr(2), NeighbourNoRoute}} {
+		got := st.Services[0].Dests[i]
+		if got.Addr != netip.AddrPortFrom(want.addr, 80) || got.Neighbour != want.state || got.Weight != 1 {
+			t.Errorf("real server %d = %v %v weight %d, want %v:80 %v weight 1", i, got.Addr, got.Neighbour, got.Weight, want.addr, want.state)
+		}
+	}
+	if len(st.Queues) != 1 {
+		t.Errorf("Stats().Queues has %d queues, want 1", len(st.Queues))
+	}
+	d.Close()
+	if st := d.Stats(); len(st.Errors) == 0 || !strings.Contains(st.Errors[0].Error(), "read xdp counters") {
+		t.Errorf("Stats() with the XDP maps closed: errors %v, want the read error", st.Errors)
+	}
+}
+
+// The worker publishes the detail of its Malformed counter by parser
+// reason, for xlb_malformed_frames_total.
+func TestWorkerPublishesMalformedReasons(t *testing.T) {
+	w, k := testWorker(t)
+	f := tcpTo(20000, 80, syn)
+	k.deliver(f[:14+20+10]) // a truncated TCP header
+	w.poll(1)
+	var q QueueStats
+	w.stats.snapshot(&q)
+	var sum uint64
+	for _, n := range q.Malformed {
+		sum += n
+	}
+	if q.Counters[Malformed] != 1 || sum != 1 || q.Malformed[packet.Malformed] != 1 {
+		t.Errorf("after a truncated frame: malformed %d, by reason %v; want 1, 1 as %v", q.Counters[Malformed], q.Malformed, packet.Malformed)
 	}
 }
