@@ -5,7 +5,10 @@ package main
 import (
 	"bytes"
 	"errors"
+	"io"
+	"net"
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -65,6 +68,24 @@ func TestFormatStats(t *testing.T) {
 		key := k[strings.Index(k, "/")+1:]
 		if statField(out, key) != int(v) {
 			t.Errorf("%s = %d in the samples, %d in the text:\n%s", k, v, statField(out, key), out)
+		}
+	}
+}
+
+// A --metrics address that cannot be listened on refuses the start
+// before the interface is touched (this one does not even exist).
+func TestMetricsAddressRefused(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	for _, addr := range []string{busy.Addr().String(), "127.0.0.1:99999", "not an address"} {
+		sock := filepath.Join(t.TempDir(), "xlb.sock")
+		var stderr bytes.Buffer
+		err := daemon([]string{"--iface", "xlbnosuch0", "--socket", sock, "--metrics", addr}, io.Discard, &stderr)
+		if err == nil || !strings.Contains(err.Error(), "--metrics "+addr) {
+			t.Errorf("xlb run --metrics %s: %v, want a --metrics error", addr, err)
 		}
 	}
 }
