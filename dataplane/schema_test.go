@@ -97,7 +97,7 @@ func TestSamplesFollowSchema(t *testing.T) {
 		}
 	}
 	for _, d := range descs {
-		if !used[d] {
+		if !used[d] && d != descOtherCounter {
 			t.Errorf("family %s never yielded", d.Name)
 		}
 	}
@@ -242,5 +242,26 @@ func TestWorkerPublishesMalformedReasons(t *testing.T) {
 	}
 	if q.Counters[Malformed] != 1 || sum != 1 || q.Malformed[packet.Malformed] != 1 {
 		t.Errorf("after a truncated frame: malformed %d, by reason %v; want 1, 1 as %v", q.Counters[Malformed], q.Malformed, packet.Malformed)
+	}
+}
+
+// A Counter added without a family is still published, under
+// xlb_worker_events_total{counter="name"}, and printed under its name.
+func TestCounterWithoutFamily(t *testing.T) {
+	saved := counterSeries[Copied]
+	counterSeries[Copied].desc = nil
+	defer func() { counterSeries[Copied] = saved }()
+	st := sampleStats()
+	found := false
+	for s := range st.Samples {
+		if s.Desc == descOtherCounter {
+			found = slices.Equal(s.Labels, []string{"0", "copied"}) || found
+			if s.Key != "copied" || s.Desc.Section != SectionWorkers {
+				t.Errorf("fallback sample %+v: want key copied in %s", s, SectionWorkers)
+			}
+		}
+	}
+	if !found {
+		t.Error(`no xlb_worker_events_total{queue="0",counter="copied"}`)
 	}
 }
