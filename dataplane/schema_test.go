@@ -5,12 +5,14 @@ package dataplane
 import (
 	"errors"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/xlbproject/xlb/bpf"
+	"github.com/xlbproject/xlb/conntrack"
 	"github.com/xlbproject/xlb/internal/ipvs"
 	"github.com/xlbproject/xlb/internal/packet"
 	"github.com/xlbproject/xlb/modes"
@@ -263,5 +265,14 @@ func TestCounterWithoutFamily(t *testing.T) {
 	}
 	if !found {
 		t.Error(`no xlb_worker_events_total{queue="0",counter="copied"}`)
+	}
+}
+
+// Every conntrack.Stats field has a series: a new field fails here until
+// conntrackSeries names it.
+func TestConntrackSeriesComplete(t *testing.T) {
+	var c conntrack.Stats
+	if n, want := len(conntrackSeries(&c)), reflect.TypeOf(c).NumField(); n != want {
+		t.Errorf("conntrackSeries has %d series for the %d fields of conntrack.Stats", n, want)
 	}
 }
