@@ -178,7 +178,7 @@ func XDPAction(r bpf.Reason) string {
 // The kernel's AF_XDP statistics (XDP_STATISTICS), per socket: by
 // queue and interface.
 var (
-	descXSKRxDropped   = counterDesc("xlb_xsk_rx_dropped_total", "Frames the kernel dropped for an AF_XDP socket for lack of a fill-ring frame or of RX ring room (XDP_STATISTICS rx_dropped).", "iface", "queue")
+	descXSKRxDropped   = counterDesc("xlb_xsk_rx_dropped_total", "Frames the kernel dropped for an AF_XDP socket: no fill-ring frame to copy into, or longer than a frame (XDP_STATISTICS rx_dropped).", "iface", "queue")
 	descXSKRxRingFull  = counterDesc("xlb_xsk_rx_ring_full_total", "Frames dropped because the RX ring was full (rx_ring_full).", "iface", "queue")
 	descXSKFillEmpty   = counterDesc("xlb_xsk_fill_ring_empty_total", "Times the kernel found the fill ring empty (rx_fill_ring_empty_descs).", "iface", "queue")
 	descXSKRxInvalid   = counterDesc("xlb_xsk_rx_invalid_descriptors_total", "Invalid descriptors on the fill ring (rx_invalid_descs).", "iface", "queue")
@@ -227,7 +227,7 @@ var (
 	descSvcActive   = gaugeDesc("xlb_service_active_connections", "Active (TCP established) connections of the service.", "service")
 	descSvcInactive = gaugeDesc("xlb_service_inactive_connections", "Other connections of the service (UDP included).", "service")
 	descSvcPackets  = counterDesc("xlb_service_packets_total", "Packets to (in) and from (out, NAT and FULLNAT) the service's real servers.", "service", "direction")
-	descSvcBytes    = counterDesc("xlb_service_bytes_total", "Bytes to (in) and from (out) the service's real servers, Ethernet header excluded.", "service", "direction")
+	descSvcBytes    = counterDesc("xlb_service_bytes_total", "IP bytes to (in) and from (out) the service's real servers, as ipvsadm --stats counts them.", "service", "direction")
 	descSvcCPS      = gaugeDesc("xlb_service_connections_per_second", "IPVS's estimated connection rate of the service.", "service")
 	descSvcPPS      = gaugeDesc("xlb_service_packets_per_second", "IPVS's estimated packet rate of the service.", "service", "direction")
 	descSvcBPS      = gaugeDesc("xlb_service_bytes_per_second", "IPVS's estimated byte rate of the service.", "service", "direction")
@@ -238,7 +238,7 @@ var (
 	descRealPersist   = gaugeDesc("xlb_real_server_persistent_connections", "Persistence templates pointing at the real server.", "service", "real")
 	descRealWeight    = gaugeDesc("xlb_real_server_weight", "The real server's weight (0: drained).", "service", "real")
 	descRealPackets   = counterDesc("xlb_real_server_packets_total", "Packets to (in) and from (out, NAT and FULLNAT) the real server.", "service", "real", "direction")
-	descRealBytes     = counterDesc("xlb_real_server_bytes_total", "Bytes to (in) and from (out) the real server, Ethernet header excluded.", "service", "real", "direction")
+	descRealBytes     = counterDesc("xlb_real_server_bytes_total", "IP bytes to (in) and from (out) the real server, as ipvsadm --stats counts them.", "service", "real", "direction")
 	descRealCPS       = gaugeDesc("xlb_real_server_connections_per_second", "IPVS's estimated connection rate of the real server.", "service", "real")
 	descRealPPS       = gaugeDesc("xlb_real_server_packets_per_second", "IPVS's estimated packet rate of the real server.", "service", "real", "direction")
 	descRealBPS       = gaugeDesc("xlb_real_server_bytes_per_second", "IPVS's estimated byte rate of the real server.", "service", "real", "direction")

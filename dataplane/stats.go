@@ -50,12 +50,12 @@ type QueueStats struct {
 }
 
 // SocketStats are the kernel's statistics of one AF_XDP socket
-// (XDP_STATISTICS, struct xdp_statistics): frames dropped because the
-// RX ring was full or no fill-ring frame was there, and invalid
+// (XDP_STATISTICS, struct xdp_statistics): frames dropped because no
+// fill-ring frame was there or the RX ring was full, and invalid
 // descriptors.
 type SocketStats struct {
 	Iface                          string
-	RxDropped                      uint64 // rx_dropped: no frame or no room, or too long
+	RxDropped                      uint64 // rx_dropped: no fill-ring frame, or too long
 	RxInvalidDescs, TxInvalidDescs uint64
 	RxRingFull                     uint64 // rx_ring_full
 	RxFillRingEmpty                uint64 // rx_fill_ring_empty_descs
