@@ -1,6 +1,11 @@
 package dataplane
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+
+	"github.com/xlbproject/xlb/internal/packet"
+	"github.com/xlbproject/xlb/modes"
+)
 
 // Counter names a worker event that is counted.
 type Counter uint8
@@ -60,23 +65,43 @@ func (c Counter) String() string {
 }
 
 // counters are a worker's event counts. The worker increments the plain
-// array (owned by it, no atomics per frame) and publishes it once per
-// batch into the atomic copy that Stats reads from other goroutines.
+// arrays (owned by it, no atomics per frame) and publishes them once per
+// batch into the atomic copies that Stats reads from other goroutines:
+// its Counters, and the malformed frames by parser reason and the frames
+// the rewrite refused by verdict (the detail of Malformed and
+// XmitDropped).
 type counters struct {
 	local     [numCounters]uint64
 	published [numCounters]atomic.Uint64
+	malformed [packet.NumReasons]atomic.Uint64
+	rewrite   [modes.NumVerdicts]atomic.Uint64
 }
 
-func (c *counters) publish() {
-	for i := range c.local {
-		if c.published[i].Load() != c.local[i] {
-			c.published[i].Store(c.local[i])
+func (c *counters) publish(reasons *[packet.NumReasons]uint64, verdicts *[modes.NumVerdicts]uint64) {
+	store(c.published[:], c.local[:])
+	store(c.malformed[:], reasons[:])
+	store(c.rewrite[:], verdicts[:])
+}
+
+// store publishes local into pub, skipping the words that did not
+// change (a store dirties the reader's cache line).
+func store(pub []atomic.Uint64, local []uint64) {
+	for i := range local {
+		if pub[i].Load() != local[i] {
+			pub[i].Store(local[i])
 		}
 	}
 }
 
-func (c *counters) snapshot(out *[numCounters]uint64) {
+// snapshot copies the published counters into q.
+func (c *counters) snapshot(q *QueueStats) {
 	for i := range c.published {
-		out[i] += c.published[i].Load()
+		q.Counters[i] = c.published[i].Load()
+	}
+	for i := range c.malformed {
+		q.Malformed[i] = c.malformed[i].Load()
+	}
+	for i := range c.rewrite {
+		q.Rewrite[i] = c.rewrite[i].Load()
 	}
 }

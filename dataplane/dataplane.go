@@ -116,6 +116,10 @@ type Dataplane struct {
 	closed   bool
 	runStart time.Time
 
+	// sockMu keeps Close from closing the sockets while Stats reads their
+	// statistics, without Stats waiting for mu.
+	sockMu sync.RWMutex
+
 	// The resolver runs its kernel queries under resMu, never under mu.
 	resMu    sync.Mutex
 	res      *resolver
@@ -530,11 +534,13 @@ func (d *Dataplane) closeLocked() (bool, error) {
 			}
 		}
 	}
+	d.sockMu.Lock()
 	for _, w := range d.workers {
 		if err := w.close(); err != nil {
 			errs = append(errs, err)
 		}
 	}
+	d.sockMu.Unlock()
 	for _, si := range d.ifaces {
 		if si.objs != nil && si.objs != d.objs {
 			if err := si.objs.Close(); err != nil {

@@ -125,6 +125,9 @@ type Rates struct {
 }
 
 func (e *estimator) rates() Rates {
+	if e == nil {
+		return Rates{}
+	}
 	r := func(v int64, shift uint) uint64 {
 		if v < 0 {
 			return 0

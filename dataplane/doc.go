@@ -63,7 +63,7 @@
 // TX ring is full, transmit kicks the kernel (sendto), reaps completions
 // and retries; what still does not fit waits in a backlog, and while the
 // backlog is long the worker takes no more RX frames, so the pressure
-// lands on the RX ring, where the kernel counts its drops (Stats.Sockets).
+// lands on the RX ring, where the kernel counts its drops (QueueStats.Sockets).
 //
 // # Why not asavie/xdp
 //

@@ -131,6 +131,29 @@ type resolution struct {
 	slot    uint16
 	hop     netip.Addr
 	reason  string // why not ok
+	state   NeighbourState
+}
+
+// NeighbourState is a destination's next-hop state, as the resolver last
+// found it.
+type NeighbourState uint8
+
+const (
+	NeighbourUnknown    NeighbourState = iota // not looked up yet
+	NeighbourResolved                         // the next hop's MAC is known: frames are sent
+	NeighbourIncomplete                       // the next hop is being probed (no answer yet)
+	NeighbourFailed                           // the next hop did not answer the kernel's probes
+	NeighbourNoRoute                          // no route to the destination
+	NeighbourUnserved                         // routed out of an interface xlb does not serve
+)
+
+var neighbourStateNames = [...]string{"unknown", "resolved", "incomplete", "failed", "no_route", "unserved"}
+
+func (s NeighbourState) String() string {
+	if int(s) < len(neighbourStateNames) {
+		return neighbourStateNames[s]
+	}
+	return "unknown"
 }
 
 // destRef is one destination of a snapshot.
@@ -251,6 +274,10 @@ type NeighbourStats struct {
 	LinkDowns    uint64 // the served interface went down
 	Resyncs      uint64 // subscription lost and set up again
 	Errors       uint64 // failed dumps
+
+	// States holds every destination address's next-hop state. The
+	// resolver replaces the map when a state changes, never changes it.
+	States map[netip.Addr]NeighbourState
 }
 
 // UnresolvedDest is a destination frames cannot be sent to, and why.
@@ -411,19 +438,20 @@ func (r *resolver) resolve(a netip.Addr, now time.Time) resolution {
 		r.routes[a] = re
 	}
 	if re.err != nil {
-		return resolution{reason: "no route: " + re.err.Error()}
+		return resolution{reason: "no route: " + re.err.Error(), state: NeighbourNoRoute}
 	}
 	res := resolution{ifindex: re.r.ifindex, hop: re.r.hop}
 	slot, served := r.served[re.r.ifindex]
 	if !served {
 		res.reason = fmt.Sprintf("route via interface %d, which xlb does not serve (--iface)", re.r.ifindex)
+		res.state = NeighbourUnserved
 		return res
 	}
 	res.slot = slot
 	k := neighKey{re.r.ifindex, re.r.hop}
 	n, found := r.neigh[k]
 	if found && n.usable() {
-		res.mac, res.ok = n.mac, true
+		res.mac, res.ok, res.state = n.mac, true, NeighbourResolved
 		if n.state&nudStale != 0 {
 			r.probeStale(k, now)
 		} else {
@@ -432,6 +460,10 @@ func (r *resolver) resolve(a netip.Addr, now time.Time) resolution {
 		return res
 	}
 	r.probeMissing(k, now)
+	res.state = NeighbourIncomplete
+	if n.state&nudFailed != 0 {
+		res.state = NeighbourFailed
+	}
 	if re.r.hop != a {
 		res.reason = fmt.Sprintf("gateway %v: neighbour %s", re.r.hop, stateName(n.state))
 	} else {
@@ -636,6 +668,11 @@ func (r *resolver) publishStats() {
 		return
 	}
 	r.listDirty = false
+	states := make(map[netip.Addr]NeighbourState, len(r.state))
+	for a, st := range r.state {
+		states[a] = st.res.state
+	}
+	r.stats.States = states
 	var list []UnresolvedDest
 	for a := range r.unres {
 		list = append(list, UnresolvedDest{Addr: a, Reason: r.state[a].res.reason})

@@ -120,8 +120,9 @@ func TestWorkerRaisesSYNGuard(t *testing.T) {
 	if len(published) != 1 || published[0] != bpf.SYNLimit {
 		t.Fatalf("after a quarter ring: published %v, want [1]", published)
 	}
-	var st [numCounters]uint64
-	w.stats.snapshot(&st)
+	var q QueueStats
+	w.stats.snapshot(&q)
+	st := q.Counters
 	if st[SYNLevel] != 1 || st[SYNRaises] != 1 {
 		t.Errorf("counters: level %d, raises %d; want 1, 1", st[SYNLevel], st[SYNRaises])
 	}

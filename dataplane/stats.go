@@ -3,74 +3,229 @@
 package dataplane
 
 import (
+	"cmp"
 	"context"
+	"fmt"
 	"iter"
 	"net/netip"
+	"slices"
+	"strconv"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/xlbproject/xlb/bpf"
 	"github.com/xlbproject/xlb/conntrack"
 	"github.com/xlbproject/xlb/internal/ipvs"
+	"github.com/xlbproject/xlb/internal/packet"
+	"github.com/xlbproject/xlb/modes"
+	"github.com/xlbproject/xlb/sched"
 )
 
-// Stats are the dataplane's counters summed over workers, and the XDP
-// program's per-reason counters summed over CPUs.
+// Stats are the dataplane's statistics: the XDP program's outcomes, each
+// queue's worker counters, AF_XDP socket statistics and connection
+// table, the neighbour resolver's figures, and every service's real
+// servers. Samples yields them all, each with its Desc (name, kind,
+// help, labels): `xlb --xlb-stats`, the counters printed at exit and the
+// Prometheus exporter are renderings of Samples.
 type Stats struct {
-	Workers [numCounters]uint64
-	XDP     bpf.Counters
-	// Sockets are the kernel's AF_XDP counters (XDP_STATISTICS) summed
-	// over queues: frames dropped because the RX ring was full or no
-	// fill-ring frame was there, and invalid descriptors.
-	Sockets unix.XDPStatistics
+	XDP    bpf.Counters // per reason, summed over CPUs
+	Queues []QueueStats
 	// Neighbours describe next-hop resolution, with the destinations
 	// that cannot be forwarded to and why.
 	Neighbours NeighbourStats
+	Services   []ServiceStats
+	// Errors are the statistics that could not be read; their series
+	// are missing or zero.
+	Errors []error
 }
 
-// All yields every worker counter with its name.
+// QueueStats are one queue's: its worker's counters, its sockets' and
+// its connection table's.
+type QueueStats struct {
+	Queue     int
+	Counters  [numCounters]uint64
+	Malformed [packet.NumReasons]uint64 // the detail of Counters[Malformed]
+	Rewrite   [modes.NumVerdicts]uint64 // the detail of Counters[XmitDropped]
+	Sockets   []SocketStats             // by served interface
+	Conntrack conntrack.Stats
+}
+
+// SocketStats are the kernel's statistics of one AF_XDP socket
+// (XDP_STATISTICS, struct xdp_statistics): frames dropped because no
+// fill-ring frame was there or the RX ring was full, and invalid
+// descriptors.
+type SocketStats struct {
+	Iface                          string
+	RxDropped                      uint64 // rx_dropped: no fill-ring frame, or too long
+	RxInvalidDescs, TxInvalidDescs uint64
+	RxRingFull                     uint64 // rx_ring_full
+	RxFillRingEmpty                uint64 // rx_fill_ring_empty_descs
+	TxRingEmpty                    uint64 // tx_ring_empty_descs
+}
+
+// ServiceStats are the statistics of a service's real servers.
+type ServiceStats struct {
+	Service ipvs.ServiceKey
+	Dests   []DestStats
+}
+
+// Workers returns the worker counters summed over queues.
+func (s *Stats) Workers() [numCounters]uint64 {
+	var sum [numCounters]uint64
+	for i := range s.Queues {
+		for c, n := range s.Queues[i].Counters {
+			sum[c] += n
+		}
+	}
+	return sum
+}
+
+// All yields every worker counter, summed over queues, with its name.
 func (s *Stats) All() iter.Seq2[Counter, uint64] {
+	sum := s.Workers()
 	return func(yield func(Counter, uint64) bool) {
 		for c := Counter(0); c < numCounters; c++ {
-			if !yield(c, s.Workers[c]) {
+			if !yield(c, sum[c]) {
 				return
 			}
 		}
 	}
 }
 
-// Stats reads the counters without stopping the workers.
+// Stats reads the statistics without stopping the workers: their
+// counters and tables publish atomic copies, and the control lock is
+// held only to copy the list of real servers and their rates.
 func (d *Dataplane) Stats() Stats {
 	var s Stats
-	for _, w := range d.workers {
-		w.stats.snapshot(&s.Workers)
+	s.Queues = make([]QueueStats, len(d.workers))
+	for i, w := range d.workers {
+		q := &s.Queues[i]
+		q.Queue = w.id
+		w.stats.snapshot(q)
+		if w.ct != nil {
+			q.Conntrack = w.ct.Stats()
+		}
 	}
+	var states map[netip.Addr]NeighbourState
 	if n := d.resStats.Load(); n != nil {
 		s.Neighbours = *n
+		states = n.States
 	}
 	if d.objs != nil {
-		if c, err := d.objs.Counters(); err == nil {
-			s.XDP = c
+		c, err := d.objs.Counters()
+		if err != nil {
+			s.Errors = append(s.Errors, fmt.Errorf("read xdp counters: %w", err))
 		}
+		s.XDP = c
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for _, w := range d.workers {
-		for _, sock := range w.socks {
+	s.Errors = append(s.Errors, d.socketStats(s.Queues)...)
+	s.Services = d.serviceStats(states)
+	return s
+}
+
+// socketStats reads each worker's sockets' statistics, under sockMu so
+// that Close does not close a socket being read.
+func (d *Dataplane) socketStats(qs []QueueStats) []error {
+	d.sockMu.RLock()
+	defer d.sockMu.RUnlock()
+	var errs []error
+	for i, w := range d.workers {
+		for slot, sock := range w.socks {
+			k := SocketStats{Iface: d.ifaces[slot].name}
 			st, err := sock.statistics()
 			if err != nil {
-				continue
+				errs = append(errs, fmt.Errorf("read statistics of %s queue %d: %w", k.Iface, w.id, err))
 			}
-			s.Sockets.Rx_dropped += st.Rx_dropped
-			s.Sockets.Rx_invalid_descs += st.Rx_invalid_descs
-			s.Sockets.Tx_invalid_descs += st.Tx_invalid_descs
-			s.Sockets.Rx_ring_full += st.Rx_ring_full
-			s.Sockets.Rx_fill_ring_empty_descs += st.Rx_fill_ring_empty_descs
-			s.Sockets.Tx_ring_empty_descs += st.Tx_ring_empty_descs
+			k.RxDropped, k.RxInvalidDescs, k.TxInvalidDescs = st.Rx_dropped, st.Rx_invalid_descs, st.Tx_invalid_descs
+			k.RxRingFull, k.RxFillRingEmpty, k.TxRingEmpty = st.Rx_ring_full, st.Rx_fill_ring_empty_descs, st.Tx_ring_empty_descs
+			qs[i].Sockets = append(qs[i].Sockets, k)
 		}
 	}
-	return s
+	return errs
+}
+
+// serviceStats returns every service's real servers' statistics, by
+// service and address. Under mu it only copies the destinations, their
+// zero points and rates; the counters are summed over the workers after.
+func (d *Dataplane) serviceStats(states map[netip.Addr]NeighbourState) []ServiceStats {
+	type destRow struct {
+		dst  *sched.Dest
+		ap   netip.AddrPort
+		base destCounters
+		r    Rates
+	}
+	type svcRow struct {
+		k     ipvs.ServiceKey
+		dests []destRow
+	}
+	d.mu.Lock()
+	rows := make([]svcRow, 0, len(d.state.services))
+	for k, svc := range d.state.services {
+		r := svcRow{k: k, dests: make([]destRow, 0, len(svc.dests))}
+		for ap, dst := range svc.dests {
+			r.dests = append(r.dests, destRow{dst, ap, d.state.base[dst], d.state.est[dst].rates()})
+		}
+		rows = append(rows, r)
+	}
+	d.mu.Unlock()
+	out := make([]ServiceStats, len(rows))
+	for i, r := range rows {
+		out[i].Service = r.k
+		out[i].Dests = make([]DestStats, len(r.dests))
+		for j, x := range r.dests {
+			c := d.destTotals(x.dst.ID).sub(x.base)
+			out[i].Dests[j] = DestStats{
+				Addr: x.ap, Weight: x.dst.Weight(), Neighbour: states[x.ap.Addr()],
+				ActiveConns: x.dst.ActiveConns(), InactConns: x.dst.InactConns(), PersistConns: x.dst.PersistConns(),
+				Conns: c.Conns, InPkts: c.InPkts, InBytes: c.InBytes, OutPkts: c.OutPkts, OutBytes: c.OutBytes,
+				Rates: x.r,
+			}
+		}
+		slices.SortFunc(out[i].Dests, func(a, b DestStats) int { return a.Addr.Compare(b.Addr) })
+	}
+	slices.SortFunc(out, func(a, b ServiceStats) int { return compareServiceKeys(a.Service, b.Service) })
+	return out
+}
+
+func compareServiceKeys(a, b ipvs.ServiceKey) int {
+	if c := cmp.Compare(a.FWMark, b.FWMark); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.Proto, b.Proto); c != 0 {
+		return c
+	}
+	if c := a.Addr.Compare(b.Addr); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Port, b.Port)
+}
+
+// ServiceLabel names service k in metrics labels: "tcp/10.0.0.1:80",
+// "udp/[2001:db8::1]:53", "fwmark/1" (IPv6: "fwmark6/1").
+func ServiceLabel(k ipvs.ServiceKey) string {
+	if k.FWMark != 0 {
+		if k.Addr.Is6() && !k.Addr.Is4In6() {
+			return "fwmark6/" + strconv.FormatUint(uint64(k.FWMark), 10)
+		}
+		return "fwmark/" + strconv.FormatUint(uint64(k.FWMark), 10)
+	}
+	var p string
+	switch k.Proto {
+	case ipvs.TCP:
+		p = "tcp"
+	case ipvs.UDP:
+		p = "udp"
+	case ipvs.SCTP:
+		p = "sctp"
+	default:
+		p = "proto" + strconv.Itoa(int(k.Proto))
+	}
+	return p + "/" + netip.AddrPortFrom(k.Addr.Unmap(), k.Port).String()
+}
+
+// RealLabel names a real server in metrics labels: "10.0.1.1:80",
+// "[2001:db8::2]:80".
+func RealLabel(ap netip.AddrPort) string {
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String()
 }
 
 // Config returns the running configuration.
@@ -81,8 +236,12 @@ func (d *Dataplane) Config() ipvs.Config {
 }
 
 // DestStats are a destination's connection counts, IPVS statistics since
-// it was added or zeroed, and estimated rates.
+// it was added or zeroed, and estimated rates; Stats fills in its
+// address, weight and next-hop state too.
 type DestStats struct {
+	Addr                                      netip.AddrPort
+	Weight                                    int32
+	Neighbour                                 NeighbourState
 	ActiveConns, InactConns, PersistConns     int32
 	Conns, InPkts, InBytes, OutPkts, OutBytes uint64
 	Rates

@@ -471,7 +471,7 @@ func (w *worker) publish() {
 	w.stats.local[SYNLevel] = uint64(w.guard.level)
 	w.stats.local[SYNRaises] = w.guard.raises
 	w.stats.local[SYNErrors] = w.guard.errs
-	w.stats.publish()
+	w.stats.publish(&w.reasons, &w.verdicts)
 	w.ds.publish()
 	for i, idx := range w.laddrIdx {
 		st := w.pool.AddrStats(idx)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -55,6 +56,7 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	synRate := fs.Int("syn-rate", 0, "TCP SYNs per second each source /24 (IPv6 /64) may send to services on an overloaded queue (0: 100)")
 	synBurst := fs.Int("syn-burst", 0, "burst of --syn-rate (0: 20)")
 	synAuto := fs.Int("syn-auto", 0, "SYNs per second on one queue that make XDP apply --syn-rate at once (0: 100000, -1: never)")
+	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics at http://ADDR/metrics (host:port; default: off)")
 	noShare := fs.Bool("no-shared-umem", false, "with several --iface: a UMEM per interface, copying frames that change interface (the fallback when the kernel refuses XDP_SHARED_UMEM)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -92,6 +94,13 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer ln.Close()
+	var mln net.Listener
+	if *metricsAddr != "" {
+		if mln, err = listenMetrics(*metricsAddr); err != nil {
+			return err
+		}
+		defer mln.Close()
+	}
 
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	opts := dataplane.DefaultOptions(ifaces[0])
@@ -152,6 +161,13 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 			}
 		}
 	}()
+	if mln != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			serveMetrics(ctx, mln, dp, log)
+		}()
+	}
 	log.Info("xlb running", "interface", strings.Join(ifaces, ","), "services", len(cfg.Services), "socket", *sock)
 	err = dp.Run(ctx)
 	stop()
@@ -199,41 +215,4 @@ func loadRules(path string) (*ipvs.Config, error) {
 		return nil, fmt.Errorf("rules %s: %w", path, err)
 	}
 	return cfg, nil
-}
-
-// writeStats prints the dataplane's counters, as the daemon does when it
-// stops and `xlb --xlb-stats` does on demand.
-func writeStats(w io.Writer, dp controlPlane) {
-	st := dp.Stats()
-	fmt.Fprintf(w, "xdp (%s):\n", dp.AttachMode())
-	for r, n := range st.XDP.All() {
-		if n != 0 {
-			fmt.Fprintf(w, "  %-22s %d\n", r, n)
-		}
-	}
-	fmt.Fprintln(w, "workers:")
-	for c, n := range st.All() {
-		if n != 0 {
-			fmt.Fprintf(w, "  %-22s %d\n", c, n)
-		}
-	}
-	k := st.Sockets
-	fmt.Fprintf(w, "af_xdp sockets:\n  rx_dropped %d, rx_ring_full %d, fill_ring_empty %d, rx_invalid %d, tx_invalid %d\n",
-		k.Rx_dropped, k.Rx_ring_full, k.Rx_fill_ring_empty_descs, k.Rx_invalid_descs, k.Tx_invalid_descs)
-	writeNeighbours(w, &st.Neighbours)
-}
-
-// writeNeighbours prints the resolver's figures and the destinations
-// frames cannot be sent to, with the reason.
-func writeNeighbours(w io.Writer, n *dataplane.NeighbourStats) {
-	fmt.Fprintf(w, "neighbours:\n  destinations %d, unresolved %d, mac_changes %d, link_downs %d\n",
-		n.Destinations, n.Unresolved, n.MACChanges, n.LinkDowns)
-	fmt.Fprintf(w, "  rounds %d, dumps %d, route_lookups %d, probes %d, events %d, resyncs %d, errors %d\n",
-		n.Rounds, n.Dumps, n.RouteLookups, n.Probes, n.Events, n.Resyncs, n.Errors)
-	for _, u := range n.List {
-		fmt.Fprintf(w, "  unresolved %v: %s\n", u.Addr, u.Reason)
-	}
-	if more := n.Unresolved - len(n.List); more > 0 {
-		fmt.Fprintf(w, "  unresolved: %d more\n", more)
-	}
 }
