@@ -107,6 +107,7 @@ var (
 	descSYNRaises  = counterDesc("xlb_syn_guard_raises_total", "Times the worker raised its SYN-flood pressure level.", "queue")
 	descSYNErrors  = counterDesc("xlb_syn_guard_errors_total", "Failed updates of the XDP program's syn_guard map.", "queue")
 	descCopied     = counterDesc("xlb_copied_frames_total", "Frames copied to another interface's UMEM (no shared UMEM).", "queue")
+	descLocalInj   = counterDesc("xlb_local_injected_frames_total", "Frames of connections to Local real servers written to the local delivery tap.", "queue")
 )
 
 // descOtherCounter publishes a worker Counter that counterSeries does
@@ -150,6 +151,8 @@ var counterSeries = [numCounters]struct {
 	CopyNoFrame:   {descDrops, "copy_no_frame"},
 	ICMPForwarded: {descICMPFwd, ""},
 	ICMPNoConn:    {descDrops, "icmp_no_conn"},
+	LocalInjected: {descLocalInj, ""},
+	LocalDropped:  {descDrops, "local_dropped"},
 }
 
 // Kind is the counter's kind: TxBacklog and SYNLevel are levels.
@@ -248,7 +251,7 @@ var (
 func init() {
 	inSection(SectionWorkers, descOtherCounter, descRxFrames, descTxFrames, descDrops, descMalformed, descRewrite, descConnHits,
 		descReplyHits, descConnsNew, descTxBacklog, descBadDesc, descKickErrors, descLinkDown, descHeld,
-		descHeldSent, descHoldExp, descHoldFull, descCsum, descTooBig, descTTL, descICMPFwd, descSYNLevel,
+		descHeldSent, descHoldExp, descHoldFull, descCsum, descTooBig, descTTL, descICMPFwd, descLocalInj, descSYNLevel,
 		descSYNRaises, descSYNErrors, descCopied)
 	inSection(SectionXDP, descXDP)
 	inSection(SectionSockets, descXSKRxDropped, descXSKRxRingFull, descXSKFillEmpty, descXSKRxInvalid,
