@@ -262,6 +262,9 @@ type settingsVal struct {
 	// expireQuiescent is the expire_quiescent_template sysctl: a
 	// template whose destination has weight 0 is invalid.
 	expireQuiescent bool
+	// expireNodest is the expire_nodest_conn sysctl (see
+	// Table.ExpireNodest).
+	expireNodest bool
 	// secureTCP selects the secure_tcp state tables.
 	secureTCP bool
 	// sloppyTCP is the sloppy_tcp sysctl: schedule TCP on any segment,
@@ -319,6 +322,11 @@ func (s *Settings) SetAllTimeouts(t Timeouts) { s.update(func(v *settingsVal) { 
 // SetExpireQuiescentTemplate sets the expire_quiescent_template sysctl.
 func (s *Settings) SetExpireQuiescentTemplate(on bool) {
 	s.update(func(v *settingsVal) { v.expireQuiescent = on })
+}
+
+// SetExpireNodestConn sets the expire_nodest_conn sysctl.
+func (s *Settings) SetExpireNodestConn(on bool) {
+	s.update(func(v *settingsVal) { v.expireNodest = on })
 }
 
 // SetSecureTCP sets the secure_tcp defense (the tcp_states_dos tables).

@@ -950,6 +950,27 @@ func (t *Table) Reuse(e *Entry, tcpFlags uint8) bool {
 	return true
 }
 
+// ExpireNodest applies the expire_nodest_conn sysctl to e, the
+// connection a client's packet matched: when the sysctl is set and e's
+// destination is no longer available (removed from its service, in the
+// trash), it expires e now and returns true, and the caller drops the
+// packet, as ip_vs_in does ("try to expire the connection immediately").
+// The entry stays valid for the rest of the batch (later packets of the
+// batch are dropped the same way) and the next lookup or sweep removes
+// it: the client's next segment finds no connection. Otherwise it returns
+// false and e keeps its destination until it ends. One load of a flag
+// when the sysctl is off.
+func (t *Table) ExpireNodest(e *Entry, now int64) bool {
+	if !t.cur.expireNodest || e.flags&fTemplate != 0 {
+		return false
+	}
+	if d := t.reg.Get(e.dest); d != nil && d.Available() {
+		return false
+	}
+	e.expires = min(e.expires, now)
+	return true
+}
+
 // templateGrace is how long IPVS postpones the expiry of a template that
 // still controls connections (ip_vs_conn_expire: "expire_later", 60 s).
 const templateGrace = int64(60 * time.Second)

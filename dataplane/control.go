@@ -779,3 +779,10 @@ func (st *controlState) inUse() int {
 	}
 	return n
 }
+
+// SetSysctls sets the IPVS sysctls the connection tables implement;
+// every worker takes them at its next batch edge.
+func (d *Dataplane) SetSysctls(s ipvs.Sysctls) {
+	d.ctSettings.SetExpireNodestConn(s.ExpireNodestConn)
+	d.ctSettings.SetExpireQuiescentTemplate(s.ExpireQuiescentTemplate)
+}

@@ -36,6 +36,7 @@ const (
 	CopyNoFrame                  // dropped: no free frame in the egress interface's UMEM to copy into
 	ICMPForwarded                // ICMP error about a connection forwarded to its other party (modes.XmitICMP)
 	ICMPNoConn                   // ICMP error steered by XDP whose quoted flow matches no connection: dropped
+	NodestExpired                // dropped: its connection's real server was removed and expire_nodest_conn expired it
 	numCounters
 )
 
@@ -47,6 +48,7 @@ var counterNames = [numCounters]string{
 	"syn_guard_level", "syn_guard_raises", "syn_guard_errors",
 	"copied", "copy_no_frame",
 	"icmp_forwarded", "icmp_no_conn",
+	"nodest_expired",
 }
 
 func (c Counter) String() string {
