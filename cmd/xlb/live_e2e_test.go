@@ -1,0 +1,308 @@
+//go:build linux
+
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/xlbproject/xlb/testenv"
+)
+
+// The live-update test under load (issue 8): a client keeps a steady
+// stream of new TCP and UDP requests and 16 long-lived TCP connections
+// through the VIP, each exchanging a request every 200 ms, while the
+// configuration changes 100 times: a real server removed and added
+// back, another's weight changed (0 included, which drains it), the
+// scheduler switched, and the whole configuration restored with -R.
+// Result: no failed request, no broken long-lived connection (each stays
+// on its real server and answers before, during and after the churn), and
+// no frame dropped by XDP, the workers or the AF_XDP sockets, by the
+// daemon's own counters. The rules file is written back on every change
+// (--save) and ends equal to -S -n.
+func TestLiveUpdatesUnderLoad(t *testing.T) {
+	testenv.RequireRoot(t)
+	env := testenv.New(t, testenv.DefaultOptions())
+	r := func(i int) netip.AddrPort { return netip.AddrPortFrom(env.Reals[i].Addr, 80) }
+	vip := netip.AddrPortFrom(testenv.VIP, 80)
+	rules := drRules(env, "rr")
+	d := startXLB(t, env, rules, "--save")
+	ctl := func(stdin string, args ...string) error {
+		resp, err := call(d.sock, request{Args: args, Stdin: stdin})
+		if err == nil && resp.Code != 0 {
+			err = fmt.Errorf("exit %d: %s", resp.Code, resp.Stderr)
+		}
+		if err != nil {
+			return fmt.Errorf("xlb %s: %w", strings.Join(args, " "), err)
+		}
+		return nil
+	}
+	requireTraffic(t, env, d.Output.String) // every MAC resolved, every path warm
+
+	// 16 long-lived connections, spread by rr over the three servers.
+	const nLong = 16
+	type longConn struct {
+		c     net.Conn
+		br    *bufio.Reader
+		owner string
+		n     int
+	}
+	exchange := func(l *longConn) error {
+		l.c.SetDeadline(time.Now().Add(3 * time.Second))
+		if _, err := io.WriteString(l.c, "GET / HTTP/1.1\r\nHost: vip\r\n\r\n"); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(l.br, nil)
+		if err != nil {
+			return err
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return err
+		}
+		if l.owner == "" {
+			l.owner = string(b)
+		} else if string(b) != l.owner {
+			return fmt.Errorf("answered by %s, was %s", b, l.owner)
+		}
+		l.n++
+		return nil
+	}
+	longs := make([]*longConn, nLong)
+	owners := map[string]int{}
+	for i := range longs {
+		c, err := env.Client.DialContext(context.Background(), "tcp4", vip.String())
+		if err != nil {
+			t.Fatalf("long-lived connection %d: %v", i, err)
+		}
+		t.Cleanup(func() { c.Close() })
+		longs[i] = &longConn{c: c, br: bufio.NewReader(c)}
+		if err := exchange(longs[i]); err != nil {
+			t.Fatalf("long-lived connection %d before the churn: %v", i, err)
+		}
+		owners[longs[i].owner]++
+	}
+	if len(owners) != 3 {
+		t.Fatalf("long-lived connections on %v, want all three servers", owners)
+	}
+
+	before := daemonStats(t, d)
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var requests, failed atomic.Int64
+	var firstErr atomic.Value
+	fail := func(err error) {
+		failed.Add(1)
+		firstErr.CompareAndSwap(nil, err)
+	}
+	// The steady stream: new TCP connections and new UDP flows, one after
+	// the other.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		hc := env.Client.HTTPClient(false, 3*time.Second)
+		url := fmt.Sprintf("http://%v/", testenv.VIP)
+		vip53 := netip.AddrPortFrom(testenv.VIP, 53)
+		for ctx.Err() == nil {
+			requests.Add(2)
+			if _, err := testenv.Get(hc, url); err != nil {
+				fail(fmt.Errorf("TCP request %d: %w", requests.Load()/2, err))
+			}
+			if _, err := env.Client.QueryUDP(vip53, 2*time.Second); err != nil {
+				fail(fmt.Errorf("UDP request %d: %w", requests.Load()/2, err))
+			}
+		}
+	}()
+	// The long-lived connections keep talking (the servers close a
+	// keep-alive connection idle for 5 s).
+	var broken atomic.Int64
+	for i, l := range longs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				if err := exchange(l); err != nil {
+					broken.Add(1)
+					firstErr.CompareAndSwap(nil, fmt.Errorf("long-lived connection %d during the churn: %w", i, err))
+					return
+				}
+				select {
+				case <-ctx.Done():
+				case <-time.After(200 * time.Millisecond):
+				}
+			}
+		}()
+	}
+
+	// The churn. r(0) always serves with weight 1 or more, so every
+	// scheduler always has a destination; r(1)'s weight goes to 0 (a
+	// drain) only under schedulers that then pick another server (the
+	// hash schedulers without fallback do not: IPVS refuses the client).
+	scheds := []string{"rr", "wrr", "lc", "wlc", "sed", "nq", "lblc", "lblcr", "fo", "twos", "sh", "dh", "mh"}
+	hashed := map[string]bool{"sh": true, "dh": true, "mh": true}
+	start := time.Now()
+	var churnErr error
+	changes := 0
+	for i := 0; i < 100 && churnErr == nil; i++ {
+		s := scheds[i%len(scheds)]
+		w := 1 + i%4
+		if i%5 == 4 && !hashed[s] {
+			w = 0
+		}
+		steps := [][]string{
+			{"-e", "-t", vip.String(), "-r", r(1).String(), "-g", "-w", strconv.Itoa(w)},
+			{"-E", "-t", vip.String(), "-s", s},
+		}
+		if i%2 == 0 {
+			steps = append(steps, []string{"-d", "-t", vip.String(), "-r", r(2).String()})
+		} else {
+			steps = append(steps, []string{"-a", "-t", vip.String(), "-r", r(2).String(), "-g", "-w", "2"})
+		}
+		for _, a := range steps {
+			if churnErr = ctl("", a...); churnErr != nil {
+				break
+			}
+			changes++
+		}
+		if churnErr != nil {
+			break
+		}
+		// -R the rules in force: the whole configuration replaced by
+		// itself in one change.
+		resp, err := call(d.sock, request{Args: []string{"-S", "-n"}})
+		if err != nil {
+			churnErr = err
+			break
+		}
+		if churnErr = ctl("-C\n"+resp.Stdout, "-R"); churnErr != nil {
+			break
+		}
+		changes++
+		time.Sleep(10 * time.Millisecond)
+	}
+	churn := time.Since(start)
+	// Keep the load a little past the last change, then stop it.
+	time.Sleep(300 * time.Millisecond)
+	stop()
+	wg.Wait()
+	if churnErr != nil {
+		t.Fatalf("churn: %v\nlogs:\n%s", churnErr, d.Output.String())
+	}
+
+	// After: every long-lived connection still answers, from its server.
+	for i, l := range longs {
+		if err := exchange(l); err != nil {
+			broken.Add(1)
+			t.Errorf("long-lived connection %d after the churn: %v", i, err)
+		}
+	}
+	after := daemonStats(t, d)
+	t.Logf("%d changes in %v; %d requests, %d failed; %d long-lived connections, %d broken",
+		changes, churn.Round(time.Millisecond), requests.Load(), failed.Load(), nLong, broken.Load())
+	if failed.Load() != 0 || broken.Load() != 0 {
+		t.Errorf("%d of %d requests failed, %d of %d long-lived connections broke; first: %v",
+			failed.Load(), requests.Load(), broken.Load(), nLong, firstErr.Load())
+	}
+	if requests.Load() < 50 {
+		t.Errorf("only %d requests during the churn: no load", requests.Load())
+	}
+	for _, l := range longs {
+		if l.n < 3 {
+			t.Errorf("a long-lived connection exchanged only %d requests", l.n)
+		}
+	}
+	// The dataplane's counters: frames went through, none was dropped.
+	if n := after["workers.rx_frames"] - before["workers.rx_frames"]; n < 1000 {
+		t.Errorf("workers took %d frames during the churn, want many", n)
+	}
+	for _, c := range dropCounters {
+		if n := after[c] - before[c]; n != 0 {
+			t.Errorf("%s: %d frames dropped during the churn", c, n)
+		}
+	}
+	t.Logf("frames: rx %d, tx %d, held %d (sent %d)",
+		after["workers.rx_frames"]-before["workers.rx_frames"], after["workers.tx_frames"]-before["workers.tx_frames"],
+		after["workers.held"]-before["workers.held"], after["workers.held_sent"]-before["workers.held_sent"])
+
+	// --save kept the rules file equal to the configuration.
+	resp, err := call(d.sock, request{Args: []string{"-S", "-n"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	file, err := os.ReadFile(rulesFileOf(t, d))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(file) != resp.Stdout {
+		t.Errorf("rules file after the churn:\n%s\nwant -S -n:\n%s", file, resp.Stdout)
+	}
+	for _, want := range []string{`msg="real server added"`, `msg="real server removed`, `msg="real server drained: weight 0"`,
+		`msg="service edited"`, `msg="rules saved"`} {
+		if !strings.Contains(d.Output.String(), want) {
+			t.Errorf("no %s in the daemon's log", want)
+		}
+	}
+}
+
+// dropCounters are every counter of `xlb --xlb-stats` that counts a
+// dropped or refused frame.
+var dropCounters = []string{
+	"xdp.malformed", "xdp.drop_other_host", "xdp.drop_l2_multicast", "xdp.drop_bad_checksum", "xdp.drop_martian",
+	"xdp.drop_syn_rate", "xdp.drop_syn_pressure", "xdp.pass_no_service",
+	"workers.malformed", "workers.no_service", "workers.no_dest", "workers.not_new", "workers.no_neighbour",
+	"workers.bad_desc", "workers.kick_errors", "workers.hold_expired", "workers.hold_full", "workers.link_down",
+	"workers.no_local_port", "workers.xmit_dropped", "workers.copy_no_frame", "workers.icmp_no_conn",
+	"workers.nodest_expired",
+	"sockets.rx_dropped", "sockets.rx_ring_full", "sockets.fill_ring_empty", "sockets.rx_invalid", "sockets.tx_invalid",
+}
+
+// daemonStats reads `xlb --xlb-stats` as section.name → value
+// ("workers.rx_frames", "xdp.redirect", "sockets.rx_dropped").
+func daemonStats(t *testing.T, d *xlbProc) map[string]uint64 {
+	t.Helper()
+	resp, err := call(d.sock, request{Args: []string{"--xlb-stats"}})
+	if err != nil || resp.Code != 0 {
+		t.Fatalf("--xlb-stats: %v %+v", err, resp)
+	}
+	m := map[string]uint64{}
+	section := ""
+	for _, l := range strings.Split(resp.Stdout, "\n") {
+		if l != "" && l[0] != ' ' {
+			section, _, _ = strings.Cut(l, " ")
+			section = strings.TrimSuffix(section, ":")
+			if section == "af_xdp" {
+				section = "sockets"
+			}
+			continue
+		}
+		f := strings.Fields(strings.ReplaceAll(l, ",", ""))
+		for i := 0; i+1 < len(f); i += 2 {
+			if n, err := strconv.ParseUint(f[i+1], 10, 64); err == nil {
+				m[section+"."+f[i]] = n
+			}
+		}
+	}
+	if _, ok := m["sockets.rx_dropped"]; !ok {
+		t.Fatalf("--xlb-stats without socket counters:\n%s", resp.Stdout)
+	}
+	return m
+}
+
+// rulesFileOf is the --rules file startXLBOn wrote for d.
+func rulesFileOf(t *testing.T, d *xlbProc) string {
+	t.Helper()
+	return strings.TrimSuffix(d.sock, "xlb.sock") + "rules"
+}
