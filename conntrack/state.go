@@ -249,9 +249,10 @@ func DefaultTimeouts() Timeouts {
 // normally shared by the tables of all workers.
 //
 // Writers publish an immutable copy through an atomic pointer; a table
-// picks the newest copy up at its next Expire call (a batch edge), so the
-// packet path reads only the table's own memory. As in IPVS, a new timeout
-// applies to an entry from its next packet or state change on.
+// picks the newest copy up at its next LookupBatch or Expire call (a
+// batch edge), so the packet path reads only the table's own memory. As
+// in IPVS, a new timeout applies to an entry from its next packet or
+// state change on.
 type Settings struct {
 	mu  sync.Mutex // serialises writers
 	cur atomic.Pointer[settingsVal]

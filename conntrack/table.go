@@ -442,6 +442,10 @@ const batchChunk = 64
 // the caller may create entries for the batch's misses before it has
 // updated the hits. (Reuse and Remove still remove what they are given.)
 func (t *Table) LookupBatch(keys []Key, now int64, hits []Hit) {
+	// A batch starts with the newest Settings (one atomic load): a
+	// worker that slept since its last Expire must not forward its first
+	// batch with a sysctl the control plane has changed meanwhile.
+	t.loadSettings()
 	var h [batchChunk]uint32
 	var acc uint64
 	m := t.mask

@@ -306,3 +306,142 @@ func rulesFileOf(t *testing.T, d *xlbProc) string {
 	t.Helper()
 	return strings.TrimSuffix(d.sock, "xlb.sock") + "rules"
 }
+
+// httpConn is a keep-alive HTTP connection through the VIP whose
+// requests must all be answered by the same real server.
+type httpConn struct {
+	c     net.Conn
+	br    *bufio.Reader
+	owner string
+}
+
+func dialHTTP(t *testing.T, env *testenv.Env) *httpConn {
+	t.Helper()
+	c, err := env.Client.DialContext(context.Background(), "tcp4", netip.AddrPortFrom(testenv.VIP, 80).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	h := &httpConn{c: c, br: bufio.NewReader(c)}
+	if err := h.get(3 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func (h *httpConn) get(timeout time.Duration) error {
+	h.c.SetDeadline(time.Now().Add(timeout))
+	if _, err := io.WriteString(h.c, "GET / HTTP/1.1\r\nHost: vip\r\n\r\n"); err != nil {
+		return err
+	}
+	resp, err := http.ReadResponse(h.br, nil)
+	if err != nil {
+		return err
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return err
+	}
+	if h.owner == "" {
+		h.owner = string(b)
+	} else if string(b) != h.owner {
+		return fmt.Errorf("answered by %s, was %s", b, h.owner)
+	}
+	return nil
+}
+
+// Weight 0 drains a real server: new connections go elsewhere, its
+// established ones continue. Removing one keeps its established
+// connections too, until `xlb sysctl net.ipv4.vs.expire_nodest_conn=1`:
+// then their next packet expires them (and is dropped), as in IPVS.
+func TestDrainAndExpireNodestConn(t *testing.T) {
+	testenv.RequireRoot(t)
+	env := testenv.New(t, testenv.DefaultOptions())
+	d := startXLB(t, env, drRules(env, "rr"))
+	if failed, err := checkTraffic(env, 10); failed != 0 {
+		t.Fatalf("%d requests failed: %v", failed, err)
+	}
+	vip := netip.AddrPortFrom(testenv.VIP, 80).String()
+	name := func(i int) string { return env.Reals[i].Name }
+	rs := func(i int) string { return netip.AddrPortFrom(env.Reals[i].Addr, 80).String() }
+	byOwner := map[string][]*httpConn{}
+	for range 6 {
+		h := dialHTTP(t, env)
+		byOwner[h.owner] = append(byOwner[h.owner], h)
+	}
+	for i := range 3 {
+		if len(byOwner[name(i)]) == 0 {
+			t.Fatalf("no connection on %s: %v", name(i), byOwner)
+		}
+	}
+	newOwners := func() map[string]int {
+		m := map[string]int{}
+		c := env.Client.HTTPClient(false, 3*time.Second)
+		for i := 0; i < 12; i++ {
+			s, err := testenv.Get(c, "http://"+vip+"/")
+			if err != nil {
+				t.Fatalf("new request %d: %v", i, err)
+			}
+			m[s]++
+		}
+		return m
+	}
+	mustAnswer := func(when string, owners ...int) {
+		t.Helper()
+		for _, o := range owners {
+			for j, h := range byOwner[name(o)] {
+				if err := h.get(3 * time.Second); err != nil {
+					t.Fatalf("%s: connection %d on %s: %v", when, j, name(o), err)
+				}
+			}
+		}
+	}
+
+	if _, err := d.ctl("-e", "-t", vip, "-r", rs(1), "-g", "-w", "0"); err != nil {
+		t.Fatal(err)
+	}
+	if m := newOwners(); m[name(1)] != 0 || m[name(0)] == 0 || m[name(2)] == 0 {
+		t.Errorf("new connections with %s at weight 0: %v", name(1), m)
+	}
+	mustAnswer("drained", 0, 1, 2)
+
+	if _, err := d.ctl("-d", "-t", vip, "-r", rs(2)); err != nil {
+		t.Fatal(err)
+	}
+	if m := newOwners(); m[name(2)] != 0 || m[name(1)] != 0 || m[name(0)] != 12 {
+		t.Errorf("new connections with %s removed and %s drained: %v", name(2), name(1), m)
+	}
+	mustAnswer("removed, expire_nodest_conn off", 0, 1, 2)
+
+	out, err := d.ctl("sysctl", "net.ipv4.vs.expire_nodest_conn=1")
+	if err != nil || out != "net.ipv4.vs.expire_nodest_conn = 1\n" {
+		t.Fatalf("xlb sysctl: %q, %v", out, err)
+	}
+	before := daemonStats(t, d)["workers.nodest_expired"]
+	for j, h := range byOwner[name(2)] {
+		if err := h.get(time.Second); err == nil {
+			t.Errorf("connection %d on removed %s still answered with expire_nodest_conn on", j, name(2))
+		}
+	}
+	if n := daemonStats(t, d)["workers.nodest_expired"] - before; n < uint64(len(byOwner[name(2)])) {
+		t.Errorf("nodest_expired grew by %d, want at least %d", n, len(byOwner[name(2)]))
+	}
+	mustAnswer("expire_nodest_conn on", 0, 1) // weight 0 is not removed
+	if l, err := d.ctl("-L", "-n", "-c"); err != nil {
+		t.Error(err)
+	} else {
+		for _, line := range strings.Split(l, "\n") {
+			if strings.Contains(line, "ESTABLISHED") && strings.HasSuffix(strings.TrimSpace(line), " "+rs(2)) {
+				t.Errorf("expired connection still listed: %s", line)
+			}
+		}
+	}
+	out, err = d.ctl("sysctl")
+	if err != nil || !strings.Contains(out, "net.ipv4.vs.expire_nodest_conn = 1\nnet.ipv4.vs.expire_quiescent_template = 0\n") {
+		t.Errorf("xlb sysctl: %q, %v", out, err)
+	}
+	if !strings.Contains(d.Output.String(), "expire_nodest_conn=true") {
+		t.Error("the sysctl change is not logged")
+	}
+}
