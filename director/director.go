@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -143,10 +144,50 @@ func (d *Director) Change(reason string, fn func(next *ipvs.Config) error) error
 	if next.Timeouts == (ipvs.Timeouts{}) {
 		next.Timeouts = ipvs.DefaultTimeouts
 	}
-	if err := next.Validate(); err != nil {
+	if err := validate(cur, next); err != nil {
 		return err
 	}
 	return d.publish(reason, cur, next)
+}
+
+// validate checks next whole, as ipvs.Config.Validate does, knowing that
+// cur is valid: a service equal to cur's of the same key needs no second
+// look. What is not a service (the timeouts, …) is validated as it is;
+// each other service alone, in a configuration of its own, and the keys
+// for duplicates. That keeps a one-service change O(that service) rather
+// than O(services²), the cost of Validate's replay (1,000 services of 10
+// destinations: about 100 ms per change instead of under 1 ms).
+func validate(cur, next *ipvs.Config) error {
+	rest := *next
+	rest.Services = nil
+	if err := rest.Validate(); err != nil {
+		return err
+	}
+	old := make(map[ipvs.ServiceKey]*ipvs.Service, len(cur.Services))
+	for i := range cur.Services {
+		old[cur.Services[i].Key] = &cur.Services[i]
+	}
+	seen := make(map[ipvs.ServiceKey]bool, len(next.Services))
+	for i := range next.Services {
+		s := &next.Services[i]
+		if seen[s.Key] {
+			return ipvs.ErrServiceExists
+		}
+		seen[s.Key] = true
+		if o := old[s.Key]; o != nil && sameService(o, s) {
+			continue
+		}
+		one := ipvs.Config{Services: []ipvs.Service{*s}, Timeouts: next.Timeouts}
+		if err := one.Validate(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sameService tells whether a and b are equal, destinations and all.
+func sameService(a, b *ipvs.Service) bool {
+	return a.Key == b.Key && sameSettings(a, b) && slices.Equal(a.Dests, b.Dests)
 }
 
 // Replace makes cfg the operator configuration, as `ipvsadm -C; ipvsadm

@@ -101,6 +101,18 @@ func TestRefusedChangeChangesNothing(t *testing.T) {
 	}); !errors.Is(err, ipvs.ErrRange) {
 		t.Errorf("invalid weight: %v, want %v", err, ipvs.ErrRange)
 	}
+	if err := d.Change("by hand", func(next *ipvs.Config) error {
+		next.Services = append(next.Services, next.Services[0]) // defined twice
+		return nil
+	}); !errors.Is(err, ipvs.ErrServiceExists) {
+		t.Errorf("a service defined twice: %v, want %v", err, ipvs.ErrServiceExists)
+	}
+	if err := d.Change("by hand", func(next *ipvs.Config) error {
+		next.Timeouts.TCP = ipvs.MaxTimeout + 1
+		return nil
+	}); !errors.Is(err, ipvs.ErrInvalid) {
+		t.Errorf("timeout out of range: %v, want %v", err, ipvs.ErrInvalid)
+	}
 	fdp.refuse = true
 	if err := d.Change("ipvsadm -a", addDest(netip.MustParseAddrPort("198.18.0.13:80"), 1)); err == nil {
 		t.Error("a change the dataplane refused succeeded")

@@ -32,9 +32,12 @@
 // timeouts, the sysctls, a reload and a save. It never logs per packet:
 // it is not on the packet path.
 //
-// Cost: a change clones and validates the whole configuration and the
-// dataplane diffs it against the running one, O(services + destinations)
-// per change. At 1,000 services of 10 destinations that is well under a
-// millisecond of the director's time; the workers keep forwarding
+// Cost: a change clones the whole configuration, validates the services
+// it changed (and the rest that is not a service) and the dataplane diffs
+// it against the running one. Measured with BenchmarkChange on the
+// shared 2-core test machine, the Director's part of one -e is 0.06 ms at
+// 10 services of 10 destinations, 16 ms at 1,000 of 10 and 100 ms at 100
+// of 1,000; --save adds the rules file's formatting and fsync (20 ms at
+// the smallest size, most of it the fsync). The workers keep forwarding
 // meanwhile and take the new snapshot at their next batch.
 package director

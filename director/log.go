@@ -23,6 +23,9 @@ func logDiff(log *slog.Logger, reason string, cur, next *ipvs.Config) {
 		s := &next.Services[i]
 		o := old[s.Key]
 		delete(old, s.Key)
+		if o != nil && sameService(o, s) {
+			continue
+		}
 		name := svcName(s.Key)
 		if o == nil {
 			log.Info("service added", "service", name, "scheduler", s.Sched, "persistent", s.Persistent, "reason", reason)
