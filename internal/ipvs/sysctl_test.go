@@ -2,6 +2,7 @@ package ipvs
 
 import (
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -33,4 +34,33 @@ func TestSysctlsLines(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("Lines() = %q, want %q", got, want)
 	}
+}
+
+// Set never panics, changes nothing when it refuses, and what Lines
+// prints sets the same values again.
+func FuzzSysctlsSet(f *testing.F) {
+	for _, s := range []string{"net.ipv4.vs.expire_nodest_conn=1", "expire_quiescent_template = 0", "net/ipv4/vs/expire_nodest_conn=-1",
+		"=", "net.ipv4.vs.expire_nodest_conn=99999999999", "x=1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		s := Sysctls{ExpireQuiescentTemplate: true}
+		before := s
+		if err := s.Set(in); err != nil {
+			if s != before {
+				t.Fatalf("refused Set(%q) changed %+v to %+v", in, before, s)
+			}
+			return
+		}
+		var again Sysctls
+		for _, l := range s.Lines() {
+			name, val, _ := strings.Cut(l, " = ")
+			if err := again.Set(name + "=" + val); err != nil {
+				t.Fatalf("Set(%q) from Lines: %v", l, err)
+			}
+		}
+		if again != s {
+			t.Fatalf("Lines of %+v set %+v", s, again)
+		}
+	})
 }
