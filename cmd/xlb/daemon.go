@@ -38,7 +38,7 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	var ifaces ifaceList
 	fs.Var(&ifaces, "iface", "network interface to balance on (required); repeatable, for a two-armed director: a frame leaves by the interface the route to its next hop names")
 	rules := fs.String("rules", "", "rules file in ipvsadm save format (- for stdin); SIGHUP reloads it")
-	save := fs.Bool("save", false, "write the rules back to --rules FILE on every change (ipvsadm -S -n, atomically), so a restart comes back the same")
+	save := fs.Bool("save", false, "write the rules back to --rules FILE on every change (ipvsadm -S -n form, atomically; comments are not kept), so a restart comes back the same")
 	expireNodest := fs.Bool("expire-nodest-conn", false, "set net.ipv4.vs.expire_nodest_conn: a packet of a connection to a removed real server expires it (xlb sysctl changes it at run time)")
 	queues := fs.Int("queues", 0, "RX queues to serve from queue 0 (0: all)")
 	conns := fs.Int("conns", 1<<20, "connection entries per queue (checked against available memory)")
