@@ -365,8 +365,7 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) error {
 			svc.trash = append(svc.trash, dst)
 		}
 		clear(svc.dests)
-		st.dying[k] = svc
-		d.opts.Logger.Info("service deleted: its connections drain", "service", k.Addr, "port", k.Port)
+		st.dying[k] = svc // logged by the caller (package director), with the reason
 	}
 	st.services = next
 	st.cfg = *cfg
