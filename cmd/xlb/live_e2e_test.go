@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,8 +40,11 @@ func TestLiveUpdatesUnderLoad(t *testing.T) {
 	vip := netip.AddrPortFrom(testenv.VIP, 80)
 	rules := drRules(env, "rr")
 	d := startXLB(t, env, rules, "--save")
+	var took []time.Duration // of each change, as the client sees it
 	ctl := func(stdin string, args ...string) error {
+		t0 := time.Now()
 		resp, err := call(d.sock, request{Args: args, Stdin: stdin})
+		took = append(took, time.Since(t0))
 		if err == nil && resp.Code != 0 {
 			err = fmt.Errorf("exit %d: %s", resp.Code, resp.Stderr)
 		}
@@ -200,6 +204,7 @@ func TestLiveUpdatesUnderLoad(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	churn := time.Since(start)
+	slices.Sort(took)
 	// Keep the load a little past the last change, then stop it.
 	time.Sleep(300 * time.Millisecond)
 	stop()
@@ -216,8 +221,9 @@ func TestLiveUpdatesUnderLoad(t *testing.T) {
 		}
 	}
 	after := daemonStats(t, d)
-	t.Logf("%d changes in %v; %d requests, %d failed; %d long-lived connections, %d broken",
-		changes, churn.Round(time.Millisecond), requests.Load(), failed.Load(), nLong, broken.Load())
+	t.Logf("%d changes in %v (each %v median, %v max, --save included); %d requests, %d failed; %d long-lived connections, %d broken",
+		changes, churn.Round(time.Millisecond), took[len(took)/2].Round(10*time.Microsecond), took[len(took)-1].Round(10*time.Microsecond),
+		requests.Load(), failed.Load(), nLong, broken.Load())
 	if failed.Load() != 0 || broken.Load() != 0 {
 		t.Errorf("%d of %d requests failed, %d of %d long-lived connections broke; first: %v",
 			failed.Load(), requests.Load(), broken.Load(), nLong, firstErr.Load())
