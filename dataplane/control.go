@@ -279,6 +279,21 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) error {
 	// 3. Nothing fails from here on.
 	fwd := slices.Clone(*d.fwd.Load())
 	next := map[ipvs.ServiceKey]*svcState{}
+	// The schedulers the workers run now learn their new destinations
+	// last, after the forwarding entries and the policies that know
+	// those destinations' methods are published: a worker that schedules
+	// a new destination then binds it with its own method, unless it is
+	// in the middle of a batch begun on the old configuration (a window of
+	// one batch, microseconds).
+	type schedUpdate struct {
+		scheds []sched.Scheduler
+		order  []*sched.Dest
+	}
+	var updates []schedUpdate
+	// gone are the destinations removed now: unavailable (for
+	// expire_nodest_conn and persistence templates) only once no
+	// scheduler offers them any more.
+	var gone []*sched.Dest
 	for _, p := range plans {
 		svc := p.svc
 		if p.fresh {
@@ -336,15 +351,21 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) error {
 			if !keep[ap] {
 				delete(st.base, dst)
 				delete(st.est, dst)
-				dst.SetAvailable(false)
+				gone = append(gone, dst)
 				st.removed = append(st.removed, dst)
 				svc.trash = append(svc.trash, dst)
 				delete(svc.dests, ap)
 			}
 		}
 		slices.Reverse(order) // IPVS lists destinations newest first
-		for _, sc := range svc.scheds {
-			sc.Update(order)
+		if p.scheds != nil {
+			// New instances: no worker sees them before the new
+			// configuration, which must find them ready.
+			for _, sc := range svc.scheds {
+				sc.Update(order)
+			}
+		} else {
+			updates = append(updates, schedUpdate{svc.scheds, order})
 		}
 		next[svc.spec.Key] = svc
 	}
@@ -360,7 +381,7 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) error {
 		for _, dst := range svc.dests {
 			delete(st.base, dst)
 			delete(st.est, dst)
-			dst.SetAvailable(false)
+			gone = append(gone, dst)
 			st.removed = append(st.removed, dst)
 			svc.trash = append(svc.trash, dst)
 		}
@@ -414,6 +435,14 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) error {
 			wc.services[makeSvcKey(svc.spec.Key)] = ws
 		}
 		w.cfg.Store(wc)
+	}
+	for _, u := range updates {
+		for _, sc := range u.scheds {
+			sc.Update(u.order)
+		}
+	}
+	for _, dst := range gone {
+		dst.SetAvailable(false)
 	}
 	d.syncReals()
 	d.syncLocals(laddrs)
