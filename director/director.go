@@ -203,29 +203,61 @@ func (d *Director) Replace(reason string, cfg *ipvs.Config) error {
 // SetDestState puts an overlay on real server dest of service svc, or
 // takes it off (DestUp). It composes over whatever the operator
 // configures: an overlay on a real server the operator has not
-// configured (yet) waits, and applies when it is added. The operator
-// configuration, and so the rules file, keep the configured weight.
-// A dataplane refusal is returned, and the overlay is not changed.
+// configured (yet) waits, and applies when it is added; it stays until
+// set to DestUp, so a checker that stops checking a server sets it up.
+// The operator configuration, and so the rules file, keep the
+// configured weight. A dataplane refusal is returned, and the overlay is
+// not changed.
 func (d *Director) SetDestState(svc ipvs.ServiceKey, dest netip.AddrPort, st DestState) error {
-	if st > DestRemoved {
-		return fmt.Errorf("set state of %v: invalid state %d", dest, st)
+	return d.SetDestStates([]DestChange{{Service: svc, Dest: dest, State: st}})
+}
+
+// DestChange is one overlay change for SetDestStates.
+type DestChange struct {
+	Service ipvs.ServiceKey
+	Dest    netip.AddrPort
+	State   DestState
+}
+
+// SetDestStates makes several overlay changes in one Apply, all or
+// none: a health checker batches what one check round found (seesaw's
+// notifications), so that 50 servers failing together cost one
+// configuration swap, not 50.
+func (d *Director) SetDestStates(changes []DestChange) error {
+	for _, c := range changes {
+		if c.State > DestRemoved {
+			return fmt.Errorf("set state of %v: invalid state %d", c.Dest, c.State)
+		}
 	}
-	svc = canonical(svc)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	r := destRef{svc, dest}
-	old := d.overlay[r]
-	if old == st {
+	type undo struct {
+		r  destRef
+		st DestState
+	}
+	var undos []undo
+	for _, c := range changes {
+		r := destRef{canonical(c.Service), c.Dest}
+		if old := d.overlay[r]; old != c.State {
+			undos = append(undos, undo{r, old})
+			d.setOverlay(r, c.State)
+		}
+	}
+	if len(undos) == 0 {
 		return nil
 	}
-	d.setOverlay(r, st)
 	cur := d.cfg.Load()
 	if err := d.publish("", cur, cur); err != nil {
-		d.setOverlay(r, old)
+		for i := len(undos) - 1; i >= 0; i-- {
+			d.setOverlay(undos[i].r, undos[i].st)
+		}
 		return err
 	}
-	if s := cur.Service(svc); s != nil && s.Dest(dest) != nil {
-		d.log.Info("real server "+st.String(), "service", svcName(svc), "dest", dest, "state", st.String())
+	for _, u := range undos {
+		if s := cur.Service(u.r.svc); s != nil && s.Dest(u.r.dest) != nil {
+			st := d.overlay[u.r]
+			d.log.Info("real server "+st.String(), "service", svcName(u.r.svc), "dest", u.r.dest, "state", st.String(), "was", u.st.String())
+		}
 	}
 	return nil
 }

@@ -376,3 +376,34 @@ func TestReplace(t *testing.T) {
 		t.Error("Replace kept the caller's configuration, which the caller may change")
 	}
 }
+
+// A batch of overlay changes is one Apply, all or none.
+func TestSetDestStatesBatch(t *testing.T) {
+	d, fdp, _ := newTest(t, DefaultOptions())
+	n := len(fdp.applied)
+	both := []DestChange{{vip, rs1, DestInhibited}, {vip, rs2, DestRemoved}}
+	fdp.refuse = true
+	if err := d.SetDestStates(both); err == nil {
+		t.Fatal("refused batch succeeded")
+	}
+	fdp.refuse = false
+	if d.DestState(vip, rs1) != DestUp || d.DestState(vip, rs2) != DestUp {
+		t.Fatal("a refused batch left overlays")
+	}
+	if err := d.SetDestStates(both); err != nil {
+		t.Fatal(err)
+	}
+	if len(fdp.applied) != n+1 {
+		t.Errorf("%d applies for one batch, want 1", len(fdp.applied)-n)
+	}
+	a := d.Applied().Service(vip)
+	if a.Dest(rs1).Weight != 0 || a.Dest(rs2) != nil {
+		t.Errorf("after the batch: %+v", a.Dests)
+	}
+	if err := d.SetDestStates(both); err != nil || len(fdp.applied) != n+1 {
+		t.Errorf("a batch that changes nothing applied (%v, %d applies)", err, len(fdp.applied)-n)
+	}
+	if err := d.SetDestStates([]DestChange{{vip, rs1, DestState(9)}}); err == nil {
+		t.Error("invalid state accepted")
+	}
+}
