@@ -374,11 +374,15 @@ func canonical(k ipvs.ServiceKey) ipvs.ServiceKey {
 // temporary file in the same directory, synced, then renamed over path
 // and the directory synced, so that a crash at any point leaves either
 // the old file or the new one whole. The file keeps path's permissions
-// if it exists (0644 otherwise).
+// if it exists (0644 otherwise); a symbolic link is followed.
 func WriteRulesFile(path string, cfg *ipvs.Config) (err error) {
 	var b bytes.Buffer
 	if err := ipvsadm.WriteSave(&b, cfg, true); err != nil {
 		return fmt.Errorf("format rules: %w", err)
+	}
+	// A symbolic link stays one: the file it names is replaced.
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		path = real
 	}
 	mode := os.FileMode(0o644)
 	if fi, err := os.Stat(path); err == nil {

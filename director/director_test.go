@@ -407,3 +407,31 @@ func TestSetDestStatesBatch(t *testing.T) {
 		t.Error("invalid state accepted")
 	}
 }
+
+// A rules file reached through a symbolic link: the link stays, the file
+// it names is rewritten.
+func TestRulesFileSymlink(t *testing.T) {
+	dir := t.TempDir()
+	real := filepath.Join(dir, "real.rules")
+	link := filepath.Join(dir, "rules")
+	if err := os.WriteFile(real, []byte(rules), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	d, _, _ := newTest(t, Options{RulesFile: link})
+	if err := d.Change("ipvsadm -d", func(c *ipvs.Config) error { return c.DeleteDest(vip, rs2) }); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Fatalf("the link was replaced: %v %v", fi.Mode(), err)
+	}
+	b, err := os.ReadFile(real)
+	if err != nil || string(b) != saved(t, d.Config()) {
+		t.Errorf("linked file:\n%s (%v)\nwant\n%s", b, err, saved(t, d.Config()))
+	}
+	if fi, _ := os.Stat(real); fi.Mode().Perm() != 0o600 {
+		t.Errorf("mode %v, want 0600 kept", fi.Mode().Perm())
+	}
+}
