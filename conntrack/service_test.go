@@ -407,3 +407,49 @@ func TestOnePacketPersistent(t *testing.T) {
 	}
 	f.checkCounts(t)
 }
+
+// expire_nodest_conn: off, a connection whose destination was removed
+// keeps it; on, its next client packet expires it (the caller drops the
+// packet) and the next lookup finds nothing, while connections to
+// available destinations and weight-0 (drained) ones continue.
+func TestExpireNodestConn(t *testing.T) {
+	for _, expire := range []bool{false, true} {
+		f := newFixture(t, 64, 3, nil)
+		svc := f.service(t, nil)
+		f.t.settings.SetExpireNodestConn(expire)
+		f.t.Expire(f.clk.now, 0)
+		var keys [3]Key
+		var conns [3]Conn
+		for i := range keys {
+			keys[i] = keyFrom("172.16.0.1", uint16(1000+i), "192.168.1.10", 80)
+			conns[i], _ = f.t.NewConn(svc, &keys[i], syn, f.clk.now)
+		}
+		conns[0].Dest.SetAvailable(false) // ipvsadm -d
+		conns[1].Dest.SetWeight(0)        // ipvsadm -e -w 0: drains
+		now := f.clk.advance(time.Millisecond)
+		for i, k := range keys {
+			e, _ := f.t.Lookup(&k, now)
+			if e == nil {
+				t.Fatalf("expire=%v: conn %d lost", expire, i)
+			}
+			got := f.t.ExpireNodest(e, now)
+			if want := expire && i == 0; got != want {
+				t.Errorf("expire=%v: ExpireNodest(conn %d) = %v, want %v", expire, i, got, want)
+			}
+			if got && !f.t.ExpireNodest(e, now) {
+				t.Errorf("expire=%v: a second packet of the batch was not dropped", expire)
+			}
+		}
+		now = f.clk.advance(time.Millisecond)
+		for i, k := range keys {
+			e, _ := f.t.Lookup(&k, now)
+			if gone := e == nil; gone != (expire && i == 0) {
+				t.Errorf("expire=%v: conn %d gone = %v", expire, i, gone)
+			}
+		}
+		f.checkCounts(t)
+		if n := conns[0].Dest.ActiveConns() + conns[0].Dest.InactConns(); expire && n != 0 {
+			t.Errorf("expired connection still counted on its destination: %d", n)
+		}
+	}
+}

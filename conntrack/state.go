@@ -249,9 +249,10 @@ func DefaultTimeouts() Timeouts {
 // normally shared by the tables of all workers.
 //
 // Writers publish an immutable copy through an atomic pointer; a table
-// picks the newest copy up at its next Expire call (a batch edge), so the
-// packet path reads only the table's own memory. As in IPVS, a new timeout
-// applies to an entry from its next packet or state change on.
+// picks the newest copy up at its next LookupBatch or Expire call (a
+// batch edge), so the packet path reads only the table's own memory. As
+// in IPVS, a new timeout applies to an entry from its next packet or
+// state change on.
 type Settings struct {
 	mu  sync.Mutex // serialises writers
 	cur atomic.Pointer[settingsVal]
@@ -262,6 +263,9 @@ type settingsVal struct {
 	// expireQuiescent is the expire_quiescent_template sysctl: a
 	// template whose destination has weight 0 is invalid.
 	expireQuiescent bool
+	// expireNodest is the expire_nodest_conn sysctl (see
+	// Table.ExpireNodest).
+	expireNodest bool
 	// secureTCP selects the secure_tcp state tables.
 	secureTCP bool
 	// sloppyTCP is the sloppy_tcp sysctl: schedule TCP on any segment,
@@ -319,6 +323,11 @@ func (s *Settings) SetAllTimeouts(t Timeouts) { s.update(func(v *settingsVal) { 
 // SetExpireQuiescentTemplate sets the expire_quiescent_template sysctl.
 func (s *Settings) SetExpireQuiescentTemplate(on bool) {
 	s.update(func(v *settingsVal) { v.expireQuiescent = on })
+}
+
+// SetExpireNodestConn sets the expire_nodest_conn sysctl.
+func (s *Settings) SetExpireNodestConn(on bool) {
+	s.update(func(v *settingsVal) { v.expireNodest = on })
 }
 
 // SetSecureTCP sets the secure_tcp defense (the tcp_states_dos tables).

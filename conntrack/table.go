@@ -442,6 +442,10 @@ const batchChunk = 64
 // the caller may create entries for the batch's misses before it has
 // updated the hits. (Reuse and Remove still remove what they are given.)
 func (t *Table) LookupBatch(keys []Key, now int64, hits []Hit) {
+	// A batch starts with the newest Settings (one atomic load): a
+	// worker that slept since its last Expire must not forward its first
+	// batch with a sysctl the control plane has changed meanwhile.
+	t.loadSettings()
 	var h [batchChunk]uint32
 	var acc uint64
 	m := t.mask
@@ -947,6 +951,27 @@ func (t *Table) Reuse(e *Entry, tcpFlags uint8) bool {
 	}
 	t.c.Reused++
 	t.remove(t.indexOf(e), false)
+	return true
+}
+
+// ExpireNodest applies the expire_nodest_conn sysctl to e, the
+// connection a client's packet matched: when the sysctl is set and e's
+// destination is no longer available (removed from its service, in the
+// trash), it expires e now and returns true, and the caller drops the
+// packet, as ip_vs_in does ("try to expire the connection immediately").
+// The entry stays valid for the rest of the batch (later packets of the
+// batch are dropped the same way) and the next lookup or sweep removes
+// it: the client's next segment finds no connection. Otherwise it returns
+// false and e keeps its destination until it ends. One load of a flag
+// when the sysctl is off.
+func (t *Table) ExpireNodest(e *Entry, now int64) bool {
+	if !t.cur.expireNodest || e.flags&fTemplate != 0 {
+		return false
+	}
+	if d := t.reg.Get(e.dest); d != nil && d.Available() {
+		return false
+	}
+	e.expires = min(e.expires, now)
 	return true
 }
 

@@ -307,6 +307,21 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) (err error) {
 	// 3. Nothing fails from here on.
 	fwd := slices.Clone(*d.fwd.Load())
 	next := map[ipvs.ServiceKey]*svcState{}
+	// The schedulers the workers run now learn their new destinations
+	// last, after the forwarding entries and the policies that know
+	// those destinations' methods are published: a worker that schedules
+	// a new destination then binds it with its own method, unless it is
+	// in the middle of a batch begun on the old configuration (a window of
+	// one batch, microseconds).
+	type schedUpdate struct {
+		scheds []sched.Scheduler
+		steps  [][]*sched.Dest // kernelSteps: the states sequential commands pass through
+	}
+	var updates []schedUpdate
+	// gone are the destinations removed now: unavailable (for
+	// expire_nodest_conn and persistence templates) only once no
+	// scheduler offers them any more.
+	var gone []*sched.Dest
 	for _, p := range plans {
 		svc := p.svc
 		if p.fresh {
@@ -368,7 +383,7 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) (err error) {
 			if !keep[ap] {
 				delete(st.base, dst)
 				delete(st.est, dst)
-				dst.SetAvailable(false)
+				gone = append(gone, dst)
 				st.removed = append(st.removed, dst)
 				svc.trash = append(svc.trash, dst)
 				delete(svc.dests, ap)
@@ -376,8 +391,14 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) (err error) {
 		}
 		slices.Reverse(order) // IPVS lists destinations newest first
 		steps := kernelSteps(prev, order)
-		for _, sc := range svc.scheds {
-			sched.UpdateSteps(sc, steps)
+		if p.scheds != nil {
+			// New instances: no worker sees them before the new
+			// configuration, which must find them ready.
+			for _, sc := range svc.scheds {
+				sched.UpdateSteps(sc, steps)
+			}
+		} else {
+			updates = append(updates, schedUpdate{svc.scheds, steps})
 		}
 		next[svc.spec.Key] = svc
 	}
@@ -393,13 +414,12 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) (err error) {
 		for _, dst := range svc.dests {
 			delete(st.base, dst)
 			delete(st.est, dst)
-			dst.SetAvailable(false)
+			gone = append(gone, dst)
 			st.removed = append(st.removed, dst)
 			svc.trash = append(svc.trash, dst)
 		}
 		clear(svc.dests)
-		st.dying[k] = svc
-		d.opts.Logger.Info("service deleted: its connections drain", "service", k.Addr, "port", k.Port)
+		st.dying[k] = svc // logged by the caller (package director), with the reason
 	}
 	st.services = next
 	st.cfg = *cfg
@@ -448,6 +468,14 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) (err error) {
 			wc.services[makeSvcKey(svc.spec.Key)] = ws
 		}
 		w.cfg.Store(wc)
+	}
+	for _, u := range updates {
+		for _, sc := range u.scheds {
+			sched.UpdateSteps(sc, u.steps)
+		}
+	}
+	for _, dst := range gone {
+		dst.SetAvailable(false)
 	}
 	d.syncReals()
 	d.syncLocals(laddrs)
@@ -814,4 +842,11 @@ func (st *controlState) inUse() int {
 		n += len(svc.dests)
 	}
 	return n
+}
+
+// SetSysctls sets the IPVS sysctls the connection tables implement;
+// every worker takes them at its next batch edge.
+func (d *Dataplane) SetSysctls(s ipvs.Sysctls) {
+	d.ctSettings.SetExpireNodestConn(s.ExpireNodestConn)
+	d.ctSettings.SetExpireQuiescentTemplate(s.ExpireQuiescentTemplate)
 }

@@ -43,6 +43,7 @@ const (
 	ICMPNoConn                   // ICMP error steered by XDP whose quoted flow matches no connection: dropped
 	LocalInjected                // frame of a connection to a Local destination written to the local delivery tap
 	LocalDropped                 // dropped: no local delivery tap, or writing to it failed
+	NodestExpired                // dropped: its connection's real server was removed and expire_nodest_conn expired it
 	numCounters
 )
 
@@ -55,6 +56,7 @@ var counterNames = [numCounters]string{
 	"copied", "copy_no_frame",
 	"icmp_forwarded", "icmp_no_conn",
 	"local_injected", "local_dropped",
+	"nodest_expired",
 }
 
 func (c Counter) String() string {

@@ -524,7 +524,9 @@ func (r *resolver) note(a netip.Addr, res resolution, now time.Time, cur []destF
 	}
 	switch {
 	case res.ok:
-		if st.logged {
+		// Once per change: a destination's first resolution, and its
+		// recovery after it was logged unresolved.
+		if st.logged || !st.known {
 			r.logf(slog.LevelInfo, "destination resolved", "dest", a, "mac", macString(res.mac))
 		}
 		st.logged = false

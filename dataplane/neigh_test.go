@@ -226,7 +226,10 @@ func TestResolverUnroutable(t *testing.T) {
 	if !e.fwd[2].macOK || e.fwd[2].mac != mac(2) {
 		t.Errorf("after its route returned: fwd %+v, want resolved", e.fwd[2])
 	}
-	if n := strings.Count(e.logs.String(), "destination resolved"); n != 1 {
+	if n := strings.Count(e.logs.String(), "destination resolved"); n != 2 {
+		t.Errorf("logged the first resolution and the recovery %d times, want twice:\n%s", n, e.logs)
+	}
+	if n := strings.Count(e.logs.String(), "msg=\"destination resolved\" dest="+destAddr(2).String()); n != 1 {
 		t.Errorf("logged the recovery %d times, want once:\n%s", n, e.logs)
 	}
 	if st := e.r.snapshot(); st.Unresolved != 0 || len(st.List) != 0 {

@@ -153,6 +153,7 @@ var counterSeries = [numCounters]struct {
 	ICMPNoConn:    {descDrops, "icmp_no_conn"},
 	LocalInjected: {descLocalInj, ""},
 	LocalDropped:  {descDrops, "local_dropped"},
+	NodestExpired: {descDrops, "nodest_expired"},
 }
 
 // Kind is the counter's kind: TxBacklog and SYNLevel are levels.

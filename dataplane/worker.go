@@ -553,6 +553,9 @@ func (w *worker) handle(f *modes.Frame, m *packet.Meta, key *conntrack.Key, hit 
 		}
 	} else if dir == conntrack.DirOutput {
 		w.stats.local[ReplyHit]++
+	} else if w.ct.ExpireNodest(e, now) {
+		w.stats.local[NodestExpired]++
+		return false
 	} else {
 		w.stats.local[ConnHit]++
 	}

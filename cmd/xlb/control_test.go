@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/xlbproject/xlb/bpf"
 	"github.com/xlbproject/xlb/dataplane"
+	"github.com/xlbproject/xlb/director"
 	"github.com/xlbproject/xlb/internal/ipvs"
 	"github.com/xlbproject/xlb/internal/ipvsadm"
 	"github.com/xlbproject/xlb/testenv"
@@ -45,7 +47,8 @@ func (f *fakeDataplane) Apply(*ipvs.Config) error {
 	f.applied++
 	return nil
 }
-func (f *fakeDataplane) Zero(*ipvs.ServiceKey) {}
+func (f *fakeDataplane) SetSysctls(ipvs.Sysctls) {}
+func (f *fakeDataplane) Zero(*ipvs.ServiceKey)   {}
 func (f *fakeDataplane) DestStats(ipvs.ServiceKey, netip.AddrPort) (dataplane.DestStats, bool) {
 	return dataplane.DestStats{}, false
 }
@@ -65,7 +68,7 @@ func testServer(t *testing.T, sock string, gid int) (*server, *fakeDataplane) {
 		t.Fatal(err)
 	}
 	fdp := &fakeDataplane{}
-	s := &server{dp: fdp, cfg: cfg, gid: gid}
+	s := newServer(t, fdp, cfg, gid)
 	ln, err := listenControl(sock, gid)
 	if err != nil {
 		t.Fatal(err)
@@ -81,6 +84,19 @@ func testServer(t *testing.T, sock string, gid int) (*server, *fakeDataplane) {
 		<-done
 	})
 	return s, fdp
+}
+
+// newServer is a server of fdp with configuration cfg.
+func newServer(tb testing.TB, fdp *fakeDataplane, cfg *ipvs.Config, gid int) *server {
+	tb.Helper()
+	refuse := fdp.refuse
+	fdp.refuse = false
+	dir, err := director.New(fdp, cfg, director.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	fdp.refuse = refuse
+	return &server{dp: fdp, dir: dir, gid: gid}
 }
 
 func save(t *testing.T, sock string) string {
@@ -195,9 +211,7 @@ func TestConcurrentClients(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	s.mu.RLock()
-	got := len(s.cfg.Services[0].Dests)
-	s.mu.RUnlock()
+	got := len(s.dir.Config().Services[0].Dests)
 	if got != 1+added {
 		t.Errorf("after %d accepted -a, the service has %d destinations, want %d", added, got, 1+added)
 	}
@@ -298,16 +312,16 @@ func FuzzDecodeRequest(f *testing.F) {
 		if err != nil {
 			return
 		}
-		s := &server{dp: &fakeDataplane{refuse: len(b)%3 == 0}, cfg: cfg.Clone(), gid: -1}
+		s := newServer(t, &fakeDataplane{refuse: len(b)%3 == 0}, cfg.Clone(), -1)
 		var before bytes.Buffer
-		ipvsadm.WriteSave(&before, s.cfg, true)
+		ipvsadm.WriteSave(&before, s.dir.Config(), true)
 		resp := s.handleSafe(req)
 		if strings.Contains(resp.Stderr, "internal error") {
 			t.Fatalf("request %q panicked: %s", b, resp.Stderr)
 		}
 		if resp.Code != 0 {
 			var after bytes.Buffer
-			ipvsadm.WriteSave(&after, s.cfg, true)
+			ipvsadm.WriteSave(&after, s.dir.Config(), true)
 			if after.String() != before.String() {
 				t.Fatalf("refused request %q changed the configuration:\n%s", b, after.String())
 			}

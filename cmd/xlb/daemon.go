@@ -17,6 +17,7 @@ import (
 
 	"github.com/xlbproject/xlb/conntrack"
 	"github.com/xlbproject/xlb/dataplane"
+	"github.com/xlbproject/xlb/director"
 	"github.com/xlbproject/xlb/internal/ipvs"
 	"github.com/xlbproject/xlb/internal/ipvsadm"
 )
@@ -38,6 +39,8 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	var ifaces ifaceList
 	fs.Var(&ifaces, "iface", "network interface to balance on (required); repeatable, for a two-armed director: a frame leaves by the interface the route to its next hop names")
 	rules := fs.String("rules", "", "rules file in ipvsadm save format (- for stdin); SIGHUP reloads it")
+	save := fs.Bool("save", false, "write the rules back to --rules FILE on every change (ipvsadm -S -n form, atomically; comments are not kept), so a restart comes back the same")
+	expireNodest := fs.Bool("expire-nodest-conn", false, "set net.ipv4.vs.expire_nodest_conn: a packet of a connection to a removed real server expires it (xlb sysctl changes it at run time)")
 	queues := fs.Int("queues", 0, "RX queues to serve from queue 0 (0: all)")
 	conns := fs.Int("conns", 1<<20, "connection entries per queue (checked against available memory)")
 	defSock := defaultSocket
@@ -72,6 +75,9 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	}
 	if *conns > conntrack.MaxCapacity {
 		return fmt.Errorf("--conns %d: must be at most %d", *conns, conntrack.MaxCapacity)
+	}
+	if *save && (*rules == "" || *rules == "-") {
+		return errors.New("run: --save needs --rules FILE")
 	}
 	gid, err := lookupGroup(*group)
 	if err != nil {
@@ -125,13 +131,20 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer dp.Close()
-	if err := dp.Apply(cfg); err != nil {
+	dopts := director.DefaultOptions()
+	dopts.Logger = log
+	dopts.Sysctls.ExpireNodestConn = *expireNodest
+	if *save {
+		dopts.RulesFile = *rules
+	}
+	dir, err := director.New(dp, cfg, dopts)
+	if err != nil {
 		return fmt.Errorf("apply rules: %w", err)
 	}
 	if n := dp.WaitResolved(2 * time.Second); n > 0 {
 		log.Warn("real servers without a resolved MAC: their frames are held, then dropped, until they resolve (see xlb --xlb-stats)", "count", n)
 	}
-	srv := &server{dp: dp, cfg: cfg, gid: gid, log: log}
+	srv := &server{dp: dp, dir: dir, gid: gid, log: log}
 
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
@@ -193,10 +206,7 @@ func reloadRules(srv *server, path string, log *slog.Logger) {
 		log.Error("SIGHUP: rules not reloaded, configuration unchanged", "err", err)
 		return
 	}
-	srv.mu.RLock()
-	n := len(srv.cfg.Services)
-	srv.mu.RUnlock()
-	log.Info("SIGHUP: rules reloaded", "file", path, "services", n)
+	log.Info("SIGHUP: rules reloaded", "file", path, "services", len(srv.dir.Config().Services))
 }
 
 // loadRules reads a whole rules file; a bad line fails it all.

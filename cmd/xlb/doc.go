@@ -5,6 +5,7 @@
 //	xlb run --iface eth0 --iface eth1 ...    a two-armed director
 //	xlb -L -n                                 any ipvsadm command, sent to the daemon
 //	ipvsadm -L -n, xlb ipvsadm -L -n          the same, as exactly ipvsadm 1.31
+//	xlb sysctl net.ipv4.vs.expire_nodest_conn=1   an IPVS sysctl of the daemon
 //
 // `xlb run` checks its preconditions (rules, --conns against memory, the
 // control socket, the interfaces), attaches the XDP program to each
@@ -12,8 +13,11 @@
 // `ipvsadm-save -n` works as is) and serves one queue per worker, of
 // every interface: a frame leaves by the interface the route to its next
 // hop names (a NAT or FULLNAT reply, by the one the client's frames came
-// in on), without a copy (--no-shared-umem: with one). SIGHUP
-// reloads the rules file (all or nothing); SIGINT, SIGTERM, SIGQUIT and
+// in on), without a copy (--no-shared-umem: with one). The live
+// configuration belongs to package director, which every command and
+// reload changes through; this package parses and formats. SIGHUP
+// reloads the rules file (all or nothing), --save writes it back after
+// every change; SIGINT, SIGTERM, SIGQUIT and
 // SIGABRT detach everything, print the counters and remove the control
 // socket. It listens on a unix socket (--socket, default the abstract
 // socket @xlb of its network namespace, so daemons in two namespaces do

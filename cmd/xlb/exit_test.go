@@ -18,7 +18,7 @@ func TestExitCodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	fdp := &fakeDataplane{}
-	s := &server{dp: fdp, cfg: cfg, gid: -1}
+	s := newServer(t, fdp, cfg, -1)
 	for _, c := range []struct {
 		args   string
 		code   int

@@ -8,19 +8,20 @@ import (
 	"log/slog"
 	"net/netip"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/xlbproject/xlb/bpf"
 	"github.com/xlbproject/xlb/dataplane"
+	"github.com/xlbproject/xlb/director"
 	"github.com/xlbproject/xlb/internal/ipvs"
 	"github.com/xlbproject/xlb/internal/ipvsadm"
 )
 
 // controlPlane is what the control socket needs of the dataplane
-// (*dataplane.Dataplane; a fake in tests).
+// (*dataplane.Dataplane; a fake in tests): the director's Dataplane to
+// apply configurations, and the figures listings show.
 type controlPlane interface {
-	Apply(*ipvs.Config) error
+	director.Dataplane
 	Zero(*ipvs.ServiceKey)
 	DestStats(ipvs.ServiceKey, netip.AddrPort) (dataplane.DestStats, bool)
 	Conns(context.Context, func(dataplane.Conn)) error
@@ -29,33 +30,37 @@ type controlPlane interface {
 	LocalAddrStats(netip.Addr) (conns, exhausted uint64)
 }
 
-// server answers ipvsadm command lines against the running dataplane.
-// Clients are served concurrently: commands that change the
-// configuration hold mu for writing, one at a time; listings hold it for
-// reading, so they see one configuration whole.
+// server answers ipvsadm command lines: it parses them, asks the
+// director to change the configuration, and formats what ipvsadm would
+// print. Clients are served concurrently; the director serialises the
+// changes, and each listing formats one snapshot whole.
 type server struct {
 	dp  controlPlane
+	dir *director.Director
 	gid int // socket group allowed besides root; -1 for none
 	log *slog.Logger
-
-	mu  sync.RWMutex
-	cfg *ipvs.Config // the applied configuration; replaced, never changed in place
 }
 
 // handle runs one command line. A command that changes the
-// configuration is applied to a copy first; the dataplane takes the copy
-// whole or not at all, so a refused command changes nothing.
+// configuration goes through the director, which applies it whole or
+// not at all: a refused command changes nothing.
 func (s *server) handle(req request) response {
 	if len(req.Args) == 1 && req.Args[0] == "--xlb-stats" && !req.Ipvsadm {
 		var b bytes.Buffer
 		writeStats(&b, s.dp)
 		return response{Stdout: b.String()}
 	}
+	if len(req.Args) > 0 && req.Args[0] == "sysctl" {
+		return s.sysctl(req.Args[1:])
+	}
 	cmd, err := ipvsadm.Parse(req.Args)
 	if err != nil {
 		return errorResponse(err)
 	}
 	var out bytes.Buffer
+	// Listings show what runs: the operator's configuration with the
+	// health checker's overlays (see package director).
+	cfg := s.dir.Applied()
 	switch cmd.Kind {
 	case ipvsadm.KindHelp:
 		return response{Stdout: ipvsadm.Usage(ipvsadm.Program)}
@@ -68,40 +73,26 @@ func (s *server) handle(req request) response {
 			}
 			return response{Stdout: out.String()}
 		}
-		s.mu.RLock()
-		defer s.mu.RUnlock()
-		if err := ipvsadm.WriteList(&out, s.cfg, dpStats{s.dp, s.cfg}, cmd.List); err != nil {
+		if err := ipvsadm.WriteList(&out, cfg, dpStats{s.dp, cfg}, cmd.List); err != nil {
 			return errorResponse(err)
 		}
 		return response{Stdout: out.String()}
 	case ipvsadm.KindGetLaddr:
-		s.mu.RLock()
-		defer s.mu.RUnlock()
-		if err := ipvsadm.WriteLaddrs(&out, s.cfg, dpStats{s.dp, s.cfg}, cmd.List); err != nil {
+		if err := ipvsadm.WriteLaddrs(&out, cfg, dpStats{s.dp, cfg}, cmd.List); err != nil {
 			return errorResponse(err)
 		}
 		return response{Stdout: out.String()}
 	case ipvsadm.KindSave:
-		s.mu.RLock()
-		defer s.mu.RUnlock()
-		if err := ipvsadm.WriteSave(&out, s.cfg, cmd.List.Numeric); err != nil {
+		if err := ipvsadm.WriteSave(&out, cfg, cmd.List.Numeric); err != nil {
 			return errorResponse(err)
 		}
 		return response{Stdout: out.String()}
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	next := s.cfg.Clone()
-	if cmd.Kind == ipvsadm.KindRestore {
-		if err := ipvsadm.Restore(next, strings.NewReader(req.Stdin)); err != nil {
+	case ipvsadm.KindZero:
+		// -Z changes counters, not the configuration: checked against a
+		// copy (a missing service is an error), then done.
+		if err := cmd.Apply(s.dir.Config().Clone()); err != nil {
 			return errorResponse(err)
 		}
-		return s.apply(next)
-	}
-	if err := cmd.Apply(next); err != nil {
-		return errorResponse(err)
-	}
-	if cmd.Kind == ipvsadm.KindZero {
 		var k *ipvs.ServiceKey
 		if cmd.Options&ipvsadm.OptService != 0 {
 			k = &cmd.Service.Key
@@ -109,17 +100,72 @@ func (s *server) handle(req request) response {
 		s.dp.Zero(k)
 		return response{}
 	}
-	return s.apply(next)
+	reason := "ipvsadm " + strings.Join(req.Args, " ")
+	change := cmd.Apply
+	if cmd.Kind == ipvsadm.KindRestore {
+		reason = "ipvsadm -R"
+		change = func(next *ipvs.Config) error { return ipvsadm.Restore(next, strings.NewReader(req.Stdin)) }
+	}
+	if err := s.dir.Change(reason, change); err != nil {
+		return changeError(err)
+	}
+	return response{}
 }
 
-// apply installs next; the caller holds mu for writing.
-func (s *server) apply(next *ipvs.Config) response {
-	if err := s.dp.Apply(next); err != nil {
-		// The kernel's refusal of a change: ipvsadm exits 255.
-		return response{Stderr: fmt.Sprintf("%v\n", err), Code: ipvsadm.ExitKernel}
+// changeError answers a refused change. ipvsadm's own refusals carry
+// their exit code; any other (the dataplane's, the director's checks) is
+// the kernel refusing the change, and ipvsadm exits 255 for those.
+func changeError(err error) response {
+	var e *ipvsadm.Error
+	if errors.As(err, &e) {
+		return errorResponse(err)
 	}
-	s.cfg = next
-	return response{}
+	return response{Stderr: err.Error() + "\n", Code: ipvsadm.ExitKernel}
+}
+
+// sysctl is `xlb sysctl [-w] [NAME[=VALUE]...]`: the IPVS sysctls xlb
+// implements, read and set as sysctl(8) does (net.ipv4.vs.NAME). With no
+// name it lists them all. A bad assignment changes none of them.
+func (s *server) sysctl(args []string) response {
+	cur := s.dir.Sysctls()
+	next := cur
+	var out strings.Builder
+	show := func(name string) bool {
+		for _, l := range next.Lines() {
+			if n, _, _ := strings.Cut(l, " = "); n == name || n == "net.ipv4.vs."+name {
+				out.WriteString(l + "\n")
+				return true
+			}
+		}
+		return false
+	}
+	names := 0
+	for _, a := range args {
+		if a == "-w" {
+			continue
+		}
+		names++
+		if !strings.Contains(a, "=") {
+			if !show(strings.ReplaceAll(a, "/", ".")) {
+				return response{Stderr: fmt.Sprintf("sysctl: cannot stat %s: No such file or directory\n", a), Code: 255}
+			}
+			continue
+		}
+		if err := next.Set(a); err != nil {
+			return response{Stderr: fmt.Sprintf("sysctl: %v\n", err), Code: 255}
+		}
+		name, _, _ := strings.Cut(a, "=")
+		show(strings.ReplaceAll(strings.TrimSpace(name), "/", "."))
+	}
+	if names == 0 {
+		for _, l := range next.Lines() {
+			out.WriteString(l + "\n")
+		}
+	}
+	if next != cur {
+		s.dir.SetSysctls(next)
+	}
+	return response{Stdout: out.String()}
 }
 
 // reload replaces the configuration with the rules file's, as
@@ -130,12 +176,9 @@ func (s *server) reload(path string) error {
 	if err != nil {
 		return err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := s.dp.Apply(next); err != nil {
+	if err := s.dir.Replace("reload "+path, next); err != nil {
 		return fmt.Errorf("apply rules %s: %w", path, err)
 	}
-	s.cfg = next
 	return nil
 }
 
