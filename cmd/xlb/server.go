@@ -51,6 +51,9 @@ func (s *server) handle(req request) response {
 		writeStats(&b, s.dp)
 		return response{Stdout: b.String()}
 	}
+	if len(req.Args) > 0 && req.Args[0] == "mark" {
+		return s.handleMark(req.Args[1:])
+	}
 	cmd, err := ipvsadm.Parse(req.Args)
 	if err != nil {
 		return errorResponse(err)
