@@ -30,7 +30,7 @@ func TestMarkCommands(t *testing.T) {
 	}
 	for _, bad := range [][]string{
 		{"mark", "add", "2", "-t", "198.18.0.0/24:80", "-t", "198.18.0.100:80"}, // second overlaps
-		{"mark", "add", "2", "-t", "198.18.0.1/24:80"},                         // host bits
+		{"mark", "add", "2", "-t", "198.18.0.1/24:80"},                          // host bits
 		{"mark", "add", "x", "-t", "198.18.0.1"},
 		{"mark", "del", "1", "-t", "198.18.0.100:81"},
 		{"mark", "del", "9"},
