@@ -210,3 +210,34 @@ func FuzzParseMarkSelector(f *testing.F) {
 		}
 	})
 }
+
+// TestListFWMark: -L -n lists firewall-mark services as ipvsadm 1.31
+// does (print_service_entry: "FWM  %u", "FWM  %u IPv6"; destinations
+// without a port as :0), after the address and port services.
+func TestListFWMark(t *testing.T) {
+	cfg, err := ParseRules(strings.NewReader("-A -f 2 -6 -s rr\n" +
+		"-a -f 2 -6 -r 2001:db8::11 -g -w 1\n" +
+		"-A -f 1 -s rr -p 300\n" +
+		"-a -f 1 -r 10.0.0.11 -g -w 1\n" +
+		"-a -f 1 -r 10.0.0.12 -i -w 2\n" +
+		"-A -t 10.0.0.100:80 -s wlc\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if err := WriteList(&b, cfg, nil, ListOptions{Numeric: true}); err != nil {
+		t.Fatal(err)
+	}
+	want := "IP Virtual Server version 1.2.1 (size=4096)\n" +
+		"Prot LocalAddress:Port Scheduler Flags\n" +
+		"  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n" +
+		"TCP  10.0.0.100:80 wlc\n" +
+		"FWM  1 rr persistent 300\n" +
+		"  -> 10.0.0.11:0                  Route   1      0          0         \n" +
+		"  -> 10.0.0.12:0                  Tunnel  2      0          0         \n" +
+		"FWM  2 IPv6 rr\n" +
+		"  -> [2001:db8::11]:0             Route   1      0          0         \n"
+	if b.String() != want {
+		t.Errorf("-L -n =\n%q\nwant\n%q", b.String(), want)
+	}
+}
