@@ -16,10 +16,6 @@ import (
 // markRanges is XLB_MARK_RANGES in xdp.c.
 const markRanges = 16
 
-// markKeyBits is the LPM prefix length of a whole key: protocol, family
-// and address.
-const markKeyBits = 8 * (2 + 16)
-
 // markKey mirrors struct mark_key in xdp.c.
 type markKey struct {
 	Prefixlen uint32 // 16 + 96 + /n for IPv4, 16 + /n for IPv6
@@ -103,6 +99,16 @@ func (o *Objects) SetMarks(t *packet.MarkTable) error {
 		if err := o.objs.Marks.Update(&k, &v, ebpf.UpdateAny); err != nil {
 			return fmt.Errorf("set marks: prefix of family %d /%d: %w", k.Family, k.Prefixlen, err)
 		}
+	}
+	// The count after the new entries are in and before the old ones go:
+	// 0 turns the trie off before it empties, and a first rule is found
+	// as soon as the count says so.
+	total := uint32(0)
+	if t != nil {
+		total = uint32(t.Len())
+	}
+	if err := o.objs.MarkPrefixes.Update(uint32(0), total, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("set marks: count: %w", err)
 	}
 	for _, k := range stale {
 		if err := o.objs.Marks.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {

@@ -165,3 +165,39 @@ func TestSetMarksReplaces(t *testing.T) {
 		t.Error("AddMarkService(0) succeeded, want an error")
 	}
 }
+
+// BenchmarkXDPMarks times the program per frame with the golden mark rules
+// and a service for each mark: a frame the trie marks (its mark's service
+// found), and one to an address the trie does not hold.
+func BenchmarkXDPMarks(b *testing.B) {
+	o := load(b)
+	tbl, err := packet.NewMarkTable(packettest.MarkRules)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := o.SetMarks(tbl); err != nil {
+		b.Fatal(err)
+	}
+	for _, r := range packettest.MarkRules {
+		if err := o.AddMarkService(r.Mark, r.Prefix.Addr().Is6(), r.Mark); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, c := range packettest.MarkCases() {
+		switch c.Name {
+		case "v4 /32 wins", "v6 /64 port 1", "v4 outside /16":
+		default:
+			continue
+		}
+		b.Run(c.Name, func(b *testing.B) {
+			action, per, err := o.Program().Benchmark(c.Frame, b.N, b.ResetTimer)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if action != xdpPass {
+				b.Fatalf("action %d, want %d", action, xdpPass)
+			}
+			b.ReportMetric(float64(per.Nanoseconds()), "ns/frame")
+		})
+	}
+}

@@ -81,6 +81,7 @@ func TestMirrors(t *testing.T) {
 		{"marks", false, markValue{}},
 		{"mark_services", true, markServiceKey{}},
 		{"mark_services", false, serviceValue{}},
+		{"mark_prefixes", false, uint32(0)},
 	})
 
 	if got, want := spec.Maps["counters"].MaxEntries, uint32(NumReasons); got != want {

@@ -18,6 +18,7 @@ import (
 const (
 	xlbMapCounters     = "counters"
 	xlbMapLocals       = "locals"
+	xlbMapMarkPrefixes = "mark_prefixes"
 	xlbMapMarkServices = "mark_services"
 	xlbMapMarks        = "marks"
 	xlbMapReals        = "reals"
@@ -85,6 +86,7 @@ type xlbProgramSpecs struct {
 type xlbMapSpecs struct {
 	Counters     *ebpf.MapSpec `ebpf:"counters"`
 	Locals       *ebpf.MapSpec `ebpf:"locals"`
+	MarkPrefixes *ebpf.MapSpec `ebpf:"mark_prefixes"`
 	MarkServices *ebpf.MapSpec `ebpf:"mark_services"`
 	Marks        *ebpf.MapSpec `ebpf:"marks"`
 	Reals        *ebpf.MapSpec `ebpf:"reals"`
@@ -126,6 +128,7 @@ func (o *xlbObjects) Close() error {
 type xlbMaps struct {
 	Counters     *ebpf.Map `ebpf:"counters"`
 	Locals       *ebpf.Map `ebpf:"locals"`
+	MarkPrefixes *ebpf.Map `ebpf:"mark_prefixes"`
 	MarkServices *ebpf.Map `ebpf:"mark_services"`
 	Marks        *ebpf.Map `ebpf:"marks"`
 	Reals        *ebpf.Map `ebpf:"reals"`
@@ -141,6 +144,7 @@ func (m *xlbMaps) Close() error {
 	return _XlbClose(
 		m.Counters,
 		m.Locals,
+		m.MarkPrefixes,
 		m.MarkServices,
 		m.Marks,
 		m.Reals,

@@ -47,8 +47,9 @@ type MarkTable struct {
 	entries []MarkEntry
 	index   map[markKey]int
 	// lens are the prefix lengths present, longest first, by protocol
-	// and family: IPv4 lengths count from the IPv4-mapped address's bit 96.
-	lens map[lenKey][]int
+	// (lenIndex) and family (1 for IPv4): IPv4 lengths count from the
+	// IPv4-mapped address's bit 96.
+	lens [2][2][]int
 }
 
 type markKey struct {
@@ -58,16 +59,26 @@ type markKey struct {
 	v4    bool
 }
 
-type lenKey struct {
-	proto uint8
-	v4    bool
+// lenIndex is TCP's or UDP's index in MarkTable.lens.
+func lenIndex(proto uint8) int {
+	if proto == ProtoUDP {
+		return 1
+	}
+	return 0
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // NewMarkTable builds the table of rules, which must be valid (as
 // ipvs.Config.AddMarks checks): it fails only when a prefix would hold
 // more than MaxMarkRanges ranges.
 func NewMarkTable(rules []MarkRule) (*MarkTable, error) {
-	t := &MarkTable{index: map[markKey]int{}, lens: map[lenKey][]int{}}
+	t := &MarkTable{index: map[markKey]int{}}
 	for _, r := range rules {
 		k := keyOf(r.Proto, r.Prefix)
 		i, ok := t.index[k]
@@ -75,15 +86,20 @@ func NewMarkTable(rules []MarkRule) (*MarkTable, error) {
 			i = len(t.entries)
 			t.index[k] = i
 			t.entries = append(t.entries, MarkEntry{Proto: r.Proto, Prefix: r.Prefix})
-			lk := lenKey{r.Proto, r.Prefix.Addr().Is4()}
-			if !slices.Contains(t.lens[lk], int(k.bits)) {
-				t.lens[lk] = append(t.lens[lk], int(k.bits))
+			if r.Proto != ProtoTCP && r.Proto != ProtoUDP {
+				return nil, fmt.Errorf("mark rules: prefix %v: protocol %d: must be TCP or UDP", r.Prefix, r.Proto)
+			}
+			l := &t.lens[lenIndex(r.Proto)][b2i(r.Prefix.Addr().Is4())]
+			if !slices.Contains(*l, int(k.bits)) {
+				*l = append(*l, int(k.bits))
 			}
 		}
 		t.entries[i].Ranges = append(t.entries[i].Ranges, MarkRange{Lo: r.PortLo, Hi: r.PortHi, Mark: r.Mark})
 	}
-	for _, l := range t.lens {
-		slices.SortFunc(l, func(a, b int) int { return cmp.Compare(b, a) })
+	for i := range t.lens {
+		for _, l := range t.lens[i] {
+			slices.SortFunc(l, func(a, b int) int { return cmp.Compare(b, a) })
+		}
 	}
 	own := make([][]MarkRange, len(t.entries))
 	for i := range t.entries {
@@ -152,11 +168,11 @@ func IsMapped(a *[16]byte) bool {
 // Classify returns the mark of a frame of protocol proto to dst:port, or
 // false when no rule gives it one.
 func (t *MarkTable) Classify(proto uint8, dst *[16]byte, port uint16) (uint32, bool) {
-	if t == nil || len(t.entries) == 0 {
+	if t == nil || len(t.entries) == 0 || proto != ProtoTCP && proto != ProtoUDP {
 		return 0, false
 	}
 	v4 := IsMapped(dst)
-	for _, bits := range t.lens[lenKey{proto, v4}] {
+	for _, bits := range t.lens[lenIndex(proto)][b2i(v4)] {
 		i, ok := t.index[markKey{addr: maskAddr(*dst, bits), bits: uint8(bits), proto: proto, v4: v4}]
 		if !ok {
 			continue
