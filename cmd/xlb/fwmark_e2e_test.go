@@ -20,21 +20,26 @@ func fwmarkSel(vip netip.Addr, port uint16) string {
 	return fmt.Sprintf("%v/32:%d", vip, port)
 }
 
-// TestFWMarkServices: -f and -6 -f services in DR, their marks given by
-// xlb's classifier from --xlb-mark lines of the rules file: 300 new TCP
-// connections to VIP:80 and 300 UDP flows to VIP:53, both marked 2, all
-// succeed and rr spreads them evenly; -L -n lists the service as ipvsadm
-// does; a port with no mark is not balanced.
+// TestFWMarkServices: -f and -6 -f services in DR (and TUN, IPv4), their
+// marks given by xlb's classifier from --xlb-mark lines of the rules file:
+// 300 new TCP connections to VIP:80 and 300 UDP flows to VIP:53, both
+// marked 2, all succeed and rr spreads them evenly; -L -n lists the
+// service as ipvsadm does; a port with no mark is not balanced until
+// xlb mark add gives it the mark.
 func TestFWMarkServices(t *testing.T) {
 	testenv.RequireRoot(t)
-	for _, v6 := range []bool{false, true} {
-		name := "ipv4"
+	for _, tc := range []struct {
+		c  modeCase
+		v6 bool
+	}{{modeCases[0], false}, {modeCases[0], true}, {modeCases[2], false}} {
+		c, v6 := tc.c, tc.v6
+		name := c.name + "/ipv4"
 		if v6 {
-			name = "ipv6"
+			name = c.name + "/ipv6"
 		}
 		t.Run(name, func(t *testing.T) {
 			opts := testenv.DefaultOptions()
-			opts.IPv6 = v6
+			opts.Reals, opts.IPv6, opts.XLB = c.reals, v6, xlbBin
 			env := testenv.New(t, opts)
 			vip, fam, ipv6 := env.VIP, "", ""
 			if v6 {
@@ -48,7 +53,7 @@ func TestFWMarkServices(t *testing.T) {
 				if v6 {
 					a = rs.Addr6
 				}
-				fmt.Fprintf(&b, "-a -f 2%s -r %s -g -w 1\n", fam, netip.AddrPortFrom(a, 0))
+				fmt.Fprintf(&b, "-a -f 2%s -r %s %s -w 1\n", fam, netip.AddrPortFrom(a, 0), c.opt)
 			}
 			d := startXLB(t, env, b.String())
 			requireSpread(t, env, d, vip, 80)
@@ -57,7 +62,7 @@ func TestFWMarkServices(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if want := "FWM  2" + ipv6 + " rr\n"; !strings.Contains(list, want) || strings.Count(list, " Route ") != len(env.Reals) {
+			if want := "FWM  2" + ipv6 + " rr\n"; !strings.Contains(list, want) || strings.Count(list, " "+c.list+" ") != len(env.Reals) {
 				t.Errorf("-L -n lacks %q or the real servers:\n%s", want, list)
 			}
 			// Port 9000 (the transfer sink) has no mark: xlb leaves it to
