@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -240,4 +241,48 @@ func TestListFWMark(t *testing.T) {
 	if b.String() != want {
 		t.Errorf("-L -n =\n%q\nwant\n%q", b.String(), want)
 	}
+}
+
+// FuzzRestoreMarks: rules files with --xlb-mark lines are refused with a
+// *RulesError or parse to a configuration whose marks -S writes back
+// unchanged.
+func FuzzRestoreMarks(f *testing.F) {
+	for _, s := range []string{
+		"--xlb-mark 1 -t 10.0.0.1/32:80-80 -t 10.0.0.1:443\n-A -f 1 -s rr -p 300\n",
+		"--xlb-mark 0x10 -u [2001:db8::]/64:53 -u 2001:db8:1::/48\n--xlb-mark 0x10 -u [2001:db8::]/64:53\n",
+		"--xlb-mark 2 -t 0.0.0.0/0:8000-8999\n--xlb-mark 3 -t 10.0.0.0/8:8000\n",
+		"--xlb-mark 1 -t 10.0.0.1/24\n",
+		"--xlb-mark\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := ParseRules(bytes.NewReader(data))
+		if err != nil {
+			var re *RulesError
+			if !errors.As(err, &re) {
+				t.Fatalf("ParseRules error %T %v, want a *RulesError", err, err)
+			}
+			return
+		}
+		if err := cfg.Validate(); err != nil {
+			t.Fatalf("ParseRules made an invalid config: %v", err)
+		}
+		var b bytes.Buffer
+		if err := WriteSave(&b, cfg, true); err != nil {
+			t.Fatal(err)
+		}
+		back, err := ParseRules(&b)
+		if err != nil {
+			t.Fatalf("ParseRules(WriteSave(cfg)): %v\n%s", err, b.String())
+		}
+		if len(back.Marks) != len(cfg.Marks) {
+			t.Fatalf("save and parse: %d marks, want %d\n%s", len(back.Marks), len(cfg.Marks), b.String())
+		}
+		for _, r := range cfg.Marks {
+			if !slices.Contains(back.Marks, r) {
+				t.Fatalf("save and parse lost %v\n%s", r, b.String())
+			}
+		}
+	})
 }
