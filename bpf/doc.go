@@ -19,6 +19,24 @@
 // XDP_DROPped but the frames the kernel would drop (see below) and TCP
 // SYNs to a service that the SYN guard refuses.
 //
+// Firewall-mark services (ipvsadm -f) need a mark, which netfilter would
+// set after XDP; xlb's own classifier gives it (`xlb mark`) with three
+// more maps:
+//
+//	marks          LPM {proto, family, prefix} -> {n, [16]{lo, hi, mark}}  rules, longest prefix first
+//	mark_prefixes  0 -> prefixes in marks                                  0: the trie is skipped
+//	mark_services  {mark, v6} -> {id, flags}                               -f and -6 -f services
+//
+// Before services, the destination's longest prefix in marks is found and
+// the first of its port ranges holding the destination port gives the
+// mark (the control plane folds every shorter containing prefix's ranges
+// in after the prefix's own, so the most specific rule wins); if that
+// mark has a service of the frame's family, the frame goes to it, as
+// ip_vs_service_find looks at skb->mark first. A mark without a service,
+// or a draining one for a SYN, falls through to services.
+// internal/packet.MarkTable classifies the same way in the workers (held
+// together by one golden table: TestXDPMarkGolden, TestMarkTableGolden).
+//
 // An ICMP or ICMPv6 error (IPv4 types 3, 11, 12, code 4 of type 3 being
 // fragmentation needed; ICMPv6 types 1-4, 2 being packet too big) that
 // quotes an IP header of its own family and 8 bytes of TCP or UDP is
@@ -228,8 +246,9 @@
 //     service (it answers from whatever port the client chose). All of
 //     such a real server's frames of that protocol are then steered: those
 //     that belong to no connection (its own outgoing traffic, which a
-//     NAT director would route) are dropped by the dataplane. No
-//     firewall-mark services.
+//     NAT director would route) are dropped by the dataplane. A
+//     frame's fwmark service is looked up before either. Marks come
+//     only from xlb's classifier, never from netfilter or the frame.
 //   - redirect and redirect_reply count attempts: with no socket bound on
 //     the queue, or on a queue >= MaxQueues, the frame falls back to the
 //     kernel and is still counted there.

@@ -77,6 +77,11 @@ func TestMirrors(t *testing.T) {
 		{"syn_auto", false, synAuto{}},
 		{"syn_sources", true, srcPrefix{}},
 		{"syn_sources", false, srcState{}},
+		{"marks", true, markKey{}},
+		{"marks", false, markValue{}},
+		{"mark_services", true, markServiceKey{}},
+		{"mark_services", false, serviceValue{}},
+		{"mark_prefixes", false, uint32(0)},
 	})
 
 	if got, want := spec.Maps["counters"].MaxEntries, uint32(NumReasons); got != want {

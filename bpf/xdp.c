@@ -123,6 +123,67 @@ struct {
 	__uint(max_entries, XLB_MAX_REALS);
 } reals SEC(".maps");
 
+// Firewall-mark classifier (`xlb mark`). XDP runs before netfilter, so no
+// frame carries a mark here: the program gives it one from its
+// destination, as `iptables -t mangle ... -j MARK` would for IPVS. The trie
+// holds one entry per prefix; an entry's ranges are its own rules' and
+// then those of the shorter prefixes that contain it (the control plane
+// folds them in, internal/packet.MarkTable), so the first range that holds
+// the port is the most specific rule's. Mirrored by markKey, markValue.
+#define XLB_MAX_MARK_PREFIXES 4096
+#define XLB_MARK_RANGES 16
+
+struct mark_key {
+	__u32 prefixlen; // LPM: 16 + 96 + /n for IPv4, 16 + /n for IPv6
+	__u8 proto;      // IPPROTO_TCP or IPPROTO_UDP
+	__u8 family;     // 4 or 6
+	__u8 addr[16];   // IPv6, or IPv4-mapped
+	__u8 pad[2];     // always 0
+};
+
+struct mark_range {
+	__u16 lo, hi; // host byte order, inclusive
+	__u32 mark;
+};
+
+struct mark_value {
+	__u32 n; // ranges used
+	struct mark_range r[XLB_MARK_RANGES];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct mark_key);
+	__type(value, struct mark_value);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, XLB_MAX_MARK_PREFIXES);
+} marks SEC(".maps");
+
+// How many prefixes the trie holds, in entry 0; written by the control
+// plane only. With none (most configurations) the program skips the trie:
+// an array lookup is inlined by the verifier, a trie lookup is a helper
+// call that costs every frame some 5-15 ns (BenchmarkXDP).
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 1);
+} mark_prefixes SEC(".maps");
+
+// Key of the mark_services map: the -f services (-6 -f for IPv6).
+// Mirrored by markServiceKey in maps.go.
+struct mark_svc_key {
+	__u32 mark;
+	__u32 v6; // 0 IPv4, 1 IPv6: -f 1 and -6 -f 1 are two services
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct mark_svc_key);
+	__type(value, struct svc_value);
+	__uint(max_entries, XLB_MAX_SERVICES);
+} mark_services SEC(".maps");
+
 // Flags of the locals map's values.
 #define XLB_LOCAL_OWN 1   // an address of the director
 #define XLB_LOCAL_LADDR 2 // a FULLNAT local address: replies to it are steered
@@ -512,6 +573,45 @@ static __always_inline void *lookup_port0(void *m, struct svc_key *k)
 	return v;
 }
 
+// mark_service is the firewall-mark service of a frame to dst, or NULL:
+// the mark of the longest prefix holding dst's address, in the first of
+// its ranges holding dst's port, and that mark's service of dst's family.
+// A draining mark service takes no SYN (syn): like the kernel, whose
+// deleted service is no longer found, the lookup then falls back to the
+// address and port, as ip_vs_service_find does after the fwmark lookup.
+static __always_inline struct svc_value *mark_service(const struct svc_key *dst, int syn)
+{
+	struct mark_key k = {.prefixlen = 8 * (2 + 16), .proto = dst->proto};
+	struct mark_svc_key sk = {};
+	struct mark_value *v;
+	struct svc_value *sv;
+	const __u8 *a = dst->addr;
+	__u16 port = bpf_ntohs(dst->port);
+	int v4 = a[10] == 0xff && a[11] == 0xff && !(a[0] | a[1] | a[2] | a[3] | a[4] | a[5] | a[6] | a[7] | a[8] | a[9]);
+	__u32 zero = 0, *n = bpf_map_lookup_elem(&mark_prefixes, &zero);
+
+	if (!n || !*n)
+		return NULL;
+	k.family = v4 ? 4 : 6;
+	__builtin_memcpy(k.addr, dst->addr, 16);
+	v = bpf_map_lookup_elem(&marks, &k);
+	if (!v)
+		return NULL;
+	for (int i = 0; i < XLB_MARK_RANGES; i++) {
+		if (i >= v->n)
+			return NULL;
+		if (port < v->r[i].lo || port > v->r[i].hi)
+			continue;
+		sk.mark = v->r[i].mark;
+		sk.v6 = !v4;
+		sv = bpf_map_lookup_elem(&mark_services, &sk);
+		if (!sv || (syn && (sv->flags & XLB_SVC_DRAINING)))
+			return NULL;
+		return sv;
+	}
+	return NULL;
+}
+
 // Looks the flow dst ← src up and steers, passes or drops the frame. msrc
 // and mdst are the frame's own addresses, for the martian check: the flow's
 // but for an ICMP error, whose flow is the one its quote belongs to.
@@ -521,7 +621,11 @@ static __always_inline int lookup(struct xdp_md *ctx, struct pkt *p, struct svc_
 {
 	struct svc_value *sv;
 
-	sv = lookup_port0(&services, dst);
+	// A marked frame's fwmark service first, as ip_vs_service_find
+	// checks skb->mark before the address and port.
+	sv = mark_service(dst, syn);
+	if (!sv)
+		sv = lookup_port0(&services, dst);
 	if (sv) {
 		if (syn && (sv->flags & XLB_SVC_DRAINING))
 			return pass(XLB_REASON_PASS_NO_SERVICE);

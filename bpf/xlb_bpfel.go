@@ -16,19 +16,22 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	xlbMapCounters   = "counters"
-	xlbMapLocals     = "locals"
-	xlbMapReals      = "reals"
-	xlbMapServices   = "services"
-	xlbMapSynAuto    = "syn_auto"
-	xlbMapSynGuard   = "syn_guard"
-	xlbMapSynRefused = "syn_refused"
-	xlbMapSynSources = "syn_sources"
-	xlbMapXsks       = "xsks"
-	xlbProgXlbXdp    = "xlb_xdp"
-	xlbProgXlbXdpDev = "xlb_xdp_dev"
-	xlbVarXlbMac     = "xlb_mac"
-	xlbVarXlbVlans   = "xlb_vlans"
+	xlbMapCounters     = "counters"
+	xlbMapLocals       = "locals"
+	xlbMapMarkPrefixes = "mark_prefixes"
+	xlbMapMarkServices = "mark_services"
+	xlbMapMarks        = "marks"
+	xlbMapReals        = "reals"
+	xlbMapServices     = "services"
+	xlbMapSynAuto      = "syn_auto"
+	xlbMapSynGuard     = "syn_guard"
+	xlbMapSynRefused   = "syn_refused"
+	xlbMapSynSources   = "syn_sources"
+	xlbMapXsks         = "xsks"
+	xlbProgXlbXdp      = "xlb_xdp"
+	xlbProgXlbXdpDev   = "xlb_xdp_dev"
+	xlbVarXlbMac       = "xlb_mac"
+	xlbVarXlbVlans     = "xlb_vlans"
 )
 
 // loadXlb returns the embedded CollectionSpec for xlb.
@@ -81,15 +84,18 @@ type xlbProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type xlbMapSpecs struct {
-	Counters   *ebpf.MapSpec `ebpf:"counters"`
-	Locals     *ebpf.MapSpec `ebpf:"locals"`
-	Reals      *ebpf.MapSpec `ebpf:"reals"`
-	Services   *ebpf.MapSpec `ebpf:"services"`
-	SynAuto    *ebpf.MapSpec `ebpf:"syn_auto"`
-	SynGuard   *ebpf.MapSpec `ebpf:"syn_guard"`
-	SynRefused *ebpf.MapSpec `ebpf:"syn_refused"`
-	SynSources *ebpf.MapSpec `ebpf:"syn_sources"`
-	Xsks       *ebpf.MapSpec `ebpf:"xsks"`
+	Counters     *ebpf.MapSpec `ebpf:"counters"`
+	Locals       *ebpf.MapSpec `ebpf:"locals"`
+	MarkPrefixes *ebpf.MapSpec `ebpf:"mark_prefixes"`
+	MarkServices *ebpf.MapSpec `ebpf:"mark_services"`
+	Marks        *ebpf.MapSpec `ebpf:"marks"`
+	Reals        *ebpf.MapSpec `ebpf:"reals"`
+	Services     *ebpf.MapSpec `ebpf:"services"`
+	SynAuto      *ebpf.MapSpec `ebpf:"syn_auto"`
+	SynGuard     *ebpf.MapSpec `ebpf:"syn_guard"`
+	SynRefused   *ebpf.MapSpec `ebpf:"syn_refused"`
+	SynSources   *ebpf.MapSpec `ebpf:"syn_sources"`
+	Xsks         *ebpf.MapSpec `ebpf:"xsks"`
 }
 
 // xlbVariableSpecs contains global variables before they are loaded into the kernel.
@@ -120,21 +126,27 @@ func (o *xlbObjects) Close() error {
 //
 // It can be passed to loadXlbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xlbMaps struct {
-	Counters   *ebpf.Map `ebpf:"counters"`
-	Locals     *ebpf.Map `ebpf:"locals"`
-	Reals      *ebpf.Map `ebpf:"reals"`
-	Services   *ebpf.Map `ebpf:"services"`
-	SynAuto    *ebpf.Map `ebpf:"syn_auto"`
-	SynGuard   *ebpf.Map `ebpf:"syn_guard"`
-	SynRefused *ebpf.Map `ebpf:"syn_refused"`
-	SynSources *ebpf.Map `ebpf:"syn_sources"`
-	Xsks       *ebpf.Map `ebpf:"xsks"`
+	Counters     *ebpf.Map `ebpf:"counters"`
+	Locals       *ebpf.Map `ebpf:"locals"`
+	MarkPrefixes *ebpf.Map `ebpf:"mark_prefixes"`
+	MarkServices *ebpf.Map `ebpf:"mark_services"`
+	Marks        *ebpf.Map `ebpf:"marks"`
+	Reals        *ebpf.Map `ebpf:"reals"`
+	Services     *ebpf.Map `ebpf:"services"`
+	SynAuto      *ebpf.Map `ebpf:"syn_auto"`
+	SynGuard     *ebpf.Map `ebpf:"syn_guard"`
+	SynRefused   *ebpf.Map `ebpf:"syn_refused"`
+	SynSources   *ebpf.Map `ebpf:"syn_sources"`
+	Xsks         *ebpf.Map `ebpf:"xsks"`
 }
 
 func (m *xlbMaps) Close() error {
 	return _XlbClose(
 		m.Counters,
 		m.Locals,
+		m.MarkPrefixes,
+		m.MarkServices,
+		m.Marks,
 		m.Reals,
 		m.Services,
 		m.SynAuto,

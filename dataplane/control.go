@@ -14,6 +14,7 @@ import (
 	"github.com/xlbproject/xlb/bpf"
 	"github.com/xlbproject/xlb/conntrack"
 	"github.com/xlbproject/xlb/internal/ipvs"
+	"github.com/xlbproject/xlb/internal/packet"
 	"github.com/xlbproject/xlb/modes"
 	"github.com/xlbproject/xlb/sched"
 )
@@ -54,10 +55,21 @@ type workerService struct {
 	lnext  uint32
 }
 
+// fwmKey is how a worker finds a firewall-mark service: -f 1 and
+// -6 -f 1 are two services.
+type fwmKey struct {
+	mark uint32
+	v6   bool
+}
+
 // workerConfig is the immutable snapshot of services a worker loads once
 // per batch.
 type workerConfig struct {
 	services map[svcKey]*workerService
+	// marks classifies frames into firewall marks as the XDP program
+	// does (nil: no rules); fwmarks are the -f services by mark.
+	marks   *packet.MarkTable
+	fwmarks map[fwmKey]*workerService
 	// laddrs is every service's FULLNAT local addresses, for the port
 	// pool (laddr.Pool.SetAddrs), which the worker updates when it first
 	// sees this configuration.
@@ -67,10 +79,10 @@ type workerConfig struct {
 	local *localTap
 }
 
-// service finds the service of a frame to addr:port as
+// byAddr finds the service of a frame to addr:port as
 // ip_vs_service_find does: the exact one, else the port-0 service (all
 // ports, persistent) of the same address and protocol.
-func (c *workerConfig) service(addr [16]byte, port uint16, proto uint8) *workerService {
+func (c *workerConfig) byAddr(addr [16]byte, port uint16, proto uint8) *workerService {
 	if svc := c.services[svcKey{addr: addr, port: port, proto: proto}]; svc != nil {
 		return svc
 	}
@@ -101,6 +113,8 @@ type controlState struct {
 	// rate estimator.
 	base map[*sched.Dest]destCounters
 	est  map[*sched.Dest]*estimator
+	// marks is the classifier the XDP program holds.
+	marks *packet.MarkTable
 	// gen counts changes of the destinations (Apply, freed IDs), so the
 	// resolver lists them again only when they changed.
 	gen uint64
@@ -133,10 +147,7 @@ var ErrNotSupported = errors.New("not supported")
 // the one that owns the connection, so they need a single queue until
 // replies are handed between workers.
 func supported(s *ipvs.Service, queues int) error {
-	if s.Key.FWMark != 0 {
-		return fmt.Errorf("service fwmark %d: firewall-mark services: %w (XDP runs before netfilter marks packets)", s.Key.FWMark, ErrNotSupported)
-	}
-	if s.Key.Proto != ipvs.TCP && s.Key.Proto != ipvs.UDP {
+	if !s.Key.IsFWMark() && s.Key.Proto != ipvs.TCP && s.Key.Proto != ipvs.UDP {
 		return fmt.Errorf("service %s: %s services are %w", serviceName(s.Key), protoName(s.Key.Proto), ErrNotSupported)
 	}
 	for _, d := range s.Dests {
@@ -144,6 +155,13 @@ func supported(s *ipvs.Service, queues int) error {
 		switch d.Fwd {
 		case ipvs.FwdRoute, ipvs.FwdLocal:
 		case ipvs.FwdMasq, ipvs.FwdFullNAT:
+			if s.Key.IsFWMark() {
+				// The XDP program steers replies by the real server's
+				// exact address, port and protocol; a mark's may be
+				// any of its rules' ports, of either protocol.
+				return fmt.Errorf("%s: %s of a firewall-mark service: %w (its replies could not be steered; use direct routing or tunneling)",
+					where, methodName(d.Fwd), ErrNotSupported)
+			}
 			if queues > 1 {
 				return fmt.Errorf("%s: %s with %d RX queues: %w (replies would reach other queues' workers; serve one queue, --queues 1)",
 					where, methodName(d.Fwd), queues, ErrNotSupported)
@@ -160,6 +178,42 @@ func supported(s *ipvs.Service, queues int) error {
 		}
 	}
 	return nil
+}
+
+// markTable is cfg's firewall-mark classifier, or nil without rules.
+func markTable(cfg *ipvs.Config) (*packet.MarkTable, error) {
+	if len(cfg.Marks) == 0 {
+		return nil, nil
+	}
+	rules := make([]packet.MarkRule, len(cfg.Marks))
+	for i, r := range cfg.Marks {
+		rules[i] = packet.MarkRule{Mark: r.Mark, Proto: uint8(r.Proto), Prefix: r.Prefix, PortLo: r.PortLo, PortHi: r.PortHi}
+	}
+	return packet.NewMarkTable(rules)
+}
+
+// addXDPService, drainXDPService and deleteXDPService change the XDP
+// program's entry of service k: its services map, or for a firewall-mark
+// service its mark_services map.
+func (d *Dataplane) addXDPService(k ipvs.ServiceKey, id uint32) error {
+	if k.IsFWMark() {
+		return d.objs.AddMarkService(k.FWMark, k.IPv6(), id)
+	}
+	return d.objs.AddService(bpfKey(k), id)
+}
+
+func (d *Dataplane) drainXDPService(k ipvs.ServiceKey, id uint32) error {
+	if k.IsFWMark() {
+		return d.objs.DrainMarkService(k.FWMark, k.IPv6(), id)
+	}
+	return d.objs.DrainService(bpfKey(k), id)
+}
+
+func (d *Dataplane) deleteXDPService(k ipvs.ServiceKey) error {
+	if k.IsFWMark() {
+		return d.objs.DeleteMarkService(k.FWMark, k.IPv6())
+	}
+	return d.objs.DeleteService(bpfKey(k))
 }
 
 // methodName names a forwarding method as ipvsadm's options do.
@@ -216,6 +270,10 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) (err error) {
 	}
 	if n, limit := len(cfg.Services), d.objs.MaxServices(); n > limit {
 		return fmt.Errorf("apply configuration: too many services (limit %d): %d given", limit, n)
+	}
+	marks, err := markTable(cfg)
+	if err != nil {
+		return fmt.Errorf("apply configuration: %w", err)
 	}
 	plans := make([]plan, 0, len(cfg.Services))
 	seen := map[ipvs.ServiceKey]bool{}
@@ -274,14 +332,23 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) (err error) {
 	// 2. XDP service map: add new services and revive dying ones (their
 	// entry stays, it only stops draining), undoing on failure.
 	type added struct {
-		k      bpf.ServiceKey
+		k      ipvs.ServiceKey
 		id     uint32
 		revive bool
 	}
 	var done []added
+	undoXDP := func(done []added) {
+		for _, a := range done {
+			if a.revive {
+				d.drainXDPService(a.k, a.id)
+			} else {
+				d.deleteXDPService(a.k)
+			}
+		}
+	}
 	nextID := st.nextID
 	for _, p := range plans {
-		a := added{k: bpfKey(p.spec.Key), revive: p.revive}
+		a := added{k: p.spec.Key, revive: p.revive}
 		switch {
 		case p.fresh:
 			a.id = nextID
@@ -291,18 +358,22 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) (err error) {
 		default:
 			continue
 		}
-		if err := d.objs.AddService(a.k, a.id); err != nil {
-			for _, a := range done {
-				if a.revive {
-					d.objs.DrainService(a.k, a.id)
-				} else {
-					d.objs.DeleteService(a.k)
-				}
-			}
+		if err := d.addXDPService(a.k, a.id); err != nil {
+			undoXDP(done)
 			return fmt.Errorf("install service %s: %w", serviceName(p.spec.Key), err)
 		}
 		done = append(done, a)
 	}
+	// The classifier after the services it may name, so that no frame is
+	// marked for a service the program does not know yet.
+	if err := d.objs.SetMarks(marks); err != nil {
+		if err2 := d.objs.SetMarks(st.marks); err2 != nil {
+			d.opts.Logger.Error("restore mark rules in xdp map", "err", err2)
+		}
+		undoXDP(done)
+		return fmt.Errorf("install mark rules: %w", err)
+	}
+	st.marks = marks
 
 	// 3. Nothing fails from here on.
 	fwd := slices.Clone(*d.fwd.Load())
@@ -408,8 +479,8 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) (err error) {
 		}
 		// Its connections keep flowing until reapServices sees them
 		// gone (right after this Apply, then every second).
-		if err := d.objs.DrainService(bpfKey(k), svc.id); err != nil {
-			d.opts.Logger.Warn("drain service in xdp map", "service", k.Addr, "err", err)
+		if err := d.drainXDPService(k, svc.id); err != nil {
+			d.opts.Logger.Warn("drain service in xdp map", "service", serviceName(k), "err", err)
 		}
 		for _, dst := range svc.dests {
 			delete(st.base, dst)
@@ -459,13 +530,18 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) (err error) {
 		}
 	}
 	for i, w := range d.workers {
-		wc := &workerConfig{services: map[svcKey]*workerService{}, laddrs: laddrs, local: d.tap}
+		wc := &workerConfig{services: map[svcKey]*workerService{}, laddrs: laddrs, local: d.tap,
+			marks: marks, fwmarks: map[fwmKey]*workerService{}}
 		for _, svc := range st.services {
 			ws := &workerService{id: svc.id, ct: svc.policies[i]}
 			for _, la := range svc.spec.LocalAddrs {
 				ws.laddrs = append(ws.laddrs, la.Addr.As16())
 			}
-			wc.services[makeSvcKey(svc.spec.Key)] = ws
+			if k := svc.spec.Key; k.IsFWMark() {
+				wc.fwmarks[fwmKey{k.FWMark, k.IPv6()}] = ws
+			} else {
+				wc.services[makeSvcKey(k)] = ws
+			}
 		}
 		w.cfg.Store(wc)
 	}
@@ -532,11 +608,11 @@ func (d *Dataplane) reapServices() {
 		if prune(svc) > 0 {
 			continue
 		}
-		if err := d.objs.DeleteService(bpfKey(k)); err != nil {
-			d.opts.Logger.Warn("remove service from xdp map", "service", k.Addr, "err", err)
+		if err := d.deleteXDPService(k); err != nil {
+			d.opts.Logger.Warn("remove service from xdp map", "service", serviceName(k), "err", err)
 		}
 		delete(st.dying, k)
-		d.opts.Logger.Info("deleted service drained", "service", k.Addr, "port", k.Port)
+		d.opts.Logger.Info("deleted service drained", "service", serviceName(k))
 	}
 	d.syncReals()
 }
@@ -567,7 +643,7 @@ func (d *Dataplane) syncReals() {
 	st := d.state
 	want := map[bpf.ServiceKey]bool{}
 	add := func(k ipvs.ServiceKey, dst *sched.Dest, m modes.Method) {
-		if m == modes.Masq || m == modes.FullNAT {
+		if (m == modes.Masq || m == modes.FullNAT) && !k.IsFWMark() { // supported refuses NAT for marks
 			want[bpf.ServiceKey{Addr: dst.Addr, Port: dst.Port, Proto: uint8(k.Proto)}] = true
 		}
 	}
@@ -701,6 +777,7 @@ func servicePolicy(s *ipvs.Service, sc sched.Scheduler, methods []uint8) (*connt
 	o.Scheduler = sc
 	o.Proto = uint8(s.Key.Proto)
 	o.Port = s.Key.Port
+	o.FWMark = s.Key.FWMark
 	o.IPv6 = s.Key.Addr.Is6()
 	o.Persistent = s.Persistent
 	if s.Timeout != 0 {

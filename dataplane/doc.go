@@ -180,7 +180,13 @@
 // Replies go back to the MAC and interface the connection's first frame
 // came from. Every served interface must have at least as many RX queues
 // as are served.
-// Firewall-mark services cannot be
-// seen by XDP. On veth, AF_XDP runs in copy mode (zero-copy is tried
+// Firewall-mark services (-f) take their marks from xlb's own classifier
+// (ipvs.Config.Marks, `xlb mark`), since XDP runs before netfilter could
+// mark a frame: the XDP program and the worker (packet.MarkTable) give a
+// frame the same mark, and its fwmark service wins over an address and
+// port service, as in ip_vs_service_find. Connections keep their real
+// VIP:port; persistence templates are keyed by the mark. They forward by
+// direct routing or tunneling only: NAT replies are steered by the real
+// server's exact port. On veth, AF_XDP runs in copy mode (zero-copy is tried
 // first and falls back).
 package dataplane

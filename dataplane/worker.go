@@ -521,7 +521,7 @@ func (w *worker) handle(f *modes.Frame, m *packet.Meta, key *conntrack.Key, hit 
 		e = nil // a SYN on a closed entry starts a new connection (conn_reuse_mode)
 	}
 	if e == nil {
-		svc := cfg.service(m.Dst, m.DstPort, m.Proto)
+		svc := cfg.service(m)
 		if svc == nil {
 			w.stats.local[NoService]++
 			return false
@@ -564,6 +564,20 @@ func (w *worker) handle(f *modes.Frame, m *packet.Meta, key *conntrack.Key, hit 
 		id, method = e.DestID(), modes.Method(e.Fwd())
 	}
 	return w.xmit(f, m, e, id, method, dir, fwd)
+}
+
+// service is the virtual service of a new connection's first frame, or
+// nil, looked up as ip_vs_service_find does: the firewall-mark service of
+// the frame's mark first (xlb's classifier gives the mark; bpf/xdp.c's
+// mark_service gives the same one), then the address and port. A mark
+// with no service of the frame's family falls through, as in the kernel.
+func (c *workerConfig) service(m *packet.Meta) *workerService {
+	if mark, ok := c.marks.Classify(m.Proto, &m.Dst, m.DstPort); ok {
+		if svc := c.fwmarks[fwmKey{mark, !packet.IsMapped(&m.Dst)}]; svc != nil {
+			return svc
+		}
+	}
+	return c.byAddr(m.Dst, m.DstPort, m.Proto)
 }
 
 // bind completes a connection conntrack just created: NAT and FULLNAT

@@ -24,10 +24,14 @@ func main() {
 const clientUsage = `usage: xlb run --iface IF [--iface IF2...] [--rules FILE] [--socket PATH|@NAME] [--socket-group GROUP] [--conns N] [--queues N]
        xlb [--socket PATH|@NAME] IPVSADM-ARGS...
        xlb ipvsadm IPVSADM-ARGS...      (or the binary run as ipvsadm: exactly ipvsadm 1.31)
+       xlb [--socket PATH|@NAME] mark add|del MARK -t|-u ADDR[/PREFIX][:PORT[-PORT]]...
+       xlb [--socket PATH|@NAME] mark list
 
 The daemon listens on --socket (default @xlb, an abstract socket of its
 network namespace); a client talks to the daemon of its own namespace, or
 to --socket (first argument) or $XLB_SOCKET. See xlb run -h for its flags.
+xlb mark gives frames the firewall marks of -f services (XDP runs before
+netfilter could mark them); the rules are saved by -S as --xlb-mark lines.
 `
 
 // run dispatches to the daemon or to the ipvsadm client and returns the

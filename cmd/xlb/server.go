@@ -50,8 +50,11 @@ func (s *server) handle(req request) response {
 		writeStats(&b, s.dp)
 		return response{Stdout: b.String()}
 	}
-	if len(req.Args) > 0 && req.Args[0] == "sysctl" {
+	if len(req.Args) > 0 && req.Args[0] == "sysctl" && !req.Ipvsadm {
 		return s.sysctl(req.Args[1:])
+	}
+	if len(req.Args) > 0 && req.Args[0] == "mark" && !req.Ipvsadm {
+		return s.handleMark(req.Args[1:])
 	}
 	cmd, err := ipvsadm.Parse(req.Args)
 	if err != nil {

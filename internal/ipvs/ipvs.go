@@ -109,4 +109,7 @@ var DefaultTimeouts = Timeouts{TCP: 900, TCPFin: 120, UDP: 300}
 type Config struct {
 	Services []Service
 	Timeouts Timeouts
+	// Marks are the firewall-mark classifier's rules (`xlb mark`), in the
+	// order added: what gives frames the marks of -f services.
+	Marks []MarkRule
 }

@@ -95,7 +95,7 @@ func (s *Service) destIndex(ap netip.AddrPort) int {
 
 // Clone returns a deep copy of c.
 func (c *Config) Clone() *Config {
-	n := &Config{Timeouts: c.Timeouts}
+	n := &Config{Timeouts: c.Timeouts, Marks: slices.Clone(c.Marks)}
 	if c.Services != nil {
 		n.Services = make([]Service, len(c.Services))
 		for i, s := range c.Services {
@@ -298,7 +298,7 @@ func (c *Config) Validate() error {
 			return ErrInvalid.with("timeout %d: must be 1..%d seconds", v, MaxTimeout)
 		}
 	}
-	return nil
+	return c.validateMarks()
 }
 
 // checkService checks what ipvsadm and xlb check before asking the kernel

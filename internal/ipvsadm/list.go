@@ -94,9 +94,14 @@ func WriteList(w io.Writer, cfg *ipvs.Config, stats Stats, opts ListOptions) err
 // "-P -t VIP:port -z ADDR [-F IFNAME]" right after the service's -A line.
 // DPVS's own -S leaves local addresses out, so that its save does not
 // restore them; xlb's does.
+//
+// The firewall-mark classifier's rules (`xlb mark`) follow the services,
+// one "--xlb-mark MARK -t PREFIX:LO-HI..." line per mark (see MarkLine),
+// addresses always numeric.
 func WriteSave(w io.Writer, cfg *ipvs.Config, numeric bool) error {
 	ew := &errWriter{w: w}
 	listAll(ew, cfg, nil, format{ListOptions: ListOptions{Numeric: numeric}, rule: true})
+	writeSaveMarks(ew, cfg)
 	return ew.err
 }
 

@@ -86,6 +86,9 @@ func restoreLine(cfg *ipvs.Config, line string) error {
 	if len(args) == 0 {
 		return nil
 	}
+	if args[0] == MarkLine {
+		return restoreMarks(cfg, args[1:])
+	}
 	c, err := Parse(args)
 	if err != nil {
 		return err
