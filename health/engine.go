@@ -111,7 +111,7 @@ type vsState struct {
 	spec     VirtualService // Reals not used: see reals
 	reals    []*rsState
 	quorumUp bool
-	sent     map[netip.AddrPort]Transition // last state sent per destination
+	sent     map[destKey]Transition // last state sent per service and destination
 }
 
 type rsState struct {
@@ -221,7 +221,7 @@ func (e *Engine) Update(cfg Config) error {
 		vs := old[spec.Key]
 		delete(old, spec.Key)
 		if vs == nil {
-			vs = &vsState{quorumUp: true, sent: map[netip.AddrPort]Transition{}}
+			vs = &vsState{quorumUp: true, sent: map[destKey]Transition{}}
 		}
 		oldRS := map[netip.AddrPort]*rsState{}
 		for _, rs := range vs.reals {
@@ -273,6 +273,7 @@ func (e *Engine) Update(cfg Config) error {
 		}
 		vs.reals = nil
 		vs.spec.Sorry = netip.AddrPort{}
+		vs.spec.Also = nil
 	}
 	e.services = next
 	if e.runCtx != nil {
@@ -496,20 +497,28 @@ func (e *Engine) evaluate(vs *vsState, now time.Time, reason string) {
 		}
 		want[vs.spec.Sorry] = t
 	}
-	for d, prev := range vs.sent {
-		if _, ok := want[d]; !ok {
-			e.queue(Transition{Service: vs.spec.Key, Dest: d, Sorry: prev.Sorry, Fwd: prev.Fwd, Release: true,
-				Reason: "no longer checked", At: now})
-			delete(vs.sent, d)
+	keys := append([]ipvs.ServiceKey{vs.spec.Key}, vs.spec.Also...)
+	full := map[destKey]Transition{}
+	for d, t := range want {
+		for _, k := range keys {
+			t.Service = k
+			full[destKey{k, d}] = t
 		}
 	}
-	for d, t := range want {
-		prev, ok := vs.sent[d]
+	for k, prev := range vs.sent {
+		if _, ok := full[k]; !ok {
+			e.queue(Transition{Service: k.svc, Dest: k.dest, Sorry: prev.Sorry, Fwd: prev.Fwd, Release: true,
+				Reason: "no longer checked", At: now})
+			delete(vs.sent, k)
+		}
+	}
+	for k, t := range full {
+		prev, ok := vs.sent[k]
 		if ok && prev.Present == t.Present && prev.Weight == t.Weight && prev.Healthy == t.Healthy && prev.Fwd == t.Fwd {
 			continue
 		}
 		t.Reason, t.At = reason, now
-		vs.sent[d] = t
+		vs.sent[k] = t
 		e.queue(t)
 	}
 }

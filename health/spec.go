@@ -150,6 +150,10 @@ type RealServer struct {
 // VirtualService is a virtual service whose real servers are checked.
 type VirtualService struct {
 	Key ipvs.ServiceKey
+	// Also are more services that share these real servers and their
+	// checkers (the other members of a keepalived virtual_server_group):
+	// every transition of Key is sent for each of them too.
+	Also []ipvs.ServiceKey
 	// DelayLoop is the interval of checkers without their own;
 	// DefaultDelayLoop when 0.
 	DelayLoop time.Duration
@@ -193,10 +197,12 @@ func (cfg *Config) Validate() error {
 	seen := map[ipvs.ServiceKey]bool{}
 	for i := range cfg.Services {
 		vs := &cfg.Services[i]
-		if seen[vs.Key] {
-			return fmt.Errorf("%w: service %s listed twice", ErrInvalid, KeyString(vs.Key))
+		for _, k := range append([]ipvs.ServiceKey{vs.Key}, vs.Also...) {
+			if seen[k] {
+				return fmt.Errorf("%w: service %s listed twice", ErrInvalid, KeyString(k))
+			}
+			seen[k] = true
 		}
-		seen[vs.Key] = true
 		if err := vs.validate(); err != nil {
 			return fmt.Errorf("service %s: %w", KeyString(vs.Key), err)
 		}

@@ -77,7 +77,7 @@ func (e *Engine) Status() Status {
 				ss.Weight += int64(rs.weight())
 			}
 			r := RealStatus{Dest: rs.spec.Addr, Healthy: rs.healthy, Since: rs.since, Checks: []CheckStatus{}}
-			if t, ok := vs.sent[rs.spec.Addr]; ok {
+			if t, ok := vs.sent[destKey{vs.spec.Key, rs.spec.Addr}]; ok {
 				r.Present, r.Weight = t.Present, t.Weight
 			}
 			for _, cs := range rs.checks {
