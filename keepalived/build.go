@@ -234,6 +234,7 @@ func (b *builder) group(n *node) error {
 		return errorf(n.pos, "virtual_server_group %s defined twice", n.args[0])
 	}
 	g := &group{pos: n.pos}
+	total := 0
 	for _, c := range n.children {
 		if c.block {
 			return errorf(c.pos, "virtual_server_group entry %s: unexpected block", c.key)
@@ -247,6 +248,7 @@ func (b *builder) group(n *node) error {
 				return err
 			}
 			g.entries = append(g.entries, groupEntry{pos: c.pos, mark: uint32(m)})
+			total++
 			continue
 		}
 		addrs, err := addrRange(c, c.key)
@@ -261,6 +263,10 @@ func (b *builder) group(n *node) error {
 			return err
 		}
 		g.entries = append(g.entries, groupEntry{pos: c.pos, addrs: addrs, port: port})
+		total += len(addrs)
+		if total > maxGroup {
+			return errorf(c.pos, "virtual_server_group %s: more than %d services", n.args[0], maxGroup)
+		}
 	}
 	if len(g.entries) == 0 {
 		return errorf(n.pos, "virtual_server_group %s is empty", n.args[0])
@@ -269,9 +275,14 @@ func (b *builder) group(n *node) error {
 	return nil
 }
 
-// maxRange bounds an address range of a group: the last byte (IPv4) or
-// the last 16 bits (IPv6), as keepalived's ranges.
-const maxRange = 65536
+// maxRange bounds an address range of a group. keepalived's ranges
+// change the last byte (IPv4) or the last 16 bits (IPv6); xlb takes at
+// most 256 addresses per range, and maxGroup services per group, so that
+// a typo cannot create 65536 services.
+const (
+	maxRange = 256
+	maxGroup = 4096
+)
 
 // addrRange parses ADDRESS or ADDRESS-LAST, where LAST replaces the last
 // byte of an IPv4 address or the last group of an IPv6 one (keepalived's
@@ -309,8 +320,11 @@ func addrRange(n *node, s string) ([]netip.Addr, error) {
 	var out []netip.Addr
 	for x := a; ; x = x.Next() {
 		out = append(out, x)
-		if x == end || len(out) >= maxRange {
+		if x == end {
 			break
+		}
+		if len(out) == maxRange {
+			return nil, errorf(n.pos, "address range %q: more than %d addresses", s, maxRange)
 		}
 	}
 	return out, nil
@@ -442,6 +456,15 @@ func parseMethod(n *node) (method, error) {
 	return m, nil
 }
 
+func fwdName(f ipvs.Fwd) string {
+	for name, m := range methods {
+		if m == f {
+			return name
+		}
+	}
+	return "?"
+}
+
 func (m method) apply(d *ipvs.Dest) {
 	d.Fwd = m.fwd
 	if m.fwd == ipvs.FwdTunnel {
@@ -502,6 +525,20 @@ func (b *builder) virtualServer(n *node) error {
 			vc.hs.SorryFwd = vc.sorryM.fwd
 		}
 		vc.hs.SorryWeight = 1
+		// Like a real server's, a DR or tunnel sorry server takes the
+		// virtual port; so does one written without a port.
+		port := -1
+		for _, k := range keys {
+			p := int(vc.hs.Sorry.Port())
+			if !k.IsFWMark() && (p == 0 || vc.hs.SorryFwd == ipvs.FwdRoute || vc.hs.SorryFwd == ipvs.FwdTunnel) {
+				p = int(k.Port)
+			}
+			if port >= 0 && p != port {
+				return errorf(n.pos, "sorry_server: the services of the group have different ports, and the sorry server would take each one's")
+			}
+			port = p
+		}
+		vc.hs.Sorry = netip.AddrPortFrom(vc.hs.Sorry.Addr(), uint16(port))
 	}
 	for _, k := range keys {
 		s := vc.svc
@@ -763,9 +800,32 @@ func (b *builder) realServer(vc *vsConf, keys []ipvs.ServiceKey, n *node) error 
 		}
 		rs.Checks = append(rs.Checks, chk)
 	}
+	// Direct routing and tunnels keep the virtual port, so IPVS (and
+	// ipvsadm, and package ipvs) store such a destination with the
+	// service's port. keepalived still checks the port written on the
+	// real_server line; so does xlb, through connect_port.
+	port := -1
 	for _, k := range keys {
-		dk := d
-		if err := b.res.IPVS.AddDest(k, dk); err != nil {
+		p := int(d.Port)
+		if !k.IsFWMark() && (d.Fwd == ipvs.FwdRoute || d.Fwd == ipvs.FwdTunnel) {
+			p = int(k.Port)
+		}
+		if port >= 0 && p != port {
+			return errorf(n.pos, "real_server %s: the services of the group have different ports, and a %s destination takes each one's port: use one virtual_server per port",
+				strings.Join(n.args, " "), fwdName(d.Fwd))
+		}
+		port = p
+	}
+	if uint16(port) != ap.Port() {
+		rs.Addr = netip.AddrPortFrom(ap.Addr(), uint16(port))
+		for i := range rs.Checks {
+			if rs.Checks[i].ConnectPort == 0 {
+				rs.Checks[i].ConnectPort = ap.Port()
+			}
+		}
+	}
+	for _, k := range keys {
+		if err := b.res.IPVS.AddDest(k, d); err != nil {
 			return &Error{Pos: n.pos, Msg: "real_server " + strings.Join(n.args, " "), Err: err}
 		}
 	}
