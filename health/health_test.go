@@ -848,3 +848,34 @@ func TestSplitWords(t *testing.T) {
 		t.Errorf("splitWords = %q, want %q", got, want)
 	}
 }
+
+// TestGroupMembers: the services of a virtual_server_group (Also) get
+// every transition of the checked one.
+func TestGroupMembers(t *testing.T) {
+	ln := listen(t, "127.0.0.1:0")
+	rs := apOf(ln.Addr())
+	mark := ipvs.FWMarkKey(5, false)
+	cfg := Config{Services: []VirtualService{{Key: svcKey, Also: []ipvs.ServiceKey{mark},
+		Reals: []RealServer{{Addr: rs, Weight: 1, Checks: []Check{fast(TCPCheck)}}}}}}
+	sink := newRecSink()
+	start(t, cfg, sink)
+	ln.Close()
+	sink.wait(t, rs, 2*time.Second, "out", out)
+	time.Sleep(100 * time.Millisecond)
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	seen := map[ipvs.ServiceKey][]bool{}
+	for _, b := range sink.batches {
+		for _, tr := range b {
+			seen[tr.Service] = append(seen[tr.Service], tr.Present)
+		}
+	}
+	for _, k := range []ipvs.ServiceKey{svcKey, mark} {
+		if fmt.Sprint(seen[k]) != "[true false]" {
+			t.Errorf("%s got presence %v, want [true false]", KeyString(k), seen[k])
+		}
+	}
+	if err := (&Config{Services: []VirtualService{{Key: svcKey}, {Key: mark, Also: []ipvs.ServiceKey{svcKey}}}}).Validate(); !errors.Is(err, ErrInvalid) {
+		t.Errorf("a service in two groups: Validate = %v, want ErrInvalid", err)
+	}
+}
