@@ -812,6 +812,31 @@ func TestStatusJSON(t *testing.T) {
 	}
 }
 
+func TestStatusText(t *testing.T) {
+	at := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	st := Status{Services: []ServiceStatus{{
+		Service: "tcp 10.0.0.100:80", QuorumUp: false, Sorry: netip.MustParseAddrPort("10.0.0.9:80"), SorryActive: true,
+		Reals: []RealStatus{
+			{Dest: netip.MustParseAddrPort("10.0.0.1:80"), Healthy: false, Present: true, Weight: 0, Since: at.Add(-90 * time.Second),
+				Checks: []CheckStatus{{Kind: HTTPGet, Description: "HTTP_GET /", Target: netip.MustParseAddrPort("10.0.0.1:80"),
+					Result: "failed", Error: "GET / from 10.0.0.1:80: status 500", LastCheck: at.Add(-2 * time.Second)}}},
+			{Dest: netip.MustParseAddrPort("10.0.0.2:80"), Healthy: true, Since: at.Add(-time.Hour)},
+		},
+	}}}
+	var b strings.Builder
+	if err := st.WriteText(&b, at); err != nil {
+		t.Fatal(err)
+	}
+	want := `SERVICE                          DEST         STATE    WEIGHT  CHECKER       TARGET       RESULT  LAST CHECK  SINCE       ERROR
+tcp 10.0.0.100:80 (quorum lost)  10.0.0.1:80  down     0       HTTP_GET /    10.0.0.1:80  failed  2s ago      1m30s ago   GET / from 10.0.0.1:80: status 500
+tcp 10.0.0.100:80 (quorum lost)  10.0.0.2:80  up       -       -             -            -       -           1h0m0s ago  
+tcp 10.0.0.100:80 (quorum lost)  10.0.0.9:80  serving  -       sorry_server  -            -       -           -           
+`
+	if b.String() != want {
+		t.Errorf("WriteText:\n%s\nwant:\n%s", b.String(), want)
+	}
+}
+
 func TestValidate(t *testing.T) {
 	rs := netip.MustParseAddrPort("10.0.0.1:80")
 	mk := func(f func(*Check)) Config {

@@ -1,7 +1,11 @@
 package health
 
 import (
+	"fmt"
+	"io"
 	"net/netip"
+	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/xlbproject/xlb/internal/ipvs"
@@ -21,6 +25,7 @@ type Status struct {
 type ServiceStatus struct {
 	Service     string          `json:"service"` // KeyString
 	Key         ipvs.ServiceKey `json:"-"`
+	Also        []string        `json:"also,omitempty"` // the group's other services
 	Quorum      int64           `json:"quorum"`
 	Weight      int64           `json:"weight"` // sum of the healthy servers' weights
 	QuorumUp    bool            `json:"quorum_up"`
@@ -72,6 +77,9 @@ func (e *Engine) Status() Status {
 		ss := ServiceStatus{Service: KeyString(vs.spec.Key), Key: vs.spec.Key, Quorum: max(vs.spec.Quorum, 1),
 			QuorumUp: vs.quorumUp, Sorry: vs.spec.Sorry}
 		ss.SorryActive = ss.Sorry.Addr().IsValid() && !vs.quorumUp
+		for _, k := range vs.spec.Also {
+			ss.Also = append(ss.Also, KeyString(k))
+		}
 		for _, rs := range vs.reals {
 			if rs.healthy {
 				ss.Weight += int64(rs.weight())
@@ -117,4 +125,53 @@ func (c *Check) describe() string {
 		return s
 	}
 	return c.Kind.String()
+}
+
+// WriteText writes st as the table `xlb health` prints: one line per
+// checker (one per real server without checkers), times relative to now.
+func (st Status) WriteText(w io.Writer, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVICE\tDEST\tSTATE\tWEIGHT\tCHECKER\tTARGET\tRESULT\tLAST CHECK\tSINCE\tERROR")
+	ago := func(t time.Time) string {
+		if t.IsZero() {
+			return "-"
+		}
+		return now.Sub(t).Truncate(time.Second).String() + " ago"
+	}
+	for _, s := range st.Services {
+		name := s.Service
+		if !s.QuorumUp {
+			name += " (quorum lost)"
+		}
+		for _, r := range s.Reals {
+			state := "down"
+			if r.Healthy {
+				state = "up"
+			}
+			weight := "-"
+			if r.Present {
+				weight = fmt.Sprint(r.Weight)
+			}
+			if len(r.Checks) == 0 {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t-\t-\t-\t-\t%s\t\n", name, r.Dest, state, weight, ago(r.Since))
+			}
+			for _, c := range r.Checks {
+				res := c.Result
+				if res == "" {
+					res = "-"
+				}
+				errText := strings.ReplaceAll(c.Error, "\t", " ")
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, r.Dest, state, weight,
+					c.Description, c.Target, res, ago(c.LastCheck), ago(r.Since), errText)
+			}
+		}
+		if s.Sorry.IsValid() {
+			state := "standby"
+			if s.SorryActive {
+				state = "serving"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t-\tsorry_server\t-\t-\t-\t-\t\n", name, s.Sorry, state)
+		}
+	}
+	return tw.Flush()
 }
