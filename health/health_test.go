@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/xlbproject/xlb/internal/ipvs"
 )
 
@@ -902,5 +904,63 @@ func TestGroupMembers(t *testing.T) {
 	}
 	if err := (&Config{Services: []VirtualService{{Key: svcKey}, {Key: mark, Also: []ipvs.ServiceKey{svcKey}}}}).Validate(); !errors.Is(err, ErrInvalid) {
 		t.Errorf("a service in two groups: Validate = %v, want ErrInvalid", err)
+	}
+}
+
+// blackhole returns a loopback address whose SYNs are dropped: a
+// listening socket with a full accept queue that never accepts (Linux
+// drops a SYN when the queue is full).
+func blackhole(t *testing.T) netip.AddrPort {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ap := netip.AddrPortFrom(netip.AddrFrom4(sa.(*unix.SockaddrInet4).Addr), uint16(sa.(*unix.SockaddrInet4).Port))
+	// Fill the queue (backlog 0 holds one connection).
+	for range 2 {
+		c, err := net.DialTimeout("tcp", ap.String(), 200*time.Millisecond)
+		if err == nil {
+			t.Cleanup(func() { c.Close() })
+		}
+	}
+	c := fast(TCPCheck)
+	if _, err := c.probe(context.Background(), ap); err == nil || !strings.Contains(err.Error(), "timeout") {
+		t.Fatalf("connect to a full queue = %v, want a timeout", err)
+	}
+	return ap
+}
+
+// TestTCPCheckBlackhole takes out a server whose packets are dropped, not
+// refused, within delay_loop × retry + delay_before_retry + 1 s when
+// connect_timeout is short; the other server is unaffected.
+func TestTCPCheckBlackhole(t *testing.T) {
+	hole := blackhole(t)
+	good := listen(t, "127.0.0.1:0")
+	defer good.Close()
+	c := fast(TCPCheck)
+	c.ConnectTimeout = 200 * time.Millisecond
+	cfg := Config{Services: []VirtualService{{Key: svcKey, Reals: []RealServer{
+		{Addr: hole, Weight: 1, Checks: []Check{c}},
+		{Addr: apOf(good.Addr()), Weight: 1, Checks: []Check{c}},
+	}}}}
+	sink := newRecSink()
+	e := start(t, cfg, sink)
+	bound := c.DelayLoop*time.Duration(c.Retry) + c.DelayBeforeRetry + time.Second
+	took := sink.wait(t, hole, bound, "blackholed server out", func(t Transition) bool { return !t.Present && !t.Healthy })
+	t.Logf("blackholed server out after %v (bound %v)", took, bound)
+	if r := e.Status().Services[0].Reals[1]; !r.Healthy || !r.Present {
+		t.Errorf("the other server %+v, want healthy and in", r)
 	}
 }
