@@ -357,3 +357,52 @@ func TestErrorUnwraps(t *testing.T) {
 		t.Errorf("error %v: want an *Error at line 1 wrapping ipvs.ErrSchedNotFound", err)
 	}
 }
+
+func TestIPv6AndMarks(t *testing.T) {
+	src := `virtual_server 2001:db8::1 443 {
+    lb_algo sed
+    lb_kind DR
+    persistence_timeout 30
+    persistence_granularity 64
+    protocol SCTP
+    real_server 2001:db8::10 443 {
+        weight 7
+        PING_CHECK {
+        }
+    }
+}
+virtual_server fwmark 3 {
+    ip_family inet6
+    lb_algo rr
+    lb_kind TUN
+    real_server 2001:db8::20 0 {
+    }
+}
+virtual_server 10.0.0.1 53 {
+    protocol UDP
+    ops
+    lb_algo rr
+    real_server 10.0.1.1 5353 {
+    }
+}
+`
+	res, err := Parse("k.conf", []byte(src), files{}.opts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	ipvsadm.WriteSave(&b, res.IPVS, true)
+	want := `-A -u 10.0.0.1:53 -s rr -o
+-a -u 10.0.0.1:53 -r 10.0.1.1:5353 -m -w 1
+-A --sctp-service [2001:db8::1]:443 -s sed -p 30 -M 64
+-a --sctp-service [2001:db8::1]:443 -r [2001:db8::10]:443 -g -w 7
+-A -f 3 -6 -s rr
+-a -f 3 -6 -r [2001:db8::20]:0 -i -w 1 --tun-type ipip
+`
+	if b.String() != want {
+		t.Errorf("ipvsadm -S -n:\n%s\nwant:\n%s", b.String(), want)
+	}
+	if k := res.Health.Services[1].Key; k != ipvs.FWMarkKey(3, true) {
+		t.Errorf("fwmark key %+v, want mark 3 IPv6", k)
+	}
+}
