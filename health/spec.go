@@ -203,14 +203,15 @@ func (cfg *Config) Validate() error {
 			}
 			seen[k] = true
 		}
-		if err := vs.validate(); err != nil {
+		if err := vs.Validate(); err != nil {
 			return fmt.Errorf("service %s: %w", KeyString(vs.Key), err)
 		}
 	}
 	return nil
 }
 
-func (vs *VirtualService) validate() error {
+// Validate checks one service and its real servers and checkers.
+func (vs *VirtualService) Validate() error {
 	if vs.DelayLoop < 0 {
 		return fmt.Errorf("%w: delay_loop %v: must not be negative", ErrInvalid, vs.DelayLoop)
 	}
@@ -231,7 +232,7 @@ func (vs *VirtualService) validate() error {
 			return fmt.Errorf("%w: real server %s weight %d: must be 0..%d", ErrInvalid, rs.Addr, rs.Weight, ipvs.MaxWeight)
 		}
 		for j := range rs.Checks {
-			if err := rs.Checks[j].validate(); err != nil {
+			if err := rs.Checks[j].Validate(); err != nil {
 				return fmt.Errorf("real server %s: %s: %w", rs.Addr, rs.Checks[j].Kind, err)
 			}
 		}
@@ -245,7 +246,8 @@ func (vs *VirtualService) validate() error {
 	return nil
 }
 
-func (c *Check) validate() error {
+// Validate checks one checker's settings.
+func (c *Check) Validate() error {
 	if int(c.Kind) >= len(kindNames) || c.Kind == 0 {
 		return fmt.Errorf("%w: unknown checker kind %d", ErrInvalid, c.Kind)
 	}

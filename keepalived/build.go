@@ -558,6 +558,14 @@ func (b *builder) virtualServer(n *node) error {
 			return err
 		}
 	}
+	for _, rs := range vc.hs.Reals {
+		if vc.hs.Sorry.IsValid() && rs.Addr == vc.hs.Sorry {
+			return errorf(n.pos, "sorry_server %s is also a real_server of the virtual server", vc.hs.Sorry)
+		}
+	}
+	if err := vc.hs.Validate(); err != nil {
+		return &Error{Pos: n.pos, Msg: "virtual_server " + strings.Join(n.args, " "), Err: err}
+	}
 	b.res.Health.Services = append(b.res.Health.Services, vc.hs)
 	return nil
 }
@@ -904,6 +912,9 @@ func (b *builder) checker(n *node, defs *defaults) (health.Check, error) {
 	}
 	if kind == health.MiscCheck && c.MiscPath == "" {
 		return c, errorf(n.pos, "MISC_CHECK needs misc_path")
+	}
+	if err := c.Validate(); err != nil {
+		return c, &Error{Pos: n.pos, Msg: n.key, Err: err}
 	}
 	return c, nil
 }

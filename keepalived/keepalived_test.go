@@ -244,6 +244,8 @@ func TestErrors(t *testing.T) {
 		{"mask", vs + " persistence_granularity 255.0.255.0\n}\n", "not contiguous"},
 		{"missing include", "include nothere.conf\n", "k.conf:1: include nothere.conf"},
 		{"include cycle", "include k.conf\n", "include cycle"},
+		{"sorry is real", vs + " sorry_server 10.0.1.1 80\n real_server 10.0.1.1 80 {\n }\n}\n", "k.conf:1: sorry_server 10.0.1.1:80 is also a real_server"},
+		{"zero timeout", vs + " real_server 10.0.1.1 80 {\n  TCP_CHECK {\n   connect_timeout 0\n  }\n }\n}\n", "k.conf:3: TCP_CHECK: invalid health check: connect_timeout 0s: must be positive"},
 		{"pe", vs + " persistence_engine sip\n}\n", "no persistence engines"},
 		{"status", vs + " real_server 10.0.1.1 80 {\n  HTTP_GET {\n   url {\n    path /\n    status_code 2000\n   }\n  }\n }\n}\n", "status_code 2000"},
 	}
