@@ -120,6 +120,7 @@ type rsState struct {
 	healthy   bool
 	dynWeight int32 // weight set by misc_dynamic, noWeight if none
 	since     time.Time
+	flips     uint64 // changes of healthy
 }
 
 type checkState struct {
@@ -422,6 +423,7 @@ func (e *Engine) record(cs *checkState, start time.Time, dur time.Duration, w in
 	}
 	if healthy != rs.healthy {
 		rs.healthy, rs.since = healthy, now
+		rs.flips++
 		state, script := "down", rs.spec.NotifyDown
 		if healthy {
 			state, script = "up", rs.spec.NotifyUp

@@ -160,7 +160,7 @@ func TestTCPCheckOutAndBack(t *testing.T) {
 		{Addr: apOf(other.Addr()), Weight: 1, Checks: []Check{c}},
 	}}}}
 	sink := newRecSink()
-	start(t, cfg, sink)
+	e := start(t, cfg, sink)
 	sink.wait(t, rs, time.Second, "initially in", in(3))
 	ln.Close()
 	bound := c.DelayLoop*time.Duration(c.Retry) + c.DelayBeforeRetry + time.Second
@@ -175,6 +175,9 @@ func TestTCPCheckOutAndBack(t *testing.T) {
 	ln2 := listen(t, rs.String())
 	defer ln2.Close()
 	sink.wait(t, rs, time.Second, "back in", in(3))
+	if n := e.Status().Services[0].Reals[0].Transitions; n != 2 {
+		t.Errorf("%d transitions counted, want 2 (down, up)", n)
+	}
 }
 
 func TestInhibitOnFailure(t *testing.T) {
@@ -963,4 +966,23 @@ func TestTCPCheckBlackhole(t *testing.T) {
 	if r := e.Status().Services[0].Reals[1]; !r.Healthy || !r.Present {
 		t.Errorf("the other server %+v, want healthy and in", r)
 	}
+}
+
+// FuzzSplitWords: any words, quoted one by one, split back into
+// themselves; and no input panics.
+func FuzzSplitWords(f *testing.F) {
+	f.Add("/bin/check", "a b", `it's "x"`)
+	f.Add("", "\\", "\t")
+	f.Fuzz(func(t *testing.T, a, b, c string) {
+		splitWords(a + b + c)
+		words := []string{a, b, c}
+		var line []string
+		for _, w := range words {
+			line = append(line, "'"+strings.ReplaceAll(w, "'", `'\''`)+"'")
+		}
+		got := splitWords(strings.Join(line, " "))
+		if fmt.Sprint(got) != fmt.Sprint(words) || len(got) != 3 {
+			t.Errorf("splitWords(%q) = %q, want %q", strings.Join(line, " "), got, words)
+		}
+	})
 }

@@ -344,19 +344,23 @@ func KeyString(k ipvs.ServiceKey) string {
 	return p + " " + netip.AddrPortFrom(k.Addr, k.Port).String()
 }
 
-// splitWords splits a command line into words as a shell would, with
-// single and double quotes and backslashes, but without expansion (as
-// keepalived splits misc_path and notify scripts).
+// splitWords splits a command line into words at blanks, as keepalived
+// splits misc_path and notify scripts: '...' and "..." quote, a backslash
+// outside single quotes takes the next byte as it is, and nothing is
+// expanded (no shell runs).
 func splitWords(s string) []string {
 	var words []string
 	var w strings.Builder
 	in := false
-	var quote rune
+	var quote byte
 	esc := false
-	for _, r := range s {
+	// Bytes, not runes: the delimiters are ASCII, and other bytes, valid
+	// UTF-8 or not, are copied as they are.
+	for i := 0; i < len(s); i++ {
+		r := s[i]
 		switch {
 		case esc:
-			w.WriteRune(r)
+			w.WriteByte(r)
 			esc = false
 		case r == '\\' && quote != '\'':
 			esc, in = true, true
@@ -364,7 +368,7 @@ func splitWords(s string) []string {
 			if r == quote {
 				quote = 0
 			} else {
-				w.WriteRune(r)
+				w.WriteByte(r)
 			}
 		case r == '\'' || r == '"':
 			quote, in = r, true
@@ -375,7 +379,7 @@ func splitWords(s string) []string {
 				in = false
 			}
 		default:
-			w.WriteRune(r)
+			w.WriteByte(r)
 			in = true
 		}
 	}

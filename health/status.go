@@ -39,10 +39,12 @@ type RealStatus struct {
 	Dest    netip.AddrPort `json:"dest"`
 	Healthy bool           `json:"healthy"`
 	// Present and Weight are what the engine last asked of the sink.
-	Present bool          `json:"present"`
-	Weight  int32         `json:"weight"`
-	Since   time.Time     `json:"since"` // last change of Healthy, or when checking began
-	Checks  []CheckStatus `json:"checks"`
+	Present bool      `json:"present"`
+	Weight  int32     `json:"weight"`
+	Since   time.Time `json:"since"` // last change of Healthy, or when checking began
+	// Transitions counts the changes of Healthy, for metrics.
+	Transitions uint64        `json:"transitions"`
+	Checks      []CheckStatus `json:"checks"`
 }
 
 // CheckStatus is one checker of a real server.
@@ -84,7 +86,7 @@ func (e *Engine) Status() Status {
 			if rs.healthy {
 				ss.Weight += int64(rs.weight())
 			}
-			r := RealStatus{Dest: rs.spec.Addr, Healthy: rs.healthy, Since: rs.since, Checks: []CheckStatus{}}
+			r := RealStatus{Dest: rs.spec.Addr, Healthy: rs.healthy, Since: rs.since, Transitions: rs.flips, Checks: []CheckStatus{}}
 			if t, ok := vs.sent[destKey{vs.spec.Key, rs.spec.Addr}]; ok {
 				r.Present, r.Weight = t.Present, t.Weight
 			}
