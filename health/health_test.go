@@ -986,3 +986,30 @@ func FuzzSplitWords(f *testing.F) {
 		}
 	})
 }
+
+// TestRetryTiming: after the first failure, the retries come
+// delay_before_retry apart, not delay_loop apart, so a server is out
+// within delay_loop + retry × delay_before_retry of failing.
+func TestRetryTiming(t *testing.T) {
+	script, file := exitFile(t, 0)
+	rs := netip.MustParseAddrPort("10.0.0.1:80")
+	c := fast(MiscCheck)
+	c.MiscPath, c.Retry, c.DelayLoop, c.DelayBeforeRetry = script, 3, time.Second, 50*time.Millisecond
+	cfg := Config{Services: []VirtualService{{Key: svcKey, Reals: []RealServer{{Addr: rs, Weight: 1, Checks: []Check{c}}}}}}
+	sink := newRecSink()
+	e := start(t, cfg, sink)
+	sink.wait(t, rs, time.Second, "in", in(1))
+	for e.Status().Services[0].Reals[0].Checks[0].Checks == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	setCode(t, file, 1)
+	// Retrying at delay_loop would take 3 s more; at delay_before_retry
+	// 150 ms plus the scripts' run time.
+	bound := c.DelayLoop + time.Duration(c.Retry)*c.DelayBeforeRetry + 500*time.Millisecond
+	took := sink.wait(t, rs, bound, "out", out)
+	cs := e.Status().Services[0].Reals[0].Checks[0]
+	t.Logf("out %v after the failure began (bound %v)", took, bound)
+	if cs.Failures != c.Retry+1 {
+		t.Errorf("out after %d failures, want retry+1 = %d", cs.Failures, c.Retry+1)
+	}
+}
