@@ -98,6 +98,9 @@ func fast(k Kind) Check {
 	c.DelayLoop = 100 * time.Millisecond
 	c.DelayBeforeRetry = 50 * time.Millisecond
 	c.Warmup = 0
+	// A script started on a loaded machine can take longer than the
+	// 100 ms delay_loop that misc_timeout defaults to.
+	c.MiscTimeout = 2 * time.Second
 	return c
 }
 
@@ -278,13 +281,14 @@ func TestProbeHTTP(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := fast(tt.kind)
+			c.ConnectTimeout = time.Second // the hung cases wait for it; others must not hit it on a loaded machine
 			c.URLs, c.VirtualHost = tt.urls, tt.vhost
 			if err := (&Config{Services: []VirtualService{{Key: svcKey, Reals: []RealServer{{Addr: apOf(tt.addr), Checks: []Check{c}}}}}}).Validate(); err != nil {
 				t.Fatal(err)
 			}
 			begin := time.Now()
 			_, err := c.probe(context.Background(), apOf(tt.addr))
-			if took := time.Since(begin); took > c.ConnectTimeout*time.Duration(len(tt.urls))+200*time.Millisecond {
+			if took := time.Since(begin); took > c.ConnectTimeout*time.Duration(len(tt.urls))+time.Second {
 				t.Errorf("probe took %v, want at most connect_timeout %v per url", took, c.ConnectTimeout)
 			}
 			switch {
@@ -386,6 +390,7 @@ func TestProbeUDP(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := fast(UDPCheck)
+			c.ConnectTimeout = time.Second
 			c.Payload = []byte("hello")
 			c.RequireReply, c.ReplyPrefix, c.MinReplyLen, c.MaxReplyLen = tt.require, []byte(tt.prefix), tt.min, tt.max
 			_, err := c.probe(context.Background(), tt.dst)
@@ -453,10 +458,10 @@ func TestProbeMisc(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(fmt.Sprintf("%s/%v", tt.script, tt.dynamic), func(t *testing.T) {
 			c := fast(MiscCheck)
-			c.MiscPath, c.MiscDynamic, c.MiscTimeout = tt.script, tt.dynamic, 300*time.Millisecond
+			c.MiscPath, c.MiscDynamic, c.MiscTimeout = tt.script, tt.dynamic, time.Second
 			begin := time.Now()
 			w, err := c.probe(context.Background(), netip.AddrPort{})
-			if took := time.Since(begin); took > 2*time.Second {
+			if took := time.Since(begin); took > 3*time.Second {
 				t.Errorf("probe took %v, want the script killed after misc_timeout", took)
 			}
 			if w != tt.weight {
@@ -1005,7 +1010,7 @@ func TestRetryTiming(t *testing.T) {
 	setCode(t, file, 1)
 	// Retrying at delay_loop would take 3 s more; at delay_before_retry
 	// 150 ms plus the scripts' run time.
-	bound := c.DelayLoop + time.Duration(c.Retry)*c.DelayBeforeRetry + 500*time.Millisecond
+	bound := c.DelayLoop + time.Duration(c.Retry)*c.DelayBeforeRetry + time.Second
 	took := sink.wait(t, rs, bound, "out", out)
 	cs := e.Status().Services[0].Reals[0].Checks[0]
 	t.Logf("out %v after the failure began (bound %v)", took, bound)
