@@ -180,6 +180,9 @@ func newWorker(d *Dataplane, qid, queues int) (*worker, error) {
 			w.qs = append(w.qs, newQueue(s.umem, s.frameSize, s.numFrames, s.fill, s.comp, s.rx, s.tx, s))
 		}
 	}
+	for i, q := range w.qs {
+		q.busy = w.socks[i].busyPoll
+	}
 	w.cfg.Store(&workerConfig{services: map[svcKey]*workerService{}})
 	w.guard.set = func(l bpf.SYNLevel) error {
 		return d.objs.SYNGuard(qid, l, d.opts.SYNRate, d.opts.SYNBurst, d.opts.SYNAuto)
@@ -222,12 +225,50 @@ func (w *worker) wait(timeoutMs int) {
 
 }
 
-// spinNs is how long a worker keeps polling its rings after the last
-// frame before it sleeps in poll(2). Waking from poll costs tens of
-// microseconds on a VM; request/response traffic whose next packet comes
-// within this window is served without that wake-up. The spin costs CPU
-// only while traffic flows: an idle worker sleeps.
-const spinNs = 50_000
+// DefaultSpin is how long, at most, a worker keeps polling its rings
+// after the last frame before it sleeps in poll(2). Waking from poll
+// costs tens of microseconds on a VM; request/response traffic whose next
+// packet comes within this window is served without that wake-up.
+const DefaultSpin = 50 * time.Microsecond
+
+// spinner is a worker's spin-before-sleep policy. Spinning for the next
+// frame costs the whole gap in CPU; sleeping costs a poll(2) and a
+// wake-up (a few µs of CPU, tens of µs of latency). So the worker spins
+// only while the frames it sees come closer together than max: it keeps
+// an average of the idle gaps it waited through before frames came
+// (EWMA, weight 1/8, each gap clamped to 2*max; a sleep counts as the
+// gap it was), and spins, up to max, only while that average is below
+// max. A trickle (1k pps: 1 ms gaps) sleeps after every frame
+// instead of spinning 50 µs each time; request/response traffic whose
+// next frame comes within max, and a flood, keep the worker spinning.
+// Not safe for concurrent use.
+type spinner struct {
+	max  int64 // ns; 0: never spin
+	gap  int64 // average idle gap before frames came, ns
+	idle int64 // time of the first empty poll since frames came; 0: the last poll found frames
+	last int64 // time of the last poll that found frames
+}
+
+// found records a poll at now that found frames.
+func (s *spinner) found(now int64) {
+	g := int64(0)
+	if s.idle != 0 {
+		// Clamped, so that one long pause does not keep a worker from
+		// spinning for hundreds of frames after it.
+		g = min(now-s.idle, 2*s.max)
+	}
+	s.gap += (g - s.gap) / 8
+	s.idle, s.last = 0, now
+}
+
+// spin records an empty poll at now and says whether to poll again
+// rather than sleep.
+func (s *spinner) spin(now int64) bool {
+	if s.idle == 0 {
+		s.idle = now
+	}
+	return s.gap < s.max && now-s.last < s.max
+}
 
 // run serves the queue until ctx is done.
 func (w *worker) run(ctx context.Context) {
@@ -240,14 +281,14 @@ func (w *worker) run(ctx context.Context) {
 	for _, q := range w.qs {
 		q.refill()
 	}
-	last := int64(0)
+	sp := spinner{max: w.dp.opts.Spin.Nanoseconds()}
 	for !stop.Load() {
 		now := time.Since(w.start).Nanoseconds()
 		if w.poll(now) > 0 {
-			last = now
+			sp.found(now)
 			continue
 		}
-		if now-last < spinNs {
+		if sp.spin(now) {
 			continue
 		}
 		w.idle(now)
@@ -358,7 +399,7 @@ func (w *worker) flush() int {
 // pollQueue forwards one batch of frames received on interface slot, each
 // out of the interface its route names (w.out), and returns its size.
 func (w *worker) pollQueue(slot uint16, q *queue, cfg *workerConfig, fwd []destFwd, now int64) int {
-	n := q.rx.consumerPeek(maxBatch)
+	n := q.peek()
 	if n == 0 {
 		return 0
 	}
