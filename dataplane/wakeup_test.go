@@ -4,6 +4,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -100,7 +101,7 @@ func TestSpinner(t *testing.T) {
 		}
 		return float64(spun) / float64(gap*int64(count))
 	}
-	s := spinner{max: max}
+	s := newSpinner(time.Duration(max))
 	now := int64(1)
 	if got := run(&s, &now, 1000*us, 100); got > 0.01 {
 		t.Errorf("1k pps: spun %.0f%% of the time, want ~0", 100*got)
@@ -111,11 +112,20 @@ func TestSpinner(t *testing.T) {
 	if got := run(&s, &now, 2*us, 200); got < 0.4 {
 		t.Errorf("flood: spun %.0f%% of the time, want about half (polls every µs, frames every 2)", 100*got)
 	}
+	// Bursts of 50 frames 5 µs apart every 2 ms: spins through each
+	// burst, and about half a window after it.
+	for range 20 {
+		if got := run(&s, &now, 5*us, 50); got < 0.75 {
+			t.Errorf("within a burst: spun %.0f%% of the time, want most", 100*got)
+			break
+		}
+		now += 2000 * us
+	}
 	run(&s, &now, 10_000_000*us, 1) // a 10 s pause
 	if got := run(&s, &now, 30*us, 20); got < 0.5 {
 		t.Errorf("after a pause, 20 frames 30 µs apart: spun %.0f%% of the time, want most", 100*got)
 	}
-	off := spinner{}
+	off := newSpinner(0)
 	if off.spin(now) {
 		t.Error("spin limit 0: spins, want never")
 	}

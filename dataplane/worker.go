@@ -232,32 +232,42 @@ func (w *worker) wait(timeoutMs int) {
 const DefaultSpin = 50 * time.Microsecond
 
 // spinner is a worker's spin-before-sleep policy. Spinning for the next
-// frame costs the whole gap in CPU; sleeping costs a poll(2) and a
-// wake-up (a few µs of CPU, tens of µs of latency). So the worker spins
-// only while the frames it sees come closer together than max: it keeps
-// an average of the idle gaps it waited through before frames came
-// (EWMA, weight 1/8, each gap clamped to 2*max; a sleep counts as the
-// gap it was), and spins, up to max, only while that average is below
-// max. A trickle (1k pps: 1 ms gaps) sleeps after every frame
-// instead of spinning 50 µs each time; request/response traffic whose
-// next frame comes within max, and a flood, keep the worker spinning.
-// Not safe for concurrent use.
+// frame costs the CPU of the whole gap; sleeping costs a poll(2), a
+// context switch and a wake-up, which on this VM come to tens of µs of
+// CPU and of latency (bench/RESULTS.md, "Where the time goes"). Spinning
+// up to about that long before sleeping is the classic answer (never more
+// than twice the better choice's CPU), and what a fixed 50 µs spin did;
+// its waste is a trickle, whose frames come further apart than the spin:
+// every frame then costs a whole spin and a wake-up.
+//
+// So the spin window adapts, between 0 and max: each idle gap the worker
+// waited through before frames came (spinning or asleep) that was longer
+// than max halves it, each shorter one doubles it (plus max/16, so that
+// it grows back from 0). A trickle (1 ms gaps) stops spinning within a
+// few frames; request/response traffic whose next frame comes within max,
+// bursts and floods keep it near max. Not safe for concurrent use.
 type spinner struct {
 	max  int64 // ns; 0: never spin
-	gap  int64 // average idle gap before frames came, ns
+	win  int64 // the current spin window, ns
 	idle int64 // time of the first empty poll since frames came; 0: the last poll found frames
 	last int64 // time of the last poll that found frames
 }
 
+func newSpinner(max time.Duration) spinner {
+	return spinner{max: max.Nanoseconds(), win: max.Nanoseconds()}
+}
+
 // found records a poll at now that found frames.
 func (s *spinner) found(now int64) {
-	g := int64(0)
 	if s.idle != 0 {
-		// Clamped, so that one long pause does not keep a worker from
-		// spinning for hundreds of frames after it.
-		g = min(now-s.idle, 2*s.max)
+		if now-s.idle > s.max {
+			if s.win /= 2; s.win < s.max/32 {
+				s.win = 0
+			}
+		} else {
+			s.win = min(s.max, 2*s.win+s.max/16)
+		}
 	}
-	s.gap += (g - s.gap) / 8
 	s.idle, s.last = 0, now
 }
 
@@ -267,7 +277,7 @@ func (s *spinner) spin(now int64) bool {
 	if s.idle == 0 {
 		s.idle = now
 	}
-	return s.gap < s.max && now-s.last < s.max
+	return now-s.last < s.win
 }
 
 // run serves the queue until ctx is done.
@@ -281,7 +291,7 @@ func (w *worker) run(ctx context.Context) {
 	for _, q := range w.qs {
 		q.refill()
 	}
-	sp := spinner{max: w.dp.opts.Spin.Nanoseconds()}
+	sp := newSpinner(w.dp.opts.Spin)
 	for !stop.Load() {
 		now := time.Since(w.start).Nanoseconds()
 		if w.poll(now) > 0 {
