@@ -308,16 +308,8 @@ var errNetDown = unix.ENETDOWN
 
 // kick asks the kernel to transmit what the TX ring holds. In copy mode
 // the frames are sent from this syscall.
-//
-// It is a raw syscall, which does not tell the Go scheduler it is in
-// the kernel: sendto(2) with MSG_DONTWAIT never blocks, and takes at most
-// one TX budget of frames (tens of µs). Through syscall.Syscall the
-// runtime's sysmon thread watched the worker's P enter and leave the
-// kernel at every batch and kept waking every 20 µs to consider taking
-// it: 7% of the xlb process's CPU in a flood (bench/RESULTS.md, "Where
-// the time goes").
 func (s *socket) kick() error {
-	_, _, errno := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(s.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
+	_, _, errno := unix.Syscall6(unix.SYS_SENDTO, uintptr(s.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
 	switch errno {
 	case 0, unix.EAGAIN, unix.EBUSY, unix.ENOBUFS:
 		// The kernel is busy or has no buffers right now: the frames stay
@@ -333,10 +325,9 @@ func (s *socket) kick() error {
 
 // wake asks the kernel to go on receiving: recvfrom(2), which does
 // nothing but run the NAPI of a busy-polling socket, or wake the driver
-// of one whose fill ring says it needs it (need_wakeup). A raw syscall,
-// as kick: with MSG_DONTWAIT it never blocks.
+// of one whose fill ring says it needs it (need_wakeup).
 func (s *socket) wake() {
-	unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(s.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
+	unix.Syscall6(unix.SYS_RECVFROM, uintptr(s.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
 }
 
 // wait blocks until the RX ring has frames or timeoutMs passes.
