@@ -225,6 +225,13 @@ func (w *worker) wait(timeoutMs int) {
 
 }
 
+// idleEveryNs is how often, at most, a worker does its idle housekeeping
+// (idle) before it sleeps. At a trickle every frame ends in a sleep, and
+// an idle pass before each costs an Expire call of idleChunk entries
+// (20-40 µs) per frame; once a millisecond is enough for expiry, and the
+// busy path's Expire runs at every batch anyway.
+const idleEveryNs = int64(time.Millisecond)
+
 // DefaultSpin is how long, at most, a worker keeps polling its rings
 // after the last frame before it sleeps in poll(2). Waking from poll
 // costs tens of microseconds on a VM; request/response traffic whose next
@@ -292,6 +299,7 @@ func (w *worker) run(ctx context.Context) {
 		q.refill()
 	}
 	sp := newSpinner(w.dp.opts.Spin)
+	housekept := int64(0)
 	for !stop.Load() {
 		now := time.Since(w.start).Nanoseconds()
 		if w.poll(now) > 0 {
@@ -301,7 +309,10 @@ func (w *worker) run(ctx context.Context) {
 		if sp.spin(now) {
 			continue
 		}
-		w.idle(now)
+		if now-housekept >= idleEveryNs {
+			housekept = now
+			w.idle(now)
+		}
 		wait := w.waitMs()
 		if w.ct.Dumping() {
 			wait = min(wait, dumpWaitMs)
