@@ -155,6 +155,9 @@ func (b *bench) packetRate(ctx context.Context, dp dataplane) (sample, error) {
 	if b.o.ppsRate != "" {
 		args = append(args, "--rate", b.o.ppsRate)
 	}
+	if b.o.ppsGap != "" {
+		args = append(args, "--gap", b.o.ppsGap)
+	}
 	p, err := b.env.Client.Start("trafgen", args...)
 	if err != nil {
 		return sample{}, err
