@@ -20,4 +20,10 @@
 // that is sent there (--socket first, or XLB_SOCKET) and answered with
 // ipvsadm's output, errors and exit codes. Only root, the daemon's user
 // and members of --socket-group may use the socket.
+//
+// The worker's polling: --spin (how long, at most, a worker spins for
+// the next frame before sleeping), --tx-budget (frames per sendto in copy
+// mode), --no-need-wakeup, and --busy-poll/--busy-poll-budget (busy
+// polling, which also sets the interfaces' napi_defer_hard_irqs and
+// gro_flush_timeout until exit; it loses on veth, see bench/RESULTS.md).
 package main
