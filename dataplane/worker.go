@@ -240,8 +240,9 @@ const DefaultSpin = 50 * time.Microsecond
 
 // spinner is a worker's spin-before-sleep policy. Spinning for the next
 // frame costs the CPU of the whole gap; sleeping costs a poll(2), a
-// context switch and a wake-up, which on this VM come to tens of µs of
-// CPU and of latency (bench/RESULTS.md, "Where the time goes"). Spinning
+// context switch and a wake-up, which on this 2-vCPU VM come to 60-100
+// µs of CPU and tens of µs of latency (bench/RESULTS.md, "Where the time
+// goes"). Spinning
 // up to about that long before sleeping is the classic answer (never more
 // than twice the better choice's CPU), and what a fixed 50 µs spin did;
 // its waste is a trickle, whose frames come further apart than the spin:
