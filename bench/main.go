@@ -29,6 +29,8 @@ type options struct {
 	iperfTime time.Duration
 	pings     int
 	flows     int
+	ppsRate   string
+	ppsGap    string
 	conns     int
 	metrics   string
 	nat       bool
@@ -45,6 +47,8 @@ func main() {
 	flag.DurationVar(&o.iperfTime, "iperf-time", 3*time.Second, "iperf3 duration per run (whole seconds)")
 	flag.IntVar(&o.pings, "pings", 2000, "UDP round trips timed per run")
 	flag.IntVar(&o.flows, "flows", 1024, "UDP flows (source ports) in the packet-rate flood")
+	flag.StringVar(&o.ppsRate, "pps-rate", "", "offered rate of the packet-rate flood, as trafgen's --rate takes it (e.g. 1000pps, 200000pps; default: no limit)")
+	flag.StringVar(&o.ppsGap, "pps-gap", "", "gap between the packet-rate flood's frames, as trafgen's --gap takes it (e.g. 1ms, 50us): one frame at a time, where --rate sends bursts")
 	flag.IntVar(&o.conns, "conns", 16, "concurrent wrk connections")
 	flag.StringVar(&o.metrics, "metrics", "pps,http,iperf,rtt", "comma-separated metrics to run")
 	flag.BoolVar(&o.nat, "nat", true, "also measure the kernel NAT baseline (nftables DNAT + conntrack) as an extra column")

@@ -149,9 +149,16 @@ func (b *bench) packetRate(ctx context.Context, dp dataplane) (sample, error) {
 	// Bound the count as well as the time: 10 Mpps is beyond what one
 	// core pushes through veths, so the count only ends a runaway.
 	limit := uint64(10e6 * (warm + b.o.ppsTime + time.Second).Seconds())
-	p, err := b.env.Client.Start("trafgen", "--dev", "eth0", "--conf", b.trafgenConf,
+	args := []string{"--dev", "eth0", "--conf", b.trafgenConf,
 		"--cpus", "1", "--num", strconv.FormatUint(limit, 10),
-		"--no-sock-mem", "--notouch-irq", "--no-cpu-stats")
+		"--no-sock-mem", "--notouch-irq", "--no-cpu-stats"}
+	if b.o.ppsRate != "" {
+		args = append(args, "--rate", b.o.ppsRate)
+	}
+	if b.o.ppsGap != "" {
+		args = append(args, "--gap", b.o.ppsGap)
+	}
+	p, err := b.env.Client.Start("trafgen", args...)
 	if err != nil {
 		return sample{}, err
 	}

@@ -60,6 +60,10 @@ type Options struct {
 	// for 100 ms, at the flood's first frames, before the worker can
 	// notice; 0 means the default, 100000; negative, never.
 	SYNAuto int
+	// Spin is how long, at most, a worker polls its rings for the next
+	// frame before it sleeps in poll(2), and only while frames come closer
+	// together than that (worker.go, spinner); 0 sleeps at once.
+	Spin time.Duration
 	// Logger receives control-plane events (never per-packet ones).
 	Logger *slog.Logger
 }
@@ -86,6 +90,7 @@ func DefaultOptions(iface string) Options {
 		SYNRate:      defaultSYNRate,
 		SYNBurst:     defaultSYNBurst,
 		SYNAuto:      defaultSYNAuto,
+		Spin:         DefaultSpin,
 		Logger:       slog.Default(),
 	}
 }
@@ -137,6 +142,8 @@ type Dataplane struct {
 	// isLocal, if set, replaces the kernel's answer to whether an address
 	// is the director's own (tests).
 	isLocal func(netip.Addr) bool
+	// napi are the interface settings busy polling changed, restored by Close.
+	napi []napiSetting
 }
 
 // servedIface is one interface the dataplane serves. Its slot is its
@@ -284,6 +291,15 @@ func New(opts Options) (d *Dataplane, err error) {
 	for _, si := range ifaces[1:] {
 		if si.objs, err = d.objs.Sibling(si.mac, si.index); err != nil {
 			return nil, fmt.Errorf("load xdp program for %s: %w", si.name, err)
+		}
+	}
+	if opts.Socket.BusyPoll > 0 {
+		for _, si := range ifaces {
+			set, err := setBusyPollNAPI(si.name, si.index)
+			d.napi = append(d.napi, set...)
+			if err != nil {
+				return nil, fmt.Errorf("busy polling on %s: %w", si.name, err)
+			}
 		}
 	}
 	for q := 0; q < queues; q++ {
@@ -541,6 +557,10 @@ func (d *Dataplane) closeLocked() (bool, error) {
 		}
 	}
 	d.sockMu.Unlock()
+	if err := restoreNAPI(d.napi); err != nil {
+		errs = append(errs, err)
+	}
+	d.napi = nil
 	for _, si := range d.ifaces {
 		if si.objs != nil && si.objs != d.objs {
 			if err := si.objs.Close(); err != nil {

@@ -65,6 +65,18 @@
 // backlog is long the worker takes no more RX frames, so the pressure
 // lands on the RX ring, where the kernel counts its drops (QueueStats.Sockets).
 //
+// Syscalls: one sendto per TX batch (a TX budget of 128 frames per call,
+// XDP_MAX_TX_SKB_BUDGET, so a 64-frame batch goes in one), skipped when
+// the socket was bound with need_wakeup and the kernel has cleared the TX
+// ring's flag (a zero-copy driver whose NAPI is sending; copy mode always
+// needs it). An empty RX ring costs a recvfrom only when the fill ring's
+// need_wakeup flag asks for it, or when the socket busy-polls
+// (SocketOptions.BusyPoll), whose NAPI runs from the worker's syscalls;
+// on veth that loses (bench/RESULTS.md, "Where the time goes"). With no
+// frames, a worker spins up to Options.Spin for the next one, and only
+// while recent gaps were shorter than that (spinner in worker.go), then
+// sleeps in poll(2).
+//
 // # Why not asavie/xdp
 //
 // github.com/asavie/xdp v0.3.3 was the planned AF_XDP library. Its Socket

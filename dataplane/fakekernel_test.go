@@ -20,6 +20,7 @@ type fakeKernel struct {
 
 	sent  [][]byte // frames taken from the TX ring, copied
 	kicks int
+	wakes int // recvfrom calls
 	// txLimit, when >0, is the most frames one kick takes from TX, to
 	// model a kernel that lags behind.
 	txLimit int
@@ -98,6 +99,8 @@ func (k *fakeKernel) kick() error {
 }
 
 func (k *fakeKernel) wait(int) error { return nil }
+
+func (k *fakeKernel) wake() { k.wakes++ }
 
 // inFlight counts frames the kernel holds on its rings.
 func (k *fakeKernel) inFlight() int {

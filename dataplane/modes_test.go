@@ -280,6 +280,7 @@ func BenchmarkWorkerMethods(b *testing.B) {
 				k.keep = false
 				b.ReportAllocs()
 				b.ResetTimer()
+				cpu := startThreadCPU(b)
 				n := 0
 				for b.Loop() {
 					for _, f := range frames {
@@ -288,6 +289,7 @@ func BenchmarkWorkerMethods(b *testing.B) {
 					n += w.poll(2)
 				}
 				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/frame")
+				cpu.report(n, "frame")
 				if w.stats.local[TxFrames] < uint64(n) {
 					b.Fatalf("sent %d of %d frames (counters %v)", w.stats.local[TxFrames], n, w.stats.local)
 				}

@@ -26,6 +26,7 @@ const backlogHigh = 2 * maxBatch
 // frame. Tests replace it with an in-memory fake.
 type kernel interface {
 	kick() error
+	wake()
 	wait(timeoutMs int) error
 }
 
@@ -47,6 +48,9 @@ type queue struct {
 	tx        descRing
 	free      *[]uint64 // frame base addresses owned by this side, shared by the worker's queues
 	sys       kernel
+	// busy: the socket busy-polls, and the worker's syscalls are what
+	// runs the interface's NAPI, so an empty RX ring calls for one.
+	busy bool
 
 	batch [maxBatch]unix.XDPDesc // frames to transmit, reused every batch
 	nb    int                    // frames in batch
@@ -148,6 +152,26 @@ func (q *queue) release(addr uint64) {
 	*q.free = append(*q.free, addr&q.frameMask)
 }
 
+// needKick says whether the kernel needs a sendto(2) to send what is
+// on the TX ring: always, unless the socket was bound with need_wakeup
+// and the kernel cleared the ring's flag.
+func (q *queue) needKick() bool {
+	return q.tx.flags == nil || q.tx.needWakeup()
+}
+
+// peek returns how many received frames (at most maxBatch) wait on the
+// RX ring. When there are none and the kernel needs a syscall to receive
+// more (busy polling, or the fill ring's need_wakeup flag), it makes one,
+// recvfrom(2), and looks again.
+func (q *queue) peek() uint32 {
+	n := q.rx.consumerPeek(maxBatch)
+	if n == 0 && (q.busy || q.fill.needWakeup()) {
+		q.sys.wake()
+		n = q.rx.consumerPeek(maxBatch)
+	}
+	return n
+}
+
 // transmit puts descs on the TX ring behind any backlog, in order, and
 // kicks the kernel. While the ring is full it kicks, reaps completions and
 // tries again, up to txRetries times; what still does not fit waits in the
@@ -162,6 +186,11 @@ func (q *queue) transmit(descs []unix.XDPDesc) {
 		if n > 0 {
 			q.tx.producerSubmit(n)
 			q.backlog = q.backlog[:copy(q.backlog, q.backlog[n:])]
+		}
+		if !q.needKick() {
+			// A zero-copy driver's NAPI is sending: no syscall.
+			q.down = false
+			return
 		}
 		err := q.sys.kick()
 		q.down = err == errNetDown

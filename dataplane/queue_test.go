@@ -128,6 +128,7 @@ type stuckKernel struct{ kicks int }
 
 func (s *stuckKernel) kick() error    { s.kicks++; return nil }
 func (s *stuckKernel) wait(int) error { return nil }
+func (s *stuckKernel) wake()          {}
 
 func TestQueueFrameBounds(t *testing.T) {
 	_, q := newFakeKernel(4, 2048, 4)

@@ -17,8 +17,12 @@ import (
 type ring struct {
 	producer *uint32 // shared: written by the producer side
 	consumer *uint32 // shared: written by the consumer side
-	mask     uint32
-	size     uint32
+	// flags is the kernel's word of ring flags (XDP_RING_NEED_WAKEUP),
+	// nil for a socket bound without XDP_USE_NEED_WAKEUP (and the fake
+	// kernel's rings).
+	flags *uint32
+	mask  uint32
+	size  uint32
 
 	cachedProd uint32 // owned by this side
 	cachedCons uint32 // owned by this side
@@ -56,6 +60,12 @@ func (r *ring) producerFree(n uint32) uint32 {
 func (r *ring) producerSubmit(n uint32) {
 	r.cachedProd += n
 	atomic.StoreUint32(r.producer, r.cachedProd)
+}
+
+// needWakeup says whether the kernel asked for a syscall to go on with
+// this ring (XDP_RING_NEED_WAKEUP); false without the flag word.
+func (r *ring) needWakeup() bool {
+	return r.flags != nil && atomic.LoadUint32(r.flags)&unix.XDP_RING_NEED_WAKEUP != 0
 }
 
 // addrRing is a fill or completion ring: UMEM frame addresses.

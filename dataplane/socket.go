@@ -23,6 +23,26 @@ type SocketOptions struct {
 	// copied between them: what a worker falls back to when the kernel
 	// refuses XDP_SHARED_UMEM.
 	NoSharedUMEM bool
+	// NeedWakeup binds with XDP_USE_NEED_WAKEUP: the kernel raises a flag
+	// on the fill and TX rings when it needs a syscall to make progress,
+	// and the worker makes none otherwise. In copy mode the TX flag is
+	// always up (the frames are sent from sendto) and the fill flag never
+	// is, so it saves nothing there; a zero-copy driver clears the TX
+	// flag while its NAPI is sending, which saves a sendto per batch.
+	NeedWakeup bool
+	// TxBudget is the most frames one sendto sends in copy mode
+	// (XDP_MAX_TX_SKB_BUDGET, Linux 6.17+); 0 leaves the kernel's 32,
+	// which split each 64-frame batch over two kicks. Ignored where the
+	// kernel lacks the option.
+	TxBudget int
+	// BusyPoll, when > 0, turns on busy polling (SO_PREFER_BUSY_POLL,
+	// SO_BUSY_POLL of BusyPoll µs, SO_BUSY_POLL_BUDGET of BusyPollBudget
+	// frames): the worker's own syscalls run the interface's NAPI, instead
+	// of a softirq on whatever CPU the interrupt or the sender is on.
+	// Pair it with the interface's napi_defer_hard_irqs and
+	// gro_flush_timeout (BusyPollIface), or the softirq keeps the work.
+	BusyPoll       int
+	BusyPollBudget int
 }
 
 // DefaultSocketOptions: rings of 2048 entries and 8192 frames of 2 KiB
@@ -32,8 +52,12 @@ type SocketOptions struct {
 // received frames for want of a buffer (a bench flood with 4096 frames
 // lost 2% of its frames that way).
 func DefaultSocketOptions() SocketOptions {
-	return SocketOptions{NumFrames: 8192, FrameSize: 2048, RingSize: 2048}
+	return SocketOptions{NumFrames: 8192, FrameSize: 2048, RingSize: 2048, NeedWakeup: true, TxBudget: defaultTxBudget}
 }
+
+// defaultTxBudget: a whole batch per sendto, and the backlog a kick
+// flushes (bench/RESULTS.md, "Where the time goes").
+const defaultTxBudget = 2 * maxBatch
 
 func (o SocketOptions) validate() error {
 	if o.FrameSize != 2048 && o.FrameSize != 4096 {
@@ -44,6 +68,12 @@ func (o SocketOptions) validate() error {
 	}
 	if o.RingSize <= 0 || o.RingSize&(o.RingSize-1) != 0 {
 		return fmt.Errorf("invalid ring size %d: must be a power of two", o.RingSize)
+	}
+	if o.TxBudget != 0 && (o.TxBudget < 32 || o.TxBudget > o.RingSize) {
+		return fmt.Errorf("invalid TX budget %d: must be 0 or 32 to the ring size %d", o.TxBudget, o.RingSize)
+	}
+	if o.BusyPoll < 0 || o.BusyPollBudget < 0 || o.BusyPollBudget > 65535 {
+		return fmt.Errorf("invalid busy polling %d µs budget %d: must be >= 0, budget at most 65535", o.BusyPoll, o.BusyPollBudget)
 	}
 	if o.NumFrames < 2*o.RingSize {
 		return fmt.Errorf("invalid number of frames %d: must be at least twice the ring size %d", o.NumFrames, o.RingSize)
@@ -64,6 +94,7 @@ type socket struct {
 	rx        descRing
 	tx        descRing
 	zeroCopy  bool
+	busyPoll  bool     // SO_PREFER_BUSY_POLL is on: the worker drives the NAPI with its syscalls
 	shared    bool     // umem is another socket's (XDP_SHARED_UMEM): not unmapped by close
 	maps      [][]byte // ring mappings, unmapped by close
 }
@@ -148,23 +179,31 @@ func openSocket(ifindex, queue int, o SocketOptions, owner *socket) (s *socket, 
 
 	// Try zero-copy first; veth and most virtual devices answer
 	// EOPNOTSUPP and get copy mode.
-	sa := &unix.SockaddrXDP{Flags: unix.XDP_ZEROCOPY, Ifindex: uint32(ifindex), QueueID: uint32(queue)}
+	var wake uint16
+	if o.NeedWakeup {
+		wake = unix.XDP_USE_NEED_WAKEUP
+	}
+	sa := &unix.SockaddrXDP{Flags: unix.XDP_ZEROCOPY | wake, Ifindex: uint32(ifindex), QueueID: uint32(queue)}
 	if o.Copy {
-		sa.Flags = unix.XDP_COPY
+		sa.Flags = unix.XDP_COPY | wake
 	}
 	if owner != nil {
-		// The mode flags are refused with XDP_SHARED_UMEM (EINVAL).
+		// The mode flags are refused with XDP_SHARED_UMEM (EINVAL); the
+		// need_wakeup flag is the owner's too.
 		sa.Flags, sa.SharedUmemFD = unix.XDP_SHARED_UMEM, uint32(owner.fd)
 		if err = unix.Bind(s.fd, sa); err != nil {
 			return nil, fmt.Errorf("bind AF_XDP socket to ifindex %d queue %d sharing the UMEM of fd %d: %w",
 				ifindex, queue, owner.fd, err)
 		}
 		s.zeroCopy = owner.zeroCopy
-		return s, nil
+		if owner.tx.flags == nil {
+			s.noWakeupFlags()
+		}
+		return s, s.tune(o)
 	}
 	err = unix.Bind(s.fd, sa)
-	if err != nil && sa.Flags == unix.XDP_ZEROCOPY && (errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL)) {
-		sa.Flags = unix.XDP_COPY
+	if err != nil && sa.Flags&unix.XDP_ZEROCOPY != 0 && (errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL)) {
+		sa.Flags = unix.XDP_COPY | wake
 		err = unix.Bind(s.fd, sa)
 	}
 	if errors.Is(err, unix.EBUSY) {
@@ -174,8 +213,53 @@ func openSocket(ifindex, queue int, o SocketOptions, owner *socket) (s *socket, 
 	if err != nil {
 		return nil, fmt.Errorf("bind AF_XDP socket to ifindex %d queue %d: %w", ifindex, queue, err)
 	}
-	s.zeroCopy = sa.Flags == unix.XDP_ZEROCOPY
-	return s, nil
+	s.zeroCopy = sa.Flags&unix.XDP_ZEROCOPY != 0
+	if !o.NeedWakeup {
+		s.noWakeupFlags()
+	}
+	return s, s.tune(o)
+}
+
+// noWakeupFlags forgets the rings' need_wakeup flags of a socket bound
+// without XDP_USE_NEED_WAKEUP, whose kernel never raises them: every TX
+// batch is kicked, and the fill ring never is.
+func (s *socket) noWakeupFlags() {
+	s.fill.flags, s.comp.flags, s.rx.flags, s.tx.flags = nil, nil, nil, nil
+}
+
+// tune sets the bound socket's TX budget and busy polling options.
+func (s *socket) tune(o SocketOptions) error {
+	if o.TxBudget > 0 {
+		// ENOPROTOOPT before Linux 6.17: the kernel's 32 it is.
+		err := unix.SetsockoptInt(s.fd, unix.SOL_XDP, unix.XDP_MAX_TX_SKB_BUDGET, o.TxBudget)
+		if err != nil && !errors.Is(err, unix.ENOPROTOOPT) {
+			return fmt.Errorf("set TX budget %d: %w", o.TxBudget, err)
+		}
+	}
+	if o.BusyPoll == 0 {
+		return nil
+	}
+	budget := o.BusyPollBudget
+	if budget == 0 {
+		budget = maxBatch
+	}
+	for _, opt := range []struct {
+		name   string
+		opt, v int
+	}{
+		{"SO_PREFER_BUSY_POLL", unix.SO_PREFER_BUSY_POLL, 1},
+		{"SO_BUSY_POLL", unix.SO_BUSY_POLL, o.BusyPoll},
+		{"SO_BUSY_POLL_BUDGET", unix.SO_BUSY_POLL_BUDGET, budget},
+	} {
+		if err := unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, opt.opt, opt.v); err != nil {
+			if errors.Is(err, unix.ENOPROTOOPT) {
+				return fmt.Errorf("set %s: %w: %w", opt.name, ErrNotSupported, err)
+			}
+			return fmt.Errorf("set %s to %d: %w", opt.name, opt.v, err)
+		}
+	}
+	s.busyPoll = true
+	return nil
 }
 
 func setsockopt(fd, opt int, p unsafe.Pointer, size uintptr) error {
@@ -196,6 +280,7 @@ func mapRing(s *socket, pgoff int64, off unix.XDPRingOffset, n uint32, entry uin
 	r := ring{
 		producer: (*uint32)(unsafe.Add(base, off.Producer)),
 		consumer: (*uint32)(unsafe.Add(base, off.Consumer)),
+		flags:    (*uint32)(unsafe.Add(base, off.Flags)),
 		mask:     n - 1,
 		size:     n,
 	}
@@ -238,10 +323,17 @@ func (s *socket) kick() error {
 	return errno
 }
 
+// wake asks the kernel to go on receiving: recvfrom(2), which does
+// nothing but run the NAPI of a busy-polling socket, or wake the driver
+// of one whose fill ring says it needs it (need_wakeup).
+func (s *socket) wake() {
+	unix.Syscall6(unix.SYS_RECVFROM, uintptr(s.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
+}
+
 // wait blocks until the RX ring has frames or timeoutMs passes.
 func (s *socket) wait(timeoutMs int) error {
-	fds := []unix.PollFd{{Fd: int32(s.fd), Events: unix.POLLIN}}
-	_, err := unix.Poll(fds, timeoutMs)
+	fds := [1]unix.PollFd{{Fd: int32(s.fd), Events: unix.POLLIN}}
+	_, err := unix.Poll(fds[:], timeoutMs)
 	if err == unix.EINTR {
 		return nil
 	}

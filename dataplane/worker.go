@@ -183,6 +183,9 @@ func newWorker(d *Dataplane, qid, queues int) (*worker, error) {
 			w.qs = append(w.qs, newQueue(s.umem, s.frameSize, s.numFrames, s.fill, s.comp, s.rx, s.tx, s))
 		}
 	}
+	for i, q := range w.qs {
+		q.busy = w.socks[i].busyPoll
+	}
 	w.cfg.Store(&workerConfig{services: map[svcKey]*workerService{}})
 	w.guard.set = func(l bpf.SYNLevel) error {
 		return d.objs.SYNGuard(qid, l, d.opts.SYNRate, d.opts.SYNBurst, d.opts.SYNAuto)
@@ -225,12 +228,68 @@ func (w *worker) wait(timeoutMs int) {
 
 }
 
-// spinNs is how long a worker keeps polling its rings after the last
-// frame before it sleeps in poll(2). Waking from poll costs tens of
-// microseconds on a VM; request/response traffic whose next packet comes
-// within this window is served without that wake-up. The spin costs CPU
-// only while traffic flows: an idle worker sleeps.
-const spinNs = 50_000
+// idleEveryNs is how often, at most, a worker does its idle housekeeping
+// (idle) before it sleeps. At a trickle every frame ends in a sleep, and
+// an idle pass before each costs an Expire call of idleChunk entries
+// (20-40 µs) per frame; once a millisecond is enough for expiry, and the
+// busy path's Expire runs at every batch anyway.
+const idleEveryNs = int64(time.Millisecond)
+
+// DefaultSpin is how long, at most, a worker keeps polling its rings
+// after the last frame before it sleeps in poll(2). Waking from poll
+// costs tens of microseconds on a VM; request/response traffic whose next
+// packet comes within this window is served without that wake-up.
+const DefaultSpin = 50 * time.Microsecond
+
+// spinner is a worker's spin-before-sleep policy. Spinning for the next
+// frame costs the CPU of the whole gap; sleeping costs a poll(2), a
+// context switch and a wake-up, which on this 2-vCPU VM come to 60-100
+// µs of CPU and tens of µs of latency (bench/RESULTS.md, "Where the time
+// goes"). Spinning
+// up to about that long before sleeping is the classic answer (never more
+// than twice the better choice's CPU), and what a fixed 50 µs spin did;
+// its waste is a trickle, whose frames come further apart than the spin:
+// every frame then costs a whole spin and a wake-up.
+//
+// So the spin window adapts, between 0 and max: each idle gap the worker
+// waited through before frames came (spinning or asleep) that was longer
+// than max halves it, each shorter one doubles it (plus max/16, so that
+// it grows back from 0). A trickle (1 ms gaps) stops spinning within a
+// few frames; request/response traffic whose next frame comes within max,
+// bursts and floods keep it near max. Not safe for concurrent use.
+type spinner struct {
+	max  int64 // ns; 0: never spin
+	win  int64 // the current spin window, ns
+	idle int64 // time of the first empty poll since frames came; 0: the last poll found frames
+	last int64 // time of the last poll that found frames
+}
+
+func newSpinner(max time.Duration) spinner {
+	return spinner{max: max.Nanoseconds(), win: max.Nanoseconds()}
+}
+
+// found records a poll at now that found frames.
+func (s *spinner) found(now int64) {
+	if s.idle != 0 {
+		if now-s.idle > s.max {
+			if s.win /= 2; s.win < s.max/32 {
+				s.win = 0
+			}
+		} else {
+			s.win = min(s.max, 2*s.win+s.max/16)
+		}
+	}
+	s.idle, s.last = 0, now
+}
+
+// spin records an empty poll at now and says whether to poll again
+// rather than sleep.
+func (s *spinner) spin(now int64) bool {
+	if s.idle == 0 {
+		s.idle = now
+	}
+	return now-s.last < s.win
+}
 
 // run serves the queue until ctx is done.
 func (w *worker) run(ctx context.Context) {
@@ -243,17 +302,21 @@ func (w *worker) run(ctx context.Context) {
 	for _, q := range w.qs {
 		q.refill()
 	}
-	last := int64(0)
+	sp := newSpinner(w.dp.opts.Spin)
+	housekept := int64(0)
 	for !stop.Load() {
 		now := time.Since(w.start).Nanoseconds()
 		if w.poll(now) > 0 {
-			last = now
+			sp.found(now)
 			continue
 		}
-		if now-last < spinNs {
+		if sp.spin(now) {
 			continue
 		}
-		w.idle(now)
+		if now-housekept >= idleEveryNs {
+			housekept = now
+			w.idle(now)
+		}
 		wait := w.waitMs()
 		if w.ct.Dumping() {
 			wait = min(wait, dumpWaitMs)
@@ -361,7 +424,7 @@ func (w *worker) flush() int {
 // pollQueue forwards one batch of frames received on interface slot, each
 // out of the interface its route names (w.out), and returns its size.
 func (w *worker) pollQueue(slot uint16, q *queue, cfg *workerConfig, fwd []destFwd, now int64) int {
-	n := q.rx.consumerPeek(maxBatch)
+	n := q.peek()
 	if n == 0 {
 		return 0
 	}

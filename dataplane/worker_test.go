@@ -217,6 +217,7 @@ func BenchmarkWorkerPoll(b *testing.B) {
 	w.poll(1)
 	b.ReportAllocs()
 	b.ResetTimer()
+	cpu := startThreadCPU(b)
 	n := 0
 	for b.Loop() {
 		for _, f := range frames {
@@ -225,6 +226,7 @@ func BenchmarkWorkerPoll(b *testing.B) {
 		n += w.poll(2)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/frame")
+	cpu.report(n, "frame")
 }
 
 // FuzzWorker feeds arbitrary frames through the whole per-packet path:

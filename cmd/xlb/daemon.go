@@ -61,6 +61,11 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	synAuto := fs.Int("syn-auto", 0, "SYNs per second on one queue that make XDP apply --syn-rate at once (0: 100000, -1: never)")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics at http://ADDR/metrics (host:port; default: off)")
 	noShare := fs.Bool("no-shared-umem", false, "with several --iface: a UMEM per interface, copying frames that change interface (the fallback when the kernel refuses XDP_SHARED_UMEM)")
+	busyPoll := fs.Int("busy-poll", 0, "busy polling: SO_BUSY_POLL µs on the AF_XDP sockets, with SO_PREFER_BUSY_POLL and the interfaces' napi_defer_hard_irqs and gro_flush_timeout set (restored at exit); 0: off")
+	busyBudget := fs.Int("busy-poll-budget", 0, "frames one busy poll may take (SO_BUSY_POLL_BUDGET; 0: 64)")
+	spin := fs.Duration("spin", dataplane.DefaultSpin, "longest a worker polls for the next frame before it sleeps, and only while frames come closer together than that; 0: sleep at once")
+	txBudget := fs.Int("tx-budget", dataplane.DefaultSocketOptions().TxBudget, "frames one sendto(2) may send in copy mode (XDP_MAX_TX_SKB_BUDGET, Linux 6.17+); 0: the kernel's 32")
+	noWakeup := fs.Bool("no-need-wakeup", false, "bind the AF_XDP sockets without XDP_USE_NEED_WAKEUP: a syscall per TX batch whether the kernel needs it or not")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -113,6 +118,12 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	opts.Interfaces = ifaces[1:]
 	opts.Queues = *queues
 	opts.Socket.NoSharedUMEM = *noShare
+	opts.Socket.BusyPoll, opts.Socket.BusyPollBudget = *busyPoll, *busyBudget
+	opts.Socket.TxBudget, opts.Socket.NeedWakeup = *txBudget, !*noWakeup
+	if *spin < 0 {
+		return fmt.Errorf("--spin %v: must not be negative", *spin)
+	}
+	opts.Spin = *spin
 	opts.ConnCapacity = *conns
 	opts.VLANs, opts.MaxServices = vlans, *maxServices
 	opts.SYNRate, opts.SYNBurst, opts.SYNAuto = *synRate, *synBurst, *synAuto

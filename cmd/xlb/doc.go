@@ -31,4 +31,10 @@
 // still chooses the daemon), no --xlb-stats, and a refused user or a
 // missing daemon get ipvsadm's own "Can't initialize ipvs: Permission
 // denied (you must be root)" or "... Protocol not available" (exit 1).
+//
+// The worker's polling: --spin (how long, at most, a worker spins for
+// the next frame before sleeping), --tx-budget (frames per sendto in copy
+// mode), --no-need-wakeup, and --busy-poll/--busy-poll-budget (busy
+// polling, which also sets the interfaces' napi_defer_hard_irqs and
+// gro_flush_timeout until exit; it loses on veth, see bench/RESULTS.md).
 package main
