@@ -65,6 +65,8 @@ type workerConfig struct {
 	// local is the tap that frames to Local destinations are written to
 	// (local.go), or nil while no configuration had one.
 	local *localTap
+	// own is who owns which flow with several workers, nil with one.
+	own *ownership
 }
 
 // service finds the service of a frame to addr:port as
@@ -128,11 +130,10 @@ func newControlState() *controlState {
 var ErrNotSupported = errors.New("not supported")
 
 // supported rejects what this dataplane cannot forward, before anything
-// changes. queues is the number of RX queues served: NAT and FULLNAT
-// replies arrive on whichever queue RSS picks for the reply's tuple, not
-// the one that owns the connection, so they need a single queue until
-// replies are handed between workers.
-func supported(s *ipvs.Service, queues int) error {
+// changes. Any number of queues serves every method: NAT and FULLNAT
+// replies, and persistent clients, are handed to the worker that owns
+// them (owner.go).
+func supported(s *ipvs.Service, _ int) error {
 	if s.Key.FWMark != 0 {
 		return fmt.Errorf("service fwmark %d: firewall-mark services: %w (XDP runs before netfilter marks packets)", s.Key.FWMark, ErrNotSupported)
 	}
@@ -142,12 +143,9 @@ func supported(s *ipvs.Service, queues int) error {
 	for _, d := range s.Dests {
 		where := fmt.Sprintf("service %v destination %v", netip.AddrPortFrom(s.Key.Addr, s.Key.Port), netip.AddrPortFrom(d.Addr, d.Port))
 		switch d.Fwd {
-		case ipvs.FwdRoute, ipvs.FwdLocal:
-		case ipvs.FwdMasq, ipvs.FwdFullNAT:
-			if queues > 1 {
-				return fmt.Errorf("%s: %s with %d RX queues: %w (replies would reach other queues' workers; serve one queue, --queues 1)",
-					where, methodName(d.Fwd), queues, ErrNotSupported)
-			}
+		case ipvs.FwdRoute, ipvs.FwdLocal, ipvs.FwdMasq, ipvs.FwdFullNAT:
+			// With several queues, replies reach their connection's
+			// worker by hand-off (owner.go).
 		case ipvs.FwdTunnel:
 			if _, ok := modes.FromTun(d.TunType, d.TunFlags, d.TunPort); !ok {
 				return fmt.Errorf("%s: tunnel type %d: %w", where, d.TunType, ErrNotSupported)
@@ -432,8 +430,9 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) (err error) {
 			}
 		}
 	}
+	own := ownershipOf(st, len(d.workers))
 	for i, w := range d.workers {
-		wc := &workerConfig{services: map[svcKey]*workerService{}, laddrs: laddrs, local: d.tap}
+		wc := &workerConfig{services: map[svcKey]*workerService{}, laddrs: laddrs, local: d.tap, own: own}
 		for _, svc := range st.services {
 			ws := &workerService{id: svc.id, ct: svc.policies[i]}
 			for _, la := range svc.spec.LocalAddrs {

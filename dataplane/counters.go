@@ -38,6 +38,10 @@ const (
 	ICMPNoConn                   // ICMP error steered by XDP whose quoted flow matches no connection: dropped
 	LocalInjected                // frame of a connection to a Local destination written to the local delivery tap
 	LocalDropped                 // dropped: no local delivery tap, or writing to it failed
+	HandedOff                    // frames copied to the hand-off ring of the worker that owns their flow (owner.go)
+	HandoffFull                  // dropped: the owner's hand-off ring was full
+	HandoffRx                    // frames other workers handed to this one, forwarded here
+	HandoffNoFrame               // dropped: a handed-off frame found no free UMEM frame at its owner
 	numCounters
 )
 
@@ -50,6 +54,7 @@ var counterNames = [numCounters]string{
 	"copied", "copy_no_frame",
 	"icmp_forwarded", "icmp_no_conn",
 	"local_injected", "local_dropped",
+	"handed_off", "handoff_full", "handoff_rx", "handoff_no_frame",
 }
 
 func (c Counter) String() string {
