@@ -41,7 +41,7 @@ const (
 	HandedOff                    // frames copied to the hand-off ring of the worker that owns their flow (owner.go)
 	HandoffFull                  // dropped: the owner's hand-off ring was full
 	HandoffRx                    // frames other workers handed to this one, forwarded here
-	HandoffNoFrame               // dropped: a handed-off frame found no free UMEM frame at its owner
+	HandoffNoMem                 // dropped: a handed-off frame found no free UMEM frame at its owner
 	numCounters
 )
 

@@ -332,7 +332,7 @@ func (w *worker) woke() {
 // batch from each, and returns how many it took. Each is copied into a
 // free frame of the worker's own UMEM for the interface it came in on,
 // at the offset it had, and forwarded as if received there. A frame
-// finding no free frame is dropped (HandoffNoFrame).
+// finding no free frame is dropped (HandoffNoMem).
 func (w *worker) drainHandoff(cfg *workerConfig, fwd []destFwd, now int64) int {
 	total := 0
 	for _, r := range w.ho.in {
@@ -347,7 +347,7 @@ func (w *worker) drainHandoff(cfg *workerConfig, fwd []destFwd, now int64) int {
 		for i := uint32(0); i < n; i++ {
 			b, hm := r.slot(i)
 			if int(hm.in) >= len(w.qs) || uint64(hm.off)+uint64(hm.len) > w.q.frameSize {
-				w.stats.local[HandoffNoFrame]++
+				w.stats.local[HandoffNoMem]++
 				continue
 			}
 			if k > 0 && hm.in != in {
@@ -360,7 +360,7 @@ func (w *worker) drainHandoff(cfg *workerConfig, fwd []destFwd, now int64) int {
 			if len(free) == 0 {
 				q.reap()
 				if free = *q.free; len(free) == 0 {
-					w.stats.local[HandoffNoFrame]++
+					w.stats.local[HandoffNoMem]++
 					continue
 				}
 			}
@@ -432,8 +432,8 @@ type QueueStats struct {
 	// RxFrames were taken from the queue's RX rings; HandedOff of them
 	// went to their owner worker, HandoffFull were dropped because the
 	// owner's ring was full; HandoffRx are frames other workers handed to
-	// this one, HandoffNoFrame those it dropped for want of a free frame.
-	RxFrames, HandedOff, HandoffFull, HandoffRx, HandoffNoFrame uint64
+	// this one, HandoffNoMem those it dropped for want of a free frame.
+	RxFrames, HandedOff, HandoffFull, HandoffRx, HandoffNoMem uint64
 }
 
 // QueueStats returns each worker's figures, by queue.
@@ -443,7 +443,7 @@ func (d *Dataplane) QueueStats() []QueueStats {
 		var c [numCounters]uint64
 		w.stats.snapshot(&c)
 		out = append(out, QueueStats{Queue: w.id, RxFrames: c[RxFrames], HandedOff: c[HandedOff],
-			HandoffFull: c[HandoffFull], HandoffRx: c[HandoffRx], HandoffNoFrame: c[HandoffNoFrame]})
+			HandoffFull: c[HandoffFull], HandoffRx: c[HandoffRx], HandoffNoMem: c[HandoffNoMem]})
 	}
 	return out
 }
