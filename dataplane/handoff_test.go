@@ -57,7 +57,7 @@ func TestHandoffRing(t *testing.T) {
 // frame arrives once, in order, intact, whatever the interleaving (run
 // under -race: the atomics must order the slots).
 func TestHandoffRingConcurrent(t *testing.T) {
-	const total = 200_000
+	const total = 50_000
 	wk := &wakeup{fd: -1}
 	r := newHandoffRing(64, 32, wk)
 	var wg sync.WaitGroup

@@ -1,0 +1,278 @@
+//go:build linux
+
+package dataplane
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/google/gopacket/layers"
+
+	"github.com/xlbproject/xlb/conntrack"
+	"github.com/xlbproject/xlb/internal/ipvs"
+	"github.com/xlbproject/xlb/internal/packet"
+	pt "github.com/xlbproject/xlb/internal/packet/packettest"
+	"github.com/xlbproject/xlb/laddr"
+	"github.com/xlbproject/xlb/modes"
+	"github.com/xlbproject/xlb/sched"
+)
+
+// queuePair is two workers of one dataplane, each on a fake kernel (one
+// RX queue each), with an rr TCP service VIP:80 over three real servers
+// 198.18.0.11-13:8080 forwarded by method m, persistent with netmask
+// /mask if persistent, and hand-off rings between them (own: the
+// ownership rules; false leaves them out, as before hand-off existed).
+func queuePair(t testing.TB, m modes.Method, persistent bool, mask int, own bool) ([]*worker, []*fakeKernel) {
+	t.Helper()
+	d := &Dataplane{reg: sched.NewRegistry(16), ctSettings: conntrack.NewSettings(conntrack.DefaultTimeouts())}
+	fwd := make([]destFwd, 17)
+	spec := ipvs.Service{Key: testServices[0], Sched: "rr", Netmask: mask, Persistent: persistent}
+	var dests []*sched.Dest
+	methods := make([]uint8, 17)
+	for j := range realMACs {
+		dst := sched.NewDest(netip.AddrFrom4([4]byte{198, 18, 0, byte(11 + j)}), 8080, 1)
+		if err := d.reg.Add(dst); err != nil {
+			t.Fatal(err)
+		}
+		fwd[dst.ID] = destFwd{mac: realMACs[j], macOK: true, method: m, addr: dst.Addr, port: dst.Port}
+		methods[dst.ID] = uint8(m)
+		dests = append([]*sched.Dest{dst}, dests...)
+		f := map[modes.Method]ipvs.Fwd{modes.Route: ipvs.FwdRoute, modes.Masq: ipvs.FwdMasq, modes.FullNAT: ipvs.FwdFullNAT}[m]
+		spec.Dests = append(spec.Dests, ipvs.Dest{Addr: dst.Addr, Port: 8080, Fwd: f, Weight: 1})
+	}
+	if m == modes.FullNAT {
+		spec.LocalAddrs = []ipvs.LocalAddr{{Addr: testLaddr}}
+	}
+	d.fwd.Store(&fwd)
+	var o *ownership
+	if own {
+		if o = newOwnership([]*ipvs.Service{&spec}, 2); o == nil {
+			t.Fatal("newOwnership = nil for an owned service")
+		}
+	}
+	var ws []*worker
+	var ks []*fakeKernel
+	for i := 0; i < 2; i++ {
+		rr, err := sched.New("rr", sched.DefaultOptions())
+		if err != nil {
+			t.Fatal(err)
+		}
+		rr.Update(dests)
+		pol, err := servicePolicy(&spec, rr, methods)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := &workerConfig{services: map[svcKey]*workerService{}, own: o}
+		ws1 := &workerService{id: 1, ct: pol}
+		if m == modes.FullNAT {
+			ws1.laddrs = [][16]byte{testLaddr.As16()}
+			cfg.laddrs = []netip.Addr{testLaddr}
+		}
+		cfg.services[makeSvcKey(spec.Key)] = ws1
+		lo := laddr.DefaultOptions()
+		lo.Worker, lo.Workers = i, 2
+		pool, err := laddr.New(lo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kern, q := newFakeKernel(1024, 2048, 256)
+		w := &worker{id: i, dp: d, q: q, mac: directorMAC, mtu: 1500, ds: newDestStats(17), pool: pool}
+		copts := conntrack.DefaultOptions()
+		copts.Capacity = 1 << 12
+		copts.Registry = d.reg
+		copts.Settings = d.ctSettings
+		copts.LocalReleased = func(la [16]byte, lport uint16, rs [16]byte, rport uint16) { w.pool.Release(la, rs, rport, lport) }
+		if w.ct, err = conntrack.New(copts); err != nil {
+			t.Fatal(err)
+		}
+		w.cfg.Store(cfg)
+		q.refill()
+		ws = append(ws, w)
+		ks = append(ks, kern)
+	}
+	d.workers = ws
+	connectHandoff(ws, 2048)
+	return ws, ks
+}
+
+// pollPair polls both workers twice, so that frames handed either way
+// are forwarded, and returns what both sent, clearing it.
+func pollPair(ws []*worker, ks []*fakeKernel, now int64) [][]byte {
+	for range 2 {
+		ws[0].poll(now)
+		ws[1].poll(now)
+	}
+	var sent [][]byte
+	for _, k := range ks {
+		sent = append(sent, k.sent...)
+		k.sent = nil
+	}
+	return sent
+}
+
+func clientAddr(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, 1, byte(10 + i)}) }
+
+// With -p over two queues, every connection of a client reaches the same
+// real server, whichever queue RSS put it on: its frames go to the one
+// worker that owns the client, and one template. Without the ownership
+// rules the two workers' rr rounds place some client on two servers.
+func TestTwoWorkersPersistence(t *testing.T) {
+	const clients, conns = 16, 6
+	run := func(own bool) (split int, ws []*worker) {
+		ws, ks := queuePair(t, modes.Route, true, 32, own)
+		server := map[netip.Addr]map[[6]byte]bool{}
+		now := int64(1)
+		for j := 0; j < conns; j++ {
+			for c := 0; c < clients; c++ {
+				f := pt.Packet{SrcMAC: clientMAC, DstMAC: directorMAC[:], Src: clientAddr(c), Dst: testVIP,
+					SrcPort: uint16(20000 + j), DstPort: 80, Flags: syn}.Frame()
+				if !ks[(c+j)%2].deliver(f) {
+					t.Fatal("fake kernel could not deliver")
+				}
+			}
+			sent := pollPair(ws, ks, now)
+			if len(sent) != clients {
+				t.Fatalf("round %d: %d frames sent, want %d (counters %v / %v)", j, len(sent), clients, ws[0].stats.local, ws[1].stats.local)
+			}
+			for _, s := range sent {
+				ip, _ := decode(t, s)
+				src, _ := netip.AddrFromSlice(ip.SrcIP)
+				if server[src] == nil {
+					server[src] = map[[6]byte]bool{}
+				}
+				server[src][[6]byte(s[:6])] = true
+			}
+			now++
+		}
+		for _, s := range server {
+			if len(s) > 1 {
+				split++
+			}
+		}
+		return split, ws
+	}
+	split, ws := run(true)
+	if split != 0 {
+		t.Errorf("%d of %d clients reached more than one real server with -p", split, clients)
+	}
+	for _, w := range ws {
+		if w.stats.local[RxFrames] == 0 || w.stats.local[HandedOff] == 0 || w.stats.local[HandoffRx] == 0 {
+			t.Errorf("worker %d: rx %d, handed off %d, handed to it %d; want all > 0 (the test must use both)",
+				w.id, w.stats.local[RxFrames], w.stats.local[HandedOff], w.stats.local[HandoffRx])
+		}
+		if w.stats.local[HandoffFull] != 0 || w.stats.local[HandoffNoMem] != 0 {
+			t.Errorf("worker %d: hand-off drops %d full, %d no frame", w.id, w.stats.local[HandoffFull], w.stats.local[HandoffNoMem])
+		}
+	}
+	if got := ws[0].ct.Stats().Templates + ws[1].ct.Stats().Templates; got != clients {
+		t.Errorf("templates over both workers = %d, want %d (one per client)", got, clients)
+	}
+	if split, _ := run(false); split == 0 {
+		t.Error("without ownership no client was split: the test cannot tell the difference")
+	}
+}
+
+// A NAT or FULLNAT reply that RSS puts on the other queue than its
+// connection's still finds the connection: it is handed to the owner.
+func TestTwoWorkersNATReplies(t *testing.T) {
+	for _, m := range []modes.Method{modes.Masq, modes.FullNAT} {
+		t.Run(m.String(), func(t *testing.T) {
+			ws, ks := queuePair(t, m, false, 32, true)
+			const conns = 24
+			now := int64(1)
+			for j := 0; j < conns; j++ {
+				c, sport := clientAddr(j%5), uint16(30000+j)
+				ks[j%2].deliver(pt.Packet{SrcMAC: clientMAC, DstMAC: directorMAC[:], Src: c, Dst: testVIP,
+					SrcPort: sport, DstPort: 80, Flags: syn}.Frame())
+				sent := pollPair(ws, ks, now)
+				if len(sent) != 1 {
+					t.Fatalf("conn %d: SYN: %d frames sent, want 1", j, len(sent))
+				}
+				ip, tcp := decode(t, sent[0])
+				rs, _ := netip.AddrFromSlice(ip.DstIP)
+				src, _ := netip.AddrFromSlice(ip.SrcIP)
+				// The reply arrives on both queues in turn, whoever owns it.
+				ks[(j/2)%2].deliver(pt.Packet{SrcMAC: realMACs[0][:], DstMAC: directorMAC[:], Src: rs, Dst: src,
+					SrcPort: 8080, DstPort: uint16(tcp.SrcPort), Flags: syn | ack, Payload: []byte("ok")}.Frame())
+				sent = pollPair(ws, ks, now)
+				if len(sent) != 1 {
+					t.Fatalf("conn %d: reply: %d frames sent, want 1 (counters %v / %v)", j, len(sent), ws[0].stats.local, ws[1].stats.local)
+				}
+				ip, tcp = decode(t, sent[0])
+				if got, _ := netip.AddrFromSlice(ip.SrcIP); got != testVIP || tcp.SrcPort != 80 {
+					t.Errorf("conn %d: reply from %v:%d, want %v:80", j, got, tcp.SrcPort, testVIP)
+				}
+				if got, _ := netip.AddrFromSlice(ip.DstIP); got != c || tcp.DstPort != layers.TCPPort(sport) {
+					t.Errorf("conn %d: reply to %v:%d, want %v:%d", j, got, tcp.DstPort, c, sport)
+				}
+				now++
+			}
+			var hits, handed uint64
+			for _, w := range ws {
+				hits += w.stats.local[ReplyHit]
+				handed += w.stats.local[HandedOff]
+				if w.stats.local[RxFrames] == 0 {
+					t.Errorf("worker %d received nothing", w.id)
+				}
+			}
+			if hits != conns || handed == 0 {
+				t.Errorf("reply_hit %d, handed_off %d; want %d, > 0", hits, handed, conns)
+			}
+		})
+	}
+}
+
+// DR without -p never moves a frame: owner is the receiving worker.
+func TestTwoWorkersDRStays(t *testing.T) {
+	spec := ipvs.Service{Key: testServices[0], Sched: "rr", Netmask: 32,
+		Dests: []ipvs.Dest{{Addr: netip.MustParseAddr("198.18.0.11"), Port: 80, Fwd: ipvs.FwdRoute, Weight: 1}}}
+	if o := newOwnership([]*ipvs.Service{&spec}, 2); o != nil {
+		t.Errorf("ownership of a DR service without -p = %+v, want nil (nothing to hand off)", o)
+	}
+	spec.Dests[0].Fwd = ipvs.FwdMasq
+	o := newOwnership([]*ipvs.Service{&spec}, 2)
+	if o == nil || !o.nat {
+		t.Fatalf("ownership of a NAT service = %+v, want nat", o)
+	}
+	// The forward frame's owner is its source's; the reply's, its
+	// destination's: the same client, the same worker.
+	for i := 0; i < 64; i++ {
+		c := clientAddr(i).As16()
+		rs := netip.MustParseAddr("198.18.0.11").As16()
+		fwdM := packet.Meta{Src: c, Dst: testVIP.As16(), SrcPort: 40000, DstPort: 80, Proto: packet.ProtoTCP}
+		repM := packet.Meta{Src: rs, Dst: c, SrcPort: 80, DstPort: 40000, Proto: packet.ProtoTCP}
+		if a, b := o.owner(&fwdM, 7), o.owner(&repM, 7); a != b || a > 1 {
+			t.Errorf("client %d: forward owner %d, reply owner %d", i, a, b)
+		}
+	}
+}
+
+// Handing off and draining allocate nothing.
+func TestTwoWorkersAllocs(t *testing.T) {
+	ws, ks := queuePair(t, modes.Masq, true, 24, true)
+	syn := pt.Packet{SrcMAC: clientMAC, DstMAC: directorMAC[:], Src: testClient, Dst: testVIP,
+		SrcPort: 40000, DstPort: 80, Flags: syn}.Frame()
+	tc := testClient.As16()
+	owner := ws[0].cfg.Load().own.client(&tc)
+	other := 1 - owner
+	ks[other].deliver(syn)
+	if sent := pollPair(ws, ks, 1); len(sent) != 1 {
+		t.Fatalf("SYN: %d sent, want 1", len(sent))
+	}
+	ack := pt.Packet{SrcMAC: clientMAC, DstMAC: directorMAC[:], Src: testClient, Dst: testVIP,
+		SrcPort: 40000, DstPort: 80, Flags: ack}.Frame()
+	ks[0].keep, ks[1].keep = false, false
+	now := int64(2)
+	allocs := testing.AllocsPerRun(100, func() {
+		ks[other].deliver(ack)
+		ws[other].poll(now)
+		ws[owner].poll(now)
+		now++
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per hand-off batch, want 0", allocs)
+	}
+	if got := ws[other].stats.local[HandedOff]; got < 100 {
+		t.Errorf("handed_off = %d, want ≥ 100", got)
+	}
+}
