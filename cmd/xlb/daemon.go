@@ -217,10 +217,27 @@ func writeStats(w io.Writer, dp controlPlane) {
 			fmt.Fprintf(w, "  %-22s %d\n", c, n)
 		}
 	}
+	if qs, ok := dp.(interface{ QueueStats() []dataplane.QueueStats }); ok {
+		writeQueues(w, qs.QueueStats())
+	}
 	k := st.Sockets
 	fmt.Fprintf(w, "af_xdp sockets:\n  rx_dropped %d, rx_ring_full %d, fill_ring_empty %d, rx_invalid %d, tx_invalid %d\n",
 		k.Rx_dropped, k.Rx_ring_full, k.Rx_fill_ring_empty_descs, k.Rx_invalid_descs, k.Tx_invalid_descs)
 	writeNeighbours(w, &st.Neighbours)
+}
+
+// writeQueues prints each queue's worker figures when there are several:
+// what it received, and what moved between workers to reach the owner of
+// its flow.
+func writeQueues(w io.Writer, qs []dataplane.QueueStats) {
+	if len(qs) < 2 {
+		return
+	}
+	fmt.Fprintln(w, "queues:")
+	for _, q := range qs {
+		fmt.Fprintf(w, "  queue %d  rx_frames %d  handed_off %d  handoff_full %d  handoff_rx %d  handoff_no_frame %d\n",
+			q.Queue, q.RxFrames, q.HandedOff, q.HandoffFull, q.HandoffRx, q.HandoffNoMem)
+	}
 }
 
 // writeNeighbours prints the resolver's figures and the destinations
