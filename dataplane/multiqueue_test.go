@@ -435,3 +435,54 @@ func TestTwoWorkersConcurrent(t *testing.T) {
 		t.Errorf("sent %d + hand-off drops %d, want %d; handed off %d, want > 0", sent, dropped, 2*batches*per, handed)
 	}
 }
+
+// The ownership mask is the shortest persistence netmask per family:
+// clients in one -M prefix share an owner, and without persistence
+// clients spread over the workers.
+func TestOwnershipMask(t *testing.T) {
+	v4 := ipvs.Service{Key: testServices[0], Persistent: true, Netmask: 24}
+	v6 := ipvs.Service{Key: ipvs.ServiceKey{Proto: ipvs.TCP, Addr: netip.MustParseAddr("2001:db8::100"), Port: 80},
+		Persistent: true, Netmask: 64}
+	o := newOwnership([]*ipvs.Service{&v4, &v6}, 4)
+	owners := func(n int, f func(i int) netip.Addr) map[int]int {
+		got := map[int]int{}
+		for i := 0; i < n; i++ {
+			a := f(i).As16()
+			got[o.client(&a)]++
+		}
+		return got
+	}
+	if got := owners(200, func(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, 7, byte(i)}) }); len(got) != 1 {
+		t.Errorf("one /24 under -M 24 has owners %v, want one", got)
+	}
+	if got := owners(200, func(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, byte(i), 7, 1}) }); len(got) != 4 {
+		t.Errorf("200 /24s have owners %v, want all 4 workers", got)
+	}
+	if got := owners(200, func(i int) netip.Addr {
+		return netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: byte(i), 14: byte(i >> 3)})
+	}); len(got) != 1 {
+		t.Errorf("one /64 under -M 64 has owners %v, want one", got)
+	}
+	if got := owners(200, func(i int) netip.Addr {
+		return netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 7: byte(i), 15: 1})
+	}); len(got) != 4 {
+		t.Errorf("200 /64s have owners %v, want all 4 workers", got)
+	}
+	nat := ipvs.Service{Key: testServices[0], Netmask: 32, Dests: []ipvs.Dest{{Fwd: ipvs.FwdMasq}}}
+	o = newOwnership([]*ipvs.Service{&nat}, 2)
+	if got := owners(200, func(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, 7, byte(i)}) }); len(got) != 2 {
+		t.Errorf("NAT without -p: one /24's clients have owners %v, want both workers", got)
+	}
+	for _, c := range []struct{ bits, hi, lo string }{{"0", "0", "0"}, {"1", "8000000000000000", "0"}, {"64", "ffffffffffffffff", "0"},
+		{"65", "ffffffffffffffff", "8000000000000000"}, {"128", "ffffffffffffffff", "ffffffffffffffff"}} {
+		var bits int
+		fmt.Sscan(c.bits, &bits)
+		hi, lo := prefixMask128(bits)
+		if fmt.Sprintf("%x", hi) != c.hi || fmt.Sprintf("%x", lo) != c.lo {
+			t.Errorf("prefixMask128(%d) = %x %x, want %s %s", bits, hi, lo, c.hi, c.lo)
+		}
+	}
+	if m := prefixMask32(24); m != 0xffffff00 {
+		t.Errorf("prefixMask32(24) = %x", m)
+	}
+}
