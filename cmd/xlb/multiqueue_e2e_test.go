@@ -125,4 +125,12 @@ func TestMultiQueue(t *testing.T) {
 			requireBothQueues(t, d)
 		})
 	}
+	t.Run("nat/ipv6", func(t *testing.T) {
+		opts := testenv.DefaultOptions()
+		opts.Reals, opts.IPv6, opts.DirectorQueues = testenv.RealNAT, true, 2
+		env := testenv.New(t, opts)
+		d := startXLB(t, env, modeRules(env, modeCases[1], true, 80))
+		requireSpread(t, env, d, env.VIP6, 80)
+		requireBothQueues(t, d)
+	})
 }
