@@ -36,6 +36,7 @@ type options struct {
 	nat       bool
 	out       string
 	verbose   bool
+	queues    int // RX/TX queues of the director's veth
 }
 
 func main() {
@@ -54,6 +55,7 @@ func main() {
 	flag.BoolVar(&o.nat, "nat", true, "also measure the kernel NAT baseline (nftables DNAT + conntrack) as an extra column")
 	flag.StringVar(&o.out, "out", "", "rewrite the \""+sectionHeading+"\" section of this markdown file (e.g. bench/RESULTS.md)")
 	flag.BoolVar(&o.verbose, "v", false, "print xlb's full counters after each xlb run")
+	flag.IntVar(&o.queues, "director-queues", 1, "RX and TX queues of the director's veth; xlb serves them all, one worker each")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
@@ -167,7 +169,7 @@ func run(o options) (err error) {
 	}
 
 	fmt.Fprintf(os.Stderr, "== topology: client, director, 3 real servers\n")
-	env, err := testenv.Setup(testenv.Options{Name: fmt.Sprintf("xb%d", os.Getpid()%100000), RealServers: 3, Servers: true})
+	env, err := testenv.Setup(testenv.Options{Name: fmt.Sprintf("xb%d", os.Getpid()%100000), RealServers: 3, Servers: true, DirectorQueues: o.queues})
 	if err != nil {
 		return fmt.Errorf("build topology: %w", err)
 	}

@@ -11,10 +11,13 @@
 // Each dataplane worker owns one Table (a shard) and is the only
 // goroutine that calls its packet-path methods: LookupBatch, Lookup, Reuse,
 // NewConn, Insert, SetLocal, Update, Remove, Expire. They take no lock and use no atomic
-// instruction; a Table is not safe for concurrent use. Flows are steered
-// to workers by the NIC's RSS hash, so each flow (and its NAT replies,
-// when RSS is symmetric or the dataplane steers replies by the same key)
-// lives in one shard.
+// instruction; a Table is not safe for concurrent use. The NIC's RSS hash
+// spreads frames over queues by their tuple, which keeps one direction of
+// a flow on one queue but not a NAT or FULLNAT reply (the reverse of the
+// translated tuple, not of the client's: symmetric RSS does not help), nor
+// one client's connections (persistence templates). The dataplane gives
+// such flows one owner worker and hands frames to it (dataplane/owner.go),
+// so each flow, its replies and its template live in one shard.
 //
 // The control plane talks to a table through three channels that never
 // make the worker wait:

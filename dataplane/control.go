@@ -77,6 +77,8 @@ type workerConfig struct {
 	// local is the tap that frames to Local destinations are written to
 	// (local.go), or nil while no configuration had one.
 	local *localTap
+	// own is who owns which flow with several workers, nil with one.
+	own *ownership
 }
 
 // byAddr finds the service of a frame to addr:port as
@@ -142,11 +144,10 @@ func newControlState() *controlState {
 var ErrNotSupported = errors.New("not supported")
 
 // supported rejects what this dataplane cannot forward, before anything
-// changes. queues is the number of RX queues served: NAT and FULLNAT
-// replies arrive on whichever queue RSS picks for the reply's tuple, not
-// the one that owns the connection, so they need a single queue until
-// replies are handed between workers.
-func supported(s *ipvs.Service, queues int) error {
+// changes. Any number of queues serves every method: NAT and FULLNAT
+// replies, and persistent clients, are handed to the worker that owns
+// them (owner.go).
+func supported(s *ipvs.Service, _ int) error {
 	if !s.Key.IsFWMark() && s.Key.Proto != ipvs.TCP && s.Key.Proto != ipvs.UDP {
 		return fmt.Errorf("service %s: %s services are %w", serviceName(s.Key), protoName(s.Key.Proto), ErrNotSupported)
 	}
@@ -162,10 +163,8 @@ func supported(s *ipvs.Service, queues int) error {
 				return fmt.Errorf("%s: %s of a firewall-mark service: %w (its replies could not be steered; use direct routing or tunneling)",
 					where, methodName(d.Fwd), ErrNotSupported)
 			}
-			if queues > 1 {
-				return fmt.Errorf("%s: %s with %d RX queues: %w (replies would reach other queues' workers; serve one queue, --queues 1)",
-					where, methodName(d.Fwd), queues, ErrNotSupported)
-			}
+			// With several queues, replies reach their connection's
+			// worker by hand-off (owner.go).
 		case ipvs.FwdTunnel:
 			if _, ok := modes.FromTun(d.TunType, d.TunFlags, d.TunPort); !ok {
 				return fmt.Errorf("%s: %s is %w", where, tunName(d.TunType), ErrNotSupported)
@@ -529,8 +528,9 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) (err error) {
 			}
 		}
 	}
+	own := ownershipOf(st, len(d.workers))
 	for i, w := range d.workers {
-		wc := &workerConfig{services: map[svcKey]*workerService{}, laddrs: laddrs, local: d.tap,
+		wc := &workerConfig{services: map[svcKey]*workerService{}, laddrs: laddrs, local: d.tap, own: own,
 			marks: marks, fwmarks: map[fwmKey]*workerService{}}
 		for _, svc := range st.services {
 			ws := &workerService{id: svc.id, ct: svc.policies[i]}

@@ -44,6 +44,10 @@ const (
 	LocalInjected                // frame of a connection to a Local destination written to the local delivery tap
 	LocalDropped                 // dropped: no local delivery tap, or writing to it failed
 	NodestExpired                // dropped: its connection's real server was removed and expire_nodest_conn expired it
+	HandedOff                    // frames copied to the hand-off ring of the worker that owns their flow (owner.go)
+	HandoffFull                  // dropped: the owner's hand-off ring was full
+	HandoffRx                    // frames other workers handed to this one, forwarded here
+	HandoffNoMem                 // dropped: a handed-off frame found no free UMEM frame at its owner
 	numCounters
 )
 
@@ -57,6 +61,7 @@ var counterNames = [numCounters]string{
 	"icmp_forwarded", "icmp_no_conn",
 	"local_injected", "local_dropped",
 	"nodest_expired",
+	"handed_off", "handoff_full", "handoff_rx", "handoff_no_frame",
 }
 
 func (c Counter) String() string {

@@ -317,6 +317,9 @@ func New(opts Options) (d *Dataplane, err error) {
 			}
 		}
 	}
+	if err := d.connectWorkers(); err != nil {
+		return nil, err
+	}
 	d.syncLocals(nil) // before any real server's reply can be steered
 	for _, si := range ifaces {
 		if ok, err := si.objs.DeviceBound(); !ok && err != nil {

@@ -106,6 +106,13 @@
 // a connection's first packet. Counters are plain fields published with
 // atomic stores once per batch.
 //
+// With several queues, a flow whose frames RSS spreads over workers (a
+// persistent service's clients, NAT and FULLNAT replies) has one owner
+// worker (owner.go); another worker that receives its frame copies it
+// into a single-producer single-consumer ring to the owner (handoff.go),
+// which forwards it at its next batch edge. DR and TUN services without
+// -p never hand off.
+//
 // # Control plane
 //
 // Apply validates a whole configuration, builds scheduler instances and

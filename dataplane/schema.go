@@ -107,6 +107,8 @@ var (
 	descSYNRaises  = counterDesc("xlb_syn_guard_raises_total", "Times the worker raised its SYN-flood pressure level.", "queue")
 	descSYNErrors  = counterDesc("xlb_syn_guard_errors_total", "Failed updates of the XDP program's syn_guard map.", "queue")
 	descCopied     = counterDesc("xlb_copied_frames_total", "Frames copied to another interface's UMEM (no shared UMEM).", "queue")
+	descHandedOff  = counterDesc("xlb_handed_off_frames_total", "Frames handed to the worker that owns their flow (hand-off ring).", "queue")
+	descHandoffRx  = counterDesc("xlb_handoff_received_frames_total", "Frames other workers handed to this one and it forwarded.", "queue")
 	descLocalInj   = counterDesc("xlb_local_injected_frames_total", "Frames of connections to Local real servers written to the local delivery tap.", "queue")
 )
 
@@ -154,6 +156,10 @@ var counterSeries = [numCounters]struct {
 	LocalInjected: {descLocalInj, ""},
 	LocalDropped:  {descDrops, "local_dropped"},
 	NodestExpired: {descDrops, "nodest_expired"},
+	HandedOff:     {descHandedOff, ""},
+	HandoffFull:   {descDrops, "handoff_full"},
+	HandoffRx:     {descHandoffRx, ""},
+	HandoffNoMem:  {descDrops, "handoff_no_frame"},
 }
 
 // Kind is the counter's kind: TxBacklog and SYNLevel are levels.
@@ -252,7 +258,7 @@ var (
 func init() {
 	inSection(SectionWorkers, descOtherCounter, descRxFrames, descTxFrames, descDrops, descMalformed, descRewrite, descConnHits,
 		descReplyHits, descConnsNew, descTxBacklog, descBadDesc, descKickErrors, descLinkDown, descHeld,
-		descHeldSent, descHoldExp, descHoldFull, descCsum, descTooBig, descTTL, descICMPFwd, descLocalInj, descSYNLevel,
+		descHeldSent, descHoldExp, descHoldFull, descCsum, descTooBig, descTTL, descICMPFwd, descLocalInj, descHandedOff, descHandoffRx, descSYNLevel,
 		descSYNRaises, descSYNErrors, descCopied)
 	inSection(SectionXDP, descXDP)
 	inSection(SectionSockets, descXSKRxDropped, descXSKRxRingFull, descXSKFillEmpty, descXSKRxInvalid,

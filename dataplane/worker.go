@@ -109,6 +109,7 @@ type worker struct {
 	views [maxBatch]modes.Frame
 
 	held holdQueue // frames waiting for their destination's MAC
+	ho   handoff   // rings to and from the other workers (owner.go)
 	// holdView and holdMeta are xmitHeld's scratch space.
 	holdView modes.Frame
 	holdMeta packet.Meta
@@ -201,6 +202,7 @@ func newWorker(d *Dataplane, qid, queues int) (*worker, error) {
 // close closes the sockets, those sharing the UMEM before its owner.
 func (w *worker) close() error {
 	var errs []error
+	w.closeHandoff()
 	for i := len(w.socks) - 1; i >= 0; i-- {
 		errs = append(errs, w.socks[i].close())
 	}
@@ -321,7 +323,10 @@ func (w *worker) run(ctx context.Context) {
 		if w.ct.Dumping() {
 			wait = min(wait, dumpWaitMs)
 		}
-		w.wait(wait)
+		if w.sleep() { // no frames handed over meanwhile
+			w.wait(wait)
+			w.woke()
+		}
 	}
 }
 
@@ -351,7 +356,7 @@ func (w *worker) received() bool {
 			return true
 		}
 	}
-	return false
+	return w.handoffPending()
 }
 
 // poll forwards one batch of received frames from each interface's socket
@@ -382,8 +387,14 @@ func (w *worker) poll(now int64) int {
 	}
 	fwd := *w.dp.fwd.Load()
 	n := 0
+	if w.ho.in != nil {
+		n += w.drainHandoff(cfg, fwd, now)
+	}
 	for slot, q := range w.qs {
 		n += w.pollQueue(uint16(slot), q, cfg, fwd, now)
+	}
+	if w.ho.out != nil {
+		w.publishHandoff()
 	}
 	if n == 0 {
 		return w.flush()
@@ -446,6 +457,9 @@ func (w *worker) pollQueue(slot uint16, q *queue, cfg *workerConfig, fwd []destF
 			w.stats.local[Malformed]++
 			w.reasons[r]++
 			continue
+		}
+		if cfg.own != nil && w.handOff(q, d, f.Bytes(), m, cfg) {
+			continue // another worker owns it: freed below
 		}
 		w.keys[nk] = conntrack.Key{Src: m.Src, Dst: m.Dst, SrcPort: m.SrcPort, DstPort: m.DstPort, Proto: m.Proto}
 		w.kidx[i] = int8(nk)

@@ -63,6 +63,13 @@ type Options struct {
 	// (variant 1, IP directly in UDP) sent to this UDP port, as ipvsadm's
 	// --tun-type gue --tun-port expects.
 	GUEPort uint16
+	// DirectorQueues, if above 1, gives the director's eth0 veth (both
+	// ends) this many RX and TX queues; every other veth has one. veth
+	// delivers a frame to the RX queue numbered as the TX queue its peer
+	// sent it on, and the bridge-side peer picks that by flow hash
+	// (netdev_pick_tx, no XPS here): flows spread over the queues as RSS
+	// spreads them on a NIC.
+	DirectorQueues int
 }
 
 // RealKind is how a real server is set up, after the forwarding method
@@ -465,9 +472,13 @@ func (env *Env) plug(h *Host, ifname, bridge string, addr, addr6 netip.Addr, p4,
 		peer = "v" + strings.TrimPrefix(ifname, "eth") + "-" + h.Name
 	}
 	mac := macFor(addr, false)
+	queues := 1
+	if h.Name == "dir" && ifname == "eth0" && env.opts.DirectorQueues > 1 {
+		queues = env.opts.DirectorQueues
+	}
 	veth := &netlink.Veth{
 		LinkAttrs: netlink.LinkAttrs{
-			Name: ifname, HardwareAddr: mac, NumTxQueues: 1, NumRxQueues: 1,
+			Name: ifname, HardwareAddr: mac, NumTxQueues: queues, NumRxQueues: queues,
 			Namespace: netlink.NsFd(int(h.NS)),
 		},
 		PeerName:         peer,

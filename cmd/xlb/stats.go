@@ -14,6 +14,22 @@ import (
 func writeStats(w io.Writer, dp controlPlane) {
 	st := dp.Stats()
 	formatStats(w, &st, dp.AttachMode())
+	writeQueues(w, st.Queues)
+}
+
+// writeQueues prints each queue's worker figures when there are several:
+// what it received, and what moved between workers to reach the owner of
+// its flow.
+func writeQueues(w io.Writer, qs []dataplane.QueueStats) {
+	if len(qs) < 2 {
+		return
+	}
+	fmt.Fprintln(w, "queues:")
+	for _, q := range qs {
+		c := &q.Counters
+		fmt.Fprintf(w, "  queue %d  rx_frames %d  handed_off %d  handoff_full %d  handoff_rx %d  handoff_no_frame %d\n",
+			q.Queue, c[dataplane.RxFrames], c[dataplane.HandedOff], c[dataplane.HandoffFull], c[dataplane.HandoffRx], c[dataplane.HandoffNoMem])
+	}
 }
 
 // statsSections are --xlb-stats' sections in order; inline ones print
