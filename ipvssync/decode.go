@@ -28,6 +28,8 @@ const (
 	ReasonOptionTrunc // option header or data past the record (-20, -30)
 	ReasonOptionBad   // bad SEQ_DATA length, PE string too long, option twice (-35, -60, -70)
 	ReasonV0Bogus     // v0: record or its seq options past the end
+	ReasonTooLong     // Receiver: datagram longer than MaxLen (the kernel's receive buffer truncates it)
+	ReasonNotPeer     // Receiver, unicast: source is not a configured peer
 	// Record level.
 	ReasonUnknownOption // unknown option without IPVS_OPT_F_PARAM (20)
 	ReasonProtocol      // protocol IPVS does not know (30)
@@ -51,6 +53,8 @@ var reasonNames = [...]string{
 	ReasonOptionTrunc:   "option_truncated",
 	ReasonOptionBad:     "option_bad",
 	ReasonV0Bogus:       "v0_bogus",
+	ReasonTooLong:       "too_long",
+	ReasonNotPeer:       "not_peer",
 	ReasonUnknownOption: "unknown_option",
 	ReasonProtocol:      "protocol",
 	ReasonState:         "state",
@@ -131,7 +135,7 @@ func (d *Decoder) decodeV1(b []byte, r *Result) Reason {
 		if vs>>sverShift != 0 {
 			return ReasonRecordVer
 		}
-		if why := d.record(b[p:p+size], r); why != ReasonNone {
+		if why := d.record(b[p:], size, r); why != ReasonNone {
 			return why
 		}
 		end = p + (size+3)&^3
@@ -139,10 +143,12 @@ func (d *Decoder) decodeV1(b []byte, r *Result) Reason {
 	return ReasonNone
 }
 
-// record decodes one v1 record rec (exactly size bytes), appending it
-// to d.conns or counting it in r.Skipped; it returns a message-level
-// reason for the kernel's negative return codes.
-func (d *Decoder) record(rec []byte, r *Result) Reason {
+// record decodes one v1 record of size bytes at the start of rec (which
+// holds at least RecordLenV4 bytes and size), appending it to d.conns or
+// counting it in r.Skipped; it returns a message-level reason for the
+// kernel's negative return codes. Like the kernel it reads the type byte
+// before comparing size with the fixed part.
+func (d *Decoder) record(rec []byte, size int, r *Result) Reason {
 	be := binary.BigEndian
 	var alen, fixed int
 	switch rec[0] {
@@ -158,9 +164,10 @@ func (d *Decoder) record(rec []byte, r *Result) Reason {
 		}
 		alen, fixed = 16, RecordLenV6
 	}
-	if len(rec) < fixed {
+	if size < fixed {
 		return ReasonRecordSize
 	}
+	rec = rec[:size]
 	c := Conn{
 		Protocol: rec[1],
 		Flags:    Flags(be.Uint32(rec[4:])),
