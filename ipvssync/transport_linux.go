@@ -257,6 +257,19 @@ func NewReceiver(o Options) (*Receiver, error) {
 		if err := unix.BindToDevice(fd, o.Interface); err != nil {
 			return fmt.Errorf("bind to device: %w", err)
 		}
+		// Go binds a multicast listener to the wildcard address, not to
+		// the group as the kernel's make_receive_sock does; without
+		// *_MULTICAST_ALL = 0 it would also get every other group joined
+		// on the host.
+		if len(o.Peers) == 0 {
+			if o.is6() {
+				if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_ALL, 0); err != nil {
+					return fmt.Errorf("set IPV6_MULTICAST_ALL: %w", err)
+				}
+			} else if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_ALL, 0); err != nil {
+				return fmt.Errorf("set IP_MULTICAST_ALL: %w", err)
+			}
+		}
 		// SO_RCVBUFFORCE passes net.core.rmem_max (root); fall back.
 		if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, o.RecvBuffer) != nil {
 			return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, o.RecvBuffer)
