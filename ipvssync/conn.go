@@ -48,13 +48,21 @@ func (m Method) String() string {
 //     Destination IDs are local to a director, so records carry addresses;
 //     the backup maps Dest back to its own destination.
 //   - Fwmark: the firewall mark of a fwmark service, else 0.
-//   - Flags: the forwarding method in FlagFwdMask (SetMethod), FlagInactive
+//   - Flags: the forwarding method in FlagFwdMask (SetMethod: modes.Masq,
+//     Local, Tunnel, Route are the same numbers as MethodNAT .. MethodDR,
+//     but modes.FullNAT is 4, which is IP_VS_CONN_F_BYPASS on the wire:
+//     map it to MethodFullNAT, never copy it into Flags), FlagInactive
 //     while not established, FlagTemplate for a template, FlagOnePacket for
 //     -o services, FlagNoCPort for a template created before the port was
 //     known. FlagSync and FlagHashed are the receiver's business.
-//   - State: the kernel's state number: TCP* constants for TCP (map xlb's
-//     TCP states onto IP_VS_TCP_S_*), UDPNormal for UDP, TemplateNone or
-//     TemplateAssured for templates.
+//   - State: the kernel's state number: TCP* constants for TCP,
+//     UDPNormal for UDP, TemplateNone or TemplateAssured for templates.
+//     conntrack.State's TCP values (StateNone .. StateSynAck, 0..10) are
+//     already IP_VS_TCP_S_*; but conntrack.StateUDP (11) is UDPNormal (0)
+//     here and StateTemplateNone/Assured are TemplateNone/Assured (0, 1).
+//     conntrack.StateICMP has no kernel counterpart: IPVS does not sync
+//     ICMP (ip_vs_proto_get has no ICMP), and a backup, kernel or xlb,
+//     drops such a record (ReasonProtocol); don't export ICMP entries.
 //   - Timeout: the full timeout of the entry's current state, in seconds,
 //     as the kernel sends cp->timeout/HZ: not the time left. The backup
 //     restarts the timer with it on every record. 0 means "the
