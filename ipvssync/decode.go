@@ -35,6 +35,7 @@ const (
 	ReasonProtocol      // protocol IPVS does not know (30)
 	ReasonState         // state >= the protocol's number of states (40)
 	ReasonLocal         // xlb's local-address option malformed
+	ReasonPE            // "Invalid PE parameters": PE data without a PE name (50)
 	numReasons
 )
 
@@ -59,6 +60,7 @@ var reasonNames = [...]string{
 	ReasonProtocol:      "protocol",
 	ReasonState:         "state",
 	ReasonLocal:         "local_option",
+	ReasonPE:            "pe_params",
 }
 
 func (r Reason) String() string {
@@ -229,6 +231,12 @@ func (d *Decoder) record(rec []byte, size int, r *Result) Reason {
 			// Unknown with IPVS_OPT_F_PARAM: optional, skipped.
 		}
 		p += plen
+	}
+	if c.PEData != nil && c.PEName == "" {
+		// ip_vs_conn_fill_param_sync needs the engine's name to use its
+		// data. (A name it does not know, a PE module not loaded, drops
+		// the record there too; xlb has no PE, so that is the caller's.)
+		skip = ReasonPE
 	}
 	if skip != ReasonNone {
 		r.Skipped[skip]++

@@ -81,7 +81,8 @@
 // level (ip_vs_proc_sync_conn's positive return codes): an unknown
 // protocol (ip_vs_proto_get knows TCP, UDP, SCTP, AH, ESP), a state not
 // below the protocol's number of states (11 for TCP, 1 for UDP, 13 for
-// SCTP; not checked for templates), or an unknown option WITHOUT the
+// SCTP; not checked for templates), PE data without a PE name
+// (ip_vs_conn_fill_param_sync), or an unknown option WITHOUT the
 // IPVS_OPT_F_PARAM bit: that record alone is dropped. Each reason has a
 // counter (Reason, ReceiverStats). On receipt the flags are masked with
 // IP_VS_CONN_F_BACKUP_MASK and IP_VS_CONN_F_SYNC is set. A backup with

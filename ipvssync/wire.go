@@ -165,6 +165,9 @@ func recordLen(c *Conn) (int, error) {
 	if len(c.PEName) > MaxPENameLen {
 		return 0, fmt.Errorf("encode record %v: pe name %q is longer than %d", c, c.PEName, MaxPENameLen)
 	}
+	if len(c.PEData) > 0 && c.PEName == "" {
+		return 0, fmt.Errorf("encode record %v: pe data without a pe name: a backup drops it", c)
+	}
 	if len(c.PEData) > 0 {
 		n += 2 + len(c.PEData)
 		if c.PEName != "" {

@@ -333,6 +333,7 @@ func TestEncodeRejects(t *testing.T) {
 		"zero":         {},
 		"pe data":      {Protocol: ProtoUDP, Client: connV4.Client, Virtual: connV4.Virtual, Dest: connV4.Dest, PEData: make([]byte, 256)},
 		"pe name":      {Protocol: ProtoUDP, Client: connV4.Client, Virtual: connV4.Virtual, Dest: connV4.Dest, PEData: []byte{1}, PEName: "12345678901234567"},
+		"pe data only": {Protocol: ProtoUDP, Client: connV4.Client, Virtual: connV4.Virtual, Dest: connV4.Dest, PEData: []byte{1}},
 	} {
 		b, _ := NewBuilder(1472, 0)
 		if ok, err := b.Add(&c); ok || err == nil {
@@ -419,6 +420,8 @@ func TestDecodeBad(t *testing.T) {
 		{"seq wrong length", fixSize(append(bytes.Clone(kernelV4[:HeaderLen]), recordWithOpts(0x01, 0x02, 0, 0)...)), ReasonOptionBad, 0, 0},
 		{"pe name too long", fixSize(append(bytes.Clone(kernelV4[:HeaderLen]), recordWithOpts(append([]byte{0x03, 17}, make([]byte, 17)...)...)...)), ReasonOptionBad, 0, 0},
 		{"pe data twice", fixSize(append(bytes.Clone(kernelV4[:HeaderLen]), recordWithOpts(0x02, 1, 'a', 0x02, 1, 'b')...)), ReasonOptionBad, 0, 0},
+		{"pe data without name", fixSize(append(bytes.Clone(kernelV4[:HeaderLen]), recordWithOpts(0x02, 1, 'a')...)), 0, ReasonPE, 0},
+		{"pe name first", fixSize(append(bytes.Clone(kernelV4[:HeaderLen]), recordWithOpts(0x03, 1, 'x', 0x02, 1, 'a')...)), 0, 0, 1},
 		{"bad xlb option", fixSize(append(bytes.Clone(kernelV4[:HeaderLen]), recordWithOpts(0x58, 3, 1, 2, 3)...)), 0, ReasonLocal, 0},
 		{"unknown protocol", mod(kernelV4, func(b []byte) { b[9] = 1 }), 0, ReasonProtocol, 0},
 		{"tcp state 11", mod(kernelV4, func(b []byte) { b[17] = 11 }), 0, ReasonState, 0},
