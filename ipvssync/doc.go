@@ -152,6 +152,15 @@
 // Like the kernel's, the protocol has no authentication: keep the sync
 // network private.
 //
+// Limits: one port per Sender and Receiver. A kernel master with the
+// sync_ports sysctl above 1 sends from several threads to port, port+1,
+// ...; an xlb backup then needs one Receiver per port. As in the kernel, a
+// director may run a master and a backup at once (one Sender and one
+// Receiver). Records with persistence-engine data (the kernel's sip PE)
+// are decoded, but xlb has no PE: the installer should drop them, as a
+// kernel without the module does ("no engine found").
+
+//
 // # What was tested and what only reasoned
 //
 // Tested (wire_test.go): xlb's Builder produces, byte for byte, messages
