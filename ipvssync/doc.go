@@ -159,7 +159,7 @@
 // Receiver). Records with persistence-engine data (the kernel's sip PE)
 // are decoded, but xlb has no PE: the installer should drop them, as a
 // kernel without the module does ("no engine found").
-
+//
 // # What was tested and what only reasoned
 //
 // Tested (wire_test.go): xlb's Builder produces, byte for byte, messages
