@@ -95,3 +95,33 @@ func TestFromDaemon(t *testing.T) {
 		t.Error("FromDaemon accepted role slave")
 	}
 }
+
+func TestSenderLimits(t *testing.T) {
+	s, err := NewSender(Options{Interface: "lo", MaxLen: 100, Peers: []netip.AddrPort{ap("127.0.0.1:9")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.Options().MaxLen != minMaxLen {
+		t.Errorf("MaxLen 100 became %d, want it raised to %d", s.Options().MaxLen, minMaxLen)
+	}
+	bad := Conn{Protocol: ProtoTCP, Client: ap("10.0.0.1:1"), Virtual: ap("[::1]:80"), Dest: ap("10.0.0.2:80")}
+	if err := s.Add(&bad); err == nil || s.Stats().BadRecords != 1 || s.Stats().Records != 0 {
+		t.Errorf("Add(mixed family) = %v, stats %+v", err, s.Stats())
+	}
+	if err := s.Flush(); err != nil || s.Stats().Messages != 0 {
+		t.Errorf("Flush of an empty message = %v, stats %+v", err, s.Stats())
+	}
+	for range 20 { // 399-byte messages: several flushes to the discard port
+		c := connV4
+		if err := s.Add(&c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.Records != 20 || st.Messages < 2 || st.Bytes > st.Messages*uint64(minMaxLen) {
+		t.Errorf("stats %+v", st)
+	}
+}
