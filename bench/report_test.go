@@ -56,21 +56,22 @@ func TestParseStats(t *testing.T) {
 	}
 }
 
-func TestAddCost(t *testing.T) {
+// The director's share is the configuration's CPU per packet minus the
+// sink's in the same round, round by round.
+func TestAddDirectorShare(t *testing.T) {
 	res := map[string]map[string][]float64{
-		"sink": {"pps_director": {1.0}},
-		// The sender's core forwards too: 0.5 Mpps sent and delivered
-		// leave it half its time for forwarding, 1 µs per frame.
-		"kernel": {"pps_sent": {0.5}, "pps_delivered": {0.5}},
-		// The sender's core spends 0.2 core-s/s on XDP, the worker one
-		// core, for 0.6 Mpps delivered: 2 µs per frame.
-		"xlb": {"pps_sent": {0.8}, "pps_delivered": {0.6}, "xlb_cpu": {1.0}},
+		"sink":    {"cpu_ns_100000": {300, 500}},
+		"nft-fwd": {"cpu_ns_100000": {1000, 1400}},
+		"xlb-dr":  {"cpu_ns_100000": {2300}},
 	}
-	addCost(res)
-	for dp, want := range map[string]float64{"kernel": 1, "xlb": 2} {
-		got := res[dp]["cost_us"]
-		if len(got) != 1 || got[0] < want-1e-9 || got[0] > want+1e-9 {
-			t.Errorf("cost of %s = %v, want [%v]", dp, got, want)
-		}
+	addDirectorShare(res, []float64{100000})
+	if got := res["nft-fwd"]["dir_ns_100000"]; len(got) != 2 || got[0] != 700 || got[1] != 900 {
+		t.Errorf("nft-fwd's share = %v, want [700 900]", got)
+	}
+	if got := res["xlb-dr"]["dir_ns_100000"]; len(got) != 1 || got[0] != 2000 {
+		t.Errorf("xlb-dr's share = %v, want [2000]", got)
+	}
+	if _, ok := res["sink"]["dir_ns_100000"]; ok {
+		t.Error("the sink got a share of itself")
 	}
 }
