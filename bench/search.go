@@ -33,7 +33,7 @@ func (t trial) loss() float64 {
 }
 
 func (t trial) pass() bool {
-	return t.offered > 0 && t.offered >= achievedMin*t.target && t.loss() <= lossMax
+	return t.offered > 0 && t.offered >= achievedMin*t.target && t.loss() <= lossMax+1e-12
 }
 
 // searchLossless finds the highest target rate in (0, hi] whose trial
