@@ -163,29 +163,27 @@ func generate(ctx context.Context, h *testenv.Host, dstMAC net.HardwareAddr, spe
 			return genResult{}, err
 		}
 	}
-	var sent atomic.Uint64
+	var sent, claimed atomic.Uint64
 	var wg sync.WaitGroup
 	errs := make([]error, spec.threads)
 	start := time.Now()
 	deadline := start.Add(spec.limit)
 	for t := 0; t < spec.threads; t++ {
-		// Thread t sends flows t, t+threads, ... and its share of count.
-		n := spec.count / uint64(spec.threads)
-		if uint64(t) < spec.count%uint64(spec.threads) {
-			n++
-		}
+		// Thread t sends flows t, t+threads, ...; the threads share one
+		// schedule, so one that other work holds off its CPU is made up
+		// for by the others.
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[t] = genThread(ctx, fds[t], ifindex, h.MAC, dstMAC, spec, t, n, start, deadline, &sent)
+			errs[t] = genThread(ctx, fds[t], ifindex, h.MAC, dstMAC, spec, t, start, deadline, &claimed, &sent)
 		}()
 	}
 	wg.Wait()
 	return genResult{sent: sent.Load(), elapsed: time.Since(start)}, errors.Join(errs...)
 }
 
-func genThread(ctx context.Context, fd, ifindex int, src, dst net.HardwareAddr, spec genSpec, t int, n uint64,
-	start, deadline time.Time, total *atomic.Uint64) error {
+func genThread(ctx context.Context, fd, ifindex int, src, dst net.HardwareAddr, spec genSpec, t int,
+	start, deadline time.Time, claimed, total *atomic.Uint64) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	var all, one unix.CPUSet
@@ -208,26 +206,29 @@ func genThread(ctx context.Context, fd, ifindex int, src, dst net.HardwareAddr, 
 		msgs[i].Hdr.Name = (*byte)(unsafe.Pointer(&sll))
 		msgs[i].Hdr.Namelen = uint32(unsafe.Sizeof(sll))
 	}
-	rate := spec.rate / float64(spec.threads)
 	flow := t % spec.flows
-	var done uint64
-	for done < n {
+	for {
 		now := time.Now()
 		if now.After(deadline) || ctx.Err() != nil {
-			break
+			return nil
 		}
-		b := uint64(genBatch)
-		if rate > 0 {
-			due := uint64(rate*now.Sub(start).Seconds()) - min(done, uint64(rate*now.Sub(start).Seconds()))
-			if due < genBatch && done+due < n {
-				// Ahead of schedule: sleep until a full batch is due.
-				next := start.Add(time.Duration(float64(done+genBatch) / rate * 1e9))
+		c := claimed.Load()
+		if c >= spec.count {
+			return nil
+		}
+		b := min(uint64(genBatch), spec.count-c)
+		if spec.rate > 0 {
+			allowed := uint64(spec.rate * now.Sub(start).Seconds())
+			if allowed < c+b {
+				// Ahead of schedule: sleep until the next batch is due.
+				next := start.Add(time.Duration(float64(c+b) / spec.rate * 1e9))
 				time.Sleep(next.Sub(now))
 				continue
 			}
-			b = min(due, 4*genBatch) // catch up after a late wake-up, but in bounded bursts
 		}
-		b = min(b, n-done, genBatch)
+		if !claimed.CompareAndSwap(c, c+b) {
+			continue
+		}
 		for i := uint64(0); i < b; i++ {
 			buildFrame(frames[i][:], src, dst, flow, spec.dst)
 			flow += spec.threads
@@ -235,16 +236,20 @@ func genThread(ctx context.Context, fd, ifindex int, src, dst net.HardwareAddr, 
 				flow = t % spec.flows
 			}
 		}
-		r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(unsafe.Pointer(&msgs[0])), uintptr(b), 0, 0, 0)
-		if e != 0 {
-			if e == unix.ENOBUFS || e == unix.EAGAIN || e == unix.EINTR {
-				runtime.Gosched()
-				continue
+		for off := uint64(0); off < b; {
+			r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(unsafe.Pointer(&msgs[off])), uintptr(b-off), 0, 0, 0)
+			if e != 0 {
+				if e == unix.ENOBUFS || e == unix.EAGAIN || e == unix.EINTR {
+					if time.Now().After(deadline) {
+						return nil
+					}
+					runtime.Gosched()
+					continue
+				}
+				return fmt.Errorf("sendmmsg: %w", e)
 			}
-			return fmt.Errorf("sendmmsg: %w", e)
+			off += uint64(r)
+			total.Add(uint64(r))
 		}
-		done += uint64(r)
-		total.Add(uint64(r))
 	}
-	return nil
 }

@@ -121,7 +121,11 @@ type bench struct {
 	// failures lists what did not forward (the -quick verdict).
 	failures []string
 	softirqd []int // ksoftirqd threads
-	log      io.Writer
+	// saturated counts the CPU runs whose /proc/stat figure was left out:
+	// other work kept every CPU busy before the traffic started.
+	saturated int
+	cpuRuns   int
+	log       io.Writer
 }
 
 func (b *bench) record(dp, key string, v float64) {
@@ -243,7 +247,7 @@ func run(o options) (err error) {
 		machine: machineNote(load0, loadAvg()), xlbMode: xlbMode, rounds: o.rounds, tree: tree,
 		flows: o.flows, scaleFlows: o.scaleFlows, cpuRates: o.cpuRates, loadRate: o.loadRate, threads: o.threads,
 		trialTime: o.trialTime, steps: o.steps, conns: o.conns,
-		results: b.results, drops: b.drops,
+		results: b.results, drops: b.drops, saturated: b.saturated, cpuRuns: b.cpuRuns,
 	}
 	for _, dp := range b.dps {
 		rep.dps = append(rep.dps, dp.Name())

@@ -33,6 +33,8 @@ type report struct {
 	steps      int
 	conns      int
 	charts     []string
+	saturated  int // CPU runs without a /proc/stat figure (machine saturated before)
+	cpuRuns    int
 	// results[dataplane][key] holds one value per round, in order.
 	results map[string]map[string][]float64
 	// drops[dataplane][counter] sums xlb's counters over its runs.
@@ -186,14 +188,20 @@ func (r *report) markdown() string {
 	fmt.Fprintf(&b, "Each cell is the median of %d rounds (min–max); a round runs the sink, then every configuration in turn (%s), "+
 		"each freshly started in the same topology. Ratios are medians of the per-round ratios.\n", r.rounds, strings.Join(r.dps, ", "))
 	fmt.Fprintf(&b, "Traffic: the bench's generator (AF_PACKET, sendmmsg of 64 frames, %d threads pinned one per CPU) sends 60-byte UDP frames "+
-		"(64 on a wire) to VIP:9; the lossless rate is the highest offered rate with at most 0.1%% lost and at least 98%% of the target "+
-		"achieved, found by bisection below the generator's ceiling (%d trials of %v each, after every flow was sent once).\n\n",
+		"(64 on a wire) to VIP:9; the lossless rate is the highest offered (achieved) rate with at most 0.1%% lost, found by bisection "+
+		"on the target below the generator's ceiling, going higher only when the generator achieved 98%% of the target "+
+		"(%d trials of %v each, after every flow was sent once).\n\n",
 		r.threads, r.steps, r.trialTime)
 	if sink := r.results["sink"]["ceiling"]; len(sink) > 0 {
 		fmt.Fprintf(&b, "**Generator ceiling** (measured each round, director dropping the flood at its ingress, nothing forwarded): "+
 			"%s Mpps reach the director. Every configuration's forwarding shares these %d CPUs with the generator.\n\n", cell("%.3f", sink), r.threads)
 	}
 
+	if r.saturated > 0 {
+		fmt.Fprintf(&b, "In %d of %d fixed-rate runs other work kept every CPU busy before the traffic started: "+
+			"those have no all-CPU figure (/proc/stat cannot tell the traffic's cost then); the own-process figures cover every run.\n\n",
+			r.saturated, r.cpuRuns)
+	}
 	b.WriteString("| metric |")
 	for _, dp := range r.dps {
 		fmt.Fprintf(&b, " %s |", dp)
