@@ -103,6 +103,8 @@ func (r *report) rows() []row {
 			rows = append(rows, row{key: q.key + load.suffix, format: "%.0f", lowerBetter: true,
 				label: fmt.Sprintf("UDP RTT %s, %s, µs (lower is better)", q.name, load.what)})
 		}
+		rows = append(rows, row{key: "rtt_lost" + load.suffix, format: "%.2f", noRatio: true,
+			label: fmt.Sprintf("UDP probes lost %s, %% (a lost probe counts as an infinite RTT above)", load.what)})
 	}
 	return rows
 }

@@ -187,13 +187,16 @@ func (b *bench) measure(ctx context.Context, round int, dp dataplane) (err error
 			return err
 		}
 	}
+	// From here a test that fails is reported and the others still run:
+	// the run's other figures are worth keeping.
 	if err := b.latency(ctx, name); err != nil {
-		return err
+		b.fail(name, err)
 	}
 	for _, streams := range []int{1, 8} {
 		s, err := b.throughput(ctx, streams)
 		if err != nil {
-			return err
+			b.fail(name, fmt.Errorf("iperf3 -P %d: %w", streams, err))
+			continue
 		}
 		b.record(name, fmt.Sprintf("gbps_%d", streams), s.values["gbps"])
 		fmt.Fprintf(b.log, "round %d %-11s iperf3 -P %d: %s\n", round, name, streams, s.detail)
@@ -204,7 +207,8 @@ func (b *bench) measure(ctx context.Context, round int, dp dataplane) (err error
 	for _, ka := range []bool{false, true} {
 		s, err := b.connRate(ctx, ka)
 		if err != nil {
-			return err
+			b.fail(name, fmt.Errorf("wrk (keep-alive %v): %w", ka, err))
+			continue
 		}
 		key := "conn_rate"
 		if ka {
@@ -225,6 +229,11 @@ func (b *bench) measure(ctx context.Context, round int, dp dataplane) (err error
 		b.noteXLB(name, raw, st)
 	}
 	return nil
+}
+
+func (b *bench) fail(name string, err error) {
+	fmt.Fprintf(b.log, "        %-11s FAILED: %v\n", name, err)
+	b.failures = append(b.failures, fmt.Sprintf("%s: %v", name, err))
 }
 
 // cpuRun offers rate pps over 1000 flows and reads, over a window after
@@ -319,7 +328,7 @@ func (b *bench) cpuRun(ctx context.Context, name string, rate float64, sink bool
 // latency times UDP round trips without other traffic, then under a
 // background flood of -load-rate pps.
 func (b *bench) latency(ctx context.Context, name string) error {
-	s, err := b.roundTrip(ctx)
+	s, err := b.roundTrip(ctx, 200*time.Millisecond)
 	if err != nil {
 		return err
 	}
@@ -340,7 +349,7 @@ func (b *bench) latency(ctx context.Context, name string) error {
 	if err := sleep(ctx, 200*time.Millisecond); err != nil {
 		return err
 	}
-	s, err = b.roundTrip(ctx)
+	s, err = b.roundTrip(ctx, 50*time.Millisecond)
 	cancel()
 	if err != nil {
 		return fmt.Errorf("round trips under load: %w", err)
