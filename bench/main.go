@@ -56,7 +56,7 @@ func main() {
 	flag.StringVar(&flows, "flows", "1,1000,100000", "UDP flow counts of the lossless-rate search")
 	flag.IntVar(&o.scaleFlows, "scale-flows", 1000000, "also search at this many established flows (ip-forward, nft-fwd, xlb-dr; 0: no)")
 	flag.IntVar(&o.steps, "steps", 6, "trials per rate search (bisection below the generator's ceiling)")
-	flag.DurationVar(&o.trialTime, "trial", 400*time.Millisecond, "duration of one rate-search trial")
+	flag.DurationVar(&o.trialTime, "trial", 300*time.Millisecond, "duration of one rate-search trial")
 	flag.IntVar(&o.threads, "threads", runtime.NumCPU(), "generator threads, one per CPU")
 	flag.StringVar(&rates, "cpu-rates", "100000,250000", "fixed offered rates (pps) of the CPU-per-packet runs")
 	flag.DurationVar(&o.cpuTime, "cpu-time", 1500*time.Millisecond, "CPU-per-packet measurement window")
@@ -138,7 +138,8 @@ func (b *bench) record(dp, key string, v float64) {
 // xlbDropCounters are the worker counters that mean a frame was not
 // forwarded (tx_backlog is a level: frames waiting when it was read).
 var xlbDropCounters = []string{"malformed", "no_service", "no_dest", "not_new", "no_neighbour",
-	"tx_backlog", "bad_desc", "kick_errors", "xdp.malformed", "xsk.rx_invalid", "xsk.tx_invalid"}
+	"tx_backlog", "bad_desc", "kick_errors", "no_local_port", "hold_full", "hold_expired", "xmit_dropped",
+	"ttl_exceeded", "copy_no_frame", "xdp.malformed", "xsk.rx_invalid", "xsk.tx_invalid"}
 
 func run(o options) (err error) {
 	if o.rounds < 1 || o.pings < 10 || o.conns < 1 || o.steps < 1 || o.threads < 1 || len(o.cpuRates) == 0 {
