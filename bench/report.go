@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -135,7 +136,19 @@ func addDirectorShare(res map[string]map[string][]float64, rates []float64) {
 	}
 }
 
+// known drops the NaNs: rounds without a figure (see cpuRun).
+func known(v []float64) []float64 {
+	var k []float64
+	for _, x := range v {
+		if !math.IsNaN(x) {
+			k = append(k, x)
+		}
+	}
+	return k
+}
+
 func median(v []float64) float64 {
+	v = known(v)
 	if len(v) == 0 {
 		return 0
 	}
@@ -149,6 +162,7 @@ func median(v []float64) float64 {
 
 // cell formats the median of v with its range.
 func cell(format string, v []float64) string {
+	v = known(v)
 	if len(v) == 0 {
 		return "–"
 	}
@@ -165,7 +179,7 @@ func cell(format string, v []float64) string {
 func ratio(a, b []float64) string {
 	var rs []float64
 	for i := range min(len(a), len(b)) {
-		if b[i] != 0 {
+		if b[i] != 0 && !math.IsNaN(a[i]) && !math.IsNaN(b[i]) {
 			rs = append(rs, a[i]/b[i])
 		}
 	}

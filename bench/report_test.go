@@ -1,6 +1,9 @@
 package main
 
-import "testing"
+import (
+	"math"
+	"testing"
+)
 
 func TestReplaceSection(t *testing.T) {
 	const h = sectionHeading
@@ -73,5 +76,26 @@ func TestAddDirectorShare(t *testing.T) {
 	}
 	if _, ok := res["sink"]["dir_ns_100000"]; ok {
 		t.Error("the sink got a share of itself")
+	}
+}
+
+// A round without a figure (NaN) keeps the others paired by round and
+// is left out of medians, ranges and ratios.
+func TestUnknownRounds(t *testing.T) {
+	nan := math.NaN()
+	res := map[string]map[string][]float64{
+		"sink":   {"cpu_ns_1": {nan, 100, 100}},
+		"xlb-dr": {"cpu_ns_1": {900, nan, 500}},
+	}
+	addDirectorShare(res, []float64{1})
+	share := res["xlb-dr"]["dir_ns_1"]
+	if got, want := cell("%.0f", share), "400"; got != want {
+		t.Errorf("share %v = %s, want %s (only round 3 has both)", share, got, want)
+	}
+	if got, want := ratio([]float64{nan, 2, 4}, []float64{1, 1, 1}), "3.00"; got != want {
+		t.Errorf("ratio = %s, want %s", got, want)
+	}
+	if got := cell("%.0f", []float64{nan}); got != "–" {
+		t.Errorf("cell of no figure = %q", got)
 	}
 }
