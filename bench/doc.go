@@ -12,8 +12,9 @@
 //	go run ./bench -xlb bin/xlb -dataplanes nft-fwd,xlb-dr -rounds 1 -v
 //
 // It needs root, wrk, iperf3 and nft (make deps). A default run takes
-// about 12 minutes on 2 CPUs; -quick (one short round, one flow count,
-// two trials per search) under 2 minutes, and it fails unless every
+// about 13 minutes on 2 shared CPUs (13m22s at load average 4-14);
+// -quick (one short round, one flow count, two trials per search)
+// under 2 minutes, and it fails unless every
 // configuration delivered traffic in every test: it checks that they
 // forward, not their figures. Every namespace is deleted at the end, on
 // error and on ^C; every tool runs bounded in time, the generator in
@@ -44,7 +45,9 @@
 //     rr and ipvsadm's -g, -m, -i or --fullnat (-P ... -z 198.18.0.200),
 //     a fresh process per round (empty connection table, zero counters).
 //     For NAT the real servers route the clients via the director, as
-//     for nft-dnat. `xlb --xlb-stats` is read after each run and its drop
+//     for nft-dnat. One FULLNAT local address has 64512 ports: after a
+//     search with more flows xlb-fullnat is restarted, so that its later
+//     tests do not measure a table with no free port. `xlb --xlb-stats` is read after each run and its drop
 //     counters are printed and summed.
 //
 // Services on the VIP: UDP 9 (the flood; the real servers drop it in a
