@@ -4,7 +4,7 @@ GO       ?= go
 BIN      := bin/xlb
 APT_PKGS := clang llvm libbpf-dev iproute2 ethtool iputils-ping tcpdump nftables iperf3 wrk netsniff-ng
 
-.PHONY: all build install deps demo test unit e2e fuzz bench generate lint clean
+.PHONY: all build install deps demo test unit e2e fuzz bench bench-quick generate lint clean
 
 all: build
 
@@ -44,12 +44,20 @@ test: deps lint
 	XLB_REQUIRE_E2E=1 $(GO) test -race -count=1 -skip '^TestSYNFlood$$' ./...
 	XLB_REQUIRE_E2E=1 $(GO) test -race -count=1 -run '^TestSYNFlood$$' ./cmd/xlb
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime=1x ./...
+	$(MAKE) bench-quick
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./internal/packet
 
+# bench: every configuration, 3 rounds, under 15 minutes on 2 CPUs; add
+# BENCH_ARGS='-out bench/RESULTS.md -chart bench/rate' to record a run.
+# bench-quick (in make test): one short round that fails unless every
+# configuration forwarded traffic in every test (under 2 minutes).
 bench: deps build
-	$(GO) run ./bench -xlb $(BIN)
+	$(GO) run ./bench -xlb $(BIN) $(BENCH_ARGS)
+
+bench-quick: build
+	$(GO) run ./bench -quick -xlb $(BIN)
 
 generate:
 	$(GO) generate ./bpf

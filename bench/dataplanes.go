@@ -4,11 +4,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -36,49 +38,66 @@ type dataplane interface {
 	Stop() error
 }
 
-// xlbDP runs `xlb run` on the director in DR mode with rr, a fresh
-// process (empty connection table, zero counters) for every measurement.
+// xlbDP runs `xlb run` on the director with rr in one forwarding method
+// (ipvsadm's -g, -m, -i or --fullnat), a fresh process (empty connection
+// table, zero counters) for every measurement.
 type xlbDP struct {
-	bin   string
-	dir   string
-	env   *testenv.Env
-	rules string // rules file
-	n     int    // processes started, for socket names
-	p     *testenv.Proc
-	sock  string
+	method string // "dr", "nat", "tun" or "fullnat"
+	bin    string
+	dir    string
+	env    *testenv.Env
+	rules  string // rules file
+	conns  int    // connection table size
+	n      int    // processes started, for socket names
+	p      *testenv.Proc
+	sock   string
 	// attached is the daemon's "xdp attached" log line: XDP mode and
 	// AF_XDP copy or zero-copy.
 	attached string
 }
 
-func newXLB(env *testenv.Env, bin, dir string) (*xlbDP, error) {
+var methodOpts = map[string]string{"dr": "-g", "nat": "-m", "tun": "-i", "fullnat": "--fullnat"}
+
+func newXLB(env *testenv.Env, method, bin, dir string) (*xlbDP, error) {
+	opt, ok := methodOpts[method]
+	if !ok {
+		return nil, fmt.Errorf("invalid xlb method %q", method)
+	}
 	var b strings.Builder
 	svc := func(proto string, port uint16, reals int) {
 		fmt.Fprintf(&b, "-A -%s %v:%d -s rr\n", proto, testenv.VIP, port)
+		if method == "fullnat" {
+			fmt.Fprintf(&b, "-P -%s %v:%d -z %v\n", proto, testenv.VIP, port, testenv.LAddr)
+		}
 		for i := 0; i < reals; i++ {
-			fmt.Fprintf(&b, "-a -%s %v:%d -r %v:%d -g -w 1\n", proto, testenv.VIP, port, testenv.RealAddr(i), port)
+			fmt.Fprintf(&b, "-a -%s %v:%d -r %v:%d %s -w 1\n", proto, testenv.VIP, port, testenv.RealAddr(i), port, opt)
 		}
 	}
 	svc("u", portPPS, len(env.Reals))
 	svc("u", portEcho, len(env.Reals))
 	svc("t", portHTTP, len(env.Reals))
 	svc("t", portIperf, 1)
-	x := &xlbDP{bin: bin, dir: dir, env: env, rules: filepath.Join(dir, "xlb.rules")}
+	x := &xlbDP{method: method, bin: bin, dir: dir, env: env, rules: filepath.Join(dir, "xlb-"+method+".rules")}
 	if err := os.WriteFile(x.rules, []byte(b.String()), 0o644); err != nil {
 		return nil, err
 	}
 	return x, nil
 }
 
-func (x *xlbDP) Name() string { return "xlb" }
+func (x *xlbDP) Name() string { return "xlb-" + x.method }
 
 func (x *xlbDP) Start(ctx context.Context) error {
+	if x.method == "nat" {
+		if err := routeClientViaDirector(x.env); err != nil {
+			return err
+		}
+	}
 	x.n++
-	x.sock = filepath.Join(x.dir, fmt.Sprintf("xlb%d.sock", x.n))
+	x.sock = filepath.Join(x.dir, fmt.Sprintf("xlb-%s%d.sock", x.method, x.n))
 	// 2^18 entries: wrk opens ~10^4 connections per second and IPVS
 	// keeps closed ones for seconds to minutes.
 	p, err := x.env.Director.Start(x.bin, "run", "--iface", "eth0", "--rules", x.rules,
-		"--socket", x.sock, "--conns", "262144")
+		"--socket", x.sock, "--conns", strconv.Itoa(x.conns))
 	if err != nil {
 		return err
 	}
@@ -123,15 +142,18 @@ func (x *xlbDP) Stats() (string, map[string]uint64, error) {
 }
 
 func (x *xlbDP) Stop() error {
-	if x.p == nil {
-		return nil
+	var errs []error
+	if x.p != nil {
+		p := x.p
+		x.p = nil
+		if err := p.Stop(syscall.SIGTERM, 10*time.Second); err != nil {
+			errs = append(errs, fmt.Errorf("xlb exit: %w\n%s", err, p.Output.String()))
+		}
 	}
-	p := x.p
-	x.p = nil
-	if err := p.Stop(syscall.SIGTERM, 10*time.Second); err != nil {
-		return fmt.Errorf("xlb exit: %w\n%s", err, p.Output.String())
+	if x.method == "nat" {
+		errs = append(errs, unrouteClient(x.env))
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // Attach mode and AF_XDP mode from the daemon's log line.
@@ -156,7 +178,7 @@ type kernelDR struct{ env *testenv.Env }
 
 const drTable = "xlbbench_dr"
 
-func (k *kernelDR) Name() string { return "kernel" }
+func (k *kernelDR) Name() string { return "nft-fwd" }
 
 func (k *kernelDR) ruleset() string {
 	macs := func(n int) string {
@@ -200,7 +222,7 @@ type kernelNAT struct{ env *testenv.Env }
 
 const natTable = "xlbbench_nat"
 
-func (k *kernelNAT) Name() string { return "nat" }
+func (k *kernelNAT) Name() string { return "nft-dnat" }
 
 func (k *kernelNAT) ruleset() string {
 	n := len(k.env.Reals)
@@ -234,13 +256,8 @@ func (k *kernelNAT) Start(ctx context.Context) error {
 			return err
 		}
 	}
-	// Replies must cross the director to be un-NATed: the client shares
-	// the real servers' subnet, so route it through the director.
-	for _, h := range k.env.Reals {
-		if out, err := h.Command("ip", "route", "replace", testenv.ClientAddr.String()+"/32",
-			"via", testenv.DirectorAddr.String()).CombinedOutput(); err != nil {
-			return fmt.Errorf("route client via director in %s: %w: %s", h.NSName, err, out)
-		}
+	if err := routeClientViaDirector(k.env); err != nil {
+		return err
 	}
 	return nft(d, k.ruleset())
 }
@@ -253,10 +270,8 @@ func (k *kernelNAT) Stop() error {
 	if err := k.env.Director.Sysctl("net/ipv4/ip_forward", "0"); err != nil {
 		errs = append(errs, err.Error())
 	}
-	for _, h := range k.env.Reals {
-		if out, err := h.Command("ip", "route", "del", testenv.ClientAddr.String()+"/32").CombinedOutput(); err != nil {
-			errs = append(errs, fmt.Sprintf("remove client route in %s: %v: %s", h.NSName, err, out))
-		}
+	if err := unrouteClient(k.env); err != nil {
+		errs = append(errs, err.Error())
 	}
 	if errs != nil {
 		return fmt.Errorf("stop nat: %s", strings.Join(errs, "; "))
@@ -282,4 +297,100 @@ func (k *sinkDP) Start(ctx context.Context) error {
 
 func (k *sinkDP) Stop() error {
 	return nft(k.env.Director, "delete table netdev "+sinkTable+"\n")
+}
+
+// clientNets are the flood's sources (flowSource) and the client: NAT
+// real servers route them through the director, whose translation the
+// replies must cross (the client shares the real servers' subnet).
+var clientNets = []string{testenv.ClientAddr.String() + "/32", "198.18.0.120/29", "198.18.0.128/26", "198.18.0.192/29"}
+
+func routeClientViaDirector(env *testenv.Env) error {
+	for _, h := range env.Reals {
+		for _, n := range clientNets {
+			if out, err := h.Command("ip", "route", "replace", n, "via", testenv.DirectorAddr.String()).CombinedOutput(); err != nil {
+				return fmt.Errorf("route %s via director in %s: %w: %s", n, h.NSName, err, out)
+			}
+		}
+	}
+	return nil
+}
+
+func unrouteClient(env *testenv.Env) error {
+	var errs []error
+	for _, h := range env.Reals {
+		for _, n := range clientNets {
+			if out, err := h.Command("ip", "route", "del", n).CombinedOutput(); err != nil {
+				errs = append(errs, fmt.Errorf("remove route %s in %s: %v: %s", n, h.NSName, err, out))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// kernelFwd is plain IP forwarding: the director routes the VIP's
+// packets that arrive on eth0 to the real servers with an ECMP route
+// hashed on the L4 ports (fib_multipath_hash_policy=1: a flow stays on
+// one server), by policy rules for UDP and TCP ahead of the local table;
+// the VIP stays local for ARP. The real servers accept the VIP as in DR. It is the
+// routing path with no netfilter rule: routing lookup, TTL decrement,
+// neighbour output.
+type kernelFwd struct{ env *testenv.Env }
+
+func (k *kernelFwd) Name() string { return "ip-forward" }
+
+func (k *kernelFwd) Start(ctx context.Context) error {
+	d := k.env.Director
+	for _, kv := range [][2]string{
+		{"net/ipv4/conf/all/send_redirects", "0"},
+		{"net/ipv4/conf/eth0/send_redirects", "0"},
+		{"net/ipv4/fib_multipath_hash_policy", "1"},
+		{"net/ipv4/ip_forward", "1"},
+	} {
+		if err := d.Sysctl(kv[0], kv[1]); err != nil {
+			return err
+		}
+	}
+	vip := testenv.VIP.String() + "/32"
+	var hops []string
+	for _, h := range k.env.Reals {
+		hops = append(hops, "nexthop", "via", h.Addr.String(), "dev", "eth0")
+	}
+	for _, args := range [][]string{
+		// The local table first would deliver the VIP locally: move it
+		// behind the bench's rules.
+		{"rule", "add", "pref", "100", "lookup", "local"},
+		{"rule", "del", "pref", "0", "lookup", "local"},
+		append([]string{"route", "replace", vip, "table", "100"}, hops...),
+		{"route", "replace", vip, "table", "101", "via", k.env.Reals[0].Addr.String(), "dev", "eth0"},
+		{"rule", "add", "pref", "9", "iif", "eth0", "to", vip, "ipproto", "tcp", "dport", strconv.Itoa(portIperf), "lookup", "101"},
+		// UDP and TCP only: ARP's route lookup for the VIP must still find
+		// it local, or the director stops answering for it.
+		{"rule", "add", "pref", "10", "iif", "eth0", "to", vip, "ipproto", "udp", "lookup", "100"},
+		{"rule", "add", "pref", "11", "iif", "eth0", "to", vip, "ipproto", "tcp", "lookup", "100"},
+	} {
+		if err := d.IP(args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (k *kernelFwd) Stop() error {
+	d := k.env.Director
+	var errs []error
+	for _, args := range [][]string{
+		{"rule", "del", "pref", "9"},
+		{"rule", "del", "pref", "10"},
+		{"rule", "del", "pref", "11"},
+		{"rule", "add", "pref", "0", "lookup", "local"},
+		{"rule", "del", "pref", "100"},
+		{"route", "flush", "table", "100"},
+		{"route", "flush", "table", "101"},
+	} {
+		if err := d.IP(args...); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	errs = append(errs, d.Sysctl("net/ipv4/ip_forward", "0"))
+	return errors.Join(errs...)
 }

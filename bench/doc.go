@@ -1,102 +1,143 @@
-// Command bench measures xlb's dataplane and the Linux kernel's in the
-// same run, on the same namespace topology, and prints a table of both
-// with the ratio xlb/kernel. With -out it rewrites the section
+// Command bench measures xlb's dataplane in every forwarding method and
+// the Linux kernel's in the same run, on the same namespace topology,
+// and prints one table of all of them with the ratios of each xlb
+// method to each kernel baseline. With -out it rewrites the section
 // "## dataplane: xlb vs kernel" of a results file, leaving the other
-// sections as they are:
+// sections as they are; with -chart it writes delivered-vs-offered
+// charts (PNG, gonum.org/v1/plot), one per flow count:
 //
 //	go run ./bench -xlb bin/xlb                          # make bench
-//	go run ./bench -xlb bin/xlb -out bench/RESULTS.md    # record a run
-//	go run ./bench -xlb bin/xlb -metrics pps -rounds 1 -v
+//	go run ./bench -xlb bin/xlb -out bench/RESULTS.md -chart bench/rate
+//	go run ./bench -quick -xlb bin/xlb                   # make bench-quick, in make test
+//	go run ./bench -xlb bin/xlb -dataplanes nft-fwd,xlb-dr -rounds 1 -v
 //
-// It needs root, trafgen (netsniff-ng), wrk, iperf3 and nft (make deps).
-// A default run takes about two minutes. Every namespace is deleted at
-// the end, on error and on ^C; every tool runs bounded in time (and
-// trafgen also in packet count) in a process group the bench stops.
+// It needs root, wrk, iperf3 and nft (make deps). A default run takes
+// about 13 minutes on 2 shared CPUs (13m22s at load average 4-14);
+// -quick (one short round, one flow count, two trials per search)
+// under 2 minutes, and it fails unless every
+// configuration delivered traffic in every test: it checks that they
+// forward, not their figures. Every namespace is deleted at the end, on
+// error and on ^C; every tool runs bounded in time, the generator in
+// time and frame count, in a process group the bench stops.
 //
-// # Topology and dataplanes
+// # Topology and configurations
 //
 // One testenv topology (client, director, three real servers on one
 // bridge, VIP 198.18.0.100 on the director's eth0 and on the real
-// servers' lo) is built once. Each measurement starts one dataplane on
-// the director, checks that it forwards (six UDP queries from new
-// sockets and one HTTP request through the VIP must be answered by real
-// servers), measures, and stops it, so every run starts from the same
-// state:
+// servers' lo, `xlb decap` on the real servers' eth0 for TUN, the
+// FULLNAT local address 198.18.0.200 on the director) is built once.
+// Each round first runs the sink, then each configuration in turn: it is
+// started, checked (six UDP queries from new sockets and one HTTP
+// request through the VIP must be answered by real servers), measured
+// in every test and stopped, so every run starts from the same state:
 //
-//   - xlb: `xlb run --iface eth0` in direct routing with rr, a fresh
-//     process per measurement (empty connection table, zero counters).
-//     Services: UDP VIP:9 (the flood), UDP VIP:53 (echo), TCP VIP:80
-//     (HTTP), each over the three real servers, and TCP VIP:5201 on the
-//     first real server only (iperf3). `xlb --xlb-stats` is read after
-//     each run and its drop counters are printed and summed.
-//   - kernel: the same services as an nftables netdev-family chain on
-//     the director's eth0 (below).
-//   - nat (-nat, default on): nftables DNAT, another forwarding method,
-//     shown in its own column without a ratio (xlb has no NAT yet).
+//   - ip-forward: plain routing. Policy rules for UDP and TCP to the VIP
+//     arriving on eth0, ahead of the local table, look up an ECMP route
+//     over the three real servers hashed on the ports
+//     (fib_multipath_hash_policy=1); ip_forward=1, send_redirects=0.
+//     The real servers take the VIP as in DR.
+//   - nft-fwd: the DR stand-in, a netdev ingress chain that rewrites the
+//     MACs (below) and `fwd`s the frame back out of eth0.
+//   - nft-dnat: the NAT baseline, nftables DNAT to `numgen inc mod 3`
+//     with conntrack; the real servers route the clients via the
+//     director.
+//   - xlb-dr, xlb-nat, xlb-tun, xlb-fullnat: `xlb run --iface eth0` with
+//     rr and ipvsadm's -g, -m, -i or --fullnat (-P ... -z 198.18.0.200),
+//     a fresh process per round (empty connection table, zero counters).
+//     For NAT the real servers route the clients via the director, as
+//     for nft-dnat. One FULLNAT local address has 64512 ports: after a
+//     search with more flows xlb-fullnat is restarted, so that its later
+//     tests do not measure a table with no free port. `xlb --xlb-stats` is read after each run and its drop
+//     counters are printed and summed.
 //
-// For each metric the dataplanes alternate run by run (xlb, kernel,
-// nat, xlb, kernel, nat, ...; -rounds 3), because absolute numbers
-// drift with the shared machine's load. A cell is the median of the
-// rounds with their range; xlb/kernel is the median of the per-round
-// ratios (a round's runs are seconds apart, so their ratio cancels most
-// of the drift).
+// Services on the VIP: UDP 9 (the flood; the real servers drop it in a
+// netdev ingress chain, so they send nothing back and spend little),
+// UDP 53 (echo), TCP 80 (HTTP), each over the three real servers, and
+// TCP 5201 on the first real server only (iperf3).
 //
-// # Metrics
+// # The generator
 //
-// Packet rate (pps): trafgen on the client sends pre-built 60-byte
-// frames (64 on a wire) from 1024 UDP source ports to VIP:9, round robin
-// over the flows, one process (pinned to CPU 0 by trafgen), no rate
-// limit, for 0.5 s of warm-up and a 5 s window (-pps-time). Over the
-// window the bench reads, over netlink in each namespace, the client's
-// eth0 tx_packets (sent) and the real servers' eth0 rx_packets
-// (delivered). A veth's rx_packets counts frames its peer put into its
-// receive backlog, before any hook of the receiving host, and the real
-// servers drop port 9 in a netdev ingress chain, so they send no ICMP
-// back and spend little. For xlb the bench also reads the CPU its
-// process used over the window (utime+stime from /proc; with tick-based
-// accounting that includes the softirq work done in its system calls).
+// trafgen's --rate sends one frame per system call and reached about
+// 0.35 Mpps per process here, below what the dataplanes forward, and
+// unpaced it cannot hold a rate. The bench sends with its own generator
+// (gen.go): one AF_PACKET socket per thread in the client's namespace
+// with PACKET_QDISC_BYPASS, frames built in place (60 bytes, 64 on a
+// wire, IP and UDP checksums computed), 64 per sendmmsg(2), -threads
+// threads (default: one per CPU) each pinned to its own CPU and paced
+// against the clock, sleeping whenever ahead of schedule. Flows are
+// source ports 1024..65535 of the client, then of 198.18.0.120..199 (up
+// to 5.2 million), sent round robin.
 //
-// Mpps alone do not compare the two fairly here (see "Who uses which
-// core" below): the kernel forwards on the sender's core, xlb on that
-// core and a second one. So each round also runs a sink: the director
-// drops the flood in a netdev ingress chain, which measures the
-// sender's ceiling (trafgen, the client's veth, the bridge, the
-// director's receive) on one core. trafgen keeps its core fully busy,
-// so the share of that core not spent sending, 1 - sent/sink, went to
-// forwarding; add xlb's own process CPU and divide by the frames
-// delivered:
+// The generator's ceiling is measured every round: the director drops
+// the flood in a netdev ingress chain (the sink), and the generator runs
+// unpaced; what reaches the director's eth0 is the most that the
+// generator and the path to the director (the client's veth, the bridge,
+// the director's receive) carry on these CPUs with nothing forwarded.
+// It is the search's upper bound. It is not a ceiling the dataplanes can
+// be measured far from: on veths every kernel baseline forwards in the
+// softirq of the sending CPU (trafgen's or the generator's send hands
+// the frame to the next veth's backlog, processed as bottom halves are
+// re-enabled), and xlb's worker needs a CPU the generator also uses. On
+// two CPUs the generator, the forwarding and the real servers' receive
+// share the same two cores, so the rates below are those of the whole
+// system on two cores, and a configuration's rate is bounded by the
+// cost per frame of everything on the path, not by the director alone.
 //
-//	core-µs per forwarded frame = (1 - sent/sink + xlb cores) / delivered Mpps
+// # Tests
 //
-// It is an estimate (it assumes the sender's cost per frame is the
-// same with and without forwarding, and that nothing else shares
-// trafgen's core), and it counts for both sides the same downstream
-// work: the bridge and the real server's receive.
+// Maximum lossless rate (RFC 2544 style): for 1, 1000 and 100000 flows
+// (-flows), and 10^6 for ip-forward, nft-fwd and xlb-dr (-scale-flows),
+// every flow is first sent once (the setup time is logged; the flows
+// are then established), then a bisection on the target rate between 0
+// and the ceiling, -steps trials of -trial each. A trial counts the
+// frames the generator sent and the frames the real servers' eth0
+// received (netlink rx_packets, read 50 ms after the last frame so
+// frames still in rings count). It is lossless if at most 0.1% is lost;
+// the search goes higher only if the generator also achieved 98% of the
+// target. The lossless rate is the highest offered (achieved) rate of a
+// lossless trial. All trials are in the charts.
 //
-// Connection rate (http): wrk -t1 -c16 -d3s with "Connection: close",
-// so every request is a new TCP connection through the VIP to the real
-// servers' Go HTTP servers; the server closes first, so TIME_WAIT stays
-// on the servers and the client's ports are free again at once. Errors
-// (socket errors and non-2xx answers) are a row of their own.
+// CPU per packet at fixed offered rates (-cpu-rates, default 100 and
+// 250 kpps over 1000 flows): over a -cpu-time window after 0.2 s of
+// warm-up, the busy time of all CPUs from /proc/stat (everything but
+// idle and iowait), minus the machine's busy time measured just before
+// with no traffic, divided by the packets delivered. On a machine that
+// others keep busy this figure says little (their work yields to ours
+// and the machine stays busy either way; the table shows it as 0 when
+// the machine was saturated before the traffic started), so the bench
+// also counts the CPU time of the processes that carry the traffic:
+// its own (the generator threads, in whose system calls the kernel
+// forwards; the real servers' Go servers), xlb's and the ksoftirqd
+// threads. This kernel uses tick-based accounting without IRQ time
+// accounting, so softirq time is charged to the task it interrupted;
+// the own-process figure leaves other users out, but also misses
+// softirq work that happened to interrupt them. The director's share
+// is either figure minus the sink's at the same rate in the same round
+// (the generator's and the path's cost); it still includes the real
+// servers' receive, the same for every configuration.
 //
-// Throughput (iperf): one iperf3 TCP stream, 3 s, client to VIP:5201,
-// all of it to the first real server (its iperf3 server is not bound to
-// the VIP, so it also accepts the NAT baseline's translated address).
-// The client's TX checksum offload is off (testenv), so no TSO/GSO
-// super-frames reach the director: it forwards 1500-byte frames.
+// TCP: iperf3 with 1 and 8 streams (-iperf-time) to the first real
+// server (its iperf3 server is not bound to the VIP, so it also accepts
+// the NAT baselines' translated address); the client's TX checksum
+// offload is off (testenv), so no TSO/GSO super-frames reach the
+// director: it forwards 1500-byte frames. wrk -t1 -c16 (-conns) with
+// "Connection: close" (connections/s: every request a new connection
+// through the VIP; the server closes first, so TIME_WAIT stays on the
+// servers) and keep-alive (requests/s). Errors are rows of their own.
 //
-// Latency (rtt): 2000 UDP request/answer exchanges, one at a time, on
-// one flow to VIP:53 after 100 unmeasured ones; p50 and p99 of the round
-// trip. In DR only the request crosses the director (the answer goes
-// straight from the real server to the client); in NAT both do.
+// Latency: -pings UDP request/answer exchanges, one at a time, on one
+// flow to VIP:53 after 100 unmeasured ones, p50, p99 and p99.9; once
+// with no other traffic, once under a background flood of -load-rate
+// pps over 1000 flows. In DR and TUN only the request crosses the
+// director; in NAT and FULLNAT both do.
 //
-// # The kernel baseline
+// # The kernel baselines
 //
-// This kernel has no IPVS (and loads no modules), so the baseline cannot
-// be `ipvsadm -g`. Direct routing only rewrites the Ethernet header and
-// sends the frame back out onto the same segment; the kernel path that
-// does exactly that, without the IP stack, is a netdev-family ingress
-// chain on the director's eth0:
+// This kernel has no IPVS (and loads no modules), so the baselines
+// cannot be `ipvsadm`. Direct routing only rewrites the Ethernet header
+// and sends the frame back out onto the same segment; the kernel path
+// that does exactly that, without the IP stack, is a netdev-family
+// ingress chain on the director's eth0:
 //
 //	table netdev xlbbench_dr {
 //		chain ingress {
@@ -113,13 +154,9 @@
 // server without state, as long as the set of servers does not change.
 // `fwd to` the device the frame arrived on works on this kernel (6.18):
 // nft_fwd_netdev pushes the MAC header back and calls dev_queue_xmit.
-// Checked with tcpdump on the real servers while building this bench:
-// the requests arrive with the director's source MAC and the chosen real
-// server's destination MAC, spread over the three servers, and the
-// answers go straight to the client; the pre-run check repeats the
-// functional part before every measurement. The source MAC is rewritten
-// as xlb does (modes.DR): leaving the client's would teach the bridge
-// that the client sits behind the director's port.
+// The source MAC is rewritten as xlb does (modes.DR): leaving the
+// client's would teach the bridge that the client sits behind the
+// director's port.
 //
 // The baseline does less than IPVS or xlb: no connection table, no
 // scheduler beyond a hash (no weights, no rr, no per-destination
@@ -154,22 +191,16 @@
 //     saves less than on a NIC: the frame arrives from the peer as an
 //     skb already.
 //   - Who uses which core. The kernel baselines forward in softirq
-//     context on the sending CPU: trafgen's send hands the frame to the
-//     next veth's backlog, which is processed when bottom halves are
-//     re-enabled, so the whole path (bridge, director, bridge, real
-//     server) runs on trafgen's core and the client can only send as
-//     fast as the kernel forwards (sent = delivered). With xlb, the XDP
-//     program and the copy into the UMEM run on trafgen's core, and the
-//     worker, which sleeps in poll(2) only when idle, needs the other
-//     core (about one core busy in the flood): in Mpps xlb gets two
-//     cores where the kernel gets one (the CPU-per-frame row corrects
-//     for that), and xlb's numbers suffer most when other work holds
-//     the second core, hence its wider ranges.
-//   - Overload. The flood is not rate limited, so it measures the
-//     forwarding rate at overload. xlb sheds the excess in the kernel
-//     before the worker (AF_XDP RX ring full, or no free UMEM frame on
-//     the fill ring); the counters paragraph under the table shows how
-//     much. The kernel baselines drop nothing: they slow the sender.
+//     context on the sending CPU, so the whole path (bridge, director,
+//     bridge, real server) runs in the generator's system calls and the
+//     generator can only send as fast as the kernel forwards: they lose
+//     nothing, they slow the sender, and their lossless rate is the
+//     rate the generator achieved. With xlb, the XDP program and the
+//     copy into the UMEM run on the sender's CPU, and the worker, which
+//     sleeps in poll(2) only when idle, competes with a generator thread
+//     for a CPU; xlb sheds what it cannot take in the kernel before the
+//     worker (AF_XDP RX ring full, or no free UMEM frame on the fill
+//     ring), which the counters table under the results shows.
 //   - wrk, iperf3 and the round trips include the client's and the
 //     servers' TCP/UDP stacks on the same two cores; the director is a
 //     fraction of the work, which narrows the ratios.

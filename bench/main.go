@@ -8,12 +8,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -22,129 +24,141 @@ import (
 )
 
 type options struct {
-	xlb       string
-	rounds    int
-	ppsTime   time.Duration
-	httpTime  time.Duration
-	iperfTime time.Duration
-	pings     int
-	flows     int
-	ppsRate   string
-	ppsGap    string
-	conns     int
-	metrics   string
-	nat       bool
-	out       string
-	verbose   bool
-	queues    int // RX/TX queues of the director's veth
+	xlb        string
+	quick      bool
+	rounds     int
+	flows      []int
+	scaleFlows int
+	steps      int
+	trialTime  time.Duration
+	threads    int
+	cpuRates   []float64
+	cpuTime    time.Duration
+	loadRate   float64
+	httpTime   time.Duration
+	iperfTime  time.Duration
+	pings      int
+	conns      int
+	dps        []string
+	out        string
+	chart      string
+	verbose    bool
+	queues     int // RX/TX queues of the director's veth
 }
+
+var allDataplanes = []string{"ip-forward", "nft-fwd", "nft-dnat", "xlb-dr", "xlb-nat", "xlb-tun", "xlb-fullnat"}
 
 func main() {
 	var o options
+	var flows, rates, dps string
 	flag.StringVar(&o.xlb, "xlb", "bin/xlb", "xlb binary to measure (copied to a temporary directory first)")
-	flag.IntVar(&o.rounds, "rounds", 3, "runs per dataplane and metric, alternating dataplanes; the table shows medians")
-	flag.DurationVar(&o.ppsTime, "pps-time", 5*time.Second, "packet-rate measurement window per run")
-	flag.DurationVar(&o.httpTime, "http-time", 3*time.Second, "wrk duration per run (whole seconds)")
-	flag.DurationVar(&o.iperfTime, "iperf-time", 3*time.Second, "iperf3 duration per run (whole seconds)")
-	flag.IntVar(&o.pings, "pings", 2000, "UDP round trips timed per run")
-	flag.IntVar(&o.flows, "flows", 1024, "UDP flows (source ports) in the packet-rate flood")
-	flag.StringVar(&o.ppsRate, "pps-rate", "", "offered rate of the packet-rate flood, as trafgen's --rate takes it (e.g. 1000pps, 200000pps; default: no limit)")
-	flag.StringVar(&o.ppsGap, "pps-gap", "", "gap between the packet-rate flood's frames, as trafgen's --gap takes it (e.g. 1ms, 50us): one frame at a time, where --rate sends bursts")
+	flag.BoolVar(&o.quick, "quick", false, "check in under 2 minutes that every configuration forwards (one short round; figures not meaningful)")
+	flag.IntVar(&o.rounds, "rounds", 3, "rounds; each runs every dataplane once, in turn; tables show medians")
+	flag.StringVar(&flows, "flows", "1,1000,100000", "UDP flow counts of the lossless-rate search")
+	flag.IntVar(&o.scaleFlows, "scale-flows", 1000000, "also search at this many established flows (ip-forward, nft-fwd, xlb-dr; 0: no)")
+	flag.IntVar(&o.steps, "steps", 6, "trials per rate search (bisection below the generator's ceiling)")
+	flag.DurationVar(&o.trialTime, "trial", 300*time.Millisecond, "duration of one rate-search trial")
+	flag.IntVar(&o.threads, "threads", runtime.NumCPU(), "generator threads, one per CPU")
+	flag.StringVar(&rates, "cpu-rates", "100000,250000", "fixed offered rates (pps) of the CPU-per-packet runs")
+	flag.DurationVar(&o.cpuTime, "cpu-time", 1500*time.Millisecond, "CPU-per-packet measurement window")
+	flag.Float64Var(&o.loadRate, "load-rate", 200000, "background flood (pps) of the round trips under load")
+	flag.DurationVar(&o.httpTime, "http-time", 2*time.Second, "wrk duration per run (whole seconds)")
+	flag.DurationVar(&o.iperfTime, "iperf-time", 2*time.Second, "iperf3 duration per run (whole seconds)")
+	flag.IntVar(&o.pings, "pings", 3000, "UDP round trips timed per run")
 	flag.IntVar(&o.conns, "conns", 16, "concurrent wrk connections")
-	flag.StringVar(&o.metrics, "metrics", "pps,http,iperf,rtt", "comma-separated metrics to run")
-	flag.BoolVar(&o.nat, "nat", true, "also measure the kernel NAT baseline (nftables DNAT + conntrack) as an extra column")
+	flag.StringVar(&dps, "dataplanes", strings.Join(allDataplanes, ","), "configurations to measure")
 	flag.StringVar(&o.out, "out", "", "rewrite the \""+sectionHeading+"\" section of this markdown file (e.g. bench/RESULTS.md)")
+	flag.StringVar(&o.chart, "chart", "", "write the delivered-vs-offered charts as PNG files with this path prefix (e.g. bench/rate)")
 	flag.BoolVar(&o.verbose, "v", false, "print xlb's full counters after each xlb run")
 	flag.IntVar(&o.queues, "director-queues", 1, "RX and TX queues of the director's veth; xlb serves them all, one worker each")
 	flag.Parse()
-	if err := run(o); err != nil {
+	var err error
+	if o.flows, err = parseInts(flows); err == nil {
+		var rs []int
+		if rs, err = parseInts(rates); err == nil {
+			for _, r := range rs {
+				o.cpuRates = append(o.cpuRates, float64(r))
+			}
+		}
+	}
+	o.dps = strings.Split(dps, ",")
+	if o.quick {
+		o.rounds, o.flows, o.scaleFlows, o.steps, o.trialTime = 1, []int{1000}, 0, 2, 200*time.Millisecond
+		o.cpuRates, o.cpuTime, o.httpTime, o.iperfTime, o.pings = o.cpuRates[:1], 500*time.Millisecond, time.Second, time.Second, 300
+	}
+	if err == nil {
+		err = run(o)
+	}
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-// A metric is one measurement, run in turn on every dataplane; it fills
-// one or more table rows.
-type metric struct {
-	name string
-	sink bool // also run the sink (see sinkDP) each round
-	run  func(b *bench, ctx context.Context, dp dataplane) (sample, error)
-	rows []row
-}
-
-type row struct {
-	key, label  string
-	format      string
-	lowerBetter bool // the label says so; the ratio is still xlb/kernel
-	noRatio     bool
-}
-
-func metrics(o options) []metric {
-	return []metric{
-		{name: "pps", sink: true, run: (*bench).packetRate, rows: []row{
-			{key: "pps_delivered", format: "%.3f", label: fmt.Sprintf(
-				"UDP flood, %d flows of 60-byte frames: **Mpps reaching the real servers**", o.flows)},
-			{key: "pps_sent", format: "%.3f", label: "UDP flood: Mpps the client sent (trafgen, 1 process, no rate limit)"},
-			{key: "xlb_cpu", format: "%.2f", noRatio: true, label: "UDP flood: cores the xlb process kept busy (user+sys)"},
-			{key: "cost_us", format: "%.2f", label: "UDP flood: **CPU per forwarded frame**, core-µs, estimated (doc.go: sender's share subtracted)"},
-		}},
-		{name: "http", run: (*bench).connRate, rows: []row{
-			{key: "conn_rate", format: "%.0f", label: fmt.Sprintf(
-				"**TCP connections/s** (wrk, one HTTP request per connection, %d concurrent)", o.conns)},
-			{key: "conn_errors", format: "%.0f", noRatio: true, label: "wrk socket errors + non-2xx answers per run"},
-		}},
-		{name: "iperf", run: (*bench).throughput, rows: []row{
-			{key: "gbps", format: "%.2f", label: "iperf3, one TCP stream to one real server: Gbit/s"},
-		}},
-		{name: "rtt", run: (*bench).roundTrip, rows: []row{
-			{key: "rtt_p50", format: "%.0f", lowerBetter: true, label: "UDP request/response RTT p50, µs (lower is better)"},
-			{key: "rtt_p99", format: "%.0f", lowerBetter: true, label: "UDP request/response RTT p99, µs (lower is better)"},
-		}},
+func parseInts(s string) ([]int, error) {
+	var v []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("invalid number %q in %q", f, s)
+		}
+		v = append(v, n)
 	}
+	return v, nil
 }
 
 type bench struct {
-	o           options
-	env         *testenv.Env
-	dir         string
-	trafgenConf string
-	xlb         *xlbDP
-	dps         []dataplane
-	// results[dataplane][row key] holds one value per round.
+	o       options
+	env     *testenv.Env
+	dir     string
+	bin     string
+	dps     []dataplane
+	ceiling float64 // this round's sink ceiling, pps
+	// results[dataplane][key] holds one value per round.
 	results map[string]map[string][]float64
-	// drops sums xlb's drop counters over its runs, per metric.
+	// trials[dataplane][flows] holds every rate-search trial.
+	trials map[string]map[int][]trial
+	// drops sums xlb's drop counters over its runs, per dataplane.
 	drops map[string]map[string]uint64
-	log   io.Writer
+	// failures lists what did not forward (the -quick verdict).
+	failures []string
+	softirqd []int // ksoftirqd threads
+	// saturated counts the CPU runs whose /proc/stat figure was left out:
+	// other work kept every CPU busy before the traffic started.
+	saturated int
+	cpuRuns   int
+	log       io.Writer
+}
+
+func (b *bench) record(dp, key string, v float64) {
+	if b.results[dp] == nil {
+		b.results[dp] = map[string][]float64{}
+	}
+	b.results[dp][key] = append(b.results[dp][key], v)
 }
 
 // xlbDropCounters are the worker counters that mean a frame was not
 // forwarded (tx_backlog is a level: frames waiting when it was read).
 var xlbDropCounters = []string{"malformed", "no_service", "no_dest", "not_new", "no_neighbour",
-	"tx_backlog", "bad_desc", "kick_errors", "xdp.malformed", "xsk.rx_invalid", "xsk.tx_invalid"}
+	"tx_backlog", "bad_desc", "kick_errors", "no_local_port", "hold_full", "hold_expired", "xmit_dropped",
+	"ttl_exceeded", "copy_no_frame", "xdp.malformed", "xsk.rx_invalid", "xsk.tx_invalid"}
 
 func run(o options) (err error) {
-	if o.rounds < 1 || o.flows < 1 || o.flows > 50000 || o.pings < 10 || o.conns < 1 {
-		return errors.New("invalid options: -rounds, -pings and -conns must be positive, -flows 1..50000")
+	if o.rounds < 1 || o.pings < 10 || o.conns < 1 || o.steps < 1 || o.threads < 1 || len(o.cpuRates) == 0 {
+		return errors.New("invalid options: -rounds, -pings, -conns, -steps, -threads and -cpu-rates must be positive")
 	}
-	if o.ppsTime < time.Second || o.httpTime < time.Second || o.iperfTime < time.Second {
-		return errors.New("invalid durations: each must be at least 1s")
+	for _, f := range append(slices.Clone(o.flows), o.scaleFlows) {
+		if f > maxFlows {
+			return fmt.Errorf("invalid flow count %d: at most %d", f, maxFlows)
+		}
+	}
+	if o.httpTime < time.Second || o.iperfTime < time.Second || o.trialTime < 100*time.Millisecond || o.cpuTime < 200*time.Millisecond {
+		return errors.New("invalid durations: -http-time and -iperf-time at least 1s, -trial 100ms, -cpu-time 200ms")
 	}
 	if os.Geteuid() != 0 {
 		return errors.New("needs root to create network namespaces and attach XDP")
 	}
-	var ms []metric
-	for _, name := range strings.Split(o.metrics, ",") {
-		found := false
-		for _, m := range metrics(o) {
-			if m.name == strings.TrimSpace(name) {
-				ms, found = append(ms, m), true
-			}
-		}
-		if !found {
-			return fmt.Errorf("invalid metric %q: must be pps, http, iperf or rtt", name)
-		}
-	}
-	for _, tool := range []string{"ip", "nft", "trafgen", "wrk", "iperf3"} {
+	for _, tool := range []string{"ip", "nft", "wrk", "iperf3"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return fmt.Errorf("%s not found (make deps installs it): %w", tool, err)
 		}
@@ -180,45 +194,87 @@ func run(o options) (err error) {
 		fmt.Fprintf(os.Stderr, "== torn down: every namespace removed\n")
 	}()
 
-	b := &bench{o: o, env: env, dir: dir, log: os.Stderr,
-		results: map[string]map[string][]float64{}, drops: map[string]map[string]uint64{}}
+	b := &bench{o: o, env: env, dir: dir, bin: bin, log: os.Stderr,
+		softirqd: ksoftirqds(),
+		results:  map[string]map[string][]float64{}, trials: map[string]map[int][]trial{}, drops: map[string]map[string]uint64{}}
 	cleanup, err := b.prepare(ctx)
 	defer cleanup()
 	if err != nil {
 		return err
 	}
-	if b.xlb, err = newXLB(env, bin, dir); err != nil {
-		return err
-	}
-	b.dps = []dataplane{b.xlb, &kernelDR{env: env}}
-	if o.nat {
-		b.dps = append(b.dps, &kernelNAT{env: env})
+	var xlbMode string
+	for _, name := range o.dps {
+		var dp dataplane
+		switch name {
+		case "ip-forward":
+			dp = &kernelFwd{env: env}
+		case "nft-fwd":
+			dp = &kernelDR{env: env}
+		case "nft-dnat":
+			dp = &kernelNAT{env: env}
+		default:
+			m, ok := strings.CutPrefix(name, "xlb-")
+			if !ok {
+				return fmt.Errorf("invalid dataplane %q: must be one of %s", name, strings.Join(allDataplanes, ", "))
+			}
+			x, err := newXLB(env, m, bin, dir)
+			if err != nil {
+				return err
+			}
+			x.conns = 1 << 18
+			if o.scaleFlows > 0 && m == "dr" {
+				x.conns = 1 << 21 // 10^6 established flows and wrk's connections
+			}
+			dp = x
+		}
+		b.dps = append(b.dps, dp)
 	}
 
-	for _, m := range ms {
-		dps := b.dps
-		if m.sink {
-			dps = append(slices.Clip(dps), &sinkDP{env: env})
+	for r := 1; r <= o.rounds; r++ {
+		sink := &sinkDP{env: env}
+		if err := b.measureSink(ctx, r, sink); err != nil {
+			return fmt.Errorf("sink, round %d: %w", r, err)
 		}
-		for r := 1; r <= o.rounds; r++ {
-			for _, dp := range dps {
-				if err := b.measure(ctx, m, r, dp); err != nil {
-					return fmt.Errorf("%s on %s, round %d: %w", m.name, dp.Name(), r, err)
-				}
+		for _, dp := range b.dps {
+			if err := b.measure(ctx, r, dp); err != nil {
+				return fmt.Errorf("%s, round %d: %w", dp.Name(), r, err)
+			}
+			if x, ok := dp.(*xlbDP); ok && xlbMode == "" {
+				xlbMode = x.mode()
 			}
 		}
 	}
 
 	rep := report{
-		cmdline: cmdline, date: started.UTC().Format("2006-01-02"), elapsed: time.Since(started),
-		machine: machineNote(load0, loadAvg()), xlbMode: b.xlb.mode(), rounds: o.rounds, nat: o.nat, tree: tree,
+		cmdline: cmdline, date: started.UTC().Format("2006-01-02 15:04 UTC"), elapsed: time.Since(started),
+		machine: machineNote(load0, loadAvg()), xlbMode: xlbMode, rounds: o.rounds, tree: tree,
+		flows: o.flows, scaleFlows: o.scaleFlows, cpuRates: o.cpuRates, loadRate: o.loadRate, threads: o.threads,
+		trialTime: o.trialTime, steps: o.steps, conns: o.conns,
+		results: b.results, drops: b.drops, saturated: b.saturated, cpuRuns: b.cpuRuns,
 	}
-	for _, m := range ms {
-		rep.rows = append(rep.rows, m.rows...)
+	for _, dp := range b.dps {
+		rep.dps = append(rep.dps, dp.Name())
 	}
-	addCost(b.results)
-	rep.results = b.results
-	rep.drops = b.drops
+	if o.chart != "" {
+		for _, f := range append(slices.Clone(o.flows), o.scaleFlows) {
+			if f == 0 {
+				continue
+			}
+			var ss []chartSeries
+			for _, name := range rep.dps {
+				ss = append(ss, chartSeries{name: name, points: b.trials[name][f]})
+			}
+			png, err := rateChart(fmt.Sprintf("64-byte UDP, %s flows: delivered vs offered (%d rounds)", flowsLabel(f), o.rounds), ss)
+			if err != nil {
+				return err
+			}
+			path := fmt.Sprintf("%s-%s.png", o.chart, flowsLabel(f))
+			if err := os.WriteFile(path, png, 0o644); err != nil {
+				return err
+			}
+			rep.charts = append(rep.charts, path)
+		}
+	}
 	table := rep.markdown()
 	fmt.Println()
 	fmt.Print(table)
@@ -228,17 +284,25 @@ func run(o options) (err error) {
 		}
 		fmt.Fprintf(os.Stderr, "== wrote %q in %s\n", sectionHeading, o.out)
 	}
+	if len(b.failures) > 0 {
+		return fmt.Errorf("%d checks failed:\n  %s", len(b.failures), strings.Join(b.failures, "\n  "))
+	}
+	if o.quick {
+		fmt.Fprintf(os.Stderr, "== quick: every configuration forwarded traffic in every test\n")
+	}
 	return nil
 }
 
 // prepare makes the real servers drop the flood at ingress (no socket,
-// no ICMP unreachable sent back: rx_packets still counts it), starts
-// iperf3's server on the first real server and writes trafgen's frames.
+// no ICMP unreachable sent back: rx_packets still counts it), runs
+// `xlb decap` on them (for xlb-tun; every configuration then pays its
+// XDP pass alike), gives the director its FULLNAT local address and
+// starts iperf3's server on the first real server.
 func (b *bench) prepare(ctx context.Context) (cleanup func(), err error) {
-	var iperf *testenv.Proc
+	var procs []*testenv.Proc
 	cleanup = func() {
-		if iperf != nil {
-			iperf.Stop(syscall.SIGTERM, 3*time.Second)
+		for _, p := range procs {
+			p.Stop(syscall.SIGTERM, 3*time.Second)
 		}
 	}
 	for _, h := range b.env.Reals {
@@ -248,58 +312,43 @@ func (b *bench) prepare(ctx context.Context) (cleanup func(), err error) {
 		if err := nft(h, rule); err != nil {
 			return cleanup, err
 		}
+		if slices.Contains(b.o.dps, "xlb-tun") {
+			// What testenv.SetupTunReal adds to a DR real server.
+			for _, k := range []string{"all", "default", "eth0"} {
+				if err := h.Sysctl("net/ipv4/conf/"+k+"/rp_filter", "0"); err != nil {
+					return cleanup, err
+				}
+			}
+			p, err := h.Start(b.bin, "decap", "--iface", "eth0")
+			if err != nil {
+				return cleanup, err
+			}
+			procs = append(procs, p)
+			for deadline := time.Now().Add(10 * time.Second); !strings.Contains(p.Output.String(), "running"); {
+				if p.Exited() || time.Now().After(deadline) {
+					return cleanup, fmt.Errorf("xlb decap in %s did not start: %v\n%s", h.NSName, p.Err(), p.Output.String())
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
 	}
-	// Not bound to the VIP: the NAT baseline delivers to the real
+	if err := b.env.Director.AddAddr("eth0", netip.PrefixFrom(testenv.LAddr, 32)); err != nil {
+		return cleanup, err
+	}
+	// Not bound to the VIP: the NAT baselines deliver to the real
 	// server's own address; in DR an unbound listener answers from the
 	// VIP it was reached at.
-	if iperf, err = b.env.Reals[0].Start("iperf3", "-s", "-p", fmt.Sprint(portIperf)); err != nil {
-		return cleanup, err
-	}
-	b.trafgenConf = filepath.Join(b.dir, "flood.trafgen")
-	if err := trafgenConfig(b.env, b.o.flows, b.trafgenConf); err != nil {
-		return cleanup, err
-	}
-	return cleanup, sleep(ctx, 300*time.Millisecond) // iperf3 listening
-}
-
-// measure starts dp, checks that it forwards, runs m once, records the
-// values and stops dp (also on error).
-func (b *bench) measure(ctx context.Context, m metric, round int, dp dataplane) (err error) {
-	if err := dp.Start(ctx); err != nil {
-		return fmt.Errorf("start: %w", err)
-	}
-	defer func() {
-		if serr := dp.Stop(); serr != nil {
-			err = errors.Join(err, fmt.Errorf("stop: %w", serr))
-		}
-	}()
-	if err := b.check(ctx, dp); err != nil {
-		return fmt.Errorf("%s does not forward: %w", dp.Name(), err)
-	}
-	s, err := m.run(b, ctx, dp)
+	iperf, err := b.env.Reals[0].Start("iperf3", "-s", "-p", fmt.Sprint(portIperf))
 	if err != nil {
-		return err
+		return cleanup, err
 	}
-	fmt.Fprintf(b.log, "%-5s round %d  %-6s %s\n", m.name, round, dp.Name(), s.detail)
-	if b.results[dp.Name()] == nil {
-		b.results[dp.Name()] = map[string][]float64{}
-	}
-	for k, v := range s.values {
-		b.results[dp.Name()][k] = append(b.results[dp.Name()][k], v)
-	}
-	if x, ok := dp.(*xlbDP); ok {
-		raw, st, err := x.Stats()
-		if err != nil {
-			return err
-		}
-		b.noteXLB(m.name, raw, st)
-	}
-	return nil
+	procs = append(procs, iperf)
+	return cleanup, sleep(ctx, 300*time.Millisecond) // iperf3 listening
 }
 
 // noteXLB prints xlb's counters after a run and adds its drops to the
 // metric's totals.
-func (b *bench) noteXLB(metric, raw string, st map[string]uint64) {
+func (b *bench) noteXLB(metric, raw string, st map[string]uint64) { // metric: the dataplane's name
 	if b.drops[metric] == nil {
 		b.drops[metric] = map[string]uint64{}
 	}

@@ -5,18 +5,17 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"os"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
-	"github.com/google/gopacket"
-	"github.com/google/gopacket/layers"
 	"github.com/vishvananda/netlink"
 
 	"github.com/xlbproject/xlb/testenv"
@@ -57,38 +56,6 @@ func (b *bench) check(ctx context.Context, dp dataplane) error {
 		return fmt.Errorf("http request through the vip answered %q, not a real server", got)
 	}
 	return ctx.Err()
-}
-
-// trafgenConfig writes one pre-built frame per flow: client to VIP:9,
-// UDP source ports 10000.. in turn, 18 bytes of payload, which makes
-// 60-byte frames (64 on a wire with the FCS), checksums computed here.
-// trafgen sends them round robin, so every flow carries the same share.
-func trafgenConfig(env *testenv.Env, flows int, path string) error {
-	var b strings.Builder
-	fmt.Fprintf(&b, "# xlb bench: %d UDP flows %v:10000.. -> %v:%d, 60-byte frames\n",
-		flows, testenv.ClientAddr, testenv.VIP, portPPS)
-	for i := 0; i < flows; i++ {
-		eth := &layers.Ethernet{SrcMAC: env.Client.MAC, DstMAC: env.Director.MAC, EthernetType: layers.EthernetTypeIPv4}
-		ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolUDP, Flags: layers.IPv4DontFragment,
-			SrcIP: testenv.ClientAddr.AsSlice(), DstIP: testenv.VIP.AsSlice()}
-		udp := &layers.UDP{SrcPort: layers.UDPPort(10000 + i), DstPort: portPPS}
-		udp.SetNetworkLayerForChecksum(ip)
-		buf := gopacket.NewSerializeBuffer()
-		payload := gopacket.Payload(make([]byte, 18))
-		if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
-			eth, ip, udp, payload); err != nil {
-			return fmt.Errorf("build frame: %w", err)
-		}
-		b.WriteString("{ ")
-		for j, c := range buf.Bytes() {
-			if j > 0 {
-				b.WriteString(", ")
-			}
-			fmt.Fprintf(&b, "0x%02x", c)
-		}
-		b.WriteString(" }\n")
-	}
-	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
 
 // counters are the interface counters the packet-rate test reads.
@@ -140,69 +107,6 @@ func readCounters(env *testenv.Env) (c counters, err error) {
 	return c, nil
 }
 
-// packetRate floods the VIP's UDP port 9 from the client with trafgen
-// (one process, one CPU, no rate limit) and counts, over a window that
-// starts after a warm-up, what the client sent and what the real
-// servers received.
-func (b *bench) packetRate(ctx context.Context, dp dataplane) (sample, error) {
-	const warm = 500 * time.Millisecond
-	// Bound the count as well as the time: 10 Mpps is beyond what one
-	// core pushes through veths, so the count only ends a runaway.
-	limit := uint64(10e6 * (warm + b.o.ppsTime + time.Second).Seconds())
-	args := []string{"--dev", "eth0", "--conf", b.trafgenConf,
-		"--cpus", "1", "--num", strconv.FormatUint(limit, 10),
-		"--no-sock-mem", "--notouch-irq", "--no-cpu-stats"}
-	if b.o.ppsRate != "" {
-		args = append(args, "--rate", b.o.ppsRate)
-	}
-	if b.o.ppsGap != "" {
-		args = append(args, "--gap", b.o.ppsGap)
-	}
-	p, err := b.env.Client.Start("trafgen", args...)
-	if err != nil {
-		return sample{}, err
-	}
-	defer p.Stop(syscall.SIGINT, 5*time.Second)
-	if err := sleep(ctx, warm); err != nil {
-		return sample{}, err
-	}
-	xlbPid := 0
-	if x, ok := dp.(*xlbDP); ok && x.p != nil {
-		xlbPid = x.p.Cmd.Process.Pid
-	}
-	cpu0, _ := processCPU(xlbPid)
-	c0, err := readCounters(b.env)
-	if err != nil {
-		return sample{}, err
-	}
-	if err := sleep(ctx, b.o.ppsTime); err != nil {
-		return sample{}, err
-	}
-	c1, err := readCounters(b.env)
-	if err != nil {
-		return sample{}, err
-	}
-	cpu1, _ := processCPU(xlbPid)
-	if p.Exited() {
-		return sample{}, fmt.Errorf("trafgen %w: %v\n%s", errEarlyExit, p.Err(), p.Output.String())
-	}
-	secs := c1.at.Sub(c0.at).Seconds()
-	rate := func(a, b uint64) float64 { return float64(b-a) / secs / 1e6 }
-	s := sample{values: map[string]float64{
-		"pps_delivered": rate(c0.realsRx, c1.realsRx),
-		"pps_sent":      rate(c0.clientTx, c1.clientTx),
-		"pps_director":  rate(c0.directorRx, c1.directorRx),
-	}}
-	s.detail = fmt.Sprintf("client sent %.3f Mpps (veth tx_dropped %.3f), director eth0 rx %.3f tx %.3f, real servers rx %.3f Mpps over %.2fs",
-		s.values["pps_sent"], rate(c0.clientTxDrp, c1.clientTxDrp), rate(c0.directorRx, c1.directorRx),
-		rate(c0.directorTx, c1.directorTx), s.values["pps_delivered"], secs)
-	if xlbPid != 0 {
-		s.values["xlb_cpu"] = (cpu1 - cpu0).Seconds() / secs
-		s.detail += fmt.Sprintf("; xlb process %.2f cores busy", s.values["xlb_cpu"])
-	}
-	return s, nil
-}
-
 // processCPU returns the user+system time the process pid has used
 // (all its threads), from /proc/pid/stat; 0 for pid 0. Softirq work done
 // on the process's behalf in other contexts (the XDP program, the copy
@@ -244,11 +148,14 @@ var (
 // connRate runs wrk against the VIP's HTTP service, every request on a
 // new connection (Connection: close; the real server closes first, so
 // TIME_WAIT stays on the servers and the client's ports are reusable).
-func (b *bench) connRate(ctx context.Context, dp dataplane) (sample, error) {
+// With keepAlive the connections stay open: requests per second.
+func (b *bench) connRate(ctx context.Context, keepAlive bool) (sample, error) {
 	d := b.o.httpTime
-	out, err := b.env.Client.Run(ctx, d+10*time.Second, "wrk",
-		"-t1", fmt.Sprintf("-c%d", b.o.conns), fmt.Sprintf("-d%ds", int(d.Seconds())), "--timeout", "2s",
-		"-H", "Connection: close", fmt.Sprintf("http://%v/", testenv.VIP))
+	args := []string{"-t1", fmt.Sprintf("-c%d", b.o.conns), fmt.Sprintf("-d%ds", int(d.Seconds())), "--timeout", "2s"}
+	if !keepAlive {
+		args = append(args, "-H", "Connection: close")
+	}
+	out, err := b.env.Client.Run(ctx, d+10*time.Second, "wrk", append(args, fmt.Sprintf("http://%v/", testenv.VIP))...)
 	if err != nil {
 		return sample{}, err
 	}
@@ -274,12 +181,13 @@ func (b *bench) connRate(ctx context.Context, dp dataplane) (sample, error) {
 	}, nil
 }
 
-// throughput runs one iperf3 TCP stream from the client to the VIP's
+// throughput runs iperf3 TCP streams from the client to the VIP's
 // port 5201, served by the first real server only.
-func (b *bench) throughput(ctx context.Context, dp dataplane) (sample, error) {
+func (b *bench) throughput(ctx context.Context, streams int) (sample, error) {
 	d := b.o.iperfTime
 	out, err := b.env.Client.Run(ctx, d+15*time.Second, "iperf3", "-c", testenv.VIP.String(),
-		"-p", strconv.Itoa(portIperf), "-t", strconv.Itoa(int(d.Seconds())), "-J", "--connect-timeout", "3000")
+		"-p", strconv.Itoa(portIperf), "-t", strconv.Itoa(int(d.Seconds())), "-P", strconv.Itoa(streams),
+		"-J", "--connect-timeout", "3000")
 	if err != nil {
 		return sample{}, err
 	}
@@ -305,9 +213,12 @@ func (b *bench) throughput(ctx context.Context, dp dataplane) (sample, error) {
 }
 
 // roundTrip sends UDP requests one at a time on one flow to the VIP's
-// echo service and times each answer (the answer returns directly from
-// the real server, so only the request crosses the dataplane).
-func (b *bench) roundTrip(ctx context.Context, dp dataplane) (sample, error) {
+// echo service and times each answer (in DR and TUN the answer returns
+// directly from the real server, so only the request crosses the
+// dataplane). A probe not answered within timeout is lost and counts as
+// an infinite round trip in the percentiles, so a p99 over more than
+// 1% lost probes is +Inf. It stops after 15 s.
+func (b *bench) roundTrip(ctx context.Context, timeout time.Duration) (sample, error) {
 	c, err := b.env.Client.UDPConn(netip.AddrPortFrom(testenv.VIP, portEcho))
 	if err != nil {
 		return sample{}, err
@@ -317,27 +228,37 @@ func (b *bench) roundTrip(ctx context.Context, dp dataplane) (sample, error) {
 	const warm = 100
 	var rtts []time.Duration
 	lost := 0
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(15 * time.Second)
 	for i := 0; i < warm+b.o.pings && time.Now().Before(deadline) && ctx.Err() == nil; i++ {
 		t0 := time.Now()
 		if _, err := c.Write([]byte("who")); err != nil {
 			return sample{}, fmt.Errorf("send udp probe: %w", err)
 		}
-		c.SetReadDeadline(t0.Add(200 * time.Millisecond))
-		if _, err := c.Read(buf); err != nil {
+		c.SetReadDeadline(t0.Add(timeout))
+		_, err := c.Read(buf)
+		if i < warm {
+			continue
+		}
+		if err != nil {
 			lost++
 			continue
 		}
-		if i >= warm {
-			rtts = append(rtts, time.Since(t0))
-		}
+		rtts = append(rtts, time.Since(t0))
 	}
-	if len(rtts) < b.o.pings/2 {
-		return sample{}, fmt.Errorf("udp round trips: only %d of %d probes answered in time", len(rtts), b.o.pings)
+	n := len(rtts) + lost
+	if n == 0 {
+		return sample{}, errors.New("udp round trips: no probe sent")
 	}
 	slices.Sort(rtts)
-	q := func(p float64) float64 { return float64(rtts[int(p*float64(len(rtts)-1))].Nanoseconds()) / 1e3 }
-	s := sample{values: map[string]float64{"rtt_p50": q(0.50), "rtt_p99": q(0.99)}}
-	s.detail = fmt.Sprintf("%d probes, %d lost, p50 %.1f µs, p99 %.1f µs", len(rtts), lost, q(0.5), q(0.99))
+	q := func(p float64) float64 {
+		i := int(p * float64(n-1))
+		if i >= len(rtts) {
+			return math.Inf(1)
+		}
+		return float64(rtts[i].Nanoseconds()) / 1e3
+	}
+	lostPct := 100 * float64(lost) / float64(n)
+	s := sample{values: map[string]float64{"rtt_p50": q(0.50), "rtt_p99": q(0.99), "rtt_p999": q(0.999), "rtt_lost": lostPct}}
+	s.detail = fmt.Sprintf("%d probes, %d lost (%.2f%%), p50 %.1f µs, p99 %.1f µs, p99.9 %.1f µs", n, lost, lostPct, q(0.5), q(0.99), q(0.999))
 	return s, nil
 }

@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -34,5 +33,3 @@ func nft(h *testenv.Host, script string) error {
 	}
 	return nil
 }
-
-var errEarlyExit = errors.New("exited before the measurement window ended")

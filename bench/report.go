@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,22 +17,138 @@ const sectionHeading = "## dataplane: xlb vs kernel"
 
 // report is one bench run, ready to print.
 type report struct {
-	cmdline string
-	tree    string // "commit abc1234", from gitTree
-	date    string
-	elapsed time.Duration
-	machine string
-	xlbMode string
-	rounds  int
-	nat     bool
-	rows    []row
-	// results[dataplane][row key] holds one value per round, in order.
+	cmdline    string
+	tree       string // "commit abc1234", from gitTree
+	date       string
+	elapsed    time.Duration
+	machine    string
+	xlbMode    string
+	rounds     int
+	dps        []string // columns, in the order they ran
+	flows      []int
+	scaleFlows int
+	cpuRates   []float64
+	loadRate   float64
+	threads    int
+	trialTime  time.Duration
+	steps      int
+	conns      int
+	charts     []string
+	saturated  int // CPU runs without a /proc/stat figure (machine saturated before)
+	cpuRuns    int
+	// results[dataplane][key] holds one value per round, in order.
 	results map[string]map[string][]float64
-	// drops[metric][counter] sums xlb's counters over its runs.
+	// drops[dataplane][counter] sums xlb's counters over its runs.
 	drops map[string]map[string]uint64
 }
 
+// A row of the results table: a key of results, for every dataplane.
+type row struct {
+	key, label  string
+	format      string
+	lowerBetter bool
+	noRatio     bool
+}
+
+func flowsLabel(n int) string {
+	switch {
+	case n >= 1000000 && n%1000000 == 0:
+		return fmt.Sprintf("%dM", n/1000000)
+	case n >= 1000 && n%1000 == 0:
+		return fmt.Sprintf("%dk", n/1000)
+	}
+	return strconv.Itoa(n)
+}
+
+func (r *report) rows() []row {
+	var rows []row
+	fl := slices.Clone(r.flows)
+	if r.scaleFlows > 0 {
+		fl = append(fl, r.scaleFlows)
+	}
+	for _, f := range fl {
+		rows = append(rows, row{key: fmt.Sprintf("lossless_%d", f), format: "%.3f",
+			label: fmt.Sprintf("**lossless rate**, %s flows, Mpps", flowsLabel(f))})
+	}
+	for _, f := range fl {
+		rows = append(rows, row{key: fmt.Sprintf("maxdeliv_%d", f), format: "%.3f",
+			label: fmt.Sprintf("most delivered in any trial, %s flows, Mpps", flowsLabel(f))})
+	}
+	for _, rate := range r.cpuRates {
+		k := fmt.Sprintf("_%d", int(rate))
+		kp := rate / 1e3
+		rows = append(rows,
+			row{key: "cpu_deliv" + k, format: "%.3f", label: fmt.Sprintf("delivered at %.0f kpps offered, Mpps", kp)},
+			row{key: "cpu_ns" + k, format: "%.0f", lowerBetter: true,
+				label: fmt.Sprintf("**CPU-ns per delivered packet at %.0f kpps**, all CPUs (lower is better)", kp)},
+			row{key: "dir_ns" + k, format: "%.0f", lowerBetter: true,
+				label: fmt.Sprintf("director's share at %.0f kpps: the above minus the sink's, CPU-ns", kp)},
+			row{key: "own_ns" + k, format: "%.0f", lowerBetter: true,
+				label: fmt.Sprintf("CPU-ns per delivered packet at %.0f kpps, the bench's own processes (doc.go)", kp)},
+			row{key: "owndir_ns" + k, format: "%.0f", lowerBetter: true,
+				label: fmt.Sprintf("director's share at %.0f kpps, own processes: minus the sink's", kp)},
+			row{key: "xlb_cores" + k, format: "%.2f", noRatio: true,
+				label: fmt.Sprintf("cores the xlb process used at %.0f kpps (user+sys)", kp)},
+		)
+	}
+	rows = append(rows,
+		row{key: "gbps_1", format: "%.2f", label: "iperf3, 1 TCP stream, Gbit/s"},
+		row{key: "gbps_8", format: "%.2f", label: "iperf3, 8 TCP streams, Gbit/s"},
+		row{key: "conn_rate", format: "%.0f", label: fmt.Sprintf("**TCP connections/s** (wrk, one request per connection, %d concurrent)", r.conns)},
+		row{key: "req_rate", format: "%.0f", label: fmt.Sprintf("keep-alive HTTP requests/s (wrk, %d connections)", r.conns)},
+		row{key: "conn_rate_errors", format: "%.0f", noRatio: true, label: "wrk errors per run, new connections (socket errors + non-2xx)"},
+		row{key: "req_rate_errors", format: "%.0f", noRatio: true, label: "wrk errors per run, keep-alive"},
+	)
+	for _, load := range []struct{ suffix, what string }{{"", "idle"}, {"_load", fmt.Sprintf("under %.0f kpps", r.loadRate/1e3)}} {
+		for _, q := range []struct{ key, name string }{{"rtt_p50", "p50"}, {"rtt_p99", "p99"}, {"rtt_p999", "p99.9"}} {
+			rows = append(rows, row{key: q.key + load.suffix, format: "%.0f", lowerBetter: true,
+				label: fmt.Sprintf("UDP RTT %s, %s, µs (lower is better)", q.name, load.what)})
+		}
+		rows = append(rows, row{key: "rtt_lost" + load.suffix, format: "%.2f", noRatio: true,
+			label: fmt.Sprintf("UDP probes lost %s, %% (a lost probe counts as an infinite RTT above)", load.what)})
+	}
+	return rows
+}
+
+// baselines are the kernel's configurations every xlb one is compared to.
+var baselines = []string{"ip-forward", "nft-fwd", "nft-dnat"}
+
+// addDirectorShare computes, per round, each configuration's CPU-ns per
+// packet minus the sink's at the same offered rate in the same round:
+// the generator's and the path's cost (the client's veth, the bridge,
+// the director's receive), which is not the director's forwarding.
+func addDirectorShare(res map[string]map[string][]float64, rates []float64) {
+	for _, rate := range rates {
+		k := fmt.Sprintf("_%d", int(rate))
+		for _, kk := range [][2]string{{"cpu_ns", "dir_ns"}, {"own_ns", "owndir_ns"}} {
+			sink := res["sink"][kk[0]+k]
+			for dp, r := range res {
+				if dp == "sink" {
+					continue
+				}
+				for i, v := range r[kk[0]+k] {
+					if i < len(sink) {
+						r[kk[1]+k] = append(r[kk[1]+k], v-sink[i])
+					}
+				}
+			}
+		}
+	}
+}
+
+// known drops the NaNs: rounds without a figure (see cpuRun).
+func known(v []float64) []float64 {
+	var k []float64
+	for _, x := range v {
+		if !math.IsNaN(x) {
+			k = append(k, x)
+		}
+	}
+	return k
+}
+
 func median(v []float64) float64 {
+	v = known(v)
 	if len(v) == 0 {
 		return 0
 	}
@@ -45,6 +162,7 @@ func median(v []float64) float64 {
 
 // cell formats the median of v with its range.
 func cell(format string, v []float64) string {
+	v = known(v)
 	if len(v) == 0 {
 		return "–"
 	}
@@ -61,7 +179,7 @@ func cell(format string, v []float64) string {
 func ratio(a, b []float64) string {
 	var rs []float64
 	for i := range min(len(a), len(b)) {
-		if b[i] != 0 {
+		if b[i] != 0 && !math.IsNaN(a[i]) && !math.IsNaN(b[i]) {
 			rs = append(rs, a[i]/b[i])
 		}
 	}
@@ -71,83 +189,97 @@ func ratio(a, b []float64) string {
 	return fmt.Sprintf("%.2f", median(rs))
 }
 
-// addCost estimates, for each round, the CPU each dataplane spent per
-// frame it delivered in the flood, in core-µs (rates are in Mpps), from
-// the sink run of the same round. trafgen keeps its core (CPU 0) busy
-// all the time, so each frame sent costs that core 1/sent µs, of which
-// 1/sink is the sender's own share (building the frame, the client's
-// veth, the bridge, the director's receive): the rest, 1 - sent/sink
-// core-seconds per second, is forwarding work done on the sender's core
-// (all of the kernel baselines' work, xlb's XDP program and copy into
-// the UMEM). xlb's process adds its own CPU on the other core. Divided
-// by the frames delivered per second:
-//
-//	cost = (1 - sent/sink + xlb cores) / delivered
-func addCost(res map[string]map[string][]float64) {
-	sink := res["sink"]["pps_director"]
-	for _, dp := range []string{"xlb", "kernel", "nat"} {
-		r := res[dp]
-		if r == nil {
-			continue
-		}
-		sent, deliv, cpu := r["pps_sent"], r["pps_delivered"], r["xlb_cpu"]
-		for i := range min(len(sent), len(deliv), len(sink)) {
-			if deliv[i] <= 0 || sink[i] <= 0 {
-				continue
-			}
-			senderShare := max(0, 1-sent[i]/sink[i])
-			c := 0.0
-			if i < len(cpu) {
-				c = cpu[i]
-			}
-			r["cost_us"] = append(r["cost_us"], (senderShare+c)/deliv[i])
-		}
-	}
-}
-
-// markdown renders the section body: command, date, machine, table and
-// xlb's counters.
+// markdown renders the section body: command, date, machine, the
+// table of every configuration, the ratios to the baselines and xlb's
+// counters.
 func (r *report) markdown() string {
+	addDirectorShare(r.results, r.cpuRates)
 	var b strings.Builder
 	fmt.Fprintf(&b, "`%s` on %s (took %v)", r.cmdline, r.date, r.elapsed.Round(time.Second))
 	if r.tree != "" {
 		fmt.Fprintf(&b, ", source tree at %s", r.tree)
 	}
 	b.WriteString(".\n")
-	fmt.Fprintf(&b, "Machine: %s. xlb: %s, DR, rr, one queue. What is measured and how, and the caveats: `bench/doc.go`.\n", r.machine, r.xlbMode)
-	fmt.Fprintf(&b, "Each cell is the median of %d runs (min–max); runs alternate dataplanes (xlb, kernel", r.rounds)
-	if r.nat {
-		b.WriteString(", NAT")
+	fmt.Fprintf(&b, "Machine: %s. xlb: %s, rr, one queue. What is measured and how, and the caveats: `bench/doc.go`.\n", r.machine, r.xlbMode)
+	fmt.Fprintf(&b, "Each cell is the median of %d rounds (min–max); a round runs the sink, then every configuration in turn (%s), "+
+		"each freshly started in the same topology. Ratios are medians of the per-round ratios.\n", r.rounds, strings.Join(r.dps, ", "))
+	fmt.Fprintf(&b, "Traffic: the bench's generator (AF_PACKET, sendmmsg of 64 frames, %d threads pinned one per CPU) sends 60-byte UDP frames "+
+		"(64 on a wire) to VIP:9; the lossless rate is the highest offered (achieved) rate with at most 0.1%% lost, found by bisection "+
+		"on the target below the generator's ceiling, going higher only when the generator achieved 98%% of the target "+
+		"(%d trials of %v each, after every flow was sent once).\n\n",
+		r.threads, r.steps, r.trialTime)
+	if sink := r.results["sink"]["ceiling"]; len(sink) > 0 {
+		fmt.Fprintf(&b, "**Generator ceiling** (measured each round, director dropping the flood at its ingress, nothing forwarded): "+
+			"%s Mpps reach the director. Every configuration's forwarding shares these %d CPUs with the generator.\n\n", cell("%.3f", sink), r.threads)
 	}
-	b.WriteString(", xlb, ...), each run on a freshly started dataplane in the same topology; xlb/kernel is the median of the per-round ratios.\n\n")
 
-	b.WriteString("| metric | xlb (DR) | kernel DR: nft netdev ingress `fwd` | xlb / kernel |")
-	if r.nat {
-		b.WriteString(" kernel NAT: nft DNAT + conntrack (other mode) |")
+	if r.saturated > 0 {
+		fmt.Fprintf(&b, "In %d of %d fixed-rate runs other work kept every CPU busy before the traffic started: "+
+			"those have no all-CPU figure (/proc/stat cannot tell the traffic's cost then); the own-process figures cover every run.\n\n",
+			r.saturated, r.cpuRuns)
 	}
-	b.WriteString("\n|---|---|---|---|")
-	if r.nat {
+	b.WriteString("| metric |")
+	for _, dp := range r.dps {
+		fmt.Fprintf(&b, " %s |", dp)
+	}
+	b.WriteString(" sink |\n|---|")
+	for range r.dps {
 		b.WriteString("---|")
 	}
-	b.WriteString("\n")
-	for _, row := range r.rows {
-		x, k := r.results["xlb"][row.key], r.results["kernel"][row.key]
-		ra := ratio(x, k)
-		if row.noRatio {
-			ra = "–"
+	b.WriteString("---|\n")
+	rows := r.rows()
+	for _, row := range rows {
+		fmt.Fprintf(&b, "| %s |", row.label)
+		for _, dp := range r.dps {
+			fmt.Fprintf(&b, " %s |", cell(row.format, r.results[dp][row.key]))
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s |", row.label, cell(row.format, x), cell(row.format, k), ra)
-		if r.nat {
-			fmt.Fprintf(&b, " %s |", cell(row.format, r.results["nat"][row.key]))
-		}
-		b.WriteString("\n")
+		fmt.Fprintf(&b, " %s |\n", cell(row.format, r.results["sink"][row.key]))
 	}
 
-	if sink := r.results["sink"]["pps_director"]; len(sink) > 0 {
-		fmt.Fprintf(&b, "\nThe sender's ceiling, measured each round with the director dropping the flood at its ingress: "+
-			"%s Mpps reach the director (on trafgen's core, CPU 0, which also runs all of the kernel baselines' forwarding).\n", cell("%.3f", sink))
+	var xlbs []string
+	for _, dp := range r.dps {
+		if strings.HasPrefix(dp, "xlb-") {
+			xlbs = append(xlbs, dp)
+		}
 	}
-	fmt.Fprintf(&b, "\nxlb's counters (`xlb --xlb-stats` after each xlb run, summed over the runs of a metric). "+
+	if len(xlbs) > 0 {
+		var bs []string
+		for _, k := range baselines {
+			if slices.Contains(r.dps, k) {
+				bs = append(bs, k)
+			}
+		}
+		fmt.Fprintf(&b, "\nRatios xlb / kernel, each cell against %s in that order (above 1 is better for xlb except where lower is better):\n\n",
+			strings.Join(bs, " · "))
+		b.WriteString("| metric |")
+		for _, x := range xlbs {
+			fmt.Fprintf(&b, " %s |", x)
+		}
+		b.WriteString("\n|---|")
+		for range xlbs {
+			b.WriteString("---|")
+		}
+		b.WriteString("\n")
+		for _, row := range rows {
+			if row.noRatio || strings.HasPrefix(row.key, "cpu_deliv") {
+				continue
+			}
+			fmt.Fprintf(&b, "| %s |", row.label)
+			for _, x := range xlbs {
+				var rs []string
+				for _, k := range bs {
+					rs = append(rs, ratio(r.results[x][row.key], r.results[k][row.key]))
+				}
+				fmt.Fprintf(&b, " %s |", strings.Join(rs, " · "))
+			}
+			b.WriteString("\n")
+		}
+	}
+	for _, c := range r.charts {
+		fmt.Fprintf(&b, "\n![delivered vs offered rate](%s)\n", filepath.Base(c))
+	}
+
+	fmt.Fprintf(&b, "\nxlb's counters (`xlb --xlb-stats` after each run, summed over the rounds). "+
 		"Worker drop counters: %s. The kernel drops a redirected frame before the worker when the AF_XDP RX ring is full "+
 		"or the fill ring has no free UMEM frame (XDP_STATISTICS):\n\n", strings.Join(xlbDropCounters, ", "))
 	b.WriteString("| xlb runs | frames forwarded | worker drops | dropped before the worker: RX ring full | no free UMEM frame | share of redirected frames |\n")
@@ -166,7 +298,7 @@ func (r *report) markdown() string {
 		}
 		share := "–"
 		if d["xdp.redirect"] > 0 {
-			share = fmt.Sprintf("%.1f%%", 100*float64(d["xsk.rx_ring_full"]+d["xsk.rx_dropped"])/float64(d["xdp.redirect"]))
+			share = fmt.Sprintf("%.2f%%", 100*float64(d["xsk.rx_ring_full"]+d["xsk.rx_dropped"])/float64(d["xdp.redirect"]))
 		}
 		fmt.Fprintf(&b, "| %s | %d | %s | %d | %d | %s |\n", m, d["tx_frames"], ds, d["xsk.rx_ring_full"], d["xsk.rx_dropped"], share)
 	}

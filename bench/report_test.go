@@ -1,6 +1,9 @@
 package main
 
-import "testing"
+import (
+	"math"
+	"testing"
+)
 
 func TestReplaceSection(t *testing.T) {
 	const h = sectionHeading
@@ -56,21 +59,43 @@ func TestParseStats(t *testing.T) {
 	}
 }
 
-func TestAddCost(t *testing.T) {
+// The director's share is the configuration's CPU per packet minus the
+// sink's in the same round, round by round.
+func TestAddDirectorShare(t *testing.T) {
 	res := map[string]map[string][]float64{
-		"sink": {"pps_director": {1.0}},
-		// The sender's core forwards too: 0.5 Mpps sent and delivered
-		// leave it half its time for forwarding, 1 µs per frame.
-		"kernel": {"pps_sent": {0.5}, "pps_delivered": {0.5}},
-		// The sender's core spends 0.2 core-s/s on XDP, the worker one
-		// core, for 0.6 Mpps delivered: 2 µs per frame.
-		"xlb": {"pps_sent": {0.8}, "pps_delivered": {0.6}, "xlb_cpu": {1.0}},
+		"sink":    {"cpu_ns_100000": {300, 500}},
+		"nft-fwd": {"cpu_ns_100000": {1000, 1400}},
+		"xlb-dr":  {"cpu_ns_100000": {2300}},
 	}
-	addCost(res)
-	for dp, want := range map[string]float64{"kernel": 1, "xlb": 2} {
-		got := res[dp]["cost_us"]
-		if len(got) != 1 || got[0] < want-1e-9 || got[0] > want+1e-9 {
-			t.Errorf("cost of %s = %v, want [%v]", dp, got, want)
-		}
+	addDirectorShare(res, []float64{100000})
+	if got := res["nft-fwd"]["dir_ns_100000"]; len(got) != 2 || got[0] != 700 || got[1] != 900 {
+		t.Errorf("nft-fwd's share = %v, want [700 900]", got)
+	}
+	if got := res["xlb-dr"]["dir_ns_100000"]; len(got) != 1 || got[0] != 2000 {
+		t.Errorf("xlb-dr's share = %v, want [2000]", got)
+	}
+	if _, ok := res["sink"]["dir_ns_100000"]; ok {
+		t.Error("the sink got a share of itself")
+	}
+}
+
+// A round without a figure (NaN) keeps the others paired by round and
+// is left out of medians, ranges and ratios.
+func TestUnknownRounds(t *testing.T) {
+	nan := math.NaN()
+	res := map[string]map[string][]float64{
+		"sink":   {"cpu_ns_1": {nan, 100, 100}},
+		"xlb-dr": {"cpu_ns_1": {900, nan, 500}},
+	}
+	addDirectorShare(res, []float64{1})
+	share := res["xlb-dr"]["dir_ns_1"]
+	if got, want := cell("%.0f", share), "400"; got != want {
+		t.Errorf("share %v = %s, want %s (only round 3 has both)", share, got, want)
+	}
+	if got, want := ratio([]float64{nan, 2, 4}, []float64{1, 1, 1}), "3.00"; got != want {
+		t.Errorf("ratio = %s, want %s", got, want)
+	}
+	if got := cell("%.0f", []float64{nan}); got != "–" {
+		t.Errorf("cell of no figure = %q", got)
 	}
 }
