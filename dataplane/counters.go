@@ -48,6 +48,8 @@ const (
 	HandoffFull                  // dropped: the owner's hand-off ring was full
 	HandoffRx                    // frames other workers handed to this one, forwarded here
 	HandoffNoMem                 // dropped: a handed-off frame found no free UMEM frame at its owner
+	FillPosted                   // frames posted to the fill rings (UMEM frames handed to the kernel to receive into)
+	Completed                    // frames taken back from the completion rings (transmitted by the kernel)
 	numCounters
 )
 
@@ -62,6 +64,7 @@ var counterNames = [numCounters]string{
 	"local_injected", "local_dropped",
 	"nodest_expired",
 	"handed_off", "handoff_full", "handoff_rx", "handoff_no_frame",
+	"fill_posted", "completed",
 }
 
 func (c Counter) String() string {

@@ -51,6 +51,9 @@ type queue struct {
 	// busy: the socket busy-polls, and the worker's syscalls are what
 	// runs the interface's NAPI, so an empty RX ring calls for one.
 	busy bool
+	// filled and completed count the frames posted to the fill ring and
+	// taken back from the completion ring (per batch, never per frame).
+	filled, completed uint64
 
 	batch [maxBatch]unix.XDPDesc // frames to transmit, reused every batch
 	nb    int                    // frames in batch
@@ -104,6 +107,7 @@ func (q *queue) refill() {
 	}
 	*q.free = free[:top-int(n)]
 	q.fill.producerSubmit(n)
+	q.filled += uint64(n)
 }
 
 // reap takes transmitted frames back from the completion ring.
@@ -116,6 +120,7 @@ func (q *queue) reap() {
 	*q.free = free
 	if n > 0 {
 		q.comp.consumerRelease(n)
+		q.completed += uint64(n)
 	}
 }
 

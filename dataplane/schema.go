@@ -109,6 +109,8 @@ var (
 	descCopied     = counterDesc("xlb_copied_frames_total", "Frames copied to another interface's UMEM (no shared UMEM).", "queue")
 	descHandedOff  = counterDesc("xlb_handed_off_frames_total", "Frames handed to the worker that owns their flow (hand-off ring).", "queue")
 	descHandoffRx  = counterDesc("xlb_handoff_received_frames_total", "Frames other workers handed to this one and it forwarded.", "queue")
+	descFillPosted = counterDesc("xlb_fill_ring_frames_total", "UMEM frames the worker posted to its sockets' fill rings for the kernel to receive into.", "queue")
+	descCompleted  = counterDesc("xlb_completion_ring_frames_total", "Frames the worker took back from its sockets' completion rings: transmitted by the kernel.", "queue")
 	descLocalInj   = counterDesc("xlb_local_injected_frames_total", "Frames of connections to Local real servers written to the local delivery tap.", "queue")
 )
 
@@ -160,6 +162,8 @@ var counterSeries = [numCounters]struct {
 	HandoffFull:   {descDrops, "handoff_full"},
 	HandoffRx:     {descHandoffRx, ""},
 	HandoffNoMem:  {descDrops, "handoff_no_frame"},
+	FillPosted:    {descFillPosted, ""},
+	Completed:     {descCompleted, ""},
 }
 
 // Kind is the counter's kind: TxBacklog and SYNLevel are levels.
@@ -258,7 +262,7 @@ var (
 func init() {
 	inSection(SectionWorkers, descOtherCounter, descRxFrames, descTxFrames, descDrops, descMalformed, descRewrite, descConnHits,
 		descReplyHits, descConnsNew, descTxBacklog, descBadDesc, descKickErrors, descLinkDown, descHeld,
-		descHeldSent, descHoldExp, descHoldFull, descCsum, descTooBig, descTTL, descICMPFwd, descLocalInj, descHandedOff, descHandoffRx, descSYNLevel,
+		descHeldSent, descHoldExp, descHoldFull, descCsum, descTooBig, descTTL, descICMPFwd, descLocalInj, descHandedOff, descHandoffRx, descFillPosted, descCompleted, descSYNLevel,
 		descSYNRaises, descSYNErrors, descCopied)
 	inSection(SectionXDP, descXDP)
 	inSection(SectionSockets, descXSKRxDropped, descXSKRxRingFull, descXSKFillEmpty, descXSKRxInvalid,

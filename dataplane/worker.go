@@ -534,13 +534,16 @@ func (w *worker) transmitBatches() {
 
 // publish makes the worker's counters readable by Stats.
 func (w *worker) publish() {
-	var backlog, bad, kick, down uint64
+	var backlog, bad, kick, down, filled, completed uint64
 	for _, q := range w.qs {
 		backlog += uint64(len(q.backlog))
 		bad += q.badDesc
 		kick += q.kickErr
 		down += q.netDown
+		filled += q.filled
+		completed += q.completed
 	}
+	w.stats.local[FillPosted], w.stats.local[Completed] = filled, completed
 	w.stats.local[TxBacklog] = backlog
 	w.stats.local[BadDesc] = bad
 	w.stats.local[KickErrors] = kick
