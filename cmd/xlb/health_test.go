@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -137,5 +138,29 @@ func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
 			t.Fatalf("%s: not within %v", what, d)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// --keepalived is refused with --rules, and a keepalived.conf that does
+// not load refuses the start, before anything is attached.
+func TestKeepalivedFlag(t *testing.T) {
+	dir := t.TempDir()
+	bad := dir + "/bad.conf"
+	if err := os.WriteFile(bad, []byte("virtual_server 10.0.0.1 80 {\n lb_kind FOO\n}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--iface", "lo", "--keepalived", bad, "--rules", "r"}, "--keepalived and --rules are exclusive"},
+		{[]string{"--iface", "lo", "--keepalived", bad, "--save"}, "--save needs --rules"},
+		{[]string{"--iface", "lo", "--keepalived", dir + "/none.conf"}, "load keepalived configuration"},
+		{[]string{"--iface", "lo", "--keepalived", bad}, bad + ":2: lb_kind FOO"},
+	} {
+		err := daemon(tc.args, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("xlb run %v = %v, want an error containing %q", tc.args, err, tc.want)
+		}
 	}
 }
