@@ -250,7 +250,10 @@ type DestChange struct {
 }
 
 func (c DestChange) overlay() overlay {
-	o := overlay{st: c.State, sorry: c.Sorry, fwd: c.Fwd}
+	o := overlay{st: c.State, sorry: c.Sorry}
+	if c.Sorry {
+		o.fwd = c.Fwd // a real server keeps its configured method
+	}
 	if c.HasWeight && c.State == DestUp {
 		o.weight, o.hasWeight = c.Weight, true
 	}
