@@ -83,7 +83,7 @@ func kaConf(vip netip.Addr, vport int, kind, extra string, reals ...kaReal) stri
 
 // startKeepalived runs `xlb run --keepalived` with conf on the
 // director's eth0; the file is conf's path, for a reload.
-func startKeepalived(t *testing.T, env *testenv.Env, conf string) (*xlbProc, string) {
+func startKeepalived(t *testing.T, env *testenv.Env, conf string, extra ...string) (*xlbProc, string) {
 	t.Helper()
 	dir := t.TempDir()
 	file := filepath.Join(dir, "keepalived.conf")
@@ -91,7 +91,8 @@ func startKeepalived(t *testing.T, env *testenv.Env, conf string) (*xlbProc, str
 		t.Fatal(err)
 	}
 	sock := filepath.Join(dir, "xlb.sock")
-	p, err := env.Director.Start(xlbBin, "run", "--iface", "eth0", "--keepalived", file, "--socket", sock, "--conns", "65536")
+	args := append([]string{"run", "--iface", "eth0", "--keepalived", file, "--socket", sock, "--conns", "65536"}, extra...)
+	p, err := env.Director.Start(xlbBin, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -532,7 +533,16 @@ func TestHealthBlackholeAndSorryServer(t *testing.T) {
 	}
 	vip := netip.AddrPortFrom(env.VIP, hcPort)
 	sorry := fmt.Sprintf("    sorry_server %v %d\n", aps[3].Addr(), hcPort)
-	d, _ := startKeepalived(t, env, kaConf(env.VIP, hcPort, "DR", sorry, reals(aps[:3], tcpCheck)...))
+	const metricsAddr = "127.0.0.1:9109" // in the director's namespace
+	d, _ := startKeepalived(t, env, kaConf(env.VIP, hcPort, "DR", sorry, reals(aps[:3], tcpCheck)...), "--metrics", metricsAddr)
+	scrape := func() string {
+		t.Helper()
+		body, err := testenv.Get(env.Director.HTTPClient(false, 3*time.Second), "http://"+metricsAddr+"/metrics")
+		if err != nil {
+			t.Fatalf("scrape: %v", err)
+		}
+		return body
+	}
 	until(t, 5*time.Second, "every server checked", func() bool {
 		for _, r := range healthOf(t, d).Services[0].Reals {
 			if !r.Healthy || r.Checks[0].Result != "ok" {
@@ -555,6 +565,18 @@ func TestHealthBlackholeAndSorryServer(t *testing.T) {
 	if r := realOf(t, healthOf(t, d), aps[0]); !strings.Contains(r.Checks[0].Error, "timeout") {
 		t.Errorf("blackholed server's error %q, want a timeout", r.Checks[0].Error)
 	}
+	m := scrape()
+	svc := healthOf(t, d).Services[0].Service
+	for _, want := range []string{
+		fmt.Sprintf("xlb_health_real_server_up{dest=%q,service=%q} 0", aps[0], svc),
+		fmt.Sprintf("xlb_health_real_server_up{dest=%q,service=%q} 1", aps[1], svc),
+		fmt.Sprintf("xlb_health_transitions_total{dest=%q,service=%q} 1", aps[0], svc),
+		fmt.Sprintf("xlb_health_sorry_server_active{service=%q} 0", svc),
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s:\n%s", want, grepLines(m, "xlb_health_"))
+		}
+	}
 	undo()
 	recovered(t, d, st, aps[0], "rs1", 1)
 
@@ -574,6 +596,9 @@ func TestHealthBlackholeAndSorryServer(t *testing.T) {
 	}
 	if s := healthOf(t, d).Services[0]; !s.SorryActive || s.QuorumUp {
 		t.Errorf("xlb health: sorry active %v, quorum up %v", s.SorryActive, s.QuorumUp)
+	}
+	if m := scrape(); !strings.Contains(m, fmt.Sprintf("xlb_health_sorry_server_active{service=%q} 1", svc)) {
+		t.Errorf("metrics: sorry server not active:\n%s", grepLines(m, "xlb_health_"))
 	}
 	rss[1].start(t)
 	recovered(t, d, st, aps[1], "rs2", 1)
@@ -698,4 +723,15 @@ func TestHealthChecksThroughNATAndFullNAT(t *testing.T) {
 			recovered(t, d, st, aps[0], "rs1", 1)
 		})
 	}
+}
+
+// grepLines is the lines of s that start with prefix.
+func grepLines(s, prefix string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(s, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			b.WriteString(l + "\n")
+		}
+	}
+	return b.String()
 }
