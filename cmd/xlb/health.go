@@ -61,7 +61,11 @@ func (s *server) handleHealth(args []string) response {
 // keyword once, with its file and line.
 func logWarnings(log *slog.Logger, ws []keepalived.Warning) {
 	for _, w := range ws {
-		log.Warn("keepalived.conf: ignored", "at", w.Pos.String(), "keyword", w.Keyword, "msg", w.String())
+		args := []any{"at", w.Pos.String(), "keyword", w.Keyword, "reason", w.Msg}
+		if w.More > 0 {
+			args = append(args, "more", w.More) // later occurrences, not reported on their own
+		}
+		log.Warn("keepalived.conf: ignored", args...)
 	}
 }
 

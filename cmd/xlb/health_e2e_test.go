@@ -615,7 +615,8 @@ func TestHealthReloadUnderLoad(t *testing.T) {
 	}
 	rss[3].start(t)
 	vip := netip.AddrPortFrom(env.VIP, hcPort)
-	conf1 := kaConf(env.VIP, hcPort, "DR", "", reals(aps[:3], httpCheck)...)
+	const vrrp = "vrrp_instance VI_1 {\n    state MASTER\n    interface eth0\n}\n"
+	conf1 := vrrp + kaConf(env.VIP, hcPort, "DR", "", reals(aps[:3], httpCheck)...)
 	d, file := startKeepalived(t, env, conf1)
 	until(t, hcBound+2*time.Second, "rs3 (not listening) out", func() bool { _, in := listed(t, d)[aps[2]]; return !in })
 	failedAt := realOf(t, healthOf(t, d), aps[2])
@@ -629,7 +630,7 @@ func TestHealthReloadUnderLoad(t *testing.T) {
 
 	next := reals(aps, httpCheck)
 	next[0].weight = 2
-	if err := os.WriteFile(file, []byte(kaConf(env.VIP, hcPort, "DR", "", next...)), 0o644); err != nil {
+	if err := os.WriteFile(file, []byte(vrrp+kaConf(env.VIP, hcPort, "DR", "", next...)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	tHUP := time.Now()
@@ -672,6 +673,10 @@ func TestHealthReloadUnderLoad(t *testing.T) {
 	}
 	if !strings.Contains(d.Output.String(), "SIGHUP: keepalived configuration reloaded") {
 		t.Errorf("no reload logged:\n%s", d.Output.String())
+	}
+	// The VRRP block: reported with its file and line, once per load.
+	if n := strings.Count(d.Output.String(), `"keepalived.conf: ignored" at=`+file+":1 keyword=vrrp_instance"); n != 2 {
+		t.Errorf("vrrp_instance reported %d times, want once per load (2):\n%s", n, d.Output.String())
 	}
 }
 
