@@ -76,6 +76,21 @@ type destRef struct {
 	dest netip.AddrPort
 }
 
+// overlay is what an overlay says of one (service, destination); the
+// zero value is none.
+type overlay struct {
+	st DestState
+	// weight, when hasWeight and st is DestUp, is the weight in force
+	// instead of the configured one (keepalived's misc_dynamic).
+	weight    int32
+	hasWeight bool
+	// sorry is a destination the operator has not configured (a
+	// keepalived sorry_server): with DestUp it is added with fwd and
+	// weight, with DestInhibited with weight 0.
+	sorry bool
+	fwd   ipvs.Fwd
+}
+
 // Director owns the live configuration. It is safe for concurrent use:
 // changes are serialised, snapshots are read without waiting for them.
 type Director struct {
@@ -84,19 +99,21 @@ type Director struct {
 	opts Options
 
 	mu      sync.Mutex // serialises changes: held from clone to publish
-	overlay map[destRef]DestState
+	overlay map[destRef]overlay
 	sysctls ipvs.Sysctls
 
 	cfg     atomic.Pointer[ipvs.Config] // operator configuration, immutable
 	applied atomic.Pointer[ipvs.Config] // cfg with the overlays, immutable
 	gen     atomic.Uint64               // changes published
+
+	healthTransitions atomic.Uint64 // applied by ApplyHealth
 }
 
 // New applies cfg to dp and returns the Director that owns it from then
 // on. cfg must not be changed by the caller afterwards. A cfg that does
 // not validate or that dp refuses is an error, and nothing is applied.
 func New(dp Dataplane, cfg *ipvs.Config, opts Options) (*Director, error) {
-	d := &Director{dp: dp, log: opts.Logger, opts: opts, overlay: map[destRef]DestState{}, sysctls: opts.Sysctls}
+	d := &Director{dp: dp, log: opts.Logger, opts: opts, overlay: map[destRef]overlay{}, sysctls: opts.Sysctls}
 	if d.log == nil {
 		d.log = slog.Default()
 	}
@@ -217,6 +234,33 @@ type DestChange struct {
 	Service ipvs.ServiceKey
 	Dest    netip.AddrPort
 	State   DestState
+	// HasWeight with State DestUp puts Weight in force instead of the
+	// configured weight (a misc_dynamic checker's), until a change
+	// without it.
+	HasWeight bool
+	Weight    int32
+	// Sorry is a destination the operator has not configured, added to
+	// the service with forwarding method Fwd: with DestUp at Weight,
+	// with DestInhibited at weight 0; DestRemoved (or DestUp without
+	// HasWeight) takes it out again. If the operator configures the
+	// same destination, the operator's wins and the overlay acts on it
+	// as on any real server.
+	Sorry bool
+	Fwd   ipvs.Fwd
+}
+
+func (c DestChange) overlay() overlay {
+	o := overlay{st: c.State, sorry: c.Sorry}
+	if c.Sorry {
+		o.fwd = c.Fwd // a real server keeps its configured method
+	}
+	if c.HasWeight && c.State == DestUp {
+		o.weight, o.hasWeight = c.Weight, true
+	}
+	if c.Sorry && (c.State == DestRemoved || (c.State == DestUp && !o.hasWeight)) {
+		return overlay{}
+	}
+	return o
 }
 
 // SetDestStates makes several overlay changes in one Apply, all or
@@ -228,19 +272,25 @@ func (d *Director) SetDestStates(changes []DestChange) error {
 		if c.State > DestRemoved {
 			return fmt.Errorf("set state of %v: invalid state %d", c.Dest, c.State)
 		}
+		if c.HasWeight && (c.Weight < 0 || c.Weight > 65535) {
+			return fmt.Errorf("set weight of %v: invalid weight %d: must be 0..65535", c.Dest, c.Weight)
+		}
+		if c.Sorry && !c.Dest.Addr().IsValid() {
+			return fmt.Errorf("set sorry server of %s: invalid address %v", svcName(c.Service), c.Dest)
+		}
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	type undo struct {
 		r  destRef
-		st DestState
+		ov overlay
 	}
 	var undos []undo
 	for _, c := range changes {
 		r := destRef{canonical(c.Service), c.Dest}
-		if old := d.overlay[r]; old != c.State {
+		if old, ov := d.overlay[r], c.overlay(); old != ov {
 			undos = append(undos, undo{r, old})
-			d.setOverlay(r, c.State)
+			d.setOverlay(r, ov)
 		}
 	}
 	if len(undos) == 0 {
@@ -249,24 +299,42 @@ func (d *Director) SetDestStates(changes []DestChange) error {
 	cur := d.cfg.Load()
 	if err := d.publish("", cur, cur); err != nil {
 		for i := len(undos) - 1; i >= 0; i-- {
-			d.setOverlay(undos[i].r, undos[i].st)
+			d.setOverlay(undos[i].r, undos[i].ov)
 		}
 		return err
 	}
 	for _, u := range undos {
-		if s := cur.Service(u.r.svc); s != nil && s.Dest(u.r.dest) != nil {
-			st := d.overlay[u.r]
-			d.log.Info("real server "+st.String(), "service", svcName(u.r.svc), "dest", u.r.dest, "state", st.String(), "was", u.st.String())
+		s := cur.Service(u.r.svc)
+		if s == nil {
+			continue
+		}
+		ov := d.overlay[u.r]
+		switch {
+		case s.Dest(u.r.dest) != nil:
+			args := []any{"service", svcName(u.r.svc), "dest", u.r.dest, "state", ov.st.String(), "was", u.ov.st.String()}
+			if ov.hasWeight {
+				args = append(args, "weight", ov.weight)
+			}
+			d.log.Info("real server "+ov.st.String(), args...)
+		case ov.sorry || u.ov.sorry:
+			state := "removed"
+			if ov.sorry {
+				state = "added"
+				if ov.st == DestInhibited {
+					state = "inhibited"
+				}
+			}
+			d.log.Info("sorry server "+state, "service", svcName(u.r.svc), "dest", u.r.dest, "weight", ov.weight)
 		}
 	}
 	return nil
 }
 
-func (d *Director) setOverlay(r destRef, st DestState) {
-	if st == DestUp {
+func (d *Director) setOverlay(r destRef, ov overlay) {
+	if ov == (overlay{}) {
 		delete(d.overlay, r)
 	} else {
-		d.overlay[r] = st
+		d.overlay[r] = ov
 	}
 }
 
@@ -274,7 +342,7 @@ func (d *Director) setOverlay(r destRef, st DestState) {
 func (d *Director) DestState(svc ipvs.ServiceKey, dest netip.AddrPort) DestState {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.overlay[destRef{canonical(svc), dest}]
+	return d.overlay[destRef{canonical(svc), dest}].st
 }
 
 // Sysctls are the IPVS sysctls in force.
@@ -331,30 +399,62 @@ func (d *Director) compose(cfg *ipvs.Config) *ipvs.Config {
 		return cfg
 	}
 	var out *ipvs.Config
+	own := func() {
+		if out == nil {
+			out = cfg.Clone()
+		}
+	}
 	for i := range cfg.Services {
 		s := &cfg.Services[i]
 		for j := range s.Dests {
-			st := d.overlay[destRef{s.Key, s.Dests[j].AddrPort()}]
-			if st == DestUp {
-				continue
-			}
-			if out == nil {
-				out = cfg.Clone()
-			}
-			o := &out.Services[i]
-			switch st {
-			case DestInhibited:
-				o.Dest(s.Dests[j].AddrPort()).Weight = 0
-			case DestRemoved:
-				ap := s.Dests[j].AddrPort()
+			ap := s.Dests[j].AddrPort()
+			ov := d.overlay[destRef{s.Key, ap}]
+			switch {
+			case ov.st == DestInhibited:
+				own()
+				out.Services[i].Dest(ap).Weight = 0
+			case ov.st == DestRemoved:
+				own()
+				o := &out.Services[i]
 				for k := range o.Dests {
 					if o.Dests[k].AddrPort() == ap {
 						o.Dests = append(o.Dests[:k], o.Dests[k+1:]...)
 						break
 					}
 				}
+			case ov.hasWeight && ov.weight != s.Dests[j].Weight:
+				own()
+				out.Services[i].Dest(ap).Weight = ov.weight
 			}
 		}
+	}
+	// Sorry servers, in a stable order: the dataplane's schedulers see
+	// the same destination list for the same overlays.
+	var sorry []destRef
+	for r, ov := range d.overlay {
+		if ov.sorry {
+			sorry = append(sorry, r)
+		}
+	}
+	slices.SortFunc(sorry, func(a, b destRef) int {
+		if c := ipvs.CompareServices(a.svc, b.svc); c != 0 {
+			return c
+		}
+		return a.dest.Compare(b.dest)
+	})
+	for _, r := range sorry {
+		s := cfg.Service(r.svc)
+		if s == nil || s.Dest(r.dest) != nil {
+			continue // not (yet) a service, or the operator's own destination
+		}
+		ov := d.overlay[r]
+		own()
+		w := ov.weight
+		if ov.st == DestInhibited {
+			w = 0
+		}
+		o := out.Service(r.svc)
+		o.Dests = append(o.Dests, ipvs.Dest{Addr: r.dest.Addr(), Port: r.dest.Port(), Fwd: ov.fwd, Weight: w})
 	}
 	if out == nil {
 		return cfg

@@ -381,7 +381,7 @@ func TestReplace(t *testing.T) {
 func TestSetDestStatesBatch(t *testing.T) {
 	d, fdp, _ := newTest(t, DefaultOptions())
 	n := len(fdp.applied)
-	both := []DestChange{{vip, rs1, DestInhibited}, {vip, rs2, DestRemoved}}
+	both := []DestChange{{Service: vip, Dest: rs1, State: DestInhibited}, {Service: vip, Dest: rs2, State: DestRemoved}}
 	fdp.refuse = true
 	if err := d.SetDestStates(both); err == nil {
 		t.Fatal("refused batch succeeded")
@@ -403,7 +403,7 @@ func TestSetDestStatesBatch(t *testing.T) {
 	if err := d.SetDestStates(both); err != nil || len(fdp.applied) != n+1 {
 		t.Errorf("a batch that changes nothing applied (%v, %d applies)", err, len(fdp.applied)-n)
 	}
-	if err := d.SetDestStates([]DestChange{{vip, rs1, DestState(9)}}); err == nil {
+	if err := d.SetDestStates([]DestChange{{Service: vip, Dest: rs1, State: DestState(9)}}); err == nil {
 		t.Error("invalid state accepted")
 	}
 }

@@ -26,6 +26,14 @@
 //     with inhibit_on_failure a failed real server is listed with weight
 //     0, otherwise it is missing from the listing.
 //
+// An overlay is per (service, real server): removed, weight 0
+// (inhibited), a weight other than the configured one (misc_dynamic), or
+// a sorry server the operator did not configure, added with its own
+// forwarding method. Overlays outlive Replace and Change: a real server
+// the health checker found failed stays out across a reload that keeps
+// it. ApplyHealth makes the Director the health engine's sink
+// (health.Sink): one batch of transitions, one SetDestStates, one Apply.
+//
 // The Director logs one structured line (log/slog) per state change:
 // a service added, edited or removed, a real server added, removed,
 // drained (weight 0), put back, or marked down or up by an overlay, the

@@ -37,6 +37,18 @@ func (k Kind) String() string {
 // MarshalText makes a Kind read as its keepalived name in JSON.
 func (k Kind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
 
+// UnmarshalText reads a keepalived checker name, so that `xlb health -o
+// json` reads back into a Status.
+func (k *Kind) UnmarshalText(b []byte) error {
+	for i, n := range kindNames {
+		if n != "" && n == string(b) {
+			*k = Kind(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("unmarshal checker kind: %w: unknown checker %q", ErrInvalid, b)
+}
+
 // Keepalived's defaults (keepalived.conf(5), check_api.c).
 const (
 	DefaultConnectTimeout   = 5 * time.Second  // connect_timeout

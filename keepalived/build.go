@@ -76,7 +76,7 @@ func Parse(name string, src []byte, opts Options) (*Result, error) {
 	if opts.Glob == nil {
 		opts.Glob = filepath.Glob
 	}
-	b := &builder{res: &Result{IPVS: &ipvs.Config{Timeouts: ipvs.DefaultTimeouts}}, warned: map[string]int{},
+	b := &builder{res: &Result{IPVS: &ipvs.Config{Timeouts: ipvs.DefaultTimeouts}}, warned: map[string]int{}, laddrs: map[string][]ipvs.LocalAddr{},
 		groups: map[string]*group{}}
 	lx := &lexer{opts: &opts, warn: b.warn}
 	if err := lx.file(name, src); err != nil {
@@ -99,6 +99,7 @@ type builder struct {
 	res    *Result
 	warned map[string]int // keyword → index in Warnings
 	groups map[string]*group
+	laddrs map[string][]ipvs.LocalAddr // local_address_group
 }
 
 type group struct {
@@ -169,6 +170,10 @@ func (b *builder) top(nodes []*node) error {
 			if err := b.group(n); err != nil {
 				return err
 			}
+		case "local_address_group":
+			if err := b.localGroup(n); err != nil {
+				return err
+			}
 		case "virtual_server":
 			vss = append(vss, n)
 		default:
@@ -223,6 +228,37 @@ func (b *builder) globalDefs(n *node) error {
 			b.ignore(c, "global_defs", "not used by xlb")
 		}
 	}
+	return nil
+}
+
+// localGroup reads DPVS keepalived's local_address_group NAME { ADDRESS
+// [IFNAME] ... }: FULLNAT local addresses, for laddr_group_name.
+func (b *builder) localGroup(n *node) error {
+	if len(n.args) != 1 || !n.block {
+		return errorf(n.pos, "local_address_group takes a name and a block")
+	}
+	if _, dup := b.laddrs[n.args[0]]; dup {
+		return errorf(n.pos, "local_address_group %s defined twice", n.args[0])
+	}
+	var las []ipvs.LocalAddr
+	for _, c := range n.children {
+		if c.block || len(c.args) > 1 {
+			return errorf(c.pos, "local_address_group entry %s: want ADDRESS [IFNAME]", c.key)
+		}
+		a, err := netip.ParseAddr(c.key)
+		if err != nil {
+			return errorf(c.pos, "local_address_group entry %s: not an address", c.key)
+		}
+		la := ipvs.LocalAddr{Addr: a.Unmap()}
+		if len(c.args) == 1 {
+			la.Ifname = c.args[0]
+		}
+		las = append(las, la)
+	}
+	if len(las) == 0 {
+		return errorf(n.pos, "local_address_group %s has no address", n.args[0])
+	}
+	b.laddrs[n.args[0]] = las
 	return nil
 }
 
@@ -392,7 +428,8 @@ func (d *defaults) option(n *node) (bool, error) {
 }
 
 // methods are lvs_method's (lb_kind's) values.
-var methods = map[string]ipvs.Fwd{"NAT": ipvs.FwdMasq, "DR": ipvs.FwdRoute, "TUN": ipvs.FwdTunnel}
+// FNAT is DPVS keepalived's FULLNAT (with laddr_group_name).
+var methods = map[string]ipvs.Fwd{"NAT": ipvs.FwdMasq, "DR": ipvs.FwdRoute, "TUN": ipvs.FwdTunnel, "FNAT": ipvs.FwdFullNAT}
 
 type method struct {
 	fwd   ipvs.Fwd
@@ -405,11 +442,11 @@ type method struct {
 // [nocsum|csum|remcsum] (keepalived 2.x's tunnel options).
 func parseMethod(n *node) (method, error) {
 	if len(n.args) == 0 {
-		return method{}, errorf(n.pos, "%s needs NAT, DR or TUN", n.key)
+		return method{}, errorf(n.pos, "%s needs NAT, DR, TUN or FNAT", n.key)
 	}
 	fwd, ok := methods[strings.ToUpper(n.args[0])]
 	if !ok {
-		return method{}, errorf(n.pos, "%s %s: want NAT, DR or TUN", n.key, n.args[0])
+		return method{}, errorf(n.pos, "%s %s: want NAT, DR, TUN or FNAT", n.key, n.args[0])
 	}
 	m := method{fwd: fwd}
 	rest := n.args[1:]
@@ -483,6 +520,7 @@ type vsConf struct {
 	inhibit   bool
 	hs        health.VirtualService
 	sorryM    *method
+	laddrs    *node // laddr_group_name
 }
 
 var schedFlags = map[string]bool{"sh-port": true, "sh-fallback": true, "mh-port": true, "mh-fallback": true,
@@ -552,6 +590,17 @@ func (b *builder) virtualServer(n *node) error {
 		if err := b.res.IPVS.AddService(s); err != nil {
 			return &Error{Pos: n.pos, Msg: "virtual_server " + strings.Join(n.args, " "), Err: err}
 		}
+		if vc.laddrs != nil {
+			las, ok := b.laddrs[vc.laddrs.args[0]]
+			if !ok {
+				return errorf(vc.laddrs.pos, "laddr_group_name %s: no such local_address_group", vc.laddrs.args[0])
+			}
+			for _, la := range las {
+				if err := b.res.IPVS.AddLocalAddr(k, la); err != nil {
+					return &Error{Pos: vc.laddrs.pos, Msg: "laddr_group_name " + vc.laddrs.args[0], Err: err}
+				}
+			}
+		}
 	}
 	for _, r := range reals {
 		if err := b.realServer(vc, keys, r); err != nil {
@@ -584,6 +633,11 @@ func (b *builder) vsOption(vc *vsConf, c *node) error {
 			return err
 		}
 		vc.method = m
+	case "laddr_group_name":
+		if len(c.args) != 1 {
+			return errorf(c.pos, "laddr_group_name takes a local_address_group name")
+		}
+		vc.laddrs = c
 	case "persistence_timeout":
 		v, err := oneUint(c, 1, ipvs.MaxTimeout)
 		if err != nil {

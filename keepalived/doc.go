@@ -22,13 +22,16 @@
 // virtual_server_group NAME { ADDRESS[-LAST] PORT ... fwmark MARK ... },
 // where LAST replaces the last byte of an IPv4 address or the last group of
 // an IPv6 one (at most 256 addresses per range, 4096 services per group);
-// global_defs, of which lvs_timeouts tcp N tcpfin N udp N is used.
+// global_defs, of which lvs_timeouts tcp N tcpfin N udp N is used;
+// local_address_group NAME { ADDRESS [IFNAME] ... } (DPVS keepalived's
+// FULLNAT local addresses).
 //
 // virtual_server: lb_algo or lvs_sched (any xlb scheduler; wlc by
 // default), the scheduler flags sh-port, sh-fallback, mh-port,
 // mh-fallback, flag-1..3 (ipvsadm -b), ops (-o), lb_kind or lvs_method NAT
-// | DR | TUN [type ipip|gue|gre] [port N] [nocsum|csum|remcsum] (NAT by
-// default, as keepalived), persistence_timeout (-p),
+// | DR | TUN [type ipip|gue|gre] [port N] [nocsum|csum|remcsum] | FNAT (NAT
+// by default, as keepalived; FNAT is DPVS keepalived's FULLNAT, with
+// laddr_group_name NAME naming its local addresses), persistence_timeout (-p),
 // persistence_granularity (a netmask or prefix length: -M), protocol TCP |
 // UDP | SCTP (TCP by default), ip_family inet | inet6 (of a fwmark
 // service), delay_loop, alpha, inhibit_on_failure (for all its real

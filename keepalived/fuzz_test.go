@@ -14,7 +14,7 @@ import (
 // it must return a result or an *Error, never panic; a result must be a
 // valid configuration that ipvsadm can save and restore.
 func FuzzParse(f *testing.F) {
-	for _, name := range []string{"nat.conf", "dr.conf", "group.conf", "tun.inc", "conf.d/web.conf"} {
+	for _, name := range []string{"nat.conf", "dr.conf", "group.conf", "tun.inc", "conf.d/web.conf", "fnat.conf"} {
 		src, err := os.ReadFile(filepath.Join("testdata", name))
 		if err != nil {
 			f.Fatal(err)

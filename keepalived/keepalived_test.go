@@ -19,7 +19,7 @@ import (
 // the rules with what `ipvsadm -S -n` prints for the same services,
 // written by hand in the .save files.
 func TestImportMatchesIpvsadm(t *testing.T) {
-	for _, name := range []string{"nat", "dr", "group"} {
+	for _, name := range []string{"nat", "dr", "group", "fnat"} {
 		t.Run(name, func(t *testing.T) {
 			res, err := Load(filepath.Join("testdata", name+".conf"))
 			if err != nil {
@@ -228,7 +228,10 @@ func TestErrors(t *testing.T) {
 		{"bad port", "virtual_server 10.0.0.1 99999 {\n}\n", `port "99999"`},
 		{"no port", "virtual_server 10.0.0.1 {\n}\n", "k.conf:1: virtual_server takes ADDRESS PORT"},
 		{"unknown scheduler", vs + " lb_algo fastest\n}\n", "k.conf:1: virtual_server 10.0.0.1 80: Scheduler or persistence engine not found"},
-		{"bad kind", vs + " lb_kind FOO\n}\n", "k.conf:2: lb_kind FOO: want NAT, DR or TUN"},
+		{"bad kind", vs + " lb_kind FOO\n}\n", "k.conf:2: lb_kind FOO: want NAT, DR, TUN or FNAT"},
+		{"no laddr group", vs + " lb_kind FNAT\n laddr_group_name g\n}\n", "k.conf:3: laddr_group_name g: no such local_address_group"},
+		{"bad laddr", "local_address_group g {\n 10.0.0.x\n}\n", "k.conf:2: local_address_group entry 10.0.0.x: not an address"},
+		{"empty laddr", "local_address_group g {\n}\n", "local_address_group g has no address"},
 		{"weight", vs + " real_server 10.0.1.1 80 {\n  weight 70000\n }\n}\n", `k.conf:3: weight "70000"`},
 		{"dr group ports", "virtual_server_group g {\n 10.0.0.1 80\n 10.0.0.2 81\n}\nvirtual_server group g {\n lb_kind DR\n real_server 10.0.1.1 80 {\n }\n}\n", "k.conf:7: real_server 10.0.1.1 80: the services of the group have different ports"},
 		{"dup rs", vs + " real_server 10.0.1.1 80 {\n }\n real_server 10.0.1.1 80 {\n }\n}\n", "k.conf:4: real_server 10.0.1.1 80: Destination already exists"},

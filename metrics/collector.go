@@ -86,15 +86,16 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.errsDo, prometheus.CounterValue, float64(c.errs.Add(errs)))
 }
 
-// Handler serves /metrics: src's statistics, and the Go runtime's and
+// Handler serves /metrics: src's statistics, the extra collectors'
+// (the health checker's, NewHealthCollector), and the Go runtime's and
 // the process's (go_*, process_*), from a registry of its own.
-func Handler(src Source, log *slog.Logger) (http.Handler, error) {
+func Handler(src Source, log *slog.Logger, extra ...prometheus.Collector) (http.Handler, error) {
 	reg := prometheus.NewRegistry()
-	for _, col := range []prometheus.Collector{
+	for _, col := range append([]prometheus.Collector{
 		NewCollector(src, log),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-	} {
+	}, extra...) {
 		if err := reg.Register(col); err != nil {
 			return nil, fmt.Errorf("register metrics collector: %w", err)
 		}

@@ -15,11 +15,16 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/xlbproject/xlb/conntrack"
 	"github.com/xlbproject/xlb/dataplane"
 	"github.com/xlbproject/xlb/director"
+	"github.com/xlbproject/xlb/health"
 	"github.com/xlbproject/xlb/internal/ipvs"
 	"github.com/xlbproject/xlb/internal/ipvsadm"
+	"github.com/xlbproject/xlb/keepalived"
+	"github.com/xlbproject/xlb/metrics"
 )
 
 // fatalSignals stop the daemon the way SIGTERM does: XDP detached,
@@ -39,6 +44,7 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	var ifaces ifaceList
 	fs.Var(&ifaces, "iface", "network interface to balance on (required); repeatable, for a two-armed director: a frame leaves by the interface the route to its next hop names")
 	rules := fs.String("rules", "", "rules file in ipvsadm save format (- for stdin); SIGHUP reloads it")
+	kaFile := fs.String("keepalived", "", "keepalived.conf to take the virtual servers and health checks from (not with --rules); SIGHUP reloads the difference")
 	save := fs.Bool("save", false, "write the rules back to --rules FILE on every change (ipvsadm -S -n form, atomically; comments are not kept), so a restart comes back the same")
 	expireNodest := fs.Bool("expire-nodest-conn", false, "set net.ipv4.vs.expire_nodest_conn: a packet of a connection to a removed real server expires it (xlb sysctl changes it at run time)")
 	queues := fs.Int("queues", 0, "RX queues to serve from queue 0 (0: all)")
@@ -50,7 +56,7 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	sock := fs.String("socket", defSock, "control socket: a path, or @name for an abstract socket of this network namespace (default $XLB_SOCKET, else @xlb; clients use the same)")
 	group := fs.String("socket-group", "", "group whose members may use the control socket besides root (path socket mode 0660)")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: xlb run --iface IF [--iface IF2...] [options]\n\nSignals: SIGHUP reloads --rules; SIGINT, SIGTERM and SIGQUIT stop xlb cleanly.\n\n")
+		fmt.Fprintf(stderr, "usage: xlb run --iface IF [--iface IF2...] [options]\n\nSignals: SIGHUP reloads --rules or --keepalived; SIGINT, SIGTERM and SIGQUIT stop xlb cleanly.\n\n")
 		fs.PrintDefaults()
 	}
 	var vlans vlanList
@@ -81,6 +87,11 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	if *conns > conntrack.MaxCapacity {
 		return fmt.Errorf("--conns %d: must be at most %d", *conns, conntrack.MaxCapacity)
 	}
+	if *kaFile != "" && *rules != "" {
+		// Two owners of the operator configuration would undo each
+		// other's changes at every SIGHUP.
+		return errors.New("run: --keepalived and --rules are exclusive: keepalived.conf holds the services")
+	}
 	if *save && (*rules == "" || *rules == "-") {
 		return errors.New("run: --save needs --rules FILE")
 	}
@@ -93,6 +104,13 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 		if cfg, err = loadRules(*rules); err != nil {
 			return err
 		}
+	}
+	var ka *keepalived.Result
+	if *kaFile != "" {
+		if ka, err = keepalived.Load(*kaFile); err != nil {
+			return err
+		}
+		cfg = ka.IPVS
 	}
 	// Catch the signals from now on: a SIGHUP or SIGQUIT during start-up
 	// must not kill xlb with XDP half set up.
@@ -156,10 +174,27 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 		log.Warn("real servers without a resolved MAC: their frames are held, then dropped, until they resolve (see xlb --xlb-stats)", "count", n)
 	}
 	srv := &server{dp: dp, dir: dir, gid: gid, log: log}
+	var hc *health.Engine
+	if ka != nil {
+		logWarnings(log, ka.Warnings)
+		hopts := health.DefaultOptions()
+		hopts.Logger = log
+		if hc, err = health.New(ka.Health, dir, hopts); err != nil {
+			return err
+		}
+		srv.hc = hc
+	}
 
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	var wg sync.WaitGroup
+	if hc != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			hc.Run(ctx)
+		}()
+	}
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
@@ -174,7 +209,11 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 			case sig := <-sigs:
 				switch sig {
 				case syscall.SIGHUP:
-					reloadRules(srv, *rules, log)
+					if hc != nil {
+						reloadKeepalived(srv, *kaFile, hc, log)
+					} else {
+						reloadRules(srv, *rules, log)
+					}
 				case syscall.SIGPIPE:
 					// A closed stdout or stderr: keep balancing.
 				default:
@@ -189,7 +228,11 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			serveMetrics(ctx, mln, dp, log)
+			var extra []prometheus.Collector
+			if hc != nil {
+				extra = append(extra, metrics.NewHealthCollector(hc))
+			}
+			serveMetrics(ctx, mln, dp, log, extra...)
 		}()
 	}
 	log.Info("xlb running", "interface", strings.Join(ifaces, ","), "services", len(cfg.Services), "socket", *sock)

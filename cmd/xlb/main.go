@@ -26,6 +26,7 @@ const clientUsage = `usage: xlb run --iface IF [--iface IF2...] [--rules FILE] [
        xlb ipvsadm IPVSADM-ARGS...      (or the binary run as ipvsadm: exactly ipvsadm 1.31)
        xlb [--socket PATH|@NAME] mark add|del MARK -t|-u ADDR[/PREFIX][:PORT[-PORT]]...
        xlb [--socket PATH|@NAME] mark list
+       xlb [--socket PATH|@NAME] health [-o json]   (with xlb run --keepalived FILE)
 
 The daemon listens on --socket (default @xlb, an abstract socket of its
 network namespace); a client talks to the daemon of its own namespace, or

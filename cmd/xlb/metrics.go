@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/xlbproject/xlb/metrics"
 )
 
@@ -23,8 +25,9 @@ func listenMetrics(addr string) (net.Listener, error) {
 }
 
 // serveMetrics serves Prometheus' /metrics on ln until ctx is done.
-func serveMetrics(ctx context.Context, ln net.Listener, src metrics.Source, log *slog.Logger) {
-	h, err := metrics.Handler(src, log)
+// extra are more collectors (the health engine's).
+func serveMetrics(ctx context.Context, ln net.Listener, src metrics.Source, log *slog.Logger, extra ...prometheus.Collector) {
+	h, err := metrics.Handler(src, log, extra...)
 	if err != nil {
 		log.Error("metrics not served", "err", err)
 		ln.Close()

@@ -39,6 +39,7 @@ type server struct {
 	dir *director.Director
 	gid int // socket group allowed besides root; -1 for none
 	log *slog.Logger
+	hc  healthStatus // the health engine; nil without --keepalived
 }
 
 // handle runs one command line. A command that changes the
@@ -55,6 +56,9 @@ func (s *server) handle(req request) response {
 	}
 	if len(req.Args) > 0 && req.Args[0] == "mark" && !req.Ipvsadm {
 		return s.handleMark(req.Args[1:])
+	}
+	if len(req.Args) > 0 && req.Args[0] == "health" && !req.Ipvsadm {
+		return s.handleHealth(req.Args[1:])
 	}
 	cmd, err := ipvsadm.Parse(req.Args)
 	if err != nil {
