@@ -36,12 +36,25 @@ func kernelSteps(prev, next []*sched.Dest) [][]*sched.Dest {
 		}
 	}
 	if len(prev) > 0 {
-		steps = append(steps, slices.Clone(cur))
+		steps = append(steps, cur)
 	}
+	// Each added destination goes to the head of the list. The steps are
+	// suffixes of one array, filled from its end: O(n) memory for n
+	// additions (sched.UpdateSteps then costs O(n) too).
+	added := 0
+	for _, d := range next {
+		if !old[d] {
+			added++
+		}
+	}
+	all := make([]*sched.Dest, added+len(cur))
+	copy(all[added:], cur)
+	pos := added
 	for i := len(next) - 1; i >= 0; i-- {
 		if d := next[i]; !old[d] {
-			cur = append([]*sched.Dest{d}, cur...)
-			steps = append(steps, cur)
+			pos--
+			all[pos] = d
+			steps = append(steps, all[pos:])
 		}
 	}
 	if len(steps) == 0 || !slices.Equal(steps[len(steps)-1], next) {

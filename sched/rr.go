@@ -239,17 +239,17 @@ func (s *wrr) updateSteps(steps [][]*Dest) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var (
-		l    *cursorList
-		recs []*logRec
+		recs   []*logRec
+		prev   []*Dest // the last step, nil before the first
+		g, max int32   // prev's gcd of positive weights, and largest weight
 	)
 	for _, dests := range steps {
-		if s.prev != nil && same(s.prev, dests) {
-			continue
-		}
-		l = newCursorList(dests)
-		var g, max int32
-		for _, d := range l.dests {
-			w := d.weight.Load()
+		// A step that adds one destination at the head of the last one
+		// (how dataplane lays out a restore: every step a suffix of one
+		// array) updates the gcd and maximum with that destination only,
+		// so a restore of n destinations costs O(n), not O(n²).
+		if len(prev) > 0 && len(dests) == len(prev)+1 && &dests[1] == &prev[0] {
+			w := dests[0].weight.Load()
 			if w > 0 {
 				if g > 0 {
 					g = gcd(w, g)
@@ -260,17 +260,47 @@ func (s *wrr) updateSteps(steps [][]*Dest) {
 			if w > max {
 				max = w
 			}
+		} else {
+			unchanged := prev == nil && s.prev != nil && same(s.prev, dests) || prev != nil && slices.Equal(prev, dests)
+			g, max = gcdMax(dests)
+			if unchanged {
+				prev = dests
+				continue
+			}
 		}
-		if g == 0 {
-			g = 1
+		prev = dests
+		di := g
+		if di == 0 {
+			di = 1
 		}
-		l.di, l.mw = g, max-(g-1)
-		s.prev = snapshot(l.dests)
-		recs = append(recs, &logRec{mw: l.mw, di: l.di})
+		recs = append(recs, &logRec{mw: max - (di - 1), di: di})
 	}
-	if l != nil {
-		s.publish(l, recs...)
+	if len(recs) == 0 {
+		return
 	}
+	l := newCursorList(prev)
+	l.di, l.mw = recs[len(recs)-1].di, recs[len(recs)-1].mw
+	s.prev = snapshot(l.dests)
+	s.publish(l, recs...)
+}
+
+// gcdMax returns the gcd of ds' positive weights (0 when none is) and the
+// largest weight.
+func gcdMax(ds []*Dest) (g, max int32) {
+	for _, d := range ds {
+		w := d.weight.Load()
+		if w > 0 {
+			if g > 0 {
+				g = gcd(w, g)
+			} else {
+				g = w
+			}
+		}
+		if w > max {
+			max = w
+		}
+	}
+	return g, max
 }
 
 func (s *wrr) catchUp(l *cursorList) {
