@@ -149,10 +149,10 @@ var ErrNotSupported = errors.New("not supported")
 // them (owner.go).
 func supported(s *ipvs.Service, _ int) error {
 	if !s.Key.IsFWMark() && s.Key.Proto != ipvs.TCP && s.Key.Proto != ipvs.UDP {
-		return fmt.Errorf("service %s: %s services are %w", serviceName(s.Key), protoName(s.Key.Proto), ErrNotSupported)
+		return fmt.Errorf("service %s: %s services are %w", s.Key.String(), s.Key.Proto.String(), ErrNotSupported)
 	}
 	for _, d := range s.Dests {
-		where := fmt.Sprintf("service %s destination %v", serviceName(s.Key), netip.AddrPortFrom(d.Addr, d.Port))
+		where := fmt.Sprintf("service %s destination %v", s.Key.String(), netip.AddrPortFrom(d.Addr, d.Port))
 		switch d.Fwd {
 		case ipvs.FwdRoute, ipvs.FwdLocal:
 		case ipvs.FwdMasq, ipvs.FwdFullNAT:
@@ -279,7 +279,7 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) (err error) {
 	for i := range cfg.Services {
 		s := &cfg.Services[i]
 		if seen[s.Key] {
-			return fmt.Errorf("service %s defined twice", serviceName(s.Key))
+			return fmt.Errorf("service %s defined twice", s.Key.String())
 		}
 		seen[s.Key] = true
 		if err := supported(s, len(d.workers)); err != nil {
@@ -296,7 +296,7 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) (err error) {
 			for range d.workers {
 				sc, err := newScheduler(s)
 				if err != nil {
-					return fmt.Errorf("service %s: %w", serviceName(s.Key), err)
+					return fmt.Errorf("service %s: %w", s.Key.String(), err)
 				}
 				p.scheds = append(p.scheds, sc)
 			}
@@ -308,7 +308,7 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) (err error) {
 		for _, sc := range scheds {
 			pol, err := servicePolicy(s, sc, nil)
 			if err != nil {
-				return fmt.Errorf("service %s: %w", serviceName(s.Key), err)
+				return fmt.Errorf("service %s: %w", s.Key.String(), err)
 			}
 			p.policies = append(p.policies, pol)
 		}
@@ -359,7 +359,7 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) (err error) {
 		}
 		if err := d.addXDPService(a.k, a.id); err != nil {
 			undoXDP(done)
-			return fmt.Errorf("install service %s: %w", serviceName(p.spec.Key), err)
+			return fmt.Errorf("install service %s: %w", p.spec.Key.String(), err)
 		}
 		done = append(done, a)
 	}
@@ -479,7 +479,7 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) (err error) {
 		// Its connections keep flowing until reapServices sees them
 		// gone (right after this Apply, then every second).
 		if err := d.drainXDPService(k, svc.id); err != nil {
-			d.opts.Logger.Warn("drain service in xdp map", "service", serviceName(k), "err", err)
+			d.opts.Logger.Warn("drain service in xdp map", "service", k.String(), "err", err)
 		}
 		for _, dst := range svc.dests {
 			delete(st.base, dst)
@@ -609,10 +609,10 @@ func (d *Dataplane) reapServices() {
 			continue
 		}
 		if err := d.deleteXDPService(k); err != nil {
-			d.opts.Logger.Warn("remove service from xdp map", "service", serviceName(k), "err", err)
+			d.opts.Logger.Warn("remove service from xdp map", "service", k.String(), "err", err)
 		}
 		delete(st.dying, k)
-		d.opts.Logger.Info("deleted service drained", "service", serviceName(k))
+		d.opts.Logger.Info("deleted service drained", "service", k.String())
 	}
 	d.syncReals()
 }

@@ -45,8 +45,8 @@ func TestMessagesNameThings(t *testing.T) {
 		{ipvs.ServiceKey{FWMark: 7, Addr: netip.IPv4Unspecified()}, "fwmark 7"},
 		{ipvs.ServiceKey{FWMark: 7, Addr: netip.IPv6Unspecified()}, "fwmark 7 (IPv6)"},
 	} {
-		if got := serviceName(c.k); got != c.want {
-			t.Errorf("serviceName(%+v) = %q, want %q", c.k, got, c.want)
+		if got := c.k.String(); got != c.want {
+			t.Errorf("%+v.String() = %q, want %q", c.k, got, c.want)
 		}
 	}
 	for tt, want := range map[ipvs.TunType]string{ipvs.TunIPIP: "ipip tunneling (--tun-type ipip)", ipvs.TunGUE: "gue tunneling (--tun-type gue)", ipvs.TunGRE: "gre tunneling (--tun-type gre)"} {

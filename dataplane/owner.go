@@ -8,7 +8,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/xlbproject/xlb/conntrack"
 	"github.com/xlbproject/xlb/internal/ipvs"
 	"github.com/xlbproject/xlb/internal/packet"
 	"github.com/xlbproject/xlb/laddr"
@@ -405,45 +404,11 @@ func (w *worker) drainHandoff(cfg *workerConfig, fwd []destFwd, now int64) int {
 // interface slot's queue) as pollQueue forwards received ones, without
 // the ownership check: they are at their owner.
 func (w *worker) forwardHanded(slot uint16, addrs []uint64, lens []uint32, cfg *workerConfig, fwd []destFwd, now int64) {
-	q := w.qs[slot]
-	w.in = slot
-	nk := 0
 	for i := range addrs {
-		w.kidx[i] = -1
-		d := unix.XDPDesc{Addr: addrs[i], Len: lens[i]}
-		f := &w.views[i]
-		if !q.view(&d, f) {
-			continue
-		}
-		m := &w.metas[i]
-		if r := packet.Parse(f.Bytes(), m); r != packet.OK {
-			w.stats.local[Malformed]++
-			w.reasons[r]++
-			continue
-		}
-		w.keys[nk] = conntrack.Key{Src: m.Src, Dst: m.Dst, SrcPort: m.SrcPort, DstPort: m.DstPort, Proto: m.Proto}
-		w.kidx[i] = int8(nk)
-		nk++
-	}
-	w.ct.LookupBatch(w.keys[:nk], now, w.hits[:nk])
-	for i := range addrs {
-		d := unix.XDPDesc{Addr: addrs[i], Len: lens[i]}
-		if k := w.kidx[i]; k >= 0 {
-			if f := &w.views[i]; w.handle(f, &w.metas[i], &w.keys[k], w.hits[k], cfg, fwd, now) {
-				d.Addr = d.Addr&q.frameMask + uint64(f.Off)
-				d.Len = uint32(f.Len)
-				w.enqueue(q, d)
-				continue
-			}
-		}
-		if w.held.id != 0 {
-			w.hold(d, now)
-			continue
-		}
-		q.release(d.Addr)
+		w.descs[i] = unix.XDPDesc{Addr: addrs[i], Len: lens[i]}
 	}
 	w.stats.local[HandoffRx] += uint64(len(addrs))
-	w.transmitBatches()
+	w.forward(slot, w.qs[slot], w.descs[:len(addrs)], cfg, fwd, now, false)
 }
 
 // ownershipOf is the ownership of the services st holds, the dying ones

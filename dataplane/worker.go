@@ -107,6 +107,7 @@ type worker struct {
 	hits  [maxBatch]conntrack.Hit
 	kidx  [maxBatch]int8 // index into keys, or -1 for a frame not parsed
 	views [maxBatch]modes.Frame
+	descs [maxBatch]unix.XDPDesc // the batch's descriptors, off their ring
 
 	held holdQueue // frames waiting for their destination's MAC
 	ho   handoff   // rings to and from the other workers (owner.go)
@@ -439,15 +440,28 @@ func (w *worker) pollQueue(slot uint16, q *queue, cfg *workerConfig, fwd []destF
 	if n == 0 {
 		return 0
 	}
+	for i := uint32(0); i < n; i++ {
+		w.descs[i] = q.rx.descs[(q.rx.cachedCons+i)&q.rx.mask]
+	}
+	q.rx.consumerRelease(n)
+	w.stats.local[RxFrames] += uint64(n)
+	w.forward(slot, q, w.descs[:n], cfg, fwd, now, cfg.own != nil)
+	return int(n)
+}
+
+// forward forwards descs, frames of interface slot's queue q (received,
+// or handed off by another worker: owned false, they are at their owner
+// already), each out of the interface its route names (w.out).
+func (w *worker) forward(slot uint16, q *queue, descs []unix.XDPDesc, cfg *workerConfig, fwd []destFwd, now int64, owned bool) {
 	w.in = slot
 
 	// Parse every frame, then look all flows up at once: in a table far
 	// larger than the caches, LookupBatch overlaps the DRAM misses of the
 	// whole batch instead of paying them one frame at a time.
 	nk := 0
-	for i := uint32(0); i < n; i++ {
+	for i := range descs {
 		w.kidx[i] = -1
-		d := &q.rx.descs[(q.rx.cachedCons+i)&q.rx.mask]
+		d := &descs[i]
 		f := &w.views[i]
 		if !q.view(d, f) {
 			continue
@@ -458,7 +472,7 @@ func (w *worker) pollQueue(slot uint16, q *queue, cfg *workerConfig, fwd []destF
 			w.reasons[r]++
 			continue
 		}
-		if cfg.own != nil && w.handOff(q, d, f.Bytes(), m, cfg) {
+		if owned && w.handOff(q, d, f.Bytes(), m, cfg) {
 			continue // another worker owns it: freed below
 		}
 		w.keys[nk] = conntrack.Key{Src: m.Src, Dst: m.Dst, SrcPort: m.SrcPort, DstPort: m.DstPort, Proto: m.Proto}
@@ -467,8 +481,7 @@ func (w *worker) pollQueue(slot uint16, q *queue, cfg *workerConfig, fwd []destF
 	}
 	w.ct.LookupBatch(w.keys[:nk], now, w.hits[:nk])
 
-	for i := uint32(0); i < n; i++ {
-		d := q.rx.descs[(q.rx.cachedCons+i)&q.rx.mask]
+	for i, d := range descs {
 		if k := w.kidx[i]; k >= 0 {
 			if f := &w.views[i]; w.handle(f, &w.metas[i], &w.keys[k], w.hits[k], cfg, fwd, now) {
 				// The rewrite may have moved the frame in its chunk; the
@@ -485,10 +498,7 @@ func (w *worker) pollQueue(slot uint16, q *queue, cfg *workerConfig, fwd []destF
 		}
 		q.release(d.Addr)
 	}
-	q.rx.consumerRelease(n)
-	w.stats.local[RxFrames] += uint64(n)
 	w.transmitBatches()
-	return int(n)
 }
 
 // enqueue adds d, a frame of q's UMEM, to the batch of the queue it

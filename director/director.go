@@ -276,7 +276,7 @@ func (d *Director) SetDestStates(changes []DestChange) error {
 			return fmt.Errorf("set weight of %v: invalid weight %d: must be 0..65535", c.Dest, c.Weight)
 		}
 		if c.Sorry && !c.Dest.Addr().IsValid() {
-			return fmt.Errorf("set sorry server of %s: invalid address %v", svcName(c.Service), c.Dest)
+			return fmt.Errorf("set sorry server of %s: invalid address %v", c.Service.String(), c.Dest)
 		}
 	}
 	d.mu.Lock()
@@ -311,7 +311,7 @@ func (d *Director) SetDestStates(changes []DestChange) error {
 		ov := d.overlay[u.r]
 		switch {
 		case s.Dest(u.r.dest) != nil:
-			args := []any{"service", svcName(u.r.svc), "dest", u.r.dest, "state", ov.st.String(), "was", u.ov.st.String()}
+			args := []any{"service", u.r.svc.String(), "dest", u.r.dest, "state", ov.st.String(), "was", u.ov.st.String()}
 			if ov.hasWeight {
 				args = append(args, "weight", ov.weight)
 			}
@@ -324,7 +324,7 @@ func (d *Director) SetDestStates(changes []DestChange) error {
 					state = "inhibited"
 				}
 			}
-			d.log.Info("sorry server "+state, "service", svcName(u.r.svc), "dest", u.r.dest, "weight", ov.weight)
+			d.log.Info("sorry server "+state, "service", u.r.svc.String(), "dest", u.r.dest, "weight", ov.weight)
 		}
 	}
 	return nil

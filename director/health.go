@@ -61,7 +61,7 @@ func (d *Director) ApplyHealth(_ context.Context, batch []health.Transition) err
 		if t.Healthy {
 			state = "up"
 		}
-		args := []any{"service", svcName(t.Service), "dest", t.Dest, "health", state, "present", t.Present,
+		args := []any{"service", t.Service.String(), "dest", t.Dest, "health", state, "present", t.Present,
 			"weight", t.Weight, "reason", t.Reason}
 		if t.Sorry {
 			args = append(args, "sorry", true)

@@ -1,7 +1,6 @@
 package director
 
 import (
-	"fmt"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -26,7 +25,7 @@ func logDiff(log *slog.Logger, reason string, cur, next *ipvs.Config) {
 		if o != nil && sameService(o, s) {
 			continue
 		}
-		name := svcName(s.Key)
+		name := s.Key.String()
 		if o == nil {
 			log.Info("service added", "service", name, "scheduler", s.Sched, "persistent", s.Persistent, "reason", reason)
 			n++
@@ -40,7 +39,7 @@ func logDiff(log *slog.Logger, reason string, cur, next *ipvs.Config) {
 	}
 	for _, o := range cur.Services {
 		if _, gone := old[o.Key]; gone {
-			log.Info("service removed: its connections drain", "service", svcName(o.Key), "dests", len(o.Dests), "reason", reason)
+			log.Info("service removed: its connections drain", "service", o.Key.String(), "dests", len(o.Dests), "reason", reason)
 			n++
 		}
 	}
@@ -67,13 +66,13 @@ func logDests(log *slog.Logger, reason, svc string, o, s *ipvs.Service) int {
 		delete(old, ap)
 		switch {
 		case od == nil:
-			log.Info("real server added", "service", svc, "dest", ap, "weight", d.Weight, "method", methodName(d.Fwd), "reason", reason)
+			log.Info("real server added", "service", svc, "dest", ap, "weight", d.Weight, "method", d.Fwd.String(), "reason", reason)
 		case od.Weight != 0 && d.Weight == 0:
 			log.Info("real server drained: weight 0", "service", svc, "dest", ap, "reason", reason)
 		case od.Weight == 0 && d.Weight != 0:
 			log.Info("real server undrained", "service", svc, "dest", ap, "weight", d.Weight, "reason", reason)
 		case *od != *d:
-			log.Info("real server edited", "service", svc, "dest", ap, "weight", d.Weight, "method", methodName(d.Fwd),
+			log.Info("real server edited", "service", svc, "dest", ap, "weight", d.Weight, "method", d.Fwd.String(),
 				"uthreshold", d.UThreshold, "lthreshold", d.LThreshold, "reason", reason)
 		default:
 			continue
@@ -94,42 +93,4 @@ func sameSettings(a, b *ipvs.Service) bool {
 	return a.Sched == b.Sched && slices.Equal(a.SchedFlags, b.SchedFlags) && a.Persistent == b.Persistent &&
 		a.Timeout == b.Timeout && a.Netmask == b.Netmask && a.OnePacket == b.OnePacket && a.PE == b.PE &&
 		slices.Equal(a.LocalAddrs, b.LocalAddrs)
-}
-
-// svcName names a service as ipvsadm -L -n does: "TCP 10.0.0.1:80",
-// "UDP [2001:db8::1]:53", "FWM 7".
-func svcName(k ipvs.ServiceKey) string {
-	if k.FWMark != 0 {
-		if k.Addr.Is6() {
-			return fmt.Sprintf("FWM %d IPv6", k.FWMark)
-		}
-		return fmt.Sprintf("FWM %d", k.FWMark)
-	}
-	proto := fmt.Sprintf("proto %d", k.Proto)
-	switch k.Proto {
-	case ipvs.TCP:
-		proto = "TCP"
-	case ipvs.UDP:
-		proto = "UDP"
-	case ipvs.SCTP:
-		proto = "SCTP"
-	}
-	return proto + " " + netip.AddrPortFrom(k.Addr, k.Port).String()
-}
-
-// methodName names a forwarding method as ipvsadm -L does.
-func methodName(f ipvs.Fwd) string {
-	switch f {
-	case ipvs.FwdRoute:
-		return "Route"
-	case ipvs.FwdMasq:
-		return "Masq"
-	case ipvs.FwdTunnel:
-		return "Tunnel"
-	case ipvs.FwdLocal:
-		return "Local"
-	case ipvs.FwdFullNAT:
-		return "FullNat"
-	}
-	return fmt.Sprintf("Fwd(%d)", f)
 }

@@ -253,14 +253,6 @@ func maskText(s *ipvs.Service) string {
 	return fmt.Sprintf("%d.%d.%d.%d", m>>24, m>>16&0xff, m>>8&0xff, m&0xff)
 }
 
-var fwdNames = map[ipvs.Fwd]string{
-	ipvs.FwdMasq:    "Masq",
-	ipvs.FwdLocal:   "Local",
-	ipvs.FwdTunnel:  "Tunnel",
-	ipvs.FwdRoute:   "Route",
-	ipvs.FwdFullNAT: "FullNat", // DPVS's fwd_name
-}
-
 var fwdSwitches = map[ipvs.Fwd]string{
 	ipvs.FwdMasq:    "-m",
 	ipvs.FwdTunnel:  "-i",
@@ -377,10 +369,10 @@ func printService(w io.Writer, s *ipvs.Service, stats Stats, f format) {
 			fmt.Fprintf(w, "  -> %-28s %-9d %-11d %-10d %-10d\n", dname,
 				uint32(d.Weight), ds.PersistConns, ds.ActiveConns, ds.InactConns)
 		case f.TunInfo:
-			fmt.Fprintf(w, "  -> %-28s %-7s %-13s %-6d %-10d %-10d\n", dname, fwdNames[d.Fwd],
+			fmt.Fprintf(w, "  -> %-28s %-7s %-13s %-6d %-10d %-10d\n", dname, d.Fwd,
 				tunInfo(d), d.Weight, ds.ActiveConns, ds.InactConns)
 		default:
-			fmt.Fprintf(w, "  -> %-28s %-7s %-6d %-10d %-10d\n", dname, fwdNames[d.Fwd],
+			fmt.Fprintf(w, "  -> %-28s %-7s %-6d %-10d %-10d\n", dname, d.Fwd,
 				d.Weight, ds.ActiveConns, ds.InactConns)
 		}
 	}
