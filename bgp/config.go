@@ -312,7 +312,6 @@ type Flags struct {
 	ListenPort                  uint
 	HoldTime, GracefulRestart   uint
 	Peers                       peerList
-	set                         map[string]bool
 	fs                          *flag.FlagSet
 }
 

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/xlbproject/xlb/bgp"
 	"github.com/xlbproject/xlb/conntrack"
 	"github.com/xlbproject/xlb/dataplane"
 	"github.com/xlbproject/xlb/director"
@@ -61,7 +62,12 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	synAuto := fs.Int("syn-auto", 0, "SYNs per second on one queue that make XDP apply --syn-rate at once (0: 100000, -1: never)")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics at http://ADDR/metrics (host:port; default: off)")
 	noShare := fs.Bool("no-shared-umem", false, "with several --iface: a UMEM per interface, copying frames that change interface (the fallback when the kernel refuses XDP_SHARED_UMEM)")
+	bgpFlags := bgp.RegisterFlags(fs)
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	bgpCfg, err := bgpFlags.Config(openFile)
+	if err != nil {
 		return err
 	}
 	if len(ifaces) == 0 {
@@ -145,6 +151,11 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 		log.Warn("real servers without a resolved MAC: their frames are held, then dropped, until they resolve (see xlb --xlb-stats)", "count", n)
 	}
 	srv := &server{dp: dp, dir: dir, gid: gid, log: log}
+	ann, err := startAnnouncer(bgpCfg, dir.Applied, log)
+	if err != nil {
+		return err
+	}
+	defer ann.Close()
 
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
@@ -168,6 +179,7 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 					// A closed stdout or stderr: keep balancing.
 				default:
 					log.Info("stopping", "signal", sig.String())
+					ann.Close() // withdraw while still forwarding
 					stop()
 					return
 				}
@@ -183,6 +195,7 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	}
 	log.Info("xlb running", "interface", strings.Join(ifaces, ","), "services", len(cfg.Services), "socket", *sock)
 	err = dp.Run(ctx)
+	ann.Close()
 	stop()
 	ln.Close()
 	wg.Wait()
