@@ -280,3 +280,37 @@ func TestBGPScaleOutECMP(t *testing.T) {
 	sp[0].signal(syscall.SIGKILL)
 	step("director 1 killed", 5*time.Second)
 }
+
+// TestBGPGracefulRestart shows what graceful restart gives: with the
+// capability negotiated (FRR is a helper by default), a speaker that dies
+// without a NOTIFICATION leaves its route in the router's FIB, stale, for
+// the restart time; without it the route goes at once (TestBGPScaleOutECMP,
+// "director 1 killed").
+func TestBGPGracefulRestart(t *testing.T) {
+	so := testenv.NewScaleOut(t, testenv.ScaleOutOptions{Directors: 1})
+	vip := testenv.ScaleOutVIP
+	const restart = 4
+	sp := startSpeaker(t, so.Directors[0], speakerConf(1, 3)+fmt.Sprintf("graceful-restart %d\n", restart))
+	sp.do("announce " + HostPrefix(vip).String())
+	d1 := testenv.ScaleOutDirectorAddr(1)
+	if _, err := so.WaitNexthops(vip, []netip.Addr{d1}, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := so.Vtysh(context.Background(), "show bgp neighbors "+d1.String()); err != nil || !strings.Contains(out, "Graceful Restart Capability: advertised and received") {
+		t.Fatalf("graceful restart not negotiated: %v\n%s", err, out)
+	}
+	sp.signal(syscall.SIGKILL)
+	killed := time.Now()
+	time.Sleep(time.Second)
+	if nhs, err := so.Nexthops(vip); err != nil || len(nhs) != 1 {
+		t.Fatalf("route 1 s after the speaker died: %v, %v, want kept (stale) during the %d s restart time", nhs, err, restart)
+	}
+	if _, err := so.WaitNexthops(vip, nil, (restart+5)*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(killed)
+	t.Logf("graceful restart kept the dead speaker's route %v (restart time %d s)", took.Round(time.Millisecond), restart)
+	if took < (restart-1)*time.Second {
+		t.Errorf("route removed after %v, before the %d s restart time", took, restart)
+	}
+}

@@ -95,3 +95,15 @@ func (a *announcer) Close() {
 		a.log.Info("bgp withdrawn and stopped")
 	})
 }
+
+// SetDraining withdraws every VIP (true) or announces them again from the
+// applied configuration (false): what `xlb drain` and `xlb undrain` call.
+// Nil-safe.
+func (a *announcer) SetDraining(draining bool) error {
+	if a == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return a.rec.SetDraining(ctx, draining)
+}
