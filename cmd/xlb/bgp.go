@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/xlbproject/xlb/bgp"
 	"github.com/xlbproject/xlb/internal/ipvs"
+	"github.com/xlbproject/xlb/internal/ipvsadm"
 )
 
 // bgpPoll is how often the announcer looks for a newly applied
@@ -106,4 +108,22 @@ func (a *announcer) SetDraining(draining bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return a.rec.SetDraining(ctx, draining)
+}
+
+// drain is `xlb drain` and `xlb undrain`: withdraw every VIP from the
+// routers, so that new flows go to the other directors while this one
+// keeps forwarding the flows it has, and announce them again. The state
+// lasts until undrain or the daemon's exit.
+func (s *server) drain(args []string) response {
+	if len(args) != 1 {
+		return response{Stderr: fmt.Sprintf("%s: unexpected argument %q\n", args[0], args[1]), Code: ipvsadm.ExitRuntime}
+	}
+	if s.ann == nil {
+		return response{Stderr: args[0] + ": no BGP speaker (xlb run --bgp or --bgp-*): nothing to withdraw\n", Code: ipvsadm.ExitRuntime}
+	}
+	if err := s.ann.SetDraining(args[0] == "drain"); err != nil {
+		return errorResponse(fmt.Errorf("%s: %w", args[0], err))
+	}
+	s.log.Info("bgp "+args[0], "announced", len(s.ann.rec.Announced()))
+	return response{}
 }

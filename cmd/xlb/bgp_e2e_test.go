@@ -51,6 +51,15 @@ func TestBGPDaemonECMP(t *testing.T) {
 	}
 	step("director 1's real server back", d(1), d(2))
 
+	if _, err := xlbs[0].ctl("drain"); err != nil {
+		t.Fatal(err)
+	}
+	step("xlb drain on director 1", d(2))
+	if _, err := xlbs[0].ctl("undrain"); err != nil {
+		t.Fatal(err)
+	}
+	step("xlb undrain on director 1", d(1), d(2))
+
 	if err := xlbs[1].stop(); err != nil {
 		t.Fatalf("stop xlb 2: %v\n%s", err, xlbs[1].Output.String())
 	}

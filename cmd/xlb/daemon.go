@@ -156,6 +156,7 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer ann.Close()
+	srv.ann = ann
 
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()

@@ -39,6 +39,7 @@ type server struct {
 	dir *director.Director
 	gid int // socket group allowed besides root; -1 for none
 	log *slog.Logger
+	ann *announcer // BGP announcements (xlb run --bgp); nil without
 }
 
 // handle runs one command line. A command that changes the
@@ -55,6 +56,9 @@ func (s *server) handle(req request) response {
 	}
 	if len(req.Args) > 0 && req.Args[0] == "mark" && !req.Ipvsadm {
 		return s.handleMark(req.Args[1:])
+	}
+	if len(req.Args) > 0 && (req.Args[0] == "drain" || req.Args[0] == "undrain") && !req.Ipvsadm {
+		return s.drain(req.Args)
 	}
 	cmd, err := ipvsadm.Parse(req.Args)
 	if err != nil {
