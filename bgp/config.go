@@ -35,6 +35,11 @@ type Config struct {
 	// capability; 0 disables graceful restart. See doc.go for what it
 	// gives and costs a load balancer.
 	GracefulRestart time.Duration
+	// ShutdownDelay is how long the daemon keeps forwarding after it
+	// withdrew its VIPs on a stop signal, before it detaches XDP: the
+	// time the routers take to move the flows away (FRR: ~100 ms). 0
+	// stops at once.
+	ShutdownDelay time.Duration
 	// Peers are the routers the speaker opens sessions to.
 	Peers []Peer
 }
@@ -145,6 +150,9 @@ func (c *Config) Validate() error {
 	if c.GracefulRestart < 0 || c.GracefulRestart > 4095*time.Second || c.GracefulRestart%time.Second != 0 {
 		return fmt.Errorf("validate bgp config: graceful restart time %v: must be whole seconds, 0-4095s (RFC 4724 3)", c.GracefulRestart)
 	}
+	if c.ShutdownDelay < 0 || c.ShutdownDelay > time.Minute {
+		return fmt.Errorf("validate bgp config: shutdown delay %v: must be 0-60s", c.ShutdownDelay)
+	}
 	if c.NextHop.IsValid() && !c.NextHop.Is4() {
 		return fmt.Errorf("validate bgp config: nexthop %v: must be IPv4 (nexthop6 for IPv6)", c.NextHop)
 	}
@@ -180,6 +188,7 @@ func (c *Config) Validate() error {
 //	graceful-restart 120     # restart time in seconds, optional, default off
 //	nexthop 10.0.0.2         # optional; default: the session's local address
 //	nexthop6 2001:db8::2     # optional, for IPv6 VIPs
+//	shutdown-delay 1         # seconds to keep forwarding after the withdrawal on stop, default 0
 //	peer 10.0.0.1 as 65000 [port 179]
 //
 // The result is validated.
@@ -250,6 +259,10 @@ func (c *Config) directive(f []string) error {
 		if v, err = one(); err == nil {
 			c.GracefulRestart, err = parseSeconds(v)
 		}
+	case "shutdown-delay":
+		if v, err = one(); err == nil {
+			c.ShutdownDelay, err = parseSeconds(v)
+		}
 	case "peer":
 		var p Peer
 		p, err = parsePeerDirective(f[1:])
@@ -305,12 +318,14 @@ func parsePeerDirective(f []string) (Peer, error) {
 //	--bgp-graceful-restart SECONDS  restart time (default 0: off)
 //	--bgp-nexthop ADDR       next hop for IPv4 VIPs (default: session's local address)
 //	--bgp-nexthop6 ADDR      next hop for IPv6 VIPs
+//	--bgp-shutdown-delay SECONDS  keep forwarding this long after withdrawing on stop (default 0)
 type Flags struct {
 	File                        string
 	AS                          uint
 	RouterID, NextHop, NextHop6 string
 	ListenPort                  uint
 	HoldTime, GracefulRestart   uint
+	ShutdownDelay               uint
 	Peers                       peerList
 	fs                          *flag.FlagSet
 }
@@ -346,6 +361,7 @@ func RegisterFlags(fs *flag.FlagSet) *Flags {
 	fs.UintVar(&f.GracefulRestart, "bgp-graceful-restart", 0, "BGP graceful restart time in `seconds` (0: off)")
 	fs.StringVar(&f.NextHop, "bgp-nexthop", "", "next hop `address` announced for IPv4 VIPs")
 	fs.StringVar(&f.NextHop6, "bgp-nexthop6", "", "next hop `address` announced for IPv6 VIPs")
+	fs.UintVar(&f.ShutdownDelay, "bgp-shutdown-delay", 0, "on stop, keep forwarding this many `seconds` after withdrawing the VIPs")
 	return f
 }
 
@@ -404,6 +420,10 @@ func (f *Flags) Config(read func(name string) (io.ReadCloser, error)) (*Config, 
 	}
 	c.HoldTime = time.Duration(f.HoldTime) * time.Second
 	c.GracefulRestart = time.Duration(f.GracefulRestart) * time.Second
+	if f.ShutdownDelay > 60 {
+		return nil, fmt.Errorf("parse bgp flags: --bgp-shutdown-delay %d: must be 0-60", f.ShutdownDelay)
+	}
+	c.ShutdownDelay = time.Duration(f.ShutdownDelay) * time.Second
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}

@@ -56,6 +56,7 @@ router-id 10.0.1.2
 as 65001
 hold-time 3s
 graceful-restart 120
+shutdown-delay 1
 nexthop 10.0.1.2   # its address on the router's link
 nexthop6 2001:db8:1::2
 peer 10.0.1.1 as 65000
@@ -69,8 +70,8 @@ func TestParseFile(t *testing.T) {
 	}
 	want := Config{
 		RouterID: netip.MustParseAddr("10.0.1.2"), AS: 65001, HoldTime: 3 * time.Second,
-		GracefulRestart: 120 * time.Second,
-		NextHop:         netip.MustParseAddr("10.0.1.2"), NextHop6: netip.MustParseAddr("2001:db8:1::2"),
+		GracefulRestart: 120 * time.Second, ShutdownDelay: time.Second,
+		NextHop: netip.MustParseAddr("10.0.1.2"), NextHop6: netip.MustParseAddr("2001:db8:1::2"),
 		Peers: []Peer{
 			{Addr: netip.MustParseAddr("10.0.1.1"), AS: 65000},
 			{Addr: netip.MustParseAddr("2001:db8:1::1"), AS: 65000, Port: 1179},
@@ -105,6 +106,7 @@ func TestParseFileErrors(t *testing.T) {
 		{base + "hold-time -3s\n", "whole seconds"},
 		{base + "graceful-restart 4096\n", "0-4095s"},
 		{base + "listen-port 65536\n", "bad port"},
+		{base + "shutdown-delay 61\n", "0-60s"},
 		{base + "nexthop 2001:db8::1\n", "must be IPv4"},
 		{base + "nexthop6 10.0.0.1\n", "must be IPv6"},
 		{base + "as 1 2\n", "line 4: as: want one value"},
@@ -136,13 +138,13 @@ func TestFlags(t *testing.T) {
 	}
 	c, err = parseFlags(t, "--bgp-as", "65001", "--bgp-router-id", "10.0.1.2",
 		"--bgp-peer", "10.0.1.1:65000", "--bgp-peer", "[2001:db8::1]:65000:1179",
-		"--bgp-hold-time", "3", "--bgp-graceful-restart", "30", "--bgp-nexthop", "10.0.1.2", "--bgp-listen-port", "1790")
+		"--bgp-hold-time", "3", "--bgp-graceful-restart", "30", "--bgp-nexthop", "10.0.1.2", "--bgp-listen-port", "1790", "--bgp-shutdown-delay", "2")
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := &Config{
 		RouterID: netip.MustParseAddr("10.0.1.2"), AS: 65001, HoldTime: 3 * time.Second, GracefulRestart: 30 * time.Second,
-		NextHop: netip.MustParseAddr("10.0.1.2"), ListenPort: 1790,
+		NextHop: netip.MustParseAddr("10.0.1.2"), ListenPort: 1790, ShutdownDelay: 2 * time.Second,
 		Peers: []Peer{
 			{Addr: netip.MustParseAddr("10.0.1.1"), AS: 65000},
 			{Addr: netip.MustParseAddr("2001:db8::1"), AS: 65000, Port: 1179},
@@ -171,6 +173,7 @@ func TestFlags(t *testing.T) {
 		{[]string{"--bgp-as", "1", "--bgp-router-id", "1.1.1.1", "--bgp-peer", "10.0.0.1:1", "--bgp-hold-time", "2"}, "hold time"},
 		{[]string{"--bgp-as", "1", "--bgp-router-id", "1.1.1.1", "--bgp-peer", "10.0.0.1:1", "--bgp-nexthop", "nope"}, "--bgp-nexthop"},
 		{[]string{"--bgp-peer", "10.0.0.1"}, "want ADDR:AS"},
+		{[]string{"--bgp-as", "1", "--bgp-router-id", "1.1.1.1", "--bgp-peer", "10.0.0.1:1", "--bgp-shutdown-delay", "61"}, "--bgp-shutdown-delay"},
 	} {
 		if _, err := parseFlags(t, tc.args...); err == nil || !strings.Contains(err.Error(), tc.err) {
 			t.Errorf("flags %q: error = %v, want it to contain %q", tc.args, err, tc.err)

@@ -27,6 +27,7 @@ type announcer struct {
 	rec     *bgp.Reconciler
 	applied func() *ipvs.Config
 	log     *slog.Logger
+	delay   time.Duration // Config.ShutdownDelay
 
 	once sync.Once
 	stop chan struct{}
@@ -48,7 +49,7 @@ func startAnnouncer(cfg *bgp.Config, applied func() *ipvs.Config, log *slog.Logg
 	if err != nil {
 		return nil, err
 	}
-	a := &announcer{sp: sp, rec: bgp.NewReconciler(sp), applied: applied, log: log,
+	a := &announcer{sp: sp, rec: bgp.NewReconciler(sp), applied: applied, log: log, delay: cfg.ShutdownDelay,
 		stop: make(chan struct{}), done: make(chan struct{})}
 	go a.run()
 	log.Info("bgp speaker started", "as", cfg.AS, "router-id", cfg.RouterID.String(), "peers", len(cfg.Peers))
@@ -95,6 +96,10 @@ func (a *announcer) Close() {
 			a.log.Error("bgp withdraw", "err", err)
 		}
 		a.log.Info("bgp withdrawn and stopped")
+		if a.delay > 0 {
+			// Keep forwarding while the routers move the flows away.
+			time.Sleep(a.delay)
+		}
 	})
 }
 

@@ -27,9 +27,12 @@ func TestBGPDaemonECMP(t *testing.T) {
 		// that resolves, which is all the control plane needs here.
 		rs := testenv.ScaleOutRouterLinkAddr(i + 1)
 		rules := fmt.Sprintf("-A -t %v:80 -s mh\n-a -t %v:80 -r %v:80 -g -w 1\n", vip, vip, rs)
-		xlbs[i] = startXLBOn(t, so.Directors[i], []string{"eth0"}, rules,
-			"--bgp-as", "65001", "--bgp-router-id", d(i+1).String(),
-			"--bgp-peer", fmt.Sprintf("%v:65000", testenv.ScaleOutRouterLinkAddr(i+1)), "--bgp-hold-time", "3")
+		args := []string{"--bgp-as", "65001", "--bgp-router-id", d(i + 1).String(),
+			"--bgp-peer", fmt.Sprintf("%v:65000", testenv.ScaleOutRouterLinkAddr(i+1)), "--bgp-hold-time", "3"}
+		if i == 1 {
+			args = append(args, "--bgp-shutdown-delay", "1")
+		}
+		xlbs[i] = startXLBOn(t, so.Directors[i], []string{"eth0"}, rules, args...)
 	}
 	step := func(name string, want ...netip.Addr) {
 		t.Helper()
@@ -60,10 +63,23 @@ func TestBGPDaemonECMP(t *testing.T) {
 	}
 	step("xlb undrain on director 1", d(1), d(2))
 
-	if err := xlbs[1].stop(); err != nil {
+	// Director 2 stops with a 1 s shutdown delay: the route goes at once,
+	// the daemon forwards a second longer.
+	stopped := make(chan error, 1)
+	stopAt := time.Now()
+	go func() { stopped <- xlbs[1].stop() }()
+	step("director 2 stopping", d(1))
+	if !xlbs[1].Exited() {
+		t.Logf("director 2 still running (forwarding) after its route went: %v", time.Since(stopAt).Round(time.Millisecond))
+	} else {
+		t.Errorf("director 2 exited before its route went or within the 1 s shutdown delay")
+	}
+	if err := <-stopped; err != nil {
 		t.Fatalf("stop xlb 2: %v\n%s", err, xlbs[1].Output.String())
 	}
-	step("director 2 stopped", d(1))
+	if took := time.Since(stopAt); took < time.Second {
+		t.Errorf("xlb 2 stopped after %v, within its 1 s shutdown delay", took)
+	}
 	logs := xlbs[1].Output.String()
 	w, x := strings.Index(logs, "bgp withdrawn"), strings.Index(logs, "xdp detached")
 	if w < 0 || x < 0 || w > x {
