@@ -25,7 +25,10 @@
 // input into the Announce and Withdraw calls that make the routes match;
 // on shutdown the daemon calls Speaker.Close before it detaches its XDP
 // program, so the router stops sending before the director stops
-// forwarding.
+// forwarding (Config.ShutdownDelay keeps it forwarding while the router
+// converges, ~100 ms with FRR). `xlb drain` withdraws every VIP while the
+// director keeps forwarding the flows it has; `xlb undrain` announces
+// them again.
 //
 // # Configuration
 //
