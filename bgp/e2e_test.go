@@ -242,8 +242,25 @@ func TestBGPScaleOutECMP(t *testing.T) {
 	step("all announce", 30*time.Second, d(1), d(2), d(3))
 	t.Logf("sessions up and ECMP over 3 directors %v after the speakers started", time.Since(start).Round(time.Millisecond))
 
+	// The router spreads the client's flows over the three directors
+	// (each answers with its name), and none to a withdrawn one.
+	if err := so.ServeVIP(vip); err != nil {
+		t.Fatal(err)
+	}
+	const flows = 30
+	by, failed := so.Spread(vip, flows)
+	t.Logf("%d flows over 3 announcing directors: %v, %d failed", flows, by, failed)
+	if failed > 0 || len(by) != 3 {
+		t.Errorf("%d flows: %v, %d failed; want all three directors used, none failed", flows, by, failed)
+	}
+
 	sp[2].do("withdraw " + vipP)
 	step("director 3 withdraws", 5*time.Second, d(1), d(2))
+	by, failed = so.Spread(vip, flows)
+	t.Logf("%d flows after director 3 withdrew: %v, %d failed", flows, by, failed)
+	if failed > 0 || by["dir3"] > 0 || len(by) != 2 {
+		t.Errorf("%d flows after director 3 withdrew: %v, %d failed; want directors 1 and 2 only, none failed", flows, by, failed)
+	}
 	sp[2].do("announce " + vipP)
 	step("director 3 announces again", 5*time.Second, d(1), d(2), d(3))
 

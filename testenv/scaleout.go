@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -368,4 +371,50 @@ func (so *ScaleOut) Close() error {
 		return nil
 	}
 	return errors.Join(so.env.Close())
+}
+
+// ServeVIP makes every director answer HTTP on VIP:80 itself, with its
+// host name ("dir1", ...): the VIP on its lo and a server in its
+// namespace. It stands in for a load balancer where a test needs to see
+// which director the router's ECMP chose for a flow. Stopped on Close.
+func (so *ScaleOut) ServeVIP(vip netip.Addr) error {
+	for _, d := range so.Directors {
+		if err := d.AddAddr("lo", netip.PrefixFrom(vip, vip.BitLen())); err != nil {
+			return err
+		}
+		var ln net.Listener
+		if err := d.Do(func() (err error) {
+			ln, err = net.Listen("tcp", netip.AddrPortFrom(vip, 80).String())
+			return err
+		}); err != nil {
+			return fmt.Errorf("listen on %v:80 in %s: %w", vip, d.NSName, err)
+		}
+		name := d.Name
+		srv := &http.Server{
+			Handler:           http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, name) }),
+			ReadHeaderTimeout: 5 * time.Second,
+		}
+		go srv.Serve(ln)
+		so.env.closers = append(so.env.closers, srv.Close)
+	}
+	return nil
+}
+
+// Spread opens n new connections from the client to VIP:80 (distinct
+// source ports: distinct flows for the router's L4 hash) and counts the
+// answers per director name; failed counts the requests that failed.
+func (so *ScaleOut) Spread(vip netip.Addr, n int) (byDirector map[string]int, failed int) {
+	c := so.Client.HTTPClient(false, 2*time.Second)
+	defer c.CloseIdleConnections()
+	byDirector = make(map[string]int)
+	url := "http://" + netip.AddrPortFrom(vip, 80).String() + "/"
+	for range n {
+		name, err := Get(c, url)
+		if err != nil {
+			failed++
+			continue
+		}
+		byDirector[name]++
+	}
+	return byDirector, failed
 }
