@@ -2,7 +2,7 @@
 # what they need on a fresh Debian machine (run as root).
 GO       ?= go
 BIN      := bin/xlb
-APT_PKGS := clang llvm libbpf-dev iproute2 ethtool iputils-ping tcpdump nftables iperf3 wrk netsniff-ng
+APT_PKGS := clang llvm libbpf-dev iproute2 ethtool iputils-ping tcpdump nftables iperf3 wrk netsniff-ng frr
 
 .PHONY: all build install deps demo test unit e2e fuzz bench bench-quick generate lint clean
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/xlbproject/xlb/bgp"
 	"github.com/xlbproject/xlb/conntrack"
 	"github.com/xlbproject/xlb/dataplane"
 	"github.com/xlbproject/xlb/director"
@@ -72,7 +73,12 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	spin := fs.Duration("spin", dataplane.DefaultSpin, "longest a worker polls for the next frame before it sleeps, and only while frames come closer together than that; 0: sleep at once")
 	txBudget := fs.Int("tx-budget", dataplane.DefaultSocketOptions().TxBudget, "frames one sendto(2) may send in copy mode (XDP_MAX_TX_SKB_BUDGET, Linux 6.17+); 0: the kernel's 32")
 	noWakeup := fs.Bool("no-need-wakeup", false, "bind the AF_XDP sockets without XDP_USE_NEED_WAKEUP: a syscall per TX batch whether the kernel needs it or not")
+	bgpFlags := bgp.RegisterFlags(fs)
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	bgpCfg, err := bgpFlags.Config(openFile)
+	if err != nil {
 		return err
 	}
 	if len(ifaces) == 0 {
@@ -184,6 +190,12 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 		}
 		srv.hc = hc
 	}
+	ann, err := startAnnouncer(bgpCfg, dir.Applied, log)
+	if err != nil {
+		return err
+	}
+	defer ann.Close()
+	srv.ann = ann
 
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
@@ -218,6 +230,7 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 					// A closed stdout or stderr: keep balancing.
 				default:
 					log.Info("stopping", "signal", sig.String())
+					ann.Close() // withdraw while still forwarding
 					stop()
 					return
 				}
@@ -237,6 +250,7 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	}
 	log.Info("xlb running", "interface", strings.Join(ifaces, ","), "services", len(cfg.Services), "socket", *sock)
 	err = dp.Run(ctx)
+	ann.Close()
 	stop()
 	ln.Close()
 	wg.Wait()

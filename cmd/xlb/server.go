@@ -40,6 +40,7 @@ type server struct {
 	gid int // socket group allowed besides root; -1 for none
 	log *slog.Logger
 	hc  healthStatus // the health engine; nil without --keepalived
+	ann *announcer   // BGP announcements (xlb run --bgp); nil without
 }
 
 // handle runs one command line. A command that changes the
@@ -59,6 +60,9 @@ func (s *server) handle(req request) response {
 	}
 	if len(req.Args) > 0 && req.Args[0] == "health" && !req.Ipvsadm {
 		return s.handleHealth(req.Args[1:])
+	}
+	if len(req.Args) > 0 && (req.Args[0] == "drain" || req.Args[0] == "undrain") && !req.Ipvsadm {
+		return s.drain(req.Args)
 	}
 	cmd, err := ipvsadm.Parse(req.Args)
 	if err != nil {
