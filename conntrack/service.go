@@ -120,9 +120,15 @@ func NewService(o ServiceOptions) (*Service, error) {
 	return s, nil
 }
 
-func (s *Service) fwdOf(id uint32) uint8 {
-	if int(id) < len(s.fwd) {
-		return s.fwd[id]
+// fwdOf is the method a new connection to d binds: d's own (set by the
+// control plane before any scheduler offers d), else the service's table
+// by ID (services built without one, in tests).
+func (s *Service) fwdOf(d *sched.Dest) uint8 {
+	if m, ok := d.Fwd(); ok {
+		return m
+	}
+	if int(d.ID) < len(s.fwd) {
+		return s.fwd[d.ID]
 	}
 	return s.defaultFwd
 }
@@ -238,7 +244,7 @@ func (t *Table) NewConn(svc *Service, k *Key, tcpFlags uint8, now int64) (Conn, 
 		t.c.NoDest++
 		return Conn{}, VerdictNoDest
 	}
-	c := Conn{Dest: d, Port: d.Port, Fwd: svc.fwdOf(d.ID)}
+	c := Conn{Dest: d, Port: d.Port, Fwd: svc.fwdOf(d)}
 	if c.Port == 0 {
 		c.Port = kc.DstPort
 	}
@@ -305,7 +311,7 @@ func (t *Table) schedPersist(svc *Service, kc *Key, h32 uint32, untracked bool, 
 			return Conn{}, VerdictNoDest
 		}
 	}
-	c := Conn{Dest: d, Port: kc.DstPort, Fwd: svc.fwdOf(d.ID)}
+	c := Conn{Dest: d, Port: kc.DstPort, Fwd: svc.fwdOf(d)}
 	if c.Port == svc.port && d.Port != 0 {
 		c.Port = d.Port
 	}

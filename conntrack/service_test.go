@@ -453,3 +453,23 @@ func TestExpireNodestConn(t *testing.T) {
 		}
 	}
 }
+
+// TestNewConnBindsTheDestinationsMethod: a destination's own method (set
+// by the control plane before a scheduler offers it) is what a new
+// connection binds, even from a policy built before the destination
+// existed: a worker in a batch begun on the old configuration must not
+// bind a NAT real server added meanwhile as direct routing.
+func TestNewConnBindsTheDestinationsMethod(t *testing.T) {
+	f := newFixture(t, 64, 2, nil)
+	svc := f.service(t, func(o *ServiceOptions) { o.Fwd = nil }) // the old policy: no table
+	f.dests[0].SetFwd(FwdMasq)
+	f.dests[1].SetFwd(FwdTunnel)
+	now := f.clk.now
+	for i, want := range []uint8{FwdMasq, FwdTunnel} {
+		k := clientKey(ProtoTCP, 1, uint16(2000+i))
+		c, v := f.t.NewConn(svc, &k, syn, now)
+		if v != VerdictNew || c.Fwd != want || c.Entry.Fwd() != want {
+			t.Errorf("connection %d to %v: verdict %v, method %d (entry %d), want %d", i, c.Dest.Addr, v, c.Fwd, c.Entry.Fwd(), want)
+		}
+	}
+}

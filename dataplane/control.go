@@ -380,9 +380,9 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) (err error) {
 	// The schedulers the workers run now learn their new destinations
 	// last, after the forwarding entries and the policies that know
 	// those destinations' methods are published: a worker that schedules
-	// a new destination then binds it with its own method, unless it is
-	// in the middle of a batch begun on the old configuration (a window of
-	// one batch, microseconds).
+	// a new destination then finds its forwarding entry, and binds the
+	// method set on the destination itself (sched.Dest.SetFwd), also in a
+	// batch begun on the old configuration.
 	type schedUpdate struct {
 		scheds []sched.Scheduler
 		steps  [][]*sched.Dest // kernelSteps: the states sequential commands pass through
@@ -517,6 +517,16 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) (err error) {
 		}
 	}
 	d.fwd.Store(&fwd)
+	// The destinations' methods, for the connections bound from now on:
+	// after their forwarding entries, before the schedulers below offer
+	// a new destination. A worker still in a batch begun on the old
+	// configuration then binds a destination's own method, never a
+	// default (ip_vs_dest's conn_flags).
+	for _, svc := range st.services {
+		for _, dst := range svc.dests {
+			dst.SetFwd(uint8(fwd[dst.ID].method))
+		}
+	}
 	st.gen++
 	var laddrs []netip.Addr
 	seenL := map[netip.Addr]bool{}

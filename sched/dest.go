@@ -45,6 +45,21 @@ type Dest struct {
 	uThreshold   atomic.Uint32
 	lThreshold   atomic.Uint32
 	persistConns atomic.Int32
+	// fwd is the forwarding method new connections bind (the control
+	// plane's value, plus one; 0: not set), as IPVS keeps conn_flags in
+	// ip_vs_dest: set before a scheduler can offer the destination, so
+	// a connection never binds a method the destination does not have.
+	fwd atomic.Uint32
+}
+
+// SetFwd sets the forwarding method connections to d bind from now on
+// (an opaque value for this package: conntrack's).
+func (d *Dest) SetFwd(m uint8) { d.fwd.Store(uint32(m) + 1) }
+
+// Fwd returns the forwarding method set by SetFwd, and whether one was.
+func (d *Dest) Fwd() (uint8, bool) {
+	v := d.fwd.Load()
+	return uint8(v - 1), v != 0
 }
 
 // NewDest returns an available destination with the given weight.
