@@ -236,13 +236,18 @@ func markLocal(prev, next *ipvs.Config, isLocal func(netip.Addr) bool) (undo fun
 	var marks []mark
 	for i := range next.Services {
 		s := &next.Services[i]
-		var old *ipvs.Service
+		var old map[netip.AddrPort]*ipvs.Dest // prev's destinations of s, by address
 		if prev != nil {
-			old = prev.Service(s.Key)
+			if o := prev.Service(s.Key); o != nil {
+				old = make(map[netip.AddrPort]*ipvs.Dest, len(o.Dests))
+				for k := range o.Dests {
+					old[o.Dests[k].AddrPort()] = &o.Dests[k]
+				}
+			}
 		}
 		for j := range s.Dests {
 			d := &s.Dests[j]
-			if d.Fwd == ipvs.FwdLocal || old != nil && sameDest(old, d) {
+			if o := old[d.AddrPort()]; d.Fwd == ipvs.FwdLocal || o != nil && *o == *d {
 				continue
 			}
 			if isLocal(d.Addr) {
@@ -256,17 +261,6 @@ func markLocal(prev, next *ipvs.Config, isLocal func(netip.Addr) bool) (undo fun
 			m.d.Fwd = m.was
 		}
 	}
-}
-
-// sameDest says whether svc has a destination equal to d in every field.
-func sameDest(svc *ipvs.Service, d *ipvs.Dest) bool {
-	for i := range svc.Dests {
-		o := &svc.Dests[i]
-		if o.Addr == d.Addr && o.Port == d.Port {
-			return *o == *d
-		}
-	}
-	return false
 }
 
 // kernelLocal returns a function that says whether the kernel routes an

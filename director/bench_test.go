@@ -61,3 +61,23 @@ func BenchmarkChange(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkChangeOneBig is one -e on a service of 50,000 real servers:
+// validating the changed service is linear in its destinations.
+func BenchmarkChangeOneBig(b *testing.B) {
+	d, err := New(&fakeDataplane{}, bigConfig(b, 1, 50000), Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		b.Fatal(err)
+	}
+	k := d.Config().Services[0].Key
+	ap := d.Config().Services[0].Dests[0].AddrPort()
+	for i := 0; b.Loop(); i++ {
+		if err := d.Change("bench", func(c *ipvs.Config) error {
+			dst := *c.Service(k).Dest(ap)
+			dst.Weight = int32(1 + i%100)
+			return c.EditDest(k, dst)
+		}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -190,10 +190,17 @@ func (c *Config) AddDest(k ServiceKey, d Dest) error {
 	if s == nil {
 		return ErrServiceNotDefined
 	}
+	return s.addDest(d, func(ap netip.AddrPort) bool { return s.destIndex(ap) >= 0 })
+}
+
+// addDest is AddDest on s, with has telling whether s already has a
+// destination (Validate keeps a set: a linear scan per destination made
+// checking a 50,000-destination service take seconds).
+func (s *Service) addDest(d Dest, has func(netip.AddrPort) bool) error {
 	if err := checkDest(s, &d); err != nil {
 		return err
 	}
-	if s.destIndex(d.AddrPort()) >= 0 {
+	if has(d.AddrPort()) {
 		return ErrDestExists
 	}
 	if err := checkUnicast(d.Addr); err != nil {
@@ -273,11 +280,14 @@ func (c *Config) Validate() error {
 		if err := n.AddService(s); err != nil {
 			return err
 		}
+		ns := &n.Services[len(n.Services)-1]
+		seen := make(map[netip.AddrPort]bool, len(dests))
 		for _, d := range dests {
-			if err := n.AddDest(s.Key, d); err != nil {
+			if err := ns.addDest(d, func(ap netip.AddrPort) bool { return seen[ap] }); err != nil {
 				return err
 			}
-			got := n.Services[len(n.Services)-1].Dests
+			got := ns.Dests
+			seen[got[len(got)-1].AddrPort()] = true
 			if got[len(got)-1].Port != d.Port {
 				return ErrInvalid.with("destination %v: port must be the service's %d with this forwarding method",
 					d.AddrPort(), s.Key.Port)
