@@ -3,13 +3,9 @@
 package main
 
 import (
-	"bufio"
-	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
+	"net/netip"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -22,44 +18,6 @@ import (
 
 	"github.com/xlbproject/xlb/testenv"
 )
-
-// keepAlive is one HTTP/1.1 connection to the VIP, driven by hand so that
-// a reset shows: net/http would silently retry a GET on a new connection.
-type keepAlive struct {
-	c  net.Conn
-	rd *bufio.Reader
-}
-
-func dialKeepAlive(env *testenv.Env) (*keepAlive, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	c, err := env.Client.DialContext(ctx, "tcp4", fmt.Sprintf("%v:80", testenv.VIP))
-	if err != nil {
-		return nil, err
-	}
-	return &keepAlive{c: c, rd: bufio.NewReader(c)}, nil
-}
-
-// get sends one request and returns the body: the real server's name.
-func (k *keepAlive) get() (string, error) {
-	k.c.SetDeadline(time.Now().Add(3 * time.Second))
-	if _, err := io.WriteString(k.c, "GET / HTTP/1.1\r\nHost: vip\r\n\r\n"); err != nil {
-		return "", err
-	}
-	resp, err := http.ReadResponse(k.rd, nil)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return "", err
-	}
-	if resp.Close {
-		return "", errors.New("server closed the connection")
-	}
-	return string(b), nil
-}
 
 // restore runs `xlb -R` with rules on stdin.
 func (d *xlbProc) restore(rules string) error {
@@ -105,12 +63,12 @@ func TestServiceRemovalKeepsConnections(t *testing.T) {
 			var conns []*keepAlive
 			var names []string
 			for i := range 10 {
-				k, err := dialKeepAlive(env)
+				k, err := dialKeepAlive(env, netip.AddrPortFrom(testenv.VIP, 80))
 				if err != nil {
 					t.Fatalf("connection %d: %v", i, err)
 				}
 				defer k.c.Close()
-				name, err := k.get()
+				name, err := k.get(3 * time.Second)
 				if err != nil {
 					t.Fatalf("connection %d, first request: %v", i, err)
 				}
@@ -125,7 +83,7 @@ func TestServiceRemovalKeepsConnections(t *testing.T) {
 			// service only once its connections are gone.
 			for round := range 4 {
 				for i, k := range conns {
-					name, err := k.get()
+					name, err := k.get(3 * time.Second)
 					if err != nil {
 						t.Fatalf("round %d, connection %d (to %s): %v\nxlb logs:\n%s", round, i, names[i], err, d.Output.String())
 					}
@@ -137,7 +95,7 @@ func TestServiceRemovalKeepsConnections(t *testing.T) {
 			}
 
 			after, _ := d.ctl("-S", "-n")
-			_, err := dialKeepAlive(env)
+			_, err := dialKeepAlive(env, netip.AddrPortFrom(testenv.VIP, 80))
 			if tc.gone {
 				if !errors.Is(err, syscall.ECONNREFUSED) {
 					t.Errorf("new connection to the deleted service: %v, want connection refused (the director's stack resets it)", err)

@@ -3,7 +3,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -328,49 +327,6 @@ func (s *stream) since(t0 time.Time) (n, failed int, by map[string]int, first er
 	return n, failed, by, first
 }
 
-// kaConn is an established client connection through the VIP.
-type kaConn struct {
-	c     net.Conn
-	br    *bufio.Reader
-	owner string
-}
-
-func dialKAConn(t *testing.T, env *testenv.Env, vip netip.AddrPort) *kaConn {
-	t.Helper()
-	c, err := env.Client.DialContext(context.Background(), "tcp4", vip.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	k := &kaConn{c: c, br: bufio.NewReader(c)}
-	if err := k.get(); err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-func (k *kaConn) get() error {
-	k.c.SetDeadline(time.Now().Add(3 * time.Second))
-	if _, err := io.WriteString(k.c, "GET / HTTP/1.1\r\nHost: vip\r\n\r\n"); err != nil {
-		return err
-	}
-	resp, err := http.ReadResponse(k.br, nil)
-	if err != nil {
-		return err
-	}
-	b, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		return err
-	}
-	if k.owner == "" {
-		k.owner = string(b)
-	} else if string(b) != k.owner {
-		return fmt.Errorf("answered by %s, was %s", b, k.owner)
-	}
-	return nil
-}
-
 // hcTopology is a DR topology of n real servers each running an rsServer
 // on hcPort.
 func hcTopology(t *testing.T, n int) (*testenv.Env, []*rsServer, []netip.AddrPort) {
@@ -400,7 +356,7 @@ func reals(aps []netip.AddrPort, checks string) []kaReal {
 // and checks the bound, the client stream after it (0 failed, none to
 // rs), and the established connections to the other servers. It returns
 // how long the mark-down took.
-func failover(t *testing.T, d *xlbProc, st *stream, ap netip.AddrPort, name string, longs []*kaConn, bound time.Duration, fail func()) time.Duration {
+func failover(t *testing.T, d *xlbProc, st *stream, ap netip.AddrPort, name string, longs []*keepAlive, bound time.Duration, fail func()) time.Duration {
 	t.Helper()
 	fail()
 	t0 := time.Now() // the server has failed: fail may take time (nft)
@@ -421,7 +377,7 @@ func failover(t *testing.T, d *xlbProc, st *stream, ap netip.AddrPort, name stri
 		if k.owner == name {
 			continue
 		}
-		if err := k.get(); err != nil {
+		if _, err := k.get(3 * time.Second); err != nil {
 			t.Errorf("established connection to %s after %s went down: %v", k.owner, name, err)
 		}
 	}
@@ -459,9 +415,9 @@ func TestHealthStoppedListener(t *testing.T) {
 		}
 		return true
 	})
-	var longs []*kaConn
+	var longs []*keepAlive
 	for range 6 {
-		longs = append(longs, dialKAConn(t, env, vip))
+		longs = append(longs, mustKeepAlive(t, env, vip))
 	}
 	st := startStream(t, env, "http://"+vip.String()+"/")
 
@@ -554,9 +510,9 @@ func TestHealthBlackholeAndSorryServer(t *testing.T) {
 	if _, in := listed(t, d)[aps[3]]; in {
 		t.Fatal("the sorry server is listed while the real servers are healthy")
 	}
-	var longs []*kaConn
+	var longs []*keepAlive
 	for range 6 {
-		longs = append(longs, dialKAConn(t, env, vip))
+		longs = append(longs, mustKeepAlive(t, env, vip))
 	}
 	st := startStream(t, env, "http://"+vip.String()+"/")
 	var undo func()
@@ -620,9 +576,9 @@ func TestHealthReloadUnderLoad(t *testing.T) {
 	d, file := startKeepalived(t, env, conf1)
 	until(t, hcBound+2*time.Second, "rs3 (not listening) out", func() bool { _, in := listed(t, d)[aps[2]]; return !in })
 	failedAt := realOf(t, healthOf(t, d), aps[2])
-	var longs []*kaConn
+	var longs []*keepAlive
 	for range 4 {
-		longs = append(longs, dialKAConn(t, env, vip))
+		longs = append(longs, mustKeepAlive(t, env, vip))
 	}
 	tStart := time.Now()
 	st := startStream(t, env, "http://"+vip.String()+"/")
@@ -663,7 +619,7 @@ func TestHealthReloadUnderLoad(t *testing.T) {
 		t.Errorf("reload under load: %d requests, %d failed (first: %v), by %v", n, failed, first, by)
 	}
 	for _, k := range longs {
-		if err := k.get(); err != nil {
+		if _, err := k.get(3 * time.Second); err != nil {
 			t.Errorf("established connection to %s across the reload: %v", k.owner, err)
 		}
 	}

@@ -3,7 +3,13 @@
 package main
 
 import (
+	"bufio"
+	"context"
+	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -141,4 +147,68 @@ func requireTraffic(t *testing.T, env *testenv.Env, logs func() string) {
 	if failed, err := checkTraffic(env, 300); failed != 0 {
 		t.Fatalf("%d of 300 TCP + 300 UDP requests failed, first: %v\nxlb logs:\n%s", failed, err, logs())
 	}
+}
+
+// keepAlive is one HTTP/1.1 connection to the VIP, driven by hand so that
+// a reset shows (net/http would silently retry a GET on a new connection),
+// whose requests must all be answered by the same real server (owner).
+type keepAlive struct {
+	c     net.Conn
+	br    *bufio.Reader
+	owner string
+	n     int // requests answered
+}
+
+// dialKeepAlive opens a keepAlive to vip from the client.
+func dialKeepAlive(env *testenv.Env, vip netip.AddrPort) (*keepAlive, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	c, err := env.Client.DialContext(ctx, "tcp4", vip.String())
+	if err != nil {
+		return nil, err
+	}
+	return &keepAlive{c: c, br: bufio.NewReader(c)}, nil
+}
+
+// mustKeepAlive is dialKeepAlive and a first request, closed when the
+// test ends.
+func mustKeepAlive(t *testing.T, env *testenv.Env, vip netip.AddrPort) *keepAlive {
+	t.Helper()
+	k, err := dialKeepAlive(env, vip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { k.c.Close() })
+	if _, err := k.get(3 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// get sends one request and returns the body, the real server's name; an
+// answer from another real server than the first one is an error.
+func (k *keepAlive) get(timeout time.Duration) (string, error) {
+	k.c.SetDeadline(time.Now().Add(timeout))
+	if _, err := io.WriteString(k.c, "GET / HTTP/1.1\r\nHost: vip\r\n\r\n"); err != nil {
+		return "", err
+	}
+	resp, err := http.ReadResponse(k.br, nil)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	if resp.Close {
+		return "", errors.New("server closed the connection")
+	}
+	if k.owner == "" {
+		k.owner = string(b)
+	} else if string(b) != k.owner {
+		return "", fmt.Errorf("answered by %s, was %s", b, k.owner)
+	}
+	k.n++
+	return string(b), nil
 }

@@ -6,9 +6,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"slices"
@@ -57,35 +54,7 @@ func TestLiveUpdatesUnderLoad(t *testing.T) {
 
 	// 16 long-lived connections, spread by rr over the three servers.
 	const nLong = 16
-	type longConn struct {
-		c     net.Conn
-		br    *bufio.Reader
-		owner string
-		n     int
-	}
-	exchange := func(l *longConn) error {
-		l.c.SetDeadline(time.Now().Add(3 * time.Second))
-		if _, err := io.WriteString(l.c, "GET / HTTP/1.1\r\nHost: vip\r\n\r\n"); err != nil {
-			return err
-		}
-		resp, err := http.ReadResponse(l.br, nil)
-		if err != nil {
-			return err
-		}
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil {
-			return err
-		}
-		if l.owner == "" {
-			l.owner = string(b)
-		} else if string(b) != l.owner {
-			return fmt.Errorf("answered by %s, was %s", b, l.owner)
-		}
-		l.n++
-		return nil
-	}
-	longs := make([]*longConn, nLong)
+	longs := make([]*keepAlive, nLong)
 	owners := map[string]int{}
 	for i := range longs {
 		c, err := env.Client.DialContext(context.Background(), "tcp4", vip.String())
@@ -93,8 +62,8 @@ func TestLiveUpdatesUnderLoad(t *testing.T) {
 			t.Fatalf("long-lived connection %d: %v", i, err)
 		}
 		t.Cleanup(func() { c.Close() })
-		longs[i] = &longConn{c: c, br: bufio.NewReader(c)}
-		if err := exchange(longs[i]); err != nil {
+		longs[i] = &keepAlive{c: c, br: bufio.NewReader(c)}
+		if _, err := longs[i].get(3 * time.Second); err != nil {
 			t.Fatalf("long-lived connection %d before the churn: %v", i, err)
 		}
 		owners[longs[i].owner]++
@@ -138,7 +107,7 @@ func TestLiveUpdatesUnderLoad(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for ctx.Err() == nil {
-				if err := exchange(l); err != nil {
+				if _, err := l.get(3 * time.Second); err != nil {
 					broken.Add(1)
 					firstErr.CompareAndSwap(nil, fmt.Errorf("long-lived connection %d during the churn: %w", i, err))
 					return
@@ -215,7 +184,7 @@ func TestLiveUpdatesUnderLoad(t *testing.T) {
 
 	// After: every long-lived connection still answers, from its server.
 	for i, l := range longs {
-		if err := exchange(l); err != nil {
+		if _, err := l.get(3 * time.Second); err != nil {
 			broken.Add(1)
 			t.Errorf("long-lived connection %d after the churn: %v", i, err)
 		}
@@ -329,50 +298,6 @@ func rulesFileOf(t *testing.T, d *xlbProc) string {
 	return strings.TrimSuffix(d.sock, "xlb.sock") + "rules"
 }
 
-// httpConn is a keep-alive HTTP connection through the VIP whose
-// requests must all be answered by the same real server.
-type httpConn struct {
-	c     net.Conn
-	br    *bufio.Reader
-	owner string
-}
-
-func dialHTTP(t *testing.T, env *testenv.Env) *httpConn {
-	t.Helper()
-	c, err := env.Client.DialContext(context.Background(), "tcp4", netip.AddrPortFrom(testenv.VIP, 80).String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	h := &httpConn{c: c, br: bufio.NewReader(c)}
-	if err := h.get(3 * time.Second); err != nil {
-		t.Fatal(err)
-	}
-	return h
-}
-
-func (h *httpConn) get(timeout time.Duration) error {
-	h.c.SetDeadline(time.Now().Add(timeout))
-	if _, err := io.WriteString(h.c, "GET / HTTP/1.1\r\nHost: vip\r\n\r\n"); err != nil {
-		return err
-	}
-	resp, err := http.ReadResponse(h.br, nil)
-	if err != nil {
-		return err
-	}
-	b, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		return err
-	}
-	if h.owner == "" {
-		h.owner = string(b)
-	} else if string(b) != h.owner {
-		return fmt.Errorf("answered by %s, was %s", b, h.owner)
-	}
-	return nil
-}
-
 // Weight 0 drains a real server: new connections go elsewhere, its
 // established ones continue. Removing one keeps its established
 // connections too, until `xlb sysctl net.ipv4.vs.expire_nodest_conn=1`:
@@ -387,9 +312,9 @@ func TestDrainAndExpireNodestConn(t *testing.T) {
 	vip := netip.AddrPortFrom(testenv.VIP, 80).String()
 	name := func(i int) string { return env.Reals[i].Name }
 	rs := func(i int) string { return netip.AddrPortFrom(env.Reals[i].Addr, 80).String() }
-	byOwner := map[string][]*httpConn{}
+	byOwner := map[string][]*keepAlive{}
 	for range 6 {
-		h := dialHTTP(t, env)
+		h := mustKeepAlive(t, env, netip.AddrPortFrom(testenv.VIP, 80))
 		byOwner[h.owner] = append(byOwner[h.owner], h)
 	}
 	for i := range 3 {
@@ -413,7 +338,7 @@ func TestDrainAndExpireNodestConn(t *testing.T) {
 		t.Helper()
 		for _, o := range owners {
 			for j, h := range byOwner[name(o)] {
-				if err := h.get(3 * time.Second); err != nil {
+				if _, err := h.get(3 * time.Second); err != nil {
 					t.Fatalf("%s: connection %d on %s: %v", when, j, name(o), err)
 				}
 			}
@@ -442,7 +367,7 @@ func TestDrainAndExpireNodestConn(t *testing.T) {
 	}
 	before := daemonStats(t, d)["workers.nodest_expired"]
 	for j, h := range byOwner[name(2)] {
-		if err := h.get(time.Second); err == nil {
+		if _, err := h.get(time.Second); err == nil {
 			t.Errorf("connection %d on removed %s still answered with expire_nodest_conn on", j, name(2))
 		}
 	}
