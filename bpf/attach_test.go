@@ -3,55 +3,17 @@
 package bpf_test
 
 import (
-	"errors"
-	"os"
-	"runtime"
 	"testing"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 
 	"github.com/xlbproject/xlb/bpf"
 	"github.com/xlbproject/xlb/testenv"
 )
 
-// inNewNetNS runs f on a thread moved to a fresh network namespace, which
-// disappears with its interfaces when f returns.
-func inNewNetNS(t *testing.T, f func(h *netlink.Handle)) {
-	t.Helper()
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	ns, err := netns.New()
-	if errors.Is(err, os.ErrPermission) {
-		testenv.SkipUnlessRequired(t, "creating a network namespace not permitted: %v", err)
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		ns.Close()
-		if err := netns.Set(orig); err != nil {
-			// Leave the thread locked: it dies with the goroutine
-			// instead of running other code in the wrong namespace.
-			t.Errorf("restore network namespace: %v", err)
-			return
-		}
-		runtime.UnlockOSThread()
-	}()
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	f(h)
-}
-
 func TestAttach(t *testing.T) {
 	o := load(t)
-	inNewNetNS(t, func(h *netlink.Handle) {
+	testenv.InNewNetNS(t, func(h *netlink.Handle) {
 		for _, tc := range []struct {
 			link netlink.Link
 			want bpf.AttachMode
@@ -106,7 +68,7 @@ func TestAttach(t *testing.T) {
 
 func TestAttachNoInterface(t *testing.T) {
 	o := load(t)
-	inNewNetNS(t, func(*netlink.Handle) {
+	testenv.InNewNetNS(t, func(*netlink.Handle) {
 		_, _, err := bpf.Attach(o.Program(), 4242)
 		if err == nil {
 			t.Fatal("Attach(ifindex 4242) in an empty namespace = nil, want an error")

@@ -11,6 +11,7 @@ import (
 
 	"github.com/xlbproject/xlb/bpf"
 	"github.com/xlbproject/xlb/internal/packet/packettest"
+	"github.com/xlbproject/xlb/testenv"
 )
 
 // Map sizes come from Options, and a full map says which limit it hit.
@@ -108,7 +109,7 @@ func TestVLANs(t *testing.T) {
 // With an ifindex, Load also loads the device-bound program, and Attach
 // uses it natively on that device.
 func TestDeviceBound(t *testing.T) {
-	inNewNetNS(t, func(h *netlink.Handle) {
+	testenv.InNewNetNS(t, func(h *netlink.Handle) {
 		if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "xlb0"}, PeerName: "xlb1"}); err != nil {
 			t.Fatal(err)
 		}

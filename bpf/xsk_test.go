@@ -11,6 +11,7 @@ import (
 
 	"github.com/xlbproject/xlb/bpf"
 	"github.com/xlbproject/xlb/internal/packet/packettest"
+	"github.com/xlbproject/xlb/testenv"
 )
 
 // newXSK opens an AF_XDP socket bound in copy mode to queue 0 of ifindex,
@@ -57,7 +58,7 @@ func newXSK(t *testing.T, ifindex int) (fd int, closeXSK func()) {
 // now return XDP_REDIRECT, the rest still XDP_PASS.
 func TestXDPGoldenWithSocket(t *testing.T) {
 	o := load(t)
-	inNewNetNS(t, func(h *netlink.Handle) {
+	testenv.InNewNetNS(t, func(h *netlink.Handle) {
 		if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "xlb0"}, PeerName: "xlb1"}); err != nil {
 			t.Fatal(err)
 		}

@@ -2,60 +2,23 @@ package health
 
 import (
 	"context"
-	"errors"
 	"net/netip"
 	"os"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 
 	"github.com/xlbproject/xlb/testenv"
 )
-
-// inNewNetNS runs f on a thread moved to a fresh network namespace, which
-// disappears with its interfaces when f returns.
-func inNewNetNS(t *testing.T, f func(h *netlink.Handle)) {
-	t.Helper()
-	testenv.RequireRoot(t)
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	ns, err := netns.New()
-	if errors.Is(err, os.ErrPermission) {
-		testenv.SkipUnlessRequired(t, "creating a network namespace not permitted: %v", err)
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		ns.Close()
-		if err := netns.Set(orig); err != nil {
-			// Leave the thread locked: it dies with the goroutine.
-			t.Errorf("restore network namespace: %v", err)
-			return
-		}
-		runtime.UnlockOSThread()
-	}()
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	f(h)
-}
 
 // TestPingNetNS pings in a namespace of its own: over a raw socket (the
 // namespace's ping_group_range starts as "1 0", no one), over a ping
 // socket once the range lets everyone, and an address on a veth whose
 // peer has no address, which never answers: the check times out.
 func TestPingNetNS(t *testing.T) {
-	inNewNetNS(t, func(h *netlink.Handle) {
+	testenv.InNewNetNS(t, func(h *netlink.Handle) {
 		lo, err := h.LinkByName("lo")
 		if err != nil {
 			t.Fatal(err)
