@@ -1,0 +1,248 @@
+//go:build linux
+
+package main
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/xlbproject/xlb/testenv"
+)
+
+// Issue 11's failover: a master and a backup director run the same rr
+// service over three DR real servers, with the sync daemons started by
+// ipvsadm. 16 keep-alive connections and a stream of new requests go
+// through the VIP; once the backup lists the 16 connections, the master
+// is SIGKILLed and the VIP moves to the backup (address and gratuitous
+// ARP, as keepalived's VRRP would). Every one of the 16 connections
+// must still work, answered by the same real server, and the stream's
+// failures are bounded by the failover window. The "nosync" variant is
+// the control: without sync the backup's rr sends the connections'
+// packets wherever its own rotation points (or drops them), and
+// connections break.
+func TestSyncFailover(t *testing.T) {
+	testenv.RequireRoot(t)
+	for _, tc := range []struct {
+		name    string
+		sync    bool
+		unicast bool
+	}{
+		{"multicast", true, false},
+		{"unicast", true, true},
+		{"nosync", false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) { syncFailover(t, tc.sync, tc.unicast) })
+	}
+}
+
+// reqStream sends new HTTP requests to the VIP one after the other, every
+// interval, and records when each failed one started.
+type reqStream struct {
+	mu     sync.Mutex
+	ok     int
+	failed []time.Time
+	stop   chan struct{}
+	done   chan struct{}
+}
+
+func startReqStream(env *testenv.Env, interval, timeout time.Duration) *reqStream {
+	s := &reqStream{stop: make(chan struct{}), done: make(chan struct{})}
+	c := env.Client.HTTPClient(false, timeout)
+	url := fmt.Sprintf("http://%v/", env.VIP)
+	go func() {
+		defer close(s.done)
+		for {
+			select {
+			case <-s.stop:
+				return
+			case <-time.After(interval):
+			}
+			start := time.Now()
+			_, err := testenv.Get(c, url)
+			s.mu.Lock()
+			if err != nil {
+				s.failed = append(s.failed, start)
+			} else {
+				s.ok++
+			}
+			s.mu.Unlock()
+		}
+	}()
+	return s
+}
+
+func (s *reqStream) end() (ok int, failed []time.Time) {
+	close(s.stop)
+	<-s.done
+	return s.ok, s.failed
+}
+
+// connDests parses `ipvsadm -L -c -n` into client address:port ->
+// destination for TCP entries to vip.
+func connDests(list string, vip netip.AddrPort) map[string]string {
+	m := map[string]string{}
+	for _, l := range strings.Split(list, "\n") {
+		f := strings.Fields(l)
+		if len(f) == 6 && f[0] == "TCP" && f[4] == vip.String() {
+			m[f[3]] = f[5]
+		}
+	}
+	return m
+}
+
+func syncFailover(t *testing.T, withSync, unicast bool) {
+	f := testenv.NewFailover(t, testenv.DefaultOptions())
+	rules := drRules(f.Env, "rr")
+	var mExtra, bExtra []string
+	if unicast {
+		mExtra = []string{"--sync-peer", testenv.BackupSyncAddr.String()}
+		bExtra = []string{"--sync-peer", testenv.MasterSyncAddr.String()}
+	}
+	master := startXLBOn(t, f.Director, []string{"eth0"}, rules, mExtra...)
+	backup := startXLBOn(t, f.Backup, []string{"eth0"}, rules, bExtra...)
+	logs := func() string {
+		return "master:\n" + master.Output.String() + "\nbackup:\n" + backup.Output.String()
+	}
+	if withSync {
+		if out, err := backup.ctl("--start-daemon", "backup", "--mcast-interface", testenv.SyncIface, "--syncid", "9"); err != nil {
+			t.Fatalf("%v %s", err, out)
+		}
+		if out, err := master.ctl("--start-daemon", "master", "--mcast-interface", testenv.SyncIface, "--syncid", "9"); err != nil {
+			t.Fatalf("%v %s", err, out)
+		}
+		out, _ := master.ctl("-L", "--daemon")
+		want := "master sync daemon (mcast=sync0, syncid=9, maxlen=1472, group=224.0.0.81, port=8848, ttl=1"
+		if unicast {
+			want += ", peers=" + testenv.BackupSyncAddr.String() + ":8848"
+		}
+		if out != want+")\n" {
+			t.Errorf("master -L --daemon = %q, want %q", out, want+")\n")
+		}
+	}
+
+	vip := netip.AddrPortFrom(f.VIP, 80)
+	const n = 16
+	conns := make([]*keepAlive, n)
+	for i := range conns {
+		conns[i] = mustKeepAlive(t, f.Env, vip)
+	}
+	owners := map[string]int{}
+	for _, k := range conns {
+		owners[k.owner]++
+	}
+	if len(owners) < 2 {
+		t.Fatalf("the 16 connections all went to %v: rr should spread them", owners)
+	}
+	const interval, timeout = 10 * time.Millisecond, 500 * time.Millisecond
+	st := startReqStream(f.Env, interval, timeout)
+	defer func() {
+		select {
+		case <-st.stop:
+		default:
+			st.end()
+		}
+	}()
+
+	out, err := master.ctl("-L", "-c", "-n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	onMaster := connDests(out, vip)
+	if withSync {
+		// The backup knows every connection, with the master's choice.
+		deadline := time.Now().Add(5 * time.Second)
+		var missing []string
+		for {
+			out, err := backup.ctl("-L", "-c", "-n")
+			if err != nil {
+				t.Fatal(err)
+			}
+			onBackup := connDests(out, vip)
+			missing = missing[:0]
+			for _, k := range conns {
+				c := k.c.LocalAddr().String()
+				if d, ok := onBackup[c]; !ok || d != onMaster[c] {
+					missing = append(missing, fmt.Sprintf("%s (master %s, backup %q)", c, onMaster[c], d))
+				}
+			}
+			if len(missing) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the backup lacks %d of the 16 connections after 5 s: %v\nbackup -L -c:\n%s\n%s", len(missing), missing, out, logs())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+
+	// Failover: the master dies, the backup takes the VIP after a
+	// detection delay (keepalived's would be its advert interval times 3).
+	const detect = 100 * time.Millisecond
+	killed := time.Now()
+	if err := master.Stop(syscall.SIGKILL, 5*time.Second); err != nil && !master.Exited() {
+		t.Fatalf("kill the master: %v", err)
+	}
+	time.Sleep(detect)
+	if err := f.MoveVIP(f.Director, f.Backup); err != nil {
+		t.Fatal(err)
+	}
+	moved := time.Now()
+	window := moved.Sub(killed)
+
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i, k := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = k.get(2 * time.Second)
+		}()
+	}
+	wg.Wait()
+	var broken []string
+	for i, err := range errs {
+		if err != nil {
+			broken = append(broken, fmt.Sprintf("%v: %v", conns[i].c.LocalAddr(), err))
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // the stream runs on the backup
+	ok, failed := st.end()
+	late := 0
+	for _, at := range failed {
+		if at.After(moved) {
+			late++
+		}
+	}
+	t.Logf("failover window %v (detection %v); stream: %d ok, %d failed (%d started after the move); %d of %d connections broken",
+		window.Round(time.Millisecond), detect, ok, len(failed), late, len(broken), n)
+	if !withSync {
+		if len(broken) == 0 {
+			t.Fatalf("without sync no connection broke: the test cannot tell sync from luck\n%s", logs())
+		}
+		return
+	}
+	if len(broken) > 0 {
+		t.Errorf("%d of the 16 connections broke with sync: %v\n%s", len(broken), broken, logs())
+	}
+	// Sequential requests: at most one per interval fails while the VIP
+	// points at the dead master, plus the one in flight at each edge.
+	if bound := int(window/interval) + 2; len(failed) > bound || late > 0 {
+		t.Errorf("stream: %d requests failed (%d after the move), want at most %d in a %v window", len(failed), late, bound, window)
+	}
+	if ok == 0 {
+		t.Error("stream: no request succeeded")
+	}
+	// The backup serves new connections too.
+	if failed, err := checkTraffic(f.Env, 30); failed != 0 {
+		t.Errorf("after failover %d of 30 TCP + 30 UDP requests failed, first: %v", failed, err)
+	}
+	// The sync counters show it on the backup.
+	if out, err := backup.ctl("--xlb-stats"); err != nil || !strings.Contains(out, "sync:") {
+		t.Errorf("backup --xlb-stats has no sync section: %v\n%s", err, out)
+	}
+}
