@@ -88,13 +88,23 @@ func SetupFailover(opts Options) (*Failover, error) {
 	if f.Backup, err = env.newHost("dir2", "br0", BackupAddr, netip.Addr{}); err != nil {
 		return f, err
 	}
-	if err := pair(env.Director, SyncIface, []netip.Prefix{netip.PrefixFrom(MasterSyncAddr, SyncPrefix.Bits())},
-		f.Backup, SyncIface, []netip.Prefix{netip.PrefixFrom(BackupSyncAddr, SyncPrefix.Bits())}); err != nil {
+	if err := f.LinkSync(); err != nil {
 		return f, err
 	}
-	// pair names eth0's MAC only for an "eth0" end; the backup's eth0
-	// came from newHost.
 	return f, nil
+}
+
+// LinkSync (re)creates the sync link between the directors, with a new
+// interface index at each end.
+func (f *Failover) LinkSync() error {
+	return pair(f.Director, SyncIface, []netip.Prefix{netip.PrefixFrom(MasterSyncAddr, SyncPrefix.Bits())},
+		f.Backup, SyncIface, []netip.Prefix{netip.PrefixFrom(BackupSyncAddr, SyncPrefix.Bits())})
+}
+
+// CutSync deletes the sync link (both ends: it is a veth pair), as a
+// removed or renamed interface would.
+func (f *Failover) CutSync() error {
+	return f.Director.IP("link", "del", SyncIface)
 }
 
 // MoveVIP moves the VIP from one director to the other, as keepalived

@@ -148,35 +148,10 @@ func syncFailover(t *testing.T, withSync, unicast bool) {
 		}
 	}()
 
-	out, err := master.ctl("-L", "-c", "-n")
-	if err != nil {
-		t.Fatal(err)
-	}
-	onMaster := connDests(out, vip)
 	if withSync {
 		// The backup knows every connection, with the master's choice.
-		deadline := time.Now().Add(5 * time.Second)
-		var missing []string
-		for {
-			out, err := backup.ctl("-L", "-c", "-n")
-			if err != nil {
-				t.Fatal(err)
-			}
-			onBackup := connDests(out, vip)
-			missing = missing[:0]
-			for _, k := range conns {
-				c := k.c.LocalAddr().String()
-				if d, ok := onBackup[c]; !ok || d != onMaster[c] {
-					missing = append(missing, fmt.Sprintf("%s (master %s, backup %q)", c, onMaster[c], d))
-				}
-			}
-			if len(missing) == 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("the backup lacks %d of the 16 connections after 5 s: %v\nbackup -L -c:\n%s\n%s", len(missing), missing, out, logs())
-			}
-			time.Sleep(20 * time.Millisecond)
+		if missing := waitSynced(t, master, backup, conns, vip, 5*time.Second); len(missing) > 0 {
+			t.Fatalf("the backup lacks %d of the 16 connections after 5 s: %v\n%s", len(missing), missing, logs())
 		}
 	}
 
@@ -244,5 +219,123 @@ func syncFailover(t *testing.T, withSync, unicast bool) {
 	// The sync counters show it on the backup.
 	if out, err := backup.ctl("--xlb-stats"); err != nil || !strings.Contains(out, "sync:") {
 		t.Errorf("backup --xlb-stats has no sync section: %v\n%s", err, out)
+	}
+}
+
+// waitSynced waits until the backup lists every connection in conns with
+// the master's real server, and returns the ones it still lacks after
+// limit.
+func waitSynced(t *testing.T, master, backup *xlbProc, conns []*keepAlive, vip netip.AddrPort, limit time.Duration) []string {
+	t.Helper()
+	out, err := master.ctl("-L", "-c", "-n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	onMaster := connDests(out, vip)
+	deadline := time.Now().Add(limit)
+	var missing []string
+	for {
+		out, err := backup.ctl("-L", "-c", "-n")
+		if err != nil {
+			t.Fatal(err)
+		}
+		onBackup := connDests(out, vip)
+		missing = missing[:0]
+		for _, k := range conns {
+			c := k.c.LocalAddr().String()
+			if d, ok := onBackup[c]; !ok || d != onMaster[c] {
+				missing = append(missing, fmt.Sprintf("%s (master %s, backup %q)", c, onMaster[c], d))
+			}
+		}
+		if len(missing) == 0 || time.Now().After(deadline) {
+			return missing
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitLog waits until p's output has s.
+func waitLog(p *xlbProc, s string, limit time.Duration) bool {
+	for deadline := time.Now().Add(limit); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if strings.Contains(p.Output.String(), s) {
+			return true
+		}
+	}
+	return false
+}
+
+// A network fault on the sync link: the interface disappears under both
+// running daemons, which say so (log, --xlb-stats), keep balancing and
+// keep their -L --daemon; when it comes back as a new device, both
+// reopen their sockets and connections opened from then on are synced
+// again. Connections opened while it was gone are not (as with the
+// kernel, nothing resends them before sync_period packets).
+func TestSyncInterfaceFault(t *testing.T) {
+	testenv.RequireRoot(t)
+	f := testenv.NewFailover(t, testenv.DefaultOptions())
+	rules := drRules(f.Env, "rr")
+	master := startXLBOn(t, f.Director, []string{"eth0"}, rules)
+	backup := startXLBOn(t, f.Backup, []string{"eth0"}, rules)
+	for _, d := range []struct {
+		p    *xlbProc
+		role string
+	}{{backup, "backup"}, {master, "master"}} {
+		if out, err := d.p.ctl("--start-daemon", d.role, "--mcast-interface", testenv.SyncIface); err != nil {
+			t.Fatalf("%v %s", err, out)
+		}
+	}
+	daemons := map[*xlbProc]string{}
+	for _, p := range []*xlbProc{master, backup} {
+		daemons[p], _ = p.ctl("-L", "--daemon")
+	}
+	vip := netip.AddrPortFrom(f.VIP, 80)
+	open := func(n int) []*keepAlive {
+		ks := make([]*keepAlive, n)
+		for i := range ks {
+			ks[i] = mustKeepAlive(t, f.Env, vip)
+		}
+		return ks
+	}
+	if missing := waitSynced(t, master, backup, open(4), vip, 5*time.Second); len(missing) > 0 {
+		t.Fatalf("before the fault the backup lacks %v", missing)
+	}
+
+	if err := f.CutSync(); err != nil {
+		t.Fatal(err)
+	}
+	during := open(4) // balanced; their records cannot be sent
+	for _, p := range []*xlbProc{master, backup} {
+		if !waitLog(p, "sync interface is gone", 3*time.Second) {
+			t.Errorf("no report of the missing interface:\n%s", p.Output.String())
+		}
+		out, err := p.ctl("--xlb-stats")
+		if err != nil || !strings.Contains(out, "interface_down true") {
+			t.Errorf("--xlb-stats during the fault: %v\n%s", err, out)
+		}
+		if out, _ := p.ctl("-L", "--daemon"); out != daemons[p] {
+			t.Errorf("-L --daemon during the fault = %q, want %q", out, daemons[p])
+		}
+	}
+	for _, k := range during {
+		if _, err := k.get(2 * time.Second); err != nil {
+			t.Errorf("connection during the fault: %v", err)
+		}
+	}
+
+	if err := f.LinkSync(); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []*xlbProc{master, backup} {
+		if !waitLog(p, "sync socket reopened", 3*time.Second) {
+			t.Fatalf("no reopen after the interface came back:\n%s", p.Output.String())
+		}
+	}
+	if missing := waitSynced(t, master, backup, open(4), vip, 5*time.Second); len(missing) > 0 {
+		t.Errorf("after the fault the backup lacks %v\nmaster:\n%s\nbackup:\n%s", missing, master.Output.String(), backup.Output.String())
+	}
+	for _, p := range []*xlbProc{master, backup} {
+		if out, err := p.ctl("--xlb-stats"); err != nil || !strings.Contains(out, "interface_down false  reopens 1") {
+			t.Errorf("--xlb-stats after the fault: %v\n%s", err, out)
+		}
 	}
 }
