@@ -181,10 +181,7 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	if n := dp.WaitResolved(2 * time.Second); n > 0 {
 		log.Warn("real servers without a resolved MAC: their frames are held, then dropped, until they resolve (see xlb --xlb-stats)", "count", n)
 	}
-	// Until the dataplane exports connections, no sync daemon starts
-	// (--start-daemon answers "not supported").
-	sp, _ := any(dp).(syncPlane)
-	syn := newSyncDaemons(sp, syncPeers, log)
+	syn := newSyncDaemons(dp, syncPeers, log)
 	defer syn.Close()
 	srv := &server{dp: dp, dir: dir, gid: gid, log: log, syn: syn}
 	var hc *health.Engine

@@ -19,8 +19,8 @@ import (
 )
 
 // syncPlane is what the sync daemons need of the dataplane
-// (*dataplane.Dataplane): the master's export of new, changed and
-// expired connections, and the backup's install of received ones.
+// (*dataplane.Dataplane; a fake in tests): the master's export of new
+// and changed connections, and the backup's install of received ones.
 type syncPlane interface {
 	// StartSyncExport calls sink with batches of connections until stop
 	// is called; stop returns once sink is no longer running.
@@ -173,8 +173,8 @@ type syncStats struct {
 	Sender         ipvssync.SenderStats
 	Exported       uint64 // connections the dataplane handed to the master
 	Receiver       ipvssync.ReceiverStats
-	Installed      uint64 // received records the dataplane took
-	Refused        uint64 // received records it did not
+	Queued         uint64 // received records the dataplane queued for its workers
+	Refused        uint64 // received records it did not (its sync_* counters say why)
 	Reopens        uint64 // sockets reopened after the interface came back
 	IfaceDown      bool   // a daemon's interface is missing now
 }
@@ -193,7 +193,7 @@ func (s *syncDaemons) stats() syncStats {
 	if b := s.backup; b != nil {
 		st.Backup = true
 		st.Receiver = b.receiverStats()
-		st.Installed, st.Refused = b.installed.Load(), b.refused.Load()
+		st.Queued, st.Refused = b.queued.Load(), b.refused.Load()
 		st.Reopens += b.watch.reopens.Load()
 		st.IfaceDown = st.IfaceDown || b.watch.down.Load()
 	}
@@ -214,8 +214,8 @@ func (s *syncDaemons) writeStats(w io.Writer) {
 	}
 	if st.Backup {
 		rs := st.Receiver
-		fmt.Fprintf(w, "  backup  messages %d  v0_messages %d  records %d  installed %d  refused %d  bytes %d  other_syncid %d  read_errors %d\n",
-			rs.Messages, rs.V0Messages, rs.Records, st.Installed, st.Refused, rs.Bytes, rs.OtherSyncID, rs.ReadErrors)
+		fmt.Fprintf(w, "  backup  messages %d  v0_messages %d  records %d  queued %d  refused %d  bytes %d  other_syncid %d  read_errors %d\n",
+			rs.Messages, rs.V0Messages, rs.Records, st.Queued, st.Refused, rs.Bytes, rs.OtherSyncID, rs.ReadErrors)
 		var drops []string
 		for r := range ipvssync.NumReasons {
 			if n := rs.Dropped[r]; n > 0 {
@@ -398,7 +398,7 @@ type syncBackup struct {
 	mu        sync.Mutex
 	r         *ipvssync.Receiver
 	old       ipvssync.ReceiverStats
-	installed atomic.Uint64
+	queued    atomic.Uint64
 	refused   atomic.Uint64
 	done      chan struct{}
 	watcher   sync.WaitGroup // run
@@ -430,7 +430,7 @@ func (b *syncBackup) serve(r *ipvssync.Receiver) {
 
 func (b *syncBackup) install(conns []ipvssync.Conn) {
 	n := b.plane.InstallSynced(conns)
-	b.installed.Add(uint64(n))
+	b.queued.Add(uint64(n))
 	b.refused.Add(uint64(len(conns) - n))
 }
 
@@ -547,8 +547,8 @@ var syncMetrics = []struct{ name, help string }{
 	{"xlb_sync_master_send_errors_total", "Sync messages the socket refused."},
 	{"xlb_sync_backup_messages_total", "Sync messages the backup decoded."},
 	{"xlb_sync_backup_records_total", "Records the backup received."},
-	{"xlb_sync_backup_installed_total", "Received records the dataplane installed."},
-	{"xlb_sync_backup_refused_total", "Received records the dataplane did not install."},
+	{"xlb_sync_backup_queued_total", "Received records the dataplane queued for its workers (xlb_sync_installed_total: entries they created)."},
+	{"xlb_sync_backup_refused_total", "Received records the dataplane did not queue (xlb_sync_install_drops_total: why)."},
 	{"xlb_sync_backup_dropped_total", "Sync messages (or their rest) the backup dropped, by reason."},
 	{"xlb_sync_interface_down", "1 while a sync daemon's interface is missing."},
 }
@@ -585,7 +585,7 @@ func (c *syncCollector) Collect(ch chan<- prometheus.Metric) {
 	if st.Backup {
 		counter("xlb_sync_backup_messages_total", st.Receiver.Messages)
 		counter("xlb_sync_backup_records_total", st.Receiver.Records)
-		counter("xlb_sync_backup_installed_total", st.Installed)
+		counter("xlb_sync_backup_queued_total", st.Queued)
 		counter("xlb_sync_backup_refused_total", st.Refused)
 		for r := range ipvssync.NumReasons {
 			if n := st.Receiver.Dropped[r]; n > 0 {

@@ -217,8 +217,8 @@ func syncFailover(t *testing.T, withSync, unicast bool) {
 		t.Errorf("after failover %d of 30 TCP + 30 UDP requests failed, first: %v", failed, err)
 	}
 	// The sync counters show it on the backup.
-	if out, err := backup.ctl("--xlb-stats"); err != nil || !strings.Contains(out, "sync:") {
-		t.Errorf("backup --xlb-stats has no sync section: %v\n%s", err, out)
+	if out, err := backup.ctl("--xlb-stats"); err != nil || !strings.Contains(out, "sync:") || !strings.Contains(out, "sync_installed") {
+		t.Errorf("backup --xlb-stats lacks the sync section or the workers' sync_installed: %v\n%s", err, out)
 	}
 }
 

@@ -220,7 +220,7 @@ func TestSyncDaemonUnicastLoop(t *testing.T) {
 		}
 		st := s.syn.stats()
 		if st.Exported != batches*per || st.Sender.Records != batches*per || st.Receiver.Records != batches*per ||
-			st.Installed != batches*per || st.Sender.SendErrors != 0 {
+			st.Queued != batches*per || st.Sender.SendErrors != 0 {
 			t.Errorf("stats %+v", st)
 		}
 		plane.mu.Lock()
@@ -233,7 +233,7 @@ func TestSyncDaemonUnicastLoop(t *testing.T) {
 		}
 		var b bytes.Buffer
 		s.syn.writeStats(&b)
-		for _, f := range []string{fmt.Sprintf("exported %d", batches*per), fmt.Sprintf("installed %d", batches*per)} {
+		for _, f := range []string{fmt.Sprintf("exported %d", batches*per), fmt.Sprintf("queued %d", batches*per)} {
 			if !strings.Contains(b.String(), f) {
 				t.Errorf("--xlb-stats sync section lacks %q:\n%s", f, b.String())
 			}
