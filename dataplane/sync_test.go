@@ -670,16 +670,15 @@ func BenchmarkSyncExport(b *testing.B) {
 	b.Run("worker", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			w.export(e)
-			w.export(w.ct.Control(e))
+			w.export(e, 2)
+			w.export(w.ct.Control(e), 2)
 			w.sx.ring.publish()
-			start, n := w.sx.ring.pending()
-			_ = start
+			_, n := w.sx.ring.pending()
 			w.sx.ring.release(n)
 		}
 	})
-	w.export(e)
-	w.export(w.ct.Control(e))
+	w.export(e, 2)
+	w.export(w.ct.Control(e), 2)
 	w.sx.ring.publish()
 	start, _ := w.sx.ring.pending()
 	buf := make([]ipvssync.Conn, 2)
@@ -772,4 +771,44 @@ func FuzzInstallSynced(f *testing.F) {
 			t.Fatalf("real servers count %d/%d/%d, tables hold %d entries", active, inact, persist, entries)
 		}
 	})
+}
+
+// BenchmarkSyncForward is the per-frame cost of an established flow's
+// frames with export off and on (1 frame in 50 exported, with its
+// template), in one run so that the ratio means something on a loaded
+// machine; on-nodrainer is the workers' share alone, without the
+// drainer goroutine competing for the CPU.
+func BenchmarkSyncForward(b *testing.B) {
+	for _, mode := range []string{"off", "on", "on-nodrainer"} {
+		b.Run(mode, func(b *testing.B) {
+			a := syncDirector(b, modes.Masq, true, 1)
+			switch mode {
+			case "on":
+				stop := a.d.StartSyncExport(func([]ipvssync.Conn) {})
+				defer stop()
+			case "on-nodrainer": // the workers' part alone: the test drains
+				a.d.ipvsSync.on.Store(true)
+				a.ws[0].sx.ring = newSyncRing[syncRec](exportSlots)
+			}
+			a.poll(0)
+			a.send(1, clientTCP(testClient, 40000, syn), clientTCP(testClient, 40000, ack))
+			a.ks[0].keep = false
+			f := clientTCP(testClient, 40000, ack)
+			w, k := a.ws[0], a.ks[0]
+			b.ReportAllocs()
+			now := int64(2)
+			for b.Loop() {
+				for range 32 {
+					k.deliver(f)
+				}
+				w.poll(now)
+				now++
+				if r := w.sx.ring; mode == "on-nodrainer" {
+					_, n := r.pending()
+					r.release(n)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(32*b.N), "ns/frame")
+		})
+	}
 }
