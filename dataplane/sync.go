@@ -759,7 +759,10 @@ func (w *worker) syncService(cfg *workerConfig, r *installRec) *workerService {
 
 // syncDest finds the real server of r in s: by address and port, else
 // (a port-0 service's destinations have port 0) by address and port 0,
-// else, for a template keeping port 0 (FTP), by address alone.
+// else by address alone for a template keeping port 0 (FTP) and for a
+// firewall-mark service's connection, which keeps the client's
+// destination port whatever its real server's (ip_vs_sched_persist; the
+// kernel's ip_vs_find_dest ignores the port of a fwmark record too).
 func (s *workerService) syncDest(r *installRec) *sched.Dest {
 	a := addr16(r.dest)
 	if d := s.dests[netip.AddrPortFrom(a, r.dport)]; d != nil {
@@ -768,7 +771,7 @@ func (s *workerService) syncDest(r *installRec) *sched.Dest {
 	if d := s.dests[netip.AddrPortFrom(a, 0)]; d != nil {
 		return d
 	}
-	if r.template && r.dport == 0 {
+	if r.template && r.dport == 0 || r.fwmark != 0 {
 		for ap, d := range s.dests {
 			if ap.Addr() == a {
 				return d

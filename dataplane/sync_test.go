@@ -3,6 +3,7 @@
 package dataplane
 
 import (
+	"context"
 	"net/netip"
 	"slices"
 	"sync"
@@ -278,6 +279,23 @@ func TestSyncNeededKernelRules(t *testing.T) {
 	}
 }
 
+// viaWire sends conns through the kernel's wire format, as a master's
+// Sender and a backup's Receiver would: encoded into one v1 message and
+// decoded, the backup's flag masking included.
+func viaWire(t *testing.T, conns []ipvssync.Conn) []ipvssync.Conn {
+	t.Helper()
+	msg, err := ipvssync.AppendMessage(nil, 1, conns)
+	if err != nil {
+		t.Fatalf("encode %v: %v", conns, err)
+	}
+	var d ipvssync.Decoder
+	r := d.Decode(msg)
+	if r.Dropped != ipvssync.ReasonNone || len(r.Conns) != len(conns) {
+		t.Fatalf("decode: %d of %d records, dropped %v, skipped %v", len(r.Conns), len(conns), r.Dropped, r.Skipped)
+	}
+	return slices.Clone(r.Conns)
+}
+
 func connEqual(a, b ipvssync.Conn) bool {
 	return a.Protocol == b.Protocol && a.Client == b.Client && a.Virtual == b.Virtual && a.Dest == b.Dest &&
 		a.Fwmark == b.Fwmark && a.Flags == b.Flags && a.State == b.State && a.Timeout == b.Timeout && a.Local == b.Local
@@ -302,7 +320,7 @@ func TestSyncFailoverDR(t *testing.T) {
 		t.Fatalf("A sent %d frames, want 3", len(sent))
 	}
 	rs := rsIndex(sent[0])
-	recs := c.wait(t, 1)
+	recs := viaWire(t, c.wait(t, 1))
 	if n := b.d.InstallSynced(recs); n != len(recs) {
 		t.Fatalf("InstallSynced = %d, want %d", n, len(recs))
 	}
@@ -349,10 +367,10 @@ func TestSyncStateAndTimeout(t *testing.T) {
 	c := a.export(t)
 	sent := establish(a, 1, testClient, 40000)
 	rs := rsIndex(sent[0])
-	b.d.InstallSynced(c.wait(t, 1))
+	b.d.InstallSynced(viaWire(t, c.wait(t, 1)))
 	b.poll(10)
 	a.send(20, clientTCP(testClient, 40000, ack|packet.TCPFlagFIN))
-	fin := c.wait(t, 1)
+	fin := viaWire(t, c.wait(t, 1))
 	now := int64(100 * time.Second)
 	b.d.InstallSynced(fin)
 	b.poll(now)
@@ -398,7 +416,7 @@ func TestSyncTemplate(t *testing.T) {
 	if tmpl == nil || !connEqual(*tmpl, want) {
 		t.Fatalf("exported %v, want a template %v", recs, &want)
 	}
-	b.d.InstallSynced(recs)
+	b.d.InstallSynced(viaWire(t, recs))
 	b.poll(2)
 	if n := b.counter(SyncInstalled); n != 2 {
 		t.Fatalf("sync_installed = %d, want 2", n)
@@ -444,7 +462,7 @@ func TestSyncFullNAT(t *testing.T) {
 	if recs[0].Method() != ipvssync.MethodFullNAT || recs[0].Local != netip.AddrPortFrom(testLaddr, lport) {
 		t.Fatalf("exported %v, want FULLNAT with local %v:%d", &recs[0], testLaddr, lport)
 	}
-	b.d.InstallSynced(recs)
+	b.d.InstallSynced(viaWire(t, recs))
 	b.poll(2)
 	if n := b.counter(SyncInstalled); n != 1 {
 		t.Fatalf("sync_installed = %d, want 1 (counters %v)", n, b.ws[0].stats.local)
@@ -500,7 +518,7 @@ func TestSyncNATReply(t *testing.T) {
 	sent := establish(a, 1, testClient, 40000)
 	establish(a, 1, testClient, 40001)
 	rs := syncRS[rsIndex(sent[0])]
-	b.d.InstallSynced(c.wait(t, 2))
+	b.d.InstallSynced(viaWire(t, c.wait(t, 2)))
 	b.poll(2)
 	if n := b.counter(SyncInstalled); n != 2 {
 		t.Fatalf("sync_installed = %d, want 2", n)
@@ -810,5 +828,111 @@ func BenchmarkSyncForward(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(32*b.N), "ns/frame")
 		})
+	}
+}
+
+// A persistent firewall-mark service: the connection's record carries
+// the mark and the template is the kernel's fwmark template (protocol
+// IP, the mark as virtual address); on B the flow and a new connection
+// of the client find them.
+func TestSyncFWMark(t *testing.T) {
+	mk := func() *director {
+		dr := syncDirector(t, modes.Route, true, 1)
+		marks, err := packet.NewMarkTable([]packet.MarkRule{{Mark: 7, Proto: packet.ProtoTCP,
+			Prefix: netip.PrefixFrom(testVIP, 32), PortLo: 80, PortHi: 80}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := dr.ws[0].cfg.Load()
+		old := cfg.services[makeSvcKey(testServices[0])]
+		spec := ipvs.Service{Key: ipvs.FWMarkKey(7, false), Sched: "rr", Netmask: 32, Persistent: true, Timeout: 200}
+		rr, err := sched.New("rr", sched.DefaultOptions())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var list []*sched.Dest
+		for _, d := range dr.dests {
+			list = append([]*sched.Dest{d}, list...)
+		}
+		rr.Update(list)
+		pol, err := servicePolicy(&spec, rr, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc := &workerConfig{services: map[svcKey]*workerService{}, marks: marks,
+			fwmarks: map[fwmKey]*workerService{{7, false}: {id: 9, ct: pol, dests: old.dests}}}
+		dr.ws[0].cfg.Store(nc)
+		return dr
+	}
+	a, b := mk(), mk()
+	c := a.export(t)
+	sent := establish(a, 1, testClient, 40000)
+	if len(sent) != 3 {
+		t.Fatalf("A sent %d frames, want 3 (counters %v)", len(sent), a.ws[0].stats.local)
+	}
+	rs := rsIndex(sent[0])
+	recs := viaWire(t, c.wait(t, 2))
+	for _, r := range recs {
+		if r.Fwmark != 7 {
+			t.Errorf("record %v: fwmark %d, want 7", &r, r.Fwmark)
+		}
+		if r.Template() && (r.Protocol != ipvssync.ProtoIP || r.Virtual != netip.MustParseAddrPort("0.0.0.7:0") || r.Timeout != 200) {
+			t.Errorf("template %v, want protocol IP, virtual 0.0.0.7:0, timeout 200", &r)
+		}
+	}
+	b.d.InstallSynced(recs)
+	b.poll(2)
+	if n := b.counter(SyncInstalled); n != 2 {
+		t.Fatalf("sync_installed = %d, want 2 (counters %v)", n, b.ws[0].stats.local)
+	}
+	if s := b.send(3, clientTCP(testClient, 40000, ack)); len(s) != 1 || rsIndex(s[0]) != rs {
+		t.Errorf("B sent the synced flow's ACK to %v, want real server %d", s, rs)
+	}
+	b.send(4, clientTCP(netip.MustParseAddr("198.18.0.77"), 1000, syn)) // takes B's rr's first pick
+	if s := b.send(5, clientTCP(testClient, 41000, syn)); len(s) != 1 || rsIndex(s[0]) != rs {
+		t.Errorf("B sent the client's new connection to %v, want its template's %d", s, rs)
+	}
+}
+
+// A running worker with no traffic installs what InstallSynced queues:
+// its idle loop reaches the batch edge.
+func TestSyncInstallIdleWorker(t *testing.T) {
+	b := syncDirector(t, modes.Route, false, 1)
+	w := b.ws[0]
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { w.run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	time.Sleep(10 * time.Millisecond)
+	b.d.InstallSynced([]ipvssync.Conn{{Protocol: ipvssync.ProtoTCP, Client: netip.AddrPortFrom(testClient, 40000),
+		Virtual: netip.AddrPortFrom(testVIP, 80), Dest: netip.AddrPortFrom(syncRS[1], 8080),
+		Flags: ipvssync.FlagDRoute, State: ipvssync.TCPEstablished}})
+	deadline := time.Now().Add(2 * time.Second)
+	for w.stats.published[SyncInstalled].Load() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the idle worker did not install the record in 2 s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// A full export ring drops the record, counted, and forwarding goes on.
+func TestSyncExportRingFull(t *testing.T) {
+	a := syncDirector(t, modes.Route, false, 1)
+	w := a.ws[0]
+	w.sx.ring = newSyncRing[syncRec](4) // never drained
+	a.d.ipvsSync.on.Store(true)
+	a.poll(0)
+	for i := 0; i < 6; i++ {
+		if s := establish(a, 1, testClient, uint16(40000+i)); len(s) != 3 {
+			t.Fatalf("connection %d: sent %d frames, want 3", i, len(s))
+		}
+	}
+	if a.counter(SyncExported) != 4 || a.counter(SyncExportDropped) != 2 {
+		t.Errorf("sync_exported %d, sync_export_dropped %d; want 4, 2", a.counter(SyncExported), a.counter(SyncExportDropped))
+	}
+	start, n := w.sx.ring.pending()
+	if n != 4 || w.sx.ring.at(start).cport != 40000 || w.sx.ring.at(start+3).cport != 40003 {
+		t.Errorf("ring holds %d records from port %d, want the first 4 connections", n, w.sx.ring.at(start).cport)
 	}
 }
