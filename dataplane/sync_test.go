@@ -3,6 +3,7 @@
 package dataplane
 
 import (
+	"context"
 	"net/netip"
 	"slices"
 	"sync"
@@ -278,6 +279,23 @@ func TestSyncNeededKernelRules(t *testing.T) {
 	}
 }
 
+// viaWire sends conns through the kernel's wire format, as a master's
+// Sender and a backup's Receiver would: encoded into one v1 message and
+// decoded, the backup's flag masking included.
+func viaWire(t *testing.T, conns []ipvssync.Conn) []ipvssync.Conn {
+	t.Helper()
+	msg, err := ipvssync.AppendMessage(nil, 1, conns)
+	if err != nil {
+		t.Fatalf("encode %v: %v", conns, err)
+	}
+	var d ipvssync.Decoder
+	r := d.Decode(msg)
+	if r.Dropped != ipvssync.ReasonNone || len(r.Conns) != len(conns) {
+		t.Fatalf("decode: %d of %d records, dropped %v, skipped %v", len(r.Conns), len(conns), r.Dropped, r.Skipped)
+	}
+	return slices.Clone(r.Conns)
+}
+
 func connEqual(a, b ipvssync.Conn) bool {
 	return a.Protocol == b.Protocol && a.Client == b.Client && a.Virtual == b.Virtual && a.Dest == b.Dest &&
 		a.Fwmark == b.Fwmark && a.Flags == b.Flags && a.State == b.State && a.Timeout == b.Timeout && a.Local == b.Local
@@ -302,7 +320,7 @@ func TestSyncFailoverDR(t *testing.T) {
 		t.Fatalf("A sent %d frames, want 3", len(sent))
 	}
 	rs := rsIndex(sent[0])
-	recs := c.wait(t, 1)
+	recs := viaWire(t, c.wait(t, 1))
 	if n := b.d.InstallSynced(recs); n != len(recs) {
 		t.Fatalf("InstallSynced = %d, want %d", n, len(recs))
 	}
@@ -349,10 +367,10 @@ func TestSyncStateAndTimeout(t *testing.T) {
 	c := a.export(t)
 	sent := establish(a, 1, testClient, 40000)
 	rs := rsIndex(sent[0])
-	b.d.InstallSynced(c.wait(t, 1))
+	b.d.InstallSynced(viaWire(t, c.wait(t, 1)))
 	b.poll(10)
 	a.send(20, clientTCP(testClient, 40000, ack|packet.TCPFlagFIN))
-	fin := c.wait(t, 1)
+	fin := viaWire(t, c.wait(t, 1))
 	now := int64(100 * time.Second)
 	b.d.InstallSynced(fin)
 	b.poll(now)
@@ -398,7 +416,7 @@ func TestSyncTemplate(t *testing.T) {
 	if tmpl == nil || !connEqual(*tmpl, want) {
 		t.Fatalf("exported %v, want a template %v", recs, &want)
 	}
-	b.d.InstallSynced(recs)
+	b.d.InstallSynced(viaWire(t, recs))
 	b.poll(2)
 	if n := b.counter(SyncInstalled); n != 2 {
 		t.Fatalf("sync_installed = %d, want 2", n)
@@ -444,7 +462,7 @@ func TestSyncFullNAT(t *testing.T) {
 	if recs[0].Method() != ipvssync.MethodFullNAT || recs[0].Local != netip.AddrPortFrom(testLaddr, lport) {
 		t.Fatalf("exported %v, want FULLNAT with local %v:%d", &recs[0], testLaddr, lport)
 	}
-	b.d.InstallSynced(recs)
+	b.d.InstallSynced(viaWire(t, recs))
 	b.poll(2)
 	if n := b.counter(SyncInstalled); n != 1 {
 		t.Fatalf("sync_installed = %d, want 1 (counters %v)", n, b.ws[0].stats.local)
@@ -500,7 +518,7 @@ func TestSyncNATReply(t *testing.T) {
 	sent := establish(a, 1, testClient, 40000)
 	establish(a, 1, testClient, 40001)
 	rs := syncRS[rsIndex(sent[0])]
-	b.d.InstallSynced(c.wait(t, 2))
+	b.d.InstallSynced(viaWire(t, c.wait(t, 2)))
 	b.poll(2)
 	if n := b.counter(SyncInstalled); n != 2 {
 		t.Fatalf("sync_installed = %d, want 2", n)
@@ -670,16 +688,15 @@ func BenchmarkSyncExport(b *testing.B) {
 	b.Run("worker", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			w.export(e)
-			w.export(w.ct.Control(e))
+			w.export(e, 2)
+			w.export(w.ct.Control(e), 2)
 			w.sx.ring.publish()
-			start, n := w.sx.ring.pending()
-			_ = start
+			_, n := w.sx.ring.pending()
 			w.sx.ring.release(n)
 		}
 	})
-	w.export(e)
-	w.export(w.ct.Control(e))
+	w.export(e, 2)
+	w.export(w.ct.Control(e), 2)
 	w.sx.ring.publish()
 	start, _ := w.sx.ring.pending()
 	buf := make([]ipvssync.Conn, 2)
@@ -699,4 +716,223 @@ func BenchmarkSyncExport(b *testing.B) {
 			now++
 		}
 	})
+}
+
+// FuzzInstallSynced feeds records built from arbitrary bytes (protocol,
+// flags, state, timeout, addresses near and far from the service's,
+// FULLNAT local address, PE data) to a backup: it never panics, counts
+// every record it does not queue, and its real servers' counts always
+// match its entries.
+func FuzzInstallSynced(f *testing.F) {
+	f.Add([]byte{6, 3, 0, 1, 0, 0, 3, 132, 0, 0, 0, 0})
+	f.Add([]byte{6, 0, 0x10, 1, 0, 1, 1, 44, 1, 1, 1, 0})
+	f.Add([]byte{17, 0, 0, 0, 0, 0, 1, 44, 2, 0, 0, 2, 17, 3, 0, 0})
+	f.Add([]byte{0, 3, 0x10, 1, 0, 1, 1, 44, 0, 0, 0, 0, 6, 0x81, 0, 11})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m := []modes.Method{modes.Route, modes.Masq, modes.FullNAT}[len(data)%3]
+		b := syncDirector(t, m, len(data)%2 == 0, 1+len(data)%2)
+		addr := func(x byte) netip.Addr {
+			switch x % 4 {
+			case 0:
+				return testVIP
+			case 1:
+				return syncRS[int(x>>2)%3]
+			case 2:
+				return netip.AddrFrom4([4]byte{198, 18, 1, x})
+			}
+			return netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: x})
+		}
+		var conns []ipvssync.Conn
+		for ; len(data) >= 12; data = data[12:] {
+			c := ipvssync.Conn{Protocol: data[0],
+				Flags: ipvssync.Flags(data[1]) | ipvssync.Flags(data[2])<<8, State: uint16(data[3]),
+				Timeout: uint32(data[4])<<8 | uint32(data[5]), Fwmark: uint32(data[11] >> 6)}
+			ports := []uint16{0, 80, 53, 8080, uint16(data[7]) << 4}
+			c.Client = netip.AddrPortFrom(addr(data[8]|2), ports[int(data[6])%5]+uint16(data[6]))
+			c.Virtual = netip.AddrPortFrom(addr(data[9]&^3), ports[int(data[7])%5])
+			c.Dest = netip.AddrPortFrom(addr(data[10]|1&^2), ports[int(data[10]>>4)%5])
+			if data[11]&1 != 0 {
+				c.Local = netip.AddrPortFrom(testLaddr, 1025+uint16(data[6])<<2)
+			}
+			if data[11]&2 != 0 {
+				c.PEData = []byte{1}
+			}
+			if data[11]&4 != 0 {
+				c.Client = netip.AddrPort{}
+			}
+			conns = append(conns, c)
+		}
+		n := b.d.InstallSynced(conns)
+		for i := 0; i < 3; i++ {
+			b.poll(int64(i + 1))
+		}
+		dropped := b.counter(SyncBad) + b.counter(SyncInstallFull)
+		if uint64(n)+dropped != uint64(len(conns)) {
+			t.Fatalf("queued %d, dropped %d of %d records", n, dropped, len(conns))
+		}
+		outcome := b.counter(SyncInstalled) + b.counter(SyncUpdated) + b.counter(SyncNoService) + b.counter(SyncNoDest) +
+			b.counter(SyncNoLocal) + b.counter(SyncTableFull) + b.counter(SyncStale)
+		if outcome+b.counter(SyncBad) < uint64(n) { // bad states found by the worker count in SyncBad too
+			t.Fatalf("%d queued records, %d outcomes", n, outcome)
+		}
+		var active, inact, persist int32
+		for _, d := range b.dests {
+			active += d.ActiveConns()
+			inact += d.InactConns()
+			persist += d.PersistConns()
+		}
+		entries := 0
+		for _, w := range b.ws {
+			entries += w.ct.Len()
+		}
+		if active < 0 || inact < 0 || int(persist+active+inact) > entries {
+			t.Fatalf("real servers count %d/%d/%d, tables hold %d entries", active, inact, persist, entries)
+		}
+	})
+}
+
+// BenchmarkSyncForward is the per-frame cost of an established flow's
+// frames with export off and on (1 frame in 50 exported, with its
+// template), in one run so that the ratio means something on a loaded
+// machine; on-nodrainer is the workers' share alone, without the
+// drainer goroutine competing for the CPU.
+func BenchmarkSyncForward(b *testing.B) {
+	for _, mode := range []string{"off", "on", "on-nodrainer"} {
+		b.Run(mode, func(b *testing.B) {
+			a := syncDirector(b, modes.Masq, true, 1)
+			switch mode {
+			case "on":
+				stop := a.d.StartSyncExport(func([]ipvssync.Conn) {})
+				defer stop()
+			case "on-nodrainer": // the workers' part alone: the test drains
+				a.d.ipvsSync.on.Store(true)
+				a.ws[0].sx.ring = newSyncRing[syncRec](exportSlots)
+			}
+			a.poll(0)
+			a.send(1, clientTCP(testClient, 40000, syn), clientTCP(testClient, 40000, ack))
+			a.ks[0].keep = false
+			f := clientTCP(testClient, 40000, ack)
+			w, k := a.ws[0], a.ks[0]
+			b.ReportAllocs()
+			now := int64(2)
+			for b.Loop() {
+				for range 32 {
+					k.deliver(f)
+				}
+				w.poll(now)
+				now++
+				if r := w.sx.ring; mode == "on-nodrainer" {
+					_, n := r.pending()
+					r.release(n)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(32*b.N), "ns/frame")
+		})
+	}
+}
+
+// A persistent firewall-mark service: the connection's record carries
+// the mark and the template is the kernel's fwmark template (protocol
+// IP, the mark as virtual address); on B the flow and a new connection
+// of the client find them.
+func TestSyncFWMark(t *testing.T) {
+	mk := func() *director {
+		dr := syncDirector(t, modes.Route, true, 1)
+		marks, err := packet.NewMarkTable([]packet.MarkRule{{Mark: 7, Proto: packet.ProtoTCP,
+			Prefix: netip.PrefixFrom(testVIP, 32), PortLo: 80, PortHi: 80}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := dr.ws[0].cfg.Load()
+		old := cfg.services[makeSvcKey(testServices[0])]
+		spec := ipvs.Service{Key: ipvs.FWMarkKey(7, false), Sched: "rr", Netmask: 32, Persistent: true, Timeout: 200}
+		rr, err := sched.New("rr", sched.DefaultOptions())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var list []*sched.Dest
+		for _, d := range dr.dests {
+			list = append([]*sched.Dest{d}, list...)
+		}
+		rr.Update(list)
+		pol, err := servicePolicy(&spec, rr, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc := &workerConfig{services: map[svcKey]*workerService{}, marks: marks,
+			fwmarks: map[fwmKey]*workerService{{7, false}: {id: 9, ct: pol, dests: old.dests}}}
+		dr.ws[0].cfg.Store(nc)
+		return dr
+	}
+	a, b := mk(), mk()
+	c := a.export(t)
+	sent := establish(a, 1, testClient, 40000)
+	if len(sent) != 3 {
+		t.Fatalf("A sent %d frames, want 3 (counters %v)", len(sent), a.ws[0].stats.local)
+	}
+	rs := rsIndex(sent[0])
+	recs := viaWire(t, c.wait(t, 2))
+	for _, r := range recs {
+		if r.Fwmark != 7 {
+			t.Errorf("record %v: fwmark %d, want 7", &r, r.Fwmark)
+		}
+		if r.Template() && (r.Protocol != ipvssync.ProtoIP || r.Virtual != netip.MustParseAddrPort("0.0.0.7:0") || r.Timeout != 200) {
+			t.Errorf("template %v, want protocol IP, virtual 0.0.0.7:0, timeout 200", &r)
+		}
+	}
+	b.d.InstallSynced(recs)
+	b.poll(2)
+	if n := b.counter(SyncInstalled); n != 2 {
+		t.Fatalf("sync_installed = %d, want 2 (counters %v)", n, b.ws[0].stats.local)
+	}
+	if s := b.send(3, clientTCP(testClient, 40000, ack)); len(s) != 1 || rsIndex(s[0]) != rs {
+		t.Errorf("B sent the synced flow's ACK to %v, want real server %d", s, rs)
+	}
+	b.send(4, clientTCP(netip.MustParseAddr("198.18.0.77"), 1000, syn)) // takes B's rr's first pick
+	if s := b.send(5, clientTCP(testClient, 41000, syn)); len(s) != 1 || rsIndex(s[0]) != rs {
+		t.Errorf("B sent the client's new connection to %v, want its template's %d", s, rs)
+	}
+}
+
+// A running worker with no traffic installs what InstallSynced queues:
+// its idle loop reaches the batch edge.
+func TestSyncInstallIdleWorker(t *testing.T) {
+	b := syncDirector(t, modes.Route, false, 1)
+	w := b.ws[0]
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { w.run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	time.Sleep(10 * time.Millisecond)
+	b.d.InstallSynced([]ipvssync.Conn{{Protocol: ipvssync.ProtoTCP, Client: netip.AddrPortFrom(testClient, 40000),
+		Virtual: netip.AddrPortFrom(testVIP, 80), Dest: netip.AddrPortFrom(syncRS[1], 8080),
+		Flags: ipvssync.FlagDRoute, State: ipvssync.TCPEstablished}})
+	deadline := time.Now().Add(2 * time.Second)
+	for w.stats.published[SyncInstalled].Load() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the idle worker did not install the record in 2 s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// A full export ring drops the record, counted, and forwarding goes on.
+func TestSyncExportRingFull(t *testing.T) {
+	a := syncDirector(t, modes.Route, false, 1)
+	w := a.ws[0]
+	w.sx.ring = newSyncRing[syncRec](4) // never drained
+	a.d.ipvsSync.on.Store(true)
+	a.poll(0)
+	for i := 0; i < 6; i++ {
+		if s := establish(a, 1, testClient, uint16(40000+i)); len(s) != 3 {
+			t.Fatalf("connection %d: sent %d frames, want 3", i, len(s))
+		}
+	}
+	if a.counter(SyncExported) != 4 || a.counter(SyncExportDropped) != 2 {
+		t.Errorf("sync_exported %d, sync_export_dropped %d; want 4, 2", a.counter(SyncExported), a.counter(SyncExportDropped))
+	}
+	start, n := w.sx.ring.pending()
+	if n != 4 || w.sx.ring.at(start).cport != 40000 || w.sx.ring.at(start+3).cport != 40003 {
+		t.Errorf("ring holds %d records from port %d, want the first 4 connections", n, w.sx.ring.at(start).cport)
+	}
 }
