@@ -283,3 +283,32 @@ func TestSyncStatsSection(t *testing.T) {
 		t.Errorf("sync section without daemons: %q", b.String())
 	}
 }
+
+// FuzzSyncPeerFlag: --sync-peer never panics, and what it takes is a
+// unicast address of the first peer's family that prints back to itself.
+func FuzzSyncPeerFlag(f *testing.F) {
+	for _, s := range []string{"10.0.0.2", "10.0.0.2:8848", "[2001:db8::2]:1", "2001:db8::2", "224.0.0.81", "::", "a:b", "[fe80::1%eth0]:9"} {
+		f.Add(s, "10.0.0.3")
+	}
+	f.Fuzz(func(t *testing.T, a, b string) {
+		var fl syncFlag
+		if fl.Set(a) != nil {
+			return
+		}
+		err := fl.Set(b)
+		for _, p := range fl {
+			if !p.Addr().IsValid() || p.Addr().IsMulticast() || p.Addr().IsUnspecified() {
+				t.Fatalf("--sync-peer %q %q took %v", a, b, p)
+			}
+		}
+		if err == nil && fl[0].Addr().Unmap().Is4() != fl[1].Addr().Unmap().Is4() {
+			t.Fatalf("--sync-peer %q %q: mixed families %v", a, b, fl)
+		}
+		var again syncFlag
+		for _, s := range strings.Split(fl.String(), ",") {
+			if err := again.Set(s); err != nil {
+				t.Fatalf("--sync-peer %q: printed %q does not parse: %v", a, s, err)
+			}
+		}
+	})
+}
