@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
 
 	"github.com/xlbproject/xlb/internal/ipvs"
@@ -237,6 +238,26 @@ func TestSyncDaemonUnicastLoop(t *testing.T) {
 			if !strings.Contains(b.String(), f) {
 				t.Errorf("--xlb-stats sync section lacks %q:\n%s", f, b.String())
 			}
+		}
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(newSyncCollector(s.syn))
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		vals := map[string]float64{}
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				vals[mf.GetName()] += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+			}
+		}
+		for _, name := range []string{"xlb_sync_master_exported_total", "xlb_sync_master_records_total", "xlb_sync_backup_records_total", "xlb_sync_backup_queued_total"} {
+			if vals[name] != batches*per {
+				t.Errorf("metric %s = %v, want %d", name, vals[name], batches*per)
+			}
+		}
+		if v, ok := vals["xlb_sync_interface_down"]; !ok || v != 0 {
+			t.Errorf("xlb_sync_interface_down = %v, %v; want 0", v, ok)
 		}
 		if r := run1(s, "--stop-daemon master"); r.Code != 0 {
 			t.Fatal(r)
