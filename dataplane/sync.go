@@ -23,8 +23,8 @@ import (
 // connection is sent (syncNeeded: ip_vs_sync_conn_needed with the
 // default sysctls), and if so writes one fixed-size record (syncRec) into
 // its export ring: a single-producer, single-consumer ring that it
-// publishes at its batch edge. Nothing else runs per packet, and nothing
-// allocates: a full ring drops the record (SyncExportDropped). A drainer
+// publishes at its next batch edge. Nothing else runs per packet, and
+// nothing allocates: a full ring drops the record (SyncExportDropped). A drainer
 // goroutine of the dataplane's takes the records of every ring every 1-5
 // ms, turns them into ipvssync.Conn (off the packet path: service
 // lookups for the fwmark and the template timeout) and hands them to the
@@ -165,9 +165,12 @@ type syncExporter struct {
 	stopped      bool
 }
 
-// syncEdge is a worker's batch-edge work for connection sync: publish
-// the export ring, read whether to export, install what the backup's
-// receiver queued. One atomic load or two when sync is off.
+// syncEdge is a worker's batch-edge work for connection sync, at the
+// start of each poll: publish the records the previous batch exported
+// (a worker that forwarded frames polls again at once, so they wait no
+// longer), read whether to export during this batch, and install what
+// the backup's receiver queued, before the frames that may need it. Two
+// atomic loads when sync is off.
 func (w *worker) syncEdge(cfg *workerConfig, now int64) {
 	if w.sx.on {
 		w.sx.ring.publish()
@@ -219,11 +222,16 @@ func (w *worker) synced(e *conntrack.Entry, prev conntrack.State, dir conntrack.
 //   - Other protocols (ICMP) are never sent: IPVS has no ICMP
 //     connections to sync.
 //
-// One difference: the kernel notices a state change only at the next
+// Two differences. The kernel notices a state change only at the next
 // input packet (cp->old_state); xlb compares the states around each
 // packet's update, replies included, so a change a reply makes (the real
 // server's FIN) is sent at once rather than with the client's next
-// segment.
+// segment. And a persistence template goes with its connection's records
+// (synced): the kernel's newer code (ip_vs_sync_conn's "control" loop)
+// reaches the template on every input packet of a connection it controls
+// and, templates skipping the sync_period test, sends it each time; xlb
+// sends it as the older kernels did, whenever a connection it controls
+// is sent, which restarts its timer on the backup as often.
 func syncNeeded(e *conntrack.Entry, prev conntrack.State, dir conntrack.Dir) bool {
 	switch e.Proto() {
 	case conntrack.ProtoTCP:

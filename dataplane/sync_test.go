@@ -936,3 +936,43 @@ func TestSyncExportRingFull(t *testing.T) {
 		t.Errorf("ring holds %d records from port %d, want the first 4 connections", n, w.sx.ring.at(start).cport)
 	}
 }
+
+// IPv6 records, a fwmark template and a FULLNAT connection with an IPv4
+// local address, go from an export record to ipvssync.Conn, through the
+// wire, and back to the key, state and addresses a backup installs.
+func TestSyncRecordIPv6(t *testing.T) {
+	a6 := func(s string) [16]byte { return netip.MustParseAddr(s).As16() }
+	cases := []struct {
+		name string
+		rec  syncRec
+		want installRec
+	}{
+		{"fwmark template", syncRec{client: a6("2001:db8::2"), virtual: markAddr(7, false), dest: a6("2001:db8::11"),
+			proto: 0, state: conntrack.StateTemplateAssured, fwd: conntrack.FwdRoute, flags: recTemplate, left: 30},
+			installRec{key: conntrack.Key{Src: a6("2001:db8::2"), Dst: markAddr(7, false)}, dest: a6("2001:db8::11"),
+				fwmark: 7, template: true, state: conntrack.StateTemplateAssured, timeout: 30 * time.Second}},
+		{"fullnat", syncRec{client: a6("2001:db8::2"), virtual: a6("2001:db8::100"), dest: a6("2001:db8::11"),
+			local: a6("198.18.0.200"), cport: 40000, vport: 80, dport: 8080, lport: 2000,
+			proto: conntrack.ProtoTCP, state: conntrack.StateSynRecv, fwd: conntrack.FwdFullNAT, flags: recInactive, timeout: 30},
+			installRec{key: conntrack.Key{Src: a6("2001:db8::2"), Dst: a6("2001:db8::100"), SrcPort: 40000, DstPort: 80, Proto: conntrack.ProtoTCP},
+				dest: a6("2001:db8::11"), dport: 8080, local: a6("198.18.0.200"), lport: 2000, fullnat: true, inactive: true,
+				state: conntrack.StateSynRecv, timeout: 30 * time.Second}},
+		{"udp", syncRec{client: a6("2001:db8::2"), virtual: a6("2001:db8::100"), dest: a6("2001:db8::11"), cport: 5353, vport: 53, dport: 53,
+			proto: conntrack.ProtoUDP, state: conntrack.StateUDP, fwd: conntrack.FwdTunnel, timeout: 300},
+			installRec{key: conntrack.Key{Src: a6("2001:db8::2"), Dst: a6("2001:db8::100"), SrcPort: 5353, DstPort: 53, Proto: conntrack.ProtoUDP},
+				dest: a6("2001:db8::11"), dport: 53, state: conntrack.StateUDP, timeout: 300 * time.Second}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := connOf(&tc.rec, nil)
+			got := viaWire(t, []ipvssync.Conn{c})
+			var r installRec
+			if !recordOf(&got[0], &r) {
+				t.Fatalf("recordOf(%v) refused it", &got[0])
+			}
+			if r != tc.want {
+				t.Errorf("recordOf(%v) = %+v, want %+v", &got[0], r, tc.want)
+			}
+		})
+	}
+}
