@@ -976,3 +976,47 @@ func TestSyncRecordIPv6(t *testing.T) {
 		})
 	}
 }
+
+// Records queued just before a synced flow's frame arrive in time: the
+// worker installs them at the start of the poll that takes the frame.
+func TestSyncInstallBeforeFrames(t *testing.T) {
+	b := syncDirector(t, modes.Route, false, 1)
+	b.d.InstallSynced([]ipvssync.Conn{{Protocol: ipvssync.ProtoTCP, Client: netip.AddrPortFrom(testClient, 40000),
+		Virtual: netip.AddrPortFrom(testVIP, 80), Dest: netip.AddrPortFrom(syncRS[2], 8080),
+		Flags: ipvssync.FlagDRoute, State: ipvssync.TCPEstablished}})
+	b.ks[0].deliver(clientTCP(testClient, 40000, ack))
+	b.ws[0].poll(1)
+	if s := b.ks[0].sent; len(s) != 1 || rsIndex(s[0]) != 2 {
+		t.Errorf("sent %d frames (counters %v), want the ACK to real server 2", len(s), b.ws[0].stats.local)
+	}
+}
+
+// With two workers, the drainer takes both rings: every connection of
+// clients spread over both queues is exported once, with its template.
+func TestSyncExportTwoWorkers(t *testing.T) {
+	a := syncDirector(t, modes.Masq, true, 2)
+	c := a.export(t)
+	for i := 0; i < 8; i++ {
+		k := a.ks[i%2]
+		cl := clientAddr(i)
+		for _, f := range []uint8{syn, ack, ack | packet.TCPFlagPSH} {
+			k.deliver(clientTCP(cl, 40000, f))
+			a.poll(int64(i + 1))
+		}
+	}
+	a.poll(9) // a worker polls again after a batch: it publishes then
+	recs := c.wait(t, 16)
+	seen := map[netip.AddrPort]int{}
+	for _, r := range recs {
+		if !r.Template() {
+			seen[r.Client]++
+		}
+	}
+	if len(recs) != 16 || len(seen) != 8 {
+		t.Errorf("exported %d records for %d clients, want 16 for 8: %v", len(recs), len(seen), recs)
+	}
+	if a.ws[0].stats.local[SyncExported] == 0 || a.ws[1].stats.local[SyncExported] == 0 {
+		t.Errorf("exported %d and %d by the workers, want both some", a.ws[0].stats.local[SyncExported], a.ws[1].stats.local[SyncExported])
+	}
+	c.quiet(t)
+}
