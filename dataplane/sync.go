@@ -66,6 +66,9 @@ const (
 	drainIdle = 5 * time.Millisecond
 	// drainBatch is the most records handed to the sink at once.
 	drainBatch = 1024
+	// drainTick is the longest the sink goes without a call: with no
+	// records, it is called with none.
+	drainTick = time.Second
 )
 
 // syncRing is a bounded single-producer, single-consumer ring of fixed
@@ -291,7 +294,10 @@ func (w *worker) export(e *conntrack.Entry, now int64) {
 // StartSyncExport makes the workers hand their connection events (IPVS's
 // ip_vs_sync_conn rules, see syncNeeded) to sink, called from one
 // goroutine of the dataplane's (never from a worker) in batches, until
-// stop is called. The slice is valid during the call only. Records the
+// stop is called. The slice is valid during the call only. A second
+// without records gets a call with none, so that the sink can flush a
+// partial message from the same goroutine (the kernel's master flushes
+// one after 2 s, IPVS_SYNC_FLUSH_TIME). Records the
 // workers write while their ring is full are dropped and counted
 // (sync_export_dropped). A second call stops the first's export before
 // it starts. sink must not call stop; stop waits for sink to return and
@@ -352,11 +358,15 @@ func (d *Dataplane) drainExport(sink func([]ipvssync.Conn), x *syncExporter) {
 	buf := make([]ipvssync.Conn, 0, drainBatch)
 	t := time.NewTimer(drainIdle)
 	defer t.Stop()
+	last := time.Now()
 	for {
 		n := d.drainRound(sink, &buf)
 		wait := drainIdle
 		if n > 0 {
-			wait = drainBusy
+			wait, last = drainBusy, time.Now()
+		} else if time.Since(last) >= drainTick {
+			sink(nil) // the sink's chance to flush, on its own goroutine
+			last = time.Now()
 		}
 		t.Reset(wait)
 		select {

@@ -1026,3 +1026,28 @@ func TestSyncExportTwoWorkers(t *testing.T) {
 	}
 	c.quiet(t)
 }
+
+// An export with nothing to send still calls the sink, with no records,
+// once a second; stop waits for the drainer and may be called twice.
+func TestSyncExportTick(t *testing.T) {
+	a := syncDirector(t, modes.Route, false, 1)
+	empty := make(chan struct{}, 1)
+	stop := a.d.StartSyncExport(func(c []ipvssync.Conn) {
+		if len(c) == 0 {
+			select {
+			case empty <- struct{}{}:
+			default:
+			}
+		}
+	})
+	select {
+	case <-empty:
+	case <-time.After(3 * drainTick):
+		t.Error("no call of the sink in 3 s")
+	}
+	stop()
+	stop()
+	if a.d.ipvsSync.on.Load() {
+		t.Error("export still on after stop")
+	}
+}
