@@ -335,6 +335,16 @@ func (d *Dataplane) StartSyncExport(sink func(conns []ipvssync.Conn)) (stop func
 	}
 }
 
+// stopSyncExport stops the running export, if any (Close).
+func (d *Dataplane) stopSyncExport() {
+	s := &d.ipvsSync
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cur != nil {
+		d.stopExport(s.cur)
+	}
+}
+
 // stopExport ends x, with d.ipvsSync.mu held.
 func (d *Dataplane) stopExport(x *syncExporter) {
 	if x.stopped {

@@ -1050,4 +1050,10 @@ func TestSyncExportTick(t *testing.T) {
 	if a.d.ipvsSync.on.Load() {
 		t.Error("export still on after stop")
 	}
+	// Close stops an export the caller left running.
+	a.d.StartSyncExport(func([]ipvssync.Conn) {})
+	a.d.stopSyncExport()
+	if a.d.ipvsSync.on.Load() || a.d.ipvsSync.cur != nil {
+		t.Error("export still on after Close's stop")
+	}
 }
