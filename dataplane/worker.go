@@ -254,17 +254,27 @@ const DefaultSpin = 50 * time.Microsecond
 // its waste is a trickle, whose frames come further apart than the spin:
 // every frame then costs a whole spin and a wake-up.
 //
-// So the spin window adapts, between 0 and max: each idle gap the worker
-// waited through before frames came (spinning or asleep) that was longer
-// than max halves it, each shorter one doubles it (plus max/16, so that
-// it grows back from 0). A trickle (1 ms gaps) stops spinning within a
-// few frames; request/response traffic whose next frame comes within max,
-// bursts and floods keep it near max. Not safe for concurrent use.
+// So the spin window adapts to the gaps between frames, between 0 and
+// max: a gap the worker waited through (spinning or asleep) that was
+// longer than its limit halves the window (below max/32 it is 0), and a
+// shorter one sets it back to max at once. The limit is max after a
+// spin, and 2*max after a sleep: a gap that ends in a sleep is measured
+// from the worker's last empty poll to the end of its wake-up, so it
+// includes the wake-up (tens of µs here, as much as max). Judged by max
+// alone, request/response traffic whose next frame comes within the
+// spin (UDP round trips, 20-40 µs apart at the worker) lost its spin for
+// good after one late frame: from then on every gap it measured held a
+// wake-up, so it never looked short again, and each round trip paid the
+// wake-up (RTT p50 2-4x the kernel's). A trickle (1 ms gaps, far beyond
+// 2*max) still stops spinning within a few frames; request/response
+// traffic, bursts and floods keep the window at max. Not safe for
+// concurrent use.
 type spinner struct {
-	max  int64 // ns; 0: never spin
-	win  int64 // the current spin window, ns
-	idle int64 // time of the first empty poll since frames came; 0: the last poll found frames
-	last int64 // time of the last poll that found frames
+	max   int64 // ns; 0: never spin
+	win   int64 // the current spin window, ns
+	idle  int64 // time of the first empty poll since frames came; 0: the last poll found frames
+	last  int64 // time of the last poll that found frames
+	slept bool  // the worker went to sleep since frames came
 }
 
 func newSpinner(max time.Duration) spinner {
@@ -274,24 +284,32 @@ func newSpinner(max time.Duration) spinner {
 // found records a poll at now that found frames.
 func (s *spinner) found(now int64) {
 	if s.idle != 0 {
-		if now-s.idle > s.max {
+		limit := s.max
+		if s.slept {
+			limit = 2 * s.max
+		}
+		if now-s.idle > limit {
 			if s.win /= 2; s.win < s.max/32 {
 				s.win = 0
 			}
 		} else {
-			s.win = min(s.max, 2*s.win+s.max/16)
+			s.win = s.max
 		}
 	}
-	s.idle, s.last = 0, now
+	s.idle, s.last, s.slept = 0, now, false
 }
 
 // spin records an empty poll at now and says whether to poll again
-// rather than sleep.
+// rather than sleep; false means the worker sleeps.
 func (s *spinner) spin(now int64) bool {
 	if s.idle == 0 {
 		s.idle = now
 	}
-	return now-s.last < s.win
+	if now-s.last < s.win {
+		return true
+	}
+	s.slept = true
+	return false
 }
 
 // run serves the queue until ctx is done.
