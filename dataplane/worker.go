@@ -267,7 +267,8 @@ const DefaultSpin = 50 * time.Microsecond
 // wake-up, so it never looked short again, and each round trip paid the
 // wake-up (RTT p50 2-4x the kernel's). A trickle (1 ms gaps, far beyond
 // 2*max) still stops spinning within a few frames; request/response
-// traffic, bursts and floods keep the window at max. Not safe for
+// traffic, bursts and floods keep the window at max. While it spins the
+// worker yields its CPU at every empty poll (spin). Not safe for
 // concurrent use.
 type spinner struct {
 	max   int64 // ns; 0: never spin
@@ -306,6 +307,13 @@ func (s *spinner) spin(now int64) bool {
 		s.idle = now
 	}
 	if now-s.last < s.win {
+		// Spin politely: the client and server of a round trip often
+		// wait for this CPU (2 vCPUs here), and a spin that held it made
+		// their turn, and so the round trip, slower than a sleep did
+		// (UDP RTT p50 106-161 µs against 58-61 µs asleep, load 5-10);
+		// yielding in every empty poll, 39-43 µs against the kernel's
+		// 22-28 µs. sched_yield returns at once when nothing else waits.
+		unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
 		return true
 	}
 	s.slept = true
