@@ -52,6 +52,10 @@ type options struct {
 	rsFlows     int
 	rsNewRate   float64
 	rsSteps     int
+	rsCPUTime   time.Duration
+	// queue scaling (queues.go)
+	queueScaling int
+	queueRounds  int
 }
 
 var allDataplanes = []string{"ip-forward", "nft-fwd", "nft-dnat", "xlb-dr", "xlb-nat", "xlb-tun", "xlb-fullnat"}
@@ -87,6 +91,9 @@ func main() {
 	flag.IntVar(&o.rsFlows, "rs-flows", 100000, "real-server scaling: established flows of the rate search and the CPU run")
 	flag.Float64Var(&o.rsNewRate, "rs-new-rate", 50000, "real-server scaling: rate (pps) of the CPU run where every frame is a new flow")
 	flag.IntVar(&o.rsSteps, "rs-steps", 4, "real-server scaling: trials per rate search")
+	flag.DurationVar(&o.rsCPUTime, "rs-cpu-time", time.Second, "real-server scaling: CPU-per-packet measurement window")
+	flag.IntVar(&o.queueScaling, "queue-scaling", 2, "also measure xlb-dr and nft-fwd on a topology whose director veth has this many queues, against -director-queues (0: no)")
+	flag.IntVar(&o.queueRounds, "queue-rounds", 1, "queue scaling: rounds, each runs both topologies in turn")
 	flag.Parse()
 	var err error
 	if o.flows, err = parseInts(flows); err == nil {
@@ -109,6 +116,7 @@ func main() {
 		if len(o.rsCounts) > 0 {
 			o.rsCounts, o.rsScheds, o.rsSteps = o.rsCounts[len(o.rsCounts)-1:], o.rsScheds[:1], 2
 		}
+		o.rsCPUTime, o.queueRounds = 500*time.Millisecond, 1
 	}
 	if err == nil {
 		err = run(o)
@@ -173,6 +181,19 @@ var xlbDropCounters = []string{"malformed", "no_service", "no_dest", "not_new", 
 func run(o options) (err error) {
 	if o.rounds < 1 || o.pings < 10 || o.conns < 1 || o.steps < 1 || o.threads < 1 || len(o.cpuRates) == 0 {
 		return errors.New("invalid options: -rounds, -pings, -conns, -steps, -threads and -cpu-rates must be positive")
+	}
+	if o.rsSteps < 1 || o.rsFlows < 1 || o.rsNewRate <= 0 || o.queueRounds < 1 || o.rsCPUTime < 200*time.Millisecond {
+		return errors.New("invalid options: -rs-steps, -rs-flows, -rs-new-rate and -queue-rounds must be positive, -rs-cpu-time at least 200ms")
+	}
+	for _, n := range o.rsCounts {
+		if n > maxRS {
+			return fmt.Errorf("invalid real-server count %d: at most %d", n, maxRS)
+		}
+	}
+	for _, m := range o.rsMethods {
+		if _, ok := methodOpts[m]; !ok && len(o.rsCounts) > 0 {
+			return fmt.Errorf("invalid -rs-methods %q: must be dr, nat, tun or fullnat", m)
+		}
 	}
 	for _, f := range append(slices.Clone(o.flows), o.scaleFlows) {
 		if f > maxFlows {
@@ -290,6 +311,9 @@ func run(o options) (err error) {
 	if err := b.measureScaling(ctx); err != nil {
 		return err
 	}
+	if err := b.measureQueues(ctx); err != nil {
+		return err
+	}
 
 	rep := report{
 		cmdline: cmdline, date: started.UTC().Format("2006-01-02 15:04 UTC"), elapsed: time.Since(started),
@@ -299,6 +323,7 @@ func run(o options) (err error) {
 		results: b.results, drops: b.drops, saturated: b.saturated, cpuRuns: b.cpuRuns,
 		trickleRate: o.trickleRate, guardWaits: b.guardWaits,
 		rsCounts: o.rsCounts, rsMethods: o.rsMethods, rsScheds: o.rsScheds, rsFlows: o.rsFlows, rsNewRate: o.rsNewRate,
+		queues: o.queues, queueScaling: o.queueScaling,
 	}
 	for _, dp := range b.dps {
 		rep.dps = append(rep.dps, dp.Name())
@@ -307,6 +332,19 @@ func run(o options) (err error) {
 		}
 	}
 	if o.chart != "" {
+		if o.rsSteps < 1 || o.rsFlows < 1 || o.rsNewRate <= 0 || o.queueRounds < 1 || o.rsCPUTime < 200*time.Millisecond {
+			return errors.New("invalid options: -rs-steps, -rs-flows, -rs-new-rate and -queue-rounds must be positive, -rs-cpu-time at least 200ms")
+		}
+		for _, n := range o.rsCounts {
+			if n > maxRS {
+				return fmt.Errorf("invalid real-server count %d: at most %d", n, maxRS)
+			}
+		}
+		for _, m := range o.rsMethods {
+			if _, ok := methodOpts[m]; !ok && len(o.rsCounts) > 0 {
+				return fmt.Errorf("invalid -rs-methods %q: must be dr, nat, tun or fullnat", m)
+			}
+		}
 		for _, f := range append(slices.Clone(o.flows), o.scaleFlows) {
 			if f == 0 {
 				continue

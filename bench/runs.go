@@ -218,7 +218,7 @@ func (b *bench) measure(ctx context.Context, round int, dp dataplane) (err error
 			return err
 		}
 	}
-	if b.o.trickleRate > 0 {
+	if b.o.trickleRate > 0 && b.flowScaling(name) {
 		// A trickle: one frame per sendmmsg, evenly spaced. What the
 		// worker's spin-before-sleep policy costs when traffic is sparse.
 		if _, err := b.cpuRunOn(ctx, name, cpuSpec{rate: b.o.trickleRate, flows: 1000, key: "_trickle"}, false, xlbPid); err != nil {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/xlbproject/xlb/testenv"
 )
@@ -179,6 +180,8 @@ func (b *bench) scalePoint(ctx context.Context, method, sched string, n int) (er
 	if most <= 0 {
 		b.failures = append(b.failures, fmt.Sprintf("%s %s, %d real servers: no frame of the flood delivered", method, sched, n))
 	}
+	defer func(t time.Duration) { b.o.cpuTime = t }(b.o.cpuTime)
+	b.o.cpuTime = b.o.rsCPUTime
 	each, err := b.cpuRunOn(ctx, name, cpuSpec{rate: b.o.cpuRates[0], flows: f, key: fmt.Sprintf("_est_%d", n)}, false, pid)
 	if err != nil {
 		return err
