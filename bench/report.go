@@ -507,6 +507,9 @@ func (r *report) flowTable(b *strings.Builder) {
 		b.WriteString("\n")
 	}
 	lo, hi := r.allFlows()[0], r.allFlows()[len(r.allFlows())-1]
+	if lo == hi {
+		return
+	}
 	b.WriteString("\nRate change from " + flowsLabel(lo) + " to " + flowsLabel(hi) + " flows (target: a fall of less than 25%):")
 	for _, dp := range r.flowDPs {
 		a, z := median(r.results[dp][fmt.Sprintf("lossless_%d", lo)]), median(r.results[dp][fmt.Sprintf("lossless_%d", hi)])
