@@ -17,7 +17,7 @@
 // scaling cost about 5 minutes of it);
 // -quick (one short round, one flow count, two trials per search, the
 // real-server scaling at its largest count with one scheduler, xlb-dr
-// on the multi-queue topology) under 2 minutes (1m57s at load 12-16),
+// on the multi-queue topology) under 2 minutes (1m47s at load 10-13),
 // and it fails unless every
 // configuration delivered traffic in every test: it checks that they
 // forward, not their figures. Every namespace is deleted at the end, on
