@@ -44,7 +44,6 @@ type dataplane interface {
 type xlbDP struct {
 	method string // "dr", "nat", "tun" or "fullnat"
 	suffix string // of the name: "-base" for -xlb-base's binary
-	sched  string // of the flood's service; "" is rr
 	bin    string
 	dir    string
 	env    *testenv.Env
