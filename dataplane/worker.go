@@ -262,16 +262,16 @@ const DefaultSpin = 50 * time.Microsecond
 // by doubling, kept round trips asleep on a loaded machine: UDP RTT p50
 // 100 µs against the old policy's 55; with the jump, 39-43 µs. The price
 // is a trickle whose frames sometimes come in pairs, which a late
-// generator sends: each pair buys one whole spin.) The limit is max after a spin,
-// and 2*max after a sleep: a gap that ends in a sleep is measured
-// from the worker's last empty poll to the end of its wake-up, so it
+// generator sends: each pair buys one whole spin.) The limit is max
+// after a spin, and 2*max after a sleep: a gap that ends in a sleep is
+// measured from the worker's last empty poll to the end of its wake-up, so it
 // includes the wake-up (tens of µs here, as much as max). Judged by max
 // alone, request/response traffic whose next frame comes within the
 // spin (UDP round trips, 20-40 µs apart at the worker) lost its spin for
 // good after one late frame: from then on every gap it measured held a
 // wake-up, so it never looked short again, and each round trip paid the
-// wake-up (RTT p50 2-4x the kernel's). A trickle (1 ms gaps, far beyond
-// 2*max) still stops spinning within a few frames; request/response
+// wake-up (RTT p50 2-4x the kernel's). A trickle (1 ms gaps, beyond
+// 8*max) stops spinning at its first frame; request/response
 // traffic, bursts and floods keep the window at max. While it spins the
 // worker yields its CPU at every empty poll (spin). Not safe for
 // concurrent use.
