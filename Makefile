@@ -49,7 +49,8 @@ test: deps lint
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./internal/packet
 
-# bench: every configuration, 3 rounds, under 15 minutes on 2 CPUs; add
+# bench: every configuration, 3 rounds, then the real-server and queue
+# scaling (bench/doc.go), under 15 minutes on 2 quiet CPUs; add
 # BENCH_ARGS='-out bench/RESULTS.md -chart bench/rate' to record a run.
 # bench-quick (in make test): one short round that fails unless every
 # configuration forwarded traffic in every test (under 2 minutes).

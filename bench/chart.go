@@ -89,3 +89,61 @@ func rateChart(title string, series []chartSeries) ([]byte, error) {
 	}
 	return buf.Bytes(), nil
 }
+
+// xySeries is one line of a scaling chart: y against x, in order.
+type xySeries struct {
+	name   string
+	points plotter.XYs
+	dashed bool
+}
+
+// scalingChart draws y against x on a logarithmic x axis (flows, real
+// servers), one line per series, as a PNG. Series without points are
+// left out; no point at all is an error.
+func scalingChart(title, xLabel, yLabel string, series []xySeries) ([]byte, error) {
+	p := plot.New()
+	p.Title.Text = title
+	p.X.Label.Text = xLabel
+	p.Y.Label.Text = yLabel
+	p.Legend.Top = true
+	p.X.Scale = plot.LogScale{}
+	p.X.Tick.Marker = plot.LogTicks{Prec: -1}
+	n, top := 0, 0.0
+	for i, s := range series {
+		if len(s.points) == 0 {
+			continue
+		}
+		n++
+		for _, pt := range s.points {
+			top = max(top, pt.Y)
+		}
+		l, sc, err := plotter.NewLinePoints(s.points)
+		if err != nil {
+			return nil, fmt.Errorf("chart %s: %w", s.name, err)
+		}
+		c := palette[i%len(palette)]
+		l.Color, sc.Color = c, c
+		l.Width = vg.Points(1)
+		if s.dashed {
+			l.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
+		}
+		sc.Shape = draw.CircleGlyph{}
+		sc.Radius = vg.Points(2)
+		p.Add(l, sc)
+		p.Legend.Add(s.name, l, sc)
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("chart %q: no points", title)
+	}
+	// Room above the lines for the legend (one line per series).
+	p.Y.Min, p.Y.Max = 0, top*(1.15+0.07*float64(n))
+	w, err := p.WriterTo(8*vg.Inch, 6*vg.Inch, "png")
+	if err != nil {
+		return nil, fmt.Errorf("render chart: %w", err)
+	}
+	var buf bytes.Buffer
+	if _, err := w.WriteTo(&buf); err != nil {
+		return nil, fmt.Errorf("render chart: %w", err)
+	}
+	return buf.Bytes(), nil
+}

@@ -43,6 +43,7 @@ type dataplane interface {
 // table, zero counters) for every measurement.
 type xlbDP struct {
 	method string // "dr", "nat", "tun" or "fullnat"
+	suffix string // of the name: "-base" for -xlb-base's binary
 	bin    string
 	dir    string
 	env    *testenv.Env
@@ -84,7 +85,7 @@ func newXLB(env *testenv.Env, method, bin, dir string) (*xlbDP, error) {
 	return x, nil
 }
 
-func (x *xlbDP) Name() string { return "xlb-" + x.method }
+func (x *xlbDP) Name() string { return "xlb-" + x.method + x.suffix }
 
 func (x *xlbDP) Start(ctx context.Context) error {
 	if x.method == "nat" {
@@ -93,7 +94,7 @@ func (x *xlbDP) Start(ctx context.Context) error {
 		}
 	}
 	x.n++
-	x.sock = filepath.Join(x.dir, fmt.Sprintf("xlb-%s%d.sock", x.method, x.n))
+	x.sock = filepath.Join(x.dir, fmt.Sprintf("%s%d.sock", x.Name(), x.n))
 	// 2^18 entries: wrk opens ~10^4 connections per second and IPVS
 	// keeps closed ones for seconds to minutes.
 	p, err := x.env.Director.Start(x.bin, "run", "--iface", "eth0", "--rules", x.rules,

@@ -11,10 +11,14 @@
 //	go run ./bench -quick -xlb bin/xlb                   # make bench-quick, in make test
 //	go run ./bench -xlb bin/xlb -dataplanes nft-fwd,xlb-dr -rounds 1 -v
 //
-// It needs root, wrk, iperf3 and nft (make deps). A default run takes
-// about 13 minutes on 2 shared CPUs (13m22s at load average 4-14);
-// -quick (one short round, one flow count, two trials per search)
-// under 2 minutes, and it fails unless every
+// It needs root, wrk, iperf3 and nft (make deps). A default run is
+// meant to take under 15 minutes on 2 CPUs (see RESULTS.md for the
+// last run's time; the phases added for real-server, flow and queue
+// scaling cost about 5 minutes of it);
+// -quick (one short round, one flow count, two trials per search, the
+// real-server scaling at its largest count with one scheduler, xlb-dr
+// on the multi-queue topology) under 2 minutes (1m47s at load 10-13),
+// and it fails unless every
 // configuration delivered traffic in every test: it checks that they
 // forward, not their figures. Every namespace is deleted at the end, on
 // error and on ^C; every tool runs bounded in time, the generator in
@@ -124,6 +128,53 @@
 // "Connection: close" (connections/s: every request a new connection
 // through the VIP; the server closes first, so TIME_WAIT stays on the
 // servers) and keep-alive (requests/s). Errors are rows of their own.
+//
+// Before each TCP test the bench waits (at most 3 s) until xlb's SYN
+// guard is down again: the flood of the round trips under load, and
+// iperf3's own bulk traffic, fill the AF_XDP RX ring past a quarter,
+// which raises the guard to level 2 for about a second after the
+// overload ends (dataplane/pressure.go); a TCP test started then lost
+// its SYNs (iperf3 failed to connect within its 3 s, wrk waited 1 s per
+// connection). The waits are listed under the table, and the SYNs the
+// guard still dropped during each test are rows of it.
+//
+// A trickle (-trickle-rate, 1000 pps, one frame per sendmmsg, evenly
+// spaced) for ip-forward, nft-fwd and xlb-dr: CPU per packet and the
+// cores the xlb process used, which is what the worker's
+// spin-before-sleep policy costs when traffic is sparse; with the idle
+// round trips it shows that policy's trade-off. -xlb-base measures a
+// second xlb binary as xlb-dr-base in the same rounds, right after
+// xlb-dr, for before/after comparisons.
+//
+// Flow scaling: for ip-forward, nft-fwd and xlb-dr, after each rate
+// search, the CPU per packet at the first -cpu-rates rate over the
+// search's flows (1, 100k, 10^6; 1000 flows is the -cpu-rates run).
+//
+// Real-server scaling (scale.go), once after the rounds: xlb with the
+// flood's service over -rs-counts destinations (2, 10, 100, 1000) in
+// -rs-methods (dr, nat) with -rs-scheds (rr, and wlc, which scans every
+// destination per new connection). The destinations are 10.201.x.y
+// addresses on the real servers' eth0 (address i on server i mod 3),
+// which the director reaches through a /16 route on eth0 and permanent
+// neighbour entries (not garbage-collected; the host-wide ARP table
+// holds at most gc_thresh3 = 1024 others). Per point, a fresh xlb: a
+// rate search over -rs-flows established flows (-rs-steps trials), the
+// CPU per packet at the first -cpu-rates rate over them, checked
+// against the share of the traffic each real server's eth0 should get
+// for the addresses it holds (the run fails below half of it, or when
+// a server holding none gets more than 1%), and the CPU per packet at
+// -rs-new-rate with every frame a new flow (a scheduling decision and a
+// connection insert each).
+//
+// Queue scaling (queues.go), once after the rounds: a second topology
+// whose director veth has -queue-scaling queues (2; xlb runs one worker
+// per queue, veth hands a frame to the RX queue its peer's flow hash
+// picked), alternated with the main one for nft-fwd and xlb-dr: the
+// lossless and most-delivered rates over 1000 flows and the CPU per
+// packet at the first -cpu-rates rate; the frames each RX queue took
+// (ethtool -S) are logged. The report projects 8 and 16 queues from the
+// director's share per packet at one queue and the efficiency measured
+// from 1 to 2 queues, and says it is a projection.
 //
 // Latency: -pings UDP request/answer exchanges, one at a time, on one
 // flow to VIP:53 after 100 unmeasured ones, p50, p99 and p99.9; once

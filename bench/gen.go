@@ -42,6 +42,17 @@ type genSpec struct {
 	threads int
 	limit   time.Duration // stops earlier than count if it takes longer
 	dst     netip.AddrPort
+	first   int // flows are first .. first+flows-1 (flowSource's numbering)
+}
+
+// batch is how many frames a thread sends per sendmmsg: 64, or at a low
+// rate as many as are due per millisecond (one at 1k pps), so that a
+// trickle is a trickle and not a burst of 64 every 64 ms.
+func (s genSpec) batch() uint64 {
+	if s.rate <= 0 {
+		return genBatch
+	}
+	return uint64(min(genBatch, max(1, int(s.rate/1000))))
 }
 
 type genResult struct {
@@ -125,7 +136,7 @@ func csumFold(sum uint32) uint16 {
 // generate sends spec's traffic from h's eth0 to the director's MAC and
 // returns when it is sent, the time limit passed or ctx ended.
 func generate(ctx context.Context, h *testenv.Host, dstMAC net.HardwareAddr, spec genSpec) (genResult, error) {
-	if spec.threads < 1 || spec.flows < 1 || spec.flows > maxFlows {
+	if spec.threads < 1 || spec.flows < 1 || spec.first < 0 || spec.first+spec.flows > maxFlows {
 		return genResult{}, fmt.Errorf("invalid generator spec: %d threads, %d flows", spec.threads, spec.flows)
 	}
 	fds := make([]int, spec.threads)
@@ -216,7 +227,7 @@ func genThread(ctx context.Context, fd, ifindex int, src, dst net.HardwareAddr, 
 		if c >= spec.count {
 			return nil
 		}
-		b := min(uint64(genBatch), spec.count-c)
+		b := min(spec.batch(), spec.count-c)
 		if spec.rate > 0 {
 			allowed := uint64(spec.rate * now.Sub(start).Seconds())
 			if allowed < c+b {
@@ -230,7 +241,7 @@ func genThread(ctx context.Context, fd, ifindex int, src, dst net.HardwareAddr, 
 			continue
 		}
 		for i := uint64(0); i < b; i++ {
-			buildFrame(frames[i][:], src, dst, flow, spec.dst)
+			buildFrame(frames[i][:], src, dst, spec.first+flow, spec.dst)
 			flow += spec.threads
 			if flow >= spec.flows {
 				flow = t % spec.flows

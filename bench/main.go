@@ -24,33 +24,45 @@ import (
 )
 
 type options struct {
-	xlb        string
-	quick      bool
-	rounds     int
-	flows      []int
-	scaleFlows int
-	steps      int
-	trialTime  time.Duration
-	threads    int
-	cpuRates   []float64
-	cpuTime    time.Duration
-	loadRate   float64
-	httpTime   time.Duration
-	iperfTime  time.Duration
-	pings      int
-	conns      int
-	dps        []string
-	out        string
-	chart      string
-	verbose    bool
-	queues     int // RX/TX queues of the director's veth
+	xlb         string
+	quick       bool
+	rounds      int
+	flows       []int
+	scaleFlows  int
+	steps       int
+	trialTime   time.Duration
+	threads     int
+	cpuRates    []float64
+	cpuTime     time.Duration
+	loadRate    float64
+	httpTime    time.Duration
+	iperfTime   time.Duration
+	pings       int
+	conns       int
+	dps         []string
+	out         string
+	chart       string
+	verbose     bool
+	queues      int // RX/TX queues of the director's veth
+	xlbBase     string
+	trickleRate float64
+	rsCounts    []int
+	rsScheds    []string
+	rsMethods   []string
+	rsFlows     int
+	rsNewRate   float64
+	rsSteps     int
+	rsCPUTime   time.Duration
+	// queue scaling (queues.go)
+	queueScaling int
+	queueRounds  int
 }
 
 var allDataplanes = []string{"ip-forward", "nft-fwd", "nft-dnat", "xlb-dr", "xlb-nat", "xlb-tun", "xlb-fullnat"}
 
 func main() {
 	var o options
-	var flows, rates, dps string
+	var flows, rates, dps, rsCounts, rsScheds, rsMethods string
 	flag.StringVar(&o.xlb, "xlb", "bin/xlb", "xlb binary to measure (copied to a temporary directory first)")
 	flag.BoolVar(&o.quick, "quick", false, "check in under 2 minutes that every configuration forwards (one short round; figures not meaningful)")
 	flag.IntVar(&o.rounds, "rounds", 3, "rounds; each runs every dataplane once, in turn; tables show medians")
@@ -71,6 +83,17 @@ func main() {
 	flag.StringVar(&o.chart, "chart", "", "write the delivered-vs-offered charts as PNG files with this path prefix (e.g. bench/rate)")
 	flag.BoolVar(&o.verbose, "v", false, "print xlb's full counters after each xlb run")
 	flag.IntVar(&o.queues, "director-queues", 1, "RX and TX queues of the director's veth; xlb serves them all, one worker each")
+	flag.StringVar(&o.xlbBase, "xlb-base", "", "also measure xlb-dr with this binary (e.g. main's), as xlb-dr-base, to compare two builds in one run")
+	flag.Float64Var(&o.trickleRate, "trickle-rate", 1000, "also measure CPU per packet at this trickle (pps, one frame per send; 0: no)")
+	flag.StringVar(&rsCounts, "rs-counts", "2,10,100,1000", "real-server scaling: destination counts of the flood's service (empty: no scaling runs)")
+	flag.StringVar(&rsScheds, "rs-scheds", "rr,wlc", "real-server scaling: schedulers (rr O(1) per new connection, wlc a scan of every destination)")
+	flag.StringVar(&rsMethods, "rs-methods", "dr,nat", "real-server scaling: xlb forwarding methods")
+	flag.IntVar(&o.rsFlows, "rs-flows", 100000, "real-server scaling: established flows of the rate search and the CPU run")
+	flag.Float64Var(&o.rsNewRate, "rs-new-rate", 50000, "real-server scaling: rate (pps) of the CPU run where every frame is a new flow")
+	flag.IntVar(&o.rsSteps, "rs-steps", 4, "real-server scaling: trials per rate search")
+	flag.DurationVar(&o.rsCPUTime, "rs-cpu-time", time.Second, "real-server scaling: CPU-per-packet measurement window")
+	flag.IntVar(&o.queueScaling, "queue-scaling", 2, "also measure xlb-dr and nft-fwd on a topology whose director veth has this many queues, against -director-queues (0: no)")
+	flag.IntVar(&o.queueRounds, "queue-rounds", 1, "queue scaling: rounds, each runs both topologies in turn")
 	flag.Parse()
 	var err error
 	if o.flows, err = parseInts(flows); err == nil {
@@ -82,9 +105,18 @@ func main() {
 		}
 	}
 	o.dps = strings.Split(dps, ",")
+	if err == nil && rsCounts != "" {
+		o.rsCounts, err = parseInts(rsCounts)
+	}
+	o.rsScheds, o.rsMethods = strings.Split(rsScheds, ","), strings.Split(rsMethods, ",")
 	if o.quick {
 		o.rounds, o.flows, o.scaleFlows, o.steps, o.trialTime = 1, []int{1000}, 0, 2, 200*time.Millisecond
 		o.cpuRates, o.cpuTime, o.httpTime, o.iperfTime, o.pings = o.cpuRates[:1], 500*time.Millisecond, time.Second, time.Second, 300
+		// Real-server scaling: the largest count only, one scheduler.
+		if len(o.rsCounts) > 0 {
+			o.rsCounts, o.rsScheds, o.rsSteps = o.rsCounts[len(o.rsCounts)-1:], o.rsScheds[:1], 2
+		}
+		o.rsCPUTime, o.queueRounds = 500*time.Millisecond, 1
 	}
 	if err == nil {
 		err = run(o)
@@ -127,7 +159,10 @@ type bench struct {
 	// other work kept every CPU busy before the traffic started.
 	saturated int
 	cpuRuns   int
-	log       io.Writer
+	// guardWaits lists, per xlb configuration, how long each TCP test
+	// waited for the SYN guard to come down (bench.settle).
+	guardWaits map[string][]time.Duration
+	log        io.Writer
 }
 
 func (b *bench) record(dp, key string, v float64) {
@@ -146,6 +181,19 @@ var xlbDropCounters = []string{"malformed", "no_service", "no_dest", "not_new", 
 func run(o options) (err error) {
 	if o.rounds < 1 || o.pings < 10 || o.conns < 1 || o.steps < 1 || o.threads < 1 || len(o.cpuRates) == 0 {
 		return errors.New("invalid options: -rounds, -pings, -conns, -steps, -threads and -cpu-rates must be positive")
+	}
+	if o.rsSteps < 1 || o.rsFlows < 1 || o.rsNewRate <= 0 || o.queueRounds < 1 || o.rsCPUTime < 200*time.Millisecond {
+		return errors.New("invalid options: -rs-steps, -rs-flows, -rs-new-rate and -queue-rounds must be positive, -rs-cpu-time at least 200ms")
+	}
+	for _, n := range o.rsCounts {
+		if n > maxRS {
+			return fmt.Errorf("invalid real-server count %d: at most %d", n, maxRS)
+		}
+	}
+	for _, m := range o.rsMethods {
+		if _, ok := methodOpts[m]; !ok && len(o.rsCounts) > 0 {
+			return fmt.Errorf("invalid -rs-methods %q: must be dr, nat, tun or fullnat", m)
+		}
 	}
 	for _, f := range append(slices.Clone(o.flows), o.scaleFlows) {
 		if f > maxFlows {
@@ -196,7 +244,8 @@ func run(o options) (err error) {
 
 	b := &bench{o: o, env: env, dir: dir, bin: bin, log: os.Stderr,
 		softirqd: ksoftirqds(),
-		results:  map[string]map[string][]float64{}, trials: map[string]map[int][]trial{}, drops: map[string]map[string]uint64{}}
+		results:  map[string]map[string][]float64{}, trials: map[string]map[int][]trial{}, drops: map[string]map[string]uint64{},
+		guardWaits: map[string][]time.Duration{}}
 	cleanup, err := b.prepare(ctx)
 	defer cleanup()
 	if err != nil {
@@ -228,6 +277,20 @@ func run(o options) (err error) {
 			dp = x
 		}
 		b.dps = append(b.dps, dp)
+		if name == "xlb-dr" && o.xlbBase != "" {
+			// Right after xlb-dr in every round: the two builds are
+			// measured minutes apart at most.
+			base := filepath.Join(dir, "xlb-base")
+			if err := copyFile(o.xlbBase, base); err != nil {
+				return fmt.Errorf("copy xlb base binary: %w", err)
+			}
+			x, err := newXLB(env, "dr", base, dir)
+			if err != nil {
+				return err
+			}
+			x.suffix, x.conns = "-base", dp.(*xlbDP).conns
+			b.dps = append(b.dps, x)
+		}
 	}
 
 	for r := 1; r <= o.rounds; r++ {
@@ -245,17 +308,43 @@ func run(o options) (err error) {
 		}
 	}
 
+	if err := b.measureScaling(ctx); err != nil {
+		return err
+	}
+	if err := b.measureQueues(ctx); err != nil {
+		return err
+	}
+
 	rep := report{
 		cmdline: cmdline, date: started.UTC().Format("2006-01-02 15:04 UTC"), elapsed: time.Since(started),
 		machine: machineNote(load0, loadAvg()), xlbMode: xlbMode, rounds: o.rounds, tree: tree,
 		flows: o.flows, scaleFlows: o.scaleFlows, cpuRates: o.cpuRates, loadRate: o.loadRate, threads: o.threads,
 		trialTime: o.trialTime, steps: o.steps, conns: o.conns,
 		results: b.results, drops: b.drops, saturated: b.saturated, cpuRuns: b.cpuRuns,
+		trickleRate: o.trickleRate, guardWaits: b.guardWaits,
+		rsCounts: o.rsCounts, rsMethods: o.rsMethods, rsScheds: o.rsScheds, rsFlows: o.rsFlows, rsNewRate: o.rsNewRate,
+		queues: o.queues, queueScaling: o.queueScaling,
 	}
 	for _, dp := range b.dps {
 		rep.dps = append(rep.dps, dp.Name())
+		if b.flowScaling(dp.Name()) {
+			rep.flowDPs = append(rep.flowDPs, dp.Name())
+		}
 	}
 	if o.chart != "" {
+		if o.rsSteps < 1 || o.rsFlows < 1 || o.rsNewRate <= 0 || o.queueRounds < 1 || o.rsCPUTime < 200*time.Millisecond {
+			return errors.New("invalid options: -rs-steps, -rs-flows, -rs-new-rate and -queue-rounds must be positive, -rs-cpu-time at least 200ms")
+		}
+		for _, n := range o.rsCounts {
+			if n > maxRS {
+				return fmt.Errorf("invalid real-server count %d: at most %d", n, maxRS)
+			}
+		}
+		for _, m := range o.rsMethods {
+			if _, ok := methodOpts[m]; !ok && len(o.rsCounts) > 0 {
+				return fmt.Errorf("invalid -rs-methods %q: must be dr, nat, tun or fullnat", m)
+			}
+		}
 		for _, f := range append(slices.Clone(o.flows), o.scaleFlows) {
 			if f == 0 {
 				continue
@@ -274,6 +363,13 @@ func run(o options) (err error) {
 			}
 			rep.charts = append(rep.charts, path)
 		}
+	}
+	if o.chart != "" {
+		charts, err := rep.scalingCharts(o.chart)
+		if err != nil {
+			return err
+		}
+		rep.charts = append(rep.charts, charts...)
 	}
 	table := rep.markdown()
 	fmt.Println()

@@ -65,6 +65,7 @@ type counters struct {
 	directorRx  uint64 // frames that reached the director's eth0
 	directorTx  uint64 // frames the director sent out of eth0
 	realsRx     uint64 // frames that reached the real servers' eth0, summed
+	realsEach   []uint64
 	clientTxDrp uint64
 }
 
@@ -103,6 +104,7 @@ func readCounters(env *testenv.Env) (c counters, err error) {
 			return c, err
 		}
 		c.realsRx += st.RxPackets
+		c.realsEach = append(c.realsEach, st.RxPackets)
 	}
 	return c, nil
 }

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"gonum.org/v1/plot/plotter"
 )
 
 // sectionHeading is the RESULTS.md section this bench owns.
@@ -40,6 +42,18 @@ type report struct {
 	results map[string]map[string][]float64
 	// drops[dataplane][counter] sums xlb's counters over its runs.
 	drops map[string]map[string]uint64
+
+	trickleRate          float64
+	guardWaits           map[string][]time.Duration
+	flowDPs              []string // the configurations measured at every flow count
+	rsCounts             []int
+	rsMethods            []string
+	rsScheds             []string
+	rsFlows              int
+	rsNewRate            float64
+	queues, queueScaling int // -director-queues, -queue-scaling
+	// scaleCharts are the scaling charts written: alt text and path.
+	scaleCharts [][2]string
 }
 
 // A row of the results table: a key of results, for every dataplane.
@@ -98,6 +112,20 @@ func (r *report) rows() []row {
 		row{key: "req_rate", format: "%.0f", label: fmt.Sprintf("keep-alive HTTP requests/s (wrk, %d connections)", r.conns)},
 		row{key: "conn_rate_errors", format: "%.0f", noRatio: true, label: "wrk errors per run, new connections (socket errors + non-2xx)"},
 		row{key: "req_rate_errors", format: "%.0f", noRatio: true, label: "wrk errors per run, keep-alive"},
+	)
+	if r.trickleRate > 0 {
+		tr := fmt.Sprintf("at a %.0f pps trickle (one frame per send, evenly spaced)", r.trickleRate)
+		rows = append(rows,
+			row{key: "cpu_ns_trickle", format: "%.0f", lowerBetter: true, label: "CPU-ns per delivered packet " + tr + ", all CPUs"},
+			row{key: "own_ns_trickle", format: "%.0f", lowerBetter: true, label: "CPU-ns per delivered packet " + tr + ", own processes"},
+			row{key: "xlb_cores_trickle", format: "%.3f", noRatio: true, label: "cores the xlb process used " + tr},
+		)
+	}
+	rows = append(rows,
+		row{key: "syn_drops_iperf_1", format: "%.0f", noRatio: true, label: "SYNs xlb's SYN guard dropped during iperf3 -P 1"},
+		row{key: "syn_drops_iperf_8", format: "%.0f", noRatio: true, label: "SYNs xlb's SYN guard dropped during iperf3 -P 8"},
+		row{key: "syn_drops_wrk_false", format: "%.0f", noRatio: true, label: "SYNs xlb's SYN guard dropped during wrk, new connections"},
+		row{key: "syn_drops_wrk_true", format: "%.0f", noRatio: true, label: "SYNs xlb's SYN guard dropped during wrk, keep-alive"},
 	)
 	for _, load := range []struct{ suffix, what string }{{"", "idle"}, {"_load", fmt.Sprintf("under %.0f kpps", r.loadRate/1e3)}} {
 		for _, q := range []struct{ key, name string }{{"rtt_p50", "p50"}, {"rtt_p99", "p99"}, {"rtt_p999", "p99.9"}} {
@@ -278,6 +306,26 @@ func (r *report) markdown() string {
 	for _, c := range r.charts {
 		fmt.Fprintf(&b, "\n![delivered vs offered rate](%s)\n", filepath.Base(c))
 	}
+	if len(r.guardWaits) > 0 {
+		b.WriteString("\nBefore each TCP test the bench waited for xlb's SYN guard to come down (it was raised by the flood of the " +
+			"round trips under load, or by the previous TCP test's bulk traffic; see RESULTS.md, \"iperf3 after the flood\"):")
+		for _, m := range sortedKeys(r.guardWaits) {
+			w := r.guardWaits[m]
+			var tot time.Duration
+			for _, d := range w {
+				tot += d
+			}
+			fmt.Fprintf(&b, " %s %d times, %v on average, longest %v;", m, len(w), (tot / time.Duration(len(w))).Round(time.Millisecond),
+				slices.Max(w).Round(time.Millisecond))
+		}
+		b.WriteString(" the SYNs it still dropped during the tests are rows of the table.\n")
+	}
+	r.flowTable(&b)
+	r.scalingTable(&b)
+	r.queueTable(&b)
+	for _, c := range r.scaleCharts {
+		fmt.Fprintf(&b, "\n![%s](%s)\n", c[0], filepath.Base(c[1]))
+	}
 
 	fmt.Fprintf(&b, "\nxlb's counters (`xlb --xlb-stats` after each run, summed over the rounds). "+
 		"Worker drop counters: %s. The kernel drops a redirected frame before the worker when the AF_XDP RX ring is full "+
@@ -411,4 +459,254 @@ func parseStats(s string) map[string]uint64 {
 		}
 	}
 	return m
+}
+
+// flowKey is the key suffix of the CPU run over f flows at the first
+// -cpu-rates rate: the 1000-flow figure is the -cpu-rates run's.
+func (r *report) flowKey(f int) string {
+	if f == 1000 {
+		return fmt.Sprintf("_%d", int(r.cpuRates[0]))
+	}
+	return fmt.Sprintf("_f%d", f)
+}
+
+func (r *report) allFlows() []int {
+	fl := slices.Clone(r.flows)
+	if r.scaleFlows > 0 {
+		fl = append(fl, r.scaleFlows)
+	}
+	slices.Sort(fl)
+	return slices.Compact(fl)
+}
+
+// flowTable renders the flow scaling: lossless rate and CPU per packet
+// at a fixed rate, as the established flows grow.
+func (r *report) flowTable(b *strings.Builder) {
+	if len(r.flowDPs) == 0 || len(r.cpuRates) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "\n### Flow scaling\n\nLossless rate (Mpps) and CPU-ns per delivered packet at %.0f kpps offered "+
+		"(all CPUs / own processes, as above) with every flow established (sent once before, and again by the search). "+
+		"Medians of %d rounds.\n\n", r.cpuRates[0]/1e3, r.rounds)
+	b.WriteString("| flows |")
+	for _, dp := range r.flowDPs {
+		fmt.Fprintf(b, " %s: lossless | CPU-ns all / own |", dp)
+	}
+	b.WriteString("\n|---|")
+	for range r.flowDPs {
+		b.WriteString("---|---|")
+	}
+	b.WriteString("\n")
+	for _, f := range r.allFlows() {
+		fmt.Fprintf(b, "| %s |", flowsLabel(f))
+		for _, dp := range r.flowDPs {
+			res := r.results[dp]
+			fmt.Fprintf(b, " %s | %s / %s |", cell("%.3f", res[fmt.Sprintf("lossless_%d", f)]),
+				cell("%.0f", res["cpu_ns"+r.flowKey(f)]), cell("%.0f", res["own_ns"+r.flowKey(f)]))
+		}
+		b.WriteString("\n")
+	}
+	lo, hi := r.allFlows()[0], r.allFlows()[len(r.allFlows())-1]
+	if lo == hi {
+		return
+	}
+	b.WriteString("\nRate change from " + flowsLabel(lo) + " to " + flowsLabel(hi) + " flows (target: a fall of less than 25%):")
+	for _, dp := range r.flowDPs {
+		a, z := median(r.results[dp][fmt.Sprintf("lossless_%d", lo)]), median(r.results[dp][fmt.Sprintf("lossless_%d", hi)])
+		if a > 0 {
+			fmt.Fprintf(b, " %s %+.0f%%;", dp, 100*(z/a-1))
+		}
+	}
+	b.WriteString("\n")
+}
+
+// scalingTable renders the real-server scaling.
+func (r *report) scalingTable(b *strings.Builder) {
+	if len(r.rsCounts) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "\n### Real-server scaling\n\nxlb with the flood's service over n destinations (addresses held by the three "+
+		"real-server namespaces, reached through permanent neighbour entries; every run checks that each namespace "+
+		"received its share). One round. Per configuration: the lossless rate over %s established flows (Mpps); "+
+		"CPU-ns per delivered packet at %.0f kpps over those flows; and at %.0f kpps with every frame a new flow "+
+		"(a scheduling decision and a connection insert each); all CPUs / own processes.\n\n",
+		flowsLabel(r.rsFlows), r.cpuRates[0]/1e3, r.rsNewRate/1e3)
+	var names []string
+	for _, m := range r.rsMethods {
+		for _, sc := range r.rsScheds {
+			names = append(names, m+"-"+sc)
+		}
+	}
+	b.WriteString("| real servers |")
+	for _, n := range names {
+		fmt.Fprintf(b, " %s: lossless | established CPU-ns | new-flow CPU-ns |", n)
+	}
+	b.WriteString("\n|---|")
+	for range names {
+		b.WriteString("---|---|---|")
+	}
+	b.WriteString("\n")
+	for _, c := range r.rsCounts {
+		fmt.Fprintf(b, "| %d |", c)
+		for _, n := range names {
+			res := r.results["rs:"+n]
+			fmt.Fprintf(b, " %s | %s / %s | %s / %s |", cell("%.3f", res[fmt.Sprintf("lossless_%d", c)]),
+				cell("%.0f", res[fmt.Sprintf("cpu_ns_est_%d", c)]), cell("%.0f", res[fmt.Sprintf("own_ns_est_%d", c)]),
+				cell("%.0f", res[fmt.Sprintf("cpu_ns_new_%d", c)]), cell("%.0f", res[fmt.Sprintf("own_ns_new_%d", c)]))
+		}
+		b.WriteString("\n")
+	}
+}
+
+// cpuPoints is a series of one CPU figure against x: the all-CPU
+// figure, or where /proc/stat gave none in some run (a saturated
+// machine), the own processes' one; the name says which.
+func (r *report) cpuPoints(dp string, xs []int, key func(int) string) (plotter.XYs, string) {
+	for _, kind := range []string{"cpu_ns", "own_ns"} {
+		var pts plotter.XYs
+		for _, x := range xs {
+			v := known(r.results[dp][kind+key(x)])
+			if len(v) == 0 {
+				pts = nil
+				break
+			}
+			pts = append(pts, plotter.XY{X: float64(x), Y: median(v)})
+		}
+		if pts != nil {
+			if kind == "own_ns" {
+				return pts, "own processes"
+			}
+			return pts, "all CPUs"
+		}
+	}
+	return nil, ""
+}
+
+// scalingCharts writes the flow and real-server scaling charts next to
+// the rate charts (prefix: -chart) and returns their paths.
+func (r *report) scalingCharts(prefix string) ([]string, error) {
+	var paths []string
+	write := func(suffix, alt string, png []byte) error {
+		path := prefix + "-" + suffix + ".png"
+		if err := os.WriteFile(path, png, 0o644); err != nil {
+			return err
+		}
+		paths = append(paths, path)
+		r.scaleCharts = append(r.scaleCharts, [2]string{alt, path})
+		return nil
+	}
+	if len(r.flowDPs) > 0 && len(r.cpuRates) > 0 {
+		var ss []xySeries
+		for _, dp := range r.flowDPs {
+			pts, what := r.cpuPoints(dp, r.allFlows(), r.flowKey)
+			ss = append(ss, xySeries{name: dp + " (" + what + ")", points: pts})
+		}
+		png, err := scalingChart(fmt.Sprintf("CPU-ns per delivered packet at %.0f kpps vs established flows", r.cpuRates[0]/1e3),
+			"established flows", "CPU-ns per delivered packet", ss)
+		if err != nil {
+			return nil, err
+		}
+		if err := write("flows-cpu", "CPU per packet vs flows", png); err != nil {
+			return nil, err
+		}
+	}
+	if len(r.rsCounts) > 0 {
+		var cpu, rate []xySeries
+		for _, m := range r.rsMethods {
+			for _, sc := range r.rsScheds {
+				dp := rsName(m, sc)
+				for _, k := range []string{"est", "new"} {
+					pts, what := r.cpuPoints(dp, r.rsCounts, func(n int) string { return fmt.Sprintf("_%s_%d", k, n) })
+					label := map[string]string{"est": "established", "new": "new flows"}[k]
+					cpu = append(cpu, xySeries{name: fmt.Sprintf("%s %s, %s (%s)", m, sc, label, what), points: pts, dashed: k == "new"})
+				}
+				var pts plotter.XYs
+				for _, n := range r.rsCounts {
+					if v := known(r.results[dp][fmt.Sprintf("lossless_%d", n)]); len(v) > 0 {
+						pts = append(pts, plotter.XY{X: float64(n), Y: median(v)})
+					}
+				}
+				rate = append(rate, xySeries{name: m + " " + sc, points: pts})
+			}
+		}
+		png, err := scalingChart("xlb: CPU-ns per delivered packet vs real servers", "real servers", "CPU-ns per delivered packet", cpu)
+		if err != nil {
+			return nil, err
+		}
+		if err := write("rs-cpu", "CPU per packet vs real servers", png); err != nil {
+			return nil, err
+		}
+		png, err = scalingChart(fmt.Sprintf("xlb: lossless rate vs real servers (%s flows)", flowsLabel(r.rsFlows)), "real servers", "lossless rate, Mpps", rate)
+		if err != nil {
+			return nil, err
+		}
+		if err := write("rs-rate", "lossless rate vs real servers", png); err != nil {
+			return nil, err
+		}
+	}
+	return paths, nil
+}
+
+// queueTable renders the queue scaling and its projection to 8 and 16
+// queues from the per-core figures.
+func (r *report) queueTable(b *strings.Builder) {
+	if r.queueScaling <= 1 || r.queueScaling == r.queues || len(r.cpuRates) == 0 {
+		return
+	}
+	k := fmt.Sprintf("_%d", int(r.cpuRates[0]))
+	qs := []int{r.queues, r.queueScaling}
+	fmt.Fprintf(b, "\n### Queue scaling\n\nThe director's veth with %d and with %d RX/TX queues (a second topology; xlb runs one worker per queue), "+
+		"alternated, 1000 flows: lossless rate (Mpps), and CPU-ns per delivered packet at %.0f kpps (all CPUs / own processes) with "+
+		"the director's share (minus the sink's, same rate). Medians of the queue rounds; the generator's %d threads share the machine's CPUs "+
+		"with every worker.\n\n", r.queues, r.queueScaling, r.cpuRates[0]/1e3, r.threads)
+	b.WriteString("| queues |")
+	for _, dp := range queueDPs {
+		fmt.Fprintf(b, " %s: lossless | most delivered | CPU-ns all / own | director's share all / own |", dp)
+	}
+	b.WriteString("\n|---|")
+	for range queueDPs {
+		b.WriteString("---|---|---|---|")
+	}
+	b.WriteString("\n")
+	sinkAll, sinkOwn := median(r.results["sink"]["cpu_ns"+k]), median(r.results["sink"]["own_ns"+k])
+	share := func(v []float64, sink float64) string {
+		if len(known(v)) == 0 || sink == 0 {
+			return "–"
+		}
+		return fmt.Sprintf("%.0f", median(v)-sink)
+	}
+	for _, q := range qs {
+		fmt.Fprintf(b, "| %d |", q)
+		for _, dp := range queueDPs {
+			res := r.results[queueName(q, dp)]
+			fmt.Fprintf(b, " %s | %s | %s / %s | %s / %s |", cell("%.3f", res["lossless_1000"]), cell("%.3f", res["maxdeliv_1000"]),
+				cell("%.0f", res["cpu_ns"+k]), cell("%.0f", res["own_ns"+k]),
+				share(res["cpu_ns"+k], sinkAll), share(res["own_ns"+k], sinkOwn))
+		}
+		b.WriteString("\n")
+	}
+	// The projection: a worker that has its core to itself forwards
+	// 1e9 / (its CPU-ns per packet) packets a second; N queues on N
+	// cores, N times that, scaled by the efficiency measured from 1 to
+	// 2 queues (the hand-off of flows to their owner worker and shared
+	// kernel paths make it less than 1).
+	x := r.results[queueName(r.queues, "xlb-dr")]
+	x2 := r.results[queueName(r.queueScaling, "xlb-dr")]
+	per := median(x["own_ns"+k]) - sinkOwn
+	if v := known(x["cpu_ns"+k]); len(v) > 0 && sinkAll > 0 {
+		per = median(v) - sinkAll
+	}
+	l1, l2 := median(x["maxdeliv_1000"]), median(x2["maxdeliv_1000"])
+	if per <= 0 || l1 <= 0 {
+		b.WriteString("\nNo projection to 8 and 16 queues: this run has no director's share or no delivered rate at one queue.\n")
+		return
+	}
+	eff := l2 / (float64(r.queueScaling) / float64(r.queues) * l1)
+	fmt.Fprintf(b, "\n**On paper, not measured** (xlb-dr): the director's share at one queue is %.0f CPU-ns per packet, so one core "+
+		"forwards at most %.2f Mpps. Measured efficiency from %d to %d queues: %.2f (the most delivered in any trial grew %.2f×; "+
+		"the lossless rate is too sensitive to one preempted worker to compare). "+
+		"With one core per queue and that efficiency: 8 queues %.1f Mpps, 16 queues %.1f Mpps (with perfect scaling %.1f and %.1f). "+
+		"On this machine the generator and the real servers share the same 2 CPUs, so the measured efficiency understates "+
+		"what separate cores would give.\n",
+		per, 1e3/per, r.queues, r.queueScaling, eff, l2/l1, 8*eff*1e3/per, 16*eff*1e3/per, 8*1e3/per, 16*1e3/per)
 }

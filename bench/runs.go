@@ -149,7 +149,7 @@ func (b *bench) measure(ctx context.Context, round int, dp dataplane) (err error
 		xlbPid = x.p.Cmd.Process.Pid
 	}
 	flows := b.o.flows
-	if b.o.scaleFlows > 0 && (name == "xlb-dr" || name == "nft-fwd" || name == "ip-forward") {
+	if b.o.scaleFlows > 0 && b.flowScaling(name) {
 		flows = append(flows[:len(flows):len(flows)], b.o.scaleFlows)
 	}
 	for _, f := range flows {
@@ -183,6 +183,13 @@ func (b *bench) measure(ctx context.Context, round int, dp dataplane) (err error
 		if top <= 0 {
 			b.failures = append(b.failures, fmt.Sprintf("%s: no frame of the %d-flow flood delivered", name, f))
 		}
+		if b.flowScaling(name) && f != 1000 {
+			// CPU per packet with these flows established (1000 flows:
+			// the -cpu-rates runs below).
+			if _, err := b.cpuRunOn(ctx, name, cpuSpec{rate: b.o.cpuRates[0], flows: f, key: fmt.Sprintf("_f%d", f)}, false, xlbPid); err != nil {
+				return err
+			}
+		}
 	}
 	if x, ok := dp.(*xlbDP); ok && x.method == "fullnat" && slices.Max(flows) > 64512 {
 		// One local address has 64512 ports: the flood's flows beyond
@@ -211,13 +218,27 @@ func (b *bench) measure(ctx context.Context, round int, dp dataplane) (err error
 			return err
 		}
 	}
+	if b.o.trickleRate > 0 && b.flowScaling(name) {
+		// A trickle: one frame per sendmmsg, evenly spaced. What the
+		// worker's spin-before-sleep policy costs when traffic is sparse.
+		if _, err := b.cpuRunOn(ctx, name, cpuSpec{rate: b.o.trickleRate, flows: 1000, key: "_trickle"}, false, xlbPid); err != nil {
+			return err
+		}
+	}
 	// From here a test that fails is reported and the others still run:
 	// the run's other figures are worth keeping.
 	if err := b.latency(ctx, name); err != nil {
 		b.fail(name, err)
 	}
+	// The flood of the round trips under load leaves xlb's SYN guard
+	// raised (bench/RESULTS.md, "iperf3 after the flood"): the TCP tests
+	// start when it is down again, and every SYN it drops during them is
+	// counted and shown.
 	for _, streams := range []int{1, 8} {
+		b.settle(ctx, dp)
+		g0 := b.guardState(dp)
 		s, err := b.throughput(ctx, streams)
+		b.noteGuard(name, fmt.Sprintf("iperf3 -P %d", streams), fmt.Sprintf("syn_drops_iperf_%d", streams), g0, b.guardState(dp))
 		if err != nil {
 			b.fail(name, fmt.Errorf("iperf3 -P %d: %w", streams, err))
 			continue
@@ -229,7 +250,10 @@ func (b *bench) measure(ctx context.Context, round int, dp dataplane) (err error
 		}
 	}
 	for _, ka := range []bool{false, true} {
+		b.settle(ctx, dp)
+		g0 := b.guardState(dp)
 		s, err := b.connRate(ctx, ka)
+		b.noteGuard(name, fmt.Sprintf("wrk keep-alive=%v", ka), fmt.Sprintf("syn_drops_wrk_%v", ka), g0, b.guardState(dp))
 		if err != nil {
 			b.fail(name, fmt.Errorf("wrk (keep-alive %v): %w", ka, err))
 			continue
@@ -255,6 +279,12 @@ func (b *bench) measure(ctx context.Context, round int, dp dataplane) (err error
 	return nil
 }
 
+// flowScaling says whether name is measured at -scale-flows flows and
+// at a fixed rate over every flow count.
+func (b *bench) flowScaling(name string) bool {
+	return name == "xlb-dr" || name == "xlb-dr-base" || name == "nft-fwd" || name == "ip-forward"
+}
+
 func (b *bench) fail(name string, err error) {
 	fmt.Fprintf(b.log, "        %-11s FAILED: %v\n", name, err)
 	b.failures = append(b.failures, fmt.Sprintf("%s: %v", name, err))
@@ -263,21 +293,38 @@ func (b *bench) fail(name string, err error) {
 // cpuRun offers rate pps over 1000 flows and reads, over a window after
 // a warm-up, /proc/stat's busy time of all CPUs and the frames
 // delivered; the machine's busy time just before, with no traffic, is
-// the background the figure subtracts.
+// the background the figure subtracts. Its values are recorded under
+// "cpu_ns_<rate>" etc.
 func (b *bench) cpuRun(ctx context.Context, name string, rate float64, sink bool, xlbPid int) error {
+	_, err := b.cpuRunOn(ctx, name, cpuSpec{rate: rate, flows: 1000, key: fmt.Sprintf("_%d", int(rate))}, sink, xlbPid)
+	return err
+}
+
+// cpuSpec is the traffic of one CPU-per-packet run and the suffix of its
+// result keys.
+type cpuSpec struct {
+	rate         float64
+	flows, first int // genSpec's
+	key          string
+}
+
+// cpuRunOn is cpuRun for any traffic; it returns the frames each real
+// server received in the window.
+func (b *bench) cpuRunOn(ctx context.Context, name string, cs cpuSpec, sink bool, xlbPid int) ([]uint64, error) {
+	rate := cs.rate
 	const warm = 200 * time.Millisecond
 	bg := b.o.cpuTime / 3
 	s0, err := readProcStat()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	t0 := time.Now()
 	if err := sleep(ctx, bg); err != nil {
-		return err
+		return nil, err
 	}
 	s1, err := readProcStat()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	background := busyCores(s0, s1, time.Since(t0))
 	b.cpuRuns++
@@ -291,26 +338,27 @@ func (b *bench) cpuRun(ctx context.Context, name string, rate float64, sink bool
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		g, gerr = b.gen(gctx, 1000, rate, uint64(rate*total.Seconds()), total+time.Second)
+		g, gerr = generate(gctx, b.env.Client, b.env.Director.MAC, genSpec{flows: cs.flows, first: cs.first,
+			rate: rate, count: uint64(rate * total.Seconds()), threads: b.o.threads, limit: total + time.Second, dst: floodDst})
 	}()
 	defer wg.Wait()
 	if err := sleep(ctx, warm); err != nil {
-		return err
+		return nil, err
 	}
 	c0, err := readCounters(b.env)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	st0, _ := readProcStat()
 	p0, _ := processCPU(xlbPid)
 	o0 := b.ownCPU(xlbPid)
 	t1 := time.Now()
 	if err := sleep(ctx, b.o.cpuTime); err != nil {
-		return err
+		return nil, err
 	}
 	c1, err := readCounters(b.env)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	st1, _ := readProcStat()
 	p1, _ := processCPU(xlbPid)
@@ -319,13 +367,13 @@ func (b *bench) cpuRun(ctx context.Context, name string, rate float64, sink bool
 	cancel()
 	wg.Wait()
 	if gerr != nil {
-		return gerr
+		return nil, gerr
 	}
 	cores := busyCores(st0, st1, d)
 	sent := float64(c1.clientTx-c0.clientTx) / d.Seconds()
 	deliv := float64(delivered(c1, sink)-delivered(c0, sink)) / d.Seconds()
 	ns := cpuPerPacket(cores, background, deliv)
-	k := fmt.Sprintf("_%d", int(rate))
+	k := cs.key
 	// With the machine already saturated by other work before the
 	// traffic, /proc/stat cannot tell what the traffic cost: no figure.
 	saturated := background >= 0.9*float64(runtime.NumCPU())
@@ -338,15 +386,22 @@ func (b *bench) cpuRun(ctx context.Context, name string, rate float64, sink bool
 	b.record(name, "cpu_cores"+k, cores-background)
 	own := (o1 - o0).Seconds() / d.Seconds()
 	b.record(name, "own_ns"+k, cpuPerPacket(own, 0, deliv))
+	xlbNote := ""
 	if xlbPid != 0 {
-		b.record(name, "xlb_cores"+k, (p1-p0).Seconds()/d.Seconds())
+		xc := (p1 - p0).Seconds() / d.Seconds()
+		b.record(name, "xlb_cores"+k, xc)
+		xlbNote = fmt.Sprintf(", of which xlb %.3f cores", xc)
 	}
-	fmt.Fprintf(b.log, "        %-11s at %.0f kpps: offered %.3f Mpps (generator %.3f), delivered %.3f Mpps, %.2f cores busy (%.2f before, without traffic): %.0f CPU-ns per packet; own processes %.2f cores: %.0f CPU-ns per packet\n",
-		name, rate/1e3, sent/1e6, g.rate()/1e6, deliv/1e6, cores, background, ns, own, cpuPerPacket(own, 0, deliv))
+	fmt.Fprintf(b.log, "        %-11s at %.0f kpps over %s flows: offered %.3f Mpps (generator %.3f), delivered %.3f Mpps, %.2f cores busy (%.2f before, without traffic): %.0f CPU-ns per packet; own processes %.2f cores%s: %.0f CPU-ns per packet\n",
+		name, rate/1e3, flowsLabel(cs.flows), sent/1e6, g.rate()/1e6, deliv/1e6, cores, background, ns, own, xlbNote, cpuPerPacket(own, 0, deliv))
 	if deliv <= 0 {
 		b.failures = append(b.failures, fmt.Sprintf("%s: nothing delivered at %.0f pps", name, rate))
 	}
-	return nil
+	each := make([]uint64, len(c1.realsEach))
+	for i := range each {
+		each[i] = c1.realsEach[i] - c0.realsEach[i]
+	}
+	return each, nil
 }
 
 // latency times UDP round trips without other traffic, then under a
@@ -416,4 +471,62 @@ func ksoftirqds() []int {
 		}
 	}
 	return pids
+}
+
+// guard is xlb's SYN guard as its counters show it: the workers' level
+// (summed) and the SYNs the XDP program dropped for it.
+type guard struct {
+	ok            bool // read from a running xlb
+	level, raises uint64
+	dropped       uint64 // drop_syn_rate + drop_syn_pressure
+}
+
+func (b *bench) guardState(dp dataplane) guard {
+	x, ok := dp.(*xlbDP)
+	if !ok || x.p == nil {
+		return guard{}
+	}
+	_, st, err := x.Stats()
+	if err != nil {
+		return guard{}
+	}
+	return guard{ok: true, level: st["syn_guard_level"], raises: st["syn_guard_raises"],
+		dropped: st["xdp.drop_syn_rate"] + st["xdp.drop_syn_pressure"]}
+}
+
+// noteGuard records and prints the SYNs xlb's guard dropped during a TCP
+// test (key: the result's key).
+func (b *bench) noteGuard(name, test, key string, g0, g1 guard) {
+	if !g0.ok || !g1.ok {
+		return
+	}
+	d := g1.dropped - g0.dropped
+	b.record(name, key, float64(d))
+	if d > 0 || g0.level > 0 || g1.raises > g0.raises {
+		fmt.Fprintf(b.log, "        %-11s %s: SYN guard at level %d before, raised %d times during it, %d SYNs dropped by it\n",
+			name, test, g0.level, g1.raises-g0.raises, d)
+	}
+}
+
+// settle waits, at most 3 s, until xlb's SYN guard is down (every worker
+// at level 0) after the flood, and records how long that took: the
+// guard holds each level 500 ms after the overload ends
+// (dataplane/pressure.go).
+func (b *bench) settle(ctx context.Context, dp dataplane) {
+	x, ok := dp.(*xlbDP)
+	if !ok {
+		return
+	}
+	t0 := time.Now()
+	g := b.guardState(x)
+	level0 := g.level
+	for g.ok && g.level > 0 && time.Since(t0) < 3*time.Second && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+		g = b.guardState(x)
+	}
+	w := time.Since(t0)
+	if level0 > 0 {
+		b.guardWaits[x.Name()] = append(b.guardWaits[x.Name()], w)
+		fmt.Fprintf(b.log, "        %-11s SYN guard at level %d before a TCP test: down after %v (now %d)\n", x.Name(), level0, w.Round(time.Millisecond), g.level)
+	}
 }

@@ -78,14 +78,17 @@ func TestQueuePeekWakes(t *testing.T) {
 // The spin policy: a flood and request/response traffic whose frames come
 // closer together than the spin limit keep the worker polling; a trickle
 // makes it sleep after each frame; one long pause does not stop it from
-// spinning for long once frames come close together again.
+// spinning for long once frames come close together again; a worker that
+// slept (whose wake-up makes every gap it sees look longer) spins again
+// as soon as request/response traffic comes.
 func TestSpinner(t *testing.T) {
 	const us = int64(1000)
 	max := 50 * us
 	// run feeds frames every gap ns for count frames, polling empty every
 	// µs in between as the loop would while it spins, and returns the
-	// share of the time spent spinning between frames.
-	run := func(s *spinner, now *int64, gap int64, count int) float64 {
+	// share of the time spent spinning between frames. A worker that
+	// sleeps finds the next frame wake ns after it came.
+	run := func(s *spinner, now *int64, gap, wake int64, count int) float64 {
 		spun := int64(0)
 		for i := 0; i < count; i++ {
 			s.found(*now)
@@ -93,7 +96,8 @@ func TestSpinner(t *testing.T) {
 			t := *now + us
 			for ; t < next; t += us {
 				if !s.spin(t) {
-					break // sleeps until the next frame
+					next += wake // sleeps until the next frame, and wakes up
+					break
 				}
 				spun += us
 			}
@@ -103,27 +107,51 @@ func TestSpinner(t *testing.T) {
 	}
 	s := newSpinner(time.Duration(max))
 	now := int64(1)
-	if got := run(&s, &now, 1000*us, 100); got > 0.01 {
+	if got := run(&s, &now, 1000*us, 0, 100); got > 0.01 {
 		t.Errorf("1k pps: spun %.0f%% of the time, want ~0", 100*got)
 	}
-	if got := run(&s, &now, 30*us, 200); got < 0.9 {
+	if got := run(&s, &now, 30*us, 0, 200); got < 0.9 {
 		t.Errorf("request/response every 30 µs: spun %.0f%% of the time, want ~100%%", 100*got)
 	}
-	if got := run(&s, &now, 2*us, 200); got < 0.4 {
+	if got := run(&s, &now, 2*us, 0, 200); got < 0.4 {
 		t.Errorf("flood: spun %.0f%% of the time, want about half (polls every µs, frames every 2)", 100*got)
 	}
 	// Bursts of 50 frames 5 µs apart every 2 ms: spins through each
 	// burst, and about half a window after it.
 	for range 20 {
-		if got := run(&s, &now, 5*us, 50); got < 0.75 {
+		if got := run(&s, &now, 5*us, 0, 50); got < 0.75 {
 			t.Errorf("within a burst: spun %.0f%% of the time, want most", 100*got)
 			break
 		}
 		now += 2000 * us
 	}
-	run(&s, &now, 10_000_000*us, 1) // a 10 s pause
-	if got := run(&s, &now, 30*us, 20); got < 0.5 {
+	run(&s, &now, 10_000_000*us, 0, 1) // a 10 s pause
+	if got := run(&s, &now, 30*us, 0, 20); got < 0.5 {
 		t.Errorf("after a pause, 20 frames 30 µs apart: spun %.0f%% of the time, want most", 100*got)
+	}
+	// With wake-ups of 40 µs: a trickle sleeps, 100 µs gaps (beyond the
+	// spin) too, and round trips 30 µs apart after the trickle spin
+	// again at once rather than pay the wake-up each.
+	if got := run(&s, &now, 1000*us, 40*us, 100); got > 0.01 {
+		t.Errorf("1k pps, 40 µs wake-ups: spun %.0f%% of the time, want ~0", 100*got)
+	}
+	if got := run(&s, &now, 100*us, 40*us, 100); got > 0.05 {
+		t.Errorf("10k pps, 40 µs wake-ups: spun %.0f%% of the time, want ~0", 100*got)
+	}
+	if got := run(&s, &now, 30*us, 40*us, 100); got < 0.9 {
+		t.Errorf("round trips every 30 µs after a trickle, 40 µs wake-ups: spun %.0f%% of the time, want ~100%%", 100*got)
+	}
+	// A trickle with catch-up pairs (every fifth frame 1 ms late, then
+	// another 3 µs after it): a pair buys one spin, not also the
+	// halvings after it.
+	spun, total := 0.0, int64(0)
+	for range 50 {
+		spun += run(&s, &now, 1000*us, 40*us, 4) * float64(4*1000*us)
+		spun += run(&s, &now, 3*us, 40*us, 1) * float64(3*us)
+		total += 4*1000*us + 3*us
+	}
+	if got := spun / float64(total); got > 0.015 {
+		t.Errorf("1k pps with catch-up pairs: spun %.2f%% of the time, want < 1.5%% (one 50 µs spin per pair)", 100*got)
 	}
 	off := newSpinner(0)
 	if off.spin(now) {
