@@ -43,6 +43,17 @@ import (
 // worker's view covers what that trigger does not (floods below it that
 // the worker still cannot keep up with, level 2, holding the level).
 //
+// Ring overload counts only while the frames are handshakes: a worker
+// that cannot keep up with bulk traffic on established connections (one
+// iperf3 stream fills the RX ring on a veth) is not under a SYN flood,
+// and refusing SYNs then would only stop legitimate clients from
+// connecting. So the worker also looks at what its last mixWindowNs of
+// frames were (bulkLoad): if at least mixMinFrames came and fewer than an
+// eighth of them opened a connection (a non-keep-alive HTTP client opens
+// one per 5-7 frames, a SYN flood one per frame), the overload is bulk and
+// the level is left as it is. With no such history (a worker that was idle
+// when the ring filled) overload counts, as before.
+//
 // A second signal raises the level to 1 (never to 2): the connection table
 // evicting more than evictBurst entries within evictWindowNs, which is
 // what a SYN flood that the worker still keeps up with does, at the cost
@@ -53,6 +64,8 @@ const (
 	holdNs        = 500_000_000 // no overload this long: one level down
 	evictWindowNs = 10_000_000
 	evictBurst    = 64 // evictions per evictWindowNs (6400/s) that mean a flood
+	mixWindowNs   = 10_000_000
+	mixMinFrames  = 64
 )
 
 // synGuard is a worker's pressure level and its publication. Owned by the
@@ -72,6 +85,24 @@ type synGuard struct {
 
 	evictAt    int64  // start of the current eviction window
 	evictStart uint64 // the table's Evictions at evictAt
+
+	// The frame mix of the latest complete mixWindowNs (bulkLoad): bulk
+	// tells that it was mostly established traffic.
+	mixAt          int64
+	mixRx, mixOpen uint64 // the worker's RxFrames and ConnNew at mixAt
+	bulk           bool
+}
+
+// bulkLoad tells whether the worker's recent frames were bulk traffic
+// rather than handshakes: rx and opened are its RxFrames and ConnNew
+// counts so far, at time now.
+func (g *synGuard) bulkLoad(rx, opened uint64, now int64) bool {
+	if now-g.mixAt >= mixWindowNs {
+		drx, dopen := rx-g.mixRx, opened-g.mixOpen
+		g.bulk = drx >= mixMinFrames && dopen*8 < drx
+		g.mixAt, g.mixRx, g.mixOpen = now, rx, opened
+	}
+	return g.bulk
 }
 
 // overloaded tells whether the kernel is about to drop frames for q: its

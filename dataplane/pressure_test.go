@@ -127,3 +127,66 @@ func TestWorkerRaisesSYNGuard(t *testing.T) {
 		t.Errorf("counters: level %d, raises %d; want 1, 1", st[SYNLevel], st[SYNRaises])
 	}
 }
+
+// Ring overload from bulk traffic on established connections does not
+// raise the level; overload while the frames are handshakes does.
+func TestSYNGuardBulkLoad(t *testing.T) {
+	var g synGuard
+	if g.bulkLoad(0, 0, 1*ms) {
+		t.Fatal("no history: bulk, want not")
+	}
+	// 10k frames, 10 connections opened (an iperf3 stream).
+	if !g.bulkLoad(10_000, 10, 12*ms) {
+		t.Fatal("10k frames opening 10 connections: not bulk")
+	}
+	// Within the window the verdict stays.
+	if !g.bulkLoad(10_000, 5_000, 15*ms) {
+		t.Fatal("verdict changed within a window")
+	}
+	// The next window: 10k frames, half of them SYNs.
+	if g.bulkLoad(20_000, 5_010, 23*ms) {
+		t.Fatal("10k frames opening 5k connections: bulk, want not")
+	}
+	// A few frames are no evidence either way: overload counts.
+	if g.bulkLoad(20_010, 5_010, 34*ms) {
+		t.Fatal("10 frames: bulk, want not")
+	}
+	// Non-keep-alive HTTP (one connection per 5 frames) is not bulk.
+	if g.bulkLoad(20_510, 5_110, 45*ms) {
+		t.Fatal("one connection per 5 frames: bulk, want not")
+	}
+}
+
+// A worker whose ring fills with frames of established connections,
+// after a window of the same, leaves the SYN level alone.
+func TestWorkerBulkKeepsSYNLevel(t *testing.T) {
+	w, k := testWorker(t)
+	var published []bpf.SYNLevel
+	w.guard.set = func(l bpf.SYNLevel) error { published = append(published, l); return nil }
+	syn := frame(t, layers.IPProtocolTCP, 40000, 80, true, false)
+	ack := frame(t, layers.IPProtocolTCP, 40000, 80, false, true)
+	k.deliver(syn)
+	w.poll(1)
+	for i := 0; i < 8; i++ { // established traffic the worker keeps up with
+		for j := 0; j < 32; j++ {
+			k.deliver(ack)
+		}
+		w.poll(int64(i+2) * ms)
+	}
+	for round := int64(0); round < 3; round++ {
+		for i := uint32(0); i <= k.rx.size/4; i++ {
+			if !k.deliver(ack) {
+				t.Fatal("fake kernel could not deliver")
+			}
+		}
+		now := (round + 2) * mixWindowNs
+		for i := 0; i < 100 && w.poll(now) > 0; i++ {
+		}
+	}
+	if w.stats.local[ConnHit] == 0 {
+		t.Fatal("no frame matched the connection")
+	}
+	if len(published) != 0 {
+		t.Fatalf("bulk traffic published SYN levels %v", published)
+	}
+}

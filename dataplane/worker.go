@@ -416,6 +416,9 @@ func (w *worker) poll(now int64) int {
 	for _, q := range w.qs {
 		over = over || q.overloaded()
 	}
+	if over && w.guard.bulkLoad(w.stats.local[RxFrames], w.stats.local[ConnNew], now) {
+		over = false // established traffic fills the ring, not handshakes
+	}
 	w.guard.check(over, w.guard.flooded(w.ct.Evictions(), now), now)
 	if w.congested() {
 		// The kernel drains TX too slowly: flush before taking more.
