@@ -475,7 +475,7 @@ func (w *worker) forward(slot uint16, q *queue, descs []unix.XDPDesc, cfg *worke
 		if owned && w.handOff(q, d, f.Bytes(), m, cfg) {
 			continue // another worker owns it: freed below
 		}
-		w.keys[nk] = conntrack.Key{Src: m.Src, Dst: m.Dst, SrcPort: m.SrcPort, DstPort: m.DstPort, Proto: m.Proto}
+		w.keys[nk].SetFlow(&m.Src, &m.Dst, m.SrcPort, m.DstPort, m.Proto)
 		w.kidx[i] = int8(nk)
 		nk++
 	}
