@@ -742,10 +742,18 @@ func (w *worker) xmit(f *modes.Frame, m *packet.Meta, e *conntrack.Entry, id uin
 			w.stats.local[NoNeighbour]++
 			return false
 		}
-		p.DstMAC, p.Encap = fd.mac, fd.encap
+		// Only what the method reads (modes/doc.go's table): the
+		// encapsulation (24 bytes) for TUN, the local address for
+		// FULLNAT; the others leave those fields as the last frame did.
+		p.DstMAC = fd.mac
+		if method == modes.Tunnel {
+			p.Encap = fd.encap
+		}
 		if e != nil {
 			p.RS, p.RPort = e.DestAddr16(), e.DestPort()
-			p.Laddr, p.Lport = e.LocalAddr16(), e.LocalPort()
+			if method == modes.FullNAT {
+				p.Laddr, p.Lport = e.LocalAddr16(), e.LocalPort()
+			}
 		} else {
 			p.RS, p.RPort = fd.addr.As16(), fd.port
 		}
