@@ -53,6 +53,7 @@ func benchNewConn(b *testing.B, worker func(testing.TB, modes.Method) (*worker, 
 	b.ReportAllocs()
 	b.ResetTimer()
 	cpu := startThreadCPU(b)
+	var pt pollTimer
 	n := 0
 	for b.Loop() {
 		for _, f := range frames {
@@ -66,11 +67,12 @@ func benchNewConn(b *testing.B, worker func(testing.TB, modes.Method) (*worker, 
 			binary.BigEndian.PutUint16(f[csum:], packet.ChecksumUpdate16(sum, old, port))
 			k.deliver(f)
 		}
-		n += w.poll(now)
+		n += pt.poll(w, now)
 		now += int64(time.Millisecond)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/conn")
 	cpu.report(n, "conn")
+	pt.report(b, "conn")
 	s := &w.stats.local
 	if s[ConnNew] < uint64(n) || s[TxFrames] < uint64(n) {
 		b.Fatalf("%d frames: %d new connections, %d sent (counters %v)", n, s[ConnNew], s[TxFrames], *s)
