@@ -565,8 +565,8 @@ func (w *worker) publish() {
 	w.ds.publish()
 	for i, idx := range w.laddrIdx {
 		st := w.pool.AddrStats(idx)
-		w.laddrFigs[i].inUse.Store(uint64(st.InUse))
-		w.laddrFigs[i].exhausted.Store(st.Exhausted)
+		storeChanged(&w.laddrFigs[i].inUse, uint64(st.InUse))
+		storeChanged(&w.laddrFigs[i].exhausted, st.Exhausted)
 	}
 }
 
