@@ -330,6 +330,38 @@ var benchFamilies = []struct {
 	}},
 }
 
+// TestWorkerMethodsAllocs: established connections, every method,
+// direction and IP version, allocate nothing per frame.
+func TestWorkerMethodsAllocs(t *testing.T) {
+	for _, fam := range benchFamilies {
+		for _, m := range []modes.Method{modes.Route, modes.Masq, modes.Tunnel, modes.FullNAT} {
+			w, k := fam.worker(t, m)
+			k.deliver(fam.tcp(40000, 80, syn))
+			w.poll(1)
+			if len(k.sent) != 1 {
+				t.Fatalf("%v %s: SYN not forwarded (counters %v)", m, fam.name, w.stats.local)
+			}
+			k.keep = false
+			frames := [][]byte{fam.tcp(40000, 80, ack)}
+			if m == modes.Masq || m == modes.FullNAT {
+				// The real server's reply to the forwarded SYN.
+				var sm packet.Meta
+				if packet.Parse(k.sent[0], &sm) != packet.OK {
+					t.Fatalf("%v %s: forwarded SYN does not parse", m, fam.name)
+				}
+				frames = append(frames, pt.Packet{SrcMAC: realMACs[0][:], DstMAC: directorMAC[:], Src: fam.rs,
+					Dst: sm.SrcAddr(), SrcPort: 8080, DstPort: sm.SrcPort, Flags: ack}.Frame())
+			}
+			if allocs := pollAllocs(w, k, frames...); allocs != 0 {
+				t.Errorf("%v %s: %v allocations per batch, want 0", m, fam.name, allocs)
+			}
+			if s := &w.stats.local; s[TxFrames] != s[RxFrames] {
+				t.Errorf("%v %s: %d frames received, %d sent (counters %v)", m, fam.name, s[RxFrames], s[TxFrames], *s)
+			}
+		}
+	}
+}
+
 // pollAllocs is the allocations per batch of w delivering frames and
 // polling them, over 100 batches, at clock 2, 3, ...
 func pollAllocs(w *worker, k *fakeKernel, frames ...[]byte) float64 {

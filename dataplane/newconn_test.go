@@ -4,7 +4,6 @@ package dataplane
 
 import (
 	"encoding/binary"
-	"net/netip"
 	"testing"
 	"time"
 
@@ -79,36 +78,38 @@ func benchNewConn(b *testing.B, worker func(testing.TB, modes.Method) (*worker, 
 	}
 }
 
-// TestWorkerNewConnAllocs: new connections, every method, allocate
-// nothing per frame either.
+// TestWorkerNewConnAllocs: new connections, every method and IP
+// version, allocate nothing per frame either.
 func TestWorkerNewConnAllocs(t *testing.T) {
-	for _, m := range []modes.Method{modes.Route, modes.Masq, modes.Tunnel, modes.FullNAT} {
-		w, k := methodWorker(t, m)
-		k.keep = false
-		if m == modes.Tunnel {
-			fwd := *w.dp.fwd.Load()
-			fwd[1].encap = modes.Encap{Type: modes.IPIP, Src: netip.MustParseAddr("198.18.0.1").As16()}
-		}
-		port := uint16(1024)
-		frames := make([][]byte, maxBatch)
-		for i := range frames {
-			frames[i] = tcpTo(port+uint16(i), 80, syn)
-		}
-		w.poll(1)
-		n := 0
-		got := testing.AllocsPerRun(50, func() {
+	for _, fam := range benchFamilies {
+		for _, m := range []modes.Method{modes.Route, modes.Masq, modes.Tunnel, modes.FullNAT} {
+			w, k := fam.worker(t, m)
+			k.keep = false
+			port := uint16(1024)
+			frames := make([][]byte, maxBatch)
 			for i := range frames {
-				port++
-				binary.BigEndian.PutUint16(frames[i][34:], port) // the TCP source port (no options, IPv4)
-				k.deliver(frames[i])
+				frames[i] = fam.tcp(port+uint16(i), 80, syn)
 			}
-			n += w.poll(2)
-		})
-		if got != 0 {
-			t.Errorf("%v: %.1f allocations per batch of new connections, want 0", m, got)
-		}
-		if w.stats.local[ConnNew] < uint64(n) {
-			t.Errorf("%v: %d new connections for %d frames", m, w.stats.local[ConnNew], n)
+			var meta packet.Meta
+			if packet.Parse(frames[0], &meta) != packet.OK {
+				t.Fatal("SYN does not parse")
+			}
+			w.poll(1)
+			n := 0
+			got := testing.AllocsPerRun(50, func() {
+				for i := range frames {
+					port++
+					binary.BigEndian.PutUint16(frames[i][meta.L4Off:], port) // the TCP source port
+					k.deliver(frames[i])
+				}
+				n += w.poll(2)
+			})
+			if got != 0 {
+				t.Errorf("%v %s: %.1f allocations per batch of new connections, want 0", m, fam.name, got)
+			}
+			if w.stats.local[ConnNew] < uint64(n) {
+				t.Errorf("%v %s: %d new connections for %d frames", m, fam.name, w.stats.local[ConnNew], n)
+			}
 		}
 	}
 }
