@@ -59,10 +59,23 @@ func (t *Table) publish() {
 	t.c.Entries = uint64(t.live)
 	t.c.Templates = uint64(t.tmpl)
 	w := t.c.words()
+	// An atomic store is an XCHG on amd64 (~20 cycles): 17 a batch, ~5
+	// ns a frame, when every word was stored at every Expire. A batch of
+	// established flows changes none, so compare first (loads are plain
+	// moves) and write only the words that changed, inside the seqlock.
+	i := 0
+	for i < len(w) && t.pub.w[i].Load() == w[i] {
+		i++
+	}
+	if i == len(w) {
+		return
+	}
 	seq := t.pub.seq.Load()
 	t.pub.seq.Store(seq + 1)
-	for i := range w {
-		t.pub.w[i].Store(w[i])
+	for ; i < len(w); i++ {
+		if t.pub.w[i].Load() != w[i] {
+			t.pub.w[i].Store(w[i])
+		}
 	}
 	t.pub.seq.Store(seq + 2)
 }

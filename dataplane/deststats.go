@@ -75,14 +75,23 @@ func (s *destStats) conn(id uint32) { s.touch(id).Conns++ }
 func (s *destStats) publish() {
 	for _, id := range s.dirty {
 		l, p := &s.local[id], &s.pub[id]
-		p.conns.Store(l.Conns)
-		p.inPkts.Store(l.InPkts)
-		p.inBytes.Store(l.InBytes)
-		p.outPkts.Store(l.OutPkts)
-		p.outBytes.Store(l.OutBytes)
+		// Only the words that changed (an atomic store is an XCHG;
+		// established flows change two of the five in a batch).
+		storeChanged(&p.conns, l.Conns)
+		storeChanged(&p.inPkts, l.InPkts)
+		storeChanged(&p.inBytes, l.InBytes)
+		storeChanged(&p.outPkts, l.OutPkts)
+		storeChanged(&p.outBytes, l.OutBytes)
 		s.mark[id] = false
 	}
 	s.dirty = s.dirty[:0]
+}
+
+// storeChanged stores v in p unless p holds it already.
+func storeChanged(p *atomic.Uint64, v uint64) {
+	if p.Load() != v {
+		p.Store(v)
+	}
 }
 
 // read adds destination id's published counters to c.

@@ -241,59 +241,123 @@ func TestWorkerNATAllocs(t *testing.T) {
 }
 
 // BenchmarkWorkerMethods is the worker's cost per frame, on the fake
-// kernel, for each forwarding method and direction: batches of 64
-// established-connection frames (client → real server, and for NAT and
-// FULLNAT the real server's replies), from the RX ring to the TX ring.
+// kernel, for each forwarding method, direction and IP version: batches
+// of 64 established-connection frames (client → real server, and for NAT
+// and FULLNAT the real server's replies), from the RX ring to the TX
+// ring. The fake kernel's share (its copy of each frame into the UMEM and
+// its TX drain, with the rings) is BenchmarkQueueEcho's.
 func BenchmarkWorkerMethods(b *testing.B) {
-	rs := netip.MustParseAddr("198.18.0.11")
-	for _, m := range []modes.Method{modes.Route, modes.Masq, modes.Tunnel, modes.FullNAT} {
-		for _, dir := range []modes.Dir{modes.In, modes.Out} {
-			if dir == modes.Out && (m == modes.Route || m == modes.Tunnel) {
-				continue // replies bypass the director
+	for _, fam := range benchFamilies {
+		for _, m := range []modes.Method{modes.Route, modes.Masq, modes.Tunnel, modes.FullNAT} {
+			for _, dir := range []modes.Dir{modes.In, modes.Out} {
+				if dir == modes.Out && (m == modes.Route || m == modes.Tunnel) {
+					continue // replies bypass the director
+				}
+				b.Run(m.String()+"/"+dir.String()+"/"+fam.name, func(b *testing.B) {
+					w, k := fam.worker(b, m)
+					var frames [][]byte
+					for i := 0; i < maxBatch; i++ {
+						k.deliver(fam.tcp(uint16(20000+i), 80, syn))
+					}
+					w.poll(1)
+					if len(k.sent) != maxBatch {
+						b.Fatalf("set-up: %d of %d SYNs forwarded", len(k.sent), maxBatch)
+					}
+					for i, s := range k.sent {
+						if dir == modes.In {
+							frames = append(frames, fam.tcp(uint16(20000+i), 80, ack))
+							continue
+						}
+						var meta packet.Meta
+						if packet.Parse(s, &meta) != packet.OK {
+							b.Fatal("set-up: forwarded SYN does not parse")
+						}
+						frames = append(frames, pt.Packet{SrcMAC: realMACs[0][:], DstMAC: directorMAC[:], Src: fam.rs,
+							Dst: meta.SrcAddr(), SrcPort: 8080, DstPort: meta.SrcPort, Flags: ack, Payload: []byte("xlb")}.Frame())
+					}
+					k.keep = false
+					b.ReportAllocs()
+					b.ResetTimer()
+					cpu := startThreadCPU(b)
+					var pt pollTimer
+					n := 0
+					for b.Loop() {
+						for _, f := range frames {
+							k.deliver(f)
+						}
+						n += pt.poll(w, 2)
+					}
+					b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/frame")
+					cpu.report(n, "frame")
+					pt.report(b, "frame")
+					if w.stats.local[TxFrames] < uint64(n) {
+						b.Fatalf("sent %d of %d frames (counters %v)", w.stats.local[TxFrames], n, w.stats.local)
+					}
+				})
 			}
-			b.Run(m.String()+"/"+dir.String(), func(b *testing.B) {
-				w, k := methodWorker(b, m)
-				if m == modes.Tunnel {
-					fwd := *w.dp.fwd.Load()
-					fwd[1].encap = modes.Encap{Type: modes.IPIP, Src: netip.MustParseAddr("198.18.0.1").As16()}
+		}
+	}
+}
+
+// benchFamilies are the IP versions the worker benchmarks run in: a
+// worker for method m over one real server (fam.rs:8080, TUN with an
+// IPIP encapsulation) and the client's frames to its TCP service on
+// port 80.
+var benchFamilies = []struct {
+	name   string
+	rs     netip.Addr
+	worker func(testing.TB, modes.Method) (*worker, *fakeKernel)
+	tcp    func(sport, dport uint16, flags uint8) []byte
+}{
+	{"ipv4", netip.MustParseAddr("198.18.0.11"), func(t testing.TB, m modes.Method) (*worker, *fakeKernel) {
+		w, k := methodWorker(t, m)
+		if m == modes.Tunnel {
+			fwd := *w.dp.fwd.Load()
+			fwd[1].encap = modes.Encap{Type: modes.IPIP, Src: netip.MustParseAddr("198.18.0.1").As16()}
+		}
+		return w, k
+	}, tcpTo},
+	{"ipv6", testRS6, func(t testing.TB, m modes.Method) (*worker, *fakeKernel) {
+		w, k := methodWorkerAt(t, m, ipvs.ServiceKey{Proto: ipvs.TCP, Addr: testVIP6, Port: 80}, testRS6, testLaddr6)
+		if m == modes.Tunnel {
+			fwd := *w.dp.fwd.Load()
+			fwd[1].encap = modes.Encap{Type: modes.IPIP, Src: testDirIP6.As16()}
+		}
+		return w, k
+	}, func(sport, dport uint16, flags uint8) []byte {
+		return pt.Packet{SrcMAC: clientMAC, DstMAC: directorMAC[:], Src: testClient6, Dst: testVIP6,
+			SrcPort: sport, DstPort: dport, Flags: flags, Payload: []byte("xlb")}.Frame()
+	}},
+}
+
+// TestWorkerMethodsAllocs: established connections, every method,
+// direction and IP version, allocate nothing per frame.
+func TestWorkerMethodsAllocs(t *testing.T) {
+	for _, fam := range benchFamilies {
+		for _, m := range []modes.Method{modes.Route, modes.Masq, modes.Tunnel, modes.FullNAT} {
+			w, k := fam.worker(t, m)
+			k.deliver(fam.tcp(40000, 80, syn))
+			w.poll(1)
+			if len(k.sent) != 1 {
+				t.Fatalf("%v %s: SYN not forwarded (counters %v)", m, fam.name, w.stats.local)
+			}
+			k.keep = false
+			frames := [][]byte{fam.tcp(40000, 80, ack)}
+			if m == modes.Masq || m == modes.FullNAT {
+				// The real server's reply to the forwarded SYN.
+				var sm packet.Meta
+				if packet.Parse(k.sent[0], &sm) != packet.OK {
+					t.Fatalf("%v %s: forwarded SYN does not parse", m, fam.name)
 				}
-				var frames [][]byte
-				for i := 0; i < maxBatch; i++ {
-					k.deliver(tcpTo(uint16(20000+i), 80, syn))
-				}
-				w.poll(1)
-				if len(k.sent) != maxBatch {
-					b.Fatalf("set-up: %d of %d SYNs forwarded", len(k.sent), maxBatch)
-				}
-				for i, s := range k.sent {
-					if dir == modes.In {
-						frames = append(frames, tcpTo(uint16(20000+i), 80, ack))
-						continue
-					}
-					var meta packet.Meta
-					if packet.Parse(s, &meta) != packet.OK {
-						b.Fatal("set-up: forwarded SYN does not parse")
-					}
-					frames = append(frames, pt.Packet{SrcMAC: realMACs[0][:], DstMAC: directorMAC[:], Src: rs,
-						Dst: meta.SrcAddr(), SrcPort: 8080, DstPort: meta.SrcPort, Flags: ack, Payload: []byte("xlb")}.Frame())
-				}
-				k.keep = false
-				b.ReportAllocs()
-				b.ResetTimer()
-				cpu := startThreadCPU(b)
-				n := 0
-				for b.Loop() {
-					for _, f := range frames {
-						k.deliver(f)
-					}
-					n += w.poll(2)
-				}
-				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/frame")
-				cpu.report(n, "frame")
-				if w.stats.local[TxFrames] < uint64(n) {
-					b.Fatalf("sent %d of %d frames (counters %v)", w.stats.local[TxFrames], n, w.stats.local)
-				}
-			})
+				frames = append(frames, pt.Packet{SrcMAC: realMACs[0][:], DstMAC: directorMAC[:], Src: fam.rs,
+					Dst: sm.SrcAddr(), SrcPort: 8080, DstPort: sm.SrcPort, Flags: ack}.Frame())
+			}
+			if allocs := pollAllocs(w, k, frames...); allocs != 0 {
+				t.Errorf("%v %s: %v allocations per batch, want 0", m, fam.name, allocs)
+			}
+			if s := &w.stats.local; s[TxFrames] != s[RxFrames] {
+				t.Errorf("%v %s: %d frames received, %d sent (counters %v)", m, fam.name, s[RxFrames], s[TxFrames], *s)
+			}
 		}
 	}
 }

@@ -518,7 +518,7 @@ func (w *worker) forward(slot uint16, q *queue, descs []unix.XDPDesc, cfg *worke
 		if owned && w.handOff(q, d, f.Bytes(), m, cfg) {
 			continue // another worker owns it: freed below
 		}
-		w.keys[nk] = conntrack.Key{Src: m.Src, Dst: m.Dst, SrcPort: m.SrcPort, DstPort: m.DstPort, Proto: m.Proto}
+		w.keys[nk].SetFlow(&m.Src, &m.Dst, m.SrcPort, m.DstPort, m.Proto)
 		w.kidx[i] = int8(nk)
 		nk++
 	}
@@ -608,8 +608,8 @@ func (w *worker) publish() {
 	w.ds.publish()
 	for i, idx := range w.laddrIdx {
 		st := w.pool.AddrStats(idx)
-		w.laddrFigs[i].inUse.Store(uint64(st.InUse))
-		w.laddrFigs[i].exhausted.Store(st.Exhausted)
+		storeChanged(&w.laddrFigs[i].inUse, uint64(st.InUse))
+		storeChanged(&w.laddrFigs[i].exhausted, st.Exhausted)
 	}
 }
 
@@ -650,7 +650,9 @@ func (w *worker) handle(f *modes.Frame, m *packet.Meta, key *conntrack.Key, hit 
 	var id uint32
 	method := modes.Route
 	e, dir := hit.Entry, hit.Dir
-	if e != nil && dir == conntrack.DirInput && w.ct.Reuse(e, m.TCPFlags) {
+	// Only a SYN can reuse an entry: test for it here, where it inlines,
+	// and spare every other frame the call.
+	if e != nil && dir == conntrack.DirInput && m.TCPFlags&packet.TCPFlagSYN != 0 && w.ct.Reuse(e, m.TCPFlags) {
 		e = nil // a SYN on a closed entry starts a new connection (conn_reuse_mode)
 	}
 	if e == nil {
@@ -789,10 +791,18 @@ func (w *worker) xmit(f *modes.Frame, m *packet.Meta, e *conntrack.Entry, id uin
 			w.stats.local[NoNeighbour]++
 			return false
 		}
-		p.DstMAC, p.Encap = fd.mac, fd.encap
+		// Only what the method reads (modes/doc.go's table): the
+		// encapsulation (24 bytes) for TUN, the local address for
+		// FULLNAT; the others leave those fields as the last frame did.
+		p.DstMAC = fd.mac
+		if method == modes.Tunnel {
+			p.Encap = fd.encap
+		}
 		if e != nil {
 			p.RS, p.RPort = e.DestAddr16(), e.DestPort()
-			p.Laddr, p.Lport = e.LocalAddr16(), e.LocalPort()
+			if method == modes.FullNAT {
+				p.Laddr, p.Lport = e.LocalAddr16(), e.LocalPort()
+			}
 		} else {
 			p.RS, p.RPort = fd.addr.As16(), fd.port
 		}

@@ -224,15 +224,17 @@ func BenchmarkWorkerPoll(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	cpu := startThreadCPU(b)
+	var pt pollTimer
 	n := 0
 	for b.Loop() {
 		for _, f := range frames {
 			k.deliver(f)
 		}
-		n += w.poll(2)
+		n += pt.poll(w, 2)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/frame")
 	cpu.report(n, "frame")
+	pt.report(b, "frame")
 }
 
 // FuzzWorker feeds arbitrary frames through the whole per-packet path:

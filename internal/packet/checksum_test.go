@@ -294,3 +294,32 @@ func TestApplyUDP(t *testing.T) {
 		t.Errorf("ApplyUDP(0) = %#04x, want 0 (no checksum stays none)", got)
 	}
 }
+
+// TestPseudoHeaderSumFolds: PseudoHeaderSum adds 32-bit words without
+// end-around carry; folded, it must equal the RFC 1071 sum of the
+// pseudo-header's bytes.
+func TestPseudoHeaderSumFolds(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	for i := 0; i < 10000; i++ {
+		ip := make([]byte, 40)
+		for j := range ip {
+			ip[j] = byte(rng.Uint32())
+		}
+		if i%7 == 0 {
+			for j := range ip {
+				ip[j] = 0xff
+			}
+		}
+		v := uint8(4)
+		addrs := ip[12:20]
+		if i%2 == 1 {
+			v, addrs = 6, ip[8:40]
+		}
+		proto := uint8(rng.IntN(256))
+		l4len := rng.IntN(65536)
+		want := packet.Checksum(addrs, uint64(proto)+uint64(l4len))
+		if got := packet.Checksum(nil, packet.PseudoHeaderSum(ip, v, proto, l4len)); got != want {
+			t.Fatalf("IPv%d % x proto %d len %d: checksum of PseudoHeaderSum = %#04x, want %#04x", v, addrs, proto, l4len, got, want)
+		}
+	}
+}
