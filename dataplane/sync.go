@@ -53,6 +53,12 @@ const (
 const (
 	exportSlots  = 8192
 	installSlots = 4096
+	// installWait bounds how long one InstallSynced call waits for room
+	// on full install rings (a receiver's socket buffer holds ~1800
+	// messages, hundreds of milliseconds at the rates seen here), and
+	// installPause is one wait.
+	installWait  = 50 * time.Millisecond
+	installPause = 200 * time.Microsecond
 	// installBudget bounds the records a worker installs per batch
 	// edge (about 100-200 ns each), so installing never stalls
 	// forwarding for more than tens of microseconds.
@@ -618,8 +624,11 @@ func recordOf(c *ipvssync.Conn, r *installRec) bool {
 // workers, which install them at their next batch edge (or idle
 // wake-up). It returns how many were queued; the rest are counted: bad
 // records (sync_bad_record, on queue 0) and those whose worker's ring
-// was full (sync_install_full). Safe for concurrent use; it never
-// blocks on the workers.
+// stayed full (sync_install_full). Safe for concurrent use. When a ring
+// is full it waits for its worker, installPause at a time and at most
+// installWait per call in all, so that a burst faster than the workers
+// install is held in the caller's socket buffer rather than lost; the
+// workers themselves never wait.
 func (d *Dataplane) InstallSynced(conns []ipvssync.Conn) int {
 	if len(d.workers) == 0 {
 		return 0
@@ -629,6 +638,7 @@ func (d *Dataplane) InstallSynced(conns []ipvssync.Conn) int {
 	defer s.in.Unlock()
 	cfg := d.workers[0].cfg.Load()
 	queued := 0
+	var waited time.Duration
 	var touched uint64 // workers 0..63 whose rings got records; the rest are published always
 	var r installRec
 	for i := range conns {
@@ -644,6 +654,19 @@ func (d *Dataplane) InstallSynced(conns []ipvssync.Conn) int {
 			w.sx.in.Store(ring)
 		}
 		slot := ring.slot()
+		for slot == nil && waited < installWait {
+			// Let the worker drain what it has: the records are
+			// already in the receiver's hands, and dropping them while
+			// the socket buffer still holds more would lose
+			// connections that a short wait keeps.
+			ring.publish()
+			if w.ho.wake != nil {
+				w.ho.wake.poke()
+			}
+			time.Sleep(installPause)
+			waited += installPause
+			slot = ring.slot()
+		}
 		if slot == nil {
 			w.sx.full.Add(1)
 			continue

@@ -596,6 +596,33 @@ func TestSyncInstallGarbage(t *testing.T) {
 	if b.counter(SyncInstallFull) != 10 || b.counter(SyncInstalled) != installSlots {
 		t.Errorf("sync_install_full %d, sync_installed %d; want 10, %d", b.counter(SyncInstallFull), b.counter(SyncInstalled), installSlots)
 	}
+	stopPolling := make(chan struct{})
+	// A burst of three rings' worth while the worker runs: InstallSynced
+	// waits for room instead of dropping.
+	burst := make([]ipvssync.Conn, 3*installSlots)
+	for i := range burst {
+		burst[i] = good
+		burst[i].Client = netip.AddrPortFrom(netip.MustParseAddr("192.0.2.77"), uint16(1000+i))
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 100_000; i++ {
+			b.poll(int64(100 + i))
+			select {
+			case <-stopPolling:
+				return
+			default:
+			}
+			time.Sleep(10 * time.Microsecond)
+		}
+	}()
+	n := b.d.InstallSynced(burst)
+	close(stopPolling)
+	<-done
+	if n != len(burst) {
+		t.Errorf("burst with a running worker: InstallSynced queued %d of %d", n, len(burst))
+	}
 	// The counters are in the stats schema.
 	found := map[string]bool{}
 	st := Stats{Queues: []QueueStats{{}}}
