@@ -65,6 +65,14 @@ type Options struct {
 	// caller's port pool takes the port back. It runs on the table's
 	// owner, from Expire, eviction or Remove: never from the control plane.
 	LocalReleased func(laddr [16]byte, lport uint16, rs [16]byte, rport uint16)
+	// OffloadRefresh and OffloadReleased are the flow offload's hooks
+	// (offload.go), called on the table's owner for an entry marked
+	// SetOffloaded: OffloadRefresh when the entry is found expired, before
+	// it is removed, so that the frames forwarded without the table may
+	// restart its timer (Fold); OffloadReleased when it leaves the table,
+	// whatever the reason, before its slot is reused.
+	OffloadRefresh  func(e *Entry, now int64)
+	OffloadReleased func(e *Entry)
 	// ActivePreEstablished counts SYN_SENT, SYN_RECV and SYNACK entries
 	// as active, as newer kernels do (tcp_state_active_table in
 	// ip_vs_proto_tcp.c). Off: only ESTABLISHED is active, the rule of
@@ -127,13 +135,14 @@ type Entry struct {
 
 // Entry flags.
 const (
-	fUsed     uint8 = 1 << iota
-	fTemplate       // persistence template (IP_VS_CONN_F_TEMPLATE)
-	fInactive       // counted in the destination's InactConns (IP_VS_CONN_F_INACTIVE)
-	fNoOutput       // replies bypass the director (IP_VS_CONN_F_NOOUTPUT)
-	fReply          // the reply key is in the index
-	fUnhashed       // the forward key is not in the index (invalidated template)
-	fBound          // counted at its destination
+	fUsed      uint8 = 1 << iota
+	fTemplate        // persistence template (IP_VS_CONN_F_TEMPLATE)
+	fInactive        // counted in the destination's InactConns (IP_VS_CONN_F_INACTIVE)
+	fNoOutput        // replies bypass the director (IP_VS_CONN_F_NOOUTPUT)
+	fReply           // the reply key is in the index
+	fUnhashed        // the forward key is not in the index (invalidated template)
+	fBound           // counted at its destination
+	fOffloaded       // its frames may be forwarded without the table (offload.go)
 )
 
 // Key returns the forward key (client → virtual service).
@@ -247,13 +256,15 @@ type Table struct {
 	// flood, used stays at its high-water mark while live drops.
 	bits []uint64
 
-	reg      *sched.Registry
-	released func(laddr [16]byte, lport uint16, rs [16]byte, rport uint16)
-	settings *Settings
-	cur      *settingsVal
-	tmo      [numStates]int64
-	tcp      *tcpTable
-	active   [numStates]bool
+	reg         *sched.Registry
+	released    func(laddr [16]byte, lport uint16, rs [16]byte, rport uint16)
+	offRefresh  func(e *Entry, now int64)
+	offReleased func(e *Entry)
+	settings    *Settings
+	cur         *settingsVal
+	tmo         [numStates]int64
+	tcp         *tcpTable
+	active      [numStates]bool
 
 	sweep      uint32 // expiry cursor
 	evictAt    uint32 // eviction cursor
@@ -309,16 +320,18 @@ func New(opts Options) (*Table, error) {
 	}
 	nslots = 1 << bits.Len64(nslots-1)
 	t := &Table{
-		entries:    make([]Entry, opts.Capacity),
-		bits:       make([]uint64, (opts.Capacity+63)/64),
-		slots:      make([]uint64, nslots),
-		mask:       uint32(nslots - 1),
-		reg:        opts.Registry,
-		released:   opts.LocalReleased,
-		settings:   opts.Settings,
-		evictProbe: opts.EvictProbe,
-		floodHold:  int64(opts.FloodHold),
-		floodUntil: -1 << 63,
+		entries:     make([]Entry, opts.Capacity),
+		bits:        make([]uint64, (opts.Capacity+63)/64),
+		slots:       make([]uint64, nslots),
+		mask:        uint32(nslots - 1),
+		reg:         opts.Registry,
+		released:    opts.LocalReleased,
+		offRefresh:  opts.OffloadRefresh,
+		offReleased: opts.OffloadReleased,
+		settings:    opts.Settings,
+		evictProbe:  opts.EvictProbe,
+		floodHold:   int64(opts.FloodHold),
+		floodUntil:  -1 << 63,
 	}
 	adviseHuge(unsafe.Pointer(unsafe.SliceData(t.entries)), uintptr(len(t.entries))*unsafe.Sizeof(Entry{}))
 	adviseHuge(unsafe.Pointer(unsafe.SliceData(t.slots)), uintptr(len(t.slots))*8)
@@ -410,6 +423,9 @@ func (t *Table) lookup(k *Key, h32 uint32, now int64) (*Entry, Dir) {
 				continue
 			}
 			dir = DirOutput
+		}
+		if e.expires <= now && e.flags&fOffloaded != 0 {
+			t.refresh(e, now)
 		}
 		if e.expires <= now && (e.flags&fTemplate == 0 || e.link == 0) {
 			t.c.Expired++
@@ -714,6 +730,12 @@ func (t *Table) removeHashed(idx, fh, rh uint32, forced bool) {
 	}
 	if e.fwd == FwdFullNAT && e.flags&fReply != 0 && t.released != nil {
 		t.released(e.laddr, e.lport, e.daddr, e.dport)
+	}
+	if e.flags&fOffloaded != 0 {
+		e.flags &^= fOffloaded
+		if t.offReleased != nil {
+			t.offReleased(e)
+		}
 	}
 	t.live--
 	t.release(idx)
@@ -1043,6 +1065,11 @@ func (t *Table) expire(now int64, budget int) int {
 			e := &t.entries[idx]
 			if e.flags&fUsed == 0 || e.expires > now {
 				continue
+			}
+			if e.flags&fOffloaded != 0 {
+				if t.refresh(e, now); e.expires > now {
+					continue
+				}
 			}
 			if e.flags&fTemplate != 0 && e.link != 0 {
 				e.expires = now + templateGrace

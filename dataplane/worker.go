@@ -114,12 +114,18 @@ type worker struct {
 	// holdView and holdMeta are xmitHeld's scratch space.
 	holdView modes.Frame
 	holdMeta packet.Meta
+
+	// off is the flow offload (offload.go), nil when it is off; xmitV
+	// is the latest verdict of modes.Xmit, for its hook.
+	off   *offloader
+	xmitV modes.Verdict
 }
 
 // ifaceParams are what a rewrite needs of its egress interface.
 type ifaceParams struct {
-	mac [6]byte
-	mtu int // checked by every rewrite
+	mac   [6]byte
+	mtu   int // checked by every rewrite
+	index int // ifindex, for the flow offload's redirects
 }
 
 func newWorker(d *Dataplane, qid, queues int) (*worker, error) {
@@ -154,7 +160,7 @@ func newWorker(d *Dataplane, qid, queues int) (*worker, error) {
 			return nil, fmt.Errorf("open AF_XDP socket on %s queue %d: %w", si.name, qid, err)
 		}
 		w.socks = append(w.socks, sock)
-		w.ifs = append(w.ifs, ifaceParams{mac: si.mac, mtu: si.mtu})
+		w.ifs = append(w.ifs, ifaceParams{mac: si.mac, mtu: si.mtu, index: si.index})
 		w.fds = append(w.fds, unix.PollFd{Fd: int32(sock.fd), Events: unix.POLLIN})
 	}
 	var err error
@@ -170,6 +176,11 @@ func newWorker(d *Dataplane, qid, queues int) (*worker, error) {
 	copts.Settings = d.ctSettings
 	copts.LocalReleased = func(la [16]byte, lport uint16, rs [16]byte, rport uint16) {
 		w.pool.Release(la, rs, rport, lport)
+	}
+	if d.opts.Offload {
+		w.off = newOffloader(d.objs, max(1, d.maxFlows()/queues), w.start)
+		copts.OffloadRefresh = func(e *conntrack.Entry, _ int64) { w.off.refresh(w, e) }
+		copts.OffloadReleased = func(e *conntrack.Entry) { w.off.released(e) }
 	}
 	if w.ct, err = conntrack.New(copts); err != nil {
 		w.close()
@@ -329,6 +340,9 @@ func (w *worker) run(ctx context.Context) {
 			w.woke()
 		}
 	}
+	if w.off != nil {
+		w.off.flushAll(w)
+	}
 }
 
 // idle is the housekeeping of a worker with no frames to forward: one
@@ -346,6 +360,9 @@ func (w *worker) idle(now int64) {
 		if w.received() {
 			break
 		}
+	}
+	if w.off != nil {
+		w.off.step(w, now, -1)
 	}
 	w.publish()
 }
@@ -402,6 +419,9 @@ func (w *worker) poll(now int64) int {
 	}
 	w.nudgeResolver()
 	w.ct.Expire(now, expireBudget)
+	if w.off != nil {
+		w.off.step(w, now, foldBatch)
+	}
 	w.publish()
 	return n
 }
@@ -653,7 +673,11 @@ func (w *worker) handle(f *modes.Frame, m *packet.Meta, key *conntrack.Key, hit 
 		w.ct.Update(e, dir, m.TCPFlags, f.Len, now)
 		id, method = e.DestID(), modes.Method(e.Fwd())
 	}
-	return w.xmit(f, m, e, id, method, dir, fwd)
+	sent := w.xmit(f, m, e, id, method, dir, fwd)
+	if w.off != nil && e != nil {
+		w.offload(e, dir, method, sent && w.xmitV == modes.OK, fwd)
+	}
+	return sent
 }
 
 // service is the virtual service of a new connection's first frame, or
@@ -757,6 +781,7 @@ func (w *worker) xmit(f *modes.Frame, m *packet.Meta, e *conntrack.Entry, id uin
 	}
 	ipLen := m.IPLen // IPVS counts IP bytes (skb->len at L3), before encapsulation
 	v := modes.Xmit(f, m, p, modes.Dir(dir))
+	w.xmitV = v
 	switch v {
 	case modes.OK:
 		if dir == conntrack.DirOutput {

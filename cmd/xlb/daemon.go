@@ -73,6 +73,8 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	spin := fs.Duration("spin", dataplane.DefaultSpin, "longest a worker polls for the next frame before it sleeps, and only while frames come closer together than that; 0: sleep at once")
 	txBudget := fs.Int("tx-budget", dataplane.DefaultSocketOptions().TxBudget, "frames one sendto(2) may send in copy mode (XDP_MAX_TX_SKB_BUDGET, Linux 6.17+); 0: the kernel's 32")
 	noWakeup := fs.Bool("no-need-wakeup", false, "bind the AF_XDP sockets without XDP_USE_NEED_WAKEUP: a syscall per TX batch whether the kernel needs it or not")
+	offload := fs.String("offload", "off", "flow offload: on, established direct-routing connections and forwarded UDP flows are rewritten and sent by the XDP program itself (XDP_TX/bpf_redirect: a veth peer needs GRO on); off, every frame goes through a worker")
+	maxFlows := fs.Int("max-flows", 0, "flows offloaded at once over all queues, with --offload=on (0: 65536)")
 	bgpFlags := bgp.RegisterFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -148,6 +150,17 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("--spin %v: must not be negative", *spin)
 	}
 	opts.Spin = *spin
+	switch *offload {
+	case "on":
+		opts.Offload = true
+	case "off":
+	default:
+		return fmt.Errorf("--offload %q: must be on or off", *offload)
+	}
+	if *maxFlows < 0 || *maxFlows > 1<<24 {
+		return fmt.Errorf("--max-flows %d: must be 0-%d", *maxFlows, 1<<24)
+	}
+	opts.MaxFlows = *maxFlows
 	opts.ConnCapacity = *conns
 	opts.VLANs, opts.MaxServices = vlans, *maxServices
 	opts.SYNRate, opts.SYNBurst, opts.SYNAuto = *synRate, *synBurst, *synAuto
