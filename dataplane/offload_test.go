@@ -311,7 +311,7 @@ func TestOffloadAllocs(t *testing.T) {
 
 // loadOffload loads the XDP program with the offload on and testWorker's
 // services, closed at the end of the test.
-func loadOffload(t *testing.T) *bpf.Objects {
+func loadOffload(t testing.TB) *bpf.Objects {
 	t.Helper()
 	o, err := bpf.Load(bpf.Options{MAC: directorMAC, Offload: true, MaxFlows: 1024, MaxReals: 16})
 	if errors.Is(err, os.ErrPermission) || errors.Is(err, ebpf.ErrNotSupported) {
@@ -330,7 +330,7 @@ func loadOffload(t *testing.T) *bpf.Objects {
 
 // runXDP runs the program on frame and returns its action and the frame
 // it leaves.
-func runXDP(t *testing.T, o *bpf.Objects, frame []byte) (uint32, []byte) {
+func runXDP(t testing.TB, o *bpf.Objects, frame []byte) (uint32, []byte) {
 	t.Helper()
 	out := make([]byte, len(frame)+256)
 	opts := ebpf.RunOptions{Data: frame, DataOut: out}
@@ -477,4 +477,53 @@ func TestOffloadXDPEquivalence(t *testing.T) {
 	if c[bpf.RedirectOffload] != 2*n {
 		t.Errorf("redirect_offload = %d, want %d", c[bpf.RedirectOffload], 2*n)
 	}
+}
+
+// FuzzOffloadXDP holds the XDP program to the worker on arbitrary frames
+// of an offloaded flow (mutations of its data frame): whatever the
+// program forwards itself, a worker without offload forwards too, byte
+// for byte; everything else the program leaves to the worker.
+func FuzzOffloadXDP(f *testing.F) {
+	data := pt.Packet{SrcMAC: clientMAC, DstMAC: directorMAC[:], Src: testClient, Dst: testVIP,
+		SrcPort: 40000, DstPort: 80, Flags: ack | packet.TCPFlagPSH, Payload: []byte("GET / HTTP/1.1\r\n\r\n")}.Frame()
+	f.Add(data)
+	f.Add(pt.Packet{SrcMAC: clientMAC, DstMAC: directorMAC[:], Src: testClient, Dst: testVIP,
+		SrcPort: 40000, DstPort: 80, Flags: ack, TTL: 2, Options: true}.Frame())
+	f.Add(data[:40])
+	o := loadOffload(f)
+	on, kon := offloadWorker(f, o)
+	on.ports()
+	on.ifs[0].index = 1 // BPF_PROG_RUN's ingress: loopback
+	off, koff := testWorker(f)
+	for _, h := range [][]byte{tcpTo(40000, 80, syn), tcpTo(40000, 80, ack)} {
+		kon.deliver(h)
+		koff.deliver(h)
+		on.poll(1)
+		off.poll(1)
+	}
+	if len(on.off.flows) != 1 {
+		f.Fatalf("%d flows offloaded, want 1", len(on.off.flows))
+	}
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		if len(frame) > 1600 {
+			frame = frame[:1600]
+		}
+		if len(frame) < 14 {
+			return // BPF_PROG_RUN wants an Ethernet header
+		}
+		act, got := runXDP(t, o, bytes.Clone(frame))
+		if act != xdpTX {
+			return
+		}
+		sent := len(koff.sent)
+		koff.deliver(frame)
+		off.poll(2)
+		if len(koff.sent) != sent+1 {
+			t.Fatalf("xdp forwarded %x, the worker did not (counters %v)", frame, off.stats.local)
+		}
+		if want := koff.sent[sent]; !bytes.Equal(got, want) {
+			t.Fatalf("xdp sent\n%x\nthe worker\n%x\nfor\n%x", got, want, frame)
+		}
+		koff.sent = koff.sent[:0]
+	})
 }
