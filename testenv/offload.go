@@ -18,6 +18,14 @@ import (
 // enough. So each peer gets GRO and a program that passes everything.
 // AF_XDP's copy-mode TX needs neither.
 func (env *Env) EnableXDPTx() error {
+	return env.setXDPTx(true)
+}
+
+// DisableXDPTx undoes EnableXDPTx: no program on the peers, GRO off, as
+// testenv builds them.
+func (env *Env) DisableXDPTx() error { return env.setXDPTx(false) }
+
+func (env *Env) setXDPTx(on bool) error {
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Name: "xlb_peer_pass", Type: ebpf.XDP, License: "GPL",
 		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()}, // XDP_PASS
@@ -33,17 +41,21 @@ func (env *Env) EnableXDPTx() error {
 		if ifname != "eth0" {
 			peer = "v" + ifname[len("eth"):] + "-" + env.Director.Name
 		}
-		if out, err := env.Bridge.Command("ethtool", "-K", peer, "gro", "on").CombinedOutput(); err != nil {
-			return fmt.Errorf("turn gro on on %s: %w: %s", peer, err, out)
+		gro, fd := "off", -1
+		if on {
+			gro, fd = "on", prog.FD()
+		}
+		if out, err := env.Bridge.Command("ethtool", "-K", peer, "gro", gro).CombinedOutput(); err != nil {
+			return fmt.Errorf("turn gro %s on %s: %w: %s", gro, peer, err, out)
 		}
 		if err := env.Bridge.Do(func() error {
 			l, err := netlink.LinkByName(peer)
 			if err != nil {
 				return err
 			}
-			return netlink.LinkSetXdpFd(l, prog.FD())
+			return netlink.LinkSetXdpFd(l, fd)
 		}); err != nil {
-			return fmt.Errorf("attach xdp pass program to %s: %w", peer, err)
+			return fmt.Errorf("set xdp pass program on %s: %w", peer, err)
 		}
 	}
 	return nil
