@@ -351,6 +351,7 @@ func New(opts Options) (d *Dataplane, err error) {
 		ws := d.workers[0].socks
 		opts.Logger.Info("xdp attached", "interface", si.name, "mode", si.mode.String(),
 			"queues", queues, "af_xdp", zc, "shared_umem", len(ws) > 1 && ws[len(ws)-1].shared)
+		warnOffloadVeth(opts, si.index, si.name)
 	}
 	d.mode = ifaces[0].mode
 	return d, nil

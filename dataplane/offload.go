@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/xlbproject/xlb/bpf"
@@ -266,4 +267,19 @@ func (d *Dataplane) maxFlows() int {
 		return d.opts.MaxFlows
 	}
 	return bpf.DefaultMaxFlows
+}
+
+// warnOffloadVeth warns when the offload is on over a veth: the frames
+// the XDP program sends itself (XDP_TX, bpf_redirect) reach the veth's
+// peer only if the peer runs an XDP program of its own, and are lost
+// otherwise (testenv.EnableXDPTx). xlb cannot see the peer, which lives
+// in another namespace.
+func warnOffloadVeth(opts Options, ifindex int, name string) {
+	if !opts.Offload {
+		return
+	}
+	if l, err := netlink.LinkByIndex(ifindex); err == nil && l.Type() == "veth" {
+		opts.Logger.Warn("flow offload on a veth: its peer must run an XDP program (one that passes everything will do), or the offloaded frames are lost",
+			"interface", name)
+	}
 }
