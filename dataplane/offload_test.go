@@ -527,3 +527,26 @@ func FuzzOffloadXDP(f *testing.F) {
 		koff.sent = koff.sent[:0]
 	})
 }
+
+// The offload's map operations on the real map allocate nothing either:
+// an install, a fold and a removal per connection, from the worker.
+func TestOffloadMapAllocs(t *testing.T) {
+	o := loadOffload(t)
+	k := bpf.MakeFlowKey(testClient.As16(), 40000, testVIP.As16(), 80, 6)
+	f := bpf.Flow{DstMAC: realMACs[0], SrcMAC: directorMAC, MTU: 1500, Dest: 1, Op: bpf.FlowDR}
+	var v bpf.Flow
+	allocs := testing.AllocsPerRun(100, func() {
+		if err := o.PutFlow(&k, &f); err != nil {
+			t.Fatal(err)
+		}
+		if err := o.LookupFlow(&k, &v); err != nil {
+			t.Fatal(err)
+		}
+		if err := o.DeleteFlow(&k); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("install, fold and delete on the flows map: %v allocations, want 0", allocs)
+	}
+}
