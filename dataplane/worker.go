@@ -199,6 +199,12 @@ func newWorker(d *Dataplane, qid, queues int) (*worker, error) {
 	for i, q := range w.qs {
 		q.busy = w.socks[i].busyPoll
 	}
+	// Stock the fill rings now: New puts the sockets in the XSKMAP before
+	// Run starts the worker, and a frame steered meanwhile would find
+	// no frame to land in (rx_dropped).
+	for _, q := range w.qs {
+		q.refill()
+	}
 	w.cfg.Store(&workerConfig{services: map[svcKey]*workerService{}})
 	w.guard.set = func(l bpf.SYNLevel) error {
 		return d.objs.SYNGuard(qid, l, d.opts.SYNRate, d.opts.SYNBurst, d.opts.SYNAuto)
