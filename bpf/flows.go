@@ -40,11 +40,13 @@ func MakeFlowKey(src [16]byte, sport uint16, dst [16]byte, dport uint16, proto u
 type FlowOp uint32
 
 const (
-	FlowDR FlowOp = 1 // direct routing: next hop's and egress MACs, TTL or hop limit minus one
+	FlowDR     FlowOp = 1 // direct routing: next hop's and egress MACs, TTL or hop limit minus one
+	FlowNATIn  FlowOp = 2 // NAT, client → real server: as FlowDR, and the destination becomes Addr:Port
+	FlowNATOut FlowOp = 3 // NAT, real server → client: as FlowDR, and the source becomes Addr:Port
 )
 
 // Flow is an offloaded flow's rewrite and egress, and the counters the
-// program keeps for it. It mirrors struct flow_value in xdp.c (56 bytes).
+// program keeps for it. It mirrors struct flow_value in xdp.c (80 bytes).
 // The dataplane writes DstMAC to Op; the program only adds to Packets and
 // Bytes and stamps LastSeen.
 type Flow struct {
@@ -54,9 +56,16 @@ type Flow struct {
 	Dest           uint32 // destination ID, whose DestCounters the program adds to
 	Op             FlowOp
 	_              uint32
-	Packets        uint64 // frames the program forwarded
-	Bytes          uint64 // their frame bytes, Ethernet header included
-	LastSeen       uint64 // CLOCK_MONOTONIC ns (bpf_ktime_get_ns) of the latest; 0: none yet
+	// NAT: the new address (16-byte form, IPv4-mapped) and port, and the
+	// folded checksum deltas of the change.
+	Addr     [16]byte
+	Port     [2]byte // network byte order
+	IPDelta  uint16  // the IPv4 header checksum's, for the address
+	L4Delta  uint16  // the TCP or UDP checksum's, for the address and the port
+	_        uint16
+	Packets  uint64 // frames the program forwarded
+	Bytes    uint64 // their frame bytes, Ethernet header included
+	LastSeen uint64 // CLOCK_MONOTONIC ns (bpf_ktime_get_ns) of the latest; 0: none yet
 }
 
 // DestCounters are the packets and IP bytes the program forwarded for one

@@ -315,7 +315,9 @@ struct flow_key {
 };
 
 // How the program rewrites an offloaded flow's frames. Mirrored by FlowOp.
-#define XLB_FLOW_DR 1 // direct routing: MACs, TTL (ip_vs_dr_xmit, modes.drIn)
+#define XLB_FLOW_DR 1      // direct routing: MACs, TTL (ip_vs_dr_xmit, modes.drIn)
+#define XLB_FLOW_NAT_IN 2  // NAT, client → real: and destination := addr:port (modes.natIn)
+#define XLB_FLOW_NAT_OUT 3 // NAT, real → client: and source := addr:port (modes.natOut)
 
 // Value of the flows map. The worker writes the first part when it
 // installs the flow (a connection it decided and found ESTABLISHED, or a
@@ -331,6 +333,11 @@ struct flow_value {
 	__u32 dest;      // destination ID, the dest_stats slot
 	__u32 op;        // XLB_FLOW_*
 	__u32 pad;
+	__u8 addr[16];   // NAT: the new destination (in) or source (out) address, as svc_key's
+	__be16 port;     // NAT: the new port, as on the wire
+	__u16 ipd;       // NAT: the IPv4 header checksum's delta for the address, folded (RFC 1624)
+	__u16 l4d;       // NAT: the TCP/UDP checksum's delta for address and port, folded
+	__u16 pad2;
 	__u64 packets;   // frames the program forwarded
 	__u64 bytes;     // their frame bytes (Ethernet header included, as conntrack counts)
 	__u64 last_seen; // bpf_ktime_get_ns of the latest
@@ -615,6 +622,95 @@ static __always_inline void ipv4_dec_ttl(struct iphdr *iph)
 	iph->check = bpf_htons((__u16)~sum);
 }
 
+// csum_apply returns checksum c (network order) updated by a folded
+// delta d: ~fold(~c + d), as packet.ChecksumDelta.Apply computes it.
+static __always_inline __be16 csum_apply(__be16 c, __u16 d)
+{
+	__u32 s = (__u16)~bpf_ntohs(c);
+
+	s += d;
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return bpf_htons((__u16)~s);
+}
+
+// l4_of returns the TCP or UDP header of the untagged frame p, with the
+// whole header inside the frame, or NULL: IPv4 after its IHL, IPv6 right
+// after its fixed header (NAT offload takes no extension headers). It is
+// recomputed rather than kept in struct pkt: a packet pointer kept on
+// the stack for the whole program multiplies the verifier's states.
+static __always_inline void *l4_of(struct pkt *p, __u8 proto)
+{
+	void *l4;
+	__u32 n = proto == IPPROTO_TCP ? sizeof(struct tcphdr) : sizeof(struct udphdr);
+
+	if (p->iph) {
+		struct iphdr *iph = p->iph;
+
+		if ((void *)(iph + 1) > p->data_end)
+			return NULL;
+		l4 = (void *)iph + iph->ihl * 4;
+	} else {
+		struct ipv6hdr *ip6h = p->l3;
+
+		if ((void *)(ip6h + 1) > p->data_end || ip6h->nexthdr != proto)
+			return NULL;
+		l4 = ip6h + 1;
+	}
+	if (l4 + n > p->data_end)
+		return NULL;
+	return l4;
+}
+
+// nat rewrites the destination (in) or source (out) address and port of
+// the frame, whose TCP or UDP header is at l4 (l4_of), as
+// packet.SetAddrPortsWithChecksumUpdate does: the IPv4 header checksum by
+// ipd, the TCP or UDP checksum by l4d (a UDP checksum of 0, none
+// computed, stays 0; a computed 0 is sent as 0xffff, RFC 768).
+static __always_inline void nat(struct pkt *p, void *l4, __u8 proto, const struct flow_value *v, int out)
+{
+	void *data_end = p->data_end;
+	__be16 *ports = l4;
+
+	if ((void *)(ports + 4) > data_end)
+		return;
+	if (p->iph) {
+		struct iphdr *iph = p->iph;
+
+		if ((void *)(iph + 1) > data_end)
+			return;
+		if (out)
+			__builtin_memcpy(&iph->saddr, &v->addr[12], 4);
+		else
+			__builtin_memcpy(&iph->daddr, &v->addr[12], 4);
+		iph->check = csum_apply(iph->check, v->ipd);
+	} else {
+		struct ipv6hdr *ip6h = p->l3;
+
+		if ((void *)(ip6h + 1) > data_end)
+			return;
+		if (out)
+			__builtin_memcpy(&ip6h->saddr, v->addr, 16);
+		else
+			__builtin_memcpy(&ip6h->daddr, v->addr, 16);
+	}
+	ports[out ? 0 : 1] = v->port;
+	if (proto == IPPROTO_TCP) {
+		struct tcphdr *th = l4;
+
+		if ((void *)(th + 1) > data_end)
+			return;
+		th->check = csum_apply(th->check, v->l4d);
+	} else {
+		__be16 c = ports[3]; // the UDP checksum
+
+		if (c) {
+			c = csum_apply(c, v->l4d);
+			ports[3] = c ? c : 0xffff;
+		}
+	}
+}
+
 // offload forwards a frame of an offloaded flow itself: the frame's flow
 // is in the flows map, it passed admit, and it carries no SYN, FIN or RST
 // (those are the worker's, whose state machine they drive). It returns
@@ -622,24 +718,41 @@ static __always_inline void ipv4_dec_ttl(struct iphdr *iph)
 // TTL of 1 or less (the worker answers time exceeded), larger than the
 // egress MTU (the worker answers too big), or a VLAN tag (the worker
 // keeps it). The rewrite is modes.drIn's: next hop's and egress MACs, TTL
-// or hop limit minus one; the checks are modes.check's, in its order.
+// or hop limit minus one, and for NAT modes.natIn's or natOut's address
+// and port; the checks are modes.check's, in its order.
+// Not inlined: the verifier then walks it once per caller state and the
+// callers' paths after it merge again (inlined into the four lookup
+// paths, its branches multiplied past the verifier's limit).
 static __always_inline int offload(struct xdp_md *ctx, struct pkt *p, const struct svc_key *src,
-				   const struct svc_key *dst)
+			      const struct svc_key *dst)
 {
 	struct flow_key k;
 	struct flow_value *v;
 	struct dest_counters *dc;
 	struct ethhdr *eth = p->eth;
 	void *data = (void *)(long)ctx->data;
-	__u32 iplen, id;
+	__u32 iplen, id, op;
+	void *l4 = NULL;
 
 	if (p->tags || p->stripped || p->l3 != (void *)(eth + 1))
 		return -1;
 	__builtin_memcpy(&k.src, src, sizeof(k.src));
 	__builtin_memcpy(&k.dst, dst, sizeof(k.dst));
 	v = bpf_map_lookup_elem(&flows, &k);
-	if (!v || v->op != XLB_FLOW_DR)
+	if (!v)
 		return -1;
+	// Read once: the verifier takes every read of map memory as a new
+	// unknown value, and would walk each combination.
+	op = v->op;
+	if (op < XLB_FLOW_DR || op > XLB_FLOW_NAT_OUT)
+		return -1;
+	if (op != XLB_FLOW_DR) {
+		// Every header NAT writes must be in the frame before anything
+		// is written: a frame is rewritten whole or left to the worker.
+		l4 = l4_of(p, src->proto);
+		if (!l4)
+			return -1;
+	}
 	if (p->iph) {
 		struct iphdr *iph = p->iph;
 
@@ -659,6 +772,8 @@ static __always_inline int offload(struct xdp_md *ctx, struct pkt *p, const stru
 			return -1;
 		ip6h->hop_limit--;
 	}
+	if (l4)
+		nat(p, l4, src->proto, v, op == XLB_FLOW_NAT_OUT);
 	__builtin_memcpy(eth->h_dest, v->dmac, 6);
 	__builtin_memcpy(eth->h_source, v->smac, 6);
 	__sync_fetch_and_add(&v->packets, 1);
@@ -666,7 +781,10 @@ static __always_inline int offload(struct xdp_md *ctx, struct pkt *p, const stru
 	v->last_seen = bpf_ktime_get_ns();
 	id = v->dest;
 	dc = bpf_map_lookup_elem(&dest_stats, &id);
-	if (dc) {
+	if (dc && op == XLB_FLOW_NAT_OUT) {
+		__sync_fetch_and_add(&dc->out_pkts, 1);
+		__sync_fetch_and_add(&dc->out_bytes, iplen);
+	} else if (dc) {
 		__sync_fetch_and_add(&dc->in_pkts, 1);
 		__sync_fetch_and_add(&dc->in_bytes, iplen);
 	}

@@ -3,6 +3,7 @@
 package dataplane
 
 import (
+	"encoding/binary"
 	"errors"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 
 	"github.com/xlbproject/xlb/bpf"
 	"github.com/xlbproject/xlb/conntrack"
+	"github.com/xlbproject/xlb/internal/packet"
 	"github.com/xlbproject/xlb/modes"
 )
 
@@ -63,14 +65,16 @@ const foldEveryNs = int64(time.Second)
 // pass is due: a map lookup is about a microsecond.
 const foldBatch = 16
 
-// offFlow is one installed flow.
+// offFlow is one offloaded connection: its flows in each direction
+// (DirInput, DirOutput; NAT has both, DR only the first).
 type offFlow struct {
 	e           *conntrack.Entry
-	key         bpf.FlowKey
 	dest        uint32
-	mac         [6]byte // the next hop it was installed with
-	slot        uint16  // the egress interface's slot
-	pkts, bytes uint64  // the program's counters folded so far
+	on          [2]bool // the direction's flow is installed
+	key         [2]bpf.FlowKey
+	mac         [2][6]byte // the next hop it was installed with
+	slot        [2]uint16  // the egress interface's slot
+	pkts, bytes [2]uint64  // the program's counters folded so far
 }
 
 // offloader is a worker's set of offloaded flows. Not safe for
@@ -78,7 +82,8 @@ type offFlow struct {
 type offloader struct {
 	m     flowTable
 	kt0   int64 // CLOCK_MONOTONIC (bpf_ktime_get_ns) at the worker's time 0
-	max   int   // flows this worker may install
+	max   int   // flows (map entries) this worker may install
+	keys  int   // flows installed
 	flows []offFlow
 	at    map[*conntrack.Entry]int32 // index into flows
 	next  int                        // fold cursor
@@ -99,19 +104,48 @@ func newOffloader(m flowTable, max int, start time.Time) *offloader {
 		flows: make([]offFlow, 0, max), at: make(map[*conntrack.Entry]int32, max)}
 }
 
+// natDeltas are the folded checksum deltas of an address and port
+// changing from old to new, as packet.SetAddrPortsWithChecksumUpdate
+// records them (a field that does not change adds nothing): the IPv4
+// header's, for the address, and the TCP or UDP checksum's, for both.
+func natDeltas(old, new *[16]byte, oport, nport uint16) (ip, l4 uint16) {
+	var d packet.ChecksumDelta
+	if packet.IsIPv4Mapped(old) {
+		if o, n := binary.BigEndian.Uint32(old[12:]), binary.BigEndian.Uint32(new[12:]); o != n {
+			d.Update32(o, n)
+		}
+	} else if *old != *new {
+		d.Update128(old, new)
+	}
+	ip = ^d.Apply(0xffff) // fold(sum): Apply(c) is ^fold(^c + sum)
+	if oport != nport {
+		d.Update16(oport, nport)
+	}
+	return ip, ^d.Apply(0xffff)
+}
+
 // offload is handle's hook after a frame of connection e went through
-// xmit (sent: it was transmitted): it installs the flow once it is
-// offloadable, and takes it out of the program when its connection
-// leaves ESTABLISHED.
+// xmit (sent: it was rewritten and transmitted): it installs the frame's
+// direction once the connection is offloadable (DR: the client's; NAT:
+// each direction at its first frame after ESTABLISHED), and takes the
+// connection out of the program when it leaves ESTABLISHED.
 func (w *worker) offload(e *conntrack.Entry, dir conntrack.Dir, method modes.Method, sent bool, fwd []destFwd) {
 	o := w.off
-	if e.Offloaded() {
-		if e.Proto() == conntrack.ProtoTCP && e.State() != conntrack.StateEstablished {
-			o.drop(w, e)
-		}
+	if e.Offloaded() && e.Proto() == conntrack.ProtoTCP && e.State() != conntrack.StateEstablished {
+		o.drop(w, e)
 		return
 	}
-	if !sent || method != modes.Route || dir != conntrack.DirInput || len(o.flows) >= o.max || e.Template() {
+	if !sent || o.keys >= o.max || e.Template() || dir > conntrack.DirOutput {
+		return
+	}
+	switch {
+	case method == modes.Route && dir == conntrack.DirInput:
+	case method == modes.Masq:
+	default:
+		return
+	}
+	i, ok := o.at[e]
+	if ok && o.flows[i].on[dir] {
 		return
 	}
 	switch e.Proto() {
@@ -124,23 +158,51 @@ func (w *worker) offload(e *conntrack.Entry, dir conntrack.Dir, method modes.Met
 		return
 	}
 	id := e.DestID()
-	if int(id) >= len(fwd) || !fwd[id].macOK || int(w.out) >= len(w.ifs) {
+	if int(w.out) >= len(w.ifs) {
 		return
 	}
 	if d := w.dp.reg.Get(id); d == nil || !d.Available() {
 		return
 	}
-	fd, ifc := &fwd[id], &w.ifs[w.out]
+	ifc := &w.ifs[w.out]
 	k := e.Key()
-	f := offFlow{e: e, key: bpf.MakeFlowKey(k.Src, k.SrcPort, k.Dst, k.DstPort, k.Proto), dest: id, mac: fd.mac, slot: w.out}
-	o.v = bpf.Flow{DstMAC: fd.mac, SrcMAC: ifc.mac, Ifindex: uint32(ifc.index), MTU: uint32(ifc.mtu), Dest: id, Op: bpf.FlowDR}
-	if err := o.m.PutFlow(&f.key, &o.v); err != nil {
+	rs, rport := e.DestAddr16(), e.DestPort()
+	o.v = bpf.Flow{SrcMAC: ifc.mac, Ifindex: uint32(ifc.index), MTU: uint32(ifc.mtu), Dest: id, Op: bpf.FlowDR}
+	var key bpf.FlowKey
+	if dir == conntrack.DirInput {
+		if int(id) >= len(fwd) || !fwd[id].macOK {
+			return
+		}
+		o.v.DstMAC = fwd[id].mac
+		key = bpf.MakeFlowKey(k.Src, k.SrcPort, k.Dst, k.DstPort, k.Proto)
+		if method == modes.Masq {
+			o.v.Op, o.v.Addr = bpf.FlowNATIn, rs
+			binary.BigEndian.PutUint16(o.v.Port[:], rport)
+			o.v.IPDelta, o.v.L4Delta = natDeltas(&k.Dst, &rs, k.DstPort, rport)
+		}
+	} else {
+		// The reply: real server → client, its source back to the VIP,
+		// to the client-side hop the connection came from.
+		o.v.DstMAC = e.Hop()
+		key = bpf.MakeFlowKey(rs, rport, k.Src, k.SrcPort, k.Proto)
+		o.v.Op, o.v.Addr = bpf.FlowNATOut, k.Dst
+		binary.BigEndian.PutUint16(o.v.Port[:], k.DstPort)
+		o.v.IPDelta, o.v.L4Delta = natDeltas(&rs, &k.Dst, rport, k.DstPort)
+	}
+	if err := o.m.PutFlow(&key, &o.v); err != nil {
 		o.errs++
 		return
 	}
-	o.at[e] = int32(len(o.flows))
-	o.flows = append(o.flows, f)
-	w.ct.SetOffloaded(e, true)
+	if !ok {
+		i = int32(len(o.flows))
+		o.at[e] = i
+		o.flows = append(o.flows, offFlow{e: e, dest: id})
+		w.ct.SetOffloaded(e, true)
+	}
+	f := &o.flows[i]
+	f.on[dir], f.key[dir], f.mac[dir], f.slot[dir] = true, key, o.v.DstMAC, w.out
+	f.pkts[dir], f.bytes[dir] = 0, 0
+	o.keys++
 	o.installed++
 }
 
@@ -148,21 +210,26 @@ func (w *worker) offload(e *conntrack.Entry, dir conntrack.Dir, method modes.Met
 // its entry.
 func (o *offloader) fold(w *worker, i int) {
 	f := &o.flows[i]
-	if err := o.m.LookupFlow(&f.key, &o.v); err != nil {
-		if !errors.Is(err, ebpf.ErrKeyNotExist) {
-			o.errs++
+	for dir := range f.on {
+		if !f.on[dir] {
+			continue
 		}
-		return
-	}
-	o.folds++
-	if n := o.v.Packets - f.pkts; n > 0 {
-		w.ct.Fold(f.e, conntrack.DirInput, n, o.v.Bytes-f.bytes, int64(o.v.LastSeen)-o.kt0)
-		f.pkts, f.bytes = o.v.Packets, o.v.Bytes
+		if err := o.m.LookupFlow(&f.key[dir], &o.v); err != nil {
+			if !errors.Is(err, ebpf.ErrKeyNotExist) {
+				o.errs++
+			}
+			continue
+		}
+		o.folds++
+		if n := o.v.Packets - f.pkts[dir]; n > 0 {
+			w.ct.Fold(f.e, conntrack.Dir(dir), n, o.v.Bytes-f.bytes[dir], int64(o.v.LastSeen)-o.kt0)
+			f.pkts[dir], f.bytes[dir] = o.v.Packets, o.v.Bytes
+		}
 	}
 }
 
-// drop folds e's flow and takes it out of the program; e stays in the
-// table, not offloaded.
+// drop folds e's flows and takes them out of the program; e stays in
+// the table, not offloaded.
 func (o *offloader) drop(w *worker, e *conntrack.Entry) {
 	i, ok := o.at[e]
 	if !ok {
@@ -177,8 +244,13 @@ func (o *offloader) drop(w *worker, e *conntrack.Entry) {
 // forget deletes flow i from the program and from the set.
 func (o *offloader) forget(i int) {
 	f := &o.flows[i]
-	if err := o.m.DeleteFlow(&f.key); err != nil {
-		o.errs++
+	for dir := range f.on {
+		if f.on[dir] {
+			if err := o.m.DeleteFlow(&f.key[dir]); err != nil {
+				o.errs++
+			}
+			o.keys--
+		}
 	}
 	delete(o.at, f.e)
 	last := len(o.flows) - 1
@@ -237,8 +309,9 @@ func (o *offloader) check(w *worker, fwd []destFwd) {
 	for i := 0; i < len(o.flows); {
 		f := &o.flows[i]
 		d := w.dp.reg.Get(f.dest)
-		if d != nil && d.Available() && int(f.dest) < len(fwd) && fwd[f.dest].macOK &&
-			fwd[f.dest].mac == f.mac && fwd[f.dest].slot == f.slot {
+		in := conntrack.DirInput
+		if d != nil && d.Available() && (!f.on[in] || int(f.dest) < len(fwd) && fwd[f.dest].macOK &&
+			fwd[f.dest].mac == f.mac[in] && fwd[f.dest].slot == f.slot[in]) {
 			i++
 			continue
 		}

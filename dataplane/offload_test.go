@@ -5,6 +5,7 @@ package dataplane
 import (
 	"bytes"
 	"errors"
+	"net/netip"
 	"os"
 	"testing"
 	"time"
@@ -69,6 +70,13 @@ const kt0 = int64(1e12)
 func offloadWorker(t testing.TB, m flowTable) (*worker, *fakeKernel) {
 	t.Helper()
 	w, k := testWorker(t)
+	withOffload(t, w, m)
+	return w, k
+}
+
+// withOffload turns the offload on in w, a test worker, over m.
+func withOffload(t testing.TB, w *worker, m flowTable) {
+	t.Helper()
 	w.off = newOffloader(m, 64, time.Now())
 	w.off.kt0 = kt0
 	copts := conntrack.DefaultOptions()
@@ -82,7 +90,6 @@ func offloadWorker(t testing.TB, m flowTable) (*worker, *fakeKernel) {
 		t.Fatal(err)
 	}
 	w.ct = ct
-	return w, k
 }
 
 func flowKeyOf(frame []byte) bpf.FlowKey {
@@ -135,20 +142,6 @@ func TestOffloadInstalls(t *testing.T) {
 	}
 	if w.off.installed != 2 || ff.puts != 2 {
 		t.Errorf("installed %d (puts %d), want 2", w.off.installed, ff.puts)
-	}
-}
-
-// NAT connections stay with the worker (only DR is offloaded so far).
-func TestOffloadSkipsNAT(t *testing.T) {
-	ff := newFakeFlows()
-	w, k := methodWorker(t, modes.Masq)
-	w.off = newOffloader(ff, 64, time.Now())
-	k.deliver(tcpTo(40000, 80, syn))
-	w.poll(1)
-	k.deliver(tcpTo(40000, 80, ack))
-	w.poll(2)
-	if len(k.sent) != 2 || len(ff.m) != 0 {
-		t.Errorf("NAT: sent %d, %d flows installed; want 2, 0", len(k.sent), len(ff.m))
 	}
 }
 
@@ -548,5 +541,100 @@ func TestOffloadMapAllocs(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Errorf("install, fold and delete on the flows map: %v allocations, want 0", allocs)
+	}
+}
+
+// NAT, both directions: with the flows the worker installs (the client's
+// at the handshake's last ACK, the real server's at its first reply
+// after it), the program sends byte for byte what a worker without
+// offload sends (modes.natIn and natOut: addresses, ports, TTL and the
+// incremental checksums), counted in and out for the destination.
+func TestOffloadNATXDPEquivalence(t *testing.T) {
+	rs := netip.MustParseAddr("198.18.0.11")
+	for _, udp := range []bool{false, true} {
+		name, k := "tcp", testServices[0]
+		if udp {
+			name, k = "udp", testServices[1]
+		}
+		t.Run(name, func(t *testing.T) {
+			o := loadOffload(t)
+			if err := o.AddReal(bpf.ServiceKey{Addr: rs, Port: 8080, Proto: uint8(k.Proto)}); err != nil {
+				t.Fatal(err)
+			}
+			on, kon := methodWorkerAt(t, modes.Masq, k, rs, testLaddr)
+			withOffload(t, on, o)
+			on.off.kt0 = 0
+			on.ports()
+			on.ifs[0].index = 1 // BPF_PROG_RUN runs as if on loopback: XDP_TX
+			off, koff := methodWorkerAt(t, modes.Masq, k, rs, testLaddr)
+			in := func(flags uint8, payload string) []byte {
+				return pt.Packet{SrcMAC: clientMAC, DstMAC: directorMAC[:], Src: testClient, Dst: testVIP,
+					SrcPort: 40000, DstPort: k.Port, Flags: flags, UDP: udp, Payload: []byte(payload)}.Frame()
+			}
+			out := func(flags uint8, payload string) []byte {
+				return pt.Packet{SrcMAC: realMACs[0][:], DstMAC: directorMAC[:], Src: rs, Dst: testClient,
+					SrcPort: 8080, DstPort: 40000, Flags: flags, UDP: udp, Payload: []byte(payload)}.Frame()
+			}
+			hs := [][]byte{in(syn, ""), out(syn|ack, ""), in(ack, ""), out(ack, "hello")}
+			if udp {
+				hs = [][]byte{in(0, "q"), out(0, "a")}
+			}
+			now := int64(10)
+			for _, h := range hs {
+				kon.deliver(h)
+				koff.deliver(h)
+				on.poll(now)
+				off.poll(now)
+				now++
+			}
+			if len(kon.sent) != len(hs) || len(koff.sent) != len(hs) {
+				t.Fatalf("handshake: sent %d and %d, want %d", len(kon.sent), len(koff.sent), len(hs))
+			}
+			if len(on.off.flows) != 1 || !on.off.flows[0].on[0] || !on.off.flows[0].on[1] {
+				t.Fatalf("offloaded %+v, want one connection in both directions", on.off.flows)
+			}
+			id := on.off.flows[0].dest
+			var before bpf.DestCounters
+			if err := o.DestCounters(id, &before); err != nil {
+				t.Fatal(err)
+			}
+			frames := [][]byte{in(ack|packet.TCPFlagPSH, "GET / HTTP/1.1\r\n\r\n"), out(ack|packet.TCPFlagPSH, "HTTP/1.1 200 OK\r\n\r\n"), in(ack, ""), out(ack, "x")}
+			if udp {
+				frames = [][]byte{in(0, "query"), out(0, "answer"), in(0, ""), out(0, "")}
+			}
+			for i, f := range frames {
+				act, got := runXDP(t, o, f)
+				koff.deliver(f)
+				off.poll(now)
+				want := koff.sent[len(koff.sent)-1]
+				if act != xdpTX || !bytes.Equal(got, want) {
+					t.Fatalf("frame %d: xdp action %d sent\n%x\nworker without offload sent\n%x", i, act, got, want)
+				}
+			}
+			var after bpf.DestCounters
+			if err := o.DestCounters(id, &after); err != nil {
+				t.Fatal(err)
+			}
+			if after.InPkts-before.InPkts != 2 || after.OutPkts-before.OutPkts != 2 {
+				t.Errorf("program counted %+v since %+v, want 2 packets each way", after, before)
+			}
+			var con, coff destCounters
+			on.ds.publish()
+			off.ds.publish()
+			on.ds.read(id, &con)
+			off.ds.read(id, &coff)
+			con.add(&destCounters{InPkts: after.InPkts, InBytes: after.InBytes, OutPkts: after.OutPkts, OutBytes: after.OutBytes})
+			if con != coff {
+				t.Errorf("destination counters: offload %+v, userspace %+v", con, coff)
+			}
+			on.off.pass = -foldEveryNs
+			on.off.step(on, now+foldEveryNs, -1)
+			e, eoff := on.off.flows[0].e, entryOf(t, off, frames[0], now)
+			a, b, c, d := e.Counters()
+			wa, wb, wc, wd := eoff.Counters()
+			if a != wa || b != wb || c != wc || d != wd {
+				t.Errorf("entry counters after the fold: %d %d %d %d, userspace %d %d %d %d", a, b, c, d, wa, wb, wc, wd)
+			}
+		})
 	}
 }
