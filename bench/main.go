@@ -46,7 +46,7 @@ type options struct {
 	queues     int // RX/TX queues of the director's veth
 }
 
-var allDataplanes = []string{"ip-forward", "nft-fwd", "nft-dnat", "xlb-dr", "xlb-dr-offload", "xlb-nat", "xlb-tun", "xlb-fullnat"}
+var allDataplanes = []string{"ip-forward", "nft-fwd", "nft-dnat", "xlb-dr", "xlb-dr-offload", "xlb-nat", "xlb-nat-offload", "xlb-tun", "xlb-fullnat"}
 
 func main() {
 	var o options

@@ -344,4 +344,3 @@ func TestOffloadNAT(t *testing.T) {
 		t.Errorf("4 MiB each way: %v", err)
 	}
 }
-
