@@ -20,9 +20,11 @@ import (
 // Flow offload (Options.Offload), the worker's half. The worker keeps
 // deciding every connection: its first frame, the scheduling, the TCP
 // state machine (SYN, FIN and RST always come to it: the XDP program
-// never forwards them) and the timers. Once a direct-routing connection
-// is ESTABLISHED (a UDP flow: once forwarded), the worker installs its
-// rewrite in the program's flows map, and the program rewrites and sends
+// never forwards them) and the timers. Once a direct-routing or NAT
+// connection is ESTABLISHED (a UDP flow: once forwarded), the worker
+// installs its rewrite in the program's flows map, each direction at its
+// first frame from then on (DR has no replies to see), and the program
+// rewrites and sends
 // the flow's later frames itself (bpf/xdp.c, offload), counting them per
 // flow and per destination.
 //

@@ -73,7 +73,7 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	spin := fs.Duration("spin", dataplane.DefaultSpin, "longest a worker polls for the next frame before it sleeps, and only while frames come closer together than that; 0: sleep at once")
 	txBudget := fs.Int("tx-budget", dataplane.DefaultSocketOptions().TxBudget, "frames one sendto(2) may send in copy mode (XDP_MAX_TX_SKB_BUDGET, Linux 6.17+); 0: the kernel's 32")
 	noWakeup := fs.Bool("no-need-wakeup", false, "bind the AF_XDP sockets without XDP_USE_NEED_WAKEUP: a syscall per TX batch whether the kernel needs it or not")
-	offload := fs.String("offload", "off", "flow offload: on, established direct-routing connections and forwarded UDP flows are rewritten and sent by the XDP program itself (XDP_TX/bpf_redirect: a veth peer needs GRO on); off, every frame goes through a worker")
+	offload := fs.String("offload", "off", "flow offload: on, established direct-routing and NAT connections and forwarded UDP flows are rewritten and sent by the XDP program itself (XDP_TX/bpf_redirect: a veth peer needs GRO on); off, every frame goes through a worker")
 	maxFlows := fs.Int("max-flows", 0, "flows offloaded at once over all queues, with --offload=on (0: 65536)")
 	bgpFlags := bgp.RegisterFlags(fs)
 	if err := fs.Parse(args); err != nil {
