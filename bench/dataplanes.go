@@ -42,16 +42,17 @@ type dataplane interface {
 // (ipvsadm's -g, -m, -i or --fullnat), a fresh process (empty connection
 // table, zero counters) for every measurement.
 type xlbDP struct {
-	method string // "dr", "nat", "tun" or "fullnat"
-	suffix string // of the name: "-base" for -xlb-base's binary
-	bin    string
-	dir    string
-	env    *testenv.Env
-	rules  string // rules file
-	conns  int    // connection table size
-	n      int    // processes started, for socket names
-	p      *testenv.Proc
-	sock   string
+	method  string // "dr", "nat", "tun" or "fullnat"
+	offload bool   // --offload=on (configuration xlb-dr-offload)
+	suffix  string // of the name: "-base" for -xlb-base's binary
+	bin     string
+	dir     string
+	env     *testenv.Env
+	rules   string // rules file
+	conns   int    // connection table size
+	n       int    // processes started, for socket names
+	p       *testenv.Proc
+	sock    string
 	// attached is the daemon's "xdp attached" log line: XDP mode and
 	// AF_XDP copy or zero-copy.
 	attached string
@@ -60,6 +61,7 @@ type xlbDP struct {
 var methodOpts = map[string]string{"dr": "-g", "nat": "-m", "tun": "-i", "fullnat": "--fullnat"}
 
 func newXLB(env *testenv.Env, method, bin, dir string) (*xlbDP, error) {
+	method, offload := strings.CutSuffix(method, "-offload")
 	opt, ok := methodOpts[method]
 	if !ok {
 		return nil, fmt.Errorf("invalid xlb method %q", method)
@@ -78,14 +80,19 @@ func newXLB(env *testenv.Env, method, bin, dir string) (*xlbDP, error) {
 	svc("u", portEcho, len(env.Reals))
 	svc("t", portHTTP, len(env.Reals))
 	svc("t", portIperf, 1)
-	x := &xlbDP{method: method, bin: bin, dir: dir, env: env, rules: filepath.Join(dir, "xlb-"+method+".rules")}
+	x := &xlbDP{method: method, offload: offload, bin: bin, dir: dir, env: env, rules: filepath.Join(dir, "xlb-"+method+".rules")}
 	if err := os.WriteFile(x.rules, []byte(b.String()), 0o644); err != nil {
 		return nil, err
 	}
 	return x, nil
 }
 
-func (x *xlbDP) Name() string { return "xlb-" + x.method + x.suffix }
+func (x *xlbDP) Name() string {
+	if x.offload {
+		return "xlb-" + x.method + "-offload" + x.suffix
+	}
+	return "xlb-" + x.method + x.suffix
+}
 
 func (x *xlbDP) Start(ctx context.Context) error {
 	if x.method == "nat" {
@@ -97,8 +104,17 @@ func (x *xlbDP) Start(ctx context.Context) error {
 	x.sock = filepath.Join(x.dir, fmt.Sprintf("%s%d.sock", x.Name(), x.n))
 	// 2^18 entries: wrk opens ~10^4 connections per second and IPVS
 	// keeps closed ones for seconds to minutes.
-	p, err := x.env.Director.Start(x.bin, "run", "--iface", "eth0", "--rules", x.rules,
-		"--socket", x.sock, "--conns", strconv.Itoa(x.conns))
+	args := []string{"run", "--iface", "eth0", "--rules", x.rules, "--socket", x.sock, "--conns", strconv.Itoa(x.conns)}
+	if x.offload {
+		// XDP_TX into the director's veth: its peer must take such
+		// frames (testenv.EnableXDPTx); Stop undoes it so that the
+		// other configurations run on the same topology.
+		if err := x.env.EnableXDPTx(); err != nil {
+			return err
+		}
+		args = append(args, "--offload=on", "--max-flows", strconv.Itoa(1<<17)) // the 100k-flow search, ~20 MiB
+	}
+	p, err := x.env.Director.Start(x.bin, args...)
 	if err != nil {
 		return err
 	}
@@ -153,6 +169,9 @@ func (x *xlbDP) Stop() error {
 	}
 	if x.method == "nat" {
 		errs = append(errs, unrouteClient(x.env))
+	}
+	if x.offload {
+		errs = append(errs, x.env.DisableXDPTx())
 	}
 	return errors.Join(errs...)
 }

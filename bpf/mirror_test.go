@@ -82,6 +82,9 @@ func TestMirrors(t *testing.T) {
 		{"mark_services", true, markServiceKey{}},
 		{"mark_services", false, serviceValue{}},
 		{"mark_prefixes", false, uint32(0)},
+		{"flows", true, FlowKey{}},
+		{"flows", false, Flow{}},
+		{"dest_stats", false, DestCounters{}},
 	})
 
 	if got, want := spec.Maps["counters"].MaxEntries, uint32(NumReasons); got != want {

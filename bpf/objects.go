@@ -40,7 +40,18 @@ type Options struct {
 	// the NIC stripped into the RX descriptor, which Attach uses natively
 	// when the kernel and driver support it.
 	Ifindex int
+	// Offload turns flow offload on: frames of the flows the dataplane
+	// installs (PutFlow) are rewritten and sent by the program itself.
+	// Off, the program never looks at the flows map, which is then
+	// created with one entry.
+	Offload bool
+	// MaxFlows is the size of the flows map when Offload is on, 0 for
+	// DefaultMaxFlows; about 150 bytes per flow, preallocated.
+	MaxFlows int
 }
+
+// DefaultMaxFlows is the flows map's size when Options.MaxFlows is 0.
+const DefaultMaxFlows = 65536
 
 // Objects is the loaded XDP program and its maps. Its methods are safe for
 // concurrent use: each is a single map syscall.
@@ -53,6 +64,7 @@ type Objects struct {
 	ifindex     int
 	devErr      error // why dev is nil although Ifindex was given
 	maxServices int
+	maxDests    int                  // dest_stats slots
 	spec        *ebpf.CollectionSpec // what Load loaded, for Sibling
 }
 
@@ -86,13 +98,28 @@ func Load(opts Options) (*Objects, error) {
 	}
 	spec.Maps["services"].MaxEntries = uint32(opts.MaxServices)
 	spec.Maps["reals"].MaxEntries = uint32(opts.MaxReals)
+	// Destination IDs run from 1 to the number of reals.
+	spec.Maps["dest_stats"].MaxEntries = uint32(opts.MaxReals + 1)
+	flows := 1
+	if opts.Offload {
+		if flows = opts.MaxFlows; flows == 0 {
+			flows = DefaultMaxFlows
+		}
+		if flows < 1 || flows > 1<<24 {
+			return nil, fmt.Errorf("load xdp: invalid flow limit %d: must be 1-%d", flows, 1<<24)
+		}
+	}
+	spec.Maps["flows"].MaxEntries = uint32(flows)
+	if err := spec.Variables["xlb_offload"].Set(boolByte(opts.Offload)); err != nil {
+		return nil, fmt.Errorf("load xdp: set offload: %w", err)
+	}
 	if err := spec.Variables["xlb_mac"].Set(opts.MAC); err != nil {
 		return nil, fmt.Errorf("load xdp: set mac: %w", err)
 	}
 	if err := spec.Variables["xlb_vlans"].Set(vlans); err != nil {
 		return nil, fmt.Errorf("load xdp: set vlans: %w", err)
 	}
-	o := Objects{ifindex: opts.Ifindex, maxServices: opts.MaxServices, spec: spec}
+	o := Objects{ifindex: opts.Ifindex, maxServices: opts.MaxServices, maxDests: opts.MaxReals + 1, spec: spec}
 	// LoadAndAssign loads only what the struct names, and closes whatever
 	// it created when it fails.
 	if err := spec.LoadAndAssign(&o.objs, nil); err != nil {
@@ -127,7 +154,7 @@ func (o *Objects) Sibling(mac [6]byte, ifindex int) (*Objects, error) {
 	if err := spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{MapReplacements: shared}); err != nil {
 		return nil, fmt.Errorf("load xdp objects for ifindex %d: %w", ifindex, err)
 	}
-	s := &Objects{ifindex: ifindex, maxServices: o.maxServices}
+	s := &Objects{ifindex: ifindex, maxServices: o.maxServices, maxDests: o.maxDests}
 	s.objs.XlbXdp, s.objs.Xsks = objs.P, objs.Xsks
 	if ifindex != 0 {
 		ps := spec.Programs["xlb_xdp_dev"]

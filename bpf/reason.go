@@ -28,6 +28,7 @@ const (
 	PassLocal                     // from a real server to the director's own address (its own connection): passed
 	DropSYNRate                   // SYN to a service under pressure, its source prefix over its rate: dropped
 	DropSYNPressure               // SYN to a service under heavy pressure: dropped
+	RedirectOffload               // an offloaded flow's frame: rewritten and sent by the program itself (XDP_TX or bpf_redirect)
 
 	// NumReasons is the number of reasons, XLB_REASON_MAX in xdp.c.
 	NumReasons = int(iota)
@@ -51,6 +52,7 @@ var reasonNames = [NumReasons]string{
 	PassLocal:       "pass_local",
 	DropSYNRate:     "drop_syn_rate",
 	DropSYNPressure: "drop_syn_pressure",
+	RedirectOffload: "redirect_offload",
 }
 
 // String returns the reason's counter name, e.g. "pass_no_service".

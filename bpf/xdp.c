@@ -105,6 +105,7 @@ enum xlb_reason {
 	XLB_REASON_PASS_LOCAL,        // from a real, but to the director's own address: its own connection
 	XLB_REASON_DROP_SYN_RATE,     // SYN to a service under pressure, its source prefix over its rate: dropped
 	XLB_REASON_DROP_SYN_PRESSURE, // SYN to a service under heavy pressure, its prefix sent no recent ACK: dropped
+	XLB_REASON_REDIRECT_OFFLOAD,  // an offloaded flow's frame: rewritten and sent here (XDP_TX or bpf_redirect)
 	XLB_REASON_MAX,
 };
 
@@ -295,6 +296,76 @@ struct {
 // do.
 #define XLB_SYN_ACKED_NS (10ULL * 1000 * 1000 * 1000)
 
+// Flow offload (`xlb run --offload=on`). Set by Load: off, the program
+// never looks at the flows map, and the verifier drops that code.
+const volatile __u8 xlb_offload = 0;
+
+// Default flows map size; Load sets the real one. 40-byte key, 56-byte
+// value: about 150 bytes per preallocated element, 10 MiB for 64Ki flows.
+#define XLB_MAX_FLOWS 65536
+// Default dest_stats size: one slot per destination ID, as MaxDests + 1.
+#define XLB_MAX_DESTS 65537
+
+// Key of the flows map: a frame's flow as it arrives, source then
+// destination, in svc_key's form (ports as on the wire). Mirrored by
+// FlowKey in flows.go.
+struct flow_key {
+	struct svc_key src;
+	struct svc_key dst;
+};
+
+// How the program rewrites an offloaded flow's frames. Mirrored by FlowOp.
+#define XLB_FLOW_DR 1      // direct routing: MACs, TTL (ip_vs_dr_xmit, modes.drIn)
+#define XLB_FLOW_NAT_IN 2  // NAT, client → real: and destination := addr:port (modes.natIn)
+#define XLB_FLOW_NAT_OUT 3 // NAT, real → client: and source := addr:port (modes.natOut)
+
+// Value of the flows map. The worker writes the first part when it
+// installs the flow (a connection it decided and found ESTABLISHED, or a
+// UDP flow it forwarded) and deletes the entry when the connection leaves
+// that state, expires, loses its destination or its next hop's MAC
+// changes; the program only adds to the counters and stamps last_seen,
+// atomically (the map is shared by every CPU). Mirrored by flowValue.
+struct flow_value {
+	__u8 dmac[6];    // next hop's MAC
+	__u8 smac[6];    // egress interface's MAC
+	__u32 ifindex;   // egress interface: XDP_TX when it is the ingress one, bpf_redirect otherwise
+	__u32 mtu;       // egress MTU (IP bytes), 0 for none: larger frames go to the worker
+	__u32 dest;      // destination ID, the dest_stats slot
+	__u32 op;        // XLB_FLOW_*
+	__u32 pad;
+	__u8 addr[16];   // NAT: the new destination (in) or source (out) address, as svc_key's
+	__be16 port;     // NAT: the new port, as on the wire
+	__u16 ipd;       // NAT: the IPv4 header checksum's delta for the address, folded (RFC 1624)
+	__u16 l4d;       // NAT: the TCP/UDP checksum's delta for address and port, folded
+	__u16 pad2;
+	__u64 packets;   // frames the program forwarded
+	__u64 bytes;     // their frame bytes (Ethernet header included, as conntrack counts)
+	__u64 last_seen; // bpf_ktime_get_ns of the latest
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct flow_key);
+	__type(value, struct flow_value);
+	__uint(max_entries, XLB_MAX_FLOWS);
+} flows SEC(".maps");
+
+// IPVS's per-destination packet and byte counters for the frames the
+// program forwarded itself, by destination ID; the dataplane adds them to
+// the workers' own (IP bytes, as IPVS counts skb->len at L3). One shared
+// array with atomic adds rather than a per-CPU one: 2 MiB at 65537
+// destinations whatever the CPU count. Mirrored by destCounters.
+struct dest_counters {
+	__u64 in_pkts, in_bytes, out_pkts, out_bytes;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct dest_counters);
+	__uint(max_entries, XLB_MAX_DESTS);
+} dest_stats SEC(".maps");
+
 static __always_inline int count(enum xlb_reason reason, int action)
 {
 	__u32 key = reason;
@@ -422,6 +493,7 @@ struct pkt {
 	struct ethhdr *eth;
 	void *data_end;
 	struct iphdr *iph; // IPv4 header, or NULL for IPv6
+	void *l3;          // the IP header
 	__u16 vid;         // VLAN ID of the one tag (inline or stripped); 0 untagged
 	__u8 tags;         // VLAN tags, inline and stripped together
 	__u8 stripped;     // the tag is in the RX descriptor, not the frame
@@ -533,12 +605,209 @@ static __always_inline int admit(struct pkt *p, const struct svc_key *src, const
 	return XLB_REASON_MAX;
 }
 
+
+// The IPv4 header checksum after the TTL drops by one (RFC 1624 eqn. 3,
+// HC' = ~(~HC + ~m + m') over the TTL/protocol word), exactly as
+// packet.DecrementTTLWithChecksumUpdate computes it.
+static __always_inline void ipv4_dec_ttl(struct iphdr *iph)
+{
+	__u16 old = ((__u16)iph->ttl << 8) | iph->protocol;
+	__u32 sum = (__u16)~bpf_ntohs(iph->check);
+
+	sum += (__u16)~old;
+	sum += (__u16)(old - 0x100);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	iph->ttl--;
+	iph->check = bpf_htons((__u16)~sum);
+}
+
+// csum_apply returns checksum c (network order) updated by a folded
+// delta d: ~fold(~c + d), as packet.ChecksumDelta.Apply computes it.
+static __always_inline __be16 csum_apply(__be16 c, __u16 d)
+{
+	__u32 s = (__u16)~bpf_ntohs(c);
+
+	s += d;
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return bpf_htons((__u16)~s);
+}
+
+// l4_of returns the TCP or UDP header of the untagged frame p, with the
+// whole header inside the frame, or NULL: IPv4 after its IHL, IPv6 right
+// after its fixed header (NAT offload takes no extension headers). It is
+// recomputed rather than kept in struct pkt: a packet pointer kept on
+// the stack for the whole program multiplies the verifier's states.
+static __always_inline void *l4_of(struct pkt *p, __u8 proto)
+{
+	void *l4;
+	__u32 n = proto == IPPROTO_TCP ? sizeof(struct tcphdr) : sizeof(struct udphdr);
+
+	if (p->iph) {
+		struct iphdr *iph = p->iph;
+
+		if ((void *)(iph + 1) > p->data_end)
+			return NULL;
+		l4 = (void *)iph + iph->ihl * 4;
+	} else {
+		struct ipv6hdr *ip6h = p->l3;
+
+		if ((void *)(ip6h + 1) > p->data_end || ip6h->nexthdr != proto)
+			return NULL;
+		l4 = ip6h + 1;
+	}
+	if (l4 + n > p->data_end)
+		return NULL;
+	return l4;
+}
+
+// nat rewrites the destination (in) or source (out) address and port of
+// the frame, whose TCP or UDP header is at l4 (l4_of), as
+// packet.SetAddrPortsWithChecksumUpdate does: the IPv4 header checksum by
+// ipd, the TCP or UDP checksum by l4d (a UDP checksum of 0, none
+// computed, stays 0; a computed 0 is sent as 0xffff, RFC 768).
+static __always_inline void nat(struct pkt *p, void *l4, __u8 proto, const struct flow_value *v, int out)
+{
+	void *data_end = p->data_end;
+	__be16 *ports = l4;
+
+	if ((void *)(ports + 4) > data_end)
+		return;
+	if (p->iph) {
+		struct iphdr *iph = p->iph;
+
+		if ((void *)(iph + 1) > data_end)
+			return;
+		if (out)
+			__builtin_memcpy(&iph->saddr, &v->addr[12], 4);
+		else
+			__builtin_memcpy(&iph->daddr, &v->addr[12], 4);
+		iph->check = csum_apply(iph->check, v->ipd);
+	} else {
+		struct ipv6hdr *ip6h = p->l3;
+
+		if ((void *)(ip6h + 1) > data_end)
+			return;
+		if (out)
+			__builtin_memcpy(&ip6h->saddr, v->addr, 16);
+		else
+			__builtin_memcpy(&ip6h->daddr, v->addr, 16);
+	}
+	ports[out ? 0 : 1] = v->port;
+	if (proto == IPPROTO_TCP) {
+		struct tcphdr *th = l4;
+
+		if ((void *)(th + 1) > data_end)
+			return;
+		th->check = csum_apply(th->check, v->l4d);
+	} else {
+		__be16 c = ports[3]; // the UDP checksum
+
+		if (c) {
+			c = csum_apply(c, v->l4d);
+			ports[3] = c ? c : 0xffff;
+		}
+	}
+}
+
+// offload forwards a frame of an offloaded flow itself: the frame's flow
+// is in the flows map, it passed admit, and it carries no SYN, FIN or RST
+// (those are the worker's, whose state machine they drive). It returns
+// the XDP action, or -1 for a frame the worker must handle: no entry, a
+// TTL of 1 or less (the worker answers time exceeded), larger than the
+// egress MTU (the worker answers too big), or a VLAN tag (the worker
+// keeps it). The rewrite is modes.drIn's: next hop's and egress MACs, TTL
+// or hop limit minus one, and for NAT modes.natIn's or natOut's address
+// and port; the checks are modes.check's, in its order.
+// Not inlined: the verifier then walks it once per caller state and the
+// callers' paths after it merge again (inlined into the four lookup
+// paths, its branches multiplied past the verifier's limit).
+static __always_inline int offload(struct xdp_md *ctx, struct pkt *p, const struct svc_key *src,
+			      const struct svc_key *dst)
+{
+	struct flow_key k;
+	struct flow_value *v;
+	struct dest_counters *dc;
+	struct ethhdr *eth = p->eth;
+	void *data = (void *)(long)ctx->data;
+	__u32 iplen, id, op;
+	void *l4 = NULL;
+
+	if (p->tags || p->stripped || p->l3 != (void *)(eth + 1))
+		return -1;
+	__builtin_memcpy(&k.src, src, sizeof(k.src));
+	__builtin_memcpy(&k.dst, dst, sizeof(k.dst));
+	v = bpf_map_lookup_elem(&flows, &k);
+	if (!v)
+		return -1;
+	// Read once: the verifier takes every read of map memory as a new
+	// unknown value, and would walk each combination.
+	op = v->op;
+	if (op < XLB_FLOW_DR || op > XLB_FLOW_NAT_OUT)
+		return -1;
+	if (op != XLB_FLOW_DR) {
+		// Every header NAT writes must be in the frame before anything
+		// is written: a frame is rewritten whole or left to the worker.
+		l4 = l4_of(p, src->proto);
+		if (!l4)
+			return -1;
+	}
+	if (p->iph) {
+		struct iphdr *iph = p->iph;
+
+		if ((void *)(iph + 1) > p->data_end || iph->ttl <= 1)
+			return -1;
+		iplen = bpf_ntohs(iph->tot_len);
+		if (v->mtu && iplen > v->mtu)
+			return -1;
+		ipv4_dec_ttl(iph);
+	} else {
+		struct ipv6hdr *ip6h = p->l3;
+
+		if ((void *)(ip6h + 1) > p->data_end || ip6h->hop_limit <= 1)
+			return -1;
+		iplen = sizeof(*ip6h) + bpf_ntohs(ip6h->payload_len);
+		if (v->mtu && iplen > v->mtu)
+			return -1;
+		ip6h->hop_limit--;
+	}
+	if (l4)
+		nat(p, l4, src->proto, v, op == XLB_FLOW_NAT_OUT);
+	__builtin_memcpy(eth->h_dest, v->dmac, 6);
+	__builtin_memcpy(eth->h_source, v->smac, 6);
+	__sync_fetch_and_add(&v->packets, 1);
+	__sync_fetch_and_add(&v->bytes, (__u64)(p->data_end - data));
+	v->last_seen = bpf_ktime_get_ns();
+	id = v->dest;
+	dc = bpf_map_lookup_elem(&dest_stats, &id);
+	if (dc && op == XLB_FLOW_NAT_OUT) {
+		__sync_fetch_and_add(&dc->out_pkts, 1);
+		__sync_fetch_and_add(&dc->out_bytes, iplen);
+	} else if (dc) {
+		__sync_fetch_and_add(&dc->in_pkts, 1);
+		__sync_fetch_and_add(&dc->in_bytes, iplen);
+	}
+	count(XLB_REASON_REDIRECT_OFFLOAD, XDP_TX);
+	if (v->ifindex == ctx->ingress_ifindex)
+		return XDP_TX;
+	return bpf_redirect(v->ifindex, 0);
+}
+
+// offl: the frame may be an offloaded flow's (TCP without SYN, FIN or
+// RST, or UDP; not an ICMP error).
 static __always_inline int verdict(struct xdp_md *ctx, struct pkt *p, enum xlb_reason steered,
-				   const struct svc_key *src, const struct svc_key *dst)
+				   const struct svc_key *src, const struct svc_key *dst, int offl)
 {
 	enum xlb_reason r = admit(p, src, dst);
 
 	if (r == XLB_REASON_MAX) {
+		if (xlb_offload && offl) {
+			int a = offload(ctx, p, src, dst);
+
+			if (a >= 0)
+				return a;
+		}
 		if (reinsert_tag(ctx, p))
 			return pass(XLB_REASON_PASS_VLAN); // the kernel keeps the tag
 		return steer(ctx, steered);
@@ -617,7 +886,7 @@ static __always_inline struct svc_value *mark_service(const struct svc_key *dst,
 // but for an ICMP error, whose flow is the one its quote belongs to.
 static __always_inline int lookup(struct xdp_md *ctx, struct pkt *p, struct svc_key *dst,
 				  struct svc_key *src, int syn, int tcp, int tsyn, int tack,
-				  const struct svc_key *msrc, const struct svc_key *mdst)
+				  const struct svc_key *msrc, const struct svc_key *mdst, int offl)
 {
 	struct svc_value *sv;
 
@@ -641,14 +910,14 @@ static __always_inline int lookup(struct xdp_md *ctx, struct pkt *p, struct svc_
 				return count(r, XDP_DROP);
 			}
 		}
-		return verdict(ctx, p, XLB_REASON_REDIRECT, msrc, mdst);
+		return verdict(ctx, p, XLB_REASON_REDIRECT, msrc, mdst, offl);
 	}
 	if (lookup_port0(&reals, src)) {
 		__u32 *local = bpf_map_lookup_elem(&locals, dst->addr);
 
 		if (local && !(*local & XLB_LOCAL_LADDR))
 			return pass(XLB_REASON_PASS_LOCAL);
-		return verdict(ctx, p, XLB_REASON_REDIRECT_REPLY, msrc, mdst);
+		return verdict(ctx, p, XLB_REASON_REDIRECT_REPLY, msrc, mdst, offl);
 	}
 	return pass(XLB_REASON_PASS_NO_SERVICE);
 }
@@ -659,7 +928,7 @@ static __always_inline int l4(struct xdp_md *ctx, struct pkt *p, void *l4, __u32
 			      __u8 proto, struct svc_key *dst, struct svc_key *src)
 {
 	void *data_end = p->data_end;
-	int syn = 0, tsyn = 0, tack = 0;
+	int syn = 0, tsyn = 0, tack = 0, offl = 1;
 
 	if (proto == IPPROTO_TCP) {
 		struct tcphdr *th = l4;
@@ -673,6 +942,7 @@ static __always_inline int l4(struct xdp_md *ctx, struct pkt *p, void *l4, __u32
 		syn = th->syn && !th->ack;
 		tsyn = th->syn;
 		tack = th->ack;
+		offl = !th->syn && !th->fin && !th->rst;
 	} else {
 		struct udphdr *uh = l4;
 		__u32 ulen;
@@ -687,7 +957,7 @@ static __always_inline int l4(struct xdp_md *ctx, struct pkt *p, void *l4, __u32
 	}
 	dst->proto = proto;
 	src->proto = proto;
-	return lookup(ctx, p, dst, src, syn, proto == IPPROTO_TCP, tsyn, tack, src, dst);
+	return lookup(ctx, p, dst, src, syn, proto == IPPROTO_TCP, tsyn, tack, src, dst, offl);
 }
 
 // ICMP and ICMPv6 errors, which quote the packet they are about (RFC 792,
@@ -717,7 +987,7 @@ static __always_inline int icmp_lookup(struct xdp_md *ctx, struct pkt *p, __be16
 	src->port = ports[1];
 	dst->proto = proto;
 	src->proto = proto;
-	return lookup(ctx, p, dst, src, 0, 0, 0, 0, osrc, odst);
+	return lookup(ctx, p, dst, src, 0, 0, 0, 0, osrc, odst, 0);
 }
 
 // The ICMP message at icmp (IP offset off) of an IPv4 packet of tot bytes
@@ -811,6 +1081,7 @@ static __always_inline int ipv4(struct xdp_md *ctx, struct pkt *p, void *l3)
 		return pass(XLB_REASON_PASS_FRAGMENT);
 
 	p->iph = iph;
+	p->l3 = l3;
 	map4(dst.addr, iph->daddr);
 	map4(src.addr, iph->saddr);
 	return l4(ctx, p, l3 + hlen, tot - hlen, iph->protocol, &dst, &src);
@@ -884,6 +1155,7 @@ static __always_inline int ipv6(struct xdp_md *ctx, struct pkt *p, void *l3)
 	}
 	__builtin_memcpy(dst.addr, &ip6h->daddr, 16);
 	__builtin_memcpy(src.addr, &ip6h->saddr, 16);
+	p->l3 = l3;
 	if (next == IPPROTO_ICMPV6)
 		return icmp6(ctx, p, l3, off, end, &src, &dst);
 	if (next != IPPROTO_TCP && next != IPPROTO_UDP) {

@@ -17,6 +17,8 @@ import (
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	xlbMapCounters     = "counters"
+	xlbMapDestStats    = "dest_stats"
+	xlbMapFlows        = "flows"
 	xlbMapLocals       = "locals"
 	xlbMapMarkPrefixes = "mark_prefixes"
 	xlbMapMarkServices = "mark_services"
@@ -31,6 +33,7 @@ const (
 	xlbProgXlbXdp      = "xlb_xdp"
 	xlbProgXlbXdpDev   = "xlb_xdp_dev"
 	xlbVarXlbMac       = "xlb_mac"
+	xlbVarXlbOffload   = "xlb_offload"
 	xlbVarXlbVlans     = "xlb_vlans"
 )
 
@@ -85,6 +88,8 @@ type xlbProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type xlbMapSpecs struct {
 	Counters     *ebpf.MapSpec `ebpf:"counters"`
+	DestStats    *ebpf.MapSpec `ebpf:"dest_stats"`
+	Flows        *ebpf.MapSpec `ebpf:"flows"`
 	Locals       *ebpf.MapSpec `ebpf:"locals"`
 	MarkPrefixes *ebpf.MapSpec `ebpf:"mark_prefixes"`
 	MarkServices *ebpf.MapSpec `ebpf:"mark_services"`
@@ -102,8 +107,9 @@ type xlbMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type xlbVariableSpecs struct {
-	XlbMac   *ebpf.VariableSpec `ebpf:"xlb_mac"`
-	XlbVlans *ebpf.VariableSpec `ebpf:"xlb_vlans"`
+	XlbMac     *ebpf.VariableSpec `ebpf:"xlb_mac"`
+	XlbOffload *ebpf.VariableSpec `ebpf:"xlb_offload"`
+	XlbVlans   *ebpf.VariableSpec `ebpf:"xlb_vlans"`
 }
 
 // xlbObjects contains all objects after they have been loaded into the kernel.
@@ -127,6 +133,8 @@ func (o *xlbObjects) Close() error {
 // It can be passed to loadXlbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xlbMaps struct {
 	Counters     *ebpf.Map `ebpf:"counters"`
+	DestStats    *ebpf.Map `ebpf:"dest_stats"`
+	Flows        *ebpf.Map `ebpf:"flows"`
 	Locals       *ebpf.Map `ebpf:"locals"`
 	MarkPrefixes *ebpf.Map `ebpf:"mark_prefixes"`
 	MarkServices *ebpf.Map `ebpf:"mark_services"`
@@ -143,6 +151,8 @@ type xlbMaps struct {
 func (m *xlbMaps) Close() error {
 	return _XlbClose(
 		m.Counters,
+		m.DestStats,
+		m.Flows,
 		m.Locals,
 		m.MarkPrefixes,
 		m.MarkServices,
@@ -161,8 +171,9 @@ func (m *xlbMaps) Close() error {
 //
 // It can be passed to loadXlbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xlbVariables struct {
-	XlbMac   *ebpf.Variable `ebpf:"xlb_mac"`
-	XlbVlans *ebpf.Variable `ebpf:"xlb_vlans"`
+	XlbMac     *ebpf.Variable `ebpf:"xlb_mac"`
+	XlbOffload *ebpf.Variable `ebpf:"xlb_offload"`
+	XlbVlans   *ebpf.Variable `ebpf:"xlb_vlans"`
 }
 
 // xlbPrograms contains all programs after they have been loaded into the kernel.

@@ -160,7 +160,7 @@ func (t *Table) InsertSynced(k *Key, d *sched.Dest, fwd uint8, dport uint16, s *
 		}
 	}
 	if !s.Template && (fwd == FwdMasq || fwd == FwdFullNAT) {
-		e.flags |= fNoHop
+		e.hopFlags |= hNoHop
 	}
 	t.syncState(e, s, now+timeout)
 	return e, SyncCreated
@@ -177,11 +177,11 @@ func (t *Table) syncState(e *Entry, s *Synced, expires int64) {
 
 // NeedsHop reports whether e was installed from a sync record and has
 // not seen a client frame yet: its reply hop (SetHop) is a guess.
-func (e *Entry) NeedsHop() bool { return e.flags&fNoHop != 0 }
+func (e *Entry) NeedsHop() bool { return e.hopFlags&hNoHop != 0 }
 
 // GuessHop sets the reply hop of an entry that NeedsHop, keeping
 // NeedsHop: the entry's first client frame sets the real one (SetHop).
-func (e *Entry) GuessHop(mac [6]byte, iface uint16) { e.hop, e.hopIface = mac, iface }
+func (e *Entry) GuessHop(mac [6]byte, iface uint16) { e.hop, e.hopIface = mac, uint8(iface) }
 
 // Control returns the persistence template that controls connection e,
 // or nil.

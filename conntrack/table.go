@@ -70,6 +70,14 @@ type Options struct {
 	// caller's pool reserves the port, or returns false when it cannot
 	// (InsertSynced then drops the record). LocalReleased gives it back.
 	LocalReserved func(laddr [16]byte, lport uint16, rs [16]byte, rport uint16) bool
+	// OffloadRefresh and OffloadReleased are the flow offload's hooks
+	// (offload.go), called on the table's owner for an entry marked
+	// SetOffloaded: OffloadRefresh when the entry is found expired, before
+	// it is removed, so that the frames forwarded without the table may
+	// restart its timer (Fold); OffloadReleased when it leaves the table,
+	// whatever the reason, before its slot is reused.
+	OffloadRefresh  func(e *Entry, now int64)
+	OffloadReleased func(e *Entry)
 	// ActivePreEstablished counts SYN_SENT, SYN_RECV and SYNACK entries
 	// as active, as newer kernels do (tcp_state_active_table in
 	// ip_vs_proto_tcp.c). Off: only ESTABLISHED is active, the rule of
@@ -108,7 +116,8 @@ func DefaultOptions() Options {
 //	 96 inBytes, outBytes (8+8)
 //	112 inPkts, outPkts (4+4)
 //	120 hop      client-side next hop's MAC, for replies (NAT, FullNAT) (6)
-//	126 hopIface the dataplane's slot of the interface the client's frames came in on (2)
+//	126 hopIface the dataplane's slot of the interface the client's frames came in on (1)
+//	127 hopFlags what is known of hop (1)
 type Entry struct {
 	key      Key
 	expires  int64
@@ -127,19 +136,25 @@ type Entry struct {
 	inPkts   uint32
 	outPkts  uint32
 	hop      [6]byte
-	hopIface uint16
+	hopIface uint8 // a dataplane serves at most 16 interfaces
+	hopFlags uint8
 }
 
 // Entry flags.
 const (
-	fUsed     uint8 = 1 << iota
-	fTemplate       // persistence template (IP_VS_CONN_F_TEMPLATE)
-	fInactive       // counted in the destination's InactConns (IP_VS_CONN_F_INACTIVE)
-	fNoOutput       // replies bypass the director (IP_VS_CONN_F_NOOUTPUT)
-	fReply          // the reply key is in the index
-	fUnhashed       // the forward key is not in the index (invalidated template)
-	fBound          // counted at its destination
-	fNoHop          // installed from a sync record: no client frame seen, Hop is a guess
+	fUsed      uint8 = 1 << iota
+	fTemplate        // persistence template (IP_VS_CONN_F_TEMPLATE)
+	fInactive        // counted in the destination's InactConns (IP_VS_CONN_F_INACTIVE)
+	fNoOutput        // replies bypass the director (IP_VS_CONN_F_NOOUTPUT)
+	fReply           // the reply key is in the index
+	fUnhashed        // the forward key is not in the index (invalidated template)
+	fBound           // counted at its destination
+	fOffloaded       // its frames may be forwarded without the table (offload.go)
+)
+
+// Entry hop flags (Entry.hopFlags): the flags byte is full.
+const (
+	hNoHop uint8 = 1 << iota // installed from a sync record: no client frame seen, Hop is a guess
 )
 
 // Key returns the forward key (client → virtual service).
@@ -188,16 +203,16 @@ func (e *Entry) Hop() [6]byte { return e.hop }
 // come back through the director (NAT, FullNAT): the source MAC of its
 // first frame, the router (or the client itself) the client's traffic
 // arrives from. Replies take the path the requests came by.
-func (e *Entry) SetHop(mac [6]byte) { e.hop, e.flags = mac, e.flags&^fNoHop }
+func (e *Entry) SetHop(mac [6]byte) { e.hop, e.hopFlags = mac, e.hopFlags&^hNoHop }
 
 // HopIface is the slot of the interface the client's frames came in on
 // (SetHopIface): the dataplane's index of a served interface, 0 for the
 // first, which replies leave by.
-func (e *Entry) HopIface() uint16 { return e.hopIface }
+func (e *Entry) HopIface() uint16 { return uint16(e.hopIface) }
 
 // SetHopIface records the interface slot the client's first frame came in
 // on, beside its hop (SetHop).
-func (e *Entry) SetHopIface(slot uint16) { e.hopIface = slot }
+func (e *Entry) SetHopIface(slot uint16) { e.hopIface = uint8(slot) }
 
 // State is the protocol state.
 func (e *Entry) State() State { return e.state }
@@ -253,14 +268,16 @@ type Table struct {
 	// flood, used stays at its high-water mark while live drops.
 	bits []uint64
 
-	reg      *sched.Registry
-	released func(laddr [16]byte, lport uint16, rs [16]byte, rport uint16)
-	reserved func(laddr [16]byte, lport uint16, rs [16]byte, rport uint16) bool
-	settings *Settings
-	cur      *settingsVal
-	tmo      [numStates]int64
-	tcp      *tcpTable
-	active   [numStates]bool
+	reg         *sched.Registry
+	released    func(laddr [16]byte, lport uint16, rs [16]byte, rport uint16)
+	reserved    func(laddr [16]byte, lport uint16, rs [16]byte, rport uint16) bool
+	offRefresh  func(e *Entry, now int64)
+	offReleased func(e *Entry)
+	settings    *Settings
+	cur         *settingsVal
+	tmo         [numStates]int64
+	tcp         *tcpTable
+	active      [numStates]bool
 
 	sweep      uint32 // expiry cursor
 	evictAt    uint32 // eviction cursor
@@ -316,17 +333,19 @@ func New(opts Options) (*Table, error) {
 	}
 	nslots = 1 << bits.Len64(nslots-1)
 	t := &Table{
-		entries:    make([]Entry, opts.Capacity),
-		bits:       make([]uint64, (opts.Capacity+63)/64),
-		slots:      make([]uint64, nslots),
-		mask:       uint32(nslots - 1),
-		reg:        opts.Registry,
-		released:   opts.LocalReleased,
-		reserved:   opts.LocalReserved,
-		settings:   opts.Settings,
-		evictProbe: opts.EvictProbe,
-		floodHold:  int64(opts.FloodHold),
-		floodUntil: -1 << 63,
+		entries:     make([]Entry, opts.Capacity),
+		bits:        make([]uint64, (opts.Capacity+63)/64),
+		slots:       make([]uint64, nslots),
+		mask:        uint32(nslots - 1),
+		reg:         opts.Registry,
+		released:    opts.LocalReleased,
+		reserved:    opts.LocalReserved,
+		offRefresh:  opts.OffloadRefresh,
+		offReleased: opts.OffloadReleased,
+		settings:    opts.Settings,
+		evictProbe:  opts.EvictProbe,
+		floodHold:   int64(opts.FloodHold),
+		floodUntil:  -1 << 63,
 	}
 	adviseHuge(unsafe.Pointer(unsafe.SliceData(t.entries)), uintptr(len(t.entries))*unsafe.Sizeof(Entry{}))
 	adviseHuge(unsafe.Pointer(unsafe.SliceData(t.slots)), uintptr(len(t.slots))*8)
@@ -418,6 +437,9 @@ func (t *Table) lookup(k *Key, h32 uint32, now int64) (*Entry, Dir) {
 				continue
 			}
 			dir = DirOutput
+		}
+		if e.expires <= now && e.flags&fOffloaded != 0 {
+			t.refresh(e, now)
 		}
 		if e.expires <= now && (e.flags&fTemplate == 0 || e.link == 0) {
 			t.c.Expired++
@@ -722,6 +744,12 @@ func (t *Table) removeHashed(idx, fh, rh uint32, forced bool) {
 	}
 	if e.fwd == FwdFullNAT && e.flags&fReply != 0 && t.released != nil {
 		t.released(e.laddr, e.lport, e.daddr, e.dport)
+	}
+	if e.flags&fOffloaded != 0 {
+		e.flags &^= fOffloaded
+		if t.offReleased != nil {
+			t.offReleased(e)
+		}
 	}
 	t.live--
 	t.release(idx)
@@ -1051,6 +1079,11 @@ func (t *Table) expire(now int64, budget int) int {
 			e := &t.entries[idx]
 			if e.flags&fUsed == 0 || e.expires > now {
 				continue
+			}
+			if e.flags&fOffloaded != 0 {
+				if t.refresh(e, now); e.expires > now {
+					continue
+				}
 			}
 			if e.flags&fTemplate != 0 && e.link != 0 {
 				e.expires = now + templateGrace

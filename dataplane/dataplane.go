@@ -64,6 +64,13 @@ type Options struct {
 	// frame before it sleeps in poll(2), and only while frames come closer
 	// together than that (worker.go, spinner); 0 sleeps at once.
 	Spin time.Duration
+	// Offload turns flow offload on: established direct-routing and
+	// NAT connections and forwarded UDP flows are forwarded by the XDP
+	// program itself (offload.go). Off by default.
+	Offload bool
+	// MaxFlows bounds the flows offloaded at once over all queues, 0 for
+	// bpf.DefaultMaxFlows; the others stay with their workers.
+	MaxFlows int
 	// Logger receives control-plane events (never per-packet ones).
 	Logger *slog.Logger
 }
@@ -282,6 +289,8 @@ func New(opts Options) (d *Dataplane, err error) {
 		MAC:         ifaces[0].mac,
 		VLANs:       opts.VLANs,
 		Ifindex:     ifaces[0].index,
+		Offload:     opts.Offload,
+		MaxFlows:    opts.MaxFlows,
 	}); err != nil {
 		return nil, fmt.Errorf("load xdp program: %w", err)
 	}
@@ -343,6 +352,7 @@ func New(opts Options) (d *Dataplane, err error) {
 		ws := d.workers[0].socks
 		opts.Logger.Info("xdp attached", "interface", si.name, "mode", si.mode.String(),
 			"queues", queues, "af_xdp", zc, "shared_umem", len(ws) > 1 && ws[len(ws)-1].shared)
+		warnOffloadVeth(opts, si.index, si.name)
 	}
 	d.mode = ifaces[0].mode
 	return d, nil

@@ -287,6 +287,14 @@ func (d *Dataplane) destTotals(id uint32) destCounters {
 	for _, w := range d.workers {
 		w.ds.read(id, &c)
 	}
+	if d.opts.Offload && d.objs != nil {
+		// What the XDP program forwarded itself: the sum is exact to the
+		// packet, each frame counted by one of the two.
+		var x bpf.DestCounters
+		if err := d.objs.DestCounters(id, &x); err == nil {
+			c.add(&destCounters{InPkts: x.InPkts, InBytes: x.InBytes, OutPkts: x.OutPkts, OutBytes: x.OutBytes})
+		}
+	}
 	return c
 }
 

@@ -116,12 +116,17 @@ type worker struct {
 	holdMeta packet.Meta
 
 	sx syncExport // connection sync's rings and state (sync.go)
+	// off is the flow offload (offload.go), nil when it is off; xmitV
+	// is the latest verdict of modes.Xmit, for its hook.
+	off   *offloader
+	xmitV modes.Verdict
 }
 
 // ifaceParams are what a rewrite needs of its egress interface.
 type ifaceParams struct {
-	mac [6]byte
-	mtu int // checked by every rewrite
+	mac   [6]byte
+	mtu   int // checked by every rewrite
+	index int // ifindex, for the flow offload's redirects
 }
 
 func newWorker(d *Dataplane, qid, queues int) (*worker, error) {
@@ -156,7 +161,7 @@ func newWorker(d *Dataplane, qid, queues int) (*worker, error) {
 			return nil, fmt.Errorf("open AF_XDP socket on %s queue %d: %w", si.name, qid, err)
 		}
 		w.socks = append(w.socks, sock)
-		w.ifs = append(w.ifs, ifaceParams{mac: si.mac, mtu: si.mtu})
+		w.ifs = append(w.ifs, ifaceParams{mac: si.mac, mtu: si.mtu, index: si.index})
 		w.fds = append(w.fds, unix.PollFd{Fd: int32(sock.fd), Events: unix.POLLIN})
 	}
 	var err error
@@ -176,6 +181,11 @@ func newWorker(d *Dataplane, qid, queues int) (*worker, error) {
 	copts.LocalReserved = func(la [16]byte, lport uint16, rs [16]byte, rport uint16) bool {
 		return w.pool.Reserve(la, rs, rport, lport) // a synced FULLNAT connection's (sync.go)
 	}
+	if d.opts.Offload {
+		w.off = newOffloader(d.objs, max(1, d.maxFlows()/queues), w.start)
+		copts.OffloadRefresh = func(e *conntrack.Entry, _ int64) { w.off.refresh(w, e) }
+		copts.OffloadReleased = func(e *conntrack.Entry) { w.off.released(e) }
+	}
 	if w.ct, err = conntrack.New(copts); err != nil {
 		w.close()
 		return nil, fmt.Errorf("connection table of queue %d: %w", qid, err)
@@ -192,6 +202,12 @@ func newWorker(d *Dataplane, qid, queues int) (*worker, error) {
 	}
 	for i, q := range w.qs {
 		q.busy = w.socks[i].busyPoll
+	}
+	// Stock the fill rings now: New puts the sockets in the XSKMAP before
+	// Run starts the worker, and a frame steered meanwhile would find
+	// no frame to land in (rx_dropped).
+	for _, q := range w.qs {
+		q.refill()
 	}
 	w.cfg.Store(&workerConfig{services: map[svcKey]*workerService{}})
 	w.guard.set = func(l bpf.SYNLevel) error {
@@ -368,6 +384,9 @@ func (w *worker) run(ctx context.Context) {
 			w.woke()
 		}
 	}
+	if w.off != nil {
+		w.off.flushAll(w)
+	}
 }
 
 // idle is the housekeeping of a worker with no frames to forward: one
@@ -385,6 +404,9 @@ func (w *worker) idle(now int64) {
 		if w.received() {
 			break
 		}
+	}
+	if w.off != nil {
+		w.off.step(w, now, -1)
 	}
 	w.publish()
 }
@@ -445,6 +467,9 @@ func (w *worker) poll(now int64) int {
 	}
 	w.nudgeResolver()
 	w.ct.Expire(now, expireBudget)
+	if w.off != nil {
+		w.off.step(w, now, foldBatch)
+	}
 	w.publish()
 	return n
 }
@@ -702,7 +727,11 @@ func (w *worker) handle(f *modes.Frame, m *packet.Meta, key *conntrack.Key, hit 
 		}
 		id, method = e.DestID(), modes.Method(e.Fwd())
 	}
-	return w.xmit(f, m, e, id, method, dir, fwd)
+	sent := w.xmit(f, m, e, id, method, dir, fwd)
+	if w.off != nil && e != nil {
+		w.offload(e, dir, method, sent && w.xmitV == modes.OK, fwd)
+	}
+	return sent
 }
 
 // service is the virtual service of a new connection's first frame, or
@@ -814,6 +843,7 @@ func (w *worker) xmit(f *modes.Frame, m *packet.Meta, e *conntrack.Entry, id uin
 	}
 	ipLen := m.IPLen // IPVS counts IP bytes (skb->len at L3), before encapsulation
 	v := modes.Xmit(f, m, p, modes.Dir(dir))
+	w.xmitV = v
 	switch v {
 	case modes.OK:
 		if dir == conntrack.DirOutput {

@@ -75,6 +75,8 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	noWakeup := fs.Bool("no-need-wakeup", false, "bind the AF_XDP sockets without XDP_USE_NEED_WAKEUP: a syscall per TX batch whether the kernel needs it or not")
 	var syncPeers syncFlag
 	fs.Var(&syncPeers, "sync-peer", "connection sync by unicast to/from this peer director (ADDR or ADDR:PORT, port default the daemon's --mcast-port), repeatable: `ipvsadm --start-daemon master` sends every sync message to each peer instead of the multicast group, a backup takes messages only from the peers' addresses")
+	offload := fs.String("offload", "off", "flow offload: on, established direct-routing and NAT connections and forwarded UDP flows are rewritten and sent by the XDP program itself (XDP_TX/bpf_redirect: a veth peer needs GRO on); off, every frame goes through a worker")
+	maxFlows := fs.Int("max-flows", 0, "flows offloaded at once over all queues, with --offload=on (0: 65536)")
 	bgpFlags := bgp.RegisterFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -150,6 +152,17 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("--spin %v: must not be negative", *spin)
 	}
 	opts.Spin = *spin
+	switch *offload {
+	case "on":
+		opts.Offload = true
+	case "off":
+	default:
+		return fmt.Errorf("--offload %q: must be on or off", *offload)
+	}
+	if *maxFlows < 0 || *maxFlows > 1<<24 {
+		return fmt.Errorf("--max-flows %d: must be 0-%d", *maxFlows, 1<<24)
+	}
+	opts.MaxFlows = *maxFlows
 	opts.ConnCapacity = *conns
 	opts.VLANs, opts.MaxServices = vlans, *maxServices
 	opts.SYNRate, opts.SYNBurst, opts.SYNAuto = *synRate, *synBurst, *synAuto

@@ -37,4 +37,10 @@
 // mode), --no-need-wakeup, and --busy-poll/--busy-poll-budget (busy
 // polling, which also sets the interfaces' napi_defer_hard_irqs and
 // gro_flush_timeout until exit; it loses on veth, see bench/RESULTS.md).
+//
+// --offload=on (off by default) lets the XDP program forward the frames
+// of established direct-routing and NAT flows itself (XDP_TX, bpf_redirect), the
+// workers keeping every decision; --max-flows bounds them. On a veth the
+// peer must run an XDP program for those frames to arrive
+// (docs/ARCHITECTURE.md, "Flow offload").
 package main

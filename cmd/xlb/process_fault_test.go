@@ -377,6 +377,8 @@ func TestStartPreconditions(t *testing.T) {
 		{"conns 10^9", []string{"--iface", "eth0", "--conns", "1000000000"}, "--conns 1000000000: needs "},
 		{"socket is a file", []string{"--iface", "eth0", "--socket", precious}, "exists and is not a socket"},
 		{"bad group", []string{"--iface", "eth0", "--socket-group", "no-such-group-xlb"}, "socket group no-such-group-xlb"},
+		{"bad offload", []string{"--iface", "eth0", "--offload", "maybe"}, `--offload "maybe": must be on or off`},
+		{"max flows negative", []string{"--iface", "eth0", "--offload=on", "--max-flows", "-1"}, "--max-flows -1: must be 0-16777216"},
 	} {
 		args := append([]string{"run", "--rules", rules, "--socket", sock}, tc.args...)
 		out, err := env.Director.Run(context.Background(), 10*time.Second, xlbBin, args...)

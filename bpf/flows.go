@@ -1,0 +1,132 @@
+//go:build linux
+
+package bpf
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+)
+
+// Flow offload: the dataplane's worker decides every connection and, once
+// it is established, installs its rewrite here; the XDP program then
+// rewrites and sends the flow's other frames itself (xdp.c, offload). See
+// doc.go.
+
+// FlowKey is a frame's flow as it arrives at the program: source, then
+// destination. It mirrors struct flow_key in xdp.c (two svc_keys, 40
+// bytes).
+type FlowKey struct {
+	Src serviceKey
+	Dst serviceKey
+}
+
+// MakeFlowKey returns the key of frames from src:sport to dst:dport of
+// protocol proto, addresses in 16-byte form (IPv4-mapped for IPv4, as in
+// packet.Meta and conntrack.Key), ports in host order.
+func MakeFlowKey(src [16]byte, sport uint16, dst [16]byte, dport uint16, proto uint8) FlowKey {
+	var k FlowKey
+	k.Src.Addr, k.Dst.Addr = src, dst
+	binary.BigEndian.PutUint16(k.Src.Port[:], sport)
+	binary.BigEndian.PutUint16(k.Dst.Port[:], dport)
+	k.Src.Proto, k.Dst.Proto = proto, proto
+	return k
+}
+
+// FlowOp is how the program rewrites an offloaded flow's frames
+// (XLB_FLOW_* in xdp.c).
+type FlowOp uint32
+
+const (
+	FlowDR     FlowOp = 1 // direct routing: next hop's and egress MACs, TTL or hop limit minus one
+	FlowNATIn  FlowOp = 2 // NAT, client → real server: as FlowDR, and the destination becomes Addr:Port
+	FlowNATOut FlowOp = 3 // NAT, real server → client: as FlowDR, and the source becomes Addr:Port
+)
+
+// Flow is an offloaded flow's rewrite and egress, and the counters the
+// program keeps for it. It mirrors struct flow_value in xdp.c (80 bytes).
+// The dataplane writes DstMAC to Op; the program only adds to Packets and
+// Bytes and stamps LastSeen.
+type Flow struct {
+	DstMAC, SrcMAC [6]byte
+	Ifindex        uint32 // egress: XDP_TX when it is the ingress interface, bpf_redirect otherwise
+	MTU            uint32 // egress MTU in IP bytes, 0 for none: larger frames go to the worker
+	Dest           uint32 // destination ID, whose DestCounters the program adds to
+	Op             FlowOp
+	_              uint32
+	// NAT: the new address (16-byte form, IPv4-mapped) and port, and the
+	// folded checksum deltas of the change.
+	Addr     [16]byte
+	Port     [2]byte // network byte order
+	IPDelta  uint16  // the IPv4 header checksum's, for the address
+	L4Delta  uint16  // the TCP or UDP checksum's, for the address and the port
+	_        uint16
+	Packets  uint64 // frames the program forwarded
+	Bytes    uint64 // their frame bytes, Ethernet header included
+	LastSeen uint64 // CLOCK_MONOTONIC ns (bpf_ktime_get_ns) of the latest; 0: none yet
+}
+
+// DestCounters are the packets and IP bytes the program forwarded for one
+// destination. They mirror struct dest_counters in xdp.c.
+type DestCounters struct {
+	InPkts, InBytes, OutPkts, OutBytes uint64
+}
+
+// errOffloadOff: Load was not asked for flow offload.
+var errOffloadOff = errors.New("flow offload is off")
+
+// PutFlow installs or replaces flow k. f's counters are stored as given
+// (0 for a new flow). One map syscall; it does not allocate.
+func (o *Objects) PutFlow(k *FlowKey, f *Flow) error {
+	if o.objs.Flows.MaxEntries() <= 1 {
+		return fmt.Errorf("install flow: %w", errOffloadOff)
+	}
+	if err := o.objs.Flows.Update(k, f, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("install flow: %w", err)
+	}
+	return nil
+}
+
+// LookupFlow reads flow k into f: its rewrite and the program's counters.
+// It returns ebpf.ErrKeyNotExist (wrapped) when k is not installed.
+func (o *Objects) LookupFlow(k *FlowKey, f *Flow) error {
+	if err := o.objs.Flows.Lookup(k, f); err != nil {
+		return fmt.Errorf("look flow up: %w", err)
+	}
+	return nil
+}
+
+// DeleteFlow removes flow k; its next frames go to the worker again. An
+// absent flow is not an error.
+func (o *Objects) DeleteFlow(k *FlowKey) error {
+	if err := o.objs.Flows.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete flow: %w", err)
+	}
+	return nil
+}
+
+// DestCounters adds to c what the program forwarded for destination id.
+func (o *Objects) DestCounters(id uint32, c *DestCounters) error {
+	if int(id) >= o.maxDests {
+		return nil
+	}
+	var v DestCounters
+	if err := o.objs.DestStats.Lookup(id, &v); err != nil {
+		return fmt.Errorf("read offload counters of destination %d: %w", id, err)
+	}
+	c.InPkts += v.InPkts
+	c.InBytes += v.InBytes
+	c.OutPkts += v.OutPkts
+	c.OutBytes += v.OutBytes
+	return nil
+}
+
+// boolByte is b as a C __u8 flag.
+func boolByte(b bool) uint8 {
+	if b {
+		return 1
+	}
+	return 0
+}

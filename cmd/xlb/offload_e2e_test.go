@@ -1,0 +1,346 @@
+//go:build linux
+
+package main
+
+import (
+	"fmt"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xlbproject/xlb/testenv"
+)
+
+// nftCounters counts, on host's output hook, the packets and IP bytes it
+// sends to the VIP's TCP port 80 and UDP port 53: the frames the director
+// receives for the services, the truth its --stats must match.
+type nftCounters struct{ h *testenv.Host }
+
+func newNFTCounters(t *testing.T, h *testenv.Host) nftCounters {
+	t.Helper()
+	return newNFTCountersPort(t, h, 80)
+}
+
+// newNFTCountersPort is newNFTCounters with the TCP service on port
+// tport (the counter keeps its name, tcp80).
+func newNFTCountersPort(t *testing.T, h *testenv.Host, tport uint16) nftCounters {
+	t.Helper()
+	script := fmt.Sprintf(`table ip xlbt {
+	counter tcp80 {}
+	counter udp53 {}
+	chain out {
+		type filter hook output priority 0;
+		ip daddr %v tcp dport %d counter name tcp80
+		ip daddr %v udp dport 53 counter name udp53
+	}
+}
+`, testenv.VIP, tport, testenv.VIP)
+	c := h.Command("nft", "-f", "-")
+	c.Stdin = strings.NewReader(script)
+	if out, err := c.CombinedOutput(); err != nil {
+		t.Fatalf("nft: %v: %s", err, out)
+	}
+	t.Cleanup(func() { h.Command("nft", "delete", "table", "ip", "xlbt").Run() })
+	return nftCounters{h}
+}
+
+var offloadCounterRE = regexp.MustCompile(`packets (\d+) bytes (\d+)`)
+
+// read returns counter name's packets and bytes; reset zeroes it after.
+func (n nftCounters) read(t *testing.T, name string, reset bool) (pkts, bytes uint64) {
+	t.Helper()
+	verb := "list"
+	if reset {
+		verb = "reset"
+	}
+	out, err := n.h.Command("nft", verb, "counter", "ip", "xlbt", name).CombinedOutput()
+	m := offloadCounterRE.FindSubmatch(out)
+	if err != nil || m == nil {
+		t.Fatalf("nft %s counter %s: %v: %s", verb, name, err, out)
+	}
+	pkts, _ = strconv.ParseUint(string(m[1]), 10, 64)
+	bytes, _ = strconv.ParseUint(string(m[2]), 10, 64)
+	return pkts, bytes
+}
+
+// statsLine returns the Conns, InPkts and InBytes of the `-L -n --stats
+// --exact` line that starts with what ("TCP  10.0.0.100:80", or "->
+// 10.0.0.11:80" for a destination, of the service listed before it).
+func statsLine(t *testing.T, stats, svc, what string) (conns, pkts, bytes uint64) {
+	t.Helper()
+	in := false
+	for _, l := range strings.Split(stats, "\n") {
+		f := strings.Fields(l)
+		if len(f) < 2 {
+			continue
+		}
+		if f[0] == "TCP" || f[0] == "UDP" {
+			in = f[0]+"  "+f[1] == svc
+		}
+		if !in {
+			continue
+		}
+		var v []string
+		switch {
+		case what == svc && f[0]+"  "+f[1] == svc:
+			v = f[2:]
+		case f[0] == "->" && f[1] == what:
+			v = f[2:]
+		default:
+			continue
+		}
+		if len(v) < 5 {
+			t.Fatalf("short --stats line %q", l)
+		}
+		n := make([]uint64, 4)
+		for i := range n {
+			var err error
+			if n[i], err = strconv.ParseUint(v[[]int{0, 1, 3, 2}[i]], 10, 64); err != nil {
+				t.Fatalf("--stats line %q: %v", l, err)
+			}
+		}
+		return n[0], n[1], n[2]
+	}
+	t.Fatalf("no --stats line for %s in %s:\n%s", what, svc, stats)
+	return
+}
+
+// Flow offload keeps IPVS's semantics. The same TCP (keep-alive and
+// fresh connections) and UDP (one flow of many datagrams and fresh ones)
+// traffic runs with --offload=off and =on; in both, --stats counts
+// exactly the packets and IP bytes the client sent to each service (its
+// own nftables counters), and the destinations add up to their service.
+// With the offload on most frames are forwarded by XDP itself
+// (redirect_offload), -L -c still lists the connections ESTABLISHED with
+// a running timer, weight 0 keeps a connection going and a removed
+// destination's connection stops being forwarded with expire_nodest_conn,
+// as in IPVS.
+func TestOffload(t *testing.T) {
+	testenv.RequireRoot(t)
+	env := testenv.New(t, testenv.DefaultOptions())
+	if err := env.EnableXDPTx(); err != nil {
+		t.Fatal(err)
+	}
+	nft := newNFTCounters(t, env.Client)
+	vip80, vip53 := netip.AddrPortFrom(testenv.VIP, 80), netip.AddrPortFrom(testenv.VIP, 53)
+	tcpSvc, udpSvc := fmt.Sprintf("TCP  %v", vip80), fmt.Sprintf("UDP  %v", vip53)
+	rs := func(i int, port uint16) string { return netip.AddrPortFrom(env.Reals[i].Addr, port).String() }
+	const gets = 40
+
+	for _, mode := range []string{"off", "on"} {
+		t.Run(mode, func(t *testing.T) {
+			d := startXLB(t, env, drRules(env, "rr"), "--offload="+mode)
+			// No warm-up: the first frames must be counted too (before
+			// the workers stocked their fill rings at start, the first
+			// frame steered could be dropped, rx_dropped).
+			if _, err := d.ctl("-Z"); err != nil {
+				t.Fatal(err)
+			}
+			nft.read(t, "tcp80", true)
+			nft.read(t, "udp53", true)
+			var kas []*keepAlive
+			for range 3 {
+				kas = append(kas, mustKeepAlive(t, env, vip80))
+			}
+			for i := 1; i < gets; i++ {
+				for j, k := range kas {
+					if _, err := k.get(3 * time.Second); err != nil {
+						t.Fatalf("request %d on connection %d: %v\n%s", i, j, err, d.Output.String())
+					}
+				}
+			}
+			fresh := env.Client.HTTPClient(false, 3*time.Second)
+			for i := range 6 {
+				if _, err := testenv.Get(fresh, fmt.Sprintf("http://%v/", vip80)); err != nil {
+					t.Fatalf("fresh request %d: %v", i, err)
+				}
+			}
+			uc, err := env.Client.UDPConn(vip53)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer uc.Close()
+			for i := range gets {
+				if _, err := testenv.ExchangeUDP(uc, 3*time.Second); err != nil {
+					t.Fatalf("UDP query %d on one flow: %v", i, err)
+				}
+			}
+			for i := range 6 {
+				if _, err := env.Client.QueryUDP(vip53, 3*time.Second); err != nil {
+					t.Fatalf("fresh UDP query %d: %v", i, err)
+				}
+			}
+			time.Sleep(300 * time.Millisecond) // delayed ACKs
+
+			stats, err := d.ctl("-L", "-n", "--stats", "--exact")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range []struct {
+				svc, counter string
+				port         uint16
+				conns        uint64
+			}{{tcpSvc, "tcp80", 80, 3 + 6}, {udpSvc, "udp53", 53, 1 + 6}} {
+				wp, wb := nft.read(t, c.counter, false)
+				conns, p, b := statsLine(t, stats, c.svc, c.svc)
+				if conns != c.conns || p != wp || b != wb {
+					t.Errorf("%s: --stats Conns %d InPkts %d InBytes %d; the client sent %d packets, %d bytes in %d connections\n%s",
+						c.svc, conns, p, b, wp, wb, c.conns, stats)
+				}
+				var sc, sp, sb uint64
+				for i := range env.Reals {
+					dc, dp, db := statsLine(t, stats, c.svc, rs(i, c.port))
+					sc, sp, sb = sc+dc, sp+dp, sb+db
+				}
+				if sc != conns || sp != p || sb != b {
+					t.Errorf("%s: destinations add up to %d conns %d packets %d bytes, the service has %d %d %d", c.svc, sc, sp, sb, conns, p, b)
+				}
+			}
+			xs := daemonStats(t, d)
+			if t.Failed() {
+				var nz []string
+				for k, v := range xs {
+					if v != 0 {
+						nz = append(nz, fmt.Sprintf("%s=%d", k, v))
+					}
+				}
+				es, _ := env.Director.Command("ethtool", "-S", "eth0").CombinedOutput()
+				ns, _ := env.Client.Command("nstat", "-az", "TcpRetransSegs", "TcpExtTCPLostRetransmit", "TcpExtTCPTimeouts").CombinedOutput()
+				t.Logf("xlb-stats %v\n%s\n%s", nz, es, ns)
+			}
+			off, steered := xs["xdp.redirect_offload"], xs["xdp.redirect"]
+			t.Logf("offload %s: XDP forwarded %d frames itself, steered %d to the workers", mode, off, steered)
+			if mode == "off" && off != 0 {
+				t.Errorf("offload off: redirect_offload = %d, want 0", off)
+			}
+			if mode == "on" && off < 3*steered {
+				t.Errorf("offload on: XDP forwarded %d frames, the workers %d: want most by XDP", off, steered)
+			}
+
+			// -L -c: the keep-alive connections are ESTABLISHED, their
+			// timers restarted by their (offloaded) frames.
+			conns, err := d.ctl("-L", "-n", "-c")
+			if err != nil {
+				t.Fatal(err)
+			}
+			est := 0
+			for _, l := range strings.Split(conns, "\n") {
+				f := strings.Fields(l)
+				if len(f) == 6 && f[0] == "TCP" && f[2] == "ESTABLISHED" {
+					est++
+					if f[1] < "14:50" || f[1] > "15:00" {
+						t.Errorf("ESTABLISHED connection expires in %s, want 14:50-15:00: %s", f[1], l)
+					}
+				}
+			}
+			if est != 3 {
+				t.Errorf("-L -n -c lists %d ESTABLISHED connections, want 3:\n%s", est, conns)
+			}
+
+			// Weight 0: the connection continues; removal with
+			// expire_nodest_conn: it stops, the others continue.
+			owner := func(k *keepAlive) int {
+				for i, r := range env.Reals {
+					if r.Name == k.owner {
+						return i
+					}
+				}
+				t.Fatalf("no real server %q", k.owner)
+				return -1
+			}
+			if _, err := d.ctl("-e", "-t", vip80.String(), "-r", rs(owner(kas[0]), 80), "-g", "-w", "0"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := d.ctl("sysctl", "net.ipv4.vs.expire_nodest_conn=1"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := d.ctl("-d", "-t", vip80.String(), "-r", rs(owner(kas[1]), 80)); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(200 * time.Millisecond) // the workers take the new configuration
+			for i := range 5 {
+				if _, err := kas[0].get(3 * time.Second); err != nil {
+					t.Errorf("request %d on the connection of a weight-0 real server: %v", i, err)
+				}
+				if _, err := kas[2].get(3 * time.Second); err != nil {
+					t.Errorf("request %d on another connection: %v", i, err)
+				}
+			}
+			if _, err := kas[1].get(time.Second); err == nil {
+				t.Errorf("the connection of a removed real server still answered with expire_nodest_conn on")
+			}
+			if err := d.stop(); err != nil {
+				t.Fatalf("xlb exit: %v\n%s", err, d.Output.String())
+			}
+		})
+	}
+}
+
+// NAT with the offload on: both directions go through XDP (the client's
+// to the real server, the replies back to the client), a 4 MiB transfer
+// each way arrives intact (hash-checked), and --stats counts exactly the
+// packets and bytes the client sent.
+func TestOffloadNAT(t *testing.T) {
+	testenv.RequireRoot(t)
+	opts := testenv.DefaultOptions()
+	opts.Reals = testenv.RealNAT
+	env := testenv.New(t, opts)
+	if err := env.EnableXDPTx(); err != nil {
+		t.Fatal(err)
+	}
+	nft := newNFTCountersPort(t, env.Client, 8080)
+	c := modeCases[1]
+	d := startXLB(t, env, modeRules(env, c, false, 8080), "--offload=on")
+	if err := addTransferService(d, env, c, false, env.VIP, 9000); err != nil {
+		t.Fatal(err)
+	}
+	nft.read(t, "tcp80", true)
+	nft.read(t, "udp53", true)
+	vip := netip.AddrPortFrom(env.VIP, 8080)
+	var kas []*keepAlive
+	for range 3 {
+		kas = append(kas, mustKeepAlive(t, env, vip))
+	}
+	for i := 1; i < 40; i++ {
+		for j, k := range kas {
+			if _, err := k.get(3 * time.Second); err != nil {
+				t.Fatalf("request %d on connection %d: %v\n%s", i, j, err, d.Output.String())
+			}
+		}
+	}
+	uc, err := env.Client.UDPConn(netip.AddrPortFrom(env.VIP, 53))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uc.Close()
+	for i := range 40 {
+		if _, err := testenv.ExchangeUDP(uc, 3*time.Second); err != nil {
+			t.Fatalf("UDP query %d: %v", i, err)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	stats, err := d.ctl("-L", "-n", "--stats", "--exact")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []struct{ svc, counter string }{{fmt.Sprintf("TCP  %v", vip), "tcp80"}, {fmt.Sprintf("UDP  %v:53", env.VIP), "udp53"}} {
+		wp, wb := nft.read(t, s.counter, false)
+		if _, p, b := statsLine(t, stats, s.svc, s.svc); p != wp || b != wb {
+			t.Errorf("%s: --stats InPkts %d InBytes %d; the client sent %d packets, %d bytes\n%s", s.svc, p, b, wp, wb, stats)
+		}
+	}
+	xs := daemonStats(t, d)
+	off, steered := xs["xdp.redirect_offload"], xs["xdp.redirect"]+xs["xdp.redirect_reply"]
+	t.Logf("XDP forwarded %d frames itself, steered %d to the workers", off, steered)
+	if off < 3*steered {
+		t.Errorf("XDP forwarded %d frames, the workers %d: want most by XDP", off, steered)
+	}
+	// The transfer protocol's download follows the client's FIN: out of
+	// ESTABLISHED, it is the workers' (the upload is offloaded).
+	if _, err := env.Client.Transfer(netip.AddrPortFrom(env.VIP, 9000), 4<<20, 4<<20, 60*time.Second); err != nil {
+		t.Errorf("4 MiB each way: %v", err)
+	}
+}

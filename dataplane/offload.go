@@ -1,0 +1,360 @@
+//go:build linux
+
+package dataplane
+
+import (
+	"encoding/binary"
+	"errors"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/xlbproject/xlb/bpf"
+	"github.com/xlbproject/xlb/conntrack"
+	"github.com/xlbproject/xlb/internal/packet"
+	"github.com/xlbproject/xlb/modes"
+)
+
+// Flow offload (Options.Offload), the worker's half. The worker keeps
+// deciding every connection: its first frame, the scheduling, the TCP
+// state machine (SYN, FIN and RST always come to it: the XDP program
+// never forwards them) and the timers. Once a direct-routing or NAT
+// connection is ESTABLISHED (a UDP flow: once forwarded), the worker
+// installs its rewrite in the program's flows map, each direction at its
+// first frame from then on (DR has no replies to see), and the program
+// rewrites and sends
+// the flow's later frames itself (bpf/xdp.c, offload), counting them per
+// flow and per destination.
+//
+// What the worker owes IPVS's semantics for the frames it no longer sees:
+//
+//   - --stats and --rate: the program's per-destination counters
+//     (dest_stats) are added to the workers' own when they are read
+//     (destTotals), so they are exact to the packet at any time;
+//   - timers (-L -c): the worker folds each flow's counters and last-seen
+//     time into its conntrack entry (conntrack.Table.Fold) at least every
+//     foldEveryNs, and whenever conntrack finds the entry expired, so an
+//     entry whose frames keep coming never expires and a persistence
+//     template stays alive while its connections do;
+//   - the flow leaves the map (DeleteFlow) when its connection leaves
+//     ESTABLISHED, leaves the table (expiry, eviction, removal), loses
+//     its destination, or its next hop's MAC or interface changes; its
+//     next frames come to the worker again, which applies
+//     expire_nodest_conn, re-resolves, or installs the flow anew.
+//
+// The map operations are syscalls, made at connection events and at
+// batch edges with a bounded budget, never per forwarded frame.
+
+// flowTable is the XDP program's flows map as the worker uses it:
+// bpf.Objects, or an in-memory fake in tests. Called per connection
+// event and per fold, never per frame.
+type flowTable interface {
+	PutFlow(*bpf.FlowKey, *bpf.Flow) error
+	LookupFlow(*bpf.FlowKey, *bpf.Flow) error
+	DeleteFlow(*bpf.FlowKey) error
+}
+
+// foldEveryNs is how often, at most, each offloaded flow is folded into
+// its entry: the lag of -L -c's timer behind the last frame, and far
+// below any timeout a real configuration sets (the shortest IPVS
+// default, CLOSE, is 10 s; an expired-looking entry is folded at once
+// anyway).
+const foldEveryNs = int64(time.Second)
+
+// foldBatch is how many flows a busy worker folds per batch when a fold
+// pass is due: a map lookup is about a microsecond.
+const foldBatch = 16
+
+// offFlow is one offloaded connection: its flows in each direction
+// (DirInput, DirOutput; NAT has both, DR only the first).
+type offFlow struct {
+	e           *conntrack.Entry
+	dest        uint32
+	on          [2]bool // the direction's flow is installed
+	key         [2]bpf.FlowKey
+	mac         [2][6]byte // the next hop it was installed with
+	slot        [2]uint16  // the egress interface's slot
+	pkts, bytes [2]uint64  // the program's counters folded so far
+}
+
+// offloader is a worker's set of offloaded flows. Not safe for
+// concurrent use: the worker's own.
+type offloader struct {
+	m     flowTable
+	kt0   int64 // CLOCK_MONOTONIC (bpf_ktime_get_ns) at the worker's time 0
+	max   int   // flows (map entries) this worker may install
+	keys  int   // flows installed
+	flows []offFlow
+	at    map[*conntrack.Entry]int32 // index into flows
+	next  int                        // fold cursor
+	pass  int64                      // start of the latest complete fold pass
+	// cfg and fwd are the configuration and forwarding table the flows
+	// were last checked against.
+	cfg *workerConfig
+	fwd *[]destFwd
+	v   bpf.Flow // scratch
+
+	installed, removed, folds, errs uint64
+}
+
+func newOffloader(m flowTable, max int, start time.Time) *offloader {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return &offloader{m: m, max: max, kt0: ts.Nano() - time.Since(start).Nanoseconds(),
+		flows: make([]offFlow, 0, max), at: make(map[*conntrack.Entry]int32, max)}
+}
+
+// natDeltas are the folded checksum deltas of an address and port
+// changing from old to new, as packet.SetAddrPortsWithChecksumUpdate
+// records them (a field that does not change adds nothing): the IPv4
+// header's, for the address, and the TCP or UDP checksum's, for both.
+func natDeltas(old, new *[16]byte, oport, nport uint16) (ip, l4 uint16) {
+	var d packet.ChecksumDelta
+	if packet.IsIPv4Mapped(old) {
+		if o, n := binary.BigEndian.Uint32(old[12:]), binary.BigEndian.Uint32(new[12:]); o != n {
+			d.Update32(o, n)
+		}
+	} else if *old != *new {
+		d.Update128(old, new)
+	}
+	ip = ^d.Apply(0xffff) // fold(sum): Apply(c) is ^fold(^c + sum)
+	if oport != nport {
+		d.Update16(oport, nport)
+	}
+	return ip, ^d.Apply(0xffff)
+}
+
+// offload is handle's hook after a frame of connection e went through
+// xmit (sent: it was rewritten and transmitted): it installs the frame's
+// direction once the connection is offloadable (DR: the client's; NAT:
+// each direction at its first frame after ESTABLISHED), and takes the
+// connection out of the program when it leaves ESTABLISHED.
+func (w *worker) offload(e *conntrack.Entry, dir conntrack.Dir, method modes.Method, sent bool, fwd []destFwd) {
+	o := w.off
+	if e.Offloaded() && e.Proto() == conntrack.ProtoTCP && e.State() != conntrack.StateEstablished {
+		o.drop(w, e)
+		return
+	}
+	if !sent || o.keys >= o.max || e.Template() || dir > conntrack.DirOutput {
+		return
+	}
+	switch {
+	case method == modes.Route && dir == conntrack.DirInput:
+	case method == modes.Masq:
+	default:
+		return
+	}
+	i, ok := o.at[e]
+	if ok && o.flows[i].on[dir] {
+		return
+	}
+	switch e.Proto() {
+	case conntrack.ProtoTCP:
+		if e.State() != conntrack.StateEstablished {
+			return
+		}
+	case conntrack.ProtoUDP:
+	default:
+		return
+	}
+	id := e.DestID()
+	if int(w.out) >= len(w.ifs) {
+		return
+	}
+	if d := w.dp.reg.Get(id); d == nil || !d.Available() {
+		return
+	}
+	ifc := &w.ifs[w.out]
+	k := e.Key()
+	rs, rport := e.DestAddr16(), e.DestPort()
+	o.v = bpf.Flow{SrcMAC: ifc.mac, Ifindex: uint32(ifc.index), MTU: uint32(ifc.mtu), Dest: id, Op: bpf.FlowDR}
+	var key bpf.FlowKey
+	if dir == conntrack.DirInput {
+		if int(id) >= len(fwd) || !fwd[id].macOK {
+			return
+		}
+		o.v.DstMAC = fwd[id].mac
+		key = bpf.MakeFlowKey(k.Src, k.SrcPort, k.Dst, k.DstPort, k.Proto)
+		if method == modes.Masq {
+			o.v.Op, o.v.Addr = bpf.FlowNATIn, rs
+			binary.BigEndian.PutUint16(o.v.Port[:], rport)
+			o.v.IPDelta, o.v.L4Delta = natDeltas(&k.Dst, &rs, k.DstPort, rport)
+		}
+	} else {
+		// The reply: real server → client, its source back to the VIP,
+		// to the client-side hop the connection came from.
+		o.v.DstMAC = e.Hop()
+		key = bpf.MakeFlowKey(rs, rport, k.Src, k.SrcPort, k.Proto)
+		o.v.Op, o.v.Addr = bpf.FlowNATOut, k.Dst
+		binary.BigEndian.PutUint16(o.v.Port[:], k.DstPort)
+		o.v.IPDelta, o.v.L4Delta = natDeltas(&rs, &k.Dst, rport, k.DstPort)
+	}
+	if err := o.m.PutFlow(&key, &o.v); err != nil {
+		o.errs++
+		return
+	}
+	if !ok {
+		i = int32(len(o.flows))
+		o.at[e] = i
+		o.flows = append(o.flows, offFlow{e: e, dest: id})
+		w.ct.SetOffloaded(e, true)
+	}
+	f := &o.flows[i]
+	f.on[dir], f.key[dir], f.mac[dir], f.slot[dir] = true, key, o.v.DstMAC, w.out
+	f.pkts[dir], f.bytes[dir] = 0, 0
+	o.keys++
+	o.installed++
+}
+
+// fold adds what the program forwarded of flow i since the last fold to
+// its entry.
+func (o *offloader) fold(w *worker, i int) {
+	f := &o.flows[i]
+	for dir := range f.on {
+		if !f.on[dir] {
+			continue
+		}
+		if err := o.m.LookupFlow(&f.key[dir], &o.v); err != nil {
+			if !errors.Is(err, ebpf.ErrKeyNotExist) {
+				o.errs++
+			}
+			continue
+		}
+		o.folds++
+		if n := o.v.Packets - f.pkts[dir]; n > 0 {
+			w.ct.Fold(f.e, conntrack.Dir(dir), n, o.v.Bytes-f.bytes[dir], int64(o.v.LastSeen)-o.kt0)
+			f.pkts[dir], f.bytes[dir] = o.v.Packets, o.v.Bytes
+		}
+	}
+}
+
+// drop folds e's flows and takes them out of the program; e stays in
+// the table, not offloaded.
+func (o *offloader) drop(w *worker, e *conntrack.Entry) {
+	i, ok := o.at[e]
+	if !ok {
+		w.ct.SetOffloaded(e, false)
+		return
+	}
+	o.fold(w, int(i))
+	w.ct.SetOffloaded(e, false)
+	o.forget(int(i))
+}
+
+// forget deletes flow i from the program and from the set.
+func (o *offloader) forget(i int) {
+	f := &o.flows[i]
+	for dir := range f.on {
+		if f.on[dir] {
+			if err := o.m.DeleteFlow(&f.key[dir]); err != nil {
+				o.errs++
+			}
+			o.keys--
+		}
+	}
+	delete(o.at, f.e)
+	last := len(o.flows) - 1
+	if i != last {
+		o.flows[i] = o.flows[last]
+		o.at[o.flows[i].e] = int32(i)
+	}
+	o.flows[last] = offFlow{}
+	o.flows = o.flows[:last]
+	o.removed++
+}
+
+// released is conntrack's OffloadReleased hook: e is leaving the table.
+func (o *offloader) released(e *conntrack.Entry) {
+	if i, ok := o.at[e]; ok {
+		o.forget(int(i))
+	}
+}
+
+// refresh is conntrack's OffloadRefresh hook: e looks expired; its
+// offloaded frames may say otherwise.
+func (o *offloader) refresh(w *worker, e *conntrack.Entry) {
+	if i, ok := o.at[e]; ok {
+		o.fold(w, int(i))
+	}
+}
+
+// step is the offload's batch-edge housekeeping: when the configuration
+// or the forwarding table changed, every flow whose destination left its
+// service or whose next hop changed is taken out of the program; and
+// when a fold pass is due (every foldEveryNs), up to budget flows are
+// folded (budget < 0: the rest of the pass).
+func (o *offloader) step(w *worker, now int64, budget int) {
+	if fwd := w.dp.fwd.Load(); fwd != o.fwd || w.seen != o.cfg {
+		o.fwd, o.cfg = fwd, w.seen
+		o.check(w, *fwd)
+	}
+	if now-o.pass < foldEveryNs {
+		return
+	}
+	for budget != 0 && o.next < len(o.flows) {
+		o.fold(w, o.next)
+		o.next++
+		budget--
+	}
+	if o.next >= len(o.flows) {
+		o.next, o.pass = 0, now
+	}
+}
+
+// check takes out of the program the flows that must come back to the
+// worker: their destination is no longer available (removed: the worker
+// applies expire_nodest_conn, or forwards them itself as IPVS does), or
+// their next hop's MAC or interface changed.
+func (o *offloader) check(w *worker, fwd []destFwd) {
+	for i := 0; i < len(o.flows); {
+		f := &o.flows[i]
+		d := w.dp.reg.Get(f.dest)
+		in := conntrack.DirInput
+		if d != nil && d.Available() && (!f.on[in] || int(f.dest) < len(fwd) && fwd[f.dest].macOK &&
+			fwd[f.dest].mac == f.mac[in] && fwd[f.dest].slot == f.slot[in]) {
+			i++
+			continue
+		}
+		e := f.e
+		o.fold(w, i)
+		w.ct.SetOffloaded(e, false)
+		o.forget(i) // moves the last flow into i
+	}
+}
+
+// flushAll folds every flow and takes them all out of the program, when
+// the worker stops.
+func (o *offloader) flushAll(w *worker) {
+	for len(o.flows) > 0 {
+		i := len(o.flows) - 1
+		e := o.flows[i].e
+		o.fold(w, i)
+		w.ct.SetOffloaded(e, false)
+		o.forget(i)
+	}
+}
+
+// maxFlows is the flows map's size.
+func (d *Dataplane) maxFlows() int {
+	if d.opts.MaxFlows > 0 {
+		return d.opts.MaxFlows
+	}
+	return bpf.DefaultMaxFlows
+}
+
+// warnOffloadVeth warns when the offload is on over a veth: the frames
+// the XDP program sends itself (XDP_TX, bpf_redirect) reach the veth's
+// peer only if the peer runs an XDP program of its own, and are lost
+// otherwise (testenv.EnableXDPTx). xlb cannot see the peer, which lives
+// in another namespace.
+func warnOffloadVeth(opts Options, ifindex int, name string) {
+	if !opts.Offload {
+		return
+	}
+	if l, err := netlink.LinkByIndex(ifindex); err == nil && l.Type() == "veth" {
+		opts.Logger.Warn("flow offload on a veth: its peer must run an XDP program (one that passes everything will do), or the offloaded frames are lost",
+			"interface", name)
+	}
+}

@@ -1,0 +1,640 @@
+//go:build linux
+
+package dataplane
+
+import (
+	"bytes"
+	"errors"
+	"net/netip"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/xlbproject/xlb/bpf"
+	"github.com/xlbproject/xlb/conntrack"
+	"github.com/xlbproject/xlb/internal/packet"
+	pt "github.com/xlbproject/xlb/internal/packet/packettest"
+	"github.com/xlbproject/xlb/modes"
+	"github.com/xlbproject/xlb/testenv"
+)
+
+// fakeFlows is the XDP program's flows map in memory.
+type fakeFlows struct {
+	m          map[bpf.FlowKey]bpf.Flow
+	puts, dels int
+}
+
+func newFakeFlows() *fakeFlows { return &fakeFlows{m: map[bpf.FlowKey]bpf.Flow{}} }
+
+func (f *fakeFlows) PutFlow(k *bpf.FlowKey, v *bpf.Flow) error {
+	f.m[*k] = *v
+	f.puts++
+	return nil
+}
+
+func (f *fakeFlows) LookupFlow(k *bpf.FlowKey, v *bpf.Flow) error {
+	x, ok := f.m[*k]
+	if !ok {
+		return ebpf.ErrKeyNotExist
+	}
+	*v = x
+	return nil
+}
+
+func (f *fakeFlows) DeleteFlow(k *bpf.FlowKey) error {
+	delete(f.m, *k)
+	f.dels++
+	return nil
+}
+
+// forward is what the program does for n frames of flow k, of size
+// bytes each, the last at ktime at.
+func (f *fakeFlows) forward(t *testing.T, k bpf.FlowKey, n, size uint64, at int64) {
+	t.Helper()
+	v, ok := f.m[k]
+	if !ok {
+		t.Fatalf("flow %v not installed", k)
+	}
+	v.Packets += n
+	v.Bytes += n * size
+	v.LastSeen = uint64(at)
+	f.m[k] = v
+}
+
+// kt0 is the fake program's clock at the workers' time 0.
+const kt0 = int64(1e12)
+
+// offloadWorker is testWorker with the flow offload on, over m.
+func offloadWorker(t testing.TB, m flowTable) (*worker, *fakeKernel) {
+	t.Helper()
+	w, k := testWorker(t)
+	withOffload(t, w, m)
+	return w, k
+}
+
+// withOffload turns the offload on in w, a test worker, over m.
+func withOffload(t testing.TB, w *worker, m flowTable) {
+	t.Helper()
+	w.off = newOffloader(m, 64, time.Now())
+	w.off.kt0 = kt0
+	copts := conntrack.DefaultOptions()
+	copts.Capacity = 1 << 12
+	copts.Registry = w.dp.reg
+	copts.Settings = w.dp.ctSettings
+	copts.OffloadRefresh = func(e *conntrack.Entry, _ int64) { w.off.refresh(w, e) }
+	copts.OffloadReleased = func(e *conntrack.Entry) { w.off.released(e) }
+	ct, err := conntrack.New(copts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.ct = ct
+}
+
+func flowKeyOf(frame []byte) bpf.FlowKey {
+	var m packet.Meta
+	packet.Parse(frame, &m)
+	return bpf.MakeFlowKey(m.Src, m.SrcPort, m.Dst, m.DstPort, m.Proto)
+}
+
+// entryOf is the connection entry of a client's frame.
+func entryOf(t *testing.T, w *worker, frame []byte, now int64) *conntrack.Entry {
+	t.Helper()
+	var m packet.Meta
+	packet.Parse(frame, &m)
+	k := conntrack.Key{Src: m.Src, Dst: m.Dst, SrcPort: m.SrcPort, DstPort: m.DstPort, Proto: m.Proto}
+	e, _ := w.ct.Lookup(&k, now)
+	return e
+}
+
+// A DR connection is installed once ESTABLISHED, not before; a UDP flow
+// once forwarded; the installed rewrite is the worker's own.
+func TestOffloadInstalls(t *testing.T) {
+	ff := newFakeFlows()
+	w, k := offloadWorker(t, ff)
+	synF, ackF, udpF := tcpTo(40000, 80, syn), tcpTo(40000, 80, ack), udpTo(5353, 53)
+	k.deliver(synF)
+	w.poll(1)
+	if len(ff.m) != 0 {
+		t.Fatalf("after the SYN (SYN_RECV) %d flows installed, want 0", len(ff.m))
+	}
+	k.deliver(ackF)
+	k.deliver(udpF)
+	w.poll(2)
+	if len(k.sent) != 3 {
+		t.Fatalf("sent %d frames, want 3", len(k.sent))
+	}
+	for i, in := range [][]byte{ackF, udpF} {
+		v, ok := ff.m[flowKeyOf(in)]
+		if !ok {
+			t.Fatalf("flow %d not installed (%d flows)", i, len(ff.m))
+		}
+		out := k.sent[i+1]
+		e := entryOf(t, w, in, 2)
+		if e == nil || !e.Offloaded() {
+			t.Fatalf("flow %d: entry %v not marked offloaded", i, e)
+		}
+		want := bpf.Flow{DstMAC: [6]byte(out[0:6]), SrcMAC: directorMAC, MTU: 1500, Dest: e.DestID(), Op: bpf.FlowDR}
+		if v != want {
+			t.Errorf("flow %d installed as %+v, want %+v", i, v, want)
+		}
+	}
+	if w.off.installed != 2 || ff.puts != 2 {
+		t.Errorf("installed %d (puts %d), want 2", w.off.installed, ff.puts)
+	}
+}
+
+// The program's counters and last-seen time reach the entry: its
+// counters grow by what the program forwarded, and it does not expire
+// while its frames keep coming; once they stop, it expires one timeout
+// after the last and leaves the program.
+func TestOffloadFoldAndExpiry(t *testing.T) {
+	ff := newFakeFlows()
+	w, k := offloadWorker(t, ff)
+	ackF := tcpTo(40000, 80, ack)
+	k.deliver(tcpTo(40000, 80, syn))
+	w.poll(1)
+	k.deliver(ackF)
+	w.poll(2)
+	fk := flowKeyOf(ackF)
+	e := entryOf(t, w, ackF, 2)
+	est := conntrack.DefaultTimeouts().TCP[conntrack.StateEstablished].Nanoseconds()
+	if e.Expires() != 2+est {
+		t.Fatalf("expires %d, want %d", e.Expires(), 2+est)
+	}
+	in0, _, b0, _ := e.Counters()
+	// 10 frames forwarded by XDP, the last 100 s before the entry's timer.
+	last := 2 + est - int64(100*time.Second)
+	ff.forward(t, fk, 10, uint64(len(ackF)), kt0+last)
+	now := last + 1
+	w.off.step(w, now, -1)
+	in1, _, b1, _ := e.Counters()
+	if in1-in0 != 10 || b1-b0 != uint64(10*len(ackF)) {
+		t.Errorf("folded %d packets %d bytes, want 10, %d", in1-in0, b1-b0, 10*len(ackF))
+	}
+	if e.Expires() != last+est {
+		t.Errorf("after the fold expires %d, want last seen + ESTABLISHED timeout %d", e.Expires(), last+est)
+	}
+	// More frames later, not yet folded: the table finds the entry past
+	// its timer and asks the offload first.
+	last2 := last + est - 1
+	ff.forward(t, fk, 5, uint64(len(ackF)), kt0+last2)
+	w.ct.Expire(last+est, 1<<12)
+	if e2 := entryOf(t, w, ackF, last+est); e2 != e || !e.Offloaded() {
+		t.Fatalf("entry with recent offloaded frames expired (%v)", e2)
+	}
+	if in2, _, _, _ := e.Counters(); in2-in1 != 5 {
+		t.Errorf("refresh folded %d packets, want 5", in2-in1)
+	}
+	// No more frames: one timeout after the last, the entry and its flow go.
+	w.ct.Expire(last2+est, 1<<12)
+	if e2 := entryOf(t, w, ackF, last2+est); e2 != nil {
+		t.Errorf("entry survived a timeout without frames")
+	}
+	if len(ff.m) != 0 || len(w.off.flows) != 0 {
+		t.Errorf("after expiry %d flows in the program, %d offloaded; want 0, 0", len(ff.m), len(w.off.flows))
+	}
+}
+
+// A FIN or RST comes to the worker (the program never forwards them),
+// whose state machine takes the connection out of ESTABLISHED, and out
+// of the program, counters folded first.
+func TestOffloadFINRemoves(t *testing.T) {
+	for _, fl := range []uint8{packet.TCPFlagFIN | ack, packet.TCPFlagRST} {
+		ff := newFakeFlows()
+		w, k := offloadWorker(t, ff)
+		ackF := tcpTo(40000, 80, ack)
+		k.deliver(tcpTo(40000, 80, syn))
+		k.deliver(ackF)
+		w.poll(1)
+		e := entryOf(t, w, ackF, 1)
+		ff.forward(t, flowKeyOf(ackF), 3, 100, kt0+2)
+		k.deliver(tcpTo(40000, 80, fl))
+		w.poll(3)
+		if len(ff.m) != 0 || e.Offloaded() || e.State() == conntrack.StateEstablished {
+			t.Errorf("flags %#x: %d flows left, offloaded %v, state %v; want 0, false, not ESTABLISHED", fl, len(ff.m), e.Offloaded(), e.State())
+		}
+		if in, _, _, _ := e.Counters(); in != 3+3 {
+			t.Errorf("flags %#x: entry counted %d packets in, want 6 (3 by the worker, 3 offloaded)", fl, in)
+		}
+	}
+}
+
+// A flow leaves the program when its destination leaves its service
+// (its frames come back to the worker, which applies expire_nodest_conn
+// or forwards them itself, as IPVS does) and when its next hop's MAC
+// changes (the next frame installs it again with the new MAC).
+func TestOffloadDestAndMACChanges(t *testing.T) {
+	ff := newFakeFlows()
+	w, k := offloadWorker(t, ff)
+	ackF := tcpTo(40000, 80, ack)
+	k.deliver(tcpTo(40000, 80, syn))
+	k.deliver(ackF)
+	w.poll(1)
+	w.off.step(w, 1, -1)
+	fk := flowKeyOf(ackF)
+	e := entryOf(t, w, ackF, 1)
+	id := e.DestID()
+
+	fwd := append([]destFwd(nil), *w.dp.fwd.Load()...)
+	fwd[id].mac = [6]byte{0x02, 0x18, 0, 0, 0, 0x99}
+	w.dp.fwd.Store(&fwd)
+	w.off.step(w, 2, -1)
+	if _, ok := ff.m[fk]; ok || e.Offloaded() {
+		t.Fatal("flow still offloaded after its next hop's MAC changed")
+	}
+	k.deliver(ackF)
+	w.poll(3)
+	if v, ok := ff.m[fk]; !ok || v.DstMAC != fwd[id].mac {
+		t.Fatalf("flow reinstalled as %+v (%v), want the new MAC %x", v, ok, fwd[id].mac)
+	}
+
+	w.dp.reg.Get(id).SetAvailable(false)
+	cfg := *w.cfg.Load()
+	w.cfg.Store(&cfg) // Apply publishes a new configuration
+	w.poll(4)         // adopt
+	w.off.step(w, 4, -1)
+	if _, ok := ff.m[fk]; ok || e.Offloaded() {
+		t.Fatal("flow still offloaded after its destination left the service")
+	}
+	k.deliver(ackF)
+	w.poll(5)
+	if _, ok := ff.m[fk]; ok {
+		t.Error("flow of an unavailable destination installed again")
+	}
+	if len(k.sent) != 4 {
+		t.Errorf("sent %d frames, want 4 (expire_nodest_conn off: the worker forwards)", len(k.sent))
+	}
+}
+
+// With the offload on, the per-packet path still allocates nothing, and
+// neither do the batch-edge folds.
+func TestOffloadAllocs(t *testing.T) {
+	ff := newFakeFlows()
+	w, k := offloadWorker(t, ff)
+	k.keep = false
+	var known [][]byte
+	for i := 0; i < 32; i++ {
+		k.deliver(tcpTo(uint16(20000+i), 80, syn))
+		known = append(known, tcpTo(uint16(20000+i), 80, ack))
+	}
+	w.poll(1)
+	for _, f := range known {
+		k.deliver(f)
+	}
+	w.poll(2) // installs all 32
+	if len(ff.m) != 32 {
+		t.Fatalf("%d flows installed, want 32", len(ff.m))
+	}
+	now := int64(3)
+	allocs := testing.AllocsPerRun(200, func() {
+		// Frames still reaching the worker (queued before the install).
+		for _, f := range known {
+			k.deliver(f)
+		}
+		now += foldEveryNs
+		w.poll(now)
+		w.off.step(w, now, -1)
+	})
+	if allocs != 0 {
+		t.Errorf("poll and fold of 32 offloaded flows: %v allocations, want 0", allocs)
+	}
+}
+
+// loadOffload loads the XDP program with the offload on and testWorker's
+// services, closed at the end of the test.
+func loadOffload(t testing.TB) *bpf.Objects {
+	t.Helper()
+	o, err := bpf.Load(bpf.Options{MAC: directorMAC, Offload: true, MaxFlows: 1024, MaxReals: 16})
+	if errors.Is(err, os.ErrPermission) || errors.Is(err, ebpf.ErrNotSupported) {
+		testenv.SkipUnlessRequired(t, "cannot load BPF: %v", err)
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { o.Close() })
+	for i, s := range testServices {
+		if err := o.AddService(bpf.ServiceKey{Addr: s.Addr, Port: s.Port, Proto: uint8(s.Proto)}, uint32(i+1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return o
+}
+
+// runXDP runs the program on frame and returns its action and the frame
+// it leaves.
+func runXDP(t testing.TB, o *bpf.Objects, frame []byte) (uint32, []byte) {
+	t.Helper()
+	out := make([]byte, len(frame)+256)
+	opts := ebpf.RunOptions{Data: frame, DataOut: out}
+	act, err := o.Program().Run(&opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return act, opts.DataOut
+}
+
+// XDP actions (enum xdp_action).
+const (
+	xdpPass = 2
+	xdpTX   = 3
+)
+
+// The offloaded and the userspace paths agree: for the same frames of
+// the same connections, the XDP program, with the flows the worker's
+// install code put in the real map, sends byte for byte what a worker
+// without offload sends (modes' DR rewrite), and the destination's
+// counters (worker + program) and the entry's (after the fold) are the
+// same. Frames the program must not forward (SYN, FIN, RST, TTL 1, too
+// big for the MTU) go on to the worker.
+func TestOffloadXDPEquivalence(t *testing.T) {
+	o := loadOffload(t)
+	on, kon := offloadWorker(t, o)
+	on.off.kt0 = 0 // the program's clock is not the test's
+	// BPF_PROG_RUN runs the program as if on loopback (ifindex 1): the
+	// flows leave where they came in, by XDP_TX.
+	on.ports()
+	on.ifs[0].index = 1
+	off, koff := testWorker(t)
+
+	type flow struct {
+		name       string
+		handshake  [][]byte
+		data       []byte
+		punts      [][]byte // frames of the flow the program leaves to the worker
+		wantPuntTx int      // of which the worker sends at least (forwards or answers)
+	}
+	big := pt.Packet{SrcMAC: clientMAC, DstMAC: directorMAC[:], Src: testClient, Dst: testVIP,
+		SrcPort: 40000, DstPort: 80, Flags: ack, Payload: make([]byte, 1500)}.Frame()
+	ttl1 := pt.Packet{SrcMAC: clientMAC, DstMAC: directorMAC[:], Src: testClient, Dst: testVIP,
+		SrcPort: 40000, DstPort: 80, Flags: ack, TTL: 1, Payload: []byte("xlb")}.Frame()
+	udpBig := pt.Packet{SrcMAC: clientMAC, DstMAC: directorMAC[:], Src: testClient, Dst: testVIP,
+		SrcPort: 5353, DstPort: 53, UDP: true, Payload: make([]byte, 1500)}.Frame()
+	flows := []flow{
+		{"tcp", [][]byte{tcpTo(40000, 80, syn), tcpTo(40000, 80, ack)},
+			pt.Packet{SrcMAC: clientMAC, DstMAC: directorMAC[:], Src: testClient, Dst: testVIP,
+				SrcPort: 40000, DstPort: 80, Flags: ack | packet.TCPFlagPSH, Payload: []byte("GET / HTTP/1.1\r\n\r\n")}.Frame(),
+			[][]byte{big, ttl1, tcpTo(40000, 80, syn|ack), tcpTo(40000, 80, packet.TCPFlagRST)}, 3},
+		{"udp", [][]byte{udpTo(5353, 53)}, udpTo(5353, 53), [][]byte{udpBig}, 1},
+	}
+	const n = 7 // data frames per flow
+	for _, f := range flows {
+		t.Run(f.name, func(t *testing.T) {
+			now := int64(10)
+			for _, h := range f.handshake {
+				kon.deliver(h)
+				koff.deliver(h)
+				on.poll(now)
+				off.poll(now)
+				now++
+			}
+			if !bytes.Equal(kon.sent[len(kon.sent)-1], koff.sent[len(koff.sent)-1]) {
+				t.Fatal("the two workers sent the handshake differently")
+			}
+			e := entryOf(t, on, f.data, now)
+			if e == nil || !e.Offloaded() {
+				t.Fatalf("flow not offloaded after its handshake (%v)", e)
+			}
+			id := e.DestID()
+			var before bpf.DestCounters
+			if err := o.DestCounters(id, &before); err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; i < n; i++ {
+				act, got := runXDP(t, o, f.data)
+				koff.deliver(f.data)
+				off.poll(now)
+				want := koff.sent[len(koff.sent)-1]
+				if act != xdpTX || !bytes.Equal(got, want) {
+					t.Fatalf("frame %d: xdp action %d sent\n%x\nworker without offload sent\n%x", i, act, got, want)
+				}
+			}
+			sentOn := len(kon.sent)
+			for _, p := range f.punts {
+				if act, _ := runXDP(t, o, p); act != xdpPass { // no socket bound: the redirect's fallback
+					t.Errorf("frame the worker must handle: xdp action %d, want %d (to the worker)", act, xdpPass)
+				}
+			}
+			var after bpf.DestCounters
+			if err := o.DestCounters(id, &after); err != nil {
+				t.Fatal(err)
+			}
+			if dp, db := after.InPkts-before.InPkts, after.InBytes-before.InBytes; dp != n {
+				t.Errorf("program counted %d packets (%d bytes) for the destination, want %d", dp, db, n)
+			}
+			// Counters: the worker's own plus the program's, against the
+			// worker that saw every frame.
+			var con, coff destCounters
+			on.ds.publish()
+			off.ds.publish()
+			on.ds.read(id, &con)
+			off.ds.read(id, &coff)
+			con.InPkts += after.InPkts
+			con.InBytes += after.InBytes
+			if con != coff {
+				t.Errorf("destination counters: offload %+v, userspace %+v", con, coff)
+			}
+			on.off.pass = -foldEveryNs // a fold pass is due
+			on.off.step(on, now+foldEveryNs, -1)
+			eoff := entryOf(t, off, f.data, now)
+			if ip, op, ib, ob := e.Counters(); true {
+				wp, wop, wb, wob := eoff.Counters()
+				if ip != wp || op != wop || ib != wb || ob != wob {
+					t.Errorf("entry counters after the fold: %d %d %d %d, userspace %d %d %d %d", ip, op, ib, ob, wp, wop, wb, wob)
+				}
+			}
+			// The punted frames through the worker: handled as without
+			// offload (forwarded, answered too big or time exceeded).
+			sentOff := len(koff.sent)
+			for _, p := range f.punts {
+				kon.deliver(p)
+				koff.deliver(p)
+			}
+			on.poll(now + foldEveryNs)
+			off.poll(now + foldEveryNs)
+			gotOn, gotOff := kon.sent[sentOn:], koff.sent[sentOff:]
+			if len(gotOn) != len(gotOff) || len(gotOn) < f.wantPuntTx {
+				t.Fatalf("worker sent %d of the punted frames, without offload %d, want at least %d", len(gotOn), len(gotOff), f.wantPuntTx)
+			}
+			for i := range gotOn {
+				if !bytes.Equal(gotOn[i], gotOff[i]) {
+					t.Errorf("punted frame %d: sent\n%x\nwithout offload\n%x", i, gotOn[i], gotOff[i])
+				}
+			}
+		})
+	}
+	c, err := o.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c[bpf.RedirectOffload] != 2*n {
+		t.Errorf("redirect_offload = %d, want %d", c[bpf.RedirectOffload], 2*n)
+	}
+}
+
+// FuzzOffloadXDP holds the XDP program to the worker on arbitrary frames
+// of an offloaded flow (mutations of its data frame): whatever the
+// program forwards itself, a worker without offload forwards too, byte
+// for byte; everything else the program leaves to the worker.
+func FuzzOffloadXDP(f *testing.F) {
+	data := pt.Packet{SrcMAC: clientMAC, DstMAC: directorMAC[:], Src: testClient, Dst: testVIP,
+		SrcPort: 40000, DstPort: 80, Flags: ack | packet.TCPFlagPSH, Payload: []byte("GET / HTTP/1.1\r\n\r\n")}.Frame()
+	f.Add(data)
+	f.Add(pt.Packet{SrcMAC: clientMAC, DstMAC: directorMAC[:], Src: testClient, Dst: testVIP,
+		SrcPort: 40000, DstPort: 80, Flags: ack, TTL: 2, Options: true}.Frame())
+	f.Add(data[:40])
+	o := loadOffload(f)
+	on, kon := offloadWorker(f, o)
+	on.ports()
+	on.ifs[0].index = 1 // BPF_PROG_RUN's ingress: loopback
+	off, koff := testWorker(f)
+	for _, h := range [][]byte{tcpTo(40000, 80, syn), tcpTo(40000, 80, ack)} {
+		kon.deliver(h)
+		koff.deliver(h)
+		on.poll(1)
+		off.poll(1)
+	}
+	if len(on.off.flows) != 1 {
+		f.Fatalf("%d flows offloaded, want 1", len(on.off.flows))
+	}
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		if len(frame) > 1600 {
+			frame = frame[:1600]
+		}
+		if len(frame) < 14 {
+			return // BPF_PROG_RUN wants an Ethernet header
+		}
+		act, got := runXDP(t, o, bytes.Clone(frame))
+		if act != xdpTX {
+			return
+		}
+		sent := len(koff.sent)
+		koff.deliver(frame)
+		off.poll(2)
+		if len(koff.sent) != sent+1 {
+			t.Fatalf("xdp forwarded %x, the worker did not (counters %v)", frame, off.stats.local)
+		}
+		if want := koff.sent[sent]; !bytes.Equal(got, want) {
+			t.Fatalf("xdp sent\n%x\nthe worker\n%x\nfor\n%x", got, want, frame)
+		}
+		koff.sent = koff.sent[:0]
+	})
+}
+
+// The offload's map operations on the real map allocate nothing either:
+// an install, a fold and a removal per connection, from the worker.
+func TestOffloadMapAllocs(t *testing.T) {
+	o := loadOffload(t)
+	k := bpf.MakeFlowKey(testClient.As16(), 40000, testVIP.As16(), 80, 6)
+	f := bpf.Flow{DstMAC: realMACs[0], SrcMAC: directorMAC, MTU: 1500, Dest: 1, Op: bpf.FlowDR}
+	var v bpf.Flow
+	allocs := testing.AllocsPerRun(100, func() {
+		if err := o.PutFlow(&k, &f); err != nil {
+			t.Fatal(err)
+		}
+		if err := o.LookupFlow(&k, &v); err != nil {
+			t.Fatal(err)
+		}
+		if err := o.DeleteFlow(&k); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("install, fold and delete on the flows map: %v allocations, want 0", allocs)
+	}
+}
+
+// NAT, both directions: with the flows the worker installs (the client's
+// at the handshake's last ACK, the real server's at its first reply
+// after it), the program sends byte for byte what a worker without
+// offload sends (modes.natIn and natOut: addresses, ports, TTL and the
+// incremental checksums), counted in and out for the destination.
+func TestOffloadNATXDPEquivalence(t *testing.T) {
+	rs := netip.MustParseAddr("198.18.0.11")
+	for _, udp := range []bool{false, true} {
+		name, k := "tcp", testServices[0]
+		if udp {
+			name, k = "udp", testServices[1]
+		}
+		t.Run(name, func(t *testing.T) {
+			o := loadOffload(t)
+			if err := o.AddReal(bpf.ServiceKey{Addr: rs, Port: 8080, Proto: uint8(k.Proto)}); err != nil {
+				t.Fatal(err)
+			}
+			on, kon := methodWorkerAt(t, modes.Masq, k, rs, testLaddr)
+			withOffload(t, on, o)
+			on.off.kt0 = 0
+			on.ports()
+			on.ifs[0].index = 1 // BPF_PROG_RUN runs as if on loopback: XDP_TX
+			off, koff := methodWorkerAt(t, modes.Masq, k, rs, testLaddr)
+			in := func(flags uint8, payload string) []byte {
+				return pt.Packet{SrcMAC: clientMAC, DstMAC: directorMAC[:], Src: testClient, Dst: testVIP,
+					SrcPort: 40000, DstPort: k.Port, Flags: flags, UDP: udp, Payload: []byte(payload)}.Frame()
+			}
+			out := func(flags uint8, payload string) []byte {
+				return pt.Packet{SrcMAC: realMACs[0][:], DstMAC: directorMAC[:], Src: rs, Dst: testClient,
+					SrcPort: 8080, DstPort: 40000, Flags: flags, UDP: udp, Payload: []byte(payload)}.Frame()
+			}
+			hs := [][]byte{in(syn, ""), out(syn|ack, ""), in(ack, ""), out(ack, "hello")}
+			if udp {
+				hs = [][]byte{in(0, "q"), out(0, "a")}
+			}
+			now := int64(10)
+			for _, h := range hs {
+				kon.deliver(h)
+				koff.deliver(h)
+				on.poll(now)
+				off.poll(now)
+				now++
+			}
+			if len(kon.sent) != len(hs) || len(koff.sent) != len(hs) {
+				t.Fatalf("handshake: sent %d and %d, want %d", len(kon.sent), len(koff.sent), len(hs))
+			}
+			if len(on.off.flows) != 1 || !on.off.flows[0].on[0] || !on.off.flows[0].on[1] {
+				t.Fatalf("offloaded %+v, want one connection in both directions", on.off.flows)
+			}
+			id := on.off.flows[0].dest
+			var before bpf.DestCounters
+			if err := o.DestCounters(id, &before); err != nil {
+				t.Fatal(err)
+			}
+			frames := [][]byte{in(ack|packet.TCPFlagPSH, "GET / HTTP/1.1\r\n\r\n"), out(ack|packet.TCPFlagPSH, "HTTP/1.1 200 OK\r\n\r\n"), in(ack, ""), out(ack, "x")}
+			if udp {
+				frames = [][]byte{in(0, "query"), out(0, "answer"), in(0, ""), out(0, "")}
+			}
+			for i, f := range frames {
+				act, got := runXDP(t, o, f)
+				koff.deliver(f)
+				off.poll(now)
+				want := koff.sent[len(koff.sent)-1]
+				if act != xdpTX || !bytes.Equal(got, want) {
+					t.Fatalf("frame %d: xdp action %d sent\n%x\nworker without offload sent\n%x", i, act, got, want)
+				}
+			}
+			var after bpf.DestCounters
+			if err := o.DestCounters(id, &after); err != nil {
+				t.Fatal(err)
+			}
+			if after.InPkts-before.InPkts != 2 || after.OutPkts-before.OutPkts != 2 {
+				t.Errorf("program counted %+v since %+v, want 2 packets each way", after, before)
+			}
+			var con, coff destCounters
+			on.ds.publish()
+			off.ds.publish()
+			on.ds.read(id, &con)
+			off.ds.read(id, &coff)
+			con.add(&destCounters{InPkts: after.InPkts, InBytes: after.InBytes, OutPkts: after.OutPkts, OutBytes: after.OutBytes})
+			if con != coff {
+				t.Errorf("destination counters: offload %+v, userspace %+v", con, coff)
+			}
+			on.off.pass = -foldEveryNs
+			on.off.step(on, now+foldEveryNs, -1)
+			e, eoff := on.off.flows[0].e, entryOf(t, off, frames[0], now)
+			a, b, c, d := e.Counters()
+			wa, wb, wc, wd := eoff.Counters()
+			if a != wa || b != wb || c != wc || d != wd {
+				t.Errorf("entry counters after the fold: %d %d %d %d, userspace %d %d %d %d", a, b, c, d, wa, wb, wc, wd)
+			}
+		})
+	}
+}
