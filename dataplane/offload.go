@@ -224,8 +224,20 @@ func (o *offloader) fold(w *worker, i int) {
 		}
 		o.folds++
 		if n := o.v.Packets - f.pkts[dir]; n > 0 {
+			before, _, _, _ := f.e.Counters()
 			w.ct.Fold(f.e, conntrack.Dir(dir), n, o.v.Bytes-f.bytes[dir], int64(o.v.LastSeen)-o.kt0)
 			f.pkts[dir], f.bytes[dir] = o.v.Packets, o.v.Bytes
+			if w.sx.on && conntrack.Dir(dir) == conntrack.DirInput && crossesSyncPoint(before, n) {
+				// The frames XDP forwarded passed a sync point (the
+				// 53rd, 103rd ... input packet): a master refreshes the
+				// backup's entry as if the worker had seen them, or a
+				// long offloaded connection would time out there.
+				now := time.Since(w.start).Nanoseconds()
+				w.export(f.e, now)
+				if t := w.ct.Control(f.e); t != nil {
+					w.export(t, now)
+				}
+			}
 		}
 	}
 }
@@ -357,4 +369,19 @@ func warnOffloadVeth(opts Options, ifindex int, name string) {
 		opts.Logger.Warn("flow offload on a veth: its peer must run an XDP program (one that passes everything will do), or the offloaded frames are lost",
 			"interface", name)
 	}
+}
+
+// crossesSyncPoint tells whether input packets before+1 .. before+n
+// include one that syncNeeded would send (pkts % syncPeriod ==
+// syncThreshold), for a connection whose state sends on that count.
+func crossesSyncPoint(before, n uint64) bool {
+	if n >= syncPeriod {
+		return true
+	}
+	// The first count after before that is a sync point.
+	next := before + (syncThreshold+syncPeriod-before%syncPeriod)%syncPeriod
+	if next == before {
+		next += syncPeriod
+	}
+	return next <= before+n
 }

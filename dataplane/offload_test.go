@@ -638,3 +638,55 @@ func TestOffloadNATXDPEquivalence(t *testing.T) {
 		})
 	}
 }
+
+// crossesSyncPoint finds the packet counts syncNeeded sends on (3, 53,
+// 103, ...) within a fold, as a packet-by-packet count would.
+func TestCrossesSyncPoint(t *testing.T) {
+	for before := uint64(0); before < 160; before++ {
+		for n := uint64(1); n < 120; n++ {
+			want := false
+			for p := before + 1; p <= before+n; p++ {
+				if p%syncPeriod == syncThreshold {
+					want = true
+				}
+			}
+			if got := crossesSyncPoint(before, n); got != want {
+				t.Fatalf("crossesSyncPoint(%d, %d) = %v, want %v", before, n, got, want)
+			}
+		}
+	}
+}
+
+// With sync on, the frames XDP forwards count towards the sync points:
+// a fold that passes the 53rd input packet exports the connection, one
+// that passes none does not.
+func TestOffloadFoldSyncs(t *testing.T) {
+	ff := newFakeFlows()
+	w, k := offloadWorker(t, ff)
+	w.sx.ring = newSyncRing[syncRec](exportSlots)
+	w.dp.ipvsSync.on.Store(true)
+	ackF := tcpTo(40000, 80, ack)
+	k.deliver(tcpTo(40000, 80, syn))
+	w.poll(1)
+	k.deliver(ackF)
+	w.poll(2)
+	exported := func() uint64 { return w.stats.local[SyncExported] }
+	base := exported() // the worker's own sends (none before the 3rd packet)
+	fk := flowKeyOf(ackF)
+	sec := int64(time.Second)
+	ff.forward(t, fk, 10, uint64(len(ackF)), kt0+2*sec) // input packets 3..12: the 3rd is a sync point
+	w.off.step(w, 2*sec, -1)
+	if got := exported() - base; got != 1 {
+		t.Fatalf("fold over the 3rd packet exported %d records, want 1", got)
+	}
+	ff.forward(t, fk, 20, uint64(len(ackF)), kt0+4*sec) // 13..32: none
+	w.off.step(w, 4*sec, -1)
+	if got := exported() - base; got != 1 {
+		t.Fatalf("fold over packets 13..32 exported %d records in all, want 1", got)
+	}
+	ff.forward(t, fk, 30, uint64(len(ackF)), kt0+6*sec) // 33..62: the 53rd
+	w.off.step(w, 6*sec, -1)
+	if got := exported() - base; got != 2 {
+		t.Fatalf("fold over the 53rd packet: %d records in all, want 2", got)
+	}
+}
