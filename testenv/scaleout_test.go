@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestScaleOutParseNexthops(t *testing.T) {
@@ -54,5 +55,62 @@ func TestScaleOutTopology(t *testing.T) {
 	}
 	if nhs, err := so.Nexthops(ScaleOutVIP); err != nil || len(nhs) != 0 {
 		t.Errorf("route to the VIP before any announcement: %v, %v", nhs, err)
+	}
+}
+
+// TestScaleOutServerLAN builds the topology with real servers: every
+// director reaches every real server on its eth1, the client reaches
+// them through the router, they answer UDP from the VIP, and RouteFlows
+// reads the router's ECMP choice per flow (here of a static multipath
+// route: both nexthops used, the same answer twice).
+func TestScaleOutServerLAN(t *testing.T) {
+	so := NewScaleOut(t, ScaleOutOptions{Directors: 2, RealServers: 3, ClientAddrs: 2})
+	if len(so.Reals) != 3 {
+		t.Fatalf("%d real servers, want 3", len(so.Reals))
+	}
+	for i := range so.Directors {
+		for j := range so.Reals {
+			if out, err := so.Directors[i].Command("ping", "-c1", "-W2", "-I", "eth1", ScaleOutRealAddr(j+1).String()).CombinedOutput(); err != nil {
+				t.Errorf("director %d ping rs%d: %v: %s", i+1, j+1, err, out)
+			}
+		}
+	}
+	c := so.Client.HTTPClient(false, 2*time.Second)
+	defer c.CloseIdleConnections()
+	for j := range so.Reals {
+		if name, err := Get(c, "http://"+ScaleOutRealAddr(j+1).String()+"/"); err != nil || name != so.Reals[j].Name {
+			t.Errorf("client GET rs%d = %q, %v", j+1, name, err)
+		}
+	}
+	if out, err := so.Client.Command("ping", "-c1", "-W2", "-I", ScaleOutExtraClientAddr(1).String(), ScaleOutRealAddr(1).String()).CombinedOutput(); err != nil {
+		t.Errorf("client ping from its extra address: %v: %s", err, out)
+	}
+
+	dst := netip.MustParseAddr("10.202.0.200")
+	d1, d2 := ScaleOutDirectorAddr(1), ScaleOutDirectorAddr(2)
+	if err := so.Router.IP("route", "add", dst.String()+"/32", "nexthop", "via", d1.String(), "nexthop", "via", d2.String()); err != nil {
+		t.Fatal(err)
+	}
+	var srcs []netip.AddrPort
+	for p := range 64 {
+		srcs = append(srcs, netip.AddrPortFrom(ScaleOutClientAddr, uint16(20000+p)))
+	}
+	got, err := so.RouteFlows("tcp", netip.AddrPortFrom(dst, 80), srcs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := so.RouteFlows("tcp", netip.AddrPortFrom(dst, 80), srcs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := map[netip.Addr]int{}
+	for i, a := range got {
+		n[a]++
+		if again[i] != a {
+			t.Errorf("flow %v: nexthop %v, then %v", srcs[i], a, again[i])
+		}
+	}
+	if len(n) != 2 || n[d1] == 0 || n[d2] == 0 {
+		t.Errorf("64 flows over a two-way ECMP route: %v, want both nexthops", n)
 	}
 }
