@@ -19,6 +19,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 )
 
@@ -225,6 +228,9 @@ func SetupScaleOut(opts ScaleOutOptions, dir string) (*ScaleOut, error) {
 	if err := so.Router.sysctls("net/ipv4/ip_forward", "1", "net/ipv4/fib_multipath_hash_policy", "1"); err != nil {
 		return so, err
 	}
+	if err := so.hashByPacket("c0"); err != nil {
+		return so, err
+	}
 	if opts.RealServers > 0 {
 		if err := so.setupServerLAN(opts.RealServers); err != nil {
 			return so, err
@@ -234,6 +240,43 @@ func SetupScaleOut(opts ScaleOutOptions, dir string) (*ScaleOut, error) {
 		return so, err
 	}
 	return so, nil
+}
+
+// hashByPacket makes the router's ECMP hash the packet's five tuple, as
+// a router on another machine does. Across a veth the skb keeps the
+// hash the client's socket gave it (sk_txhash, random per socket, and
+// chosen anew on every retransmission timeout, net.core.txrehash), and
+// fib_multipath_hash takes an L4 hash already on the skb as it is: flows
+// would spread by a random number, and a flow that retransmits would
+// jump to another director. A tcx ingress program on ifname calls
+// bpf_set_hash_invalid, so the kernel dissects the headers instead (and
+// `ip route get ... sport ... dport`, RouteFlows, predicts the choice).
+func (so *ScaleOut) hashByPacket(ifname string) error {
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:    ebpf.SchedCLS,
+		License: "GPL",
+		Instructions: asm.Instructions{
+			asm.FnSetHashInvalid.Call(), // r1 is the skb already
+			asm.Mov.Imm(asm.R0, 0),      // TC_ACT_OK (TCX_NEXT is -1)
+			asm.Return(),
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("load the router's hash-invalidating program: %w", err)
+	}
+	defer prog.Close()
+	return so.Router.Do(func() error {
+		l, err := net.InterfaceByName(ifname)
+		if err != nil {
+			return fmt.Errorf("find %s in %s: %w", ifname, so.Router.NSName, err)
+		}
+		tl, err := link.AttachTCX(link.TCXOptions{Interface: l.Index, Program: prog, Attach: ebpf.AttachTCXIngress})
+		if err != nil {
+			return fmt.Errorf("attach tcx ingress to %s in %s: %w", ifname, so.Router.NSName, err)
+		}
+		so.env.closers = append(so.env.closers, tl.Close)
+		return nil
+	})
 }
 
 // setupServerLAN builds the bridge sbr in the router's namespace, plugs
