@@ -561,3 +561,99 @@ func loadavg() string {
 	f := strings.Fields(string(b))
 	return strings.Join(f[:min(3, len(f))], " ")
 }
+
+// TestScaleOutSameRealServer sends one flow, a fixed client address and
+// port, through each of three directors in turn (the router's route to
+// the VIP pinned to one director at a time) and reads which real server
+// answers: with mh every director picks the same one, for TCP and UDP,
+// whatever else it scheduled before (director i first schedules i other
+// flows); rr, the negative control, picks by each director's own
+// history, so they differ.
+func TestScaleOutSameRealServer(t *testing.T) {
+	so := testenv.NewScaleOut(t, testenv.ScaleOutOptions{Directors: 3, RealServers: 4})
+	vip := testenv.ScaleOutVIP
+	xlbs := make([]*xlbProc, 3)
+	for i := range xlbs {
+		xlbs[i] = startScaleOutDirector(t, so, i, scaleOutRules(so, "mh", "-b mh-port"), false)
+	}
+	pin := func(i int) {
+		t.Helper()
+		if err := so.Router.IP("route", "replace", vip.String()+"/32", "via", testenv.ScaleOutDirectorAddr(i+1).String()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// oneFlow runs the fixed flow: a TCP connection from port, one
+	// request, closed with a RST (no TIME_WAIT, so the same port dials
+	// again at once), and a UDP query from port+1.
+	oneFlow := func(port uint16) (tcp, udp string, err error) {
+		err = so.Client.Do(func() error {
+			d := net.Dialer{LocalAddr: &net.TCPAddr{Port: int(port)}, Timeout: 3 * time.Second}
+			c, err := d.Dial("tcp4", netip.AddrPortFrom(vip, 80).String())
+			if err != nil {
+				return fmt.Errorf("dial from port %d: %w", port, err)
+			}
+			sc := &soConn{c: c, r: bufio.NewReader(c)}
+			tcp, err = sc.get(3 * time.Second)
+			c.(*net.TCPConn).SetLinger(0)
+			c.Close()
+			if err != nil {
+				return fmt.Errorf("tcp from port %d: %w", port, err)
+			}
+			u, err := net.DialUDP("udp4", &net.UDPAddr{Port: int(port + 1)}, net.UDPAddrFromAddrPort(netip.AddrPortFrom(vip, 53)))
+			if err != nil {
+				return err
+			}
+			defer u.Close()
+			udp, err = testenv.ExchangeUDP(u, 3*time.Second)
+			return err
+		})
+		return tcp, udp, err
+	}
+	hc := so.Client.HTTPClient(false, 3*time.Second)
+	defer hc.CloseIdleConnections()
+	for k, sched := range []string{"mh", "rr"} {
+		if sched != "mh" {
+			for _, x := range xlbs {
+				for _, svc := range []string{"-t", "-u"} {
+					port := map[string]int{"-t": 80, "-u": 53}[svc]
+					if _, err := x.ctl("-E", svc, fmt.Sprintf("%v:%d", vip, port), "-s", sched); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+		}
+		port := uint16(40000 + 10*k) // a flow no director has an entry for
+		var tcps, udps []string
+		for i := range xlbs {
+			pin(i)
+			for range i {
+				if _, err := testenv.Get(hc, "http://"+vip.String()+"/"); err != nil {
+					t.Fatalf("%s: warm-up request through director %d: %v", sched, i+1, err)
+				}
+				if _, err := so.Client.QueryUDP(netip.AddrPortFrom(vip, 53), 3*time.Second); err != nil {
+					t.Fatalf("%s: warm-up query through director %d: %v", sched, i+1, err)
+				}
+			}
+			tcp, udp, err := oneFlow(port)
+			if err != nil {
+				t.Fatalf("%s: the flow through director %d: %v", sched, i+1, err)
+			}
+			tcps, udps = append(tcps, tcp), append(udps, udp)
+		}
+		// Each director scheduled the flow itself: each holds it.
+		for i, x := range xlbs {
+			out, _ := x.ctl("-L", "-c", "-n")
+			if !strings.Contains(out, fmt.Sprintf("%v:%d ", testenv.ScaleOutClientAddr, port+1)) {
+				t.Errorf("%s: director %d has no entry for the UDP flow from port %d:\n%s", sched, i+1, port+1, out)
+			}
+		}
+		same := func(s []string) bool { return !slices.ContainsFunc(s, func(x string) bool { return x != s[0] }) }
+		t.Logf("%s: %v:%d -> VIP through directors 1, 2, 3: TCP to %v, UDP (port %d) to %v", sched, testenv.ScaleOutClientAddr, port, tcps, port+1, udps)
+		if sched == "mh" && (!same(tcps) || !same(udps)) {
+			t.Errorf("mh: the same flow went to different real servers: TCP %v, UDP %v", tcps, udps)
+		}
+		if sched == "rr" && (same(tcps) || same(udps)) {
+			t.Errorf("rr: every director picked the same real server (TCP %v, UDP %v): the control shows nothing", tcps, udps)
+		}
+	}
+}
