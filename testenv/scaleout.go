@@ -46,12 +46,14 @@ import (
 // (ECMP) → director i eth0 → (xlb, DR: MAC rewrite) eth1 → real server;
 // the reply goes real server → router → client, past every director:
 //
-//	                 ┌──d1── dir1 ──eth1──┐
-//	client ──c0── router ──d2── dir2 ──eth1──┤ sbr (bridge in the router ns,
-//	                 └──d3── dir3 ──eth1──┤      router 10.203.0.1)
-//	                 ▲                    ├── rs1 10.203.0.101 (VIP on lo)
-//	                 └──── DR replies ────┼── rs2 10.203.0.102
-//	                                      └── rs3 10.203.0.103
+//	                          eth0             eth1
+//	                        ┌─ d1 ─ dir1 10.201.1.2 ─┐
+//	client ─ c0 ─ router ───┼─ d2 ─ dir2 10.201.2.2 ─┼─ sbr ─┬─ rs1 10.203.0.101
+//	10.200.0.2    FRR bgpd  └─ d3 ─ dir3 10.201.3.2 ─┘       ├─ rs2 10.203.0.102
+//	              AS 65000    AS 65001, xlb run --bgp-…      └─ rs3 10.203.0.103
+//	                │                                    │     VIP 10.202.0.100 on lo
+//	                └────────────────────────────────────┘
+//	                    DR replies: real server → router (10.203.0.1) → client
 var (
 	ScaleOutClientAddr = netip.MustParseAddr("10.200.0.2")
 	ScaleOutRouterAddr = netip.MustParseAddr("10.200.0.1")

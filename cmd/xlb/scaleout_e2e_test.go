@@ -147,7 +147,9 @@ func openSOConns(t *testing.T, so *testenv.ScaleOut, n int) []*soConn {
 // real server than the first time).
 func checkSOConns(conns []*soConn, timeout time.Duration) (broken []bool, n int) {
 	broken = make([]bool, len(conns))
-	parallel(len(conns), 256, func(i int) {
+	// Wide: a broken connection holds its goroutine for the whole
+	// timeout.
+	parallel(len(conns), 1024, func(i int) {
 		if rs, err := conns[i].get(timeout); err != nil || rs != conns[i].rs {
 			broken[i] = true
 		}
@@ -158,6 +160,17 @@ func checkSOConns(conns []*soConn, timeout time.Duration) (broken []bool, n int)
 		}
 	}
 	return broken, n
+}
+
+// pickConns returns the connections i of conns for which keep(i).
+func pickConns(conns []*soConn, keep func(i int) bool) []*soConn {
+	var out []*soConn
+	for i, c := range conns {
+		if keep(i) {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // connDirectors reads each running director's connection table (-L -c
@@ -206,7 +219,7 @@ func routeOrder(t *testing.T, so *testenv.ScaleOut) []netip.Addr {
 }
 
 // stream is a request stream of new connections (one request each, 3 s
-// timeout, a new one every 5 ms) from the client to the VIP, running
+// timeout, a new one every 20 ms) from the client to the VIP, running
 // until stop.
 type soStream struct {
 	mu       sync.Mutex
@@ -223,7 +236,7 @@ func startSOStream(so *testenv.ScaleOut) *soStream {
 	var wg sync.WaitGroup
 	go func() {
 		defer close(s.done)
-		tick := time.NewTicker(5 * time.Millisecond)
+		tick := time.NewTicker(20 * time.Millisecond)
 		defer tick.Stop()
 		for {
 			select {
@@ -451,7 +464,7 @@ func TestScaleOutECMP(t *testing.T) {
 			}
 		}
 	}
-	fresh := openSOConns(t, so, n/2)
+	fresh := openSOConns(t, so, n/3)
 	live = append(live, fresh...)
 	for _, c := range fresh {
 		srcs = append(srcs, c.src)
@@ -468,10 +481,11 @@ func TestScaleOutECMP(t *testing.T) {
 			moved++
 		}
 	}
-	_, nb = checkSOConns(live, 3*time.Second)
+	// Every connection the router moved, and a quarter of the others.
+	_, nb = checkSOConns(pickConns(live, func(i int) bool { return before[i] != after[i] || i%4 == 0 }), 3*time.Second)
 	time.Sleep(300 * time.Millisecond)
 	ok, failed, late = s.stop(joinAt.Add(took))
-	t.Logf("sloppy_tcp on, director %d rejoins: the router moved %d of %d connections (%.1f%%) onto it, %d broke; new connections: %d ok, %d failed (%d after the route converged)",
+	t.Logf("sloppy_tcp on, director %d rejoins: the router moved %d of %d connections (%.1f%%) onto it, %d broke (of those and a quarter of the others); new connections: %d ok, %d failed (%d after the route converged)",
 		victim+1, moved, len(live), 100*float64(moved)/float64(len(live)), nb, ok, failed, late)
 	if moved == 0 {
 		t.Error("no connection moved onto the rejoined director: nothing was shown")
@@ -500,7 +514,7 @@ func TestScaleOutECMP(t *testing.T) {
 			onDrained++
 		}
 	}
-	_, nb = checkSOConns(live, 3*time.Second)
+	_, nb = checkSOConns(pickConns(live, func(i int) bool { return before[i] == d(drained+1) || i%4 == 0 }), 3*time.Second)
 	ok, failed, _ = s.stop(time.Time{})
 	onIt := 0
 	for _, a := range before {
@@ -508,7 +522,7 @@ func TestScaleOutECMP(t *testing.T) {
 			onIt++
 		}
 	}
-	t.Logf("xlb drain on director %d: %d new requests ok, %d failed; %d of 300 new connections after the drain reached it; of the %d existing connections, %d on it, %d broke",
+	t.Logf("xlb drain on director %d: %d new requests ok, %d failed; %d of 300 new connections after the drain reached it; of the %d existing connections, %d on it, %d broke (of those and a quarter of the others)",
 		drained+1, ok, failed, onDrained, len(live), onIt, nb)
 	for _, c := range conns2 {
 		c.c.Close()
@@ -542,10 +556,10 @@ func TestScaleOutECMP(t *testing.T) {
 			movedOthers++
 		}
 	}
-	_, nb = checkSOConns(live, 3*time.Second)
+	_, nb = checkSOConns(pickConns(live, func(i int) bool { return before[i] != after[i] || i%4 == 0 }), 3*time.Second)
 	time.Sleep(300 * time.Millisecond)
 	ok, failed, late = s.stop(killed.Add(took))
-	t.Logf("sloppy_tcp on, director %d killed: it carried %d of %d connections, the rehash moved %d others, %d broke (%d survived); new connections: %d ok, %d failed (%d after the route converged %v after the kill)",
+	t.Logf("sloppy_tcp on, director %d killed: it carried %d of %d connections, the rehash moved %d others, %d of those (and a quarter of the rest) broke (%d survived); new connections: %d ok, %d failed (%d after the route converged %v after the kill)",
 		victim+1, carried, len(live), movedOthers, nb, carried+movedOthers-nb, ok, failed, late, took.Round(time.Millisecond))
 	if nb > 0 {
 		t.Errorf("sloppy_tcp + mh: %d connections broke when a director died, want 0", nb)
