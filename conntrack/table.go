@@ -65,6 +65,11 @@ type Options struct {
 	// caller's port pool takes the port back. It runs on the table's
 	// owner, from Expire, eviction or Remove: never from the control plane.
 	LocalReleased func(laddr [16]byte, lport uint16, rs [16]byte, rport uint16)
+	// LocalReserved, if set, is called when InsertSynced installs a
+	// FullNAT connection with a given local address and port: the
+	// caller's pool reserves the port, or returns false when it cannot
+	// (InsertSynced then drops the record). LocalReleased gives it back.
+	LocalReserved func(laddr [16]byte, lport uint16, rs [16]byte, rport uint16) bool
 	// ActivePreEstablished counts SYN_SENT, SYN_RECV and SYNACK entries
 	// as active, as newer kernels do (tcp_state_active_table in
 	// ip_vs_proto_tcp.c). Off: only ESTABLISHED is active, the rule of
@@ -134,6 +139,7 @@ const (
 	fReply          // the reply key is in the index
 	fUnhashed       // the forward key is not in the index (invalidated template)
 	fBound          // counted at its destination
+	fNoHop          // installed from a sync record: no client frame seen, Hop is a guess
 )
 
 // Key returns the forward key (client → virtual service).
@@ -182,7 +188,7 @@ func (e *Entry) Hop() [6]byte { return e.hop }
 // come back through the director (NAT, FullNAT): the source MAC of its
 // first frame, the router (or the client itself) the client's traffic
 // arrives from. Replies take the path the requests came by.
-func (e *Entry) SetHop(mac [6]byte) { e.hop = mac }
+func (e *Entry) SetHop(mac [6]byte) { e.hop, e.flags = mac, e.flags&^fNoHop }
 
 // HopIface is the slot of the interface the client's frames came in on
 // (SetHopIface): the dataplane's index of a served interface, 0 for the
@@ -249,6 +255,7 @@ type Table struct {
 
 	reg      *sched.Registry
 	released func(laddr [16]byte, lport uint16, rs [16]byte, rport uint16)
+	reserved func(laddr [16]byte, lport uint16, rs [16]byte, rport uint16) bool
 	settings *Settings
 	cur      *settingsVal
 	tmo      [numStates]int64
@@ -315,6 +322,7 @@ func New(opts Options) (*Table, error) {
 		mask:       uint32(nslots - 1),
 		reg:        opts.Registry,
 		released:   opts.LocalReleased,
+		reserved:   opts.LocalReserved,
 		settings:   opts.Settings,
 		evictProbe: opts.EvictProbe,
 		floodHold:  int64(opts.FloodHold),

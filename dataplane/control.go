@@ -5,6 +5,7 @@ package dataplane
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -53,6 +54,10 @@ type workerService struct {
 	laddrs [][16]byte
 	lidx   []int32
 	lnext  uint32
+	// dests are the service's real servers by address and port, shared
+	// read-only by the workers: a copy per configuration, for installing
+	// synced connections (sync.go).
+	dests map[netip.AddrPort]*sched.Dest
 }
 
 // fwmKey is how a worker finds a firewall-mark service: -f 1 and
@@ -539,11 +544,15 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) (err error) {
 		}
 	}
 	own := ownershipOf(st, len(d.workers))
+	dests := make(map[*svcState]map[netip.AddrPort]*sched.Dest, len(st.services))
+	for _, svc := range st.services {
+		dests[svc] = maps.Clone(svc.dests)
+	}
 	for i, w := range d.workers {
 		wc := &workerConfig{services: map[svcKey]*workerService{}, laddrs: laddrs, local: d.tap, own: own,
 			marks: marks, fwmarks: map[fwmKey]*workerService{}}
 		for _, svc := range st.services {
-			ws := &workerService{id: svc.id, ct: svc.policies[i]}
+			ws := &workerService{id: svc.id, ct: svc.policies[i], dests: dests[svc]}
 			for _, la := range svc.spec.LocalAddrs {
 				ws.laddrs = append(ws.laddrs, la.Addr.As16())
 			}

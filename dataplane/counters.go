@@ -50,6 +50,20 @@ const (
 	HandoffNoMem                 // dropped: a handed-off frame found no free UMEM frame at its owner
 	FillPosted                   // frames posted to the fill rings (UMEM frames handed to the kernel to receive into)
 	Completed                    // frames taken back from the completion rings (transmitted by the kernel)
+
+	// Connection sync (sync.go).
+	SyncExported      // records written to the export ring
+	SyncExportDropped // records dropped: the export ring was full
+	SyncInstalled     // entries created from a master's records
+	SyncUpdated       // existing entries updated from a master's records
+	SyncNoService     // record dropped: no such virtual service here
+	SyncNoDest        // record dropped: no such real server in the service
+	SyncInstallFull   // record dropped: the owner worker's install ring was full
+	SyncBad           // record dropped: malformed or not installable (protocol, state, family, PE data)
+	SyncNoLocal       // record dropped: FULLNAT local address or port not configured, or in use, here
+	SyncTableFull     // record dropped: the connection table was full
+	SyncStale         // record ignored: inactive news of a connection since moved to another real server
+
 	numCounters
 )
 
@@ -65,6 +79,8 @@ var counterNames = [numCounters]string{
 	"nodest_expired",
 	"handed_off", "handoff_full", "handoff_rx", "handoff_no_frame",
 	"fill_posted", "completed",
+	"sync_exported", "sync_export_dropped", "sync_installed", "sync_updated",
+	"sync_no_service", "sync_no_dest", "sync_install_full", "sync_bad_record", "sync_no_local", "sync_table_full", "sync_stale",
 }
 
 func (c Counter) String() string {

@@ -116,6 +116,7 @@ type Dataplane struct {
 	fwd atomic.Pointer[[]destFwd]
 
 	mu       sync.Mutex // control plane: Apply, the resolver's snapshot and publish, Close
+	ipvsSync syncState  // connection sync's export switch and locks (sync.go)
 	state    *controlState
 	applied  chan struct{} // nudges the resolver after Apply
 	closed   bool

@@ -112,6 +112,12 @@ var (
 	descFillPosted = counterDesc("xlb_fill_ring_frames_total", "UMEM frames the worker posted to its sockets' fill rings for the kernel to receive into.", "queue")
 	descCompleted  = counterDesc("xlb_completion_ring_frames_total", "Frames the worker took back from its sockets' completion rings: transmitted by the kernel.", "queue")
 	descLocalInj   = counterDesc("xlb_local_injected_frames_total", "Frames of connections to Local real servers written to the local delivery tap.", "queue")
+
+	descSyncExported  = counterDesc("xlb_sync_exported_total", "Connection sync (master): connections and templates the worker handed to the sync sender.", "queue")
+	descSyncExpDrop   = counterDesc("xlb_sync_export_dropped_total", "Connection sync (master): records dropped because the worker's export ring was full.", "queue")
+	descSyncInstalled = counterDesc("xlb_sync_installed_total", "Connection sync (backup): entries created from a master's records.", "queue")
+	descSyncUpdated   = counterDesc("xlb_sync_updated_total", "Connection sync (backup): existing entries updated from a master's records.", "queue")
+	descSyncDrops     = counterDesc("xlb_sync_install_drops_total", "Connection sync (backup): records not installed, by reason.", "queue", "reason")
 )
 
 // descOtherCounter publishes a worker Counter that counterSeries does
@@ -164,6 +170,18 @@ var counterSeries = [numCounters]struct {
 	HandoffNoMem:  {descDrops, "handoff_no_frame"},
 	FillPosted:    {descFillPosted, ""},
 	Completed:     {descCompleted, ""},
+
+	SyncExported:      {descSyncExported, ""},
+	SyncExportDropped: {descSyncExpDrop, ""},
+	SyncInstalled:     {descSyncInstalled, ""},
+	SyncUpdated:       {descSyncUpdated, ""},
+	SyncNoService:     {descSyncDrops, "no_service"},
+	SyncNoDest:        {descSyncDrops, "no_dest"},
+	SyncInstallFull:   {descSyncDrops, "ring_full"},
+	SyncBad:           {descSyncDrops, "bad_record"},
+	SyncNoLocal:       {descSyncDrops, "no_local"},
+	SyncTableFull:     {descSyncDrops, "table_full"},
+	SyncStale:         {descSyncDrops, "stale"},
 }
 
 // Kind is the counter's kind: TxBacklog and SYNLevel are levels.
@@ -263,7 +281,8 @@ func init() {
 	inSection(SectionWorkers, descOtherCounter, descRxFrames, descTxFrames, descDrops, descMalformed, descRewrite, descConnHits,
 		descReplyHits, descConnsNew, descTxBacklog, descBadDesc, descKickErrors, descLinkDown, descHeld,
 		descHeldSent, descHoldExp, descHoldFull, descCsum, descTooBig, descTTL, descICMPFwd, descLocalInj, descHandedOff, descHandoffRx, descFillPosted, descCompleted, descSYNLevel,
-		descSYNRaises, descSYNErrors, descCopied)
+		descSYNRaises, descSYNErrors, descCopied,
+		descSyncExported, descSyncExpDrop, descSyncInstalled, descSyncUpdated, descSyncDrops)
 	inSection(SectionXDP, descXDP)
 	inSection(SectionSockets, descXSKRxDropped, descXSKRxRingFull, descXSKFillEmpty, descXSKRxInvalid,
 		descXSKTxInvalid, descXSKTxRingEmpty)

@@ -114,6 +114,8 @@ type worker struct {
 	// holdView and holdMeta are xmitHeld's scratch space.
 	holdView modes.Frame
 	holdMeta packet.Meta
+
+	sx syncExport // connection sync's rings and state (sync.go)
 }
 
 // ifaceParams are what a rewrite needs of its egress interface.
@@ -170,6 +172,9 @@ func newWorker(d *Dataplane, qid, queues int) (*worker, error) {
 	copts.Settings = d.ctSettings
 	copts.LocalReleased = func(la [16]byte, lport uint16, rs [16]byte, rport uint16) {
 		w.pool.Release(la, rs, rport, lport)
+	}
+	copts.LocalReserved = func(la [16]byte, lport uint16, rs [16]byte, rport uint16) bool {
+		return w.pool.Reserve(la, rs, rport, lport) // a synced FULLNAT connection's (sync.go)
 	}
 	if w.ct, err = conntrack.New(copts); err != nil {
 		w.close()
@@ -394,6 +399,7 @@ func (w *worker) poll(now int64) int {
 	for slot, q := range w.qs {
 		n += w.pollQueue(uint16(slot), q, cfg, fwd, now)
 	}
+	w.syncEdge(cfg, now)
 	if w.ho.out != nil {
 		w.publishHandoff()
 	}
@@ -650,7 +656,11 @@ func (w *worker) handle(f *modes.Frame, m *packet.Meta, key *conntrack.Key, hit 
 		w.stats.local[ConnHit]++
 	}
 	if e != nil {
+		prev := e.State()
 		w.ct.Update(e, dir, m.TCPFlags, f.Len, now)
+		if w.sx.on || e.NeedsHop() {
+			w.synced(e, prev, dir, f) // connection sync (sync.go)
+		}
 		id, method = e.DestID(), modes.Method(e.Fwd())
 	}
 	return w.xmit(f, m, e, id, method, dir, fwd)

@@ -74,6 +74,8 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	spin := fs.Duration("spin", dataplane.DefaultSpin, "longest a worker polls for the next frame before it sleeps, and only while frames come closer together than that; 0: sleep at once")
 	txBudget := fs.Int("tx-budget", dataplane.DefaultSocketOptions().TxBudget, "frames one sendto(2) may send in copy mode (XDP_MAX_TX_SKB_BUDGET, Linux 6.17+); 0: the kernel's 32")
 	noWakeup := fs.Bool("no-need-wakeup", false, "bind the AF_XDP sockets without XDP_USE_NEED_WAKEUP: a syscall per TX batch whether the kernel needs it or not")
+	var syncPeers syncFlag
+	fs.Var(&syncPeers, "sync-peer", "connection sync by unicast to/from this peer director (ADDR or ADDR:PORT, port default the daemon's --mcast-port), repeatable: `ipvsadm --start-daemon master` sends every sync message to each peer instead of the multicast group, a backup takes messages only from the peers' addresses")
 	bgpFlags := bgp.RegisterFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -181,7 +183,9 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	if n := dp.WaitResolved(2 * time.Second); n > 0 {
 		log.Warn("real servers without a resolved MAC: their frames are held, then dropped, until they resolve (see xlb --xlb-stats)", "count", n)
 	}
-	srv := &server{dp: dp, dir: dir, gid: gid, log: log}
+	syn := newSyncDaemons(dp, syncPeers, log)
+	defer syn.Close()
+	srv := &server{dp: dp, dir: dir, gid: gid, log: log, syn: syn}
 	var hc *health.Engine
 	if ka != nil {
 		logWarnings(log, ka.Warnings)
@@ -247,6 +251,7 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 			if hc != nil {
 				extra = append(extra, metrics.NewHealthCollector(hc))
 			}
+			extra = append(extra, newSyncCollector(syn))
 			serveMetrics(ctx, mln, dp, log, extra...)
 		}()
 	}
@@ -256,6 +261,7 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	stop()
 	ln.Close()
 	wg.Wait()
+	syn.Close() // the last records go out before the dataplane closes
 	writeStats(stdout, dp)
 	if cerr := dp.Close(); cerr != nil {
 		err = errors.Join(err, cerr)

@@ -41,6 +41,7 @@ type server struct {
 	log *slog.Logger
 	hc  healthStatus // the health engine; nil without --keepalived
 	ann *announcer   // BGP announcements (xlb run --bgp); nil without
+	syn *syncDaemons // --start-daemon's sync daemons; nil: none can run
 }
 
 // handle runs one command line. A command that changes the
@@ -50,6 +51,9 @@ func (s *server) handle(req request) response {
 	if len(req.Args) == 1 && req.Args[0] == "--xlb-stats" && !req.Ipvsadm {
 		var b bytes.Buffer
 		writeStats(&b, s.dp)
+		if s.syn != nil {
+			s.syn.writeStats(&b)
+		}
 		return response{Stdout: b.String()}
 	}
 	if len(req.Args) > 0 && req.Args[0] == "sysctl" && !req.Ipvsadm {
@@ -77,7 +81,22 @@ func (s *server) handle(req request) response {
 		return response{Stdout: ipvsadm.Usage(ipvsadm.Program)}
 	case ipvsadm.KindVersion:
 		return response{Stdout: "ipvsadm v1.31 2019/12/24 (compiled with popt and IPVS v1.2.1)\n"}
+	case ipvsadm.KindStartDaemon, ipvsadm.KindStopDaemon:
+		syn := s.syn
+		if syn == nil {
+			syn = newSyncDaemons(nil, nil, s.log)
+		}
+		if err := syn.handle(&cmd); err != nil {
+			return errorResponse(err)
+		}
+		return response{}
 	case ipvsadm.KindList:
+		if cmd.List.Daemon {
+			if s.syn != nil {
+				s.syn.writeList(&out)
+			}
+			return response{Stdout: out.String()}
+		}
 		if cmd.List.Connection {
 			if err := s.writeConns(&out, cmd.List); err != nil {
 				return response{Stderr: fmt.Sprintf("%v\n", err), Code: ipvsadm.ExitRuntime}

@@ -11,7 +11,8 @@ import (
 // -C, -a, -e, -d, --set, and DPVS's -P and -Q. -Z only checks that its service exists
 // (zeroing counters is the dataplane's business). Any other command is
 // refused: it changes nothing (-L, -S, -G, -h, -v) or needs more than a
-// configuration (-R: see Restore).
+// configuration (-R: see Restore; --start-daemon and --stop-daemon: the
+// daemon's sync daemons).
 //
 // A refusal is an *Error: Msg is what ipvsadm prints (the kernel's answer
 // as ipvs_strerror words it), Code is 255 for the kernel's refusals and 2
@@ -43,9 +44,6 @@ func (c *Command) Apply(cfg *ipvs.Config) error {
 		if c.Options&OptService != 0 && cfg.Service(c.Service.Key) == nil {
 			err = ipvs.ErrNoService
 		}
-	case KindStartDaemon, KindStopDaemon:
-		return &Error{Code: ExitRuntime, Err: ipvs.ErrNotSupported,
-			Msg: fmt.Sprintf("%s: the connection synchronization daemon is not supported by xlb", c.Kind)}
 	default:
 		return &Error{Code: ExitUsage, Msg: fmt.Sprintf("the '%s' command does not change the configuration", c.Kind)}
 	}

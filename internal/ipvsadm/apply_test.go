@@ -97,11 +97,16 @@ func TestApply(t *testing.T) {
 	}
 }
 
+// The sync daemons are not configuration: the xlb daemon runs them.
 func TestApplyDaemon(t *testing.T) {
-	c := Command{Kind: KindStartDaemon}
-	err := c.Apply(&ipvs.Config{})
-	if !errors.Is(err, ipvs.ErrNotSupported) {
-		t.Errorf("Apply(start-daemon) = %v, want ErrNotSupported", err)
+	for _, k := range []Kind{KindStartDaemon, KindStopDaemon} {
+		c := Command{Kind: k, Daemon: Daemon{State: "master"}}
+		cfg := &ipvs.Config{}
+		err := c.Apply(cfg)
+		var e *Error
+		if !errors.As(err, &e) || e.Code != ExitUsage || len(cfg.Services) != 0 {
+			t.Errorf("Apply(%v) = %v, want a usage error", k, err)
+		}
 	}
 }
 
@@ -151,8 +156,8 @@ func TestWriteListEmpty(t *testing.T) {
 		t.Errorf("empty listing =\n%q\nwant\n%q", b.String(), want)
 	}
 	b.Reset()
-	if err := WriteList(&b, &ipvs.Config{}, nil, ListOptions{Daemon: true}); err != nil || b.Len() != 0 {
-		t.Errorf("--daemon: %v, %q, want nothing", err, b.String())
+	if err := WriteList(&b, &ipvs.Config{}, nil, ListOptions{Daemon: true}); err == nil || b.Len() != 0 {
+		t.Errorf("--daemon: %v, %q, want an error (the sync daemons list themselves) and nothing", err, b.String())
 	}
 }
 

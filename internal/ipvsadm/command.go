@@ -175,8 +175,10 @@ type ListOptions struct {
 	TableSize int
 }
 
-// Daemon is what --start-daemon and --stop-daemon were given. xlb has no
-// connection sync daemon; Parse refuses these commands after checking them.
+// Daemon is what --start-daemon and --stop-daemon were given, with
+// ipvsadm's defaults (interface eth0; 0 for an option not given, which
+// the kernel replaces by its default). The xlb daemon carries them out
+// (package ipvssync: FromDaemon).
 type Daemon struct {
 	State          string     // "master" or "backup"
 	McastInterface string     // --mcast-interface, default "eth0"

@@ -66,9 +66,6 @@
 //   - Host names are not resolved: an address must be numeric (ipvsadm
 //     would call gethostbyname), and listings without -n show addresses as
 //     numbers (ipvsadm would call gethostbyaddr). Port names are supported.
-//   - The connection sync daemon: --start-daemon and --stop-daemon, with
-//     their options, are parsed and checked, then refused with an error
-//     that wraps ipvs.ErrNotSupported; -L --daemon lists nothing.
 //   - Persistence engines: --pe is parsed; the model refuses it as a kernel
 //     without the module does ("Scheduler or persistence engine not
 //     found").

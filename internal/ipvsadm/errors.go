@@ -36,3 +36,15 @@ func usageError(msg string) *Error { return &Error{Code: ExitUsage, Msg: msg} }
 func tryHelp() *Error {
 	return &Error{Code: ExitTryHelp, Msg: "Try `" + Program + " -h' or '" + Program + " --help' for more information."}
 }
+
+// The kernel's refusals of --start-daemon and --stop-daemon
+// (start_sync_thread, stop_sync_thread), as ipvs_strerror words them.
+var (
+	// ErrDaemonRunning: a daemon of that role runs already (EEXIST).
+	ErrDaemonRunning = &Error{Code: ExitKernel, Msg: "Daemon has already run"}
+	// ErrNoDaemon: no daemon of that role runs (ESRCH).
+	ErrNoDaemon = &Error{Code: ExitKernel, Msg: "No daemon is running"}
+	// ErrNoDevice: the --mcast-interface does not exist (ENODEV,
+	// strerror's words: ipvs_strerror has no entry of its own).
+	ErrNoDevice = &Error{Code: ExitKernel, Msg: "No such device"}
+)

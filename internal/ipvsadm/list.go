@@ -47,9 +47,9 @@ type format struct {
 
 // WriteList writes what `ipvsadm -L` with opts prints for cfg, byte for
 // byte: the whole table, one service (opts.Service, "No such service" if
-// it is missing), the timeouts (opts.Timeout) or the sync daemons
-// (opts.Daemon: xlb runs none, so nothing). Connection entries (opts.Connection)
-// come from WriteConns.
+// it is missing) or the timeouts (opts.Timeout). Connection entries
+// (opts.Connection) come from WriteConns, and the sync daemons
+// (opts.Daemon) from whoever runs them (ipvssync.DaemonLine).
 //
 // Without opts.Numeric, ports are shown by service name (from
 // /etc/services or a built-in table); addresses are always shown as
@@ -71,7 +71,7 @@ func WriteList(w io.Writer, cfg *ipvs.Config, stats Stats, opts ListOptions) err
 		t := cfg.Timeouts
 		fmt.Fprintf(ew, "Timeout (tcp tcpfin udp): %d %d %d\n", t.TCP, t.TCPFin, t.UDP)
 	case opts.Daemon:
-		// No sync daemon runs.
+		return &Error{Code: ExitUsage, Msg: "sync daemons are listed by the daemon that runs them"}
 	default:
 		tableSize := opts.TableSize
 		if tableSize == 0 {

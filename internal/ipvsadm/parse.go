@@ -630,10 +630,6 @@ func (st *state) finish(flagBits uint8) (Command, error) {
 			TunType: st.tunType, TunPort: st.tunPort, TunFlags: st.tunFlags,
 		}
 	}
-	if st.kind == KindStartDaemon || st.kind == KindStopDaemon {
-		return Command{}, &Error{Code: ExitRuntime, Err: ipvs.ErrNotSupported,
-			Msg: fmt.Sprintf("%s: the connection synchronization daemon is not supported by xlb", st.kind)}
-	}
 	return c, nil
 }
 

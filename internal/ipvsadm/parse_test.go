@@ -131,6 +131,15 @@ func TestParse(t *testing.T) {
 			List: ListOptions{Numeric: true, Thresholds: true, PersistentConn: true, Service: &web}}},
 		{"-L --timeout", Command{Kind: KindList, Options: OptTimeout, List: ListOptions{Timeout: true}}},
 		{"-L --daemon", Command{Kind: KindList, Options: OptDaemon, List: ListOptions{Daemon: true}}},
+		{"--start-daemon master --mcast-interface eth1 --syncid 7 --mcast-group 224.0.0.81 --mcast-port 8848 --mcast-ttl 1 --sync-maxlen 1472",
+			Command{Kind: KindStartDaemon, Options: OptMcast | OptSyncID | OptMcastGroup | OptMcastPort | OptMcastTTL | OptSyncMaxLen,
+				Daemon: Daemon{State: "master", McastInterface: "eth1", SyncID: 7, McastGroup: netip.MustParseAddr("224.0.0.81"),
+					McastPort: 8848, McastTTL: 1, SyncMaxLen: 1472}}},
+		// ipvsadm's default interface; the kernel fills the rest.
+		{"--start-daemon backup", Command{Kind: KindStartDaemon, Daemon: Daemon{State: "backup", McastInterface: "eth0"}}},
+		{"--start-daemon backup --mcast-group ff02::8:8848", Command{Kind: KindStartDaemon, Options: OptMcastGroup,
+			Daemon: Daemon{State: "backup", McastInterface: "eth0", McastGroup: netip.MustParseAddr("ff02::8:8848")}}},
+		{"--stop-daemon master", Command{Kind: KindStopDaemon, Daemon: Daemon{State: "master"}}},
 		{"-L -c -n --persistent-conn", Command{Kind: KindList, Options: OptConnection | OptNumeric | OptPersistentConn,
 			List: ListOptions{Connection: true, Numeric: true, PersistentConn: true}}},
 		{"-S -n", Command{Kind: KindSave, Options: OptNumeric, List: ListOptions{Numeric: true}}},
@@ -189,9 +198,6 @@ func TestParseErrors(t *testing.T) {
 		{"--start-daemon master --sync-maxlen 65508", "illegal sync-maxlen specified", 2},
 		{"--start-daemon master -n", "Illegal 'numeric' option with the 'start-daemon' command", 2},
 		{"--stop-daemon backup --mcast-interface eth1", "Illegal 'mcast-interface' option with the 'stop-daemon' command", 2},
-		{"--start-daemon master --mcast-interface eth1 --syncid 7 --mcast-group 224.0.0.81 --mcast-port 8848 --mcast-ttl 1 --sync-maxlen 1472",
-			"start-daemon: the connection synchronization daemon is not supported by xlb", 1},
-		{"--stop-daemon backup", "stop-daemon: the connection synchronization daemon is not supported by xlb", 1},
 		// The commands_v_options table.
 		{"-A", "You need to supply the 'service-address' option for the 'add-service' command", 2},
 		{"-a -t 1.2.3.4:80", "You need to supply the 'real-server' option for the 'add-server' command", 2},
@@ -297,7 +303,6 @@ func TestParseErrors(t *testing.T) {
 // TestParseNotSupported checks that what xlb cannot do says so.
 func TestParseNotSupported(t *testing.T) {
 	for _, line := range []string{
-		"--start-daemon master",
 		"-A -t 1.2.3.4:80 -p -M 255.255.0.255",
 	} {
 		if _, err := Parse(strings.Fields(line)); !errors.Is(err, ipvs.ErrNotSupported) {
