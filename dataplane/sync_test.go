@@ -670,16 +670,15 @@ func BenchmarkSyncExport(b *testing.B) {
 	b.Run("worker", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			w.export(e)
-			w.export(w.ct.Control(e))
+			w.export(e, 2)
+			w.export(w.ct.Control(e), 2)
 			w.sx.ring.publish()
-			start, n := w.sx.ring.pending()
-			_ = start
+			_, n := w.sx.ring.pending()
 			w.sx.ring.release(n)
 		}
 	})
-	w.export(e)
-	w.export(w.ct.Control(e))
+	w.export(e, 2)
+	w.export(w.ct.Control(e), 2)
 	w.sx.ring.publish()
 	start, _ := w.sx.ring.pending()
 	buf := make([]ipvssync.Conn, 2)
@@ -699,4 +698,117 @@ func BenchmarkSyncExport(b *testing.B) {
 			now++
 		}
 	})
+}
+
+// FuzzInstallSynced feeds records built from arbitrary bytes (protocol,
+// flags, state, timeout, addresses near and far from the service's,
+// FULLNAT local address, PE data) to a backup: it never panics, counts
+// every record it does not queue, and its real servers' counts always
+// match its entries.
+func FuzzInstallSynced(f *testing.F) {
+	f.Add([]byte{6, 3, 0, 1, 0, 0, 3, 132, 0, 0, 0, 0})
+	f.Add([]byte{6, 0, 0x10, 1, 0, 1, 1, 44, 1, 1, 1, 0})
+	f.Add([]byte{17, 0, 0, 0, 0, 0, 1, 44, 2, 0, 0, 2, 17, 3, 0, 0})
+	f.Add([]byte{0, 3, 0x10, 1, 0, 1, 1, 44, 0, 0, 0, 0, 6, 0x81, 0, 11})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m := []modes.Method{modes.Route, modes.Masq, modes.FullNAT}[len(data)%3]
+		b := syncDirector(t, m, len(data)%2 == 0, 1+len(data)%2)
+		addr := func(x byte) netip.Addr {
+			switch x % 4 {
+			case 0:
+				return testVIP
+			case 1:
+				return syncRS[int(x>>2)%3]
+			case 2:
+				return netip.AddrFrom4([4]byte{198, 18, 1, x})
+			}
+			return netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: x})
+		}
+		var conns []ipvssync.Conn
+		for ; len(data) >= 12; data = data[12:] {
+			c := ipvssync.Conn{Protocol: data[0],
+				Flags: ipvssync.Flags(data[1]) | ipvssync.Flags(data[2])<<8, State: uint16(data[3]),
+				Timeout: uint32(data[4])<<8 | uint32(data[5]), Fwmark: uint32(data[11] >> 6)}
+			ports := []uint16{0, 80, 53, 8080, uint16(data[7]) << 4}
+			c.Client = netip.AddrPortFrom(addr(data[8]|2), ports[int(data[6])%5]+uint16(data[6]))
+			c.Virtual = netip.AddrPortFrom(addr(data[9]&^3), ports[int(data[7])%5])
+			c.Dest = netip.AddrPortFrom(addr(data[10]|1&^2), ports[int(data[10]>>4)%5])
+			if data[11]&1 != 0 {
+				c.Local = netip.AddrPortFrom(testLaddr, 1025+uint16(data[6])<<2)
+			}
+			if data[11]&2 != 0 {
+				c.PEData = []byte{1}
+			}
+			if data[11]&4 != 0 {
+				c.Client = netip.AddrPort{}
+			}
+			conns = append(conns, c)
+		}
+		n := b.d.InstallSynced(conns)
+		for i := 0; i < 3; i++ {
+			b.poll(int64(i + 1))
+		}
+		dropped := b.counter(SyncBad) + b.counter(SyncInstallFull)
+		if uint64(n)+dropped != uint64(len(conns)) {
+			t.Fatalf("queued %d, dropped %d of %d records", n, dropped, len(conns))
+		}
+		outcome := b.counter(SyncInstalled) + b.counter(SyncUpdated) + b.counter(SyncNoService) + b.counter(SyncNoDest) +
+			b.counter(SyncNoLocal) + b.counter(SyncTableFull) + b.counter(SyncStale)
+		if outcome+b.counter(SyncBad) < uint64(n) { // bad states found by the worker count in SyncBad too
+			t.Fatalf("%d queued records, %d outcomes", n, outcome)
+		}
+		var active, inact, persist int32
+		for _, d := range b.dests {
+			active += d.ActiveConns()
+			inact += d.InactConns()
+			persist += d.PersistConns()
+		}
+		entries := 0
+		for _, w := range b.ws {
+			entries += w.ct.Len()
+		}
+		if active < 0 || inact < 0 || int(persist+active+inact) > entries {
+			t.Fatalf("real servers count %d/%d/%d, tables hold %d entries", active, inact, persist, entries)
+		}
+	})
+}
+
+// BenchmarkSyncForward is the per-frame cost of an established flow's
+// frames with export off and on (1 frame in 50 exported, with its
+// template), in one run so that the ratio means something on a loaded
+// machine; on-nodrainer is the workers' share alone, without the
+// drainer goroutine competing for the CPU.
+func BenchmarkSyncForward(b *testing.B) {
+	for _, mode := range []string{"off", "on", "on-nodrainer"} {
+		b.Run(mode, func(b *testing.B) {
+			a := syncDirector(b, modes.Masq, true, 1)
+			switch mode {
+			case "on":
+				stop := a.d.StartSyncExport(func([]ipvssync.Conn) {})
+				defer stop()
+			case "on-nodrainer": // the workers' part alone: the test drains
+				a.d.ipvsSync.on.Store(true)
+				a.ws[0].sx.ring = newSyncRing[syncRec](exportSlots)
+			}
+			a.poll(0)
+			a.send(1, clientTCP(testClient, 40000, syn), clientTCP(testClient, 40000, ack))
+			a.ks[0].keep = false
+			f := clientTCP(testClient, 40000, ack)
+			w, k := a.ws[0], a.ks[0]
+			b.ReportAllocs()
+			now := int64(2)
+			for b.Loop() {
+				for range 32 {
+					k.deliver(f)
+				}
+				w.poll(now)
+				now++
+				if r := w.sx.ring; mode == "on-nodrainer" {
+					_, n := r.pending()
+					r.release(n)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(32*b.N), "ns/frame")
+		})
+	}
 }

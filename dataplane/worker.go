@@ -659,7 +659,7 @@ func (w *worker) handle(f *modes.Frame, m *packet.Meta, key *conntrack.Key, hit 
 		prev := e.State()
 		w.ct.Update(e, dir, m.TCPFlags, f.Len, now)
 		if w.sx.on || e.NeedsHop() {
-			w.synced(e, prev, dir, f) // connection sync (sync.go)
+			w.synced(e, prev, dir, f, now) // connection sync (sync.go)
 		}
 		id, method = e.DestID(), modes.Method(e.Fwd())
 	}

@@ -6,13 +6,15 @@ import (
 )
 
 // FuzzPool runs the operations a byte string spells (allocate, release
-// a live or an arbitrary port, change the address set) against a model:
+// a live or an arbitrary port, reserve a given port, change the address
+// set) against a model:
 // a pool never panics, never hands out a port that is out in the same
 // bucket, and takes back exactly what it handed out.
 func FuzzPool(f *testing.F) {
 	f.Add([]byte{0, 0, 0, 0, 0, 0, 1, 0, 2, 0, 0, 3})
 	f.Add([]byte{0x13, 0, 1, 0, 0, 2, 0, 1, 0, 3, 0, 0, 0, 1, 2, 0, 0, 3, 1, 0, 0, 0, 0})
 	f.Add([]byte{0x22, 3, 0, 0, 0, 0, 1, 1, 1, 3, 2, 0, 0, 0, 2, 1, 2, 3})
+	f.Add([]byte{0x00, 1, 0x81, 0x05, 1, 0x81, 0x05, 0, 0x01, 0x05, 2, 0, 0, 1, 0x82, 0x12, 3, 0x01, 0})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if len(data) == 0 {
 			return
@@ -50,6 +52,22 @@ func FuzzPool(f *testing.F) {
 		var leases []lease
 		for data = data[1:]; len(data) >= 3; data = data[3:] {
 			op, x, y := data[0]&3, data[1], data[2]
+			if op == 1 && x&0x80 != 0 { // reserve a given port (a synced connection's)
+				la := all[int(x)%len(all)].As16()
+				rs, rport := rss[int(y)%len(rss)], uint16(80+y>>4)
+				port := 1022 + uint16(y&31)
+				s := slot{la, p.bucketOf(&rs, rport), port}
+				_, live := p.Index(la)
+				want := live && port >= 1025 && port <= 1040 && int(port)%workers == o.Worker && !out[s]
+				if got := p.Reserve(la, rs, rport, port); got != want {
+					t.Fatalf("Reserve(%v, %d) = %v, model says %v", la, port, got, want)
+				}
+				if want {
+					out[s] = true
+					leases = append(leases, lease{la, rs, rport, port})
+				}
+				continue
+			}
 			switch op {
 			case 0, 1: // allocate
 				la := all[int(x)%len(all)].As16()
@@ -113,7 +131,7 @@ func FuzzPool(f *testing.F) {
 				t.Fatalf("final Release(%v) = false", l)
 			}
 		}
-		if s := p.Stats(); s.Allocs != s.Releases {
+		if s := p.Stats(); s.Allocs+s.Reserved != s.Releases {
 			t.Fatalf("Stats %+v: allocs and releases differ after every lease came back", s)
 		}
 	})

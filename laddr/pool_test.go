@@ -522,3 +522,47 @@ func equal(a, b []uint16) bool {
 	}
 	return true
 }
+
+// Reserve takes a given free port of the worker's share, which Alloc
+// then never hands out until Release gives it back; it refuses ports in
+// use, of another worker, out of range or of an unknown address.
+func TestReserve(t *testing.T) {
+	o := Options{Worker: 1, Workers: 2, MinPort: 1000, MaxPort: 1019, Buckets: 1}
+	p := newPool(t, o, "10.0.0.1")
+	la, rs := a16("10.0.0.1"), a16("10.1.0.1")
+	i := index(t, p, "10.0.0.1")
+	for _, c := range []struct {
+		port uint16
+		ok   bool
+	}{{1005, true}, {1005, false}, {1004, false}, {999, false}, {1021, false}, {1019, true}} {
+		if got := p.Reserve(la, rs, 80, c.port); got != c.ok {
+			t.Errorf("Reserve(%d) = %v, want %v", c.port, got, c.ok)
+		}
+	}
+	if p.Reserve(a16("10.0.0.2"), rs, 80, 1007) {
+		t.Error("Reserve on an unknown address succeeded")
+	}
+	got := map[uint16]bool{}
+	for {
+		port, ok := p.Alloc(i, rs, 80)
+		if !ok {
+			break
+		}
+		if port == 1005 || port == 1019 || got[port] {
+			t.Fatalf("Alloc handed out %d (reserved or twice)", port)
+		}
+		got[port] = true
+	}
+	if len(got) != 8 {
+		t.Errorf("Alloc handed out %d ports, want the 8 others of 10", len(got))
+	}
+	if st := p.Stats(); st.Reserved != 2 || st.RefusedReserves != 5 || p.AddrStats(i).InUse != 10 {
+		t.Errorf("stats %+v, in use %d; want 2 reserved, 5 refused, 10 in use", st, p.AddrStats(i).InUse)
+	}
+	if !p.Release(la, rs, 80, 1005) {
+		t.Fatal("Release of a reserved port failed")
+	}
+	if port, ok := p.Alloc(i, rs, 80); !ok || port != 1005 {
+		t.Errorf("Alloc after release = %d, %v; want 1005", port, ok)
+	}
+}

@@ -132,6 +132,13 @@ func TestCollectorMatchesTraffic(t *testing.T) {
 	if n := testutil.CollectAndCount(c, "xlb_malformed_frames_total"); n != packet.NumReasons-1 {
 		t.Errorf("%d xlb_malformed_frames_total series, want %d", n, packet.NumReasons-1)
 	}
+	// Connection sync: one series per queue, per drop reason.
+	for name, want := range map[string]int{"xlb_sync_exported_total": 1, "xlb_sync_export_dropped_total": 1,
+		"xlb_sync_installed_total": 1, "xlb_sync_updated_total": 1, "xlb_sync_install_drops_total": 7} {
+		if n := testutil.CollectAndCount(c, name); n != want {
+			t.Errorf("%d %s series, want %d", n, name, want)
+		}
+	}
 }
 
 // Read errors are counted, and the rest is still served.
