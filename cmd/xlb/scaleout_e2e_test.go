@@ -671,3 +671,138 @@ func TestScaleOutSameRealServer(t *testing.T) {
 		}
 	}
 }
+
+// TestScaleOutECMPSync is TestScaleOutECMP's kill with connection sync
+// between the three directors instead of sloppy_tcp (which stays off):
+// every director runs a sync master and a backup (`ipvsadm
+// --start-daemon`) on the server LAN, by multicast or to the two others
+// as unicast peers, so each holds every director's connections. Killing
+// a director (the first nexthop, whose removal also makes hash-threshold
+// move flows between the survivors) then breaks none of the 3000.
+func TestScaleOutECMPSync(t *testing.T) {
+	testenv.RequireRoot(t)
+	for _, unicast := range []bool{false, true} {
+		name := map[bool]string{false: "multicast", true: "unicast"}[unicast]
+		t.Run(name, func(t *testing.T) { scaleOutSync(t, unicast) })
+	}
+}
+
+func scaleOutSync(t *testing.T, unicast bool) {
+	so := testenv.NewScaleOut(t, testenv.ScaleOutOptions{Directors: 3, RealServers: 3})
+	vip := testenv.ScaleOutVIP
+	d := testenv.ScaleOutDirectorAddr
+	rules := scaleOutRules(so, "mh", "-b mh-port")
+	xlbs := make([]*xlbProc, 3)
+	for i := range xlbs {
+		var extra []string
+		if unicast {
+			for j := range xlbs {
+				if j != i {
+					extra = append(extra, "--sync-peer", testenv.ScaleOutDirectorServerAddr(j+1).String())
+				}
+			}
+		}
+		xlbs[i] = startScaleOutDirector(t, so, i, rules, true, extra...)
+		for _, role := range []string{"backup", "master"} {
+			if out, err := xlbs[i].ctl("--start-daemon", role, "--mcast-interface", "eth1", "--syncid", "11"); err != nil {
+				t.Fatalf("director %d --start-daemon %s: %v %s", i+1, role, err, out)
+			}
+		}
+	}
+	out, _ := xlbs[0].ctl("-L", "--daemon")
+	t.Logf("director 1, -L --daemon:\n%s", out)
+	index := func(a netip.Addr) int {
+		for i := range xlbs {
+			if d(i+1) == a {
+				return i
+			}
+		}
+		return -1
+	}
+	if _, err := so.WaitNexthops(vip, []netip.Addr{d(1), d(2), d(3)}, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	const n = 3000
+	conns := openSOConns(t, so, n)
+	srcs := make([]netip.AddrPort, n)
+	for i, c := range conns {
+		srcs[i] = c.src
+	}
+	// Each director lists all 3000: its own and the others', synced.
+	start := time.Now()
+	var sizes []int
+	for {
+		sizes = sizes[:0]
+		for _, x := range xlbs {
+			out, err := x.ctl("-L", "-c", "-n")
+			if err != nil {
+				t.Fatal(err)
+			}
+			sizes = append(sizes, strings.Count(out, "\nTCP "))
+		}
+		if !slices.ContainsFunc(sizes, func(s int) bool { return s < n }) || time.Since(start) > 15*time.Second {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("connection table sizes (own + synced) %v, %v after the 3000 opened", sizes, time.Since(start).Round(time.Millisecond))
+	if slices.ContainsFunc(sizes, func(s int) bool { return s < n }) {
+		t.Fatalf("directors list %v connections, want every one of the %d on each", sizes, n)
+	}
+	route := func() []netip.Addr {
+		t.Helper()
+		nhs, err := so.RouteFlows("tcp", netip.AddrPortFrom(vip, 80), srcs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return nhs
+	}
+	order := routeOrder(t, so)
+	victim := index(order[0])
+	survivors := slices.DeleteFunc(slices.Clone(order), func(a netip.Addr) bool { return a == d(victim+1) })
+	before := route()
+	s := startSOStream(so)
+	time.Sleep(200 * time.Millisecond)
+	killed := time.Now()
+	xlbs[victim].Stop(syscall.SIGKILL, 5*time.Second)
+	took, err := so.WaitNexthops(vip, survivors, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := route()
+	carried, moved := 0, 0
+	for i := range conns {
+		switch {
+		case index(before[i]) == victim:
+			carried++
+		case before[i] != after[i]:
+			moved++
+		}
+	}
+	_, nb := checkSOConns(conns, 3*time.Second)
+	time.Sleep(300 * time.Millisecond)
+	ok, failed, late := s.stop(killed.Add(took))
+	var st strings.Builder
+	for i, x := range xlbs {
+		if i != victim {
+			o, _ := x.ctl("--xlb-stats")
+			for _, l := range strings.Split(o, "\n") {
+				if l = strings.TrimSpace(l); strings.HasPrefix(l, "sync_") || strings.HasPrefix(l, "backup ") {
+					fmt.Fprintf(&st, "director %d: %s\n", i+1, l)
+				}
+			}
+		}
+	}
+	t.Logf("sync (%s), sloppy_tcp off, director %d killed: it carried %d of %d connections, the rehash moved %d others; %d broke; "+
+		"new connections: %d ok, %d failed (%d after the route converged %v after the kill); load %s\n%s",
+		map[bool]string{false: "multicast", true: "unicast"}[unicast], victim+1, carried, n, moved, nb, ok, failed, late, took.Round(time.Millisecond), loadavg(), st.String())
+	if carried == 0 {
+		t.Error("the killed director carried no connection: nothing was shown")
+	}
+	if nb > 0 {
+		t.Errorf("with sync, %d of %d connections broke when a director died, want 0", nb, n)
+	}
+	if late > 0 {
+		t.Errorf("%d new connections failed after the route converged", late)
+	}
+}
