@@ -528,7 +528,9 @@ func (d *Dataplane) wanted() []netip.Addr {
 }
 
 // Close detaches the XDP program and releases every socket and map.
+// It stops a connection-sync export that is still running.
 func (d *Dataplane) Close() error {
+	d.stopSyncExport()
 	first, err := d.closeLocked()
 	if first && d.kern != nil {
 		// Not under mu: the resolver takes resMu, then mu.

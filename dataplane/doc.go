@@ -191,6 +191,16 @@
 // without SYN are always steered, so established connections keep their
 // frames. See pressure.go and bpf's doc.
 //
+// # Connection sync
+//
+// StartSyncExport and InstallSynced are the dataplane's side of IPVS
+// connection synchronization (package ipvssync speaks the protocol).
+// Each worker has a bounded single-producer ring of fixed records for
+// export, written on the rare frame after which the kernel's rules send
+// its connection and published at the batch edge, and one for install,
+// drained at the batch edge; a drainer goroutine turns exported records
+// into ipvssync.Conn for the sync sender. See sync.go.
+//
 // # Limits
 //
 // Forwarding methods are bound per connection and dispatched once, on

@@ -23,8 +23,8 @@ import (
 // connection is sent (syncNeeded: ip_vs_sync_conn_needed with the
 // default sysctls), and if so writes one fixed-size record (syncRec) into
 // its export ring: a single-producer, single-consumer ring that it
-// publishes at its batch edge. Nothing else runs per packet, and nothing
-// allocates: a full ring drops the record (SyncExportDropped). A drainer
+// publishes at its next batch edge. Nothing else runs per packet, and
+// nothing allocates: a full ring drops the record (SyncExportDropped). A drainer
 // goroutine of the dataplane's takes the records of every ring every 1-5
 // ms, turns them into ipvssync.Conn (off the packet path: service
 // lookups for the fwmark and the template timeout) and hands them to the
@@ -66,6 +66,9 @@ const (
 	drainIdle = 5 * time.Millisecond
 	// drainBatch is the most records handed to the sink at once.
 	drainBatch = 1024
+	// drainTick is the longest the sink goes without a call: with no
+	// records, it is called with none.
+	drainTick = time.Second
 )
 
 // syncRing is a bounded single-producer, single-consumer ring of fixed
@@ -165,9 +168,12 @@ type syncExporter struct {
 	stopped      bool
 }
 
-// syncEdge is a worker's batch-edge work for connection sync: publish
-// the export ring, read whether to export, install what the backup's
-// receiver queued. One atomic load or two when sync is off.
+// syncEdge is a worker's batch-edge work for connection sync, at the
+// start of each poll: publish the records the previous batch exported
+// (a worker that forwarded frames polls again at once, so they wait no
+// longer), read whether to export during this batch, and install what
+// the backup's receiver queued, before the frames that may need it. Two
+// atomic loads when sync is off.
 func (w *worker) syncEdge(cfg *workerConfig, now int64) {
 	if w.sx.on {
 		w.sx.ring.publish()
@@ -219,11 +225,16 @@ func (w *worker) synced(e *conntrack.Entry, prev conntrack.State, dir conntrack.
 //   - Other protocols (ICMP) are never sent: IPVS has no ICMP
 //     connections to sync.
 //
-// One difference: the kernel notices a state change only at the next
+// Two differences. The kernel notices a state change only at the next
 // input packet (cp->old_state); xlb compares the states around each
 // packet's update, replies included, so a change a reply makes (the real
 // server's FIN) is sent at once rather than with the client's next
-// segment.
+// segment. And a persistence template goes with its connection's records
+// (synced): the kernel's newer code (ip_vs_sync_conn's "control" loop)
+// reaches the template on every input packet of a connection it controls
+// and, templates skipping the sync_period test, sends it each time; xlb
+// sends it as the older kernels did, whenever a connection it controls
+// is sent, which restarts its timer on the backup as often.
 func syncNeeded(e *conntrack.Entry, prev conntrack.State, dir conntrack.Dir) bool {
 	switch e.Proto() {
 	case conntrack.ProtoTCP:
@@ -283,7 +294,10 @@ func (w *worker) export(e *conntrack.Entry, now int64) {
 // StartSyncExport makes the workers hand their connection events (IPVS's
 // ip_vs_sync_conn rules, see syncNeeded) to sink, called from one
 // goroutine of the dataplane's (never from a worker) in batches, until
-// stop is called. The slice is valid during the call only. Records the
+// stop is called. The slice is valid during the call only. A second
+// without records gets a call with none, so that the sink can flush a
+// partial message from the same goroutine (the kernel's master flushes
+// one after 2 s, IPVS_SYNC_FLUSH_TIME). Records the
 // workers write while their ring is full are dropped and counted
 // (sync_export_dropped). A second call stops the first's export before
 // it starts. sink must not call stop; stop waits for sink to return and
@@ -321,6 +335,16 @@ func (d *Dataplane) StartSyncExport(sink func(conns []ipvssync.Conn)) (stop func
 	}
 }
 
+// stopSyncExport stops the running export, if any (Close).
+func (d *Dataplane) stopSyncExport() {
+	s := &d.ipvsSync
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cur != nil {
+		d.stopExport(s.cur)
+	}
+}
+
 // stopExport ends x, with d.ipvsSync.mu held.
 func (d *Dataplane) stopExport(x *syncExporter) {
 	if x.stopped {
@@ -344,11 +368,15 @@ func (d *Dataplane) drainExport(sink func([]ipvssync.Conn), x *syncExporter) {
 	buf := make([]ipvssync.Conn, 0, drainBatch)
 	t := time.NewTimer(drainIdle)
 	defer t.Stop()
+	last := time.Now()
 	for {
 		n := d.drainRound(sink, &buf)
 		wait := drainIdle
 		if n > 0 {
-			wait = drainBusy
+			wait, last = drainBusy, time.Now()
+		} else if time.Since(last) >= drainTick {
+			sink(nil) // the sink's chance to flush, on its own goroutine
+			last = time.Now()
 		}
 		t.Reset(wait)
 		select {
@@ -759,7 +787,10 @@ func (w *worker) syncService(cfg *workerConfig, r *installRec) *workerService {
 
 // syncDest finds the real server of r in s: by address and port, else
 // (a port-0 service's destinations have port 0) by address and port 0,
-// else, for a template keeping port 0 (FTP), by address alone.
+// else by address alone for a template keeping port 0 (FTP) and for a
+// firewall-mark service's connection, which keeps the client's
+// destination port whatever its real server's (ip_vs_sched_persist; the
+// kernel's ip_vs_find_dest ignores the port of a fwmark record too).
 func (s *workerService) syncDest(r *installRec) *sched.Dest {
 	a := addr16(r.dest)
 	if d := s.dests[netip.AddrPortFrom(a, r.dport)]; d != nil {
@@ -768,7 +799,7 @@ func (s *workerService) syncDest(r *installRec) *sched.Dest {
 	if d := s.dests[netip.AddrPortFrom(a, 0)]; d != nil {
 		return d
 	}
-	if r.template && r.dport == 0 {
+	if r.template && r.dport == 0 || r.fwmark != 0 {
 		for ap, d := range s.dests {
 			if ap.Addr() == a {
 				return d

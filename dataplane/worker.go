@@ -392,6 +392,7 @@ func (w *worker) poll(now int64) int {
 		w.adopt(cfg)
 	}
 	fwd := *w.dp.fwd.Load()
+	w.syncEdge(cfg, now) // before the batch: synced flows' first frames find their entries
 	n := 0
 	if w.ho.in != nil {
 		n += w.drainHandoff(cfg, fwd, now)
@@ -399,7 +400,6 @@ func (w *worker) poll(now int64) int {
 	for slot, q := range w.qs {
 		n += w.pollQueue(uint16(slot), q, cfg, fwd, now)
 	}
-	w.syncEdge(cfg, now)
 	if w.ho.out != nil {
 		w.publishHandoff()
 	}
