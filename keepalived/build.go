@@ -14,6 +14,7 @@ import (
 
 	"github.com/xlbproject/xlb/health"
 	"github.com/xlbproject/xlb/internal/ipvs"
+	"github.com/xlbproject/xlb/internal/ipvsadm"
 )
 
 // Options say how included files are found; DefaultOptions reads the
@@ -40,6 +41,9 @@ type Result struct {
 	Health health.Config
 	// Warnings are the keywords that were ignored, each reported once.
 	Warnings []Warning
+	// SyncDaemon is global_defs' lvs_sync_daemon, or nil: the sync
+	// daemon to start, as a backup.
+	SyncDaemon *ipvsadm.Daemon
 }
 
 // Warning is a keyword that was read and ignored.
@@ -224,10 +228,76 @@ func (b *builder) globalDefs(n *node) error {
 			if err := b.res.IPVS.SetTimeouts(t); err != nil {
 				return &Error{Pos: c.pos, Msg: "lvs_timeouts", Err: err}
 			}
+		case "lvs_sync_daemon":
+			if err := b.syncDaemon(c); err != nil {
+				return err
+			}
 		default:
 			b.ignore(c, "global_defs", "not used by xlb")
 		}
 	}
+	return nil
+}
+
+// syncDaemon reads global_defs' lvs_sync_daemon INTERFACE [VRRP_INSTANCE]
+// [id N] [maxlen N] [port N] [ttl N] [group ADDRESS] (keepalived 1.2.20+)
+// into Result.SyncDaemon: a backup daemon, as keepalived starts it
+// before any VRRP transition. keepalived then follows the VRRP
+// instance's state (master daemon while MASTER); xlb runs no VRRP, so
+// the instance is only reported, and becoming master is the operator's
+// (`xlb --start-daemon master`, from a notify_master script).
+func (b *builder) syncDaemon(n *node) error {
+	if len(n.args) == 0 {
+		return errorf(n.pos, "lvs_sync_daemon needs an interface")
+	}
+	d := ipvsadm.Daemon{State: "backup", McastInterface: n.args[0]}
+	args := n.args[1:]
+	switch {
+	case len(args) == 0:
+	case args[0] == "id" || args[0] == "maxlen" || args[0] == "port" || args[0] == "ttl" || args[0] == "group":
+		if len(args)%2 == 1 {
+			return errorf(n.pos, "lvs_sync_daemon %s: needs a value", args[len(args)-1])
+		}
+	case len(args)%2 == 0:
+		return errorf(n.pos, "lvs_sync_daemon %s: needs a value", args[len(args)-1])
+	default:
+		b.res.Warnings = append(b.res.Warnings, Warning{Pos: n.pos, Keyword: "lvs_sync_daemon",
+			Msg: fmt.Sprintf("lvs_sync_daemon %s: VRRP is not supported: the sync daemon starts as backup; `xlb --start-daemon master` makes this director a master", args[0])})
+		args = args[1:]
+	}
+	for i := 0; i < len(args); i += 2 {
+		k, v := args[i], args[i+1]
+		var (
+			x   uint64
+			err error
+		)
+		switch k {
+		case "id":
+			x, err = uintArg(n, v, 0, 255)
+			d.SyncID = int(x)
+		case "maxlen":
+			x, err = uintArg(n, v, 1, 65535-20-8)
+			d.SyncMaxLen = int(x)
+		case "port":
+			x, err = uintArg(n, v, 1, 65535)
+			d.McastPort = int(x)
+		case "ttl":
+			x, err = uintArg(n, v, 1, 255)
+			d.McastTTL = int(x)
+		case "group":
+			a, perr := netip.ParseAddr(v)
+			if perr != nil || !a.IsMulticast() {
+				return errorf(n.pos, "lvs_sync_daemon group %q: want a multicast address", v)
+			}
+			d.McastGroup = a
+		default:
+			return errorf(n.pos, "lvs_sync_daemon %s: want id, maxlen, port, ttl or group", k)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	b.res.SyncDaemon = &d
 	return nil
 }
 

@@ -22,7 +22,10 @@
 // virtual_server_group NAME { ADDRESS[-LAST] PORT ... fwmark MARK ... },
 // where LAST replaces the last byte of an IPv4 address or the last group of
 // an IPv6 one (at most 256 addresses per range, 4096 services per group);
-// global_defs, of which lvs_timeouts tcp N tcpfin N udp N is used;
+// global_defs, of which lvs_timeouts tcp N tcpfin N udp N and
+// lvs_sync_daemon INTERFACE [VRRP_INSTANCE] [id N] [maxlen N] [port N]
+// [ttl N] [group ADDRESS] are used (the sync daemon starts as a backup:
+// with no VRRP, the instance is reported and ignored);
 // local_address_group NAME { ADDRESS [IFNAME] ... } (DPVS keepalived's
 // FULLNAT local addresses).
 //
@@ -64,7 +67,8 @@
 // # Ignored keywords
 //
 // VRRP (vrrp_instance, vrrp_sync_group, vrrp_script, ...), static
-// addresses and routes, BFD, the global_defs other than lvs_timeouts,
+// addresses and routes, BFD, the global_defs other than lvs_timeouts and
+// lvs_sync_daemon,
 // SMTP_CHECK, DNS_CHECK, BFD_CHECK, FILE_CHECK, and unknown keywords are
 // returned as Warnings with file and line, each keyword once (Warning.More
 // counts the others), and ignored. Nothing is ignored silently.

@@ -411,3 +411,40 @@ virtual_server 10.0.0.1 53 {
 		t.Errorf("fwmark key %+v, want mark 3 IPv6", k)
 	}
 }
+
+func TestLVSSyncDaemon(t *testing.T) {
+	for _, tc := range []struct {
+		conf string
+		want *ipvsadm.Daemon
+		warn int
+		err  string
+	}{
+		{"global_defs {\n lvs_sync_daemon sync0\n}\n", &ipvsadm.Daemon{State: "backup", McastInterface: "sync0"}, 0, ""},
+		{"global_defs {\n lvs_sync_daemon sync0 VI_1 id 9 maxlen 1400 port 8849 ttl 2 group 224.0.0.82\n}\n",
+			&ipvsadm.Daemon{State: "backup", McastInterface: "sync0", SyncID: 9, SyncMaxLen: 1400, McastPort: 8849, McastTTL: 2,
+				McastGroup: netip.MustParseAddr("224.0.0.82")}, 1, ""},
+		{"global_defs {\n lvs_sync_daemon sync0 id 7\n}\n", &ipvsadm.Daemon{State: "backup", McastInterface: "sync0", SyncID: 7}, 0, ""},
+		{"global_defs {\n}\n", nil, 0, ""},
+		{"global_defs {\n lvs_sync_daemon\n}\n", nil, 0, "needs an interface"},
+		{"global_defs {\n lvs_sync_daemon sync0 id\n}\n", nil, 0, "needs a value"},
+		{"global_defs {\n lvs_sync_daemon sync0 VI_1 id\n}\n", nil, 0, "needs a value"},
+		{"global_defs {\n lvs_sync_daemon sync0 id 256\n}\n", nil, 0, "0..255"},
+		{"global_defs {\n lvs_sync_daemon sync0 group 10.0.0.1\n}\n", nil, 0, "multicast"},
+		{"global_defs {\n lvs_sync_daemon sync0 VI_1 color red\n}\n", nil, 0, "want id, maxlen"},
+	} {
+		res, err := Parse("k.conf", []byte(tc.conf), DefaultOptions())
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("Parse(%q) error = %v, want one with %q", tc.conf, err, tc.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("Parse(%q): %v", tc.conf, err)
+			continue
+		}
+		if (res.SyncDaemon == nil) != (tc.want == nil) || tc.want != nil && *res.SyncDaemon != *tc.want || len(res.Warnings) != tc.warn {
+			t.Errorf("Parse(%q) = %+v, %v, want %+v and %d warnings", tc.conf, res.SyncDaemon, res.Warnings, tc.want, tc.warn)
+		}
+	}
+}

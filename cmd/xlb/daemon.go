@@ -185,6 +185,15 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	}
 	syn := newSyncDaemons(dp, syncPeers, log)
 	defer syn.Close()
+	if ka != nil && ka.SyncDaemon != nil {
+		// keepalived starts lvs_sync_daemon as a backup (xlb runs no
+		// VRRP to make it a master). A refusal (no such interface) is
+		// reported, and the director serves anyway, as keepalived's.
+		// SIGHUP does not restart it: --stop-daemon/--start-daemon do.
+		if err := syn.start(*ka.SyncDaemon); err != nil {
+			log.Error("lvs_sync_daemon not started", "interface", ka.SyncDaemon.McastInterface, "err", err)
+		}
+	}
 	srv := &server{dp: dp, dir: dir, gid: gid, log: log, syn: syn}
 	var hc *health.Engine
 	if ka != nil {

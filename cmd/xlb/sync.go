@@ -395,14 +395,14 @@ type syncBackup struct {
 	watch *syncWatch
 	o     ipvssync.Options
 
-	mu        sync.Mutex
-	r         *ipvssync.Receiver
-	old       ipvssync.ReceiverStats
-	queued    atomic.Uint64
-	refused   atomic.Uint64
-	done      chan struct{}
-	watcher   sync.WaitGroup // run
-	wg        sync.WaitGroup // the Serve goroutines
+	mu      sync.Mutex
+	r       *ipvssync.Receiver
+	old     ipvssync.ReceiverStats
+	queued  atomic.Uint64
+	refused atomic.Uint64
+	done    chan struct{}
+	watcher sync.WaitGroup // run
+	wg      sync.WaitGroup // the Serve goroutines
 }
 
 func startSyncBackup(plane syncPlane, o ipvssync.Options, w *syncWatch) (*syncBackup, error) {

@@ -339,3 +339,28 @@ func TestSyncInterfaceFault(t *testing.T) {
 		}
 	}
 }
+
+// keepalived.conf's lvs_sync_daemon starts a backup sync daemon with
+// `xlb run --keepalived` (keepalived's state before any VRRP
+// transition); ipvsadm adds the master beside it.
+func TestSyncKeepalivedDaemon(t *testing.T) {
+	testenv.RequireRoot(t)
+	f := testenv.NewFailover(t, testenv.DefaultOptions())
+	conf := "global_defs {\n    lvs_sync_daemon sync0 VI_1 id 9\n}\n" +
+		kaConf(f.VIP, 80, "DR", "", kaReal{addr: testenv.RealAddr(0), port: 80, weight: 1})
+	d, _ := startKeepalived(t, f.Env, conf)
+	const backup = "backup sync daemon (mcast=sync0, syncid=9, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)\n"
+	if out, err := d.ctl("-L", "--daemon"); err != nil || out != backup {
+		t.Errorf("-L --daemon = %q, %v; want %q", out, err, backup)
+	}
+	if !strings.Contains(d.Output.String(), "VRRP is not supported: the sync daemon starts as backup") {
+		t.Errorf("no warning about VI_1:\n%s", d.Output.String())
+	}
+	if out, err := d.ctl("--start-daemon", "master", "--mcast-interface", "sync0", "--syncid", "9"); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	const both = "master sync daemon (mcast=sync0, syncid=9, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)\n" + backup
+	if out, err := d.ctl("-L", "--daemon"); err != nil || out != both {
+		t.Errorf("-L --daemon = %q, %v; want %q", out, err, both)
+	}
+}

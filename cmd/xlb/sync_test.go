@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
 
 	"github.com/xlbproject/xlb/internal/ipvs"
@@ -238,6 +239,26 @@ func TestSyncDaemonUnicastLoop(t *testing.T) {
 				t.Errorf("--xlb-stats sync section lacks %q:\n%s", f, b.String())
 			}
 		}
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(newSyncCollector(s.syn))
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		vals := map[string]float64{}
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				vals[mf.GetName()] += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+			}
+		}
+		for _, name := range []string{"xlb_sync_master_exported_total", "xlb_sync_master_records_total", "xlb_sync_backup_records_total", "xlb_sync_backup_queued_total"} {
+			if vals[name] != batches*per {
+				t.Errorf("metric %s = %v, want %d", name, vals[name], batches*per)
+			}
+		}
+		if v, ok := vals["xlb_sync_interface_down"]; !ok || v != 0 {
+			t.Errorf("xlb_sync_interface_down = %v, %v; want 0", v, ok)
+		}
 		if r := run1(s, "--stop-daemon master"); r.Code != 0 {
 			t.Fatal(r)
 		}
@@ -282,4 +303,33 @@ func TestSyncStatsSection(t *testing.T) {
 	if b.Len() != 0 {
 		t.Errorf("sync section without daemons: %q", b.String())
 	}
+}
+
+// FuzzSyncPeerFlag: --sync-peer never panics, and what it takes is a
+// unicast address of the first peer's family that prints back to itself.
+func FuzzSyncPeerFlag(f *testing.F) {
+	for _, s := range []string{"10.0.0.2", "10.0.0.2:8848", "[2001:db8::2]:1", "2001:db8::2", "224.0.0.81", "::", "a:b", "[fe80::1%eth0]:9"} {
+		f.Add(s, "10.0.0.3")
+	}
+	f.Fuzz(func(t *testing.T, a, b string) {
+		var fl syncFlag
+		if fl.Set(a) != nil {
+			return
+		}
+		err := fl.Set(b)
+		for _, p := range fl {
+			if !p.Addr().IsValid() || p.Addr().IsMulticast() || p.Addr().IsUnspecified() {
+				t.Fatalf("--sync-peer %q %q took %v", a, b, p)
+			}
+		}
+		if err == nil && fl[0].Addr().Unmap().Is4() != fl[1].Addr().Unmap().Is4() {
+			t.Fatalf("--sync-peer %q %q: mixed families %v", a, b, fl)
+		}
+		var again syncFlag
+		for _, s := range strings.Split(fl.String(), ",") {
+			if err := again.Set(s); err != nil {
+				t.Fatalf("--sync-peer %q: printed %q does not parse: %v", a, s, err)
+			}
+		}
+	})
 }
