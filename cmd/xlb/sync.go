@@ -311,6 +311,12 @@ func startSyncMaster(plane syncPlane, o ipvssync.Options, w *syncWatch) (*syncMa
 // it fills, the last one sent at once (a batch edge is the flush point:
 // the kernel master sends a partial buffer within 2 s, xlb sooner).
 func (m *syncMaster) sink(conns []ipvssync.Conn) {
+	if len(conns) == 0 {
+		// The export's once-a-second call without records: nothing is
+		// queued (every call flushes), and a send that did not happen
+		// says nothing about a fault.
+		return
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.exported.Add(uint64(len(conns)))

@@ -26,7 +26,12 @@
 //
 // (*Command).Apply carries out -A, -E, -D, -C, -a, -e, -d and --set on an
 // ipvs.Config with the kernel's semantics (see package ipvs): -E and -e set
-// every field, so what is left out returns to its default. ParseRules and
+// every field, so what is left out returns to its default.
+// --start-daemon and --stop-daemon are not configuration: Parse gives
+// their Daemon (ipvsadm's checks and defaults) to the xlb daemon, which
+// runs them (package ipvssync) and lists them for -L --daemon; the
+// kernel's refusals are ErrDaemonRunning, ErrNoDaemon, ErrNoDevice.
+// ParseRules and
 // Restore read a rules file in ipvsadm's save format, as `ipvsadm -R`
 // does, but all or nothing.
 //
