@@ -945,4 +945,5 @@ func (st *controlState) inUse() int {
 func (d *Dataplane) SetSysctls(s ipvs.Sysctls) {
 	d.ctSettings.SetExpireNodestConn(s.ExpireNodestConn)
 	d.ctSettings.SetExpireQuiescentTemplate(s.ExpireQuiescentTemplate)
+	d.ctSettings.SetSloppyTCP(s.SloppyTCP)
 }

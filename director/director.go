@@ -362,7 +362,7 @@ func (d *Director) SetSysctls(s ipvs.Sysctls) {
 	}
 	d.dp.SetSysctls(s)
 	d.sysctls = s
-	d.log.Info("sysctls set", "expire_nodest_conn", s.ExpireNodestConn, "expire_quiescent_template", s.ExpireQuiescentTemplate)
+	d.log.Info("sysctls set", "expire_nodest_conn", s.ExpireNodestConn, "expire_quiescent_template", s.ExpireQuiescentTemplate, "sloppy_tcp", s.SloppyTCP)
 }
 
 // publish composes next with the overlays, applies it and publishes it;

@@ -18,6 +18,11 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
 )
 
 // The scale-out topology: directors that announce a VIP over BGP to an
@@ -32,11 +37,40 @@ import (
 // .1, director .2), so every ECMP nexthop is a distinct interface and
 // address. The router's kernel FIB, where zebra installs what bgpd
 // selects, is the ground truth the tests read (`ip route show VIP`).
+//
+// With ScaleOutOptions.RealServers, a server LAN joins them, a bridge
+// in the router's namespace that the router (10.203.0.1) and every
+// director (eth1, 10.203.0.10+i) sit on, with the real servers
+// (10.203.0.100+j) as DR real servers: the VIP on lo, ARP for it
+// ignored, default route via the router. A request goes client → router
+// (ECMP) → director i eth0 → (xlb, DR: MAC rewrite) eth1 → real server;
+// the reply goes real server → router → client, past every director:
+//
+//	                          eth0             eth1
+//	                        ┌─ d1 ─ dir1 10.201.1.2 ─┐
+//	client ─ c0 ─ router ───┼─ d2 ─ dir2 10.201.2.2 ─┼─ sbr ─┬─ rs1 10.203.0.101
+//	10.200.0.2    FRR bgpd  └─ d3 ─ dir3 10.201.3.2 ─┘       ├─ rs2 10.203.0.102
+//	              AS 65000    AS 65001, xlb run --bgp-…      └─ rs3 10.203.0.103
+//	                │                                    │     VIP 10.202.0.100 on lo
+//	                └────────────────────────────────────┘
+//	                    DR replies: real server → router (10.203.0.1) → client
 var (
 	ScaleOutClientAddr = netip.MustParseAddr("10.200.0.2")
 	ScaleOutRouterAddr = netip.MustParseAddr("10.200.0.1")
 	ScaleOutVIP        = netip.MustParseAddr("10.202.0.100")
+	// ScaleOutServerPrefix is the server LAN; the router is .1 on it.
+	ScaleOutServerPrefix     = netip.MustParsePrefix("10.203.0.0/24")
+	ScaleOutRouterServerAddr = netip.MustParseAddr("10.203.0.1")
 )
+
+// ScaleOutDirectorServerAddr is director i's (1-based) address on the
+// server LAN (its eth1).
+func ScaleOutDirectorServerAddr(i int) netip.Addr {
+	return netip.AddrFrom4([4]byte{10, 203, 0, byte(10 + i)})
+}
+
+// ScaleOutRealAddr is real server j's (1-based) address on the server LAN.
+func ScaleOutRealAddr(j int) netip.Addr { return netip.AddrFrom4([4]byte{10, 203, 0, byte(100 + j)}) }
 
 // ScaleOutDirectorAddr is director i's (1-based) address on its link to
 // the router, and ScaleOutRouterLinkAddr the router's end.
@@ -57,6 +91,21 @@ type ScaleOutOptions struct {
 	// HoldTime is the router's hold time (FRR `timers bgp`), default 3 s;
 	// the session uses the smaller of it and the director's.
 	HoldTime time.Duration
+	// RealServers, 0-8, adds the server LAN with that many DR real
+	// servers for ScaleOutVIP, each running testenv's HTTP (port 80),
+	// UDP echo (53, answering from the VIP) and transfer (9000) servers,
+	// and gives each director an eth1 on it. 0 keeps the BGP-only
+	// topology.
+	RealServers int
+	// ClientAddrs, 0-200, gives the client that many more addresses
+	// (10.200.0.10, .11, ...) beside ScaleOutClientAddr, for tests that
+	// spread flows over source addresses too (see ScaleOutExtraClientAddr).
+	ClientAddrs int
+}
+
+// ScaleOutExtraClientAddr is the client's k-th (0-based) extra address.
+func ScaleOutExtraClientAddr(k int) netip.Addr {
+	return netip.AddrFrom4([4]byte{10, 200, 0, byte(10 + k)})
 }
 
 // ScaleOut is a running scale-out topology.
@@ -64,7 +113,10 @@ type ScaleOut struct {
 	Router    *Host
 	Client    *Host
 	Directors []*Host
-	RouterAS  uint32
+	// Reals are the real servers (RealServers), rs1, rs2, ...; nil
+	// without the server LAN.
+	Reals    []*Host
+	RouterAS uint32
 	// DirectorAS[i] is director i's AS as the router is configured.
 	DirectorAS []uint32
 	// Zebra and Bgpd are FRR's daemons in the router's namespace.
@@ -122,7 +174,14 @@ func SetupScaleOut(opts ScaleOutOptions, dir string) (*ScaleOut, error) {
 	if opts.HoldTime == 0 {
 		opts.HoldTime = 3 * time.Second
 	}
-	so := &ScaleOut{env: &Env{Name: opts.Name}, dir: dir, RouterAS: opts.RouterAS}
+	if opts.RealServers < 0 || opts.RealServers > 8 {
+		return nil, fmt.Errorf("scale-out topology: %d real servers: must be 0-8", opts.RealServers)
+	}
+	if opts.ClientAddrs < 0 || opts.ClientAddrs > 200 {
+		return nil, fmt.Errorf("scale-out topology: %d extra client addresses: must be 0-200", opts.ClientAddrs)
+	}
+	env := &Env{Name: opts.Name, opts: Options{HTTPPort: 80, UDPPort: 53, HashPort: 9000}}
+	so := &ScaleOut{env: env, dir: dir, RouterAS: opts.RouterAS}
 	if dir == "" {
 		d, err := frrDir()
 		if err != nil {
@@ -145,6 +204,11 @@ func SetupScaleOut(opts ScaleOutOptions, dir string) (*ScaleOut, error) {
 	if err := so.Client.IP("route", "add", "default", "via", ScaleOutRouterAddr.String()); err != nil {
 		return so, err
 	}
+	for k := range opts.ClientAddrs {
+		if err := so.Client.AddAddr("eth0", netip.PrefixFrom(ScaleOutExtraClientAddr(k), 24)); err != nil {
+			return so, err
+		}
+	}
 	for i := 1; i <= opts.Directors; i++ {
 		d, err := so.env.newNS(fmt.Sprintf("dir%d", i))
 		if err != nil {
@@ -166,10 +230,132 @@ func SetupScaleOut(opts ScaleOutOptions, dir string) (*ScaleOut, error) {
 	if err := so.Router.sysctls("net/ipv4/ip_forward", "1", "net/ipv4/fib_multipath_hash_policy", "1"); err != nil {
 		return so, err
 	}
+	if err := so.hashByPacket("c0"); err != nil {
+		return so, err
+	}
+	if opts.RealServers > 0 {
+		if err := so.setupServerLAN(opts.RealServers); err != nil {
+			return so, err
+		}
+	}
 	if err := so.startFRR(opts); err != nil {
 		return so, err
 	}
 	return so, nil
+}
+
+// hashByPacket makes the router's ECMP hash the packet's five tuple, as
+// a router on another machine does. Across a veth the skb keeps the
+// hash the client's socket gave it (sk_txhash, random per socket, and
+// chosen anew on every retransmission timeout, net.core.txrehash), and
+// fib_multipath_hash takes an L4 hash already on the skb as it is: flows
+// would spread by a random number, and a flow that retransmits would
+// jump to another director. A tcx ingress program on ifname calls
+// bpf_set_hash_invalid, so the kernel dissects the headers instead (and
+// `ip route get ... sport ... dport`, RouteFlows, predicts the choice).
+func (so *ScaleOut) hashByPacket(ifname string) error {
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:    ebpf.SchedCLS,
+		License: "GPL",
+		Instructions: asm.Instructions{
+			asm.FnSetHashInvalid.Call(), // r1 is the skb already
+			asm.Mov.Imm(asm.R0, 0),      // TC_ACT_OK (TCX_NEXT is -1)
+			asm.Return(),
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("load the router's hash-invalidating program: %w", err)
+	}
+	defer prog.Close()
+	return so.Router.Do(func() error {
+		l, err := net.InterfaceByName(ifname)
+		if err != nil {
+			return fmt.Errorf("find %s in %s: %w", ifname, so.Router.NSName, err)
+		}
+		tl, err := link.AttachTCX(link.TCXOptions{Interface: l.Index, Program: prog, Attach: ebpf.AttachTCXIngress})
+		if err != nil {
+			return fmt.Errorf("attach tcx ingress to %s in %s: %w", ifname, so.Router.NSName, err)
+		}
+		so.env.closers = append(so.env.closers, tl.Close)
+		return nil
+	})
+}
+
+// setupServerLAN builds the bridge sbr in the router's namespace, plugs
+// every director's eth1 and n real servers into it, and starts the real
+// servers' servers.
+func (so *ScaleOut) setupServerLAN(n int) error {
+	r := so.Router
+	if err := r.IP("link", "add", "sbr", "type", "bridge"); err != nil {
+		return err
+	}
+	if err := r.IP("link", "set", "sbr", "up"); err != nil {
+		return err
+	}
+	if err := r.AddAddr("sbr", netip.PrefixFrom(ScaleOutRouterServerAddr, ScaleOutServerPrefix.Bits())); err != nil {
+		return err
+	}
+	// DR replies come from the VIP, whose route points at the directors,
+	// in on sbr: no reverse path filter may drop them.
+	if err := r.sysctls("net/ipv4/conf/all/rp_filter", "0", "net/ipv4/conf/sbr/rp_filter", "0"); err != nil {
+		return err
+	}
+	for i, d := range so.Directors {
+		if err := so.plugServerLAN(d, "eth1", fmt.Sprintf("s%d", i+1), ScaleOutDirectorServerAddr(i+1)); err != nil {
+			return err
+		}
+	}
+	for j := 1; j <= n; j++ {
+		h, err := so.env.newNS(fmt.Sprintf("rs%d", j))
+		if err != nil {
+			return err
+		}
+		so.Reals = append(so.Reals, h)
+		if err := so.plugServerLAN(h, "eth0", fmt.Sprintf("r%d", j), ScaleOutRealAddr(j)); err != nil {
+			return err
+		}
+		if err := h.IP("route", "add", "default", "via", ScaleOutRouterServerAddr.String()); err != nil {
+			return err
+		}
+		if err := h.SetupDRReal(ScaleOutVIP); err != nil {
+			return err
+		}
+		if err := so.env.startServers(h, ScaleOutVIP); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// plugServerLAN gives h an interface ifname with addr on the server LAN,
+// a veth whose router end (peer) is a port of sbr.
+func (so *ScaleOut) plugServerLAN(h *Host, ifname, peer string, addr netip.Addr) error {
+	b := addr.As4()
+	veth := &netlink.Veth{
+		LinkAttrs: netlink.LinkAttrs{
+			Name: ifname, HardwareAddr: net.HardwareAddr{0x02, 0x18, b[1], 0, b[2], b[3]}, NumTxQueues: 1, NumRxQueues: 1,
+			Namespace: netlink.NsFd(int(h.NS)),
+		},
+		PeerName:         peer,
+		PeerNamespace:    netlink.NsFd(int(so.Router.NS)),
+		PeerHardwareAddr: net.HardwareAddr{0x02, 0x19, b[1], 0, b[2], b[3]},
+	}
+	if err := netlink.LinkAdd(veth); err != nil {
+		return fmt.Errorf("add veth %s/%s-%s/%s: %w", h.NSName, ifname, so.Router.NSName, peer, err)
+	}
+	if err := so.Router.IP("link", "set", peer, "master", "sbr", "up"); err != nil {
+		return err
+	}
+	if err := h.Do(func() error { return setUp(ifname) }); err != nil {
+		return err
+	}
+	if err := h.AddAddr(ifname, netip.PrefixFrom(addr, ScaleOutServerPrefix.Bits())); err != nil {
+		return err
+	}
+	if ifname == "eth0" {
+		h.Addr, h.MAC = addr, veth.HardwareAddr
+	}
+	return nil
 }
 
 func (so *ScaleOut) bgpdConf(opts ScaleOutOptions) string {
@@ -417,4 +603,34 @@ func (so *ScaleOut) Spread(vip netip.Addr, n int) (byDirector map[string]int, fa
 		byDirector[name]++
 	}
 	return byDirector, failed
+}
+
+// RouteFlows asks the router's FIB which nexthop it picks for each flow
+// from src (a client address:port) to dst:dport, as if the packet came
+// in from the client (`ip route get DST from SRC iif c0 ipproto P sport S
+// dport D`, one batch): with fib_multipath_hash_policy=1 the kernel
+// hashes the same five tuple it hashes for a forwarded packet. A flow
+// with no route gets the zero Addr.
+func (so *ScaleOut) RouteFlows(proto string, dst netip.AddrPort, srcs []netip.AddrPort) ([]netip.Addr, error) {
+	var in strings.Builder
+	for _, s := range srcs {
+		fmt.Fprintf(&in, "route get %v from %v iif c0 ipproto %s sport %d dport %d\n", dst.Addr(), s.Addr(), proto, s.Port(), dst.Port())
+	}
+	c := so.Router.Command("ip", "-o", "-batch", "-")
+	c.Stdin = strings.NewReader(in.String())
+	out, err := c.Output()
+	if err != nil {
+		return nil, fmt.Errorf("ip route get %d flows in %s: %w", len(srcs), so.Router.NSName, err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != len(srcs) {
+		return nil, fmt.Errorf("ip route get %d flows in %s: %d answers", len(srcs), so.Router.NSName, len(lines))
+	}
+	nhs := make([]netip.Addr, len(srcs))
+	for i, l := range lines {
+		if via := parseNexthops(l); len(via) == 1 {
+			nhs[i] = via[0]
+		}
+	}
+	return nhs, nil
 }

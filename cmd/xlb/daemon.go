@@ -48,6 +48,7 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	kaFile := fs.String("keepalived", "", "keepalived.conf to take the virtual servers and health checks from (not with --rules); SIGHUP reloads the difference")
 	save := fs.Bool("save", false, "write the rules back to --rules FILE on every change (ipvsadm -S -n form, atomically; comments are not kept), so a restart comes back the same")
 	expireNodest := fs.Bool("expire-nodest-conn", false, "set net.ipv4.vs.expire_nodest_conn: a packet of a connection to a removed real server expires it (xlb sysctl changes it at run time)")
+	sloppyTCP := fs.Bool("sloppy-tcp", false, "set net.ipv4.vs.sloppy_tcp: any TCP segment, not only a SYN, may start a connection, so a director takes over flows an ECMP rehash or a failover hands it mid-stream (xlb sysctl changes it at run time)")
 	queues := fs.Int("queues", 0, "RX queues to serve from queue 0 (0: all)")
 	conns := fs.Int("conns", 1<<20, "connection entries per queue (checked against available memory)")
 	defSock := defaultSocket
@@ -184,6 +185,7 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	dopts := director.DefaultOptions()
 	dopts.Logger = log
 	dopts.Sysctls.ExpireNodestConn = *expireNodest
+	dopts.Sysctls.SloppyTCP = *sloppyTCP
 	if *save {
 		dopts.RulesFile = *rules
 	}

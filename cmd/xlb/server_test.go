@@ -58,7 +58,8 @@ func TestServerSysctl(t *testing.T) {
 		out  string
 		code int
 	}{
-		{[]string{"sysctl"}, "net.ipv4.vs.expire_nodest_conn = 0\nnet.ipv4.vs.expire_quiescent_template = 0\n", 0},
+		{[]string{"sysctl"}, "net.ipv4.vs.expire_nodest_conn = 0\nnet.ipv4.vs.expire_quiescent_template = 0\nnet.ipv4.vs.sloppy_tcp = 0\n", 0},
+		{[]string{"sysctl", "net.ipv4.vs.sloppy_tcp=1"}, "net.ipv4.vs.sloppy_tcp = 1\n", 0},
 		{[]string{"sysctl", "-w", "net.ipv4.vs.expire_nodest_conn=1"}, "net.ipv4.vs.expire_nodest_conn = 1\n", 0},
 		{[]string{"sysctl", "net.ipv4.vs.expire_nodest_conn"}, "net.ipv4.vs.expire_nodest_conn = 1\n", 0},
 		{[]string{"sysctl", "net/ipv4/vs/expire_quiescent_template"}, "net.ipv4.vs.expire_quiescent_template = 0\n", 0},

@@ -18,11 +18,17 @@ type Sysctls struct {
 	// persistence template whose real server has weight 0 is expired, so
 	// the client's next connection is scheduled anew.
 	ExpireQuiescentTemplate bool
+	// SloppyTCP is net.ipv4.vs.sloppy_tcp: any TCP segment, not only a
+	// SYN, may start a connection. A director that takes over flows it
+	// did not see begin (an ECMP rehash, a failover without sync) then
+	// schedules them mid-stream; with mh every director picks the same
+	// real server for them, so they survive.
+	SloppyTCP bool
 }
 
 // sysctlNames are the names Sysctls.Set takes and String writes, in that
 // order.
-var sysctlNames = []string{"net.ipv4.vs.expire_nodest_conn", "net.ipv4.vs.expire_quiescent_template"}
+var sysctlNames = []string{"net.ipv4.vs.expire_nodest_conn", "net.ipv4.vs.expire_quiescent_template", "net.ipv4.vs.sloppy_tcp"}
 
 func (s *Sysctls) field(name string) *bool {
 	switch strings.TrimPrefix(strings.ReplaceAll(name, "/", "."), "net.ipv4.vs.") {
@@ -30,6 +36,8 @@ func (s *Sysctls) field(name string) *bool {
 		return &s.ExpireNodestConn
 	case "expire_quiescent_template":
 		return &s.ExpireQuiescentTemplate
+	case "sloppy_tcp":
+		return &s.SloppyTCP
 	}
 	return nil
 }

@@ -16,6 +16,7 @@ func TestSysctlsSet(t *testing.T) {
 		{"net/ipv4/vs/expire_nodest_conn = 2", Sysctls{ExpireNodestConn: true}, true},
 		{"expire_quiescent_template=1", Sysctls{ExpireQuiescentTemplate: true}, true},
 		{"net.ipv4.vs.expire_nodest_conn=0", Sysctls{}, true},
+		{"net.ipv4.vs.sloppy_tcp=1", Sysctls{SloppyTCP: true}, true},
 		{"net.ipv4.vs.expire_nodest_conn", Sysctls{}, false},
 		{"net.ipv4.vs.expire_nodest_conn=yes", Sysctls{}, false},
 		{"net.ipv4.vs.conntrack=1", Sysctls{}, false},
@@ -30,7 +31,7 @@ func TestSysctlsSet(t *testing.T) {
 
 func TestSysctlsLines(t *testing.T) {
 	got := Sysctls{ExpireNodestConn: true}.Lines()
-	want := []string{"net.ipv4.vs.expire_nodest_conn = 1", "net.ipv4.vs.expire_quiescent_template = 0"}
+	want := []string{"net.ipv4.vs.expire_nodest_conn = 1", "net.ipv4.vs.expire_quiescent_template = 0", "net.ipv4.vs.sloppy_tcp = 0"}
 	if !slices.Equal(got, want) {
 		t.Errorf("Lines() = %q, want %q", got, want)
 	}
