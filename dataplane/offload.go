@@ -67,6 +67,17 @@ const foldEveryNs = int64(time.Second)
 // pass is due: a map lookup is about a microsecond.
 const foldBatch = 16
 
+// offloadAfter is how many frames a direction of a connection goes
+// through the worker before it is offloaded. Installing a flow and
+// deleting it again are two map updates from the worker (bpf(2), about
+// a microsecond each); a short connection (one HTTP request: about 5
+// frames each way) would pay them for nothing, and did: offloading at
+// the first established frame halved wrk's connections/s (0.53-0.69x
+// nft fwd against 0.93-1.04x without offload, bench of 2026-12-02
+// 03:19). A bulk or long-lived flow is offloaded after its first
+// frames, as nftables flowtables offload at the first established one.
+const offloadAfter = 8
+
 // offFlow is one offloaded connection: its flows in each direction
 // (DirInput, DirOutput; NAT has both, DR only the first).
 type offFlow struct {
@@ -83,9 +94,10 @@ type offFlow struct {
 // concurrent use: the worker's own.
 type offloader struct {
 	m     flowTable
-	kt0   int64 // CLOCK_MONOTONIC (bpf_ktime_get_ns) at the worker's time 0
-	max   int   // flows (map entries) this worker may install
-	keys  int   // flows installed
+	kt0   int64  // CLOCK_MONOTONIC (bpf_ktime_get_ns) at the worker's time 0
+	max   int    // flows (map entries) this worker may install
+	keys  int    // flows installed
+	after uint64 // frames a direction goes through the worker first (offloadAfter)
 	flows []offFlow
 	at    map[*conntrack.Entry]int32 // index into flows
 	next  int                        // fold cursor
@@ -102,7 +114,7 @@ type offloader struct {
 func newOffloader(m flowTable, max int, start time.Time) *offloader {
 	var ts unix.Timespec
 	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return &offloader{m: m, max: max, kt0: ts.Nano() - time.Since(start).Nanoseconds(),
+	return &offloader{m: m, max: max, after: offloadAfter, kt0: ts.Nano() - time.Since(start).Nanoseconds(),
 		flows: make([]offFlow, 0, max), at: make(map[*conntrack.Entry]int32, max)}
 }
 
@@ -129,7 +141,8 @@ func natDeltas(old, new *[16]byte, oport, nport uint16) (ip, l4 uint16) {
 // offload is handle's hook after a frame of connection e went through
 // xmit (sent: it was rewritten and transmitted): it installs the frame's
 // direction once the connection is offloadable (DR: the client's; NAT:
-// each direction at its first frame after ESTABLISHED), and takes the
+// each direction) once the connection is ESTABLISHED (or, UDP,
+// forwarded) and the direction has had offloadAfter frames, and takes the
 // connection out of the program when it leaves ESTABLISHED.
 func (w *worker) offload(e *conntrack.Entry, dir conntrack.Dir, method modes.Method, sent bool, fwd []destFwd) {
 	o := w.off
@@ -149,6 +162,9 @@ func (w *worker) offload(e *conntrack.Entry, dir conntrack.Dir, method modes.Met
 	i, ok := o.at[e]
 	if ok && o.flows[i].on[dir] {
 		return
+	}
+	if in, out, _, _ := e.Counters(); dir == conntrack.DirInput && in < o.after || dir == conntrack.DirOutput && out < o.after {
+		return // too short yet to be worth a map update and a delete
 	}
 	switch e.Proto() {
 	case conntrack.ProtoTCP:

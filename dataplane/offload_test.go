@@ -79,6 +79,7 @@ func withOffload(t testing.TB, w *worker, m flowTable) {
 	t.Helper()
 	w.off = newOffloader(m, 64, time.Now())
 	w.off.kt0 = kt0
+	w.off.after = 1 // at the first frame: the tests below are about what happens then (TestOffloadAfter: the threshold)
 	copts := conntrack.DefaultOptions()
 	copts.Capacity = 1 << 12
 	copts.Registry = w.dp.reg
@@ -688,5 +689,28 @@ func TestOffloadFoldSyncs(t *testing.T) {
 	w.off.step(w, 6*sec, -1)
 	if got := exported() - base; got != 2 {
 		t.Fatalf("fold over the 53rd packet: %d records in all, want 2", got)
+	}
+}
+
+// A connection is offloaded only after offloadAfter frames: a short one
+// (one HTTP request) never costs a map update.
+func TestOffloadAfter(t *testing.T) {
+	ff := newFakeFlows()
+	w, k := offloadWorker(t, ff)
+	w.off.after = offloadAfter
+	k.deliver(tcpTo(40000, 80, syn))
+	w.poll(1)
+	ackF := tcpTo(40000, 80, ack)
+	for i := 2; i < offloadAfter; i++ {
+		k.deliver(ackF)
+		w.poll(int64(i))
+	}
+	if len(ff.m) != 0 || ff.puts != 0 {
+		t.Fatalf("after %d frames %d flows installed, want 0", offloadAfter-1, len(ff.m))
+	}
+	k.deliver(ackF)
+	w.poll(offloadAfter)
+	if _, ok := ff.m[flowKeyOf(ackF)]; !ok || ff.puts != 1 {
+		t.Fatalf("after %d frames: installed %v (puts %d), want the flow", offloadAfter, ok, ff.puts)
 	}
 }

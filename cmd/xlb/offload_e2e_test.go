@@ -216,7 +216,9 @@ func TestOffload(t *testing.T) {
 			if mode == "off" && off != 0 {
 				t.Errorf("offload off: redirect_offload = %d, want 0", off)
 			}
-			if mode == "on" && off < 3*steered {
+			// Each connection's first 8 frames (dataplane.offloadAfter)
+			// and its SYN and FIN go through a worker.
+			if mode == "on" && off <= steered {
 				t.Errorf("offload on: XDP forwarded %d frames, the workers %d: want most by XDP", off, steered)
 			}
 
