@@ -332,19 +332,6 @@ func run(o options) (err error) {
 		}
 	}
 	if o.chart != "" {
-		if o.rsSteps < 1 || o.rsFlows < 1 || o.rsNewRate <= 0 || o.queueRounds < 1 || o.rsCPUTime < 200*time.Millisecond {
-			return errors.New("invalid options: -rs-steps, -rs-flows, -rs-new-rate and -queue-rounds must be positive, -rs-cpu-time at least 200ms")
-		}
-		for _, n := range o.rsCounts {
-			if n > maxRS {
-				return fmt.Errorf("invalid real-server count %d: at most %d", n, maxRS)
-			}
-		}
-		for _, m := range o.rsMethods {
-			if _, ok := methodOpts[m]; !ok && len(o.rsCounts) > 0 {
-				return fmt.Errorf("invalid -rs-methods %q: must be dr, nat, tun or fullnat", m)
-			}
-		}
 		for _, f := range append(slices.Clone(o.flows), o.scaleFlows) {
 			if f == 0 {
 				continue

@@ -397,15 +397,7 @@ func TestScaleOutECMP(t *testing.T) {
 	took := converge(fmt.Sprintf("director %d killed (SIGKILL)", victim+1), survivors...)
 	converged := killed.Add(took)
 	after := route()
-	carried, movedOthers := 0, 0
-	for i := range conns {
-		switch {
-		case index(before[i]) == victim:
-			carried++
-		case before[i] != after[i]:
-			movedOthers++
-		}
-	}
+	carried, movedOthers := tallyMoves(before, after, len(conns), func(a netip.Addr) bool { return index(a) == victim })
 	broken, nb := checkSOConns(conns, 2*time.Second)
 	brokenCarried, brokenStayed := 0, 0
 	for i := range conns {
@@ -547,15 +539,7 @@ func TestScaleOutECMP(t *testing.T) {
 	xlbs[victim].Stop(syscall.SIGKILL, 5*time.Second)
 	took = converge(fmt.Sprintf("director %d killed (SIGKILL), sloppy_tcp on", victim+1), survivors...)
 	after = route()
-	carried, movedOthers = 0, 0
-	for i := range live {
-		switch {
-		case index(before[i]) == victim:
-			carried++
-		case before[i] != after[i]:
-			movedOthers++
-		}
-	}
+	carried, movedOthers = tallyMoves(before, after, len(live), func(a netip.Addr) bool { return index(a) == victim })
 	_, nb = checkSOConns(pickConns(live, func(i int) bool { return before[i] != after[i] || i%4 == 0 }), 3*time.Second)
 	time.Sleep(300 * time.Millisecond)
 	ok, failed, late = s.stop(killed.Add(took))
@@ -770,15 +754,7 @@ func scaleOutSync(t *testing.T, unicast bool) {
 		t.Fatal(err)
 	}
 	after := route()
-	carried, moved := 0, 0
-	for i := range conns {
-		switch {
-		case index(before[i]) == victim:
-			carried++
-		case before[i] != after[i]:
-			moved++
-		}
-	}
+	carried, moved := tallyMoves(before, after, len(conns), func(a netip.Addr) bool { return index(a) == victim })
 	_, nb := checkSOConns(conns, 3*time.Second)
 	time.Sleep(300 * time.Millisecond)
 	ok, failed, late := s.stop(killed.Add(took))
@@ -805,4 +781,19 @@ func scaleOutSync(t *testing.T, unicast bool) {
 	if late > 0 {
 		t.Errorf("%d new connections failed after the route converged", late)
 	}
+}
+
+// tallyMoves counts, over the first n flows, those the router sent to
+// the lost director before (carried) and the others whose director
+// changed from before to after (moved: the router's rehash).
+func tallyMoves(before, after []netip.Addr, n int, lost func(netip.Addr) bool) (carried, moved int) {
+	for i := range n {
+		switch {
+		case lost(before[i]):
+			carried++
+		case before[i] != after[i]:
+			moved++
+		}
+	}
+	return carried, moved
 }
