@@ -3,7 +3,9 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
+	"net"
 	"net/netip"
 	"regexp"
 	"strconv"
@@ -274,6 +276,17 @@ func TestOffload(t *testing.T) {
 			if _, err := kas[1].get(time.Second); err == nil {
 				t.Errorf("the connection of a removed real server still answered with expire_nodest_conn on")
 			}
+			// Leave nothing for the next subtest's xlb, whose counters
+			// the client's are compared with: the dead connection would
+			// retransmit its last request to it. Reset that one, close
+			// the others while this xlb still forwards their FINs.
+			if tc, ok := kas[1].c.(*net.TCPConn); ok {
+				tc.SetLinger(0)
+			}
+			for _, k := range kas {
+				k.c.Close()
+			}
+			waitClosed(t, env, vip80)
 			if err := d.stop(); err != nil {
 				t.Fatalf("xlb exit: %v\n%s", err, d.Output.String())
 			}
@@ -345,4 +358,22 @@ func TestOffloadNAT(t *testing.T) {
 	if _, err := env.Client.Transfer(netip.AddrPortFrom(env.VIP, 9000), 4<<20, 4<<20, 60*time.Second); err != nil {
 		t.Errorf("4 MiB each way: %v", err)
 	}
+}
+
+// waitClosed waits, at most 3 s, until the client has no TCP socket to
+// vip other than in TIME_WAIT: every FIN has been sent and answered.
+func waitClosed(t *testing.T, env *testenv.Env, vip netip.AddrPort) {
+	t.Helper()
+	var out []byte
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		var err error
+		out, err = env.Client.Command("ss", "-Htn", "exclude", "time-wait", "dst", vip.String()).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ss: %v: %s", err, out)
+		}
+		if len(bytes.TrimSpace(out)) == 0 {
+			return
+		}
+	}
+	t.Fatalf("connections to %v still open after 3 s:\n%s", vip, out)
 }
