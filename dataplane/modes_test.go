@@ -276,20 +276,7 @@ func BenchmarkWorkerMethods(b *testing.B) {
 							Dst: meta.SrcAddr(), SrcPort: 8080, DstPort: meta.SrcPort, Flags: ack, Payload: []byte("xlb")}.Frame())
 					}
 					k.keep = false
-					b.ReportAllocs()
-					b.ResetTimer()
-					cpu := startThreadCPU(b)
-					var pt pollTimer
-					n := 0
-					for b.Loop() {
-						for _, f := range frames {
-							k.deliver(f)
-						}
-						n += pt.poll(w, 2)
-					}
-					b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/frame")
-					cpu.report(n, "frame")
-					pt.report(b, "frame")
+					n := benchFrames(b, w, k, frames)
 					if w.stats.local[TxFrames] < uint64(n) {
 						b.Fatalf("sent %d of %d frames (counters %v)", w.stats.local[TxFrames], n, w.stats.local)
 					}
