@@ -44,6 +44,7 @@ type dataplane interface {
 type xlbDP struct {
 	method  string // "dr", "nat", "tun" or "fullnat"
 	offload bool   // --offload=on (configuration xlb-dr-offload)
+	generic bool   // --xdp-mode generic (configuration xlb-dr-generic, xlb-dr-offload-generic)
 	suffix  string // of the name: "-base" for -xlb-base's binary
 	bin     string
 	dir     string
@@ -61,6 +62,7 @@ type xlbDP struct {
 var methodOpts = map[string]string{"dr": "-g", "nat": "-m", "tun": "-i", "fullnat": "--fullnat"}
 
 func newXLB(env *testenv.Env, method, bin, dir string) (*xlbDP, error) {
+	method, generic := strings.CutSuffix(method, "-generic")
 	method, offload := strings.CutSuffix(method, "-offload")
 	opt, ok := methodOpts[method]
 	if !ok {
@@ -80,7 +82,7 @@ func newXLB(env *testenv.Env, method, bin, dir string) (*xlbDP, error) {
 	svc("u", portEcho, len(env.Reals))
 	svc("t", portHTTP, len(env.Reals))
 	svc("t", portIperf, 1)
-	x := &xlbDP{method: method, offload: offload, bin: bin, dir: dir, env: env, rules: filepath.Join(dir, "xlb-"+method+".rules")}
+	x := &xlbDP{method: method, offload: offload, generic: generic, bin: bin, dir: dir, env: env, rules: filepath.Join(dir, "xlb-"+method+".rules")}
 	if err := os.WriteFile(x.rules, []byte(b.String()), 0o644); err != nil {
 		return nil, err
 	}
@@ -88,10 +90,14 @@ func newXLB(env *testenv.Env, method, bin, dir string) (*xlbDP, error) {
 }
 
 func (x *xlbDP) Name() string {
+	n := "xlb-" + x.method
 	if x.offload {
-		return "xlb-" + x.method + "-offload" + x.suffix
+		n += "-offload"
 	}
-	return "xlb-" + x.method + x.suffix
+	if x.generic {
+		n += "-generic"
+	}
+	return n + x.suffix
 }
 
 func (x *xlbDP) Start(ctx context.Context) error {
@@ -105,12 +111,18 @@ func (x *xlbDP) Start(ctx context.Context) error {
 	// 2^18 entries: wrk opens ~10^4 connections per second and IPVS
 	// keeps closed ones for seconds to minutes.
 	args := []string{"run", "--iface", "eth0", "--rules", x.rules, "--socket", x.sock, "--conns", strconv.Itoa(x.conns)}
+	if x.generic {
+		args = append(args, "--xdp-mode", "generic")
+	}
 	if x.offload {
-		// XDP_TX into the director's veth: its peer must take such
-		// frames (testenv.EnableXDPTx); Stop undoes it so that the
-		// other configurations run on the same topology.
-		if err := x.env.EnableXDPTx(); err != nil {
-			return err
+		// Native XDP_TX into the director's veth: its peer must take
+		// such frames (testenv.EnableXDPTx); Stop undoes it so that the
+		// other configurations run on the same topology. Generic XDP
+		// transmits the skb itself and needs nothing of the peer.
+		if !x.generic {
+			if err := x.env.EnableXDPTx(); err != nil {
+				return err
+			}
 		}
 		args = append(args, "--offload=on", "--max-flows", strconv.Itoa(1<<17)) // the 100k-flow search, ~20 MiB
 	}
@@ -170,7 +182,7 @@ func (x *xlbDP) Stop() error {
 	if x.method == "nat" {
 		errs = append(errs, unrouteClient(x.env))
 	}
-	if x.offload {
+	if x.offload && !x.generic {
 		errs = append(errs, x.env.DisableXDPTx())
 	}
 	return errors.Join(errs...)

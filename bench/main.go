@@ -58,7 +58,7 @@ type options struct {
 	queueRounds  int
 }
 
-var allDataplanes = []string{"ip-forward", "nft-fwd", "nft-dnat", "xlb-dr", "xlb-dr-offload", "xlb-nat", "xlb-nat-offload", "xlb-tun", "xlb-fullnat"}
+var allDataplanes = []string{"ip-forward", "nft-fwd", "nft-dnat", "xlb-dr", "xlb-dr-offload-generic", "xlb-nat", "xlb-nat-offload-generic", "xlb-tun", "xlb-fullnat"}
 
 func main() {
 	var o options

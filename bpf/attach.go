@@ -41,23 +41,45 @@ func (m AttachMode) String() string {
 // and in generic mode otherwise. Closing the link detaches the program.
 // If both modes fail, the error wraps both causes.
 func Attach(prog *ebpf.Program, ifindex int) (link.Link, AttachMode, error) {
-	l, errNative := link.AttachXDP(link.XDPOptions{
-		Program:   prog,
-		Interface: ifindex,
-		Flags:     link.XDPDriverMode,
-	})
-	if errNative == nil {
-		return l, Native, nil
+	return AttachAs(prog, ifindex, 0)
+}
+
+// AttachAs is Attach in the mode want: Native or Generic only, or either
+// as Attach chooses if want is 0.
+func AttachAs(prog *ebpf.Program, ifindex int, want AttachMode) (link.Link, AttachMode, error) {
+	var errNative error
+	if want != Generic {
+		l, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifindex, Flags: link.XDPDriverMode})
+		if err == nil {
+			return l, Native, nil
+		}
+		if want == Native {
+			return nil, 0, fmt.Errorf("attach xdp to ifindex %d in native mode: %w", ifindex, err)
+		}
+		errNative = err
 	}
-	l, errGeneric := link.AttachXDP(link.XDPOptions{
-		Program:   prog,
-		Interface: ifindex,
-		Flags:     link.XDPGenericMode,
-	})
-	if errGeneric == nil {
+	l, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifindex, Flags: link.XDPGenericMode})
+	if err == nil {
 		return l, Generic, nil
 	}
-	return nil, 0, fmt.Errorf("attach xdp to ifindex %d: native: %w; generic: %w", ifindex, errNative, errGeneric)
+	if want == Generic {
+		return nil, 0, fmt.Errorf("attach xdp to ifindex %d in generic mode: %w", ifindex, err)
+	}
+	return nil, 0, fmt.Errorf("attach xdp to ifindex %d: native: %w; generic: %w", ifindex, errNative, err)
+}
+
+// ParseAttachMode parses "native" or "generic", and "auto" or "" as 0
+// (either, as Attach chooses).
+func ParseAttachMode(s string) (AttachMode, error) {
+	switch s {
+	case "", "auto":
+		return 0, nil
+	case "native":
+		return Native, nil
+	case "generic":
+		return Generic, nil
+	}
+	return 0, fmt.Errorf("xdp mode %q: must be auto, native or generic", s)
 }
 
 // vlanLink is an XDP link that restores the interface's rx-vlan offload
@@ -80,6 +102,13 @@ func (l *vlanLink) Close() error {
 // whose offload is fixed on is refused unless the device-bound program
 // attaches: nothing else would see its tags.
 func (o *Objects) Attach(ifindex int) (link.Link, AttachMode, error) {
+	return o.AttachAs(ifindex, 0)
+}
+
+// AttachAs is Attach in the mode want (Native or Generic only, 0 for
+// either). The device-bound variant attaches only natively, so in generic
+// mode an interface whose VLAN offload is fixed on is refused.
+func (o *Objects) AttachAs(ifindex int, want AttachMode) (link.Link, AttachMode, error) {
 	restore, offErr := disableVLANOffload(ifindex)
 	if offErr != nil && !errors.Is(offErr, errOffloadFixed) {
 		return nil, 0, fmt.Errorf("attach xdp to ifindex %d: %w", ifindex, offErr)
@@ -87,7 +116,7 @@ func (o *Objects) Attach(ifindex int) (link.Link, AttachMode, error) {
 	if offErr != nil {
 		restore = func() error { return nil }
 	}
-	if o.dev != nil && ifindex == o.ifindex {
+	if o.dev != nil && ifindex == o.ifindex && want != Generic {
 		l, err := link.AttachXDP(link.XDPOptions{Program: o.dev, Interface: ifindex, Flags: link.XDPDriverMode})
 		if err == nil {
 			return &vlanLink{l, restore}, Native, nil
@@ -98,7 +127,7 @@ func (o *Objects) Attach(ifindex int) (link.Link, AttachMode, error) {
 		// rather than balance every VLAN.
 		return nil, 0, fmt.Errorf("attach xdp to ifindex %d: %w, and the device-bound program is not usable", ifindex, offErr)
 	}
-	l, mode, err := Attach(o.objs.XlbXdp, ifindex)
+	l, mode, err := AttachAs(o.objs.XlbXdp, ifindex, want)
 	if err != nil {
 		return nil, 0, errors.Join(err, restore())
 	}

@@ -76,3 +76,63 @@ func TestAttachNoInterface(t *testing.T) {
 		t.Log(err)
 	})
 }
+
+func TestParseAttachMode(t *testing.T) {
+	for in, want := range map[string]bpf.AttachMode{"": 0, "auto": 0, "native": bpf.Native, "generic": bpf.Generic} {
+		if got, err := bpf.ParseAttachMode(in); err != nil || got != want {
+			t.Errorf("ParseAttachMode(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"skb", "drv", "Native", " generic"} {
+		if _, err := bpf.ParseAttachMode(in); err == nil {
+			t.Errorf("ParseAttachMode(%q) accepted", in)
+		}
+	}
+}
+
+// AttachAs holds to the mode asked for: a veth, which has native XDP,
+// in generic mode when asked; loopback, which has not, refused natively.
+func TestAttachAs(t *testing.T) {
+	o := load(t)
+	testenv.InNewNetNS(t, func(h *netlink.Handle) {
+		if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "xlb0"}, PeerName: "xlb1"}); err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct {
+			name string
+			want bpf.AttachMode
+			kern uint32 // IFLA_XDP_ATTACHED
+		}{{"xlb0", bpf.Generic, 2}, {"xlb0", bpf.Native, 1}, {"lo", bpf.Generic, 2}} {
+			nl, err := h.LinkByName(tc.name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := h.LinkSetUp(nl); err != nil {
+				t.Fatal(err)
+			}
+			l, mode, err := bpf.AttachAs(o.Program(), nl.Attrs().Index, tc.want)
+			if err != nil || mode != tc.want {
+				t.Fatalf("AttachAs(%s, %v) = %v, %v", tc.name, tc.want, mode, err)
+			}
+			if nl, err = h.LinkByName(tc.name); err != nil {
+				t.Fatal(err)
+			}
+			if x := nl.Attrs().Xdp; x == nil || !x.Attached || x.AttachMode != tc.kern {
+				t.Errorf("after AttachAs(%s, %v): kernel reports XDP %+v, want mode %d", tc.name, tc.want, x, tc.kern)
+			}
+			if err := l.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		lo, err := h.LinkByName("lo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l, _, err := bpf.AttachAs(o.Program(), lo.Attrs().Index, bpf.Native); err == nil {
+			l.Close()
+			t.Error("AttachAs(lo, Native) attached; loopback has no native XDP")
+		} else {
+			t.Log(err)
+		}
+	})
+}

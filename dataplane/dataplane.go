@@ -71,6 +71,10 @@ type Options struct {
 	// MaxFlows bounds the flows offloaded at once over all queues, 0 for
 	// bpf.DefaultMaxFlows; the others stay with their workers.
 	MaxFlows int
+	// XDPMode is how the XDP program attaches to every interface:
+	// bpf.Native or bpf.Generic only, or 0 for native where the driver
+	// has it and generic otherwise.
+	XDPMode bpf.AttachMode
 	// Logger receives control-plane events (never per-packet ones).
 	Logger *slog.Logger
 }
@@ -335,7 +339,7 @@ func New(opts Options) (d *Dataplane, err error) {
 		if ok, err := si.objs.DeviceBound(); !ok && err != nil {
 			opts.Logger.Info("xdp: no device-bound program, VLAN tags the NIC strips are not seen", "interface", si.name, "err", err)
 		}
-		if si.link, si.mode, err = si.objs.Attach(si.index); err != nil {
+		if si.link, si.mode, err = si.objs.AttachAs(si.index, opts.XDPMode); err != nil {
 			return nil, fmt.Errorf("attach xdp to %s: %w", si.name, err)
 		}
 		if dev, _ := si.objs.DeviceBound(); si.mode == bpf.Generic || !dev {
@@ -352,7 +356,7 @@ func New(opts Options) (d *Dataplane, err error) {
 		ws := d.workers[0].socks
 		opts.Logger.Info("xdp attached", "interface", si.name, "mode", si.mode.String(),
 			"queues", queues, "af_xdp", zc, "shared_umem", len(ws) > 1 && ws[len(ws)-1].shared)
-		warnOffloadVeth(opts, si.index, si.name)
+		warnOffloadVeth(opts, si.index, si.name, si.mode)
 	}
 	d.mode = ifaces[0].mode
 	return d, nil

@@ -376,9 +376,10 @@ func (d *Dataplane) maxFlows() int {
 // the XDP program sends itself (XDP_TX, bpf_redirect) reach the veth's
 // peer only if the peer runs an XDP program of its own, and are lost
 // otherwise (testenv.EnableXDPTx). xlb cannot see the peer, which lives
-// in another namespace.
-func warnOffloadVeth(opts Options, ifindex int, name string) {
-	if !opts.Offload {
+// in another namespace. Generic XDP sends the skb through the veth's own
+// transmit path, which needs nothing of the peer.
+func warnOffloadVeth(opts Options, ifindex int, name string, mode bpf.AttachMode) {
+	if !opts.Offload || mode == bpf.Generic { // generic XDP transmits the skb itself
 		return
 	}
 	if l, err := netlink.LinkByIndex(ifindex); err == nil && l.Type() == "veth" {

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/xlbproject/xlb/bgp"
+	"github.com/xlbproject/xlb/bpf"
 	"github.com/xlbproject/xlb/conntrack"
 	"github.com/xlbproject/xlb/dataplane"
 	"github.com/xlbproject/xlb/director"
@@ -77,6 +78,7 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	var syncPeers syncFlag
 	fs.Var(&syncPeers, "sync-peer", "connection sync by unicast to/from this peer director (ADDR or ADDR:PORT, port default the daemon's --mcast-port), repeatable: `ipvsadm --start-daemon master` sends every sync message to each peer instead of the multicast group, a backup takes messages only from the peers' addresses")
 	offload := fs.String("offload", "off", "flow offload: on, established direct-routing and NAT connections and forwarded UDP flows are rewritten and sent by the XDP program itself (XDP_TX/bpf_redirect: a veth peer needs GRO on); off, every frame goes through a worker")
+	xdpMode := fs.String("xdp-mode", "auto", "how the XDP program attaches: native (in the driver), generic (on the skb, any interface), or auto (native where the driver has it); on veth, generic takes the kernel's backlog instead of veth's 256-frame XDP rings, and the offload's XDP_TX/bpf_redirect needs nothing on the peer")
 	maxFlows := fs.Int("max-flows", 0, "flows offloaded at once over all queues, with --offload=on (0: 65536)")
 	bgpFlags := bgp.RegisterFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -159,6 +161,9 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	case "off":
 	default:
 		return fmt.Errorf("--offload %q: must be on or off", *offload)
+	}
+	if opts.XDPMode, err = bpf.ParseAttachMode(*xdpMode); err != nil {
+		return fmt.Errorf("--xdp-mode %q: must be auto, native or generic", *xdpMode)
 	}
 	if *maxFlows < 0 || *maxFlows > 1<<24 {
 		return fmt.Errorf("--max-flows %d: must be 0-%d", *maxFlows, 1<<24)

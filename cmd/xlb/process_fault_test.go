@@ -379,6 +379,7 @@ func TestStartPreconditions(t *testing.T) {
 		{"bad group", []string{"--iface", "eth0", "--socket-group", "no-such-group-xlb"}, "socket group no-such-group-xlb"},
 		{"bad offload", []string{"--iface", "eth0", "--offload", "maybe"}, `--offload "maybe": must be on or off`},
 		{"max flows negative", []string{"--iface", "eth0", "--offload=on", "--max-flows", "-1"}, "--max-flows -1: must be 0-16777216"},
+		{"bad xdp mode", []string{"--iface", "eth0", "--xdp-mode", "skb"}, `--xdp-mode "skb": must be auto, native or generic`},
 	} {
 		args := append([]string{"run", "--rules", rules, "--socket", sock}, tc.args...)
 		out, err := env.Director.Run(context.Background(), 10*time.Second, xlbBin, args...)

@@ -1,0 +1,74 @@
+//go:build linux
+
+package main
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xlbproject/xlb/testenv"
+)
+
+// --xdp-mode attaches the program the way it says, and xlb forwards in
+// either mode. In generic mode the offload needs nothing of the veth
+// peer (no testenv.EnableXDPTx here): generic XDP transmits the skb
+// through the veth's own transmit path, so an offloaded flow's frames
+// still arrive, and the XDP program forwards most of them itself.
+func TestXDPModes(t *testing.T) {
+	testenv.RequireRoot(t)
+	env := testenv.New(t, testenv.DefaultOptions())
+	vip80, vip53 := netip.AddrPortFrom(testenv.VIP, 80), netip.AddrPortFrom(testenv.VIP, 53)
+	for _, tc := range []struct {
+		mode, offload string
+		ipLink        string // what `ip link` shows on eth0
+	}{
+		{"native", "off", "xdp "},
+		{"generic", "off", "xdpgeneric"},
+		{"generic", "on", "xdpgeneric"},
+	} {
+		t.Run(tc.mode+"/offload="+tc.offload, func(t *testing.T) {
+			d := startXLB(t, env, drRules(env, "rr"), "--xdp-mode", tc.mode, "--offload="+tc.offload)
+			if want := "mode=" + tc.mode; !strings.Contains(d.Output.String(), want) {
+				t.Errorf("daemon log has no %q:\n%s", want, d.Output.String())
+			}
+			out, err := env.Director.Command("ip", "link", "show", "eth0").CombinedOutput()
+			if err != nil || !strings.Contains(string(out), tc.ipLink) {
+				t.Errorf("ip link show eth0: %v: want %q in\n%s", err, tc.ipLink, out)
+			}
+			const n = 40
+			k := mustKeepAlive(t, env, vip80)
+			for i := range n {
+				if _, err := k.get(3 * time.Second); err != nil {
+					t.Fatalf("request %d: %v\n%s", i, err, d.Output.String())
+				}
+			}
+			uc, err := env.Client.UDPConn(vip53)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer uc.Close()
+			for i := range n {
+				if _, err := testenv.ExchangeUDP(uc, 3*time.Second); err != nil {
+					t.Fatalf("UDP query %d: %v", i, err)
+				}
+			}
+			xs := daemonStats(t, d)
+			off, steered := xs["xdp.redirect_offload"], xs["xdp.redirect"]
+			t.Logf("%s, offload %s: XDP forwarded %d frames itself, steered %d to the workers", tc.mode, tc.offload, off, steered)
+			switch {
+			case tc.offload == "off" && off != 0:
+				t.Errorf("redirect_offload = %d with the offload off", off)
+			case tc.offload == "on" && off <= steered:
+				t.Errorf("XDP forwarded %d frames, the workers %d: want most by XDP", off, steered)
+			case tc.offload == "off" && steered < 2*n:
+				t.Errorf("the workers got %d frames, want at least %d", steered, 2*n)
+			}
+			if t.Failed() {
+				t.Log(fmt.Sprint(xs))
+			}
+		})
+	}
+}
