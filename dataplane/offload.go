@@ -153,6 +153,13 @@ func (w *worker) offload(e *conntrack.Entry, dir conntrack.Dir, method modes.Met
 	if !sent || o.keys >= o.max || e.Template() || dir > conntrack.DirOutput {
 		return
 	}
+	if w.partial {
+		// The sender (on this host) leaves its checksums to the NIC
+		// (CHECKSUM_PARTIAL): the worker completes each one, which the
+		// program cannot do; in native mode the skb's flag is lost on
+		// the way and the receiver would drop the frame.
+		return
+	}
 	switch {
 	case method == modes.Route && dir == conntrack.DirInput:
 	case method == modes.Masq:

@@ -117,9 +117,12 @@ type worker struct {
 
 	sx syncExport // connection sync's rings and state (sync.go)
 	// off is the flow offload (offload.go), nil when it is off; xmitV
-	// is the latest verdict of modes.Xmit, for its hook.
-	off   *offloader
-	xmitV modes.Verdict
+	// is the latest verdict of modes.Xmit, for its hook, and partial
+	// whether xmit completed that frame's L4 checksum (its sender left
+	// it to the NIC): such a flow must stay with the worker.
+	off     *offloader
+	xmitV   modes.Verdict
+	partial bool
 }
 
 // ifaceParams are what a rewrite needs of its egress interface.
@@ -838,7 +841,7 @@ func (w *worker) xmit(f *modes.Frame, m *packet.Meta, e *conntrack.Entry, id uin
 	}
 	p.MTU, p.SrcMAC = w.ifs[out].mtu, w.ifs[out].mac
 	w.out = out
-	if packet.CompleteL4Checksum(f.Bytes(), m) {
+	if w.partial = packet.CompleteL4Checksum(f.Bytes(), m); w.partial {
 		w.stats.local[CsumCompleted]++
 	}
 	ipLen := m.IPLen // IPVS counts IP bytes (skb->len at L3), before encapsulation
