@@ -389,10 +389,16 @@ func warnOffloadVeth(opts Options, ifindex int, name string, mode bpf.AttachMode
 	if !opts.Offload || mode == bpf.Generic { // generic XDP transmits the skb itself
 		return
 	}
-	if l, err := netlink.LinkByIndex(ifindex); err == nil && l.Type() == "veth" {
+	if isVeth(ifindex) {
 		opts.Logger.Warn("flow offload on a veth: its peer must run an XDP program (one that passes everything will do), or the offloaded frames are lost",
 			"interface", name)
 	}
+}
+
+// isVeth tells whether ifindex is a veth.
+func isVeth(ifindex int) bool {
+	l, err := netlink.LinkByIndex(ifindex)
+	return err == nil && l.Type() == "veth"
 }
 
 // crossesSyncPoint tells whether input packets before+1 .. before+n

@@ -134,7 +134,7 @@ func TestOffload(t *testing.T) {
 
 	for _, mode := range []string{"off", "on"} {
 		t.Run(mode, func(t *testing.T) {
-			d := startXLB(t, env, drRules(env, "rr"), "--offload="+mode)
+			d := startXLB(t, env, drRules(env, "rr"), "--offload="+mode, "--xdp-mode", "native") // generic: TestXDPModes
 			// No warm-up: the first frames must be counted too (before
 			// the workers stocked their fill rings at start, the first
 			// frame steered could be dropped, rx_dropped).
@@ -308,7 +308,7 @@ func TestOffloadNAT(t *testing.T) {
 	}
 	nft := newNFTCountersPort(t, env.Client, 8080)
 	c := modeCases[1]
-	d := startXLB(t, env, modeRules(env, c, false, 8080), "--offload=on")
+	d := startXLB(t, env, modeRules(env, c, false, 8080), "--offload=on", "--xdp-mode", "native")
 	if err := addTransferService(d, env, c, false, env.VIP, 9000); err != nil {
 		t.Fatal(err)
 	}

@@ -28,14 +28,17 @@ func TestXDPModes(t *testing.T) {
 	vip80, vip53 := netip.AddrPortFrom(testenv.VIP, 80), netip.AddrPortFrom(testenv.VIP, 53)
 	for _, tc := range []struct {
 		mode, offload string
-		ipLink        string // what `ip link` shows on eth0
+		attached      string // the mode xlb reports and `ip link` shows
 		txCsum        bool   // the client leaves checksums to its veth (CHECKSUM_PARTIAL)
 	}{
-		{"native", "off", "xdp ", false},
-		{"generic", "off", "xdpgeneric", false},
-		{"generic", "on", "xdpgeneric", false},
-		{"generic", "on", "xdpgeneric", true},
-		{"native", "on", "xdp ", true},
+		{"native", "off", "native", false},
+		{"generic", "off", "generic", false},
+		{"generic", "on", "generic", false},
+		{"generic", "on", "generic", true},
+		{"native", "on", "native", true},
+		// auto: native on a veth, but generic with the offload on.
+		{"auto", "off", "native", false},
+		{"auto", "on", "generic", false},
 	} {
 		name := tc.mode + "/offload=" + tc.offload
 		if tc.txCsum {
@@ -55,12 +58,13 @@ func TestXDPModes(t *testing.T) {
 				defer env.DisableXDPTx()
 			}
 			d := startXLB(t, env, drRules(env, "rr"), "--xdp-mode", tc.mode, "--offload="+tc.offload)
-			if want := "mode=" + tc.mode; !strings.Contains(d.Output.String(), want) {
+			if want := "mode=" + tc.attached; !strings.Contains(d.Output.String(), want) {
 				t.Errorf("daemon log has no %q:\n%s", want, d.Output.String())
 			}
 			out, err := env.Director.Command("ip", "link", "show", "eth0").CombinedOutput()
-			if err != nil || !strings.Contains(string(out), tc.ipLink) {
-				t.Errorf("ip link show eth0: %v: want %q in\n%s", err, tc.ipLink, out)
+			ipLink := map[string]string{"native": "xdp ", "generic": "xdpgeneric "}[tc.attached]
+			if err != nil || !strings.Contains(string(out), ipLink) {
+				t.Errorf("ip link show eth0: %v: want %q in\n%s", err, ipLink, out)
 			}
 			const n = 40
 			k := mustKeepAlive(t, env, vip80)
