@@ -123,7 +123,7 @@ func (x *xlbDP) Start(ctx context.Context) error {
 			if err := x.env.EnableXDPTx(); err != nil {
 				return err
 			}
-			args = append(args, "--xdp-mode", "native") // auto is generic on a veth with the offload
+			args = append(args, "--xdp-mode", "native")
 		}
 		args = append(args, "--offload=on", "--max-flows", strconv.Itoa(1<<17)) // the 100k-flow search, ~20 MiB
 	}

@@ -73,8 +73,10 @@ type Options struct {
 	MaxFlows int
 	// XDPMode is how the XDP program attaches to every interface:
 	// bpf.Native or bpf.Generic only, or 0 for native where the driver
-	// has it and generic otherwise, except generic on a veth when
-	// Offload is on.
+	// has it and generic otherwise. Generic XDP cannot see a VLAN tag
+	// the kernel holds outside the frame (the device-bound program is
+	// native only), and on a multi-queue veth sees every frame on
+	// queue 0.
 	XDPMode bpf.AttachMode
 	// Logger receives control-plane events (never per-packet ones).
 	Logger *slog.Logger
@@ -340,16 +342,7 @@ func New(opts Options) (d *Dataplane, err error) {
 		if ok, err := si.objs.DeviceBound(); !ok && err != nil {
 			opts.Logger.Info("xdp: no device-bound program, VLAN tags the NIC strips are not seen", "interface", si.name, "err", err)
 		}
-		want := opts.XDPMode
-		if want == 0 && opts.Offload && isVeth(si.index) {
-			// Natively, the frames the offload sends into a veth reach
-			// its peer only if the peer runs XDP too, which xlb cannot
-			// see; generic XDP sends the skb through the veth itself
-			// (and is the faster of the two on veth, bench/RESULTS.md).
-			want = bpf.Generic
-			opts.Logger.Info("xdp: flow offload on a veth, attaching in generic mode (--xdp-mode native to override)", "interface", si.name)
-		}
-		if si.link, si.mode, err = si.objs.AttachAs(si.index, want); err != nil {
+		if si.link, si.mode, err = si.objs.AttachAs(si.index, opts.XDPMode); err != nil {
 			return nil, fmt.Errorf("attach xdp to %s: %w", si.name, err)
 		}
 		if dev, _ := si.objs.DeviceBound(); si.mode == bpf.Generic || !dev {

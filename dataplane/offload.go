@@ -390,7 +390,7 @@ func warnOffloadVeth(opts Options, ifindex int, name string, mode bpf.AttachMode
 		return
 	}
 	if isVeth(ifindex) {
-		opts.Logger.Warn("flow offload on a veth: its peer must run an XDP program (one that passes everything will do), or the offloaded frames are lost",
+		opts.Logger.Warn("flow offload on a veth in native mode: its peer must run an XDP program (one that passes everything will do), or the offloaded frames are lost; --xdp-mode generic needs nothing of the peer",
 			"interface", name)
 	}
 }
