@@ -14,6 +14,7 @@ import (
 
 	"github.com/xlbproject/xlb/bpf"
 	"github.com/xlbproject/xlb/conntrack"
+	"github.com/xlbproject/xlb/internal/ipvs"
 	"github.com/xlbproject/xlb/internal/packet"
 	pt "github.com/xlbproject/xlb/internal/packet/packettest"
 	"github.com/xlbproject/xlb/modes"
@@ -712,5 +713,311 @@ func TestOffloadAfter(t *testing.T) {
 	w.poll(offloadAfter)
 	if _, ok := ff.m[flowKeyOf(ackF)]; !ok || ff.puts != 1 {
 		t.Fatalf("after %d frames: installed %v (puts %d), want the flow", offloadAfter, ok, ff.puts)
+	}
+}
+
+// FULLNAT, both directions, IPv4 and IPv6: with the flows the worker
+// installs (client → VIP, and the real server's replies to the local
+// address and port), the program sends byte for byte what a worker
+// without offload sends (modes.fullnatIn and fullnatOut: both addresses,
+// both ports, TTL, one incremental update per checksum), counted in and
+// out for the destination, and the entry's counters after the fold are
+// the userspace worker's.
+func TestOffloadFULLNATXDPEquivalence(t *testing.T) {
+	for _, v6 := range []bool{false, true} {
+		for _, udp := range []bool{false, true} {
+			vip, client, rs, la := testVIP, testClient, netip.MustParseAddr("198.18.0.11"), testLaddr
+			name := "ipv4"
+			if v6 {
+				vip, client, rs, la, name = testVIP6, testClient6, testRS6, testLaddr6, "ipv6"
+			}
+			k := ipvs.ServiceKey{Proto: ipvs.TCP, Addr: vip, Port: 80}
+			if udp {
+				k.Proto, k.Port, name = ipvs.UDP, 53, name+"/udp"
+			} else {
+				name += "/tcp"
+			}
+			t.Run(name, func(t *testing.T) {
+				o := loadOffload(t)
+				if err := o.AddService(bpf.ServiceKey{Addr: k.Addr, Port: k.Port, Proto: uint8(k.Proto)}, 9); err != nil {
+					t.Fatal(err)
+				}
+				if err := o.AddReal(bpf.ServiceKey{Addr: rs, Port: 8080, Proto: uint8(k.Proto)}); err != nil {
+					t.Fatal(err)
+				}
+				if err := o.SetLocal(la, true); err != nil {
+					t.Fatal(err)
+				}
+				on, kon := methodWorkerAt(t, modes.FullNAT, k, rs, la)
+				withOffload(t, on, o)
+				on.off.kt0 = 0
+				on.ports()
+				on.ifs[0].index = 1 // BPF_PROG_RUN runs as if on loopback: XDP_TX
+				off, koff := methodWorkerAt(t, modes.FullNAT, k, rs, la)
+				in := func(flags uint8, payload string) []byte {
+					return pt.Packet{SrcMAC: clientMAC, DstMAC: directorMAC[:], Src: client, Dst: vip,
+						SrcPort: 40000, DstPort: k.Port, Flags: flags, UDP: udp, Payload: []byte(payload)}.Frame()
+				}
+				var lport uint16 // the connection's, once the first frame bound it
+				out := func(flags uint8, payload string) []byte {
+					return pt.Packet{SrcMAC: realMACs[0][:], DstMAC: directorMAC[:], Src: rs, Dst: la,
+						SrcPort: 8080, DstPort: lport, Flags: flags, UDP: udp, Payload: []byte(payload)}.Frame()
+				}
+				now := int64(10)
+				step := func(f []byte) {
+					kon.deliver(f)
+					koff.deliver(f)
+					on.poll(now)
+					off.poll(now)
+					now++
+				}
+				first := in(syn, "")
+				if udp {
+					first = in(0, "q")
+				}
+				step(first)
+				eon, eoff := entryOf(t, on, first, now), entryOf(t, off, first, now)
+				if eon == nil || eoff == nil || eon.LocalPort() != eoff.LocalPort() {
+					t.Fatalf("entries %v and %v: want one each, with the same local port", eon, eoff)
+				}
+				lport = eon.LocalPort()
+				hs := [][]byte{out(syn|ack, ""), in(ack, ""), out(ack, "hello")}
+				if udp {
+					hs = [][]byte{out(0, "a")}
+				}
+				for _, h := range hs {
+					step(h)
+				}
+				if n := 1 + len(hs); len(kon.sent) != n || len(koff.sent) != n {
+					t.Fatalf("handshake: sent %d and %d, want %d", len(kon.sent), len(koff.sent), n)
+				}
+				if len(on.off.flows) != 1 || !on.off.flows[0].on[0] || !on.off.flows[0].on[1] {
+					t.Fatalf("offloaded %+v, want one connection in both directions", on.off.flows)
+				}
+				id := on.off.flows[0].dest
+				var before bpf.DestCounters
+				if err := o.DestCounters(id, &before); err != nil {
+					t.Fatal(err)
+				}
+				frames := [][]byte{in(ack|packet.TCPFlagPSH, "GET / HTTP/1.1\r\n\r\n"), out(ack|packet.TCPFlagPSH, "HTTP/1.1 200 OK\r\n\r\n"), in(ack, ""), out(ack, "x")}
+				if udp {
+					frames = [][]byte{in(0, "query"), out(0, "answer"), in(0, ""), out(0, "")}
+				}
+				for i, f := range frames {
+					act, got := runXDP(t, o, f)
+					koff.deliver(f)
+					off.poll(now)
+					want := koff.sent[len(koff.sent)-1]
+					if act != xdpTX || !bytes.Equal(got, want) {
+						t.Fatalf("frame %d: xdp action %d sent\n%x\nworker without offload sent\n%x", i, act, got, want)
+					}
+				}
+				var after bpf.DestCounters
+				if err := o.DestCounters(id, &after); err != nil {
+					t.Fatal(err)
+				}
+				if after.InPkts-before.InPkts != 2 || after.OutPkts-before.OutPkts != 2 {
+					t.Errorf("program counted %+v since %+v, want 2 packets each way", after, before)
+				}
+				// Frames the program leaves to the worker: TTL 1 each way,
+				// and a SYN or FIN (TCP).
+				punts := [][]byte{pt.Packet{SrcMAC: clientMAC, DstMAC: directorMAC[:], Src: client, Dst: vip,
+					SrcPort: 40000, DstPort: k.Port, Flags: ack, UDP: udp, TTL: 1, Payload: []byte("x")}.Frame(),
+					pt.Packet{SrcMAC: realMACs[0][:], DstMAC: directorMAC[:], Src: rs, Dst: la,
+						SrcPort: 8080, DstPort: lport, Flags: ack, UDP: udp, TTL: 1, Payload: []byte("x")}.Frame()}
+				if !udp {
+					punts = append(punts, in(ack|packet.TCPFlagFIN, ""))
+				}
+				for i, p := range punts {
+					if act, _ := runXDP(t, o, p); act != xdpPass {
+						t.Errorf("punt %d: xdp action %d, want %d (to the worker)", i, act, xdpPass)
+					}
+				}
+				var con, coff destCounters
+				on.ds.publish()
+				off.ds.publish()
+				on.ds.read(id, &con)
+				off.ds.read(id, &coff)
+				con.add(&destCounters{InPkts: after.InPkts, InBytes: after.InBytes, OutPkts: after.OutPkts, OutBytes: after.OutBytes})
+				if con != coff {
+					t.Errorf("destination counters: offload %+v, userspace %+v", con, coff)
+				}
+				on.off.pass = -foldEveryNs
+				on.off.step(on, now+foldEveryNs, -1)
+				a, b, c, d := eon.Counters()
+				wa, wb, wc, wd := eoff.Counters()
+				if a != wa || b != wb || c != wc || d != wd {
+					t.Errorf("entry counters after the fold: %d %d %d %d, userspace %d %d %d %d", a, b, c, d, wa, wb, wc, wd)
+				}
+			})
+		}
+	}
+}
+
+// tunWorker is methodWorkerAt for TUN with ipip encapsulation from the
+// director's address src.
+func tunWorker(t testing.TB, k ipvs.ServiceKey, rs, src netip.Addr) (*worker, *fakeKernel) {
+	t.Helper()
+	w, kern := methodWorkerAt(t, modes.Tunnel, k, rs, testLaddr)
+	fwd := *w.dp.fwd.Load()
+	for i := range fwd {
+		fwd[i].encap = modes.Encap{Type: modes.IPIP, Src: src.As16()}
+	}
+	// The director's own addresses, the sources of its ICMP errors.
+	w.addr4, w.addr6 = netip.MustParseAddr("198.18.0.254").As16(), testDirIP6.As16()
+	return w, kern
+}
+
+// TUN (ipip), IPv4 in IPv4, IPv6 in IPv6 and IPv4 in IPv6: the program
+// encapsulates an offloaded flow's frames byte for byte as a worker
+// without offload does (modes.tunIn: the outer header, its checksum, TTL,
+// DS field with CE turned to ECT(0), ID and DF; Ethernet padding cut),
+// and counts them as it does (IP bytes before encapsulation). Frames too
+// big once encapsulated (the worker's frag-needed or packet too big),
+// with a TTL of 1, or a FIN, go to the worker; IPv6 in IPv4 is never
+// installed.
+func TestOffloadTUNXDPEquivalence(t *testing.T) {
+	rs4 := netip.MustParseAddr("198.18.0.11")
+	dir4 := netip.MustParseAddr("198.18.0.254")
+	for _, c := range []struct {
+		name                 string
+		vip, client, rs, src netip.Addr
+		offloaded            bool
+	}{
+		{"4in4", testVIP, testClient, rs4, dir4, true},
+		{"6in6", testVIP6, testClient6, testRS6, testDirIP6, true},
+		{"4in6", testVIP, testClient, testRS6, testDirIP6, true},
+		{"6in4", testVIP6, testClient6, rs4, dir4, false},
+	} {
+		for _, udp := range []bool{false, true} {
+			k := ipvs.ServiceKey{Proto: ipvs.TCP, Addr: c.vip, Port: 80}
+			name := c.name + "/tcp"
+			if udp {
+				k.Proto, k.Port, name = ipvs.UDP, 53, c.name+"/udp"
+			}
+			t.Run(name, func(t *testing.T) {
+				o := loadOffload(t)
+				if err := o.AddService(bpf.ServiceKey{Addr: k.Addr, Port: k.Port, Proto: uint8(k.Proto)}, 9); err != nil {
+					t.Fatal(err)
+				}
+				on, kon := tunWorker(t, k, c.rs, c.src)
+				withOffload(t, on, o)
+				on.off.kt0 = 0
+				on.ports()
+				on.ifs[0].index = 1
+				off, koff := tunWorker(t, k, c.rs, c.src)
+				pkt := func(flags uint8, payload []byte) pt.Packet {
+					return pt.Packet{SrcMAC: clientMAC, DstMAC: directorMAC[:], Src: c.client, Dst: c.vip,
+						SrcPort: 40000, DstPort: k.Port, Flags: flags, UDP: udp, Payload: payload}
+				}
+				now := int64(10)
+				hs := [][]byte{pkt(syn, nil).Frame(), pkt(ack, nil).Frame()}
+				if udp {
+					hs = [][]byte{pkt(0, []byte("q")).Frame()}
+				}
+				for _, h := range hs {
+					kon.deliver(h)
+					koff.deliver(h)
+					on.poll(now)
+					off.poll(now)
+					now++
+				}
+				if len(kon.sent) != len(hs) || len(koff.sent) != len(hs) || !bytes.Equal(kon.sent[len(hs)-1], koff.sent[len(hs)-1]) {
+					t.Fatalf("handshake: sent %d and %d, want %d, the same", len(kon.sent), len(koff.sent), len(hs))
+				}
+				if !c.offloaded {
+					if len(on.off.flows) != 0 || on.off.keys != 0 {
+						t.Fatalf("offloaded %+v, want nothing", on.off.flows)
+					}
+					return
+				}
+				if len(on.off.flows) != 1 || !on.off.flows[0].on[0] {
+					t.Fatalf("offloaded %+v, want the connection's client side", on.off.flows)
+				}
+				id := on.off.flows[0].dest
+				var before bpf.DestCounters
+				if err := o.DestCounters(id, &before); err != nil {
+					t.Fatal(err)
+				}
+				ce := pkt(ack|packet.TCPFlagPSH, []byte("GET / HTTP/1.1\r\n\r\n"))
+				ce.TOS = 0xb8 | 3 // EF, CE
+				nodf := pkt(ack, []byte("x"))
+				nodf.NoDF, nodf.ID, nodf.TOS, nodf.TTL = true, 0xbeef, 0x01, 2 // ECT(1), the last hop
+				padded := append(pkt(ack, nil).Frame(), make([]byte, 12)...)
+				// 1500 bytes of IP before the outer header: the most the
+				// MTU lets through unencapsulated.
+				hdr := 20 + 20
+				if c.vip.Is6() {
+					hdr = 40 + 20
+				}
+				if udp {
+					hdr -= 12
+				}
+				full := pkt(ack, make([]byte, 1500-hdr))
+				frames := [][]byte{ce.Frame(), nodf.Frame(), padded, pkt(ack, make([]byte, 1400)).Frame()}
+				for i, f := range frames {
+					act, got := runXDP(t, o, f)
+					koff.deliver(f)
+					off.poll(now)
+					want := koff.sent[len(koff.sent)-1]
+					if act != xdpTX || !bytes.Equal(got, want) {
+						t.Fatalf("frame %d: xdp action %d sent\n%x\nworker without offload sent\n%x", i, act, got, want)
+					}
+				}
+				ttl1 := pkt(ack, []byte("x"))
+				ttl1.TTL = 1
+				punts := [][]byte{full.Frame(), ttl1.Frame()}
+				if !udp {
+					punts = append(punts, pkt(ack|packet.TCPFlagFIN, nil).Frame())
+				}
+				for i, p := range punts {
+					if act, _ := runXDP(t, o, p); act != xdpPass {
+						t.Errorf("punt %d: xdp action %d, want %d (to the worker)", i, act, xdpPass)
+					}
+				}
+				var after bpf.DestCounters
+				if err := o.DestCounters(id, &after); err != nil {
+					t.Fatal(err)
+				}
+				if after.InPkts-before.InPkts != uint64(len(frames)) || after.OutPkts != before.OutPkts {
+					t.Errorf("program counted %+v since %+v, want %d packets in", after, before, len(frames))
+				}
+				var con, coff destCounters
+				on.ds.publish()
+				off.ds.publish()
+				on.ds.read(id, &con)
+				off.ds.read(id, &coff)
+				con.add(&destCounters{InPkts: after.InPkts, InBytes: after.InBytes})
+				if con != coff {
+					t.Errorf("destination counters: offload %+v, userspace %+v", con, coff)
+				}
+				on.off.pass = -foldEveryNs
+				on.off.step(on, now+foldEveryNs, -1)
+				eon, eoff := on.off.flows[0].e, entryOf(t, off, hs[0], now)
+				a, b, c2, d := eon.Counters()
+				wa, wb, wc, wd := eoff.Counters()
+				if a != wa || b != wb || c2 != wc || d != wd {
+					t.Errorf("entry counters after the fold: %d %d %d %d, userspace %d %d %d %d", a, b, c2, d, wa, wb, wc, wd)
+				}
+				// The punted frames through both workers: the same answers
+				// (too big, time exceeded) or forwarding.
+				sentOn, sentOff := len(kon.sent), len(koff.sent)
+				for _, p := range punts {
+					kon.deliver(p)
+					koff.deliver(p)
+				}
+				on.poll(now + foldEveryNs)
+				off.poll(now + foldEveryNs)
+				gotOn, gotOff := kon.sent[sentOn:], koff.sent[sentOff:]
+				if len(gotOn) != len(gotOff) || len(gotOn) < 2 {
+					t.Fatalf("worker sent %d of the punted frames, without offload %d, want at least 2 (%v %v)", len(gotOn), len(gotOff), off.stats.local, off.verdicts)
+				}
+				for i := range gotOn {
+					if !bytes.Equal(gotOn[i], gotOff[i]) {
+						t.Errorf("punted frame %d: sent\n%x\nwithout offload\n%x", i, gotOn[i], gotOff[i])
+					}
+				}
+			})
+		}
 	}
 }
