@@ -101,7 +101,7 @@ func flowKeyOf(frame []byte) bpf.FlowKey {
 }
 
 // entryOf is the connection entry of a client's frame.
-func entryOf(t *testing.T, w *worker, frame []byte, now int64) *conntrack.Entry {
+func entryOf(t testing.TB, w *worker, frame []byte, now int64) *conntrack.Entry {
 	t.Helper()
 	var m packet.Meta
 	packet.Parse(frame, &m)
@@ -474,10 +474,37 @@ func TestOffloadXDPEquivalence(t *testing.T) {
 	}
 }
 
+// offloadPair is a worker with the offload on over the loaded program
+// and a worker without, over the same services, fed the same frames.
+type offloadPair struct {
+	on, off   *worker
+	kon, koff *fakeKernel
+}
+
+// step gives both workers frame f.
+func (p *offloadPair) step(f []byte, now int64) {
+	p.kon.deliver(f)
+	p.koff.deliver(f)
+	p.on.poll(now)
+	p.off.poll(now)
+}
+
+// pairOn turns the offload on in on, over o, as BPF_PROG_RUN runs it.
+func pairOn(t testing.TB, o *bpf.Objects, on, off *worker, kon, koff *fakeKernel) *offloadPair {
+	t.Helper()
+	withOffload(t, on, o)
+	on.off.kt0 = 0
+	on.ports()
+	on.ifs[0].index = 1 // BPF_PROG_RUN's ingress: loopback, so XDP_TX
+	return &offloadPair{on: on, off: off, kon: kon, koff: koff}
+}
+
 // FuzzOffloadXDP holds the XDP program to the worker on arbitrary frames
-// of an offloaded flow (mutations of its data frame): whatever the
-// program forwards itself, a worker without offload forwards too, byte
-// for byte; everything else the program leaves to the worker.
+// of offloaded flows (mutations of their data frames): a DR, a TUN
+// (ipip, IPv4 and IPv6) and a FULLNAT connection (both directions), each
+// installed by its own worker in the one program. Whatever the program
+// forwards itself, a worker without offload forwards too, byte for byte;
+// everything else the program leaves to the worker.
 func FuzzOffloadXDP(f *testing.F) {
 	data := pt.Packet{SrcMAC: clientMAC, DstMAC: directorMAC[:], Src: testClient, Dst: testVIP,
 		SrcPort: 40000, DstPort: 80, Flags: ack | packet.TCPFlagPSH, Payload: []byte("GET / HTTP/1.1\r\n\r\n")}.Frame()
@@ -486,18 +513,101 @@ func FuzzOffloadXDP(f *testing.F) {
 		SrcPort: 40000, DstPort: 80, Flags: ack, TTL: 2, Options: true}.Frame())
 	f.Add(data[:40])
 	o := loadOffload(f)
+	var pairs []*offloadPair
 	on, kon := offloadWorker(f, o)
 	on.ports()
-	on.ifs[0].index = 1 // BPF_PROG_RUN's ingress: loopback
+	on.ifs[0].index = 1
 	off, koff := testWorker(f)
-	for _, h := range [][]byte{tcpTo(40000, 80, syn), tcpTo(40000, 80, ack)} {
-		kon.deliver(h)
-		koff.deliver(h)
-		on.poll(1)
-		off.poll(1)
+	dr := &offloadPair{on: on, off: off, kon: kon, koff: koff}
+	dr.step(tcpTo(40000, 80, syn), 1)
+	dr.step(tcpTo(40000, 80, ack), 1)
+	pairs = append(pairs, dr)
+	var seeds [][]byte
+
+	// TUN, IPv4 in IPv4 and IPv6 in IPv6, on VIPs of their own.
+	rs4, dir4 := netip.MustParseAddr("198.18.0.11"), netip.MustParseAddr("198.18.0.254")
+	for _, c := range []struct{ vip, client, rs, src netip.Addr }{
+		{netip.MustParseAddr("198.18.0.101"), testClient, rs4, dir4},
+		{testVIP6, testClient6, testRS6, testDirIP6},
+	} {
+		k := ipvs.ServiceKey{Proto: ipvs.TCP, Addr: c.vip, Port: 80}
+		if err := o.AddService(bpf.ServiceKey{Addr: k.Addr, Port: k.Port, Proto: uint8(k.Proto)}, 9); err != nil {
+			f.Fatal(err)
+		}
+		on, kon := tunWorker(f, k, c.rs, c.src)
+		off, koff := tunWorker(f, k, c.rs, c.src)
+		p := pairOn(f, o, on, off, kon, koff)
+		pkt := func(flags uint8, payload string) []byte {
+			return pt.Packet{SrcMAC: clientMAC, DstMAC: directorMAC[:], Src: c.client, Dst: c.vip,
+				SrcPort: 40000, DstPort: 80, Flags: flags, TOS: 0x03, Payload: []byte(payload)}.Frame()
+		}
+		p.step(pkt(syn, ""), 1)
+		p.step(pkt(ack, ""), 1)
+		seeds = append(seeds, pkt(ack|packet.TCPFlagPSH, "GET / HTTP/1.1\r\n\r\n"))
+		pairs = append(pairs, p)
 	}
-	if len(on.off.flows) != 1 {
-		f.Fatalf("%d flows offloaded, want 1", len(on.off.flows))
+
+	// FULLNAT: client → VIP and real server → local address.
+	fvip := netip.MustParseAddr("198.18.0.102")
+	fk := ipvs.ServiceKey{Proto: ipvs.TCP, Addr: fvip, Port: 80}
+	if err := o.AddService(bpf.ServiceKey{Addr: fk.Addr, Port: fk.Port, Proto: uint8(fk.Proto)}, 10); err != nil {
+		f.Fatal(err)
+	}
+	if err := o.AddReal(bpf.ServiceKey{Addr: rs4, Port: 8080, Proto: uint8(fk.Proto)}); err != nil {
+		f.Fatal(err)
+	}
+	if err := o.SetLocal(testLaddr, true); err != nil {
+		f.Fatal(err)
+	}
+	fon, fkon := methodWorkerAt(f, modes.FullNAT, fk, rs4, testLaddr)
+	foff, fkoff := methodWorkerAt(f, modes.FullNAT, fk, rs4, testLaddr)
+	fn := pairOn(f, o, fon, foff, fkon, fkoff)
+	in := func(flags uint8, payload string) []byte {
+		return pt.Packet{SrcMAC: clientMAC, DstMAC: directorMAC[:], Src: testClient, Dst: fvip,
+			SrcPort: 40000, DstPort: 80, Flags: flags, Payload: []byte(payload)}.Frame()
+	}
+	fn.step(in(syn, ""), 1)
+	var lport uint16
+	if e := entryOf(f, fon, in(syn, ""), 1); e != nil {
+		lport = e.LocalPort()
+	}
+	out := func(flags uint8, payload string) []byte {
+		return pt.Packet{SrcMAC: realMACs[0][:], DstMAC: directorMAC[:], Src: rs4, Dst: testLaddr,
+			SrcPort: 8080, DstPort: lport, Flags: flags, Payload: []byte(payload)}.Frame()
+	}
+	fn.step(out(syn|ack, ""), 1)
+	fn.step(in(ack, ""), 1)
+	fn.step(out(ack, "hello"), 1)
+	seeds = append(seeds, in(ack|packet.TCPFlagPSH, "GET / HTTP/1.1\r\n\r\n"), out(ack|packet.TCPFlagPSH, "HTTP/1.1 200 OK\r\n\r\n"))
+	pairs = append(pairs, fn)
+	// The new paths' seeds are forwarded by the program, not left to
+	// the worker: the fuzzer starts from frames that reach the rewrites.
+	for _, s := range seeds {
+		if act, _ := runXDP(f, o, s); act != xdpTX {
+			f.Fatalf("seed %x: xdp action %d, want XDP_TX", s, act)
+		}
+		f.Add(s)
+	}
+
+	// Which pair's worker a frame the program forwarded goes to: the one
+	// that installed its flow.
+	owner := map[bpf.FlowKey]*offloadPair{}
+	for _, p := range pairs {
+		n := 0
+		for _, fl := range p.on.off.flows {
+			for dir := range fl.on {
+				if fl.on[dir] {
+					owner[fl.key[dir]] = p
+					n++
+				}
+			}
+		}
+		if n == 0 {
+			f.Fatalf("a worker offloaded nothing (counters %v)", p.on.stats.local)
+		}
+	}
+	if len(owner) != 5 {
+		f.Fatalf("%d flows offloaded, want 5 (DR, TUN 4 and 6, FULLNAT both ways)", len(owner))
 	}
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		if len(frame) > 1600 {
@@ -510,16 +620,20 @@ func FuzzOffloadXDP(f *testing.F) {
 		if act != xdpTX {
 			return
 		}
-		sent := len(koff.sent)
-		koff.deliver(frame)
-		off.poll(2)
-		if len(koff.sent) != sent+1 {
-			t.Fatalf("xdp forwarded %x, the worker did not (counters %v)", frame, off.stats.local)
+		p := owner[flowKeyOf(frame)]
+		if p == nil {
+			t.Fatalf("xdp forwarded %x, of no offloaded flow", frame)
 		}
-		if want := koff.sent[sent]; !bytes.Equal(got, want) {
+		sent := len(p.koff.sent)
+		p.koff.deliver(frame)
+		p.off.poll(2)
+		if len(p.koff.sent) != sent+1 {
+			t.Fatalf("xdp forwarded %x, the worker did not (counters %v)", frame, p.off.stats.local)
+		}
+		if want := p.koff.sent[sent]; !bytes.Equal(got, want) {
 			t.Fatalf("xdp sent\n%x\nthe worker\n%x\nfor\n%x", got, want, frame)
 		}
-		koff.sent = koff.sent[:0]
+		p.koff.sent = p.koff.sent[:0]
 	})
 }
 
