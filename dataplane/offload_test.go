@@ -1135,3 +1135,39 @@ func TestOffloadTUNXDPEquivalence(t *testing.T) {
 		}
 	}
 }
+
+// A TUN flow leaves the program when its destination's encapsulation
+// changes (the next frames go to the worker, which tunnels them as now
+// configured), and a GUE one is never installed: the program builds
+// ipip only.
+func TestOffloadTUNEncapChange(t *testing.T) {
+	ff := newFakeFlows()
+	k := testServices[0]
+	w, kern := tunWorker(t, k, netip.MustParseAddr("198.18.0.11"), netip.MustParseAddr("198.18.0.254"))
+	withOffload(t, w, ff)
+	kern.deliver(tcpTo(40000, 80, syn))
+	w.poll(1)
+	kern.deliver(tcpTo(40000, 80, ack))
+	w.poll(2)
+	fk := flowKeyOf(tcpTo(40000, 80, ack))
+	if v, ok := ff.m[fk]; !ok || v.Op != bpf.FlowTun4 {
+		t.Fatalf("flow %+v installed %v, want a FlowTun4", v, ok)
+	}
+	fwd := append([]destFwd(nil), *w.dp.fwd.Load()...)
+	for i := range fwd {
+		fwd[i].encap.Type, fwd[i].encap.Port = modes.GUE, 6080
+	}
+	w.dp.fwd.Store(&fwd)
+	w.off.step(w, 3, 0)
+	if _, ok := ff.m[fk]; ok || len(w.off.flows) != 0 {
+		t.Fatalf("after the change to GUE the flow is still installed (%d offloaded)", len(w.off.flows))
+	}
+	kern.deliver(tcpTo(40000, 80, ack))
+	w.poll(4)
+	if len(ff.m) != 0 {
+		t.Errorf("a GUE flow was installed: %+v", ff.m)
+	}
+	if n := len(kern.sent); n != 3 {
+		t.Errorf("sent %d frames, want 3 (the worker tunnels them all)", n)
+	}
+}
