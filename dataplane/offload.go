@@ -109,7 +109,8 @@ type offloader struct {
 	// were last checked against.
 	cfg *workerConfig
 	fwd *[]destFwd
-	v   bpf.Flow // scratch
+	v   bpf.Flow    // scratch
+	k   bpf.FlowKey // scratch
 
 	installed, removed, folds, errs uint64
 }
@@ -232,13 +233,13 @@ func (w *worker) offload(e *conntrack.Entry, dir conntrack.Dir, method modes.Met
 	k := e.Key()
 	rs, rport := e.DestAddr16(), e.DestPort()
 	o.v = bpf.Flow{SrcMAC: ifc.mac, Ifindex: uint32(ifc.index), MTU: uint32(ifc.mtu), Dest: id, Op: bpf.FlowDR}
-	var key bpf.FlowKey
+	key := &o.k // the worker's own: a local would escape through the interface call
 	if dir == conntrack.DirInput {
 		if int(id) >= len(fwd) || !fwd[id].macOK {
 			return
 		}
 		o.v.DstMAC = fwd[id].mac
-		key = bpf.MakeFlowKey(k.Src, k.SrcPort, k.Dst, k.DstPort, k.Proto)
+		*key = bpf.MakeFlowKey(k.Src, k.SrcPort, k.Dst, k.DstPort, k.Proto)
 		switch method {
 		case modes.Masq:
 			o.v.Op, o.v.Addr = bpf.FlowNATIn, rs
@@ -261,7 +262,7 @@ func (w *worker) offload(e *conntrack.Entry, dir conntrack.Dir, method modes.Met
 		// The reply: real server → local address, back to VIP → client.
 		la, lport := e.LocalAddr16(), e.LocalPort()
 		o.v.DstMAC = e.Hop()
-		key = bpf.MakeFlowKey(rs, rport, la, lport, k.Proto)
+		*key = bpf.MakeFlowKey(rs, rport, la, lport, k.Proto)
 		o.v.Op, o.v.Addr, o.v.SrcAddr = bpf.FlowFNATOut, k.Src, k.Dst
 		binary.BigEndian.PutUint16(o.v.Port[:], k.SrcPort)
 		binary.BigEndian.PutUint16(o.v.SrcPort[:], k.DstPort)
@@ -270,12 +271,12 @@ func (w *worker) offload(e *conntrack.Entry, dir conntrack.Dir, method modes.Met
 		// The reply: real server → client, its source back to the VIP,
 		// to the client-side hop the connection came from.
 		o.v.DstMAC = e.Hop()
-		key = bpf.MakeFlowKey(rs, rport, k.Src, k.SrcPort, k.Proto)
+		*key = bpf.MakeFlowKey(rs, rport, k.Src, k.SrcPort, k.Proto)
 		o.v.Op, o.v.Addr = bpf.FlowNATOut, k.Dst
 		binary.BigEndian.PutUint16(o.v.Port[:], k.DstPort)
 		o.v.IPDelta, o.v.L4Delta = natDeltas(&rs, &k.Dst, rport, k.DstPort)
 	}
-	if err := o.m.PutFlow(&key, &o.v); err != nil {
+	if err := o.m.PutFlow(key, &o.v); err != nil {
 		o.errs++
 		return
 	}
@@ -286,7 +287,7 @@ func (w *worker) offload(e *conntrack.Entry, dir conntrack.Dir, method modes.Met
 		w.ct.SetOffloaded(e, true)
 	}
 	f := &o.flows[i]
-	f.on[dir], f.key[dir], f.mac[dir], f.slot[dir] = true, key, o.v.DstMAC, w.out
+	f.on[dir], f.key[dir], f.mac[dir], f.slot[dir] = true, *key, o.v.DstMAC, w.out
 	if method == modes.Tunnel {
 		f.encap = fwd[id].encap
 	}

@@ -4,6 +4,7 @@ package dataplane
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"net/netip"
 	"os"
@@ -1169,5 +1170,72 @@ func TestOffloadTUNEncapChange(t *testing.T) {
 	}
 	if n := len(kern.sent); n != 3 {
 		t.Errorf("sent %d frames, want 3 (the worker tunnels them all)", n)
+	}
+}
+
+// Installing and removing TUN and FULLNAT flows allocates nothing: a
+// connection's handshake, its install (FULLNAT: both directions, the
+// reply's at the real server's ACK) and its FIN, which takes it out
+// again, on the per-packet path.
+func TestOffloadMethodsAllocs(t *testing.T) {
+	rs := netip.MustParseAddr("198.18.0.11")
+	for _, m := range []modes.Method{modes.Tunnel, modes.FullNAT} {
+		t.Run(m.String(), func(t *testing.T) {
+			ff := newFakeFlows()
+			var w *worker
+			var kern *fakeKernel
+			if m == modes.Tunnel {
+				w, kern = tunWorker(t, testServices[0], rs, netip.MustParseAddr("198.18.0.254"))
+			} else {
+				w, kern = methodWorkerAt(t, m, testServices[0], rs, testLaddr)
+			}
+			withOffload(t, w, ff)
+			kern.keep = false
+			const runs = 60 // AllocsPerRun's 50 and its warm-up
+			var syns, acks, fins [][]byte
+			for i := range runs {
+				p := uint16(20000 + i)
+				syns, acks, fins = append(syns, tcpTo(p, 80, syn)), append(acks, tcpTo(p, 80, ack)), append(fins, tcpTo(p, 80, ack|packet.TCPFlagFIN))
+			}
+			// The real server's ACK to the connection's local port,
+			// patched into a copy of one frame (its TCP destination port
+			// and checksum): building frames allocates.
+			tmpl := pt.Packet{SrcMAC: realMACs[0][:], DstMAC: directorMAC[:], Src: rs, Dst: testLaddr,
+				SrcPort: 8080, DstPort: 1, Flags: ack}.Frame()
+			reply := make([]byte, len(tmpl))
+			i, now := 0, int64(1)
+			allocs := testing.AllocsPerRun(50, func() {
+				kern.deliver(syns[i])
+				w.poll(now)
+				kern.deliver(acks[i])
+				w.poll(now)
+				if m == modes.FullNAT {
+					var lport uint16
+					if f := w.off.flows; len(f) > 0 {
+						lport = f[len(f)-1].e.LocalPort()
+					}
+					copy(reply, tmpl)
+					const l4 = 14 + 20
+					binary.BigEndian.PutUint16(reply[l4+2:], lport)
+					binary.BigEndian.PutUint16(reply[l4+16:], packet.ChecksumUpdate16(binary.BigEndian.Uint16(reply[l4+16:]), 1, lport))
+					kern.deliver(reply)
+					w.poll(now)
+				}
+				kern.deliver(fins[i])
+				w.poll(now)
+				i++
+				now++
+			})
+			if allocs != 0 {
+				t.Errorf("%v connection install and removal: %v allocations, want 0", m, allocs)
+			}
+			want := runs - 9 // every run installs (the warm-up too)
+			if m == modes.FullNAT {
+				want *= 2
+			}
+			if ff.puts < want || len(ff.m) != 0 {
+				t.Errorf("%d installs, %d flows left, want %d+ and none", ff.puts, len(ff.m), want)
+			}
+		})
 	}
 }
