@@ -43,7 +43,7 @@ type dataplane interface {
 // table, zero counters) for every measurement.
 type xlbDP struct {
 	method  string // "dr", "nat", "tun" or "fullnat"
-	offload bool   // --offload=on (configuration xlb-dr-offload)
+	offload bool   // --offload=on (configurations xlb-dr-offload, xlb-nat-offload, xlb-tun-offload, xlb-fullnat-offload)
 	suffix  string // of the name: "-base" for -xlb-base's binary
 	bin     string
 	dir     string

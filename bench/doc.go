@@ -53,7 +53,8 @@
 //     search with more flows xlb-fullnat is restarted, so that its later
 //     tests do not measure a table with no free port. `xlb --xlb-stats` is read after each run and its drop
 //     counters are printed and summed.
-//   - xlb-dr-offload, xlb-nat-offload: xlb-dr and xlb-nat with
+//   - xlb-dr-offload, xlb-nat-offload, xlb-tun-offload,
+//     xlb-fullnat-offload: xlb-dr, xlb-nat, xlb-tun and xlb-fullnat with
 //     --offload=on (up to 2^17 flows): the XDP program forwards
 //     established flows itself with XDP_TX, so the
 //     director's veth peer gets a pass-everything XDP program for the
