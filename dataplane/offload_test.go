@@ -6,12 +6,17 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"net"
 	"net/netip"
 	"os"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/xlbproject/xlb/bpf"
 	"github.com/xlbproject/xlb/conntrack"
@@ -339,8 +344,9 @@ func runXDP(t testing.TB, o *bpf.Objects, frame []byte) (uint32, []byte) {
 
 // XDP actions (enum xdp_action).
 const (
-	xdpPass = 2
-	xdpTX   = 3
+	xdpPass     = 2
+	xdpTX       = 3
+	xdpRedirect = 4
 )
 
 // The offloaded and the userspace paths agree: for the same frames of
@@ -1239,3 +1245,142 @@ func TestOffloadMethodsAllocs(t *testing.T) {
 		})
 	}
 }
+
+// The TUN and FULLNAT rewrites run the same on a live interface, native
+// and generic XDP, as under BPF_PROG_RUN (which the equivalence tests
+// hold to the worker): a frame of each flow sent into a veth comes back
+// out of it, XDP_TX, byte for byte as BPF_PROG_RUN leaves it. Generic
+// XDP works on the skb (bpf_xdp_adjust_head and _tail included), native
+// on the veth's xdp_buff.
+func TestOffloadXDPModes(t *testing.T) {
+	testenv.RequireRoot(t)
+	for _, mode := range []struct {
+		name  string
+		flags link.XDPAttachFlags
+	}{{"native", link.XDPDriverMode}, {"generic", link.XDPGenericMode}} {
+		t.Run(mode.name, func(t *testing.T) { checkOffloadLive(t, mode.flags) })
+	}
+}
+
+func checkOffloadLive(t *testing.T, flags link.XDPAttachFlags) {
+	testenv.InNewNetNS(t, func(h *netlink.Handle) {
+		if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "off0", NumTxQueues: 1, NumRxQueues: 1}, PeerName: "off1"}); err != nil {
+			t.Fatal(err)
+		}
+		l0, err := h.LinkByName("off0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		l1, err := h.LinkByName("off1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range []netlink.Link{l0, l1} {
+			if err := h.LinkSetUp(l); err != nil {
+				t.Fatal(err)
+			}
+		}
+		mac0, mac1 := [6]byte(l0.Attrs().HardwareAddr), [6]byte(l1.Attrs().HardwareAddr)
+		o, err := bpf.Load(bpf.Options{MAC: mac0, Offload: true, MaxFlows: 16, MaxReals: 16})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer o.Close()
+		vip, rs := testVIP, netip.MustParseAddr("198.18.0.11")
+		for _, p := range []uint16{80, 81} {
+			if err := o.AddService(bpf.ServiceKey{Addr: vip, Port: p, Proto: 6}, 1); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Port 80: TUN to rs, ipip from 198.18.0.254; port 81: FULLNAT
+		// from the local address to rs:8080. Out of off0 (XDP_TX) to
+		// off1's MAC.
+		la := testLaddr.As16()
+		base := bpf.Flow{DstMAC: mac1, SrcMAC: mac0, Ifindex: uint32(l0.Attrs().Index), MTU: 1500, Dest: 1}
+		tun, fnat := base, base
+		tun.Op, tun.Addr, tun.SrcAddr = bpf.FlowTun4, rs.As16(), netip.MustParseAddr("198.18.0.254").As16()
+		fnat.Op, fnat.Addr, fnat.SrcAddr = bpf.FlowFNATIn, rs.As16(), la
+		binary.BigEndian.PutUint16(fnat.Port[:], 8080)
+		binary.BigEndian.PutUint16(fnat.SrcPort[:], 5000)
+		c, v := testClient.As16(), vip.As16()
+		fnat.IPDelta, fnat.L4Delta = fullnatDeltas(&c, &la, 40000, 5000, &v, &tun.Addr, 81, 8080)
+		frames := map[uint16][]byte{}
+		for port, f := range map[uint16]*bpf.Flow{80: &tun, 81: &fnat} {
+			k := bpf.MakeFlowKey(c, 40000, v, port, 6)
+			if err := o.PutFlow(&k, f); err != nil {
+				t.Fatal(err)
+			}
+			frames[port] = pt.Packet{DstMAC: net.HardwareAddr(mac0[:]), SrcMAC: net.HardwareAddr(mac1[:]), Src: testClient, Dst: vip,
+				SrcPort: 40000, DstPort: port, Flags: ack | packet.TCPFlagPSH, Payload: []byte("GET / HTTP/1.1\r\n\r\n")}.Frame()
+		}
+		if flags == link.XDPDriverMode {
+			// veth delivers XDP_TX frames to a peer that runs XDP itself.
+			pass, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL",
+				Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pass.Close()
+			pl, err := link.AttachXDP(link.XDPOptions{Program: pass, Interface: l1.Attrs().Index, Flags: link.XDPDriverMode})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pl.Close()
+		}
+		lk, err := link.AttachXDP(link.XDPOptions{Program: o.Program(), Interface: l0.Attrs().Index, Flags: flags})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer lk.Close()
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ALL)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fd)
+		if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: l1.Attrs().Index}); err != nil {
+			t.Fatal(err)
+		}
+		tv := unix.NsecToTimeval(int64(100 * time.Millisecond))
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+			t.Fatal(err)
+		}
+		// A bare ACK padded to Ethernet's 60 bytes: TUN cuts the padding
+		// (bpf_xdp_adjust_tail).
+		padded := append(pt.Packet{DstMAC: net.HardwareAddr(mac0[:]), SrcMAC: net.HardwareAddr(mac1[:]), Src: testClient, Dst: vip,
+			SrcPort: 40000, DstPort: 80, Flags: ack}.Frame(), 0, 0, 0, 0, 0, 0)
+		for i, f := range [][]byte{frames[80], frames[81], padded} {
+			port := []uint16{80, 81, 80}[i]
+			// BPF_PROG_RUN's ingress is loopback, not off0: a redirect.
+			act, want := runXDP(t, o, bytes.Clone(f))
+			if act != xdpRedirect {
+				t.Fatalf("port %d: BPF_PROG_RUN action %d, want XDP_REDIRECT", port, act)
+			}
+			if err := unix.Sendto(fd, f, 0, &unix.SockaddrLinklayer{Ifindex: l1.Attrs().Index, Halen: 6}); err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 2048)
+			got := false
+			for deadline := time.Now().Add(2 * time.Second); !got && time.Now().Before(deadline); {
+				n, from, err := unix.Recvfrom(fd, buf, 0)
+				if err != nil {
+					continue // the timeout: try again until the deadline
+				}
+				if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
+					continue // the frame this test sent
+				}
+				if bytes.Equal(buf[:n], want) {
+					got = true
+				}
+			}
+			if !got {
+				c, _ := o.Counters()
+				t.Errorf("port %d: no frame equal to BPF_PROG_RUN's\n%x\ncame back in 2 s (redirect_offload %d)", port, want, c[bpf.RedirectOffload])
+			}
+		}
+		if c, err := o.Counters(); err != nil || c[bpf.RedirectOffload] != 6 {
+			t.Errorf("redirect_offload = %d (%v), want 6: three frames under BPF_PROG_RUN, three live", c[bpf.RedirectOffload], err)
+		}
+	})
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
