@@ -76,7 +76,7 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	noWakeup := fs.Bool("no-need-wakeup", false, "bind the AF_XDP sockets without XDP_USE_NEED_WAKEUP: a syscall per TX batch whether the kernel needs it or not")
 	var syncPeers syncFlag
 	fs.Var(&syncPeers, "sync-peer", "connection sync by unicast to/from this peer director (ADDR or ADDR:PORT, port default the daemon's --mcast-port), repeatable: `ipvsadm --start-daemon master` sends every sync message to each peer instead of the multicast group, a backup takes messages only from the peers' addresses")
-	offload := fs.String("offload", "off", "flow offload: on, established direct-routing and NAT connections and forwarded UDP flows are rewritten and sent by the XDP program itself (XDP_TX/bpf_redirect: a veth peer needs GRO on); off, every frame goes through a worker")
+	offload := fs.String("offload", "off", "flow offload: on, established connections (DR, NAT, TUN with ipip, FULLNAT) and forwarded UDP flows are rewritten and sent by the XDP program itself (XDP_TX/bpf_redirect: a veth peer needs GRO on); off, every frame goes through a worker")
 	maxFlows := fs.Int("max-flows", 0, "flows offloaded at once over all queues, with --offload=on (0: 65536)")
 	bgpFlags := bgp.RegisterFlags(fs)
 	if err := fs.Parse(args); err != nil {
