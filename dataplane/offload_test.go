@@ -1248,8 +1248,9 @@ func TestOffloadMethodsAllocs(t *testing.T) {
 
 // The TUN and FULLNAT rewrites run the same on a live interface, native
 // and generic XDP, as under BPF_PROG_RUN (which the equivalence tests
-// hold to the worker): a frame of each flow sent into a veth comes back
-// out of it, XDP_TX, byte for byte as BPF_PROG_RUN leaves it. Generic
+// hold to the worker): a frame of each flow (TUN with an outer IPv4 and
+// IPv6 header, IPv4 and IPv6 inside; FULLNAT) sent into a veth comes
+// back out of it, XDP_TX, byte for byte as BPF_PROG_RUN leaves it. Generic
 // XDP works on the skb (bpf_xdp_adjust_head and _tail included), native
 // on the veth's xdp_buff.
 func TestOffloadXDPModes(t *testing.T) {
@@ -1287,13 +1288,17 @@ func checkOffloadLive(t *testing.T, flags link.XDPAttachFlags) {
 		}
 		defer o.Close()
 		vip, rs := testVIP, netip.MustParseAddr("198.18.0.11")
-		for _, p := range []uint16{80, 81} {
+		for _, p := range []uint16{80, 81, 82} {
 			if err := o.AddService(bpf.ServiceKey{Addr: vip, Port: p, Proto: 6}, 1); err != nil {
 				t.Fatal(err)
 			}
 		}
+		if err := o.AddService(bpf.ServiceKey{Addr: testVIP6, Port: 80, Proto: 6}, 1); err != nil {
+			t.Fatal(err)
+		}
 		// Port 80: TUN to rs, ipip from 198.18.0.254; port 81: FULLNAT
-		// from the local address to rs:8080. Out of off0 (XDP_TX) to
+		// from the local address to rs:8080; port 82 and the IPv6 VIP's
+		// 80: TUN in an outer IPv6 header. Out of off0 (XDP_TX) to
 		// off1's MAC.
 		la := testLaddr.As16()
 		base := bpf.Flow{DstMAC: mac1, SrcMAC: mac0, Ifindex: uint32(l0.Attrs().Index), MTU: 1500, Dest: 1}
@@ -1305,7 +1310,9 @@ func checkOffloadLive(t *testing.T, flags link.XDPAttachFlags) {
 		c, v := testClient.As16(), vip.As16()
 		fnat.IPDelta, fnat.L4Delta = fullnatDeltas(&c, &la, 40000, 5000, &v, &tun.Addr, 81, 8080)
 		frames := map[uint16][]byte{}
-		for port, f := range map[uint16]*bpf.Flow{80: &tun, 81: &fnat} {
+		tun6 := base
+		tun6.Op, tun6.Addr, tun6.SrcAddr = bpf.FlowTun6, testRS6.As16(), testDirIP6.As16()
+		for port, f := range map[uint16]*bpf.Flow{80: &tun, 81: &fnat, 82: &tun6} {
 			k := bpf.MakeFlowKey(c, 40000, v, port, 6)
 			if err := o.PutFlow(&k, f); err != nil {
 				t.Fatal(err)
@@ -1313,6 +1320,12 @@ func checkOffloadLive(t *testing.T, flags link.XDPAttachFlags) {
 			frames[port] = pt.Packet{DstMAC: net.HardwareAddr(mac0[:]), SrcMAC: net.HardwareAddr(mac1[:]), Src: testClient, Dst: vip,
 				SrcPort: 40000, DstPort: port, Flags: ack | packet.TCPFlagPSH, Payload: []byte("GET / HTTP/1.1\r\n\r\n")}.Frame()
 		}
+		k6 := bpf.MakeFlowKey(testClient6.As16(), 40000, testVIP6.As16(), 80, 6)
+		if err := o.PutFlow(&k6, &tun6); err != nil {
+			t.Fatal(err)
+		}
+		frame6 := pt.Packet{DstMAC: net.HardwareAddr(mac0[:]), SrcMAC: net.HardwareAddr(mac1[:]), Src: testClient6, Dst: testVIP6,
+			SrcPort: 40000, DstPort: 80, Flags: ack | packet.TCPFlagPSH, TOS: 0x03, Payload: []byte("GET / HTTP/1.1\r\n\r\n")}.Frame()
 		if flags == link.XDPDriverMode {
 			// veth delivers XDP_TX frames to a peer that runs XDP itself.
 			pass, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL",
@@ -1348,8 +1361,8 @@ func checkOffloadLive(t *testing.T, flags link.XDPAttachFlags) {
 		// (bpf_xdp_adjust_tail).
 		padded := append(pt.Packet{DstMAC: net.HardwareAddr(mac0[:]), SrcMAC: net.HardwareAddr(mac1[:]), Src: testClient, Dst: vip,
 			SrcPort: 40000, DstPort: 80, Flags: ack}.Frame(), 0, 0, 0, 0, 0, 0)
-		for i, f := range [][]byte{frames[80], frames[81], padded} {
-			port := []uint16{80, 81, 80}[i]
+		for i, f := range [][]byte{frames[80], frames[81], padded, frames[82], frame6} {
+			port := []uint16{80, 81, 80, 82, 80}[i]
 			// BPF_PROG_RUN's ingress is loopback, not off0: a redirect.
 			act, want := runXDP(t, o, bytes.Clone(f))
 			if act != xdpRedirect {
@@ -1377,8 +1390,8 @@ func checkOffloadLive(t *testing.T, flags link.XDPAttachFlags) {
 				t.Errorf("port %d: no frame equal to BPF_PROG_RUN's\n%x\ncame back in 2 s (redirect_offload %d)", port, want, c[bpf.RedirectOffload])
 			}
 		}
-		if c, err := o.Counters(); err != nil || c[bpf.RedirectOffload] != 6 {
-			t.Errorf("redirect_offload = %d (%v), want 6: three frames under BPF_PROG_RUN, three live", c[bpf.RedirectOffload], err)
+		if c, err := o.Counters(); err != nil || c[bpf.RedirectOffload] != 10 {
+			t.Errorf("redirect_offload = %d (%v), want 10: five frames under BPF_PROG_RUN, five live", c[bpf.RedirectOffload], err)
 		}
 	})
 }
