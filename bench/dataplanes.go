@@ -112,7 +112,7 @@ func (x *xlbDP) Start(ctx context.Context) error {
 		if err := x.env.EnableXDPTx(); err != nil {
 			return err
 		}
-		args = append(args, "--offload=on", "--max-flows", strconv.Itoa(1<<17)) // the 100k-flow search, ~25 MiB
+		args = append(args, "--offload=on", "--max-flows", strconv.Itoa(1<<17)) // the 100k-flow search, ~20 MiB
 	}
 	p, err := x.env.Director.Start(x.bin, args...)
 	if err != nil {
