@@ -53,20 +53,22 @@
 //     search with more flows xlb-fullnat is restarted, so that its later
 //     tests do not measure a table with no free port. `xlb --xlb-stats` is read after each run and its drop
 //     counters are printed and summed.
-//   - xlb-dr-offload-generic, xlb-nat-offload-generic: xlb-dr and
-//     xlb-nat with --offload=on (up to 2^17 flows) and --xdp-mode
-//     generic: the XDP program forwards established flows itself
-//     (XDP_TX, bpf_redirect), on the skb. Generic, because on veth native
-//     XDP_TX/bpf_redirect hands each frame to the peer's 256-frame XDP
-//     ring, which needs an XDP program on the peer and drops bursts the
-//     generator sends, and costs a frame-to-skb conversion there; generic
-//     XDP sends the skb through the veth's own transmit path, as nft
-//     `fwd` does. RESULTS.md has the two modes side by side.
+//   - xlb-dr-offload-generic, xlb-nat-offload-generic,
+//     xlb-tun-offload-generic, xlb-fullnat-offload-generic: xlb-dr,
+//     xlb-nat, xlb-tun and xlb-fullnat with --offload=on (up to 2^17
+//     flows) and --xdp-mode generic: the XDP program forwards
+//     established flows itself (XDP_TX, bpf_redirect), on the skb.
+//     Generic, because on veth native XDP_TX/bpf_redirect hands each
+//     frame to the peer's 256-frame XDP ring, which needs an XDP program
+//     on the peer and drops bursts the generator sends, and costs a
+//     frame-to-skb conversion there; generic XDP sends the skb through
+//     the veth's own transmit path, as nft `fwd` does. RESULTS.md has
+//     the two modes side by side.
 //   - Also accepted by -dataplanes, not in the default list: any xlb
 //     configuration with -offload and/or -generic (--xdp-mode generic),
 //     e.g. xlb-dr-offload (native: the director's veth peer gets a
-//     pass-everything XDP program for the run, testenv.EnableXDPTx) or
-//     xlb-dr-generic.
+//     pass-everything XDP program for the run, testenv.EnableXDPTx;
+//     removed afterwards) or xlb-dr-generic.
 //
 // Services on the VIP: UDP 9 (the flood; the real servers drop it in a
 // netdev ingress chain, so they send nothing back and spend little),

@@ -58,7 +58,7 @@ type options struct {
 	queueRounds  int
 }
 
-var allDataplanes = []string{"ip-forward", "nft-fwd", "nft-dnat", "xlb-dr", "xlb-dr-offload-generic", "xlb-nat", "xlb-nat-offload-generic", "xlb-tun", "xlb-fullnat"}
+var allDataplanes = []string{"ip-forward", "nft-fwd", "nft-dnat", "xlb-dr", "xlb-dr-offload-generic", "xlb-nat", "xlb-nat-offload-generic", "xlb-tun", "xlb-tun-offload-generic", "xlb-fullnat", "xlb-fullnat-offload-generic"}
 
 func main() {
 	var o options
@@ -395,7 +395,7 @@ func (b *bench) prepare(ctx context.Context) (cleanup func(), err error) {
 		if err := nft(h, rule); err != nil {
 			return cleanup, err
 		}
-		if slices.Contains(b.o.dps, "xlb-tun") {
+		if slices.ContainsFunc(b.o.dps, func(dp string) bool { return strings.HasPrefix(dp, "xlb-tun") }) {
 			// What testenv.SetupTunReal adds to a DR real server.
 			for _, k := range []string{"all", "default", "eth0"} {
 				if err := h.Sysctl("net/ipv4/conf/"+k+"/rp_filter", "0"); err != nil {

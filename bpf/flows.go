@@ -43,10 +43,16 @@ const (
 	FlowDR     FlowOp = 1 // direct routing: next hop's and egress MACs, TTL or hop limit minus one
 	FlowNATIn  FlowOp = 2 // NAT, client → real server: as FlowDR, and the destination becomes Addr:Port
 	FlowNATOut FlowOp = 3 // NAT, real server → client: as FlowDR, and the source becomes Addr:Port
+	FlowTun4   FlowOp = 4 // TUN, ipip: as FlowDR, and an outer IPv4 header SrcAddr → Addr in front (IPv4 only inside)
+	FlowTun6   FlowOp = 5 // TUN, ipip: as FlowDR, and an outer IPv6 header SrcAddr → Addr in front (IPv4 or IPv6 inside)
+	FlowFNATIn FlowOp = 6 // FULLNAT, client → real server: as FlowDR, the source becomes SrcAddr:SrcPort, the destination Addr:Port
+	// FlowFNATOut is FULLNAT's real server → client: as FlowFNATIn, the
+	// source becoming the VIP and the destination the client.
+	FlowFNATOut FlowOp = 7
 )
 
 // Flow is an offloaded flow's rewrite and egress, and the counters the
-// program keeps for it. It mirrors struct flow_value in xdp.c (80 bytes).
+// program keeps for it. It mirrors struct flow_value in xdp.c (104 bytes).
 // The dataplane writes DstMAC to Op; the program only adds to Packets and
 // Bytes and stamps LastSeen.
 type Flow struct {
@@ -57,12 +63,19 @@ type Flow struct {
 	Op             FlowOp
 	_              uint32
 	// NAT: the new address (16-byte form, IPv4-mapped) and port, and the
-	// folded checksum deltas of the change.
-	Addr     [16]byte
-	Port     [2]byte // network byte order
-	IPDelta  uint16  // the IPv4 header checksum's, for the address
-	L4Delta  uint16  // the TCP or UDP checksum's, for the address and the port
-	_        uint16
+	// folded checksum deltas of the change. FULLNAT: the new destination,
+	// and the deltas of both changes. TUN: Addr is the outer destination
+	// (the real server).
+	Addr    [16]byte
+	Port    [2]byte // network byte order
+	IPDelta uint16  // the IPv4 header checksum's, for the addresses
+	L4Delta uint16  // the TCP or UDP checksum's, for the addresses and ports
+	_       uint16
+	// FULLNAT: the new source address and port. TUN: SrcAddr is the
+	// outer source (modes.Encap.Src).
+	SrcAddr  [16]byte
+	SrcPort  [2]byte // network byte order
+	_        [3]uint16
 	Packets  uint64 // frames the program forwarded
 	Bytes    uint64 // their frame bytes, Ethernet header included
 	LastSeen uint64 // CLOCK_MONOTONIC ns (bpf_ktime_get_ns) of the latest; 0: none yet

@@ -46,7 +46,7 @@ type Options struct {
 	// created with one entry.
 	Offload bool
 	// MaxFlows is the size of the flows map when Offload is on, 0 for
-	// DefaultMaxFlows; about 150 bytes per flow, preallocated.
+	// DefaultMaxFlows; about 200 bytes per flow, preallocated.
 	MaxFlows int
 }
 

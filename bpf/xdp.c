@@ -300,8 +300,8 @@ struct {
 // never looks at the flows map, and the verifier drops that code.
 const volatile __u8 xlb_offload = 0;
 
-// Default flows map size; Load sets the real one. 40-byte key, 56-byte
-// value: about 150 bytes per preallocated element, 10 MiB for 64Ki flows.
+// Default flows map size; Load sets the real one. 40-byte key, 104-byte
+// value: about 200 bytes per preallocated element, 13 MiB for 64Ki flows.
 #define XLB_MAX_FLOWS 65536
 // Default dest_stats size: one slot per destination ID, as MaxDests + 1.
 #define XLB_MAX_DESTS 65537
@@ -318,6 +318,10 @@ struct flow_key {
 #define XLB_FLOW_DR 1      // direct routing: MACs, TTL (ip_vs_dr_xmit, modes.drIn)
 #define XLB_FLOW_NAT_IN 2  // NAT, client → real: and destination := addr:port (modes.natIn)
 #define XLB_FLOW_NAT_OUT 3 // NAT, real → client: and source := addr:port (modes.natOut)
+#define XLB_FLOW_TUN4 4    // TUN, ipip: IPv4 in an outer IPv4 header saddr → addr (modes.tunIn)
+#define XLB_FLOW_TUN6 5    // TUN, ipip: IPv4 or IPv6 in an outer IPv6 header saddr → addr (modes.tunIn)
+#define XLB_FLOW_FNAT_IN 6  // FULLNAT, client → real: source := saddr:sport, destination := addr:port (modes.fullnatIn)
+#define XLB_FLOW_FNAT_OUT 7 // FULLNAT, real → client: the same (modes.fullnatOut)
 
 // Value of the flows map. The worker writes the first part when it
 // installs the flow (a connection it decided and found ESTABLISHED, or a
@@ -333,11 +337,15 @@ struct flow_value {
 	__u32 dest;      // destination ID, the dest_stats slot
 	__u32 op;        // XLB_FLOW_*
 	__u32 pad;
-	__u8 addr[16];   // NAT: the new destination (in) or source (out) address, as svc_key's
-	__be16 port;     // NAT: the new port, as on the wire
-	__u16 ipd;       // NAT: the IPv4 header checksum's delta for the address, folded (RFC 1624)
-	__u16 l4d;       // NAT: the TCP/UDP checksum's delta for address and port, folded
+	__u8 addr[16];   // NAT: the new destination (in) or source (out) address, as svc_key's;
+	                 // FULLNAT: the new destination; TUN: the outer destination (the real server)
+	__be16 port;     // NAT: the new port, as on the wire; FULLNAT: the new destination port
+	__u16 ipd;       // NAT, FULLNAT: the IPv4 header checksum's delta for the addresses, folded (RFC 1624)
+	__u16 l4d;       // NAT, FULLNAT: the TCP/UDP checksum's delta for addresses and ports, folded
 	__u16 pad2;
+	__u8 saddr[16];  // FULLNAT: the new source address; TUN: the outer source (Encap.Src)
+	__be16 sport;    // FULLNAT: the new source port
+	__u16 pad3[3];
 	__u64 packets;   // frames the program forwarded
 	__u64 bytes;     // their frame bytes (Ethernet header included, as conntrack counts)
 	__u64 last_seen; // bpf_ktime_get_ns of the latest
@@ -662,15 +670,20 @@ static __always_inline void *l4_of(struct pkt *p, __u8 proto)
 	return l4;
 }
 
-// nat rewrites the destination (in) or source (out) address and port of
-// the frame, whose TCP or UDP header is at l4 (l4_of), as
-// packet.SetAddrPortsWithChecksumUpdate does: the IPv4 header checksum by
-// ipd, the TCP or UDP checksum by l4d (a UDP checksum of 0, none
-// computed, stays 0; a computed 0 is sent as 0xffff, RFC 768).
-static __always_inline void nat(struct pkt *p, void *l4, __u8 proto, const struct flow_value *v, int out)
+// nat rewrites the addresses and ports of the frame, whose TCP or UDP
+// header is at l4 (l4_of), as packet.SetAddrPortsWithChecksumUpdate
+// does: NAT in the destination, NAT out the source (from addr:port),
+// FULLNAT both (source from saddr:sport, destination from addr:port); the
+// IPv4 header checksum by ipd, the TCP or UDP checksum by l4d (a UDP
+// checksum of 0, none computed, stays 0; a computed 0 is sent as 0xffff,
+// RFC 768). A field that does not change is written with its own value,
+// which changes no byte; the deltas leave it out, as the Go side does.
+static __always_inline void nat(struct pkt *p, void *l4, __u8 proto, const struct flow_value *v, __u32 op)
 {
 	void *data_end = p->data_end;
 	__be16 *ports = l4;
+	int fnat = op == XLB_FLOW_FNAT_IN || op == XLB_FLOW_FNAT_OUT;
+	int out = op == XLB_FLOW_NAT_OUT;
 
 	if ((void *)(ports + 4) > data_end)
 		return;
@@ -679,22 +692,35 @@ static __always_inline void nat(struct pkt *p, void *l4, __u8 proto, const struc
 
 		if ((void *)(iph + 1) > data_end)
 			return;
-		if (out)
-			__builtin_memcpy(&iph->saddr, &v->addr[12], 4);
-		else
+		if (fnat) {
+			__builtin_memcpy(&iph->saddr, &v->saddr[12], 4);
 			__builtin_memcpy(&iph->daddr, &v->addr[12], 4);
+		} else if (out) {
+			__builtin_memcpy(&iph->saddr, &v->addr[12], 4);
+		} else {
+			__builtin_memcpy(&iph->daddr, &v->addr[12], 4);
+		}
 		iph->check = csum_apply(iph->check, v->ipd);
 	} else {
 		struct ipv6hdr *ip6h = p->l3;
 
 		if ((void *)(ip6h + 1) > data_end)
 			return;
-		if (out)
-			__builtin_memcpy(&ip6h->saddr, v->addr, 16);
-		else
+		if (fnat) {
+			__builtin_memcpy(&ip6h->saddr, v->saddr, 16);
 			__builtin_memcpy(&ip6h->daddr, v->addr, 16);
+		} else if (out) {
+			__builtin_memcpy(&ip6h->saddr, v->addr, 16);
+		} else {
+			__builtin_memcpy(&ip6h->daddr, v->addr, 16);
+		}
 	}
-	ports[out ? 0 : 1] = v->port;
+	if (fnat) {
+		ports[0] = v->sport;
+		ports[1] = v->port;
+	} else {
+		ports[out ? 0 : 1] = v->port;
+	}
 	if (proto == IPPROTO_TCP) {
 		struct tcphdr *th = l4;
 
@@ -711,6 +737,156 @@ static __always_inline void nat(struct pkt *p, void *l4, __u8 proto, const struc
 	}
 }
 
+// The IPv4 header checksum of the 20-byte header at h, its checksum field
+// 0 (RFC 1071): the words are summed as stored, which gives the checksum
+// as stored (the one's complement sum does not depend on byte order).
+static __always_inline __u16 ipv4_csum20(const __u16 *h)
+{
+	__u32 sum = 0;
+
+	for (int i = 0; i < 10; i++)
+		sum += h[i];
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)~sum;
+}
+
+// The outer DS field for an inner one: DSCP and ECN copied, but CE, which
+// becomes ECT(0) (RFC 6040 section 4.1, normal mode), as modes.ecnEncap.
+static __always_inline __u8 ecn_encap(__u8 ds)
+{
+	return (ds & 3) == 3 ? (ds & ~3) | 2 : ds;
+}
+
+// The egress of an offloaded frame the rewrite left in place: its
+// counters (frame bytes flen, as conntrack counts them; IP bytes iplen,
+// before any encapsulation, as IPVS counts them), then XDP_TX back out
+// of the ingress interface or a redirect to the other.
+static __always_inline int offload_send(struct xdp_md *ctx, struct flow_value *v, __u32 op, __u32 flen, __u32 iplen)
+{
+	struct dest_counters *dc;
+	__u32 id;
+
+	__sync_fetch_and_add(&v->packets, 1);
+	__sync_fetch_and_add(&v->bytes, (__u64)flen);
+	v->last_seen = bpf_ktime_get_ns();
+	id = v->dest;
+	dc = bpf_map_lookup_elem(&dest_stats, &id);
+	if (dc && (op == XLB_FLOW_NAT_OUT || op == XLB_FLOW_FNAT_OUT)) {
+		__sync_fetch_and_add(&dc->out_pkts, 1);
+		__sync_fetch_and_add(&dc->out_bytes, iplen);
+	} else if (dc) {
+		__sync_fetch_and_add(&dc->in_pkts, 1);
+		__sync_fetch_and_add(&dc->in_bytes, iplen);
+	}
+	count(XLB_REASON_REDIRECT_OFFLOAD, XDP_TX);
+	if (v->ifindex == ctx->ingress_ifindex)
+		return XDP_TX;
+	return bpf_redirect(v->ifindex, 0);
+}
+
+// tunnel encapsulates a TUN flow's frame, as modes.tunIn does for ipip:
+// an outer header of hl bytes (20: IPv4, protocol 4; 40: IPv6, next
+// header 4 or 41) from saddr to addr pushed between the Ethernet header
+// and the packet, whose TTL or hop limit drops by one. Outer fields as
+// tunIn's: TTL the inner one after the decrement, DS field by
+// ecn_encap, IPv4 identification and DF the inner ones, IPv6 flow label
+// 0; Ethernet padding after the packet is cut. The checks come first and
+// write nothing: a frame is encapsulated whole or left to the worker (a
+// TTL of 1, larger than the MTU with the outer header, the worker's
+// frag-needed or packet-too-big; IPv6 in IPv4, whose outer identification
+// is a hash of the inner packet, stays the worker's).
+static __always_inline int tunnel(struct xdp_md *ctx, struct pkt *p, struct flow_value *v, __u32 op, const __u32 hl)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = p->data_end;
+	__u32 iplen, flen = data_end - data, mtu = v->mtu, pad;
+	struct ethhdr *eth;
+	__u8 *o, ttl, ds;
+	int v4 = p->iph != NULL;
+
+	if (v4) {
+		struct iphdr *iph = p->iph;
+
+		if ((void *)(iph + 1) > data_end || iph->ttl <= 1)
+			return -1;
+		iplen = bpf_ntohs(iph->tot_len);
+	} else {
+		struct ipv6hdr *ip6h = p->l3;
+
+		if (hl == 20 || (void *)(ip6h + 1) > data_end || ip6h->hop_limit <= 1)
+			return -1;
+		iplen = sizeof(*ip6h) + bpf_ntohs(ip6h->payload_len);
+	}
+	if (mtu && iplen + hl > mtu)
+		return -1;
+	if (iplen + sizeof(*eth) > flen) // the parser checked it; the verifier wants it here
+		return -1;
+	pad = flen - sizeof(*eth) - iplen;
+	if (bpf_xdp_adjust_head(ctx, -(int)hl))
+		return -1;
+	if (pad && bpf_xdp_adjust_tail(ctx, -(int)pad)) {
+		bpf_xdp_adjust_head(ctx, (int)hl);
+		return -1;
+	}
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	eth = data;
+	o = (void *)(eth + 1);
+	if (v4) {
+		struct iphdr *in = (void *)(o + hl);
+
+		if ((void *)(in + 1) > data_end)
+			return drop(XLB_REASON_MALFORMED); // cannot be: the frame held it before the push
+		ipv4_dec_ttl(in);
+		ttl = in->ttl;
+		ds = ecn_encap(in->tos);
+		if (hl == 20) {
+			struct iphdr *oh = (void *)o;
+
+			o[0] = 0x45; // version 4, IHL 5
+			oh->tos = ds;
+			oh->tot_len = bpf_htons(20 + iplen);
+			oh->id = in->id;
+			oh->frag_off = in->frag_off & bpf_htons(0x4000); // DF; the inner is no fragment
+			oh->ttl = ttl;
+			oh->protocol = IPPROTO_IPIP;
+			oh->check = 0;
+			__builtin_memcpy(&oh->saddr, &v->saddr[12], 4);
+			__builtin_memcpy(&oh->daddr, &v->addr[12], 4);
+			oh->check = ipv4_csum20((const __u16 *)oh);
+		}
+	} else {
+		struct ipv6hdr *in = (void *)(o + hl);
+		__u8 *b = (void *)in;
+
+		if ((void *)(in + 1) > data_end)
+			return drop(XLB_REASON_MALFORMED);
+		in->hop_limit--;
+		ttl = in->hop_limit;
+		ds = ecn_encap((b[0] << 4) | (b[1] >> 4)); // the traffic class
+	}
+	if (hl == 40) {
+		struct ipv6hdr *oh = (void *)o;
+
+		if ((void *)(oh + 1) > data_end)
+			return drop(XLB_REASON_MALFORMED);
+		o[0] = 0x60 | (ds >> 4);
+		o[1] = ds << 4;
+		o[2] = 0;
+		o[3] = 0;
+		oh->payload_len = bpf_htons(iplen);
+		oh->nexthdr = v4 ? IPPROTO_IPIP : IPPROTO_IPV6;
+		oh->hop_limit = ttl;
+		__builtin_memcpy(&oh->saddr, v->saddr, 16);
+		__builtin_memcpy(&oh->daddr, v->addr, 16);
+	}
+	__builtin_memcpy(eth->h_dest, v->dmac, 6);
+	__builtin_memcpy(eth->h_source, v->smac, 6);
+	eth->h_proto = hl == 20 ? bpf_htons(ETH_P_IP) : bpf_htons(ETH_P_IPV6);
+	return offload_send(ctx, v, op, flen, iplen);
+}
+
 // offload forwards a frame of an offloaded flow itself: the frame's flow
 // is in the flows map, it passed admit, and it carries no SYN, FIN or RST
 // (those are the worker's, whose state machine they drive). It returns
@@ -718,20 +894,18 @@ static __always_inline void nat(struct pkt *p, void *l4, __u8 proto, const struc
 // TTL of 1 or less (the worker answers time exceeded), larger than the
 // egress MTU (the worker answers too big), or a VLAN tag (the worker
 // keeps it). The rewrite is modes.drIn's: next hop's and egress MACs, TTL
-// or hop limit minus one, and for NAT modes.natIn's or natOut's address
-// and port; the checks are modes.check's, in its order.
-// Not inlined: the verifier then walks it once per caller state and the
-// callers' paths after it merge again (inlined into the four lookup
-// paths, its branches multiplied past the verifier's limit).
+// or hop limit minus one, and for NAT and FULLNAT modes.natIn's,
+// natOut's, fullnatIn's or fullnatOut's addresses and ports; for TUN
+// (ipip) tunnel's encapsulation, modes.tunIn's. The checks are
+// modes.check's, in its order.
 static __always_inline int offload(struct xdp_md *ctx, struct pkt *p, const struct svc_key *src,
 			      const struct svc_key *dst)
 {
 	struct flow_key k;
 	struct flow_value *v;
-	struct dest_counters *dc;
 	struct ethhdr *eth = p->eth;
 	void *data = (void *)(long)ctx->data;
-	__u32 iplen, id, op;
+	__u32 iplen, op;
 	void *l4 = NULL;
 
 	if (p->tags || p->stripped || p->l3 != (void *)(eth + 1))
@@ -744,8 +918,12 @@ static __always_inline int offload(struct xdp_md *ctx, struct pkt *p, const stru
 	// Read once: the verifier takes every read of map memory as a new
 	// unknown value, and would walk each combination.
 	op = v->op;
-	if (op < XLB_FLOW_DR || op > XLB_FLOW_NAT_OUT)
+	if (op < XLB_FLOW_DR || op > XLB_FLOW_FNAT_OUT)
 		return -1;
+	if (op == XLB_FLOW_TUN4)
+		return tunnel(ctx, p, v, op, 20);
+	if (op == XLB_FLOW_TUN6)
+		return tunnel(ctx, p, v, op, 40);
 	if (op != XLB_FLOW_DR) {
 		// Every header NAT writes must be in the frame before anything
 		// is written: a frame is rewritten whole or left to the worker.
@@ -773,25 +951,10 @@ static __always_inline int offload(struct xdp_md *ctx, struct pkt *p, const stru
 		ip6h->hop_limit--;
 	}
 	if (l4)
-		nat(p, l4, src->proto, v, op == XLB_FLOW_NAT_OUT);
+		nat(p, l4, src->proto, v, op);
 	__builtin_memcpy(eth->h_dest, v->dmac, 6);
 	__builtin_memcpy(eth->h_source, v->smac, 6);
-	__sync_fetch_and_add(&v->packets, 1);
-	__sync_fetch_and_add(&v->bytes, (__u64)(p->data_end - data));
-	v->last_seen = bpf_ktime_get_ns();
-	id = v->dest;
-	dc = bpf_map_lookup_elem(&dest_stats, &id);
-	if (dc && op == XLB_FLOW_NAT_OUT) {
-		__sync_fetch_and_add(&dc->out_pkts, 1);
-		__sync_fetch_and_add(&dc->out_bytes, iplen);
-	} else if (dc) {
-		__sync_fetch_and_add(&dc->in_pkts, 1);
-		__sync_fetch_and_add(&dc->in_bytes, iplen);
-	}
-	count(XLB_REASON_REDIRECT_OFFLOAD, XDP_TX);
-	if (v->ifindex == ctx->ingress_ifindex)
-		return XDP_TX;
-	return bpf_redirect(v->ifindex, 0);
+	return offload_send(ctx, v, op, p->data_end - data, iplen);
 }
 
 // offl: the frame may be an offloaded flow's (TCP without SYN, FIN or

@@ -64,9 +64,9 @@ type Options struct {
 	// frame before it sleeps in poll(2), and only while frames come closer
 	// together than that (worker.go, spinner); 0 sleeps at once.
 	Spin time.Duration
-	// Offload turns flow offload on: established direct-routing and
-	// NAT connections and forwarded UDP flows are forwarded by the XDP
-	// program itself (offload.go). Off by default.
+	// Offload turns flow offload on: established connections (DR, NAT,
+	// TUN with ipip, FULLNAT) and forwarded UDP flows are forwarded by
+	// the XDP program itself (offload.go). Off by default.
 	Offload bool
 	// MaxFlows bounds the flows offloaded at once over all queues, 0 for
 	// bpf.DefaultMaxFlows; the others stay with their workers.

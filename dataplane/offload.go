@@ -20,13 +20,15 @@ import (
 // Flow offload (Options.Offload), the worker's half. The worker keeps
 // deciding every connection: its first frame, the scheduling, the TCP
 // state machine (SYN, FIN and RST always come to it: the XDP program
-// never forwards them) and the timers. Once a direct-routing or NAT
-// connection is ESTABLISHED (a UDP flow: once forwarded), the worker
-// installs its rewrite in the program's flows map, each direction at its
-// first frame from then on (DR has no replies to see), and the program
-// rewrites and sends
-// the flow's later frames itself (bpf/xdp.c, offload), counting them per
-// flow and per destination.
+// never forwards them) and the timers. Once a connection is ESTABLISHED
+// (a UDP flow: once forwarded), the worker installs its rewrite in the
+// program's flows map, each direction at its first frame from then on,
+// and the program rewrites and sends the flow's later frames itself
+// (bpf/xdp.c, offload), counting them per flow and per destination. Every
+// method but Local is offloaded: direct routing and TUN in the client's
+// direction (their real servers answer the client directly), NAT and
+// FULLNAT in both; TUN only with ipip encapsulation (GUE and GRE stay
+// the worker's, as does IPv6 inside an outer IPv4 header).
 //
 // What the worker owes IPVS's semantics for the frames it no longer sees:
 //
@@ -85,9 +87,10 @@ type offFlow struct {
 	dest        uint32
 	on          [2]bool // the direction's flow is installed
 	key         [2]bpf.FlowKey
-	mac         [2][6]byte // the next hop it was installed with
-	slot        [2]uint16  // the egress interface's slot
-	pkts, bytes [2]uint64  // the program's counters folded so far
+	mac         [2][6]byte  // the next hop it was installed with
+	slot        [2]uint16   // the egress interface's slot
+	pkts, bytes [2]uint64   // the program's counters folded so far
+	encap       modes.Encap // TUN: the encapsulation it was installed with
 }
 
 // offloader is a worker's set of offloaded flows. Not safe for
@@ -106,7 +109,8 @@ type offloader struct {
 	// were last checked against.
 	cfg *workerConfig
 	fwd *[]destFwd
-	v   bpf.Flow // scratch
+	v   bpf.Flow    // scratch
+	k   bpf.FlowKey // scratch
 
 	installed, removed, folds, errs uint64
 }
@@ -124,13 +128,7 @@ func newOffloader(m flowTable, max int, start time.Time) *offloader {
 // header's, for the address, and the TCP or UDP checksum's, for both.
 func natDeltas(old, new *[16]byte, oport, nport uint16) (ip, l4 uint16) {
 	var d packet.ChecksumDelta
-	if packet.IsIPv4Mapped(old) {
-		if o, n := binary.BigEndian.Uint32(old[12:]), binary.BigEndian.Uint32(new[12:]); o != n {
-			d.Update32(o, n)
-		}
-	} else if *old != *new {
-		d.Update128(old, new)
-	}
+	addrDelta(&d, old, new)
 	ip = ^d.Apply(0xffff) // fold(sum): Apply(c) is ^fold(^c + sum)
 	if oport != nport {
 		d.Update16(oport, nport)
@@ -138,12 +136,61 @@ func natDeltas(old, new *[16]byte, oport, nport uint16) (ip, l4 uint16) {
 	return ip, ^d.Apply(0xffff)
 }
 
+// fullnatDeltas are natDeltas for FULLNAT's two changes at once, source
+// osrc:osport to nsrc:nsport and destination odst:odport to ndst:ndport:
+// one delta for each checksum, as SetAddrPortsWithChecksumUpdate applies
+// them.
+func fullnatDeltas(osrc, nsrc *[16]byte, osport, nsport uint16, odst, ndst *[16]byte, odport, ndport uint16) (ip, l4 uint16) {
+	var d packet.ChecksumDelta
+	addrDelta(&d, osrc, nsrc)
+	addrDelta(&d, odst, ndst)
+	ip = ^d.Apply(0xffff)
+	if osport != nsport {
+		d.Update16(osport, nsport)
+	}
+	if odport != ndport {
+		d.Update16(odport, ndport)
+	}
+	return ip, ^d.Apply(0xffff)
+}
+
+// addrDelta records an address changing from old to new in d, word by
+// word for the words that change, as packet's put32 and put128 do.
+func addrDelta(d *packet.ChecksumDelta, old, new *[16]byte) {
+	if packet.IsIPv4Mapped(old) {
+		if o, n := binary.BigEndian.Uint32(old[12:]), binary.BigEndian.Uint32(new[12:]); o != n {
+			d.Update32(o, n)
+		}
+	} else if *old != *new {
+		d.Update128(old, new)
+	}
+}
+
+// tunOp is the program's rewrite of a TUN flow to real server rs whose
+// client-side destination is vip (the inner packet's family), and false
+// for what the program does not build: GUE and GRE, and IPv6 inside IPv4
+// (whose outer identification, a hash of the inner packet, modes.tunIn
+// computes). The families are modes.tunIn's: the outer source's must be
+// the real server's.
+func tunOp(enc *modes.Encap, rs, vip *[16]byte) (bpf.FlowOp, bool) {
+	if enc.Type != modes.IPIP || packet.IsIPv4Mapped(&enc.Src) != packet.IsIPv4Mapped(rs) {
+		return 0, false
+	}
+	switch {
+	case !packet.IsIPv4Mapped(rs):
+		return bpf.FlowTun6, true
+	case packet.IsIPv4Mapped(vip):
+		return bpf.FlowTun4, true
+	}
+	return 0, false
+}
+
 // offload is handle's hook after a frame of connection e went through
 // xmit (sent: it was rewritten and transmitted): it installs the frame's
-// direction once the connection is offloadable (DR: the client's; NAT:
-// each direction) once the connection is ESTABLISHED (or, UDP,
-// forwarded) and the direction has had offloadAfter frames, and takes the
-// connection out of the program when it leaves ESTABLISHED.
+// direction once the connection is offloadable (DR, TUN: the client's;
+// NAT, FULLNAT: each direction) once the connection is ESTABLISHED (or,
+// UDP, forwarded) and the direction has had offloadAfter frames, and
+// takes the connection out of the program when it leaves ESTABLISHED.
 func (w *worker) offload(e *conntrack.Entry, dir conntrack.Dir, method modes.Method, sent bool, fwd []destFwd) {
 	o := w.off
 	if e.Offloaded() && e.Proto() == conntrack.ProtoTCP && e.State() != conntrack.StateEstablished {
@@ -161,8 +208,8 @@ func (w *worker) offload(e *conntrack.Entry, dir conntrack.Dir, method modes.Met
 		return
 	}
 	switch {
-	case method == modes.Route && dir == conntrack.DirInput:
-	case method == modes.Masq:
+	case (method == modes.Route || method == modes.Tunnel) && dir == conntrack.DirInput:
+	case method == modes.Masq, method == modes.FullNAT:
 	default:
 		return
 	}
@@ -193,28 +240,50 @@ func (w *worker) offload(e *conntrack.Entry, dir conntrack.Dir, method modes.Met
 	k := e.Key()
 	rs, rport := e.DestAddr16(), e.DestPort()
 	o.v = bpf.Flow{SrcMAC: ifc.mac, Ifindex: uint32(ifc.index), MTU: uint32(ifc.mtu), Dest: id, Op: bpf.FlowDR}
-	var key bpf.FlowKey
+	key := &o.k // the worker's own: a local would escape through the interface call
 	if dir == conntrack.DirInput {
 		if int(id) >= len(fwd) || !fwd[id].macOK {
 			return
 		}
 		o.v.DstMAC = fwd[id].mac
-		key = bpf.MakeFlowKey(k.Src, k.SrcPort, k.Dst, k.DstPort, k.Proto)
-		if method == modes.Masq {
+		*key = bpf.MakeFlowKey(k.Src, k.SrcPort, k.Dst, k.DstPort, k.Proto)
+		switch method {
+		case modes.Masq:
 			o.v.Op, o.v.Addr = bpf.FlowNATIn, rs
 			binary.BigEndian.PutUint16(o.v.Port[:], rport)
 			o.v.IPDelta, o.v.L4Delta = natDeltas(&k.Dst, &rs, k.DstPort, rport)
+		case modes.FullNAT:
+			la, lport := e.LocalAddr16(), e.LocalPort()
+			o.v.Op, o.v.Addr, o.v.SrcAddr = bpf.FlowFNATIn, rs, la
+			binary.BigEndian.PutUint16(o.v.Port[:], rport)
+			binary.BigEndian.PutUint16(o.v.SrcPort[:], lport)
+			o.v.IPDelta, o.v.L4Delta = fullnatDeltas(&k.Src, &la, k.SrcPort, lport, &k.Dst, &rs, k.DstPort, rport)
+		case modes.Tunnel:
+			op, ok := tunOp(&fwd[id].encap, &rs, &k.Dst)
+			if !ok {
+				return // GUE, GRE, IPv6 in IPv4: the worker's
+			}
+			o.v.Op, o.v.Addr, o.v.SrcAddr = op, rs, fwd[id].encap.Src
 		}
+	} else if method == modes.FullNAT {
+		// The reply: real server → local address, back to VIP → client.
+		la, lport := e.LocalAddr16(), e.LocalPort()
+		o.v.DstMAC = e.Hop()
+		*key = bpf.MakeFlowKey(rs, rport, la, lport, k.Proto)
+		o.v.Op, o.v.Addr, o.v.SrcAddr = bpf.FlowFNATOut, k.Src, k.Dst
+		binary.BigEndian.PutUint16(o.v.Port[:], k.SrcPort)
+		binary.BigEndian.PutUint16(o.v.SrcPort[:], k.DstPort)
+		o.v.IPDelta, o.v.L4Delta = fullnatDeltas(&rs, &k.Dst, rport, k.DstPort, &la, &k.Src, lport, k.SrcPort)
 	} else {
 		// The reply: real server → client, its source back to the VIP,
 		// to the client-side hop the connection came from.
 		o.v.DstMAC = e.Hop()
-		key = bpf.MakeFlowKey(rs, rport, k.Src, k.SrcPort, k.Proto)
+		*key = bpf.MakeFlowKey(rs, rport, k.Src, k.SrcPort, k.Proto)
 		o.v.Op, o.v.Addr = bpf.FlowNATOut, k.Dst
 		binary.BigEndian.PutUint16(o.v.Port[:], k.DstPort)
 		o.v.IPDelta, o.v.L4Delta = natDeltas(&rs, &k.Dst, rport, k.DstPort)
 	}
-	if err := o.m.PutFlow(&key, &o.v); err != nil {
+	if err := o.m.PutFlow(key, &o.v); err != nil {
 		o.errs++
 		return
 	}
@@ -225,7 +294,10 @@ func (w *worker) offload(e *conntrack.Entry, dir conntrack.Dir, method modes.Met
 		w.ct.SetOffloaded(e, true)
 	}
 	f := &o.flows[i]
-	f.on[dir], f.key[dir], f.mac[dir], f.slot[dir] = true, key, o.v.DstMAC, w.out
+	f.on[dir], f.key[dir], f.mac[dir], f.slot[dir] = true, *key, o.v.DstMAC, w.out
+	if method == modes.Tunnel {
+		f.encap = fwd[id].encap
+	}
 	f.pkts[dir], f.bytes[dir] = 0, 0
 	o.keys++
 	o.installed++
@@ -341,14 +413,16 @@ func (o *offloader) step(w *worker, now int64, budget int) {
 // check takes out of the program the flows that must come back to the
 // worker: their destination is no longer available (removed: the worker
 // applies expire_nodest_conn, or forwards them itself as IPVS does), or
-// their next hop's MAC or interface changed.
+// their next hop's MAC or interface, or a tunnel's encapsulation,
+// changed.
 func (o *offloader) check(w *worker, fwd []destFwd) {
 	for i := 0; i < len(o.flows); {
 		f := &o.flows[i]
 		d := w.dp.reg.Get(f.dest)
 		in := conntrack.DirInput
 		if d != nil && d.Available() && (!f.on[in] || int(f.dest) < len(fwd) && fwd[f.dest].macOK &&
-			fwd[f.dest].mac == f.mac[in] && fwd[f.dest].slot == f.slot[in]) {
+			fwd[f.dest].mac == f.mac[in] && fwd[f.dest].slot == f.slot[in] &&
+			(fwd[f.dest].method != modes.Tunnel || fwd[f.dest].encap == f.encap)) {
 			i++
 			continue
 		}

@@ -77,7 +77,7 @@ func daemon(args []string, stdout, stderr io.Writer) error {
 	noWakeup := fs.Bool("no-need-wakeup", false, "bind the AF_XDP sockets without XDP_USE_NEED_WAKEUP: a syscall per TX batch whether the kernel needs it or not")
 	var syncPeers syncFlag
 	fs.Var(&syncPeers, "sync-peer", "connection sync by unicast to/from this peer director (ADDR or ADDR:PORT, port default the daemon's --mcast-port), repeatable: `ipvsadm --start-daemon master` sends every sync message to each peer instead of the multicast group, a backup takes messages only from the peers' addresses")
-	offload := fs.String("offload", "off", "flow offload: on, established direct-routing and NAT connections and forwarded UDP flows are rewritten and sent by the XDP program itself (XDP_TX/bpf_redirect; on a veth in native mode the peer needs an XDP program); off, every frame goes through a worker")
+	offload := fs.String("offload", "off", "flow offload: on, established connections (DR, NAT, TUN with ipip, FULLNAT) and forwarded UDP flows are rewritten and sent by the XDP program itself (XDP_TX/bpf_redirect; on a veth in native mode the peer needs an XDP program); off, every frame goes through a worker")
 	xdpMode := fs.String("xdp-mode", "auto", "how the XDP program attaches: native (in the driver), generic (on the skb, any interface), or auto (native where the driver has it); on veth, generic takes the kernel's backlog instead of veth's 256-frame XDP rings and the offload's XDP_TX/bpf_redirect needs nothing on the peer, but it cannot see VLAN tags held outside the frame and takes every frame on queue 0")
 	maxFlows := fs.Int("max-flows", 0, "flows offloaded at once over all queues, with --offload=on (0: 65536)")
 	bgpFlags := bgp.RegisterFlags(fs)

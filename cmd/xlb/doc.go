@@ -39,7 +39,7 @@
 // gro_flush_timeout until exit; it loses on veth, see bench/RESULTS.md).
 //
 // --offload=on (off by default) lets the XDP program forward the frames
-// of established direct-routing and NAT flows itself (XDP_TX, bpf_redirect), the
+// of established DR, NAT, TUN (ipip) and FULLNAT flows itself (XDP_TX, bpf_redirect), the
 // workers keeping every decision; --max-flows bounds them. On a veth the
 // peer must run an XDP program for those frames to arrive
 // (docs/ARCHITECTURE.md, "Flow offload").
