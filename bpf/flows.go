@@ -126,7 +126,18 @@ func (o *Objects) DestCounters(id uint32, c *DestCounters) error {
 		return nil
 	}
 	var v DestCounters
-	if err := o.objs.DestStats.Lookup(id, &v); err != nil {
+	if mm, err := o.objs.DestStats.Memory(); err == nil {
+		// The map is mapped into this process (BPF_F_MMAPABLE, made
+		// once and kept by the map): a copy, no syscall.
+		var b [32]byte
+		if _, err := mm.ReadAt(b[:], int64(id)*int64(len(b))); err != nil {
+			return fmt.Errorf("read offload counters of destination %d: %w", id, err)
+		}
+		v = DestCounters{
+			InPkts: binary.NativeEndian.Uint64(b[0:]), InBytes: binary.NativeEndian.Uint64(b[8:]),
+			OutPkts: binary.NativeEndian.Uint64(b[16:]), OutBytes: binary.NativeEndian.Uint64(b[24:]),
+		}
+	} else if err := o.objs.DestStats.Lookup(id, &v); err != nil {
 		return fmt.Errorf("read offload counters of destination %d: %w", id, err)
 	}
 	c.InPkts += v.InPkts
