@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/bits"
+	"math/rand/v2"
 	"net/netip"
 	"os"
 	"runtime"
@@ -120,7 +121,11 @@ type Dataplane struct {
 	objs    *bpf.Objects // the first interface's program, whose maps every program shares
 	mode    bpf.AttachMode
 	workers []*worker
-	reg     *sched.Registry
+	// lportOffset is where the FULLNAT local port pools start handing
+	// out ports (laddr.Options.Offset): random, so that a restarted
+	// daemon does not reuse its predecessor's latest ports first.
+	lportOffset int
+	reg         *sched.Registry
 	// ctSettings are the connection tables' timeouts and sysctls,
 	// shared by every worker's shard.
 	ctSettings *conntrack.Settings
@@ -264,12 +269,13 @@ func New(opts Options) (d *Dataplane, err error) {
 
 	d = &Dataplane{
 		opts: opts, ifindex: ifaces[0].index, ifaces: ifaces,
-		reg:        sched.NewRegistry(opts.MaxDests),
-		ctSettings: conntrack.NewSettings(conntrack.DefaultTimeouts()),
-		state:      newControlState(),
-		applied:    make(chan struct{}, 1),
-		want:       make([]atomic.Uint64, (opts.MaxDests+1+63)/64),
-		nudge:      make(chan struct{}, 1),
+		lportOffset: rand.IntN(1 << 16), // laddr.Options.Offset
+		reg:         sched.NewRegistry(opts.MaxDests),
+		ctSettings:  conntrack.NewSettings(conntrack.DefaultTimeouts()),
+		state:       newControlState(),
+		applied:     make(chan struct{}, 1),
+		want:        make([]atomic.Uint64, (opts.MaxDests+1+63)/64),
+		nudge:       make(chan struct{}, 1),
 	}
 	empty := make([]destFwd, opts.MaxDests+1)
 	d.fwd.Store(&empty)

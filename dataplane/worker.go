@@ -170,6 +170,7 @@ func newWorker(d *Dataplane, qid, queues int) (*worker, error) {
 	var err error
 	lo := laddr.DefaultOptions()
 	lo.Worker, lo.Workers = qid, queues
+	lo.Offset = d.lportOffset
 	if w.pool, err = laddr.New(lo); err != nil {
 		w.close()
 		return nil, fmt.Errorf("local port pool of queue %d: %w", qid, err)

@@ -31,6 +31,15 @@ type Options struct {
 	// server: a power of two, 1..MaxBuckets. 1 makes ports unique per
 	// local address (see the package documentation for the trade-off).
 	Buckets int
+	// Offset is where each bucket's queue of free ports starts: the
+	// Offset-th port of the share (modulo its size) is handed out
+	// first, then the ones above it, wrapping around. A director picks
+	// it at random when it starts: from 0, a restarted process would
+	// hand out the previous process's latest ports first, which the real
+	// servers may still hold in TIME_WAIT (a new SYN from the same
+	// address and port then waits for its retransmission, 1 s, or is
+	// refused).
+	Offset int
 }
 
 // DefaultOptions are one worker of one, ports 1025..65535, one bucket.
@@ -100,6 +109,7 @@ type Pool struct {
 	words   int32  // bitmap words per bucket
 	bits    uint8  // log2(Buckets)
 	nb      int32  // Buckets
+	offset  int32  // Options.Offset modulo share
 
 	addrs []addrPool
 	index map[[16]byte]int32 // address → index in addrs, live or draining
@@ -128,7 +138,11 @@ func New(o Options) (*Pool, error) {
 		return nil, fmt.Errorf("invalid port range %d-%d: worker %d of %d owns none of its ports", o.MinPort, o.MaxPort, o.Worker, o.Workers)
 	}
 	share := (int(o.MaxPort)-first)/o.Workers + 1
+	if o.Offset < 0 {
+		return nil, fmt.Errorf("invalid offset %d: must not be negative", o.Offset)
+	}
 	return &Pool{
+		offset:  int32(o.Offset % share),
 		workers: o.Workers,
 		first:   uint16(first),
 		share:   int32(share),
@@ -204,7 +218,7 @@ func (p *Pool) SetAddrs(addrs []netip.Addr) error {
 }
 
 // newAddr fills the rings of a new address with the share's ports in
-// ascending order.
+// ascending order, each bucket's FIFO starting at Options.Offset.
 func (p *Pool) newAddr(k [16]byte, a netip.Addr) addrPool {
 	ap := addrPool{addr: k, ip: a, state: stateLive,
 		ring:    make([]uint16, int(p.nb)*int(p.share)),
@@ -216,7 +230,7 @@ func (p *Pool) newAddr(k [16]byte, a netip.Addr) addrPool {
 		for s := range r {
 			r[s] = p.first + uint16(s*p.workers)
 		}
-		ap.buckets[b] = bucketState{head: 0, n: p.share}
+		ap.buckets[b] = bucketState{head: p.offset, n: p.share}
 	}
 	return ap
 }

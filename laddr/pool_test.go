@@ -566,3 +566,34 @@ func TestReserve(t *testing.T) {
 		t.Errorf("Alloc after release = %d, %v; want 1005", port, ok)
 	}
 }
+
+// Offset rotates where the queue of free ports starts; every port of
+// the share is still handed out once before any repeats.
+func TestOffset(t *testing.T) {
+	for _, tc := range []struct {
+		offset int
+		first  uint16
+	}{{0, 2001}, {2, 2005}, {5, 2001}, {7, 2005}} {
+		// Worker 1 of 2 owns 2001, 2003, ... 2009: a share of 5.
+		p := newPool(t, Options{Worker: 1, Workers: 2, MinPort: 2000, MaxPort: 2009, Buckets: 1, Offset: tc.offset}, "10.0.0.1")
+		i := index(t, p, "10.0.0.1")
+		rs := a16("10.1.1.1")
+		seen := map[uint16]bool{}
+		for n := range 5 {
+			port, ok := p.Alloc(i, rs, 80)
+			if !ok || seen[port] || port < 2001 || port > 2009 || port%2 != 1 {
+				t.Fatalf("offset %d: Alloc %d = %d, %v (seen %v)", tc.offset, n, port, ok, seen)
+			}
+			if n == 0 && port != tc.first {
+				t.Errorf("offset %d: first port %d, want %d", tc.offset, port, tc.first)
+			}
+			seen[port] = true
+		}
+		if port, ok := p.Alloc(i, rs, 80); ok {
+			t.Errorf("offset %d: sixth Alloc = %d from a share of 5", tc.offset, port)
+		}
+	}
+	if _, err := New(Options{Workers: 1, MinPort: 1, MaxPort: 9, Buckets: 1, Offset: -1}); err == nil {
+		t.Error("New accepted a negative offset")
+	}
+}
