@@ -18,8 +18,7 @@ func fullnatIn(f *Frame, m *packet.Meta, p *Plan) Verdict {
 		return v
 	}
 	b := f.Buf[f.Off : f.Off+f.Len]
-	packet.DecrementTTLWithChecksumUpdate(ip, m.Version)
-	packet.SetAddrPortsWithChecksumUpdate(b, m, p.Laddr, p.Lport, p.RS, p.RPort)
+	packet.ForwardAddrPortsWithChecksumUpdate(b, m, &p.Laddr, p.Lport, &p.RS, p.RPort)
 	setEth(b, p)
 	return OK
 }
@@ -38,8 +37,7 @@ func fullnatOut(f *Frame, m *packet.Meta, p *Plan) Verdict {
 		return v
 	}
 	b := f.Buf[f.Off : f.Off+f.Len]
-	packet.DecrementTTLWithChecksumUpdate(ip, m.Version)
-	packet.SetAddrPortsWithChecksumUpdate(b, m, p.VIP, p.VPort, p.Client, p.ClientPort)
+	packet.ForwardAddrPortsWithChecksumUpdate(b, m, &p.VIP, p.VPort, &p.Client, p.ClientPort)
 	setEth(b, p)
 	return OK
 }

@@ -17,8 +17,7 @@ func natIn(f *Frame, m *packet.Meta, p *Plan) Verdict {
 		return v
 	}
 	b := f.Buf[f.Off : f.Off+f.Len]
-	packet.DecrementTTLWithChecksumUpdate(ip, m.Version)
-	packet.SetAddrPortsWithChecksumUpdate(b, m, m.Src, m.SrcPort, p.RS, p.RPort)
+	packet.ForwardAddrPortsWithChecksumUpdate(b, m, &m.Src, m.SrcPort, &p.RS, p.RPort)
 	setEth(b, p)
 	return OK
 }
@@ -39,8 +38,7 @@ func natOut(f *Frame, m *packet.Meta, p *Plan) Verdict {
 		return v
 	}
 	b := f.Buf[f.Off : f.Off+f.Len]
-	packet.DecrementTTLWithChecksumUpdate(ip, m.Version)
-	packet.SetAddrPortsWithChecksumUpdate(b, m, p.VIP, p.VPort, m.Dst, m.DstPort)
+	packet.ForwardAddrPortsWithChecksumUpdate(b, m, &p.VIP, p.VPort, &m.Dst, m.DstPort)
 	setEth(b, p)
 	return OK
 }
