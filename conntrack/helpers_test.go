@@ -169,7 +169,10 @@ func (f *fixture) checkInvariants(tb testing.TB) {
 		if e.flags&fReply != 0 {
 			slots++
 			rk := e.replyKey()
-			if !t.findReply(&rk, uint32(t.seed.hash(&rk))) {
+			if h := t.seed.hash(&rk); t.seed.replyHash(e) != h {
+				tb.Fatalf("entry %d: replyHash %#x, hash of the reply key %#x", i, t.seed.replyHash(e), h)
+			}
+			if _, found := t.findReply(e, uint32(t.seed.hash(&rk))); !found {
 				tb.Fatalf("entry %d: reply key not found", i)
 			}
 		}

@@ -1,6 +1,7 @@
 package conntrack
 
 import (
+	"math/rand/v2"
 	"net/netip"
 	"testing"
 	"time"
@@ -387,5 +388,32 @@ func TestZeroOptionsTimeoutsAreDefaults(t *testing.T) {
 	k3 := clientKey(ProtoUDP, 99, 1)
 	if e, ok := tb.Insert(&k3, f.dests[0], FwdRoute, 53, 0); e != nil || ok {
 		t.Fatal("EvictProbe 0 evicted")
+	}
+}
+
+// TestReplyHash: replyHash, which reads the entry's fields, equals hash
+// of the reply key built from them, for random entries of both families
+// and edge values.
+func TestReplyHash(t *testing.T) {
+	rng := rand.New(rand.NewPCG(40, 37))
+	s := seed{rng.Uint64(), rng.Uint64(), rng.Uint64(), rng.Uint64(), rng.Uint64(), rng.Uint64()}
+	for i := range 10000 {
+		var e Entry
+		for j := range 16 {
+			e.daddr[j], e.laddr[j] = byte(rng.Uint32()), byte(rng.Uint32())
+			e.key.Src[j], e.key.Dst[j] = byte(rng.Uint32()), byte(rng.Uint32())
+		}
+		if i%2 == 0 { // IPv4-mapped
+			copy(e.daddr[:12], []byte{10: 0xff, 11: 0xff})
+			copy(e.laddr[:12], []byte{10: 0xff, 11: 0xff})
+		}
+		e.dport, e.lport, e.key.Proto = uint16(rng.Uint32()), uint16(rng.Uint32()), uint8(rng.Uint32())
+		if i%7 == 0 {
+			e.dport, e.lport, e.key.Proto = 0xffff, 0xffff, 0xff
+		}
+		rk := e.replyKey()
+		if got, want := s.replyHash(&e), s.hash(&rk); got != want {
+			t.Fatalf("replyHash(%+v) = %#x, hash(replyKey) = %#x", e, got, want)
+		}
 	}
 }

@@ -800,9 +800,13 @@ func (w *worker) xmit(f *modes.Frame, m *packet.Meta, e *conntrack.Entry, id uin
 			w.stats.local[NoNeighbour]++
 			return false
 		}
-		k := e.Key()
+		// Only what the method reads: the VIP for NAT, the client too
+		// for FULLNAT.
 		p.DstMAC = e.Hop()
-		p.Client, p.ClientPort, p.VIP, p.VPort = k.Src, k.SrcPort, k.Dst, k.DstPort
+		p.VIP, p.VPort = e.VirtualAddr16()
+		if method == modes.FullNAT {
+			p.Client, p.ClientPort = e.ClientAddr16()
+		}
 	} else {
 		if method == modes.Local {
 			if packet.CompleteL4Checksum(f.Bytes(), m) {

@@ -597,3 +597,59 @@ func TestOffset(t *testing.T) {
 		t.Error("New accepted a negative offset")
 	}
 }
+
+// TestLookup: lookup (a scan of up to scanAddrs addresses, the map past
+// that) finds exactly what the index map holds, live and draining
+// addresses, for pools on either side of scanAddrs, after addresses are
+// drained, forgotten and their slots reused; and Release works on each.
+func TestLookup(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	addr := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}) }
+	for _, n := range []int{1, 2, scanAddrs - 1, scanAddrs, scanAddrs + 1, 2 * scanAddrs} {
+		p := newPool(t, Options{Workers: 1, MinPort: 5000, MaxPort: 5003, Buckets: 1})
+		type out struct {
+			a    [16]byte
+			port uint16
+		}
+		var outs []out
+		for round := range 20 {
+			var as []netip.Addr
+			for i := range n + 4 {
+				if rng.IntN(3) != 0 {
+					as = append(as, addr(i))
+				}
+			}
+			if len(as) > n {
+				as = as[:n]
+			}
+			if err := p.SetAddrs(as); err != nil {
+				t.Fatal(err)
+			}
+			for _, a := range as {
+				if i, ok := p.Index(a.As16()); ok {
+					if port, ok := p.Alloc(i, a16("10.1.1.1"), 80); ok && rng.IntN(2) == 0 {
+						outs = append(outs, out{a.As16(), port})
+					}
+				}
+			}
+			for i := range n + 4 {
+				k := addr(i).As16()
+				wi, wok := p.index[k]
+				gi, gok := p.lookup(&k)
+				if gok != wok || gok && gi != wi {
+					t.Fatalf("%d addresses, round %d: lookup(%v) = %d, %v; index has %d, %v", n, round, addr(i), gi, gok, wi, wok)
+				}
+			}
+			for len(outs) > 0 && rng.IntN(3) != 0 {
+				o := outs[len(outs)-1]
+				outs = outs[:len(outs)-1]
+				_, live := p.index[o.a]
+				// An address forgotten and configured again has a fresh
+				// pool, where the old port is not out: false too.
+				if got := p.Release(o.a, a16("10.1.1.1"), 80, o.port); got && !live {
+					t.Fatalf("%d addresses, round %d: Release(%v, %d) = true for an address not in the index", n, round, netip.AddrFrom16(o.a), o.port)
+				}
+			}
+		}
+	}
+}

@@ -65,7 +65,8 @@
 //
 // NAT and FULLNAT update the IPv4 header checksum and the TCP or UDP
 // checksum incrementally (RFC 1624 eqn. 3), once for all their changes,
-// through packet.SetAddrPortsWithChecksumUpdate; the golden tests prove
+// the TTL's included, in one pass over the headers
+// (packet.ForwardAddrPortsWithChecksumUpdate); the golden tests prove
 // the result equal to a full recomputation bit for bit. A UDP checksum of
 // 0 (none computed, IPv4) stays 0. Checksums are updated, never verified:
 // a wrong one stays wrong by the same amount. TUN leaves the inner packet

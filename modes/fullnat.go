@@ -7,19 +7,17 @@ import "github.com/xlbproject/xlb/internal/packet"
 // real server answers the director whatever its routes. TTL decremented,
 // checksums updated once for all four changes, Ethernet rewritten.
 func fullnatIn(f *Frame, m *packet.Meta, p *Plan) Verdict {
-	ip := ip(f, m)
-	if ip == nil || !l4ok(m) {
+	b := l4Packet(f, m)
+	if b == nil {
 		return Malformed
 	}
 	if family(&p.RS) != m.Version || family(&p.Laddr) != m.Version {
 		return Unsupported // no NAT64: DPVS's FNAT64 is not built
 	}
-	if v := check(ip, m, p, 0); v != OK {
+	if v := check(b[m.L3Off:], m, p, 0); v != OK {
 		return v
 	}
-	b := f.Buf[f.Off : f.Off+f.Len]
-	packet.DecrementTTLWithChecksumUpdate(ip, m.Version)
-	packet.SetAddrPortsWithChecksumUpdate(b, m, p.Laddr, p.Lport, p.RS, p.RPort)
+	packet.ForwardAddrPortsWithChecksumUpdate(b, m, &p.Laddr, p.Lport, &p.RS, p.RPort)
 	setEth(b, p)
 	return OK
 }
@@ -27,19 +25,17 @@ func fullnatIn(f *Frame, m *packet.Meta, p *Plan) Verdict {
 // fullnatOut forwards a FULLNAT real server's reply to the client: source
 // RS:rport := VIP:vport, destination laddr:lport := client:cport.
 func fullnatOut(f *Frame, m *packet.Meta, p *Plan) Verdict {
-	ip := ip(f, m)
-	if ip == nil || !l4ok(m) {
+	b := l4Packet(f, m)
+	if b == nil {
 		return Malformed
 	}
 	if family(&p.VIP) != m.Version || family(&p.Client) != m.Version {
 		return Unsupported
 	}
-	if v := check(ip, m, p, 0); v != OK {
+	if v := check(b[m.L3Off:], m, p, 0); v != OK {
 		return v
 	}
-	b := f.Buf[f.Off : f.Off+f.Len]
-	packet.DecrementTTLWithChecksumUpdate(ip, m.Version)
-	packet.SetAddrPortsWithChecksumUpdate(b, m, p.VIP, p.VPort, p.Client, p.ClientPort)
+	packet.ForwardAddrPortsWithChecksumUpdate(b, m, &p.VIP, p.VPort, &p.Client, p.ClientPort)
 	setEth(b, p)
 	return OK
 }

@@ -6,19 +6,17 @@ import "github.com/xlbproject/xlb/internal/packet"
 // destination VIP:vport := RS:rport, TTL decremented, IP and L4 checksums
 // updated incrementally, Ethernet rewritten for the next hop.
 func natIn(f *Frame, m *packet.Meta, p *Plan) Verdict {
-	ip := ip(f, m)
-	if ip == nil || !l4ok(m) {
+	b := l4Packet(f, m)
+	if b == nil {
 		return Malformed
 	}
 	if family(&p.RS) != m.Version {
 		return Unsupported // IPVS NAT does not translate families either
 	}
-	if v := check(ip, m, p, 0); v != OK {
+	if v := check(b[m.L3Off:], m, p, 0); v != OK {
 		return v
 	}
-	b := f.Buf[f.Off : f.Off+f.Len]
-	packet.DecrementTTLWithChecksumUpdate(ip, m.Version)
-	packet.SetAddrPortsWithChecksumUpdate(b, m, m.Src, m.SrcPort, p.RS, p.RPort)
+	packet.ForwardAddrPortsWithChecksumUpdate(b, m, &m.Src, m.SrcPort, &p.RS, p.RPort)
 	setEth(b, p)
 	return OK
 }
@@ -28,19 +26,17 @@ func natIn(f *Frame, m *packet.Meta, p *Plan) Verdict {
 // decremented, checksums updated, Ethernet rewritten for the client's
 // next hop.
 func natOut(f *Frame, m *packet.Meta, p *Plan) Verdict {
-	ip := ip(f, m)
-	if ip == nil || !l4ok(m) {
+	b := l4Packet(f, m)
+	if b == nil {
 		return Malformed
 	}
 	if family(&p.VIP) != m.Version {
 		return Unsupported
 	}
-	if v := check(ip, m, p, 0); v != OK {
+	if v := check(b[m.L3Off:], m, p, 0); v != OK {
 		return v
 	}
-	b := f.Buf[f.Off : f.Off+f.Len]
-	packet.DecrementTTLWithChecksumUpdate(ip, m.Version)
-	packet.SetAddrPortsWithChecksumUpdate(b, m, p.VIP, p.VPort, m.Dst, m.DstPort)
+	packet.ForwardAddrPortsWithChecksumUpdate(b, m, &p.VIP, p.VPort, &m.Dst, m.DstPort)
 	setEth(b, p)
 	return OK
 }

@@ -63,9 +63,13 @@ func tunIn(f *Frame, m *packet.Meta, p *Plan) Verdict {
 
 	l2 := m.L3Off
 	off := f.Off - push
-	copy(f.Buf[off:off+l2], f.Buf[f.Off:f.Off+l2])
 	tot := push + m.IPLen
 	b := f.Buf[off : off+l2+tot]
+	// Of the L2 header only a VLAN tag moves: setEth writes the MACs and
+	// the EtherType is written below (no memmove call for 14 bytes).
+	if l2 > 14 {
+		copy(b[12:l2-2], f.Buf[f.Off+12:f.Off+l2-2])
+	}
 	setEth(b, p)
 	h := b[l2:]
 	hl := 40

@@ -128,10 +128,13 @@ func DecrementTTLWithChecksumUpdate(ip []byte, version uint8) {
 		ip[ipv6HopLimitOff]--
 		return
 	}
-	old := binary.BigEndian.Uint16(ip[ipv4TTLOff:])
+	// The word | TTL | protocol | less 0x100: a change of ^w + (w-0x100)
+	// = 0xfeff whatever w (RFC 1624 eqn. 3), so the old word need not be
+	// read, and the function is small enough to inline (DR and TUN call
+	// it on every frame).
 	ip[ipv4TTLOff]--
-	c := ip[ipv4ChecksumOff:]
-	binary.BigEndian.PutUint16(c, ChecksumUpdate16(binary.BigEndian.Uint16(c), old, old-0x100))
+	c := ip[ipv4ChecksumOff : ipv4ChecksumOff+2]
+	binary.BigEndian.PutUint16(c, ^fold(uint64(^binary.BigEndian.Uint16(c))+0xfeff))
 }
 
 // DF reports whether an IPv4 packet at ip has Don't Fragment set.
@@ -177,6 +180,84 @@ func SetAddrPortsWithChecksumUpdate(frame []byte, m *Meta, src [16]byte, sport u
 	}
 }
 
+// ForwardAddrPortsWithChecksumUpdate is what NAT and FULLNAT do to a
+// frame they forward, in one pass over the headers: it decrements the IPv4
+// TTL or IPv6 hop limit (the caller checked that it is above 1), rewrites
+// both addresses and both ports of the frame m describes (m from Parse
+// returning OK on frame), updates m, and updates the IPv4 header checksum
+// once for the TTL and the addresses together and the TCP or UDP checksum
+// once for the addresses and ports (RFC 1624 eqn. 3). The family rules of
+// SetSourceWithChecksumUpdate apply to src and dst; a UDP checksum of 0
+// over IPv4 stays 0.
+//
+// It costs 4-8 ns less a frame than DecrementTTLWithChecksumUpdate and
+// SetAddrPortsWithChecksumUpdate in turn (TestXmitCPUTime): one IPv4
+// checksum update instead of two, and the changes summed as 32-bit words
+// (an address, both ports) with no per-word compare. A word that does not
+// change adds ^w + w, one's-complement -0, which changes no checksum a
+// full recomputation can give (IPv4 and TCP checksums are never 0xffff,
+// and UDP's 0xffff, a computed 0, stays 0xffff); only a wrong checksum of
+// 0xffff may come out as its equal, 0.
+//
+//	IPv4 header word 4: | TTL | protocol |  TTL-1: the word less 0x100,
+//	a change of ^w + (w - 0x100) = 0xfeff, whatever w.
+func ForwardAddrPortsWithChecksumUpdate(frame []byte, m *Meta, src *[16]byte, sport uint16, dst *[16]byte, dport uint16) {
+	be := binary.BigEndian
+	var d uint64 // unfolded changes to the pseudo-header's addresses
+	if m.Version == 4 {
+		if !isIPv4Mapped(src) || !isIPv4Mapped(dst) {
+			panic("packet: IPv6 address for an IPv4 frame")
+		}
+		ip := frame[m.L3Off : m.L3Off+ipv4MinLen]
+		s, t := be.Uint32(src[12:]), be.Uint32(dst[12:])
+		d = uint64(^be.Uint32(ip[ipv4SrcOff:])) + uint64(s) + uint64(^be.Uint32(ip[ipv4DstOff:])) + uint64(t)
+		be.PutUint32(ip[ipv4SrcOff:], s)
+		be.PutUint32(ip[ipv4DstOff:], t)
+		ip[ipv4TTLOff]--
+		c := ip[ipv4ChecksumOff:]
+		be.PutUint16(c, ^fold(uint64(^be.Uint16(c))+d+0xfeff))
+	} else {
+		if isIPv4Mapped(src) || isIPv4Mapped(dst) {
+			panic("packet: IPv4-mapped address for an IPv6 frame")
+		}
+		ip := frame[m.L3Off : m.L3Off+ipv6HeaderLen]
+		d = sum128(ip[ipv6SrcOff:], src) + sum128(ip[ipv6DstOff:], dst)
+		*(*[16]byte)(ip[ipv6SrcOff:]) = *src
+		*(*[16]byte)(ip[ipv6DstOff:]) = *dst
+		ip[ipv6HopLimitOff]--
+	}
+	m.Src, m.Dst = *src, *dst
+	l4 := frame[m.L4Off : m.L4Off+udpChecksumOff+2]
+	ports := uint32(sport)<<16 | uint32(dport)
+	d += uint64(^be.Uint32(l4)) + uint64(ports)
+	be.PutUint32(l4, ports)
+	m.SrcPort, m.DstPort = sport, dport
+	if m.Proto == ProtoTCP {
+		c := frame[m.L4Off+tcpChecksumOff : m.L4Off+tcpChecksumOff+2]
+		be.PutUint16(c, ^fold(uint64(^be.Uint16(c))+d))
+		return
+	}
+	c := l4[udpChecksumOff:]
+	if old := be.Uint16(c); old != 0 {
+		if s := ^fold(uint64(^old) + d); s != 0 {
+			be.PutUint16(c, s)
+		} else {
+			be.PutUint16(c, 0xffff)
+		}
+	}
+}
+
+// sum128 returns the unfolded one's-complement change of the 16 bytes at
+// b becoming v, as 32-bit words: below 2^36.
+func sum128(b []byte, v *[16]byte) uint64 {
+	be := binary.BigEndian
+	b = b[:16]
+	return uint64(^be.Uint32(b[0:])) + uint64(be.Uint32(v[0:])) +
+		uint64(^be.Uint32(b[4:])) + uint64(be.Uint32(v[4:])) +
+		uint64(^be.Uint32(b[8:])) + uint64(be.Uint32(v[8:])) +
+		uint64(^be.Uint32(b[12:])) + uint64(be.Uint32(v[12:]))
+}
+
 // put16, put32 and put128 store a field of b, recording the change in d;
 // a field that does not change is not written.
 func put16(b []byte, v uint16, d *ChecksumDelta) {
@@ -217,10 +298,15 @@ func PutIPv4Header(h []byte, tos uint8, tot int, id uint16, df bool, ttl, proto 
 	}
 	binary.BigEndian.PutUint16(h[ipv4FlagsOff:], flags)
 	h[ipv4TTLOff], h[ipv4ProtoOff] = ttl, proto
-	h[ipv4ChecksumOff], h[ipv4ChecksumOff+1] = 0, 0
-	copy(h[ipv4SrcOff:ipv4SrcOff+4], src[12:])
-	copy(h[ipv4DstOff:ipv4DstOff+4], dst[12:])
-	binary.BigEndian.PutUint16(h[ipv4ChecksumOff:], Checksum(h[:ipv4MinLen], 0))
+	s, d := binary.BigEndian.Uint32(src[12:]), binary.BigEndian.Uint32(dst[12:])
+	binary.BigEndian.PutUint32(h[ipv4SrcOff:], s)
+	binary.BigEndian.PutUint32(h[ipv4DstOff:], d)
+	// The checksum of the values, not of the header just written: an
+	// 8-byte load of bytes that 1- and 2-byte stores wrote a moment ago
+	// misses store-to-load forwarding and stalls (TUN paid it per frame).
+	sum := uint64(0x4500|uint16(tos)) + uint64(uint16(tot)) + uint64(id) + uint64(flags) +
+		uint64(uint16(ttl)<<8|uint16(proto)) + uint64(s) + uint64(d)
+	binary.BigEndian.PutUint16(h[ipv4ChecksumOff:], ^fold(sum))
 }
 
 // PutIPv6Header writes a 40-byte IPv6 header at h: traffic class tc, flow
