@@ -168,8 +168,9 @@
 //
 // Real-server scaling (scale.go), once after the rounds: xlb with the
 // flood's service over -rs-counts destinations (2, 100, 1000; 10 fits only outside the 15-minute budget) in
-// -rs-methods (dr, nat) with -rs-scheds (rr, and wlc, which scans every
-// destination per new connection). The destinations are 10.201.x.y
+// -rs-methods (dr, nat) with -rs-scheds (wlc, which scans every
+// destination per new connection: the scheduler whose cost grows with
+// them; rr, O(1), fits only outside the 15-minute budget). The destinations are 10.201.x.y
 // addresses on the real servers' eth0 (address i on server i mod 3),
 // which the director reaches through a /16 route on eth0 and permanent
 // neighbour entries (not garbage-collected; the host-wide ARP table
