@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 )
@@ -109,6 +110,55 @@ func (o *Objects) LookupFlow(k *FlowKey, f *Flow) error {
 		return fmt.Errorf("look flow up: %w", err)
 	}
 	return nil
+}
+
+// FlowCursor is where a WalkFlows walk of the flows map stands, with the
+// walk's buffers; the zero value is its beginning.
+type FlowCursor struct {
+	c  ebpf.MapBatchCursor
+	kb [][unsafe.Sizeof(FlowKey{})]byte // the kernel's output, as FlowKey
+	vb [][unsafe.Sizeof(Flow{})]byte    // and Flow
+	// ki and vi are kb and vb as interfaces, converted once: a slice
+	// converted at each call is an allocation.
+	ki, vi any
+}
+
+// WalkFlows reads the next flows of the map into keys and vals (as many
+// as len(keys), which len(vals) must equal) in one BPF_MAP_LOOKUP_BATCH,
+// and returns how many it read; end reports that the walk reached the
+// end of the map, cur then being at its beginning again. A flow that is
+// in the map for the whole walk is read exactly once; one installed or
+// deleted meanwhile may or may not be. The first call of each walk
+// allocates the kernel's cursor (a few bytes), and cur's buffers the
+// first time. keys must hold at least the largest hash bucket (ENOSPC
+// otherwise, wrapped): a few entries.
+func (o *Objects) WalkFlows(cur *FlowCursor, keys []FlowKey, vals []Flow) (n int, end bool, err error) {
+	if len(keys) != len(vals) {
+		return 0, true, fmt.Errorf("walk flows: %d keys, %d values", len(keys), len(vals))
+	}
+	if len(cur.kb) != len(keys) {
+		// Byte arrays go to the kernel as they are; the structs, whose
+		// padding fields are unexported, would be marshalled through a
+		// copy each call.
+		cur.kb, cur.vb = make([][unsafe.Sizeof(FlowKey{})]byte, len(keys)), make([][unsafe.Sizeof(Flow{})]byte, len(keys))
+		cur.ki, cur.vi = cur.kb, cur.vb
+	}
+	n, err = o.objs.Flows.BatchLookup(&cur.c, cur.ki, cur.vi, nil)
+	for j := range n {
+		// The buffers are 8-byte aligned (make) and both sizes are
+		// multiples of 8; TestMirrors holds the layouts to xdp.c's.
+		keys[j] = *(*FlowKey)(unsafe.Pointer(&cur.kb[j]))
+		vals[j] = *(*Flow)(unsafe.Pointer(&cur.vb[j]))
+	}
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		cur.c = ebpf.MapBatchCursor{}
+		return n, true, nil
+	}
+	if err != nil {
+		cur.c = ebpf.MapBatchCursor{}
+		return 0, true, fmt.Errorf("walk flows: %w", err)
+	}
+	return n, false, nil
 }
 
 // DeleteFlow removes flow k; its next frames go to the worker again. An
