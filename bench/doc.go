@@ -54,9 +54,9 @@
 //     tests do not measure a table with no free port. `xlb --xlb-stats` is read after each run and its drop
 //     counters are printed and summed.
 //   - xlb-dr-offload-generic, xlb-nat-offload-generic,
-//     xlb-tun-offload-generic, xlb-fullnat-offload-generic: xlb-dr,
-//     xlb-nat, xlb-tun and xlb-fullnat with --offload=on (up to 2^17
-//     flows) and --xdp-mode generic: the XDP program forwards
+//     xlb-fullnat-offload-generic: xlb-dr, xlb-nat and xlb-fullnat with
+//     --offload=on (up to 2^17 flows) and --xdp-mode generic
+//     (xlb-tun-offload-generic too, outside the 15-minute default list): the XDP program forwards
 //     established flows itself (XDP_TX, bpf_redirect), on the skb.
 //     Generic, because on veth native XDP_TX/bpf_redirect hands each
 //     frame to the peer's 256-frame XDP ring, which needs an XDP program

@@ -58,7 +58,7 @@ type options struct {
 	queueRounds  int
 }
 
-var allDataplanes = []string{"ip-forward", "nft-fwd", "nft-dnat", "xlb-dr", "xlb-dr-offload-generic", "xlb-nat", "xlb-nat-offload-generic", "xlb-tun", "xlb-tun-offload-generic", "xlb-fullnat", "xlb-fullnat-offload-generic"}
+var allDataplanes = []string{"ip-forward", "nft-fwd", "nft-dnat", "xlb-dr", "xlb-dr-offload-generic", "xlb-nat", "xlb-nat-offload-generic", "xlb-tun", "xlb-fullnat", "xlb-fullnat-offload-generic"}
 
 func main() {
 	var o options
@@ -74,7 +74,7 @@ func main() {
 	flag.StringVar(&rates, "cpu-rates", "100000,250000", "fixed offered rates (pps) of the CPU-per-packet runs")
 	flag.DurationVar(&o.cpuTime, "cpu-time", 1500*time.Millisecond, "CPU-per-packet measurement window")
 	flag.Float64Var(&o.loadRate, "load-rate", 200000, "background flood (pps) of the round trips under load")
-	flag.DurationVar(&o.httpTime, "http-time", 2*time.Second, "wrk duration per run (whole seconds)")
+	flag.DurationVar(&o.httpTime, "http-time", time.Second, "wrk duration per run (whole seconds)")
 	flag.DurationVar(&o.iperfTime, "iperf-time", 2*time.Second, "iperf3 duration per run (whole seconds)")
 	flag.IntVar(&o.pings, "pings", 3000, "UDP round trips timed per run")
 	flag.IntVar(&o.conns, "conns", 16, "concurrent wrk connections")
