@@ -385,6 +385,45 @@ func loadOffload(t testing.TB) *bpf.Objects {
 
 // runXDP runs the program on frame and returns its action and the frame
 // it leaves.
+// equivalentBothWays holds the program to a worker without offload for
+// the data frames of a connection that on offloaded in both directions
+// (NAT, FULLNAT): each frame through the program (BPF_PROG_RUN) and
+// through off comes out byte for byte the same, and the program counts
+// two packets each way for the connection's destination. It returns the
+// destination, the program's counters for it after, and the frames.
+func equivalentBothWays(t *testing.T, o *bpf.Objects, on, off *worker, koff *fakeKernel, in, out func(uint8, string) []byte, udp bool, now int64) (uint32, bpf.DestCounters, [][]byte) {
+	t.Helper()
+	if len(on.off.flows) != 1 || !on.off.flows[0].on[0] || !on.off.flows[0].on[1] {
+		t.Fatalf("offloaded %+v, want one connection in both directions", on.off.flows)
+	}
+	id := on.off.flows[0].dest
+	var before bpf.DestCounters
+	if err := o.DestCounters(id, &before); err != nil {
+		t.Fatal(err)
+	}
+	frames := [][]byte{in(ack|packet.TCPFlagPSH, "GET / HTTP/1.1\r\n\r\n"), out(ack|packet.TCPFlagPSH, "HTTP/1.1 200 OK\r\n\r\n"), in(ack, ""), out(ack, "x")}
+	if udp {
+		frames = [][]byte{in(0, "query"), out(0, "answer"), in(0, ""), out(0, "")}
+	}
+	for i, f := range frames {
+		act, got := runXDP(t, o, f)
+		koff.deliver(f)
+		off.poll(now)
+		want := koff.sent[len(koff.sent)-1]
+		if act != xdpTX || !bytes.Equal(got, want) {
+			t.Fatalf("frame %d: xdp action %d sent\n%x\nworker without offload sent\n%x", i, act, got, want)
+		}
+	}
+	var after bpf.DestCounters
+	if err := o.DestCounters(id, &after); err != nil {
+		t.Fatal(err)
+	}
+	if after.InPkts-before.InPkts != 2 || after.OutPkts-before.OutPkts != 2 {
+		t.Errorf("program counted %+v since %+v, want 2 packets each way", after, before)
+	}
+	return id, after, frames
+}
+
 func runXDP(t testing.TB, o *bpf.Objects, frame []byte) (uint32, []byte) {
 	t.Helper()
 	out := make([]byte, len(frame)+256)
@@ -767,34 +806,7 @@ func TestOffloadNATXDPEquivalence(t *testing.T) {
 			if len(kon.sent) != len(hs) || len(koff.sent) != len(hs) {
 				t.Fatalf("handshake: sent %d and %d, want %d", len(kon.sent), len(koff.sent), len(hs))
 			}
-			if len(on.off.flows) != 1 || !on.off.flows[0].on[0] || !on.off.flows[0].on[1] {
-				t.Fatalf("offloaded %+v, want one connection in both directions", on.off.flows)
-			}
-			id := on.off.flows[0].dest
-			var before bpf.DestCounters
-			if err := o.DestCounters(id, &before); err != nil {
-				t.Fatal(err)
-			}
-			frames := [][]byte{in(ack|packet.TCPFlagPSH, "GET / HTTP/1.1\r\n\r\n"), out(ack|packet.TCPFlagPSH, "HTTP/1.1 200 OK\r\n\r\n"), in(ack, ""), out(ack, "x")}
-			if udp {
-				frames = [][]byte{in(0, "query"), out(0, "answer"), in(0, ""), out(0, "")}
-			}
-			for i, f := range frames {
-				act, got := runXDP(t, o, f)
-				koff.deliver(f)
-				off.poll(now)
-				want := koff.sent[len(koff.sent)-1]
-				if act != xdpTX || !bytes.Equal(got, want) {
-					t.Fatalf("frame %d: xdp action %d sent\n%x\nworker without offload sent\n%x", i, act, got, want)
-				}
-			}
-			var after bpf.DestCounters
-			if err := o.DestCounters(id, &after); err != nil {
-				t.Fatal(err)
-			}
-			if after.InPkts-before.InPkts != 2 || after.OutPkts-before.OutPkts != 2 {
-				t.Errorf("program counted %+v since %+v, want 2 packets each way", after, before)
-			}
+			id, after, frames := equivalentBothWays(t, o, on, off, koff, in, out, udp, now)
 			var con, coff destCounters
 			on.ds.publish()
 			off.ds.publish()
@@ -966,34 +978,7 @@ func TestOffloadFULLNATXDPEquivalence(t *testing.T) {
 				if n := 1 + len(hs); len(kon.sent) != n || len(koff.sent) != n {
 					t.Fatalf("handshake: sent %d and %d, want %d", len(kon.sent), len(koff.sent), n)
 				}
-				if len(on.off.flows) != 1 || !on.off.flows[0].on[0] || !on.off.flows[0].on[1] {
-					t.Fatalf("offloaded %+v, want one connection in both directions", on.off.flows)
-				}
-				id := on.off.flows[0].dest
-				var before bpf.DestCounters
-				if err := o.DestCounters(id, &before); err != nil {
-					t.Fatal(err)
-				}
-				frames := [][]byte{in(ack|packet.TCPFlagPSH, "GET / HTTP/1.1\r\n\r\n"), out(ack|packet.TCPFlagPSH, "HTTP/1.1 200 OK\r\n\r\n"), in(ack, ""), out(ack, "x")}
-				if udp {
-					frames = [][]byte{in(0, "query"), out(0, "answer"), in(0, ""), out(0, "")}
-				}
-				for i, f := range frames {
-					act, got := runXDP(t, o, f)
-					koff.deliver(f)
-					off.poll(now)
-					want := koff.sent[len(koff.sent)-1]
-					if act != xdpTX || !bytes.Equal(got, want) {
-						t.Fatalf("frame %d: xdp action %d sent\n%x\nworker without offload sent\n%x", i, act, got, want)
-					}
-				}
-				var after bpf.DestCounters
-				if err := o.DestCounters(id, &after); err != nil {
-					t.Fatal(err)
-				}
-				if after.InPkts-before.InPkts != 2 || after.OutPkts-before.OutPkts != 2 {
-					t.Errorf("program counted %+v since %+v, want 2 packets each way", after, before)
-				}
+				id, after, _ := equivalentBothWays(t, o, on, off, koff, in, out, udp, now)
 				// Frames the program leaves to the worker: TTL 1 each way,
 				// and a SYN or FIN (TCP).
 				punts := [][]byte{pt.Packet{SrcMAC: clientMAC, DstMAC: directorMAC[:], Src: client, Dst: vip,

@@ -49,6 +49,29 @@ func newNFTCountersPort(t *testing.T, h *testenv.Host, tport uint16) nftCounters
 	return nftCounters{h}
 }
 
+// keepAliveTraffic opens n keep-alive connections to vip and makes
+// requests requests on each (the first as it opens), failing with the
+// daemon's log, and more's text if more is not nil.
+func keepAliveTraffic(t *testing.T, env *testenv.Env, d *xlbProc, vip netip.AddrPort, n, requests int, more func() string) []*keepAlive {
+	t.Helper()
+	var kas []*keepAlive
+	for range n {
+		kas = append(kas, mustKeepAlive(t, env, vip))
+	}
+	for i := 1; i < requests; i++ {
+		for j, k := range kas {
+			if _, err := k.get(3 * time.Second); err != nil {
+				extra := ""
+				if more != nil {
+					extra = more()
+				}
+				t.Fatalf("request %d on connection %d: %v\n%s\n%s", i, j, err, d.Output.String(), extra)
+			}
+		}
+	}
+	return kas
+}
+
 var offloadCounterRE = regexp.MustCompile(`packets (\d+) bytes (\d+)`)
 
 // read returns counter name's packets and bytes; reset zeroes it after.
@@ -143,17 +166,7 @@ func TestOffload(t *testing.T) {
 			}
 			nft.read(t, "tcp80", true)
 			nft.read(t, "udp53", true)
-			var kas []*keepAlive
-			for range 3 {
-				kas = append(kas, mustKeepAlive(t, env, vip80))
-			}
-			for i := 1; i < gets; i++ {
-				for j, k := range kas {
-					if _, err := k.get(3 * time.Second); err != nil {
-						t.Fatalf("request %d on connection %d: %v\n%s", i, j, err, d.Output.String())
-					}
-				}
-			}
+			kas := keepAliveTraffic(t, env, d, vip80, 3, gets, nil)
 			fresh := env.Client.HTTPClient(false, 3*time.Second)
 			for i := range 6 {
 				if _, err := testenv.Get(fresh, fmt.Sprintf("http://%v/", vip80)); err != nil {
@@ -315,17 +328,7 @@ func TestOffloadNAT(t *testing.T) {
 	nft.read(t, "tcp80", true)
 	nft.read(t, "udp53", true)
 	vip := netip.AddrPortFrom(env.VIP, 8080)
-	var kas []*keepAlive
-	for range 3 {
-		kas = append(kas, mustKeepAlive(t, env, vip))
-	}
-	for i := 1; i < 40; i++ {
-		for j, k := range kas {
-			if _, err := k.get(3 * time.Second); err != nil {
-				t.Fatalf("request %d on connection %d: %v\n%s", i, j, err, d.Output.String())
-			}
-		}
-	}
+	keepAliveTraffic(t, env, d, vip, 3, 40, nil)
 	uc, err := env.Client.UDPConn(netip.AddrPortFrom(env.VIP, 53))
 	if err != nil {
 		t.Fatal(err)
@@ -385,17 +388,7 @@ func TestOffloadMethods(t *testing.T) {
 			nft.read(t, "tcp80", true)
 			nft.read(t, "udp53", true)
 			vip := netip.AddrPortFrom(env.VIP, 80)
-			var kas []*keepAlive
-			for range 3 {
-				kas = append(kas, mustKeepAlive(t, env, vip))
-			}
-			for i := 1; i < 40; i++ {
-				for j, k := range kas {
-					if _, err := k.get(3 * time.Second); err != nil {
-						t.Fatalf("request %d on connection %d: %v\n%s\n%s", i, j, err, d.Output.String(), stats(d))
-					}
-				}
-			}
+			keepAliveTraffic(t, env, d, vip, 3, 40, func() string { return stats(d) })
 			uc, err := env.Client.UDPConn(netip.AddrPortFrom(env.VIP, 53))
 			if err != nil {
 				t.Fatal(err)
