@@ -385,6 +385,20 @@ func loadOffload(t testing.TB) *bpf.Objects {
 
 // runXDP runs the program on frame and returns its action and the frame
 // it leaves.
+// methodPair is two workers for method to rs (FULLNAT: from local
+// address la) for service k: on with the offload on over o, its flows
+// sent with XDP_TX under BPF_PROG_RUN, and off without.
+func methodPair(t *testing.T, o *bpf.Objects, method modes.Method, k ipvs.ServiceKey, rs, la netip.Addr) (on *worker, kon *fakeKernel, off *worker, koff *fakeKernel) {
+	t.Helper()
+	on, kon = methodWorkerAt(t, method, k, rs, la)
+	withOffload(t, on, o)
+	on.off.kt0 = 0
+	on.ports()
+	on.ifs[0].index = 1 // BPF_PROG_RUN runs as if on loopback: XDP_TX
+	off, koff = methodWorkerAt(t, method, k, rs, la)
+	return on, kon, off, koff
+}
+
 // equivalentBothWays holds the program to a worker without offload for
 // the data frames of a connection that on offloaded in both directions
 // (NAT, FULLNAT): each frame through the program (BPF_PROG_RUN) and
@@ -777,12 +791,7 @@ func TestOffloadNATXDPEquivalence(t *testing.T) {
 			if err := o.AddReal(bpf.ServiceKey{Addr: rs, Port: 8080, Proto: uint8(k.Proto)}); err != nil {
 				t.Fatal(err)
 			}
-			on, kon := methodWorkerAt(t, modes.Masq, k, rs, testLaddr)
-			withOffload(t, on, o)
-			on.off.kt0 = 0
-			on.ports()
-			on.ifs[0].index = 1 // BPF_PROG_RUN runs as if on loopback: XDP_TX
-			off, koff := methodWorkerAt(t, modes.Masq, k, rs, testLaddr)
+			on, kon, off, koff := methodPair(t, o, modes.Masq, k, rs, testLaddr)
 			in := func(flags uint8, payload string) []byte {
 				return pt.Packet{SrcMAC: clientMAC, DstMAC: directorMAC[:], Src: testClient, Dst: testVIP,
 					SrcPort: 40000, DstPort: k.Port, Flags: flags, UDP: udp, Payload: []byte(payload)}.Frame()
@@ -935,12 +944,7 @@ func TestOffloadFULLNATXDPEquivalence(t *testing.T) {
 				if err := o.SetLocal(la, true); err != nil {
 					t.Fatal(err)
 				}
-				on, kon := methodWorkerAt(t, modes.FullNAT, k, rs, la)
-				withOffload(t, on, o)
-				on.off.kt0 = 0
-				on.ports()
-				on.ifs[0].index = 1 // BPF_PROG_RUN runs as if on loopback: XDP_TX
-				off, koff := methodWorkerAt(t, modes.FullNAT, k, rs, la)
+				on, kon, off, koff := methodPair(t, o, modes.FullNAT, k, rs, la)
 				in := func(flags uint8, payload string) []byte {
 					return pt.Packet{SrcMAC: clientMAC, DstMAC: directorMAC[:], Src: client, Dst: vip,
 						SrcPort: 40000, DstPort: k.Port, Flags: flags, UDP: udp, Payload: []byte(payload)}.Frame()

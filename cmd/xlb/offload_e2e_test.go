@@ -72,6 +72,24 @@ func keepAliveTraffic(t *testing.T, env *testenv.Env, d *xlbProc, vip netip.Addr
 	return kas
 }
 
+// statsMatchClient waits out delayed ACKs and holds -L -n --stats
+// --exact to the client's own counts: the TCP service at tcp and the UDP
+// one at udp got exactly the packets and IP bytes nft counted.
+func statsMatchClient(t *testing.T, d *xlbProc, nft nftCounters, tcp, udp netip.AddrPort) {
+	t.Helper()
+	time.Sleep(300 * time.Millisecond)
+	stats, err := d.ctl("-L", "-n", "--stats", "--exact")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []struct{ svc, counter string }{{fmt.Sprintf("TCP  %v", tcp), "tcp80"}, {fmt.Sprintf("UDP  %v", udp), "udp53"}} {
+		wp, wb := nft.read(t, s.counter, false)
+		if _, p, b := statsLine(t, stats, s.svc, s.svc); p != wp || b != wb {
+			t.Errorf("%s: --stats InPkts %d InBytes %d; the client sent %d packets, %d bytes\n%s", s.svc, p, b, wp, wb, stats)
+		}
+	}
+}
+
 var offloadCounterRE = regexp.MustCompile(`packets (\d+) bytes (\d+)`)
 
 // read returns counter name's packets and bytes; reset zeroes it after.
@@ -339,17 +357,7 @@ func TestOffloadNAT(t *testing.T) {
 			t.Fatalf("UDP query %d: %v", i, err)
 		}
 	}
-	time.Sleep(300 * time.Millisecond)
-	stats, err := d.ctl("-L", "-n", "--stats", "--exact")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range []struct{ svc, counter string }{{fmt.Sprintf("TCP  %v", vip), "tcp80"}, {fmt.Sprintf("UDP  %v:53", env.VIP), "udp53"}} {
-		wp, wb := nft.read(t, s.counter, false)
-		if _, p, b := statsLine(t, stats, s.svc, s.svc); p != wp || b != wb {
-			t.Errorf("%s: --stats InPkts %d InBytes %d; the client sent %d packets, %d bytes\n%s", s.svc, p, b, wp, wb, stats)
-		}
-	}
+	statsMatchClient(t, d, nft, vip, netip.AddrPortFrom(env.VIP, 53))
 	xs := daemonStats(t, d)
 	off, steered := xs["xdp.redirect_offload"], xs["xdp.redirect"]+xs["xdp.redirect_reply"]
 	t.Logf("XDP forwarded %d frames itself, steered %d to the workers", off, steered)
@@ -399,17 +407,7 @@ func TestOffloadMethods(t *testing.T) {
 					t.Fatalf("UDP query %d: %v\n%s", i, err, stats(d))
 				}
 			}
-			time.Sleep(300 * time.Millisecond) // delayed ACKs
-			st, err := d.ctl("-L", "-n", "--stats", "--exact")
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, s := range []struct{ svc, counter string }{{fmt.Sprintf("TCP  %v", vip), "tcp80"}, {fmt.Sprintf("UDP  %v:53", env.VIP), "udp53"}} {
-				wp, wb := nft.read(t, s.counter, false)
-				if _, p, b := statsLine(t, st, s.svc, s.svc); p != wp || b != wb {
-					t.Errorf("%s: --stats InPkts %d InBytes %d; the client sent %d packets, %d bytes\n%s", s.svc, p, b, wp, wb, st)
-				}
-			}
+			statsMatchClient(t, d, nft, vip, netip.AddrPortFrom(env.VIP, 53))
 			xs := daemonStats(t, d)
 			off, steered := xs["xdp.redirect_offload"], xs["xdp.redirect"]+xs["xdp.redirect_reply"]
 			t.Logf("%s: XDP forwarded %d frames itself, steered %d to the workers", c.name, off, steered)
