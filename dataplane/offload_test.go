@@ -385,6 +385,21 @@ func loadOffload(t testing.TB) *bpf.Objects {
 
 // runXDP runs the program on frame and returns its action and the frame
 // it leaves.
+// sameDestCounters holds destination id's counters with the offload on
+// (on's own plus after, the program's) to off's, a worker's without.
+func sameDestCounters(t *testing.T, on, off *worker, id uint32, after bpf.DestCounters) {
+	t.Helper()
+	var con, coff destCounters
+	on.ds.publish()
+	off.ds.publish()
+	on.ds.read(id, &con)
+	off.ds.read(id, &coff)
+	con.add(&destCounters{InPkts: after.InPkts, InBytes: after.InBytes, OutPkts: after.OutPkts, OutBytes: after.OutBytes})
+	if con != coff {
+		t.Errorf("destination counters: offload %+v, userspace %+v", con, coff)
+	}
+}
+
 // methodPair is two workers for method to rs (FULLNAT: from local
 // address la) for service k: on with the offload on over o, its flows
 // sent with XDP_TX under BPF_PROG_RUN, and off without.
@@ -816,15 +831,7 @@ func TestOffloadNATXDPEquivalence(t *testing.T) {
 				t.Fatalf("handshake: sent %d and %d, want %d", len(kon.sent), len(koff.sent), len(hs))
 			}
 			id, after, frames := equivalentBothWays(t, o, on, off, koff, in, out, udp, now)
-			var con, coff destCounters
-			on.ds.publish()
-			off.ds.publish()
-			on.ds.read(id, &con)
-			off.ds.read(id, &coff)
-			con.add(&destCounters{InPkts: after.InPkts, InBytes: after.InBytes, OutPkts: after.OutPkts, OutBytes: after.OutBytes})
-			if con != coff {
-				t.Errorf("destination counters: offload %+v, userspace %+v", con, coff)
-			}
+			sameDestCounters(t, on, off, id, after)
 			on.off.pass = -foldEveryNs
 			on.off.step(on, now+foldEveryNs, -1)
 			e, eoff := on.off.flows[0].e, entryOf(t, off, frames[0], now)
@@ -997,15 +1004,7 @@ func TestOffloadFULLNATXDPEquivalence(t *testing.T) {
 						t.Errorf("punt %d: xdp action %d, want %d (to the worker)", i, act, xdpPass)
 					}
 				}
-				var con, coff destCounters
-				on.ds.publish()
-				off.ds.publish()
-				on.ds.read(id, &con)
-				off.ds.read(id, &coff)
-				con.add(&destCounters{InPkts: after.InPkts, InBytes: after.InBytes, OutPkts: after.OutPkts, OutBytes: after.OutBytes})
-				if con != coff {
-					t.Errorf("destination counters: offload %+v, userspace %+v", con, coff)
-				}
+				sameDestCounters(t, on, off, id, after)
 				on.off.pass = -foldEveryNs
 				on.off.step(on, now+foldEveryNs, -1)
 				a, b, c, d := eon.Counters()
