@@ -385,6 +385,21 @@ func loadOffload(t testing.TB) *bpf.Objects {
 
 // runXDP runs the program on frame and returns its action and the frame
 // it leaves.
+// addFULLNAT steers FULLNAT service k (ID id) to the workers in o, with
+// its real server rs:8080's replies and local address la.
+func addFULLNAT(tb testing.TB, o *bpf.Objects, k ipvs.ServiceKey, id uint32, rs, la netip.Addr) {
+	tb.Helper()
+	if err := o.AddService(bpf.ServiceKey{Addr: k.Addr, Port: k.Port, Proto: uint8(k.Proto)}, id); err != nil {
+		tb.Fatal(err)
+	}
+	if err := o.AddReal(bpf.ServiceKey{Addr: rs, Port: 8080, Proto: uint8(k.Proto)}); err != nil {
+		tb.Fatal(err)
+	}
+	if err := o.SetLocal(la, true); err != nil {
+		tb.Fatal(err)
+	}
+}
+
 // sameDestCounters holds destination id's counters with the offload on
 // (on's own plus after, the program's) to off's, a worker's without.
 func sameDestCounters(t *testing.T, on, off *worker, id uint32, after bpf.DestCounters) {
@@ -679,15 +694,7 @@ func FuzzOffloadXDP(f *testing.F) {
 	// FULLNAT: client → VIP and real server → local address.
 	fvip := netip.MustParseAddr("198.18.0.102")
 	fk := ipvs.ServiceKey{Proto: ipvs.TCP, Addr: fvip, Port: 80}
-	if err := o.AddService(bpf.ServiceKey{Addr: fk.Addr, Port: fk.Port, Proto: uint8(fk.Proto)}, 10); err != nil {
-		f.Fatal(err)
-	}
-	if err := o.AddReal(bpf.ServiceKey{Addr: rs4, Port: 8080, Proto: uint8(fk.Proto)}); err != nil {
-		f.Fatal(err)
-	}
-	if err := o.SetLocal(testLaddr, true); err != nil {
-		f.Fatal(err)
-	}
+	addFULLNAT(f, o, fk, 10, rs4, testLaddr)
 	fon, fkon := methodWorkerAt(f, modes.FullNAT, fk, rs4, testLaddr)
 	foff, fkoff := methodWorkerAt(f, modes.FullNAT, fk, rs4, testLaddr)
 	fn := pairOn(f, o, fon, foff, fkon, fkoff)
@@ -942,15 +949,7 @@ func TestOffloadFULLNATXDPEquivalence(t *testing.T) {
 			}
 			t.Run(name, func(t *testing.T) {
 				o := loadOffload(t)
-				if err := o.AddService(bpf.ServiceKey{Addr: k.Addr, Port: k.Port, Proto: uint8(k.Proto)}, 9); err != nil {
-					t.Fatal(err)
-				}
-				if err := o.AddReal(bpf.ServiceKey{Addr: rs, Port: 8080, Proto: uint8(k.Proto)}); err != nil {
-					t.Fatal(err)
-				}
-				if err := o.SetLocal(la, true); err != nil {
-					t.Fatal(err)
-				}
+				addFULLNAT(t, o, k, 9, rs, la)
 				on, kon, off, koff := methodPair(t, o, modes.FullNAT, k, rs, la)
 				in := func(flags uint8, payload string) []byte {
 					return pt.Packet{SrcMAC: clientMAC, DstMAC: directorMAC[:], Src: client, Dst: vip,

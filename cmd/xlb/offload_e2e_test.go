@@ -90,6 +90,30 @@ func statsMatchClient(t *testing.T, d *xlbProc, nft nftCounters, tcp, udp netip.
 	}
 }
 
+// establishedRunning checks that -L -n -c lists want ESTABLISHED TCP
+// connections whose destination ends with dest ("" for any), each with
+// its timer restarted within the last 10 s (14:50-15:00 left).
+func establishedRunning(t *testing.T, d *xlbProc, dest string, want int) {
+	t.Helper()
+	conns, err := d.ctl("-L", "-n", "-c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	est := 0
+	for _, l := range strings.Split(conns, "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 6 && f[0] == "TCP" && f[2] == "ESTABLISHED" && strings.HasSuffix(f[4], dest) {
+			est++
+			if f[1] < "14:50" || f[1] > "15:00" {
+				t.Errorf("ESTABLISHED connection expires in %s, want 14:50-15:00: %s", f[1], l)
+			}
+		}
+	}
+	if est != want {
+		t.Errorf("-L -n -c lists %d ESTABLISHED connections to %q, want %d:\n%s", est, dest, want, conns)
+	}
+}
+
 var offloadCounterRE = regexp.MustCompile(`packets (\d+) bytes (\d+)`)
 
 // read returns counter name's packets and bytes; reset zeroes it after.
@@ -257,23 +281,7 @@ func TestOffload(t *testing.T) {
 
 			// -L -c: the keep-alive connections are ESTABLISHED, their
 			// timers restarted by their (offloaded) frames.
-			conns, err := d.ctl("-L", "-n", "-c")
-			if err != nil {
-				t.Fatal(err)
-			}
-			est := 0
-			for _, l := range strings.Split(conns, "\n") {
-				f := strings.Fields(l)
-				if len(f) == 6 && f[0] == "TCP" && f[2] == "ESTABLISHED" {
-					est++
-					if f[1] < "14:50" || f[1] > "15:00" {
-						t.Errorf("ESTABLISHED connection expires in %s, want 14:50-15:00: %s", f[1], l)
-					}
-				}
-			}
-			if est != 3 {
-				t.Errorf("-L -n -c lists %d ESTABLISHED connections, want 3:\n%s", est, conns)
-			}
+			establishedRunning(t, d, "", 3)
 
 			// Weight 0: the connection continues; removal with
 			// expire_nodest_conn: it stops, the others continue.
@@ -414,23 +422,7 @@ func TestOffloadMethods(t *testing.T) {
 			if off < 2*steered {
 				t.Errorf("XDP forwarded %d frames, the workers %d: want most by XDP", off, steered)
 			}
-			conns, err := d.ctl("-L", "-n", "-c")
-			if err != nil {
-				t.Fatal(err)
-			}
-			est := 0
-			for _, l := range strings.Split(conns, "\n") {
-				f := strings.Fields(l)
-				if len(f) >= 6 && f[0] == "TCP" && f[2] == "ESTABLISHED" && strings.HasSuffix(f[4], ":80") {
-					est++
-					if f[1] < "14:50" || f[1] > "15:00" {
-						t.Errorf("ESTABLISHED connection expires in %s, want 14:50-15:00: %s", f[1], l)
-					}
-				}
-			}
-			if est != 3 {
-				t.Errorf("-L -n -c lists %d ESTABLISHED connections to port 80, want 3:\n%s", est, conns)
-			}
+			establishedRunning(t, d, ":80", 3)
 			// Fresh connections, too short to be offloaded, are not held
 			// up by the offloaded ones (a SYN retransmitted after 1 s
 			// would show).
