@@ -242,6 +242,12 @@ func methodName(f ipvs.Fwd) string {
 // scheduler state of what did not change. It either applies all of cfg or
 // returns an error and changes nothing.
 //
+// A service that cfg deleted and added again (cfg.Renewed: a restore
+// file's -D or -C, then -A) is applied as an Apply without it and one
+// with it would: new scheduler instances, its destinations counted from
+// zero; their connections and persistence templates go on, as a deleted
+// service's do, and a destination it no longer names goes to the trash.
+//
 // Destinations on the director's own addresses become Local in cfg
 // itself, as IPVS marks them when they are added or edited (local.go),
 // so that listings and saves show what runs; cfg is left as it was when
@@ -269,6 +275,7 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) (err error) {
 		spec     *ipvs.Service
 		fresh    bool                 // new service
 		revive   bool                 // a dying service added again
+		renew    bool                 // a live service deleted and added again by this cfg (ipvs.Config.Renewed)
 		scheds   []sched.Scheduler    // new scheduler instances, if any
 		policies []*conntrack.Service // one per worker
 	}
@@ -295,9 +302,12 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) (err error) {
 			p.svc = st.dying[s.Key]
 			p.revive = p.svc != nil
 			p.fresh = p.svc == nil
+		} else {
+			p.renew = cfg.Renewed(s.Key)
 		}
-		// A revived service was deleted: -A binds a new scheduler.
-		if p.fresh || p.revive || schedChanged(&p.svc.spec, s) {
+		// A revived or renewed service was deleted: -A binds a new
+		// scheduler.
+		if p.fresh || p.revive || p.renew || schedChanged(&p.svc.spec, s) {
 			for range d.workers {
 				sc, err := newScheduler(s)
 				if err != nil {
@@ -407,9 +417,10 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) (err error) {
 			delete(st.dying, p.spec.Key) // its destinations are in its trash
 		}
 		var prev []*sched.Dest // nil: -A bound the scheduler to an empty service
-		if !p.fresh && !p.revive {
+		if !p.fresh && !p.revive && !p.renew {
 			prev = kernelOrder(svc)
 		}
+
 		svc.spec = *p.spec
 		svc.spec.Dests = slices.Clone(p.spec.Dests)
 		if p.scheds != nil {
@@ -422,6 +433,13 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) (err error) {
 			ap := netip.AddrPortFrom(ds.Addr, ds.Port)
 			keep[ap] = true
 			dst := svc.dests[ap]
+			if dst != nil && p.renew {
+				// As an Apply without the service and one with it
+				// would: the destination went to the trash with its
+				// connections and is taken back, counting from zero.
+				st.base[dst] = d.destTotals(dst.ID)
+				st.est[dst] = &estimator{}
+			}
 			if dst == nil {
 				dst = st.untrash(svc, ap)
 				if dst != nil {
@@ -497,7 +515,7 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) (err error) {
 		st.dying[k] = svc // logged by the caller (package director), with the reason
 	}
 	st.services = next
-	st.cfg = *cfg
+	st.cfg = *cfg.Settled() // what runs; Renewed was for this Apply
 	if st.cfg.Timeouts == (ipvs.Timeouts{}) {
 		st.cfg.Timeouts = ipvs.DefaultTimeouts
 	}
