@@ -138,6 +138,10 @@ type svcState struct {
 	// again takes it back, with its ID, as IPVS takes a destination back
 	// from its trash: the connections on it are then the service's again.
 	trash []*sched.Dest
+	// markRules are a firewall-mark service's rules (markRules) as of the
+	// last Apply that had it: its NAT replies' ports and protocols
+	// (reals.go). A dying service keeps them for its connections.
+	markRules []ipvs.MarkRule
 }
 
 func newControlState() *controlState {
@@ -161,15 +165,10 @@ func supported(s *ipvs.Service, _ int) error {
 		switch d.Fwd {
 		case ipvs.FwdRoute, ipvs.FwdLocal:
 		case ipvs.FwdMasq, ipvs.FwdFullNAT:
-			if s.Key.IsFWMark() {
-				// The XDP program steers replies by the real server's
-				// exact address, port and protocol; a mark's may be
-				// any of its rules' ports, of either protocol.
-				return fmt.Errorf("%s: %s of a firewall-mark service: %w (its replies could not be steered; use direct routing or tunneling)",
-					where, methodName(d.Fwd), ErrNotSupported)
-			}
 			// With several queues, replies reach their connection's
-			// worker by hand-off (owner.go).
+			// worker by hand-off (owner.go); those of a firewall-mark
+			// service's destination are steered from its rules' ports
+			// and protocols (reals.go).
 		case ipvs.FwdTunnel:
 			if _, ok := modes.FromTun(d.TunType, d.TunFlags, d.TunPort); !ok {
 				return fmt.Errorf("%s: %s is %w", where, tunName(d.TunType), ErrNotSupported)
@@ -423,6 +422,9 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) (err error) {
 
 		svc.spec = *p.spec
 		svc.spec.Dests = slices.Clone(p.spec.Dests)
+		if svc.spec.Key.IsFWMark() {
+			svc.markRules = markRules(svc.spec.Key, cfg.Marks)
+		}
 		if p.scheds != nil {
 			svc.scheds = p.scheds
 		}
@@ -671,41 +673,42 @@ func destMethods(svc *svcState, fwd []destFwd) []uint8 {
 	return m
 }
 
-// syncReals makes the XDP reals map hold exactly the real servers whose
-// replies come back through the director (NAT and FULLNAT destinations),
-// of live services and of the trash (their connections still have
-// replies). It is called with d.mu held, after Apply and when the trash
-// is emptied; a failure is logged and retried the next time.
+// syncReals makes the XDP reals map hold exactly the keys of the real
+// servers whose replies come back through the director (NAT and FULLNAT
+// destinations; reals.go), of live services and of the trash (their
+// connections still have replies). It is called with d.mu held, after
+// Apply and when the trash is emptied; a failure is logged and retried
+// the next time.
 func (d *Dataplane) syncReals() {
 	st := d.state
-	want := map[bpf.ServiceKey]bool{}
-	add := func(k ipvs.ServiceKey, dst *sched.Dest, m modes.Method) {
-		if (m == modes.Masq || m == modes.FullNAT) && !k.IsFWMark() { // supported refuses NAT for marks
-			want[bpf.ServiceKey{Addr: dst.Addr, Port: dst.Port, Proto: uint8(k.Proto)}] = true
-		}
-	}
+	plan := newRealPlan()
 	fwd := *d.fwd.Load()
 	for _, svc := range st.services {
 		for _, dst := range svc.dests {
-			add(svc.spec.Key, dst, fwd[dst.ID].method)
+			plan.add(svc.spec.Key, svc.markRules, dst.Addr, dst.Port, fwd[dst.ID].method)
 		}
 	}
 	for _, svcs := range []map[ipvs.ServiceKey]*svcState{st.services, st.dying} {
 		for _, svc := range svcs {
 			for _, dst := range svc.trash {
-				add(svc.spec.Key, dst, fwd[dst.ID].method)
+				plan.add(svc.spec.Key, svc.markRules, dst.Addr, dst.Port, fwd[dst.ID].method)
 			}
 		}
 	}
+	want := plan.keys(d.objs.MaxRealKeys())
 	if st.reals == nil {
 		st.reals = map[bpf.ServiceKey]bool{}
 	}
+	// New keys first, so that no reply meets neither the old key nor the
+	// new one; those that did not fit (a firewall mark's ports giving
+	// way to wildcards) once more after the deletions.
+	var full []bpf.ServiceKey
 	for k := range want {
 		if st.reals[k] {
 			continue
 		}
 		if err := d.objs.AddReal(k); err != nil {
-			d.opts.Logger.Error("steer replies of real server", "real", netip.AddrPortFrom(k.Addr, k.Port), "err", err)
+			full = append(full, k)
 			continue
 		}
 		st.reals[k] = true
@@ -715,9 +718,16 @@ func (d *Dataplane) syncReals() {
 			continue
 		}
 		if err := d.objs.DeleteReal(k); err != nil {
-			d.opts.Logger.Warn("stop steering replies of real server", "real", netip.AddrPortFrom(k.Addr, k.Port), "err", err)
+			d.opts.Logger.Warn("stop steering replies of real server", "real", k.String(), "err", err)
 		}
 		delete(st.reals, k)
+	}
+	for _, k := range full {
+		if err := d.objs.AddReal(k); err != nil {
+			d.opts.Logger.Error("steer replies of real server", "real", k.String(), "err", err)
+			continue
+		}
+		st.reals[k] = true
 	}
 }
 
