@@ -35,6 +35,12 @@ import (
 // (bpf.Options.MaxReals), what every destination needs with wildcards;
 // exact keys take what is left, and when the whole set does not fit, all
 // firewall-mark destinations fall back to wildcards.
+//
+// The keys follow the rules: a rule taken from a live service's mark
+// (xlb mark del) stops steering the replies of the connections it
+// brought, which then fail, where IPVS, which finds replies by their
+// connection alone, keeps them. A deleted service keeps the rules it last
+// had while its connections last.
 
 // markRealPorts is the most ports of one protocol that a port-0
 // destination of a firewall-mark service is steered from one by one:

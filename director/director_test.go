@@ -472,3 +472,29 @@ func TestRestoreRenews(t *testing.T) {
 		}
 	}
 }
+
+// TestReplaceRenews: a rules file reloaded whole (SIGHUP, Replace) that
+// starts with -C renews every service it adds, as running its lines on
+// the running configuration would; without -C nothing is renewed, and
+// the unchanged service keeps its state.
+func TestReplaceRenews(t *testing.T) {
+	for _, c := range []struct {
+		file string
+		want bool
+	}{{rules, false}, {"-C\n" + rules, true}} {
+		d, fdp, _ := newTest(t, Options{})
+		cfg, err := ipvsadm.ParseRules(strings.NewReader(c.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Replace("reload", cfg); err != nil {
+			t.Fatal(err)
+		}
+		if got := fdp.last().Renewed(vip); got != c.want {
+			t.Errorf("reload of %q: Renewed(%s) = %v, want %v", c.file, vip.String(), got, c.want)
+		}
+		if d.Config().Renewed(vip) {
+			t.Errorf("reload of %q: the published configuration renews %s", c.file, vip.String())
+		}
+	}
+}
