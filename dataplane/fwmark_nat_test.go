@@ -361,3 +361,40 @@ func parseSent(t *testing.T, f []byte) packet.Meta {
 	}
 	return m
 }
+
+// TestOwnershipFWMarkNAT: with several workers, a non-persistent
+// firewall-mark service with a NAT destination owns its frames by client,
+// and its real server's replies, to no service, have the same owner: the
+// worker whose shard holds the connection.
+func TestOwnershipFWMarkNAT(t *testing.T) {
+	marks, err := markTable(&ipvs.Config{Marks: natMarkRules(testVIP)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := netip.MustParseAddr("198.18.0.21")
+	svc := ipvs.Service{Key: ipvs.FWMarkKey(1, false), Netmask: 32, Dests: []ipvs.Dest{{Addr: rs, Fwd: ipvs.FwdMasq, Weight: 1}}}
+	o := newOwnership([]*ipvs.Service{&svc}, marks, 4)
+	if o == nil {
+		t.Fatal("no ownership for a fwmark service with a NAT destination")
+	}
+	seen := map[int]bool{}
+	for i := range 64 {
+		c := netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}).As16()
+		for _, proto := range []uint8{packet.ProtoTCP, packet.ProtoUDP} {
+			for _, port := range []uint16{80, 9000} {
+				req := packet.Meta{Src: c, Dst: testVIP.As16(), SrcPort: 40000, DstPort: port, Proto: proto}
+				reply := packet.Meta{Src: rs.As16(), Dst: c, SrcPort: port, DstPort: 40000, Proto: proto}
+				owner := o.owner(&req, 0)
+				seen[owner] = true
+				for self := range 4 {
+					if got := o.owner(&reply, self); got != owner {
+						t.Fatalf("client %d proto %d port %d: reply on worker %d owned by %d, request by %d", i, proto, port, self, got, owner)
+					}
+				}
+			}
+		}
+	}
+	if len(seen) < 2 {
+		t.Errorf("64 clients owned by workers %v: the hash does not spread", seen)
+	}
+}
