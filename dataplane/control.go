@@ -138,10 +138,11 @@ type svcState struct {
 	// again takes it back, with its ID, as IPVS takes a destination back
 	// from its trash: the connections on it are then the service's again.
 	trash []*sched.Dest
-	// markRules are a firewall-mark service's rules (markRules) as of the
-	// last Apply that had it: its NAT replies' ports and protocols
-	// (reals.go). A dying service keeps them for its connections.
-	markRules []ipvs.MarkRule
+	// replyPorts are a firewall-mark service's reply ports by protocol
+	// (markReplyPorts), from its rules as of the last Apply that had it:
+	// where its NAT destinations answer from (reals.go). A dying service
+	// keeps them for its connections.
+	replyPorts []replyPorts
 }
 
 func newControlState() *controlState {
@@ -423,7 +424,7 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) (err error) {
 		svc.spec = *p.spec
 		svc.spec.Dests = slices.Clone(p.spec.Dests)
 		if svc.spec.Key.IsFWMark() {
-			svc.markRules = markRules(svc.spec.Key, cfg.Marks)
+			svc.replyPorts = markReplyPorts(svc.spec.Key, cfg.Marks)
 		}
 		if p.scheds != nil {
 			svc.scheds = p.scheds
@@ -685,13 +686,13 @@ func (d *Dataplane) syncReals() {
 	fwd := *d.fwd.Load()
 	for _, svc := range st.services {
 		for _, dst := range svc.dests {
-			plan.add(svc.spec.Key, svc.markRules, dst.Addr, dst.Port, fwd[dst.ID].method)
+			plan.add(svc.spec.Key, svc.replyPorts, dst.Addr, dst.Port, fwd[dst.ID].method)
 		}
 	}
 	for _, svcs := range []map[ipvs.ServiceKey]*svcState{st.services, st.dying} {
 		for _, svc := range svcs {
 			for _, dst := range svc.trash {
-				plan.add(svc.spec.Key, svc.markRules, dst.Addr, dst.Port, fwd[dst.ID].method)
+				plan.add(svc.spec.Key, svc.replyPorts, dst.Addr, dst.Port, fwd[dst.ID].method)
 			}
 		}
 	}

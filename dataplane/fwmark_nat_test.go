@@ -3,6 +3,7 @@
 package dataplane
 
 import (
+	"fmt"
 	"maps"
 	"net/netip"
 	"slices"
@@ -80,7 +81,7 @@ func TestRealPlan(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			p := newRealPlan()
 			for _, d := range c.dests {
-				p.add(d.k, d.rules, d.addr, d.port, d.m)
+				p.add(d.k, markReplyPorts(d.k, d.rules), d.addr, d.port, d.m)
 			}
 			got := slices.SortedFunc(maps.Keys(p.keys(c.capacity)), cmpRealKey)
 			want := slices.SortedFunc(slices.Values(c.want), cmpRealKey)
@@ -89,14 +90,45 @@ func TestRealPlan(t *testing.T) {
 			}
 		})
 	}
-	// Only the mark's rules of the service's family are its.
+	// Only the mark's rules of the service's family are its; ports are
+	// sorted and counted once.
 	r := append(natMarkRules(vip), ipvs.MarkRule{Mark: 2, Proto: ipvs.TCP, Prefix: netip.PrefixFrom(vip, 32), PortLo: 443, PortHi: 443},
-		ipvs.MarkRule{Mark: 1, Proto: ipvs.TCP, Prefix: netip.MustParsePrefix("2001:db8::/64"), PortLo: 443, PortHi: 443})
-	if got := markRules(fwm, r); len(got) != 4 {
-		t.Errorf("markRules(-f 1) = %v, want the 4 IPv4 rules of mark 1", got)
+		ipvs.MarkRule{Mark: 1, Proto: ipvs.TCP, Prefix: netip.MustParsePrefix("2001:db8::/64"), PortLo: 443, PortHi: 443},
+		ipvs.MarkRule{Mark: 1, Proto: ipvs.TCP, Prefix: netip.MustParsePrefix("198.18.1.0/24"), PortLo: 80, PortHi: 80})
+	for _, c := range []struct {
+		k    ipvs.ServiceKey
+		want string
+	}{
+		{fwm, "[{6 [80 9000] false} {17 [80 9000] false}]"},
+		{ipvs.FWMarkKey(1, true), "[{6 [443] false}]"},
+		{ipvs.FWMarkKey(2, false), "[{6 [443] false}]"},
+		{ipvs.FWMarkKey(3, false), "[]"},
+	} {
+		if got := fmt.Sprint(markReplyPorts(c.k, r)); got != c.want {
+			t.Errorf("markReplyPorts(%s) = %s, want %s", c.k.String(), got, c.want)
+		}
 	}
-	if got := markRules(ipvs.FWMarkKey(1, true), r); len(got) != 1 || got[0].PortLo != 443 {
-		t.Errorf("markRules(-6 -f 1) = %v, want the IPv6 rule of mark 1", got)
+	// 64 distinct ports over several rules are exact, 65 the wildcard.
+	var many []ipvs.MarkRule
+	for i := range 8 {
+		many = append(many, ipvs.MarkRule{Mark: 1, Proto: ipvs.UDP, Prefix: netip.PrefixFrom(vip, 32), PortLo: uint16(1000 + 8*i), PortHi: uint16(1007 + 8*i)},
+			ipvs.MarkRule{Mark: 1, Proto: ipvs.UDP, Prefix: netip.MustParsePrefix("198.18.1.0/24"), PortLo: uint16(1000 + 8*i), PortHi: uint16(1007 + 8*i)})
+	}
+	if rp := markReplyPorts(fwm, many); len(rp) != 1 || rp[0].wild || len(rp[0].ports) != 64 {
+		t.Errorf("64 ports in 16 rules: %v, want 64 exact ports", rp)
+	}
+	many = append(many, ipvs.MarkRule{Mark: 1, Proto: ipvs.UDP, Prefix: netip.PrefixFrom(vip, 32), PortLo: 2000, PortHi: 2000})
+	if rp := markReplyPorts(fwm, many); len(rp) != 1 || !rp[0].wild || rp[0].ports != nil {
+		t.Errorf("65 ports: %v, want the wildcard", rp)
+	}
+	// Two services on one real server: the union of their ports.
+	p := newRealPlan()
+	f2 := ipvs.FWMarkKey(2, false)
+	p.add(fwm, markReplyPorts(fwm, tcpOnly), rs, 0, modes.Masq)
+	p.add(f2, markReplyPorts(f2, r), rs, 0, modes.Masq)
+	got := slices.SortedFunc(maps.Keys(p.keys(8)), cmpRealKey)
+	if want := []bpf.ServiceKey{key(rs, 80, ipvs.TCP), key(rs, 443, ipvs.TCP), key(rs, 9000, ipvs.TCP)}; !slices.Equal(got, want) {
+		t.Errorf("-f 1 and -f 2 on one real server: keys %v, want %v", got, want)
 	}
 }
 

@@ -47,13 +47,44 @@ import (
 // 80+443 or 80+9000 take 2 keys, a range of 1000 ports one wildcard.
 const markRealPorts = 64
 
-// markRules are the rules that classify frames into the firewall-mark
-// service k: its mark, of its address family.
-func markRules(k ipvs.ServiceKey, rules []ipvs.MarkRule) []ipvs.MarkRule {
-	var out []ipvs.MarkRule
-	for _, r := range rules {
-		if r.Mark == k.FWMark && r.Prefix.Addr().Is6() == k.IPv6() {
-			out = append(out, r)
+// replyPorts are the ports a firewall-mark service's port-0 destinations
+// answer from over one protocol: those of its mark's rules, or, past
+// markRealPorts of them, wild (every port).
+type replyPorts struct {
+	proto ipvs.Proto
+	ports []uint16 // sorted, without 0
+	wild  bool
+}
+
+// markReplyPorts are the reply ports of the firewall-mark service k, for
+// each protocol its rules (of its mark and address family) classify,
+// TCP first. Computed once per Apply, not per destination.
+func markReplyPorts(k ipvs.ServiceKey, rules []ipvs.MarkRule) []replyPorts {
+	var out []replyPorts
+	for _, proto := range []ipvs.Proto{ipvs.TCP, ipvs.UDP} {
+		rp, has := replyPorts{proto: proto}, false
+		for _, r := range rules {
+			if r.Mark != k.FWMark || r.Prefix.Addr().Is6() != k.IPv6() || r.Proto != proto {
+				continue
+			}
+			has = true
+			// Port by port, until more than markRealPorts distinct
+			// ones: a range of 0-65535 stops at once.
+			for q := int(r.PortLo); q <= int(r.PortHi) && !rp.wild; q++ {
+				if q == 0 { // no frame has port 0; the key would be the wildcard
+					continue
+				}
+				if i, found := slices.BinarySearch(rp.ports, uint16(q)); !found {
+					rp.ports = slices.Insert(rp.ports, i, uint16(q))
+					rp.wild = len(rp.ports) > markRealPorts
+				}
+			}
+		}
+		if rp.wild {
+			rp.ports = nil
+		}
+		if has {
+			out = append(out, rp)
 		}
 	}
 	return out
@@ -61,27 +92,20 @@ func markRules(k ipvs.ServiceKey, rules []ipvs.MarkRule) []ipvs.MarkRule {
 
 // realPlan collects the reals map's keys: exact ones, and for each
 // port-0 destination of a firewall-mark service, by address and
-// protocol (port 0), its ports.
+// protocol (port 0), the reply ports of its services (usually one).
 type realPlan struct {
 	exact  map[bpf.ServiceKey]bool
-	marked map[bpf.ServiceKey]*markPorts
-}
-
-// markPorts are the ports a port-0 firewall-mark destination answers
-// from over one protocol, or wild: too many, the wildcard.
-type markPorts struct {
-	ports []uint16
-	wild  bool
+	marked map[bpf.ServiceKey][]*replyPorts
 }
 
 func newRealPlan() *realPlan {
-	return &realPlan{exact: map[bpf.ServiceKey]bool{}, marked: map[bpf.ServiceKey]*markPorts{}}
+	return &realPlan{exact: map[bpf.ServiceKey]bool{}, marked: map[bpf.ServiceKey][]*replyPorts{}}
 }
 
 // add plans the keys of destination addr:port with method m of service
-// k; rules are the service's mark rules (markRules) for a firewall-mark
-// service.
-func (p *realPlan) add(k ipvs.ServiceKey, rules []ipvs.MarkRule, addr netip.Addr, port uint16, m modes.Method) {
+// k; rps are the service's reply ports (markReplyPorts) for a
+// firewall-mark service. It keeps rps.
+func (p *realPlan) add(k ipvs.ServiceKey, rps []replyPorts, addr netip.Addr, port uint16, m modes.Method) {
 	if m != modes.Masq && m != modes.FullNAT {
 		return
 	}
@@ -89,42 +113,34 @@ func (p *realPlan) add(k ipvs.ServiceKey, rules []ipvs.MarkRule, addr netip.Addr
 		p.exact[bpf.ServiceKey{Addr: addr, Port: port, Proto: uint8(k.Proto)}] = true
 		return
 	}
-	for _, proto := range []ipvs.Proto{ipvs.TCP, ipvs.UDP} {
-		n, has := 0, false // ports of proto in the rules; has: a rule of proto
-		for _, r := range rules {
-			if r.Proto == proto {
-				has = true
-				n += int(r.PortHi) - int(r.PortLo) + 1
-			}
-		}
-		if !has {
-			continue
-		}
-		key := bpf.ServiceKey{Addr: addr, Port: port, Proto: uint8(proto)}
+	for i := range rps {
+		key := bpf.ServiceKey{Addr: addr, Port: port, Proto: uint8(rps[i].proto)}
 		if port != 0 {
 			p.exact[key] = true
 			continue
 		}
-		mp := p.marked[key]
-		if mp == nil {
-			mp = &markPorts{}
-			p.marked[key] = mp
+		if !slices.Contains(p.marked[key], &rps[i]) {
+			p.marked[key] = append(p.marked[key], &rps[i])
 		}
-		if mp.wild || len(mp.ports)+n > markRealPorts {
-			mp.wild, mp.ports = true, nil
-			continue
+	}
+}
+
+// unionPorts is the union of rps, or wild.
+func unionPorts(rps []*replyPorts) (ports []uint16, wild bool) {
+	if len(rps) == 1 {
+		return rps[0].ports, rps[0].wild
+	}
+	for _, rp := range rps {
+		if rp.wild {
+			return nil, true
 		}
-		for _, r := range rules {
-			if r.Proto != proto {
-				continue
-			}
-			for q := int(r.PortLo); q <= int(r.PortHi); q++ {
-				if q != 0 && !slices.Contains(mp.ports, uint16(q)) { // port 0 would be the wildcard
-					mp.ports = append(mp.ports, uint16(q))
-				}
+		for _, q := range rp.ports {
+			if !slices.Contains(ports, q) {
+				ports = append(ports, q)
 			}
 		}
 	}
+	return ports, len(ports) > markRealPorts
 }
 
 // keys is the plan's key set for a map of capacity keys: the exact
@@ -135,22 +151,30 @@ func (p *realPlan) keys(capacity int) map[bpf.ServiceKey]bool {
 	for k := range p.exact {
 		want[k] = true
 	}
+	type marked struct {
+		k     bpf.ServiceKey
+		ports []uint16
+		wild  bool
+	}
+	ms := make([]marked, 0, len(p.marked))
 	n := len(want)
-	for _, mp := range p.marked {
-		if mp.wild {
+	for k, rps := range p.marked {
+		ports, wild := unionPorts(rps)
+		ms = append(ms, marked{k, ports, wild})
+		if wild {
 			n++
 		} else {
-			n += len(mp.ports)
+			n += len(ports)
 		}
 	}
-	wild := n > capacity
-	for k, mp := range p.marked {
-		if wild || mp.wild {
-			want[k] = true
+	allWild := n > capacity
+	for _, m := range ms {
+		if allWild || m.wild {
+			want[m.k] = true
 			continue
 		}
-		for _, q := range mp.ports {
-			want[bpf.ServiceKey{Addr: k.Addr, Port: q, Proto: k.Proto}] = true
+		for _, q := range m.ports {
+			want[bpf.ServiceKey{Addr: m.k.Addr, Port: q, Proto: m.k.Proto}] = true
 		}
 	}
 	return want
