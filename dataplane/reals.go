@@ -38,9 +38,10 @@ import (
 //
 // The keys follow the rules: a rule taken from a live service's mark
 // (xlb mark del) stops steering the replies of the connections it
-// brought, which then fail, where IPVS, which finds replies by their
-// connection alone, keeps them. A deleted service keeps the rules it last
-// had while its connections last.
+// brought, as it stops steering their requests (the XDP program finds a
+// frame's service by its mark, and IPVS its connection by the tuple
+// alone, so IPVS keeps them). A deleted service keeps the reply ports it
+// last had while its connections last.
 
 // markRealPorts is the most ports of one protocol that a port-0
 // destination of a firewall-mark service is steered from one by one:
