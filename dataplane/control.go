@@ -420,7 +420,6 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) (err error) {
 		if !p.fresh && !p.revive && !p.renew {
 			prev = kernelOrder(svc)
 		}
-
 		svc.spec = *p.spec
 		svc.spec.Dests = slices.Clone(p.spec.Dests)
 		if svc.spec.Key.IsFWMark() {
