@@ -20,7 +20,7 @@ func fwmarkSel(vip netip.Addr, port uint16) string {
 	return fmt.Sprintf("%v/32:%d", vip, port)
 }
 
-// TestFWMarkServices: -f and -6 -f services in DR (and TUN, NAT and
+// TestFWMarkServices: -f and -6 -f services in DR and NAT (and TUN and
 // FULLNAT, IPv4), their marks given by xlb's classifier from --xlb-mark
 // lines of the rules file: 300 new TCP connections to VIP:80 and 300 UDP
 // flows to VIP:53, both marked 2, all succeed and rr spreads them evenly;
@@ -34,7 +34,7 @@ func TestFWMarkServices(t *testing.T) {
 	for _, tc := range []struct {
 		c  modeCase
 		v6 bool
-	}{{modeCases[0], false}, {modeCases[0], true}, {modeCases[2], false}, {modeCases[1], false}, {modeCases[3], false}} {
+	}{{modeCases[0], false}, {modeCases[0], true}, {modeCases[2], false}, {modeCases[1], false}, {modeCases[1], true}, {modeCases[3], false}} {
 		c, v6 := tc.c, tc.v6
 		name := c.name + "/ipv4"
 		if v6 {
