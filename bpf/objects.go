@@ -219,7 +219,9 @@ func (o *Objects) MaxServices() int { return o.maxServices }
 // for TCP and for UDP (a firewall-mark service takes both), each an
 // exact port or port 0 for any. More entries for one real server, one
 // per port of a firewall mark's rules, take what other real servers
-// leave free (dataplane's syncReals).
+// leave free (dataplane's syncReals). The map preallocates ~96 bytes
+// per key: 12.6 MB at DefaultMaxReals (6.3 MB with one key each), the
+// price of never running out of keys for wildcards.
 const realKeysPerReal = 2
 
 // MaxRealKeys is the size of the reals map: AddReal of one more key than
