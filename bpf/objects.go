@@ -26,7 +26,10 @@ type Options struct {
 	// DefaultMaxServices. A hash map preallocates every entry, about 100
 	// bytes each.
 	MaxServices int
-	// MaxReals is the size of the reals map, 0 for DefaultMaxReals.
+	// MaxReals is the number of real servers (destination IDs), 0 for
+	// DefaultMaxReals. The reals map holds two entries per real server:
+	// a firewall-mark service's NAT real server answers over TCP and UDP
+	// (MaxRealKeys).
 	MaxReals int
 	// MAC is the interface's Ethernet address. Frames to a service that
 	// were sent to another MAC are dropped (drop_other_host).
@@ -65,6 +68,7 @@ type Objects struct {
 	devErr      error // why dev is nil although Ifindex was given
 	maxServices int
 	maxDests    int                  // dest_stats slots
+	maxRealKeys int                  // reals map entries
 	spec        *ebpf.CollectionSpec // what Load loaded, for Sibling
 }
 
@@ -97,7 +101,7 @@ func Load(opts Options) (*Objects, error) {
 		return nil, fmt.Errorf("load xdp spec: %w", err)
 	}
 	spec.Maps["services"].MaxEntries = uint32(opts.MaxServices)
-	spec.Maps["reals"].MaxEntries = uint32(opts.MaxReals)
+	spec.Maps["reals"].MaxEntries = uint32(realKeysPerReal * opts.MaxReals)
 	// Destination IDs run from 1 to the number of reals.
 	spec.Maps["dest_stats"].MaxEntries = uint32(opts.MaxReals + 1)
 	flows := 1
@@ -119,7 +123,8 @@ func Load(opts Options) (*Objects, error) {
 	if err := spec.Variables["xlb_vlans"].Set(vlans); err != nil {
 		return nil, fmt.Errorf("load xdp: set vlans: %w", err)
 	}
-	o := Objects{ifindex: opts.Ifindex, maxServices: opts.MaxServices, maxDests: opts.MaxReals + 1, spec: spec}
+	o := Objects{ifindex: opts.Ifindex, maxServices: opts.MaxServices, maxDests: opts.MaxReals + 1,
+		maxRealKeys: realKeysPerReal * opts.MaxReals, spec: spec}
 	// LoadAndAssign loads only what the struct names, and closes whatever
 	// it created when it fails.
 	if err := spec.LoadAndAssign(&o.objs, nil); err != nil {
@@ -154,7 +159,7 @@ func (o *Objects) Sibling(mac [6]byte, ifindex int) (*Objects, error) {
 	if err := spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{MapReplacements: shared}); err != nil {
 		return nil, fmt.Errorf("load xdp objects for ifindex %d: %w", ifindex, err)
 	}
-	s := &Objects{ifindex: ifindex, maxServices: o.maxServices, maxDests: o.maxDests}
+	s := &Objects{ifindex: ifindex, maxServices: o.maxServices, maxDests: o.maxDests, maxRealKeys: o.maxRealKeys}
 	s.objs.XlbXdp, s.objs.Xsks = objs.P, objs.Xsks
 	if ifindex != 0 {
 		ps := spec.Programs["xlb_xdp_dev"]
@@ -209,6 +214,19 @@ func loadDev(spec *ebpf.CollectionSpec, m *xlbMaps, ifindex int) (*ebpf.Program,
 // MaxServices is the size of the services map: AddService of one more
 // service than this fails.
 func (o *Objects) MaxServices() int { return o.maxServices }
+
+// realKeysPerReal is the reals map's entries per real server: its port
+// for TCP and for UDP (a firewall-mark service takes both), each an
+// exact port or port 0 for any. More entries for one real server, one
+// per port of a firewall mark's rules, take what other real servers
+// leave free (dataplane's syncReals). The map preallocates ~96 bytes
+// per key: 12.6 MB at DefaultMaxReals (6.3 MB with one key each), the
+// price of never running out of keys for wildcards.
+const realKeysPerReal = 2
+
+// MaxRealKeys is the size of the reals map: AddReal of one more key than
+// this fails.
+func (o *Objects) MaxRealKeys() int { return o.maxRealKeys }
 
 // Close releases the program and maps. A program still attached through a
 // link stays loaded until the link is closed.
@@ -280,7 +298,7 @@ func (o *Objects) AddReal(k ServiceKey) error {
 	v := realValue(0)
 	if err := o.objs.Reals.Update(&mk, &v, ebpf.UpdateAny); err != nil {
 		if errors.Is(err, unix.E2BIG) {
-			return fmt.Errorf("add real %v: too many real servers (limit %d): %w", k, o.objs.Reals.MaxEntries(), err)
+			return fmt.Errorf("add real %v: too many real server keys (limit %d): %w", k, o.objs.Reals.MaxEntries(), err)
 		}
 		return fmt.Errorf("add real %v: %w", k, err)
 	}

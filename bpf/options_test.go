@@ -37,15 +37,19 @@ func TestLoadMapSizes(t *testing.T) {
 	if err := o.AddService(k, 9); err != nil {
 		t.Errorf("replacing a service in a full map: %v", err)
 	}
-	for port := uint16(1); port <= 2; port++ {
+	// Two keys per real server: TCP and UDP of a firewall-mark service.
+	if got := o.MaxRealKeys(); got != 4 {
+		t.Errorf("MaxRealKeys() = %d, want 4", got)
+	}
+	for port := uint16(1); port <= 4; port++ {
 		k.Port = port
 		if err := o.AddReal(k); err != nil {
 			t.Fatal(err)
 		}
 	}
-	k.Port = 3
-	if err := o.AddReal(k); err == nil || !strings.Contains(err.Error(), "too many real servers (limit 2)") {
-		t.Errorf("AddReal 3 of 2 = %v, want too many real servers (limit 2)", err)
+	k.Port = 5
+	if err := o.AddReal(k); err == nil || !strings.Contains(err.Error(), "too many real server keys (limit 4)") {
+		t.Errorf("AddReal 5 of 4 = %v, want too many real server keys (limit 4)", err)
 	}
 }
 

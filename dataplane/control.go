@@ -138,6 +138,11 @@ type svcState struct {
 	// again takes it back, with its ID, as IPVS takes a destination back
 	// from its trash: the connections on it are then the service's again.
 	trash []*sched.Dest
+	// replyPorts are a firewall-mark service's reply ports by protocol
+	// (markReplyPorts), from its rules as of the last Apply that had it:
+	// where its NAT destinations answer from (reals.go). A dying service
+	// keeps them for its connections.
+	replyPorts []replyPorts
 }
 
 func newControlState() *controlState {
@@ -161,15 +166,10 @@ func supported(s *ipvs.Service, _ int) error {
 		switch d.Fwd {
 		case ipvs.FwdRoute, ipvs.FwdLocal:
 		case ipvs.FwdMasq, ipvs.FwdFullNAT:
-			if s.Key.IsFWMark() {
-				// The XDP program steers replies by the real server's
-				// exact address, port and protocol; a mark's may be
-				// any of its rules' ports, of either protocol.
-				return fmt.Errorf("%s: %s of a firewall-mark service: %w (its replies could not be steered; use direct routing or tunneling)",
-					where, methodName(d.Fwd), ErrNotSupported)
-			}
 			// With several queues, replies reach their connection's
-			// worker by hand-off (owner.go).
+			// worker by hand-off (owner.go); those of a firewall-mark
+			// service's destination are steered from its rules' ports
+			// and protocols (reals.go).
 		case ipvs.FwdTunnel:
 			if _, ok := modes.FromTun(d.TunType, d.TunFlags, d.TunPort); !ok {
 				return fmt.Errorf("%s: %s is %w", where, tunName(d.TunType), ErrNotSupported)
@@ -242,6 +242,12 @@ func methodName(f ipvs.Fwd) string {
 // scheduler state of what did not change. It either applies all of cfg or
 // returns an error and changes nothing.
 //
+// A service that cfg deleted and added again (cfg.Renewed: a restore
+// file's -D or -C, then -A) is applied as an Apply without it and one
+// with it would: new scheduler instances, its destinations counted from
+// zero; their connections and persistence templates go on, as a deleted
+// service's do, and a destination it no longer names goes to the trash.
+//
 // Destinations on the director's own addresses become Local in cfg
 // itself, as IPVS marks them when they are added or edited (local.go),
 // so that listings and saves show what runs; cfg is left as it was when
@@ -269,6 +275,7 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) (err error) {
 		spec     *ipvs.Service
 		fresh    bool                 // new service
 		revive   bool                 // a dying service added again
+		renew    bool                 // a live service deleted and added again by this cfg (ipvs.Config.Renewed)
 		scheds   []sched.Scheduler    // new scheduler instances, if any
 		policies []*conntrack.Service // one per worker
 	}
@@ -295,9 +302,12 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) (err error) {
 			p.svc = st.dying[s.Key]
 			p.revive = p.svc != nil
 			p.fresh = p.svc == nil
+		} else {
+			p.renew = cfg.Renewed(s.Key)
 		}
-		// A revived service was deleted: -A binds a new scheduler.
-		if p.fresh || p.revive || schedChanged(&p.svc.spec, s) {
+		// A revived or renewed service was deleted: -A binds a new
+		// scheduler.
+		if p.fresh || p.revive || p.renew || schedChanged(&p.svc.spec, s) {
 			for range d.workers {
 				sc, err := newScheduler(s)
 				if err != nil {
@@ -407,11 +417,14 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) (err error) {
 			delete(st.dying, p.spec.Key) // its destinations are in its trash
 		}
 		var prev []*sched.Dest // nil: -A bound the scheduler to an empty service
-		if !p.fresh && !p.revive {
+		if !p.fresh && !p.revive && !p.renew {
 			prev = kernelOrder(svc)
 		}
 		svc.spec = *p.spec
 		svc.spec.Dests = slices.Clone(p.spec.Dests)
+		if svc.spec.Key.IsFWMark() {
+			svc.replyPorts = markReplyPorts(svc.spec.Key, cfg.Marks)
+		}
 		if p.scheds != nil {
 			svc.scheds = p.scheds
 		}
@@ -422,6 +435,13 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) (err error) {
 			ap := netip.AddrPortFrom(ds.Addr, ds.Port)
 			keep[ap] = true
 			dst := svc.dests[ap]
+			if dst != nil && p.renew {
+				// As an Apply without the service and one with it
+				// would: the destination went to the trash with its
+				// connections and is taken back, counting from zero.
+				st.base[dst] = d.destTotals(dst.ID)
+				st.est[dst] = &estimator{}
+			}
 			if dst == nil {
 				dst = st.untrash(svc, ap)
 				if dst != nil {
@@ -497,7 +517,7 @@ func (d *Dataplane) Apply(cfg *ipvs.Config) (err error) {
 		st.dying[k] = svc // logged by the caller (package director), with the reason
 	}
 	st.services = next
-	st.cfg = *cfg
+	st.cfg = *cfg.Settled() // what runs; Renewed was for this Apply
 	if st.cfg.Timeouts == (ipvs.Timeouts{}) {
 		st.cfg.Timeouts = ipvs.DefaultTimeouts
 	}
@@ -653,41 +673,42 @@ func destMethods(svc *svcState, fwd []destFwd) []uint8 {
 	return m
 }
 
-// syncReals makes the XDP reals map hold exactly the real servers whose
-// replies come back through the director (NAT and FULLNAT destinations),
-// of live services and of the trash (their connections still have
-// replies). It is called with d.mu held, after Apply and when the trash
-// is emptied; a failure is logged and retried the next time.
+// syncReals makes the XDP reals map hold exactly the keys of the real
+// servers whose replies come back through the director (NAT and FULLNAT
+// destinations; reals.go), of live services and of the trash (their
+// connections still have replies). It is called with d.mu held, after
+// Apply and when the trash is emptied; a failure is logged and retried
+// the next time.
 func (d *Dataplane) syncReals() {
 	st := d.state
-	want := map[bpf.ServiceKey]bool{}
-	add := func(k ipvs.ServiceKey, dst *sched.Dest, m modes.Method) {
-		if (m == modes.Masq || m == modes.FullNAT) && !k.IsFWMark() { // supported refuses NAT for marks
-			want[bpf.ServiceKey{Addr: dst.Addr, Port: dst.Port, Proto: uint8(k.Proto)}] = true
-		}
-	}
+	plan := newRealPlan()
 	fwd := *d.fwd.Load()
 	for _, svc := range st.services {
 		for _, dst := range svc.dests {
-			add(svc.spec.Key, dst, fwd[dst.ID].method)
+			plan.add(svc.spec.Key, svc.replyPorts, dst.Addr, dst.Port, fwd[dst.ID].method)
 		}
 	}
 	for _, svcs := range []map[ipvs.ServiceKey]*svcState{st.services, st.dying} {
 		for _, svc := range svcs {
 			for _, dst := range svc.trash {
-				add(svc.spec.Key, dst, fwd[dst.ID].method)
+				plan.add(svc.spec.Key, svc.replyPorts, dst.Addr, dst.Port, fwd[dst.ID].method)
 			}
 		}
 	}
+	want := plan.keys(d.objs.MaxRealKeys())
 	if st.reals == nil {
 		st.reals = map[bpf.ServiceKey]bool{}
 	}
+	// New keys first, so that no reply meets neither the old key nor the
+	// new one; those that did not fit (a firewall mark's ports giving
+	// way to wildcards) once more after the deletions.
+	var full []bpf.ServiceKey
 	for k := range want {
 		if st.reals[k] {
 			continue
 		}
 		if err := d.objs.AddReal(k); err != nil {
-			d.opts.Logger.Error("steer replies of real server", "real", netip.AddrPortFrom(k.Addr, k.Port), "err", err)
+			full = append(full, k)
 			continue
 		}
 		st.reals[k] = true
@@ -697,9 +718,16 @@ func (d *Dataplane) syncReals() {
 			continue
 		}
 		if err := d.objs.DeleteReal(k); err != nil {
-			d.opts.Logger.Warn("stop steering replies of real server", "real", netip.AddrPortFrom(k.Addr, k.Port), "err", err)
+			d.opts.Logger.Warn("stop steering replies of real server", "real", k.String(), "err", err)
 		}
 		delete(st.reals, k)
+	}
+	for _, k := range full {
+		if err := d.objs.AddReal(k); err != nil {
+			d.opts.Logger.Error("steer replies of real server", "real", k.String(), "err", err)
+			continue
+		}
+		st.reals[k] = true
 	}
 }
 

@@ -298,7 +298,7 @@ func New(opts Options) (d *Dataplane, err error) {
 	}
 	if d.objs, err = bpf.Load(bpf.Options{
 		MaxServices: opts.MaxServices,
-		MaxReals:    opts.MaxDests, // a real per destination at most
+		MaxReals:    opts.MaxDests, // destination IDs; the reals map has two keys for each
 		MAC:         ifaces[0].mac,
 		VLANs:       opts.VLANs,
 		Ifindex:     ifaces[0].index,

@@ -214,8 +214,9 @@
 // mark a frame: the XDP program and the worker (packet.MarkTable) give a
 // frame the same mark, and its fwmark service wins over an address and
 // port service, as in ip_vs_service_find. Connections keep their real
-// VIP:port; persistence templates are keyed by the mark. They forward by
-// direct routing or tunneling only: NAT replies are steered by the real
-// server's exact port. On veth, AF_XDP runs in copy mode (zero-copy is tried
+// VIP:port; persistence templates are keyed by the mark. Every method
+// serves them: a NAT or FULLNAT destination of port 0 takes the client's
+// destination port, and its replies are steered from each port and
+// protocol of the mark's rules (a wildcard past 64 ports; reals.go). On veth, AF_XDP runs in copy mode (zero-copy is tried
 // first and falls back).
 package dataplane

@@ -72,9 +72,12 @@ func TestApplyFWMark(t *testing.T) {
 		t.Errorf("XDP mark prefixes %v, %v; want 2", p, err)
 	}
 
-	// Refused, changing nothing: NAT for a fwmark service, and a prefix
-	// with too many ranges.
-	nat := &ipvs.Config{Services: []ipvs.Service{fwm(1, false, ipvs.FwdMasq)}}
+	// Refused, changing nothing: an unknown tunnel type, and a prefix
+	// with too many ranges. (NAT and FULLNAT are taken:
+	// TestApplyFWMarkNAT.)
+	tun := fwm(1, false, ipvs.FwdTunnel)
+	tun.Dests[0].TunType = 9
+	bad := &ipvs.Config{Services: []ipvs.Service{tun}}
 	var many []ipvs.MarkRule
 	for i := range 17 {
 		many = append(many, ipvs.MarkRule{Mark: 2, Proto: ipvs.TCP, Prefix: netip.PrefixFrom(vip, 32), PortLo: uint16(1000 + i), PortHi: uint16(1000 + i)})
@@ -83,7 +86,7 @@ func TestApplyFWMark(t *testing.T) {
 		cfg  *ipvs.Config
 		want string
 	}{
-		{nat, "service fwmark 1 destination 192.0.2.21:0: masquerading (-m) of a firewall-mark service: not supported"},
+		{bad, "service fwmark 1 destination 192.0.2.21:0: an unknown tunnel type is not supported"},
 		{&ipvs.Config{Services: good.Services, Marks: many}, "prefix 192.0.2.10/32: 17 port ranges"},
 	} {
 		err := d.Apply(tc.cfg)

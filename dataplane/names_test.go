@@ -26,8 +26,8 @@ func TestMessagesNameThings(t *testing.T) {
 			"service SCTP [2001:db8::1]:80: SCTP services are not supported"},
 		{ipvs.Service{Key: ipvs.ServiceKey{Proto: 50, Addr: netip.MustParseAddr("192.0.2.1"), Port: 0}}, 1,
 			"service protocol 50 192.0.2.1:0: protocol 50 services are not supported"},
-		{ipvs.Service{Key: ipvs.FWMarkKey(3, true), Dests: dest(ipvs.FwdMasq)}, 2,
-			"service fwmark 3 (IPv6) destination [2001:db8::10]:8080: masquerading (-m) of a firewall-mark service: not supported"},
+		{ipvs.Service{Key: ipvs.FWMarkKey(3, true), Dests: dest(ipvs.FwdTunnel)}, 2,
+			"service fwmark 3 (IPv6) destination [2001:db8::10]:8080: an unknown tunnel type is not supported"},
 		{ipvs.Service{Key: v6, Dests: dest(ipvs.FwdTunnel)}, 1,
 			"service TCP [2001:db8::1]:80 destination [2001:db8::10]:8080: an unknown tunnel type is not supported"},
 	} {

@@ -919,11 +919,19 @@ func (w *worker) adopt(cfg *workerConfig) {
 	}
 	w.laddrList.Store(&list)
 	for _, svc := range cfg.services {
-		svc.lidx = svc.lidx[:0]
-		for _, a := range svc.laddrs {
-			if i, ok := w.pool.Index(a); ok {
-				svc.lidx = append(svc.lidx, i)
-			}
+		w.adoptLaddrs(svc)
+	}
+	for _, svc := range cfg.fwmarks { // FULLNAT for a firewall mark too
+		w.adoptLaddrs(svc)
+	}
+}
+
+// adoptLaddrs gives svc the pool indexes of its local addresses.
+func (w *worker) adoptLaddrs(svc *workerService) {
+	svc.lidx = svc.lidx[:0]
+	for _, a := range svc.laddrs {
+		if i, ok := w.pool.Index(a); ok {
+			svc.lidx = append(svc.lidx, i)
 		}
 	}
 }

@@ -127,6 +127,7 @@ func New(dp Dataplane, cfg *ipvs.Config, opts Options) (*Director, error) {
 	if err := dp.Apply(cfg); err != nil {
 		return nil, err
 	}
+	cfg = cfg.Settled()
 	d.cfg.Store(cfg)
 	d.applied.Store(cfg)
 	return d, nil
@@ -370,11 +371,14 @@ func (d *Director) SetSysctls(s ipvs.Sysctls) {
 // configuration did not change, and is neither logged nor saved.
 func (d *Director) publish(reason string, cur, next *ipvs.Config) error {
 	eff := d.compose(next)
+	// eff tells the dataplane which services the change deleted and
+	// added again (ipvs.Config.Renewed); what is published has forgotten
+	// it, so the next change renews nothing it does not delete itself.
 	if err := d.dp.Apply(eff); err != nil {
 		return err
 	}
-	d.cfg.Store(next)
-	d.applied.Store(eff)
+	d.cfg.Store(next.Settled())
+	d.applied.Store(eff.Settled())
 	d.gen.Add(1)
 	if reason == "" {
 		return nil

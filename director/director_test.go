@@ -435,3 +435,66 @@ func TestRulesFileSymlink(t *testing.T) {
 		t.Errorf("mode %v, want 0600 kept", fi.Mode().Perm())
 	}
 }
+
+// TestRestoreRenews: a restore that deletes a service and adds it again
+// (-D or -C, then -A) hands the dataplane a configuration in which the
+// service is Renewed, with an overlay on or not, and logs it recreated;
+// the configuration published has forgotten it, so the next change
+// renews nothing.
+func TestRestoreRenews(t *testing.T) {
+	for _, overlay := range []bool{false, true} {
+		d, fdp, logs := newTest(t, Options{})
+		if overlay {
+			if err := d.SetDestState(vip, rs2, DestInhibited); err != nil {
+				t.Fatal(err)
+			}
+		}
+		file := "-D -t 198.18.0.100:80\n" + rules
+		if err := d.Change("restore", func(next *ipvs.Config) error {
+			return ipvsadm.Restore(next, strings.NewReader(file))
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if !fdp.last().Renewed(vip) {
+			t.Errorf("overlay %v: -D then -A: the dataplane's configuration has Renewed(%s) = false, want true", overlay, vip.String())
+		}
+		if d.Config().Renewed(vip) || d.Applied().Renewed(vip) {
+			t.Errorf("overlay %v: the published configuration still renews %s", overlay, vip.String())
+		}
+		if !strings.Contains(logs.String(), `msg="service recreated" service="TCP 198.18.0.100:80"`) {
+			t.Errorf("overlay %v: log %q, want a \"service recreated\" line", overlay, logs.String())
+		}
+		if err := d.Change("add", addDest(netip.MustParseAddrPort("198.18.0.13:80"), 1)); err != nil {
+			t.Fatal(err)
+		}
+		if fdp.last().Renewed(vip) {
+			t.Errorf("overlay %v: the change after the restore renews %s again", overlay, vip.String())
+		}
+	}
+}
+
+// TestReplaceRenews: a rules file reloaded whole (SIGHUP, Replace) that
+// starts with -C renews every service it adds, as running its lines on
+// the running configuration would; without -C nothing is renewed, and
+// the unchanged service keeps its state.
+func TestReplaceRenews(t *testing.T) {
+	for _, c := range []struct {
+		file string
+		want bool
+	}{{rules, false}, {"-C\n" + rules, true}} {
+		d, fdp, _ := newTest(t, Options{})
+		cfg, err := ipvsadm.ParseRules(strings.NewReader(c.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Replace("reload", cfg); err != nil {
+			t.Fatal(err)
+		}
+		if got := fdp.last().Renewed(vip); got != c.want {
+			t.Errorf("reload of %q: Renewed(%s) = %v, want %v", c.file, vip.String(), got, c.want)
+		}
+		if d.Config().Renewed(vip) {
+			t.Errorf("reload of %q: the published configuration renews %s", c.file, vip.String())
+		}
+	}
+}

@@ -22,10 +22,18 @@ func logDiff(log *slog.Logger, reason string, cur, next *ipvs.Config) {
 		s := &next.Services[i]
 		o := old[s.Key]
 		delete(old, s.Key)
+		name := s.Key.String()
+		if o != nil && next.Renewed(s.Key) {
+			// Deleted and added again (-D or -C, then -A): a new
+			// service, whose old connections drain as a deleted one's.
+			log.Info("service recreated", "service", name, "scheduler", s.Sched, "persistent", s.Persistent, "reason", reason)
+			n++
+			n += logDests(log, reason, name, o, s)
+			continue
+		}
 		if o != nil && sameService(o, s) {
 			continue
 		}
-		name := s.Key.String()
 		if o == nil {
 			log.Info("service added", "service", name, "scheduler", s.Sched, "persistent", s.Persistent, "reason", reason)
 			n++

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -46,5 +47,49 @@ func TestRulesSchedulerStateAsKernel(t *testing.T) {
 	}
 	if got, want := order(3), "rs3 rs2 rs1"; got != want {
 		t.Errorf("after -E -b flag-1 = %s, want %s (the round goes on)", got, want)
+	}
+}
+
+// TestRestoreRecreatesService: an ipvsadm -R file that deletes the
+// service and adds it again (-D, -A, -a) leaves a new rr, whose round
+// starts at the head again (rs3 rs2 rs1), as the kernel's does after the
+// file's lines; the old service's established connection goes on, as a
+// deleted service's does, to its real server.
+func TestRestoreRecreatesService(t *testing.T) {
+	testenv.RequireRoot(t)
+	env := testenv.New(t, testenv.DefaultOptions())
+	vip := fmt.Sprintf("%v:80", testenv.VIP)
+	var rules strings.Builder
+	fmt.Fprintf(&rules, "-A -t %s -s rr\n", vip)
+	for i := range 3 {
+		fmt.Fprintf(&rules, "-a -t %s -r %v:80 -g -w 1\n", vip, testenv.RealAddr(i))
+	}
+	d := startXLB(t, env, rules.String())
+	fresh := env.Client.HTTPClient(false, 5*time.Second)
+	kept := env.Client.HTTPClient(true, 5*time.Second) // one connection, kept alive
+	get := func(c *http.Client, what string) string {
+		t.Helper()
+		name, err := testenv.Get(c, "http://"+vip+"/")
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", what, err, stats(d))
+		}
+		return name
+	}
+	before := get(kept, "kept-alive request") // rs3
+	if got := get(fresh, "request 1"); got != "rs2" {
+		t.Fatalf("second connection went to %s, want rs2", got)
+	}
+	if err := d.restore("-D -t " + vip + "\n" + rules.String()); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for i := range 3 {
+		names = append(names, get(fresh, fmt.Sprintf("request %d after -R", i)))
+	}
+	if got, want := strings.Join(names, " "), "rs3 rs2 rs1"; got != want {
+		t.Errorf("after -R of -D, -A, -a: %s, want %s (a new rr)", got, want)
+	}
+	if got := get(kept, "kept-alive request after -R"); got != before {
+		t.Errorf("the kept-alive connection answered from %s after -R, before from %s", got, before)
 	}
 }

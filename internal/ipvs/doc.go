@@ -56,8 +56,7 @@
 // Persistence engines (--pe sip) are refused with ErrSchedNotFound, as a
 // kernel without the module would. The scheduler "none" is refused.
 // Firewall-mark services take their marks from Config.Marks (MarkRule,
-// `xlb mark`): XDP runs before netfilter could set them. The dataplane
-// forwards them by direct routing and tunneling only.
+// `xlb mark`): XDP runs before netfilter could set them.
 // FwdFullNAT is not in IPVS upstream: its switches are DPVS's. IPv4 persistence
 // netmasks are prefix lengths, so non-contiguous masks, which IPVS takes,
 // cannot be expressed.

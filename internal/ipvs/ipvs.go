@@ -112,4 +112,19 @@ type Config struct {
 	// Marks are the firewall-mark classifier's rules (`xlb mark`), in the
 	// order added: what gives frames the marks of -f services.
 	Marks []MarkRule
+
+	// hist is what this copy's operations deleted and added again (see
+	// Renewed); nil until DeleteService or Clear removes something.
+	hist *history
+}
+
+// history records, for one change, which services were deleted (-D,
+// -C) and then added again (-A): the kernel runs a restore file's lines
+// in order, so such a service is a new one, with a new scheduler and no
+// state of the old, even when it ends up as it was. The final
+// configuration alone cannot tell.
+type history struct {
+	deleted map[ServiceKey]bool
+	cleared bool // -C: every service, including any not in this copy
+	renewed map[ServiceKey]bool
 }

@@ -1,6 +1,7 @@
 package ipvs
 
 import (
+	"maps"
 	"net/netip"
 	"slices"
 
@@ -96,6 +97,9 @@ func (s *Service) destIndex(ap netip.AddrPort) int {
 // Clone returns a deep copy of c.
 func (c *Config) Clone() *Config {
 	n := &Config{Timeouts: c.Timeouts, Marks: slices.Clone(c.Marks)}
+	if h := c.hist; h != nil {
+		n.hist = &history{deleted: maps.Clone(h.deleted), cleared: h.cleared, renewed: maps.Clone(h.renewed)}
+	}
 	if c.Services != nil {
 		n.Services = make([]Service, len(c.Services))
 		for i, s := range c.Services {
@@ -135,7 +139,50 @@ func (c *Config) AddService(s Service) error {
 		return err
 	}
 	c.Services = append(c.Services, n)
+	if h := c.hist; h != nil && (h.cleared || h.deleted[n.Key]) {
+		if h.renewed == nil {
+			h.renewed = map[ServiceKey]bool{}
+		}
+		h.renewed[n.Key] = true
+	}
 	return nil
+}
+
+// Renewed reports whether the operations on this configuration since it
+// was last made a running one (Settled) deleted service k (DeleteService,
+// or Clear) and then added it again (AddService), as a restore file's -D
+// or -C and -A lines do. IPVS frees a deleted service with its scheduler
+// and -A makes a new one: the dataplane applies a renewed service so,
+// even when it ends up the same as the running one, keeping only what a
+// deleted service's connections keep (their real servers, and the
+// persistence templates on them). Clear renews every service added after
+// it, whether this copy had it or not: a rules file read from empty
+// (`xlb run --rules`, SIGHUP) that starts with -C renews all it adds.
+func (c *Config) Renewed(k ServiceKey) bool {
+	return c.hist != nil && c.hist.renewed[k.canonical()]
+}
+
+// Settled returns c as a running configuration: a shallow copy that
+// remembers no deletion (Renewed is false for every service), for the
+// next change to start from.
+func (c *Config) Settled() *Config {
+	if c.hist == nil {
+		return c
+	}
+	n := *c
+	n.hist = nil
+	return &n
+}
+
+// noteDeleted records that service k is gone.
+func (c *Config) noteDeleted(k ServiceKey) {
+	if c.hist == nil {
+		c.hist = &history{}
+	}
+	if c.hist.deleted == nil {
+		c.hist.deleted = map[ServiceKey]bool{}
+	}
+	c.hist.deleted[k] = true
 }
 
 // EditService replaces the settings of the service with key s.Key
@@ -168,6 +215,7 @@ func (c *Config) DeleteService(k ServiceKey) error {
 	for i := range c.Services {
 		if c.Services[i].Key == k {
 			c.Services = slices.Delete(c.Services, i, i+1)
+			c.noteDeleted(k)
 			return nil
 		}
 	}
@@ -175,7 +223,13 @@ func (c *Config) DeleteService(k ServiceKey) error {
 }
 
 // Clear removes every service (ipvsadm -C). The timeouts stay.
-func (c *Config) Clear() { c.Services = nil }
+func (c *Config) Clear() {
+	if c.hist == nil {
+		c.hist = &history{}
+	}
+	c.hist.cleared = true
+	c.Services = nil
+}
 
 // AddDest adds destination d to the service with key k (ipvsadm -a).
 //
