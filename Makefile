@@ -4,7 +4,7 @@ GO       ?= go
 BIN      := bin/xlb
 APT_PKGS := clang llvm libbpf-dev iproute2 ethtool iputils-ping tcpdump nftables iperf3 wrk netsniff-ng frr
 
-.PHONY: all build install deps demo test unit e2e fuzz bench bench-quick generate lint clean
+.PHONY: all build install deps demo test unit e2e fuzz bench bench-quick generate pgo lint clean
 
 all: build
 
@@ -62,6 +62,23 @@ bench-quick: build
 
 generate:
 	$(GO) generate ./bpf
+
+# pgo refreshes cmd/xlb/default.pgo, the CPU profile every `go build
+# ./cmd/xlb` uses (-pgo=auto): the worker benchmarks on the fake kernel
+# (every forwarding method, both families, established frames and new
+# connections), one process per benchmark family, merged. Refresh it
+# when the per-packet path (dataplane, modes, conntrack, internal/packet)
+# changes much; a stale profile still builds, it only optimizes less.
+PGO_BENCH := WorkerMethods WorkerNewConn WorkerPoll
+pgo:
+	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
+	$(GO) test -c -o $$tmp/dataplane.test ./dataplane && \
+	for b in $(PGO_BENCH); do \
+		$$tmp/dataplane.test -test.run '^$$' -test.bench "^Benchmark$$b$$" -test.benchtime 200000x \
+			-test.cpuprofile $$tmp/$$b.prof >/dev/null || exit 1; \
+	done && \
+	$(GO) tool pprof -proto $$tmp/*.prof > cmd/xlb/default.pgo
+	@ls -l cmd/xlb/default.pgo
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '_bpfel.go$$')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
