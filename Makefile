@@ -39,10 +39,13 @@ demo: deps build
 # TestSYNFlood runs on its own after the rest: it measures the longest
 # pause of established connections under a flood generated on the same
 # 2 CPUs, and other packages' tests running beside it (go test runs
-# packages in parallel) would be measured too.
+# packages in parallel) would be measured too. -pgo=off: cmd/xlb's race
+# test binary would otherwise build every dependency, the standard
+# library included, a second time with cmd/xlb/default.pgo; the daemon the
+# end-to-end tests run is built by `go build` (TestMain), with the profile.
 test: deps lint
-	XLB_REQUIRE_E2E=1 $(GO) test -race -count=1 -skip '^TestSYNFlood$$' ./...
-	XLB_REQUIRE_E2E=1 $(GO) test -race -count=1 -run '^TestSYNFlood$$' ./cmd/xlb
+	XLB_REQUIRE_E2E=1 $(GO) test -race -pgo=off -count=1 -skip '^TestSYNFlood$$' ./...
+	XLB_REQUIRE_E2E=1 $(GO) test -race -pgo=off -count=1 -run '^TestSYNFlood$$' ./cmd/xlb
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime=1x ./...
 	$(MAKE) bench-quick
 
