@@ -5,71 +5,77 @@ import (
 	"math/bits"
 )
 
-// svcIndex is a configuration's address-and-port services
-// (workerConfig.services) as an open-addressing table, for byAddr, the
-// lookup every new connection's first frame makes. The map it mirrors
-// hashes its 20-byte key with aeshash and probes a swiss-table group:
-// with the key compare and the mapaccess call, 3.9% of a new FULLNAT
-// connection's ~270 worker-ns (BenchmarkWorkerNewConn's profile). Here
-// the hash is two multiplies inlined into the caller and the probe one
-// slot compare.
+// keyIndex is a read-only map from service keys (svcKey: address, port,
+// protocol) to V as an open-addressing table, for the lookups the
+// per-packet path makes by a frame's destination: a new connection's
+// service (worker.service, svcIndex) and, with several workers, every
+// frame's owner (ownership.owner). The Go map it replaces hashes its
+// 20-byte key with aeshash and probes a swiss-table group: with the key
+// compare and the mapaccess call, 3.9% of a new FULLNAT connection's
+// ~270 worker-ns (BenchmarkWorkerNewConn's profile). Here the hash is two
+// multiplies inlined into the caller and the probe one slot compare.
 //
 // It is built once per configuration, off the packet path, and read-only
 // after: safe for concurrent lookups. Linear probing at a load of at most
 // 1/2. The keys are the configured services, not frame contents, so a
-// lookup of an address no service has stops at the first empty slot
-// after a run of at most the configured keys' cluster.
-type svcIndex struct {
-	slots []svcSlot
+// lookup of a key no service has stops at the first empty slot after a
+// run of at most the configured keys' cluster.
+type keyIndex[V any] struct {
+	slots []keySlot[V]
 	mask  uint32
 }
 
-// svcSlot is one slot of a svcIndex: a key as the three words get
-// compares; svc nil marks it empty.
-type svcSlot struct {
+// keySlot is one slot of a keyIndex: a key as the three words get
+// compares, and its value.
+type keySlot[V any] struct {
 	a, b uint64 // the address's two halves, little-endian loads
 	pp   uint32 // port | proto<<16
-	svc  *workerService
+	used bool
+	v    V
 }
 
-// newSvcIndex indexes the services of m.
-func newSvcIndex(m map[svcKey]*workerService) svcIndex {
+// svcIndex is a configuration's address-and-port services.
+type svcIndex = keyIndex[*workerService]
+
+// newKeyIndex indexes m.
+func newKeyIndex[V any](m map[svcKey]V) keyIndex[V] {
 	if len(m) == 0 {
-		return svcIndex{}
+		return keyIndex[V]{}
 	}
 	n := 1 << bits.Len(uint(2*len(m)-1)) // the power of two ≥ 2·len(m)
-	x := svcIndex{slots: make([]svcSlot, max(n, 8))}
+	x := keyIndex[V]{slots: make([]keySlot[V], max(n, 8))}
 	x.mask = uint32(len(x.slots) - 1)
-	for k, svc := range m {
-		if svc == nil {
-			continue
-		}
+	for k, v := range m {
 		a, b, pp := svcWords(&k.addr, k.port, k.proto)
 		i := svcHash(a, b, pp) & x.mask
-		for x.slots[i].svc != nil {
+		for x.slots[i].used {
 			i = (i + 1) & x.mask
 		}
-		x.slots[i] = svcSlot{a: a, b: b, pp: pp, svc: svc}
+		x.slots[i] = keySlot[V]{a: a, b: b, pp: pp, used: true, v: v}
 	}
 	return x
 }
 
-// get returns the service of addr, port and proto, or nil. It reads the
-// address in place: a svcKey built from a frame's Meta and hashed from
-// its copy would load 8-byte halves of a 16-byte store just made, which
-// store-to-load forwarding does not serve (a stall of ~10 ns measured in
-// BenchmarkSvcLookup).
-func (x *svcIndex) get(addr *[16]byte, port uint16, proto uint8) *workerService {
-	if len(x.slots) == 0 {
-		return nil
-	}
-	a, b, pp := svcWords(addr, port, proto)
-	for i := svcHash(a, b, pp) & x.mask; ; i = (i + 1) & x.mask {
-		s := &x.slots[i]
-		if s.svc == nil || s.a == a && s.b == b && s.pp == pp {
-			return s.svc
+// get returns the value of addr, port and proto, and whether it is
+// there. It reads the address in place: a svcKey built from a frame's
+// Meta and hashed from its copy would load 8-byte halves of a 16-byte
+// store just made, which store-to-load forwarding does not serve (a
+// stall of ~10 ns measured in BenchmarkSvcLookup).
+func (x *keyIndex[V]) get(addr *[16]byte, port uint16, proto uint8) (V, bool) {
+	if len(x.slots) != 0 {
+		a, b, pp := svcWords(addr, port, proto)
+		for i := svcHash(a, b, pp) & x.mask; ; i = (i + 1) & x.mask {
+			s := &x.slots[i]
+			if !s.used {
+				break
+			}
+			if s.a == a && s.b == b && s.pp == pp {
+				return s.v, true
+			}
 		}
 	}
+	var zero V
+	return zero, false
 }
 
 func svcWords(addr *[16]byte, port uint16, proto uint8) (a, b uint64, pp uint32) {

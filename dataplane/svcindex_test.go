@@ -29,12 +29,12 @@ func TestSvcIndex(t *testing.T) {
 		for len(m) < n {
 			m[randKey()] = &workerService{id: uint32(len(m) + 1)}
 		}
-		x := newSvcIndex(m)
+		x := newKeyIndex(m)
 		if n > 0 && 2*n > len(x.slots) {
 			t.Errorf("%d services in %d slots: load over 1/2", n, len(x.slots))
 		}
 		for k, svc := range m {
-			if got := x.get(&k.addr, k.port, k.proto); got != svc {
+			if got, ok := x.get(&k.addr, k.port, k.proto); got != svc || !ok {
 				t.Fatalf("n=%d: get(%v) = %p, want %p", n, k, got, svc)
 			}
 			near := []svcKey{k, k, k, k}
@@ -43,14 +43,16 @@ func TestSvcIndex(t *testing.T) {
 			near[2].addr[15] ^= 1
 			near[3].addr[10] ^= 0xff
 			for _, q := range near {
-				if got, want := x.get(&q.addr, q.port, q.proto), m[q]; got != want {
+				if got, ok := x.get(&q.addr, q.port, q.proto); got != m[q] || ok != (m[q] != nil) {
+					want := m[q]
 					t.Fatalf("n=%d: get(%v) = %p, want %p", n, q, got, want)
 				}
 			}
 		}
 		for range 2000 {
 			q := randKey()
-			if got, want := x.get(&q.addr, q.port, q.proto), m[q]; got != want {
+			if got, ok := x.get(&q.addr, q.port, q.proto); got != m[q] || ok != (m[q] != nil) {
+				want := m[q]
 				t.Fatalf("n=%d: get(%v) = %p, want %p", n, q, got, want)
 			}
 		}
@@ -59,9 +61,9 @@ func TestSvcIndex(t *testing.T) {
 
 func TestSvcIndexAllocs(t *testing.T) {
 	m := map[svcKey]*workerService{{port: 80, proto: 6}: {id: 1}}
-	x := newSvcIndex(m)
+	x := newKeyIndex(m)
 	k := svcKey{port: 80, proto: 6}
-	if n := testing.AllocsPerRun(100, func() { _ = x.get(&k.addr, k.port, k.proto) }); n != 0 {
+	if n := testing.AllocsPerRun(100, func() { _, _ = x.get(&k.addr, k.port, k.proto) }); n != 0 {
 		t.Errorf("get: %v allocations, want 0", n)
 	}
 }
@@ -77,7 +79,7 @@ func BenchmarkSvcLookup(b *testing.B) {
 		keys[i] = k
 		m[k] = &workerService{id: uint32(i + 1)}
 	}
-	x := newSvcIndex(m)
+	x := newKeyIndex(m)
 	b.Run("map", func(b *testing.B) {
 		var n uint32
 		for i := 0; b.Loop(); i++ {
@@ -88,10 +90,28 @@ func BenchmarkSvcLookup(b *testing.B) {
 	b.Run("index", func(b *testing.B) {
 		var n uint32
 		for i := 0; b.Loop(); i++ {
-			n += x.get(&keys[i&15].addr, 80, 6).id
+			svc, _ := x.get(&keys[i&15].addr, 80, 6)
+			n += svc.id
 		}
 		sink32 = n
 	})
 }
 
 var sink32 uint32
+
+// TestKeyIndexZeroValue: a key whose value is the zero value (ownership's
+// "not owned", false) is found, as the map's comma-ok form finds it.
+func TestKeyIndexZeroValue(t *testing.T) {
+	k := svcKey{port: 80, proto: 6}
+	x := newKeyIndex(map[svcKey]bool{k: false})
+	if v, ok := x.get(&k.addr, k.port, k.proto); v || !ok {
+		t.Errorf("get(%v) = %v, %v, want false, true", k, v, ok)
+	}
+	if _, ok := x.get(&k.addr, 81, k.proto); ok {
+		t.Errorf("get(port 81) found a key never added")
+	}
+	var empty keyIndex[bool]
+	if _, ok := empty.get(&k.addr, k.port, k.proto); ok {
+		t.Errorf("empty index found %v", k)
+	}
+}

@@ -754,10 +754,11 @@ func (w *worker) service(c *workerConfig, m *packet.Meta) *workerService {
 			return svc
 		}
 	}
-	if svc := w.svcs.get(&m.Dst, m.DstPort, m.Proto); svc != nil {
+	if svc, _ := w.svcs.get(&m.Dst, m.DstPort, m.Proto); svc != nil {
 		return svc
 	}
-	return w.svcs.get(&m.Dst, 0, m.Proto)
+	svc, _ := w.svcs.get(&m.Dst, 0, m.Proto)
+	return svc
 }
 
 // bind completes a connection conntrack just created: NAT and FULLNAT
@@ -909,7 +910,7 @@ const maxPublishedLaddrs = 256
 // It allocates, once per configuration, never per frame.
 func (w *worker) adopt(cfg *workerConfig) {
 	w.seen = cfg
-	w.svcs = newSvcIndex(cfg.services)
+	w.svcs = newKeyIndex(cfg.services)
 	w.tap = cfg.local
 	if err := w.pool.SetAddrs(cfg.laddrs); err != nil {
 		w.dp.opts.Logger.Error("set FULLNAT local addresses", "queue", w.id, "err", err)
