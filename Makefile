@@ -4,7 +4,7 @@ GO       ?= go
 BIN      := bin/xlb
 APT_PKGS := clang llvm libbpf-dev iproute2 ethtool iputils-ping tcpdump nftables iperf3 wrk netsniff-ng frr
 
-.PHONY: all build install deps demo test unit e2e fuzz bench bench-quick generate lint clean
+.PHONY: all build install deps demo test unit e2e fuzz bench bench-quick generate pgo lint clean
 
 all: build
 
@@ -39,10 +39,13 @@ demo: deps build
 # TestSYNFlood runs on its own after the rest: it measures the longest
 # pause of established connections under a flood generated on the same
 # 2 CPUs, and other packages' tests running beside it (go test runs
-# packages in parallel) would be measured too.
+# packages in parallel) would be measured too. -pgo=off: cmd/xlb's race
+# test binary would otherwise build every dependency, the standard
+# library included, a second time with cmd/xlb/default.pgo; the daemon the
+# end-to-end tests run is built by `go build` (TestMain), with the profile.
 test: deps lint
-	XLB_REQUIRE_E2E=1 $(GO) test -race -count=1 -skip '^TestSYNFlood$$' ./...
-	XLB_REQUIRE_E2E=1 $(GO) test -race -count=1 -run '^TestSYNFlood$$' ./cmd/xlb
+	XLB_REQUIRE_E2E=1 $(GO) test -race -pgo=off -count=1 -skip '^TestSYNFlood$$' ./...
+	XLB_REQUIRE_E2E=1 $(GO) test -race -pgo=off -count=1 -run '^TestSYNFlood$$' ./cmd/xlb
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime=1x ./...
 	$(MAKE) bench-quick
 
@@ -62,6 +65,23 @@ bench-quick: build
 
 generate:
 	$(GO) generate ./bpf
+
+# pgo refreshes cmd/xlb/default.pgo, the CPU profile every `go build
+# ./cmd/xlb` uses (-pgo=auto): the worker benchmarks on the fake kernel
+# (every forwarding method, both families, established frames and new
+# connections), one process per benchmark family, merged. Refresh it
+# when the per-packet path (dataplane, modes, conntrack, internal/packet)
+# changes much; a stale profile still builds, it only optimizes less.
+PGO_BENCH := WorkerMethods WorkerNewConn WorkerPoll
+pgo:
+	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
+	$(GO) test -c -o $$tmp/dataplane.test ./dataplane && \
+	for b in $(PGO_BENCH); do \
+		$$tmp/dataplane.test -test.run '^$$' -test.bench "^Benchmark$$b$$" -test.benchtime 200000x \
+			-test.cpuprofile $$tmp/$$b.prof >/dev/null || exit 1; \
+	done && \
+	$(GO) tool pprof -proto $$tmp/*.prof > cmd/xlb/default.pgo
+	@ls -l cmd/xlb/default.pgo
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '_bpfel.go$$')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -81,6 +81,11 @@ type ownership struct {
 	// first, as workerConfig.service does.
 	marks   *packet.MarkTable
 	fwmarks map[fwmKey]bool
+	// svcIdx and laddrIdx are services and laddrs (the address, port and
+	// protocol 0) as keyIndexes, for owner: with several workers every
+	// frame pays these lookups.
+	svcIdx   keyIndex[bool]
+	laddrIdx keyIndex[struct{}]
 }
 
 // ownedService says whether s's frames need an owner: its persistence
@@ -134,6 +139,12 @@ func newOwnership(services []*ipvs.Service, marks *packet.MarkTable, workers int
 	if !owned && len(o.laddrs) == 0 {
 		return nil
 	}
+	o.svcIdx = newKeyIndex(o.services)
+	la := make(map[svcKey]struct{}, len(o.laddrs))
+	for a := range o.laddrs {
+		la[svcKey{addr: a}] = struct{}{}
+	}
+	o.laddrIdx = newKeyIndex(la)
 	o.v4 = 0xffff_ffff_0000_0000 | uint64(prefixMask32(v4))
 	o.v6hi, o.v6lo = prefixMask128(v6)
 	return o
@@ -175,7 +186,7 @@ func (o *ownership) client(a *[16]byte) int {
 }
 
 // owner returns the worker that owns the parsed frame m, self when it
-// need not move. Per frame: a map lookup or two, no allocation.
+// need not move. Per frame: a keyIndex lookup or three, no allocation.
 func (o *ownership) owner(m *packet.Meta, self int) int {
 	if o.marks != nil {
 		if mark, ok := o.marks.Classify(m.Proto, &m.Dst, m.DstPort); ok {
@@ -187,9 +198,9 @@ func (o *ownership) owner(m *packet.Meta, self int) int {
 			}
 		}
 	}
-	owned, ok := o.services[svcKey{addr: m.Dst, port: m.DstPort, proto: m.Proto}]
+	owned, ok := o.svcIdx.get(&m.Dst, m.DstPort, m.Proto)
 	if !ok { // the port-0 service of the address, as workerConfig.service
-		owned, ok = o.services[svcKey{addr: m.Dst, proto: m.Proto}]
+		owned, ok = o.svcIdx.get(&m.Dst, 0, m.Proto)
 	}
 	if ok {
 		if !owned {
@@ -197,7 +208,7 @@ func (o *ownership) owner(m *packet.Meta, self int) int {
 		}
 		return o.client(&m.Src)
 	}
-	if _, ok := o.laddrs[m.Dst]; ok {
+	if _, ok := o.laddrIdx.get(&m.Dst, 0, 0); ok {
 		return laddr.Owner(m.DstPort, int(o.n))
 	}
 	if o.nat {

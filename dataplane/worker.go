@@ -88,6 +88,9 @@ type worker struct {
 	// input, filled per frame.
 	seen *workerConfig
 	plan modes.Plan
+	// svcs is seen's address-and-port services, indexed for service
+	// (svcindex.go); built by adopt.
+	svcs svcIndex
 	// tap is the local delivery tap of the configuration adopt took
 	// last, or nil.
 	tap *localTap
@@ -685,7 +688,7 @@ func (w *worker) handle(f *modes.Frame, m *packet.Meta, key *conntrack.Key, hit 
 		e = nil // a SYN on a closed entry starts a new connection (conn_reuse_mode)
 	}
 	if e == nil {
-		svc := cfg.service(m)
+		svc := w.service(cfg, m)
 		if svc == nil {
 			w.stats.local[NoService]++
 			return false
@@ -743,13 +746,19 @@ func (w *worker) handle(f *modes.Frame, m *packet.Meta, key *conntrack.Key, hit 
 // the frame's mark first (xlb's classifier gives the mark; bpf/xdp.c's
 // mark_service gives the same one), then the address and port. A mark
 // with no service of the frame's family falls through, as in the kernel.
-func (c *workerConfig) service(m *packet.Meta) *workerService {
+// The address and port lookup is workerConfig.byAddr's, in w.svcs, the
+// index adopt built of c.services (c is w.seen).
+func (w *worker) service(c *workerConfig, m *packet.Meta) *workerService {
 	if mark, ok := c.marks.Classify(m.Proto, &m.Dst, m.DstPort); ok {
 		if svc := c.fwmarks[fwmKey{mark, !packet.IsMapped(&m.Dst)}]; svc != nil {
 			return svc
 		}
 	}
-	return c.byAddr(m.Dst, m.DstPort, m.Proto)
+	if svc, _ := w.svcs.get(&m.Dst, m.DstPort, m.Proto); svc != nil {
+		return svc
+	}
+	svc, _ := w.svcs.get(&m.Dst, 0, m.Proto)
+	return svc
 }
 
 // bind completes a connection conntrack just created: NAT and FULLNAT
@@ -901,6 +910,7 @@ const maxPublishedLaddrs = 256
 // It allocates, once per configuration, never per frame.
 func (w *worker) adopt(cfg *workerConfig) {
 	w.seen = cfg
+	w.svcs = newKeyIndex(cfg.services)
 	w.tap = cfg.local
 	if err := w.pool.SetAddrs(cfg.laddrs); err != nil {
 		w.dp.opts.Logger.Error("set FULLNAT local addresses", "queue", w.id, "err", err)
