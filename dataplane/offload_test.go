@@ -551,6 +551,10 @@ func TestOffloadQueuePartialFailure(t *testing.T) {
 		t.Fatalf("%d in the map, %d installed, %d keys, %d errs, %d offloaded, %d queued; want 6, 6, 6, 4, 6, 0",
 			len(ff.m), w.off.installed, w.off.keys, w.off.errs, len(w.off.flows), w.off.qlen)
 	}
+	w.publish()
+	if got := [2]uint64{w.stats.local[OffloadInstalled], w.stats.local[OffloadErrors]}; got != [2]uint64{6, 4} {
+		t.Errorf("counters offload_installed, offload_errors = %v, want [6 4]", got)
+	}
 	for i, e := range es {
 		_, in := ff.m[flowKeyOf(frames[i])]
 		if want := i < 6; in != want || e.Offloaded() != want {
