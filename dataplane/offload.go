@@ -115,6 +115,18 @@ const installQueue = 256
 // frames, as nftables flowtables offload at the first established one.
 const offloadAfter = 8
 
+// offloadAfterUDP is offloadAfter for UDP, which has no handshake and no
+// FIN: the one-exchange flow the threshold must skip is a DNS query, one
+// datagram each way; a flow with a second datagram in a direction is
+// one that goes on (QUIC, RTP, tunnels, a resolver's or a stats agent's
+// fixed port). With the installs batched (about 1 µs of the worker's
+// time, BenchmarkOffloadInstalls), a flow pays for its install within a
+// few offloaded frames, each of which saves the worker and the AF_XDP
+// copy about 2 µs (bench/RESULTS.md). At 100k flows sent round robin,
+// 8 frames each made most flows cross the threshold in the middle of
+// the search's later trials.
+const offloadAfterUDP = 2
+
 // offFlow is one offloaded connection: its flows in each direction
 // (DirInput, DirOutput; NAT has both, DR only the first).
 type offFlow struct {
@@ -167,12 +179,14 @@ type offloader struct {
 	qn    int
 
 	installed, removed, folds, errs uint64
+
+	afterUDP uint64 // after for UDP (offloadAfterUDP)
 }
 
 func newOffloader(m flowTable, max int, start time.Time) *offloader {
 	var ts unix.Timespec
 	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	o := &offloader{m: m, max: max, after: offloadAfter, kt0: ts.Nano() - time.Since(start).Nanoseconds(),
+	o := &offloader{m: m, max: max, after: offloadAfter, afterUDP: offloadAfterUDP, kt0: ts.Nano() - time.Since(start).Nanoseconds(),
 		flows: make([]offFlow, 0, max), at: make(map[*conntrack.Entry]int32, max)}
 	if wk, ok := m.(flowWalker); ok {
 		o.walk, o.byKey = wk, make(map[bpf.FlowKey]int32, max)
@@ -275,7 +289,11 @@ func (w *worker) offload(e *conntrack.Entry, dir conntrack.Dir, method modes.Met
 	if ok && (o.flows[i].on[dir] || o.flows[i].queued[dir] != 0) {
 		return
 	}
-	if in, out, _, _ := e.Counters(); dir == conntrack.DirInput && in < o.after || dir == conntrack.DirOutput && out < o.after {
+	after := o.after
+	if e.Proto() == conntrack.ProtoUDP {
+		after = o.afterUDP
+	}
+	if in, out, _, _ := e.Counters(); dir == conntrack.DirInput && in < after || dir == conntrack.DirOutput && out < after {
 		return // too short yet to be worth a map update and a delete
 	}
 	switch e.Proto() {

@@ -142,7 +142,7 @@ func withOffload(t testing.TB, w *worker, m flowTable) {
 	t.Helper()
 	w.off = newOffloader(m, 64, time.Now())
 	w.off.kt0 = kt0
-	w.off.after = 1 // at the first frame: the tests below are about what happens then (TestOffloadAfter: the threshold)
+	w.off.after, w.off.afterUDP = 1, 1 // at the first frame: the tests below are about what happens then (TestOffloadAfter: the thresholds)
 	copts := conntrack.DefaultOptions()
 	copts.Capacity = 1 << 12
 	copts.Registry = w.dp.reg
@@ -412,8 +412,8 @@ func testOffloadAllocs(t *testing.T, ff *fakeFlows, m flowTable) {
 // offloaded), and their first frames.
 func udpFlows(t *testing.T, w *worker, k *fakeKernel, n int) ([]*conntrack.Entry, [][]byte) {
 	t.Helper()
-	after := w.off.after
-	w.off.after = 1 << 62 // none offloaded yet
+	after, afterUDP := w.off.after, w.off.afterUDP
+	w.off.after, w.off.afterUDP = 1<<62, 1<<62 // none offloaded yet
 	k.keep = false
 	var es []*conntrack.Entry
 	var frames [][]byte
@@ -432,7 +432,7 @@ func udpFlows(t *testing.T, w *worker, k *fakeKernel, n int) ([]*conntrack.Entry
 		}
 		es = append(es, e)
 	}
-	w.off.after = after
+	w.off.after, w.off.afterUDP = after, afterUDP
 	return es, frames
 }
 
@@ -1187,6 +1187,23 @@ func TestOffloadAfter(t *testing.T) {
 	if _, ok := ff.m[flowKeyOf(ackF)]; !ok || ff.puts != 1 {
 		t.Fatalf("after %d frames: installed %v (puts %d), want the flow", offloadAfter, ok, ff.puts)
 	}
+
+	// UDP: a one-datagram exchange (a DNS query) is not offloaded; a
+	// flow's second datagram installs it.
+	w.off.afterUDP = offloadAfterUDP
+	udpF := udpTo(5353, 53)
+	for i := 1; i < offloadAfterUDP; i++ {
+		k.deliver(udpF)
+		w.poll(offloadAfter + int64(i))
+	}
+	if _, ok := ff.m[flowKeyOf(udpF)]; ok {
+		t.Fatalf("UDP flow installed after %d datagrams", offloadAfterUDP-1)
+	}
+	k.deliver(udpF)
+	w.poll(2 * offloadAfter)
+	if _, ok := ff.m[flowKeyOf(udpF)]; !ok {
+		t.Fatalf("UDP flow not installed after %d datagrams", offloadAfterUDP)
+	}
 }
 
 // FULLNAT, both directions, IPv4 and IPv6: with the flows the worker
@@ -1742,7 +1759,7 @@ func BenchmarkOffloadInstalls(b *testing.B) {
 			w.off.flows, w.off.at, w.off.byKey = make([]offFlow, 0, n), make(map[*conntrack.Entry]int32, n), make(map[bpf.FlowKey]int32, n)
 			k.keep = false
 			frames := make([][]byte, n)
-			w.off.after = 1 << 62
+			w.off.afterUDP = 1 << 62
 			for i := range frames {
 				frames[i] = pt.Packet{SrcMAC: clientMAC, DstMAC: directorMAC[:], Src: testClient, Dst: testVIP,
 					SrcPort: uint16(10000 + i), DstPort: 53, UDP: true, Payload: []byte("xlb")}.Frame()
@@ -1758,7 +1775,7 @@ func BenchmarkOffloadInstalls(b *testing.B) {
 			round(1) // the entries
 			want := 0
 			if variant != "none" {
-				w.off.after, want = 1, n
+				w.off.afterUDP, want = 1, n
 			}
 			fwdA := append([]destFwd(nil), *w.dp.fwd.Load()...)
 			fwdB := append([]destFwd(nil), fwdA...)
