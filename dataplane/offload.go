@@ -22,8 +22,8 @@ import (
 // state machine (SYN, FIN and RST always come to it: the XDP program
 // never forwards them) and the timers. Once a connection is ESTABLISHED
 // (a UDP flow: once forwarded), the worker installs its rewrite in the
-// program's flows map, each direction at its first frame from then on,
-// and the program rewrites and sends the flow's later frames itself
+// program's flows map, each direction once it has had offloadAfter
+// frames (UDP: offloadAfterUDP), and the program rewrites and sends the flow's later frames itself
 // (bpf/xdp.c, offload), counting them per flow and per destination. Every
 // method but Local is offloaded: direct routing and TUN in the client's
 // direction (their real servers answer the client directly), NAT and
@@ -49,10 +49,12 @@ import (
 // The map operations are syscalls, never made per forwarded frame.
 // Installs are queued (installQueue) and written at the batch edge with
 // one BPF_MAP_UPDATE_BATCH (flush): a single update is a syscall of 4-7
-// µs here, a batched one 0.5-0.75 µs per flow (bpf.PutFlows), and at
-// 100,000 flows crossing offloadAfter in the same second the single
-// updates took the worker's time and its RX ring overflowed. A direction
-// counts as installed only once the batch wrote it. Deletes (at
+// µs here, a batched one 0.5-0.75 µs per flow (bpf.PutFlows); with the
+// worker's bookkeeping, an install costs it about 1 µs batched against
+// 5-6 µs (BenchmarkOffloadInstalls). 100,000 flows reaching the
+// threshold together (the bench's 100k-flow search) cost the worker
+// half a second with single updates, and its RX ring overflowed. A
+// direction counts as installed only once the batch wrote it. Deletes (at
 // connection events: FIN, RST, expiry, a destination or next hop
 // changing) stay immediate, one syscall each: they are rarer, and a
 // deleted flow's frames must reach the worker from its next frame on.
