@@ -620,6 +620,51 @@ func TestOffloadQueueCapacity(t *testing.T) {
 	}
 }
 
+// The fold pass is spread: a busy batch walks one chunk of the map; an
+// idle worker walks on, idleFold flows at a time, until frames arrive or
+// the pass ends, never the whole map of a large table at once.
+func TestOffloadFoldChunks(t *testing.T) {
+	ff := newFakeFlows()
+	w, k := offloadWorker(t, ff)
+	w.off.max = 1 << 12
+	const n = 20 * walkChunk
+	es, _ := udpFlows(t, w, k, n)
+	fwd := *w.dp.fwd.Load()
+	for i, e := range es {
+		w.offload(e, conntrack.DirInput, modes.Route, true, fwd)
+		if i%installQueue == installQueue-1 || i == n-1 {
+			w.off.step(w, 1, 0)
+		}
+	}
+	if len(ff.m) != n {
+		t.Fatalf("%d flows installed, want %d", len(ff.m), n)
+	}
+	now := foldEveryNs + 2 // a pass is due
+	walks := ff.walks
+	w.off.step(w, now, foldBatch)
+	if got := ff.walks - walks; got != 1 {
+		t.Errorf("a busy batch walked %d chunks, want 1", got)
+	}
+	// Idle, with a frame waiting: one piece, then back to the frames.
+	k.deliver(udpTo(40000, 53))
+	walks = ff.walks
+	w.idle(now)
+	if got, want := ff.walks-walks, idleFold/walkChunk; got != want || w.off.pass >= now {
+		t.Errorf("idle with a frame waiting walked %d chunks (pass done: %v), want %d", got, w.off.pass >= now, want)
+	}
+	w.poll(now)
+	// Idle, nothing waiting: the rest of the pass.
+	w.idle(now)
+	if w.off.pass != now {
+		t.Errorf("idle without frames left the pass unfinished")
+	}
+	walks = ff.walks
+	w.idle(now)
+	if ff.walks != walks {
+		t.Errorf("idle walked again before the next pass was due")
+	}
+}
+
 // loadOffload loads the XDP program with the offload on and testWorker's
 // services, closed at the end of the test.
 func loadOffload(t testing.TB) *bpf.Objects {

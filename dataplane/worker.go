@@ -410,7 +410,7 @@ func (w *worker) idle(now int64) {
 		}
 	}
 	if w.off != nil {
-		w.off.step(w, now, -1)
+		w.off.idleStep(w, now)
 	}
 	w.publish()
 }
