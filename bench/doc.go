@@ -29,7 +29,7 @@
 // One testenv topology (client, director, three real servers on one
 // bridge, VIP 198.18.0.100 on the director's eth0 and on the real
 // servers' lo, `xlb decap` on the real servers' eth0 for TUN, the
-// FULLNAT local address 198.18.0.200 on the director) is built once.
+// FULLNAT local addresses 198.18.0.200-203 on the director) is built once.
 // Each round first runs the sink, then each configuration in turn: it is
 // started, checked (six UDP queries from new sockets and one HTTP
 // request through the VIP must be answered by real servers), measured
@@ -46,13 +46,15 @@
 //     with conntrack; the real servers route the clients via the
 //     director.
 //   - xlb-dr, xlb-nat, xlb-tun, xlb-fullnat: `xlb run --iface eth0` with
-//     rr and ipvsadm's -g, -m, -i or --fullnat (-P ... -z 198.18.0.200),
-//     a fresh process per round (empty connection table, zero counters).
-//     For NAT the real servers route the clients via the director, as
-//     for nft-dnat. One FULLNAT local address has 64512 ports: after a
-//     search with more flows xlb-fullnat is restarted, so that its later
-//     tests do not measure a table with no free port. `xlb --xlb-stats` is read after each run and its drop
-//     counters are printed and summed.
+//     rr and ipvsadm's -g, -m, -i or --fullnat (four local addresses,
+//     -P ... -z 198.18.0.200 to .203, as DPVS users configure several:
+//     64512 ports each, room for the 100k-flow search), a fresh process
+//     per round (empty connection table, zero counters). For NAT the
+//     real servers route the clients via the director, as for nft-dnat.
+//     After a search with more flows than half the local ports (-flows
+//     above 129024) xlb-fullnat is restarted, so that its later tests do
+//     not measure a table with no free port. `xlb --xlb-stats` is read
+//     after each run and its drop counters are printed and summed.
 //   - xlb-dr-offload-generic, xlb-nat-offload-generic,
 //     xlb-fullnat-offload-generic: xlb-dr, xlb-nat and xlb-fullnat with
 //     --offload=on (up to 2^17 flows) and --xdp-mode generic

@@ -379,7 +379,7 @@ func run(o options) (err error) {
 // prepare makes the real servers drop the flood at ingress (no socket,
 // no ICMP unreachable sent back: rx_packets still counts it), runs
 // `xlb decap` on them (for xlb-tun; every configuration then pays its
-// XDP pass alike), gives the director its FULLNAT local address and
+// XDP pass alike), gives the director its FULLNAT local addresses and
 // starts iperf3's server on the first real server.
 func (b *bench) prepare(ctx context.Context) (cleanup func(), err error) {
 	var procs []*testenv.Proc
@@ -415,8 +415,10 @@ func (b *bench) prepare(ctx context.Context) (cleanup func(), err error) {
 			}
 		}
 	}
-	if err := b.env.Director.AddAddr("eth0", netip.PrefixFrom(testenv.LAddr, 32)); err != nil {
-		return cleanup, err
+	for _, a := range lAddrs { // FULLNAT's local addresses
+		if err := b.env.Director.AddAddr("eth0", netip.PrefixFrom(a, 32)); err != nil {
+			return cleanup, err
+		}
 	}
 	// Not bound to the VIP: the NAT baselines deliver to the real
 	// server's own address; in DR an unbound listener answers from the

@@ -83,7 +83,7 @@ func scaleRules(env *testenv.Env, method, sched string, n int) string {
 	svc := func(proto string, port uint16, sched string, dests []netip.Addr) {
 		fmt.Fprintf(&b, "-A -%s %v:%d -s %s\n", proto, testenv.VIP, port, sched)
 		if method == "fullnat" {
-			fmt.Fprintf(&b, "-P -%s %v:%d -z %v\n", proto, testenv.VIP, port, testenv.LAddr)
+			laddrRules(&b, proto, port)
 		}
 		for _, d := range dests {
 			fmt.Fprintf(&b, "-a -%s %v:%d -r %v:%d %s -w 1\n", proto, testenv.VIP, port, d, port, opt)

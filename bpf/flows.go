@@ -6,9 +6,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 )
 
 // Flow offload: the dataplane's worker decides every connection and, once
@@ -102,6 +104,60 @@ func (o *Objects) PutFlow(k *FlowKey, f *Flow) error {
 	}
 	return nil
 }
+
+// PutFlows installs or replaces flows keys[i] → vals[i] in one
+// BPF_MAP_UPDATE_BATCH (Linux 5.6), and returns how many it wrote: all
+// of them, or, with an error, those before keys[n], the first the kernel
+// refused (the batch stops there; the later ones are not tried). vals'
+// counters are stored as given. It does not allocate: the slices go to
+// the kernel as they are (cilium/ebpf's Map.BatchUpdate marshals structs
+// with padding fields through a copy, and boxes the slices each call).
+//
+// Per flow, on a preallocated map of 2^17 entries (BenchmarkPutFlows,
+// root, Linux 6.18, 2 vCPUs, load 4.5, three runs): a PutFlow 3.9-7.4
+// µs; in batches of 16 0.64-1.07 µs, of 64 0.53-0.75, of 256 0.41-0.50.
+// The syscall's entry and exit, and cilium/ebpf's marshalling, are most
+// of a single update's cost.
+func (o *Objects) PutFlows(keys []FlowKey, vals []Flow) (int, error) {
+	if len(keys) != len(vals) {
+		return 0, fmt.Errorf("install flows: %d keys, %d values", len(keys), len(vals))
+	}
+	if len(keys) == 0 {
+		return 0, nil
+	}
+	if o.objs.Flows.MaxEntries() <= 1 {
+		return 0, fmt.Errorf("install flows: %w", errOffloadOff)
+	}
+	attr := batchAttr{
+		keys:   unsafe.Pointer(unsafe.SliceData(keys)),
+		values: unsafe.Pointer(unsafe.SliceData(vals)),
+		count:  uint32(len(keys)),
+		mapFD:  uint32(o.objs.Flows.FD()),
+	}
+	_, _, errno := unix.Syscall(unix.SYS_BPF, unix.BPF_MAP_UPDATE_BATCH, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
+	runtime.KeepAlive(keys) // read by the kernel through attr
+	runtime.KeepAlive(vals)
+	n := min(int(attr.count), len(keys)) // the entries written
+	if errno != 0 {
+		return n, fmt.Errorf("install flows: %w", errno)
+	}
+	return n, nil
+}
+
+// batchAttr is the BPF_MAP_*_BATCH member of union bpf_attr
+// (include/uapi/linux/bpf.h), its __aligned_u64 addresses as pointers,
+// so that what they point to stays put (64-bit only, as the package).
+type batchAttr struct {
+	inBatch, outBatch, keys, values unsafe.Pointer
+	count, mapFD                    uint32
+	elemFlags, flags                uint64
+}
+
+// batchAttr is 56 bytes, as the kernel's.
+var (
+	_ [unsafe.Sizeof(batchAttr{}) - 56]struct{}
+	_ [56 - unsafe.Sizeof(batchAttr{})]struct{}
+)
 
 // LookupFlow reads flow k into f: its rewrite and the program's counters.
 // It returns ebpf.ErrKeyNotExist (wrapped) when k is not installed.

@@ -3,6 +3,7 @@
 package bpf_test
 
 import (
+	"strconv"
 	"testing"
 
 	"github.com/xlbproject/xlb/bpf"
@@ -64,5 +65,110 @@ func TestWalkFlows(t *testing.T) {
 	}
 	if _, _, err := o.WalkFlows(&cur, keys, vals[:1]); err == nil {
 		t.Error("WalkFlows took 32 keys and 1 value")
+	}
+}
+
+// flowKeyN is a distinct flow key for each n < 2^24.
+func flowKeyN(n int) bpf.FlowKey {
+	var a, b [16]byte
+	a[10], a[11] = 0xff, 0xff
+	a[13], a[14], a[15], b[15] = byte(n>>16), byte(n>>8), byte(n), 100
+	return bpf.MakeFlowKey(a, uint16(1024+n%60000), b, 80, 17)
+}
+
+// PutFlows writes a batch with its values as given, replaces what is
+// there, stops at the first entry the kernel refuses (the map full: the
+// later ones are not written) and says how many it wrote; it does not
+// allocate.
+func TestPutFlows(t *testing.T) {
+	o, err := bpf.Load(bpf.Options{MAC: packettest.LBMAC, Offload: true, MaxFlows: 64})
+	skipIfNotPermitted(t, err)
+	t.Cleanup(func() { o.Close() })
+	keys, vals := make([]bpf.FlowKey, 48), make([]bpf.Flow, 48)
+	for i := range keys {
+		keys[i], vals[i] = flowKeyN(i), bpf.Flow{Dest: uint32(i), Op: bpf.FlowDR, Packets: uint64(i), MTU: 1500}
+	}
+	if n, err := o.PutFlows(keys, vals); n != 48 || err != nil {
+		t.Fatalf("PutFlows(48 flows) = %d, %v; want 48, nil", n, err)
+	}
+	for i := range keys {
+		var v bpf.Flow
+		if err := o.LookupFlow(&keys[i], &v); err != nil || v != vals[i] {
+			t.Fatalf("flow %d = %+v, %v; want %+v", i, v, err, vals[i])
+		}
+	}
+	// Replacing: the same keys, new values.
+	for i := range vals {
+		vals[i].Dest += 1000
+	}
+	if n, err := o.PutFlows(keys[:10], vals[:10]); n != 10 || err != nil {
+		t.Fatalf("PutFlows(10 replaced) = %d, %v; want 10, nil", n, err)
+	}
+	var v bpf.Flow
+	if err := o.LookupFlow(&keys[9], &v); err != nil || v.Dest != 1009 {
+		t.Errorf("replaced flow 9 has destination %d (%v), want 1009", v.Dest, err)
+	}
+	// 48 in a map of 64: 16 more fit, the 17th is refused and the rest
+	// are not tried.
+	more, mvals := make([]bpf.FlowKey, 32), make([]bpf.Flow, 32)
+	for i := range more {
+		more[i], mvals[i] = flowKeyN(100+i), bpf.Flow{Dest: uint32(100 + i)}
+	}
+	n, err := o.PutFlows(more, mvals)
+	if n != 16 || err == nil {
+		t.Fatalf("PutFlows(32 flows into 16 free entries) = %d, %v; want 16 and an error", n, err)
+	}
+	for i := range more {
+		err := o.LookupFlow(&more[i], &v)
+		if i < n && err != nil || i >= n && err == nil {
+			t.Errorf("flow %d of the partial batch: lookup %v, written %v", i, err, i < n)
+		}
+	}
+	if n, err := o.PutFlows(keys[:2], vals[:1]); n != 0 || err == nil {
+		t.Errorf("PutFlows(2 keys, 1 value) = %d, %v; want an error", n, err)
+	}
+	if n, err := o.PutFlows(nil, nil); n != 0 || err != nil {
+		t.Errorf("PutFlows(none) = %d, %v; want 0, nil", n, err)
+	}
+	if a := testing.AllocsPerRun(20, func() { o.PutFlows(keys, vals) }); a != 0 {
+		t.Errorf("PutFlows allocates %.1f times per batch", a)
+	}
+}
+
+// The cost per installed flow of a batch against single updates, keys
+// replaced in a preallocated map as large as the bench's (2^17).
+func BenchmarkPutFlows(b *testing.B) {
+	o, err := bpf.Load(bpf.Options{MAC: packettest.LBMAC, Offload: true, MaxFlows: 1 << 17})
+	skipIfNotPermitted(b, err)
+	b.Cleanup(func() { o.Close() })
+	const distinct = 1 << 16
+	keys, vals := make([]bpf.FlowKey, distinct), make([]bpf.Flow, distinct)
+	for i := range keys {
+		keys[i], vals[i] = flowKeyN(i), bpf.Flow{Dest: uint32(i), Op: bpf.FlowDR, MTU: 1500}
+	}
+	b.Run("single", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			j := i % distinct
+			if err := o.PutFlow(&keys[j], &vals[j]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	for _, size := range []int{16, 64, 256} {
+		b.Run("batch"+strconv.Itoa(size), func(b *testing.B) {
+			b.ReportAllocs()
+			j := 0
+			for b.Loop() {
+				if j+size > distinct {
+					j = 0
+				}
+				if n, err := o.PutFlows(keys[j:j+size], vals[j:j+size]); err != nil || n != size {
+					b.Fatal(n, err)
+				}
+				j += size
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*size), "ns/flow")
+		})
 	}
 }

@@ -44,7 +44,7 @@ type Options struct {
 	// when the kernel and driver support it.
 	Ifindex int
 	// Offload turns flow offload on: frames of the flows the dataplane
-	// installs (PutFlow) are rewritten and sent by the program itself.
+	// installs (PutFlow, PutFlows) are rewritten and sent by the program itself.
 	// Off, the program never looks at the flows map, which is then
 	// created with one entry.
 	Offload bool

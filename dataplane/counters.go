@@ -64,6 +64,11 @@ const (
 	SyncTableFull     // record dropped: the connection table was full
 	SyncStale         // record ignored: inactive news of a connection since moved to another real server
 
+	// Flow offload (offload.go).
+	OffloadInstalled // flow directions written into the XDP program's flows map
+	OffloadRemoved   // flows taken out of the program
+	OffloadErrors    // failed flows-map operations: installs not written (map full), deletes, lookups
+
 	numCounters
 )
 
@@ -81,6 +86,7 @@ var counterNames = [numCounters]string{
 	"fill_posted", "completed",
 	"sync_exported", "sync_export_dropped", "sync_installed", "sync_updated",
 	"sync_no_service", "sync_no_dest", "sync_install_full", "sync_bad_record", "sync_no_local", "sync_table_full", "sync_stale",
+	"offload_installed", "offload_removed", "offload_errors",
 }
 
 func (c Counter) String() string {

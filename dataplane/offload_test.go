@@ -33,9 +33,13 @@ import (
 type fakeFlows struct {
 	m          map[bpf.FlowKey]bpf.Flow
 	puts, dels int
-	pos        map[*bpf.FlowCursor]int // WalkFlows
-	all        []bpf.FlowKey
-	walks      int
+	batches    int // PutFlows calls
+	// max, if not 0, is the map's size: a batch stops at the first new
+	// flow that does not fit (E2BIG), as the kernel's.
+	max   int
+	pos   map[*bpf.FlowCursor]int // WalkFlows
+	all   []bpf.FlowKey
+	walks int
 }
 
 func newFakeFlows() *fakeFlows { return &fakeFlows{m: map[bpf.FlowKey]bpf.Flow{}} }
@@ -44,6 +48,17 @@ func (f *fakeFlows) PutFlow(k *bpf.FlowKey, v *bpf.Flow) error {
 	f.m[*k] = *v
 	f.puts++
 	return nil
+}
+
+func (f *fakeFlows) PutFlows(keys []bpf.FlowKey, vals []bpf.Flow) (int, error) {
+	f.batches++
+	for j := range keys {
+		if _, ok := f.m[keys[j]]; !ok && f.max > 0 && len(f.m) >= f.max {
+			return j, unix.E2BIG
+		}
+		f.PutFlow(&keys[j], &vals[j])
+	}
+	return len(keys), nil
 }
 
 func (f *fakeFlows) LookupFlow(k *bpf.FlowKey, v *bpf.Flow) error {
@@ -93,9 +108,9 @@ func (f *fakeFlows) WalkFlows(cur *bpf.FlowCursor, keys []bpf.FlowKey, vals []bp
 // flow.
 type noWalk struct{ f *fakeFlows }
 
-func (n noWalk) PutFlow(k *bpf.FlowKey, v *bpf.Flow) error    { return n.f.PutFlow(k, v) }
-func (n noWalk) LookupFlow(k *bpf.FlowKey, v *bpf.Flow) error { return n.f.LookupFlow(k, v) }
-func (n noWalk) DeleteFlow(k *bpf.FlowKey) error              { return n.f.DeleteFlow(k) }
+func (n noWalk) PutFlows(k []bpf.FlowKey, v []bpf.Flow) (int, error) { return n.f.PutFlows(k, v) }
+func (n noWalk) LookupFlow(k *bpf.FlowKey, v *bpf.Flow) error        { return n.f.LookupFlow(k, v) }
+func (n noWalk) DeleteFlow(k *bpf.FlowKey) error                     { return n.f.DeleteFlow(k) }
 
 // forward is what the program does for n frames of flow k, of size
 // bytes each, the last at ktime at.
@@ -127,7 +142,7 @@ func withOffload(t testing.TB, w *worker, m flowTable) {
 	t.Helper()
 	w.off = newOffloader(m, 64, time.Now())
 	w.off.kt0 = kt0
-	w.off.after = 1 // at the first frame: the tests below are about what happens then (TestOffloadAfter: the threshold)
+	w.off.after, w.off.afterUDP = 1, 1 // at the first frame: the tests below are about what happens then (TestOffloadAfter: the thresholds)
 	copts := conntrack.DefaultOptions()
 	copts.Capacity = 1 << 12
 	copts.Registry = w.dp.reg
@@ -362,13 +377,305 @@ func testOffloadAllocs(t *testing.T, ff *fakeFlows, m flowTable) {
 	if _, walk := m.(flowWalker); walk && ff.walks == 0 {
 		t.Error("the fold pass never walked the map")
 	}
+
+	// Installs, queued and written at the batch edge, and deletes: the
+	// next hop's MAC flips at each round, so each edge takes every flow
+	// out (check) and the next round's frames queue them again.
+	fwdA := append([]destFwd(nil), *w.dp.fwd.Load()...)
+	fwdB := append([]destFwd(nil), fwdA...)
+	for i := range fwdB {
+		fwdB[i].mac[5] ^= 0x40
+	}
+	installed, batches, round := w.off.installed, ff.batches, 0
+	allocs = testing.AllocsPerRun(200, func() {
+		for _, f := range known {
+			k.deliver(f)
+		}
+		now++
+		w.poll(now) // queues and flushes 32 installs
+		if round++; round%2 == 0 {
+			w.dp.fwd.Store(&fwdA)
+		} else {
+			w.dp.fwd.Store(&fwdB)
+		}
+		w.off.step(w, now, 0) // takes them out
+	})
+	if allocs != 0 {
+		t.Errorf("queue, flush and delete of 32 flows (%T): %v allocations, want 0", m, allocs)
+	}
+	if n := w.off.installed - installed; n < 200*32 || ff.batches-batches < 200 {
+		t.Errorf("%d installs in %d batches over 201 rounds, want 32 in one per round", n, ff.batches-batches)
+	}
+}
+
+// udpFlows are n UDP flows the worker has seen once each (entries, not
+// offloaded), and their first frames.
+func udpFlows(t *testing.T, w *worker, k *fakeKernel, n int) ([]*conntrack.Entry, [][]byte) {
+	t.Helper()
+	after, afterUDP := w.off.after, w.off.afterUDP
+	w.off.after, w.off.afterUDP = 1<<62, 1<<62 // none offloaded yet
+	k.keep = false
+	var es []*conntrack.Entry
+	var frames [][]byte
+	for i := 0; i < n; {
+		for j := 0; j < maxBatch && i < n; i, j = i+1, j+1 {
+			f := udpTo(uint16(10000+i), 53)
+			frames = append(frames, f)
+			k.deliver(f)
+		}
+		w.poll(1)
+	}
+	for _, f := range frames {
+		e := entryOf(t, w, f, 1)
+		if e == nil {
+			t.Fatalf("no entry for %v", flowKeyOf(f))
+		}
+		es = append(es, e)
+	}
+	w.off.after, w.off.afterUDP = after, afterUDP
+	return es, frames
+}
+
+// Installs are queued during a batch and written at its edge, in one
+// batch: nothing is in the map before the edge, every flow after it, and
+// a flow counts as installed only then.
+func TestOffloadQueueFlush(t *testing.T) {
+	ff := newFakeFlows()
+	w, k := offloadWorker(t, ff)
+	es, frames := udpFlows(t, w, k, 40)
+	fwd := *w.dp.fwd.Load()
+	for _, e := range es {
+		w.offload(e, conntrack.DirInput, modes.Route, true, fwd)
+		w.offload(e, conntrack.DirInput, modes.Route, true, fwd) // queued once
+	}
+	if len(ff.m) != 0 || w.off.installed != 0 || w.off.keys != 0 || w.off.qlen != 40 {
+		t.Fatalf("before the edge: %d flows in the map, %d installed, %d keys, %d queued; want 0, 0, 0, 40",
+			len(ff.m), w.off.installed, w.off.keys, w.off.qlen)
+	}
+	batches := ff.batches
+	w.off.step(w, 2, 0)
+	if ff.batches != batches+1 || len(ff.m) != 40 || w.off.installed != 40 || w.off.keys != 40 || w.off.qlen != 0 || w.off.qn != 0 {
+		t.Fatalf("after the edge: %d batches, %d flows in the map, %d installed, %d keys, %d queued; want 1, 40, 40, 40, 0",
+			ff.batches-batches, len(ff.m), w.off.installed, w.off.keys, w.off.qlen)
+	}
+	for i, f := range frames {
+		if !es[i].Offloaded() || w.off.byKey[flowKeyOf(f)]>>1 != w.off.at[es[i]] {
+			t.Fatalf("flow %d: offloaded %v, byKey %d, at %d", i, es[i].Offloaded(), w.off.byKey[flowKeyOf(f)], w.off.at[es[i]])
+		}
+	}
+	w.off.step(w, 3, 0)
+	if ff.batches != batches+1 {
+		t.Errorf("an empty queue made a batch")
+	}
+}
+
+// A flow queued and then taken out before the batch edge (its entry
+// removed, its connection reset, its destination gone) is never written,
+// and the others queued with it are, each under its own key.
+func TestOffloadQueueCancelled(t *testing.T) {
+	ff := newFakeFlows()
+	w, k := offloadWorker(t, ff)
+	es, frames := udpFlows(t, w, k, 6)
+	fwd := *w.dp.fwd.Load()
+	for _, e := range es {
+		w.offload(e, conntrack.DirInput, modes.Route, true, fwd)
+	}
+	w.ct.Remove(es[0]) // the first: moves the last flow into its place
+	w.ct.Remove(es[3])
+	w.off.step(w, 2, 0)
+	if len(ff.m) != 4 || w.off.installed != 4 || w.off.keys != 4 || len(w.off.flows) != 4 || w.off.removed != 0 {
+		t.Fatalf("%d flows in the map, %d installed, %d keys, %d offloaded, %d removed; want 4, 4, 4, 4, 0",
+			len(ff.m), w.off.installed, w.off.keys, len(w.off.flows), w.off.removed)
+	}
+	for i, f := range frames {
+		_, in := ff.m[flowKeyOf(f)]
+		if want := i != 0 && i != 3; in != want {
+			t.Errorf("flow %d in the map: %v, want %v", i, in, want)
+		}
+	}
+	for _, x := range w.off.byKey {
+		f := &w.off.flows[x>>1]
+		if _, ok := ff.m[f.key[x&1]]; !ok || !f.on[x&1] || f.queued[x&1] != 0 {
+			t.Errorf("flow %d: key %v in the map %v, on %v, queued %d", x>>1, f.key[x&1], ok, f.on[x&1], f.queued[x&1])
+		}
+	}
+
+	// A TCP connection reset in the batch that queued it.
+	ff2 := newFakeFlows()
+	w2, k2 := offloadWorker(t, ff2)
+	k2.deliver(tcpTo(40000, 80, syn))
+	w2.poll(1)
+	k2.deliver(tcpTo(40000, 80, ack))
+	k2.deliver(tcpTo(40000, 80, packet.TCPFlagRST))
+	w2.poll(2)
+	if len(ff2.m) != 0 || ff2.puts != 0 || len(w2.off.flows) != 0 || w2.off.qlen != 0 {
+		t.Errorf("reset in the batch that queued it: %d flows in the map (%d puts), %d offloaded, %d queued; want 0",
+			len(ff2.m), ff2.puts, len(w2.off.flows), w2.off.qlen)
+	}
+
+	// A destination that left its service before the edge.
+	ff3 := newFakeFlows()
+	w3, k3 := offloadWorker(t, ff3)
+	es3, _ := udpFlows(t, w3, k3, 2)
+	w3.off.step(w3, 1, 0) // the configuration seen
+	fwd3 := *w3.dp.fwd.Load()
+	for _, e := range es3 {
+		w3.offload(e, conntrack.DirInput, modes.Route, true, fwd3)
+	}
+	w3.dp.reg.Get(es3[0].DestID()).SetAvailable(false)
+	cfg := *w3.cfg.Load()
+	w3.seen = &cfg // as adopt does
+	w3.off.step(w3, 2, 0)
+	for i, e := range es3 {
+		gone := e.DestID() == es3[0].DestID()
+		if _, in := ff3.m[flowKeyOf(udpTo(uint16(10000+i), 53))]; in == gone || e.Offloaded() == gone {
+			t.Errorf("flow %d (destination gone %v): in the map %v, offloaded %v", i, gone, in, e.Offloaded())
+		}
+	}
+}
+
+// A batch the map refuses part of (full): the flows it wrote are
+// installed; the one refused and those after it are not, counted in
+// errs, not offloaded, and installed by a later frame once there is room.
+func TestOffloadQueuePartialFailure(t *testing.T) {
+	ff := newFakeFlows()
+	w, k := offloadWorker(t, ff)
+	es, frames := udpFlows(t, w, k, 10)
+	ff.max = 6
+	fwd := *w.dp.fwd.Load()
+	for _, e := range es {
+		w.offload(e, conntrack.DirInput, modes.Route, true, fwd)
+	}
+	w.off.step(w, 2, 0)
+	if len(ff.m) != 6 || w.off.installed != 6 || w.off.keys != 6 || w.off.errs != 4 || len(w.off.flows) != 6 || w.off.qlen != 0 {
+		t.Fatalf("%d in the map, %d installed, %d keys, %d errs, %d offloaded, %d queued; want 6, 6, 6, 4, 6, 0",
+			len(ff.m), w.off.installed, w.off.keys, w.off.errs, len(w.off.flows), w.off.qlen)
+	}
+	w.publish()
+	if got := [2]uint64{w.stats.local[OffloadInstalled], w.stats.local[OffloadErrors]}; got != [2]uint64{6, 4} {
+		t.Errorf("counters offload_installed, offload_errors = %v, want [6 4]", got)
+	}
+	for i, e := range es {
+		_, in := ff.m[flowKeyOf(frames[i])]
+		if want := i < 6; in != want || e.Offloaded() != want {
+			t.Errorf("flow %d: in the map %v, offloaded %v; want %v", i, in, e.Offloaded(), want)
+		}
+	}
+	// Room again: their next frames install them.
+	ff.max = 0
+	for _, f := range frames[6:] {
+		k.deliver(f)
+	}
+	w.poll(3)
+	if len(ff.m) != 10 || w.off.keys != 10 || w.off.installed != 10 {
+		t.Errorf("after the next frames: %d in the map, %d keys, %d installed; want 10", len(ff.m), w.off.keys, w.off.installed)
+	}
+}
+
+// The queue holds installQueue installs: one more is left to a later
+// frame; the worker's share of the map (max) counts the queued ones.
+func TestOffloadQueueCapacity(t *testing.T) {
+	ff := newFakeFlows()
+	w, k := offloadWorker(t, ff)
+	w.off.max = 1 << 12
+	const n = installQueue + 10
+	es, _ := udpFlows(t, w, k, n)
+	fwd := *w.dp.fwd.Load()
+	for _, e := range es {
+		w.offload(e, conntrack.DirInput, modes.Route, true, fwd)
+	}
+	if w.off.qn != installQueue || w.off.qlen != installQueue {
+		t.Fatalf("queued %d (%d live), want %d", w.off.qn, w.off.qlen, installQueue)
+	}
+	for _, e := range es[installQueue:] {
+		if e.Offloaded() {
+			t.Fatal("a flow beyond the queue's capacity is marked offloaded")
+		}
+	}
+	w.off.step(w, 2, 0)
+	for _, e := range es[installQueue:] {
+		w.offload(e, conntrack.DirInput, modes.Route, true, fwd)
+	}
+	w.off.step(w, 3, 0)
+	if len(ff.m) != n || w.off.keys != n || ff.batches != 2 {
+		t.Errorf("%d flows in the map, %d keys, in %d batches; want %d in 2", len(ff.m), w.off.keys, ff.batches, n)
+	}
+
+	// The share: installed and queued together.
+	ff2 := newFakeFlows()
+	w2, k2 := offloadWorker(t, ff2)
+	w2.off.max = 5
+	es2, _ := udpFlows(t, w2, k2, 8)
+	fwd2 := *w2.dp.fwd.Load()
+	for _, e := range es2[:3] {
+		w2.offload(e, conntrack.DirInput, modes.Route, true, fwd2)
+	}
+	w2.off.step(w2, 2, 0)
+	for _, e := range es2[3:] {
+		w2.offload(e, conntrack.DirInput, modes.Route, true, fwd2)
+	}
+	w2.off.step(w2, 3, 0)
+	if len(ff2.m) != 5 || w2.off.keys != 5 {
+		t.Errorf("a share of 5: %d flows in the map, %d keys", len(ff2.m), w2.off.keys)
+	}
+}
+
+// The fold pass is spread: a busy batch walks one chunk of the map; an
+// idle worker walks on, idleFold flows at a time, until frames arrive or
+// the pass ends, never the whole map of a large table at once.
+func TestOffloadFoldChunks(t *testing.T) {
+	ff := newFakeFlows()
+	w, k := offloadWorker(t, ff)
+	w.off.max = 1 << 12
+	const n = 20 * walkChunk
+	es, _ := udpFlows(t, w, k, n)
+	fwd := *w.dp.fwd.Load()
+	for i, e := range es {
+		w.offload(e, conntrack.DirInput, modes.Route, true, fwd)
+		if i%installQueue == installQueue-1 || i == n-1 {
+			w.off.step(w, 1, 0)
+		}
+	}
+	if len(ff.m) != n {
+		t.Fatalf("%d flows installed, want %d", len(ff.m), n)
+	}
+	now := foldEveryNs + 2 // a pass is due
+	walks := ff.walks
+	w.off.step(w, now, foldBatch)
+	if got := ff.walks - walks; got != 1 {
+		t.Errorf("a busy batch walked %d chunks, want 1", got)
+	}
+	// Idle, with a frame waiting: one piece, then back to the frames.
+	k.deliver(udpTo(40000, 53))
+	walks = ff.walks
+	w.idle(now)
+	if got, want := ff.walks-walks, idleFold/walkChunk; got != want || w.off.pass >= now {
+		t.Errorf("idle with a frame waiting walked %d chunks (pass done: %v), want %d", got, w.off.pass >= now, want)
+	}
+	w.poll(now)
+	// Idle, nothing waiting: the rest of the pass.
+	w.idle(now)
+	if w.off.pass != now {
+		t.Errorf("idle without frames left the pass unfinished")
+	}
+	walks = ff.walks
+	w.idle(now)
+	if ff.walks != walks {
+		t.Errorf("idle walked again before the next pass was due")
+	}
 }
 
 // loadOffload loads the XDP program with the offload on and testWorker's
 // services, closed at the end of the test.
 func loadOffload(t testing.TB) *bpf.Objects {
 	t.Helper()
-	o, err := bpf.Load(bpf.Options{MAC: directorMAC, Offload: true, MaxFlows: 1024, MaxReals: 16})
+	return loadOffloadFlows(t, 1024)
+}
+
+// loadOffloadFlows is loadOffload with a flows map of maxFlows entries.
+func loadOffloadFlows(t testing.TB, maxFlows int) *bpf.Objects {
+	t.Helper()
+	o, err := bpf.Load(bpf.Options{MAC: directorMAC, Offload: true, MaxFlows: maxFlows, MaxReals: 16})
 	if errors.Is(err, os.ErrPermission) || errors.Is(err, ebpf.ErrNotSupported) {
 		testenv.SkipUnlessRequired(t, "cannot load BPF: %v", err)
 	} else if err != nil {
@@ -774,15 +1081,16 @@ func FuzzOffloadXDP(f *testing.F) {
 }
 
 // The offload's map operations on the real map allocate nothing either:
-// an install, a fold and a removal per connection, from the worker.
+// a batch of installs, a fold and a removal, from the worker.
 func TestOffloadMapAllocs(t *testing.T) {
 	o := loadOffload(t)
 	k := bpf.MakeFlowKey(testClient.As16(), 40000, testVIP.As16(), 80, 6)
 	f := bpf.Flow{DstMAC: realMACs[0], SrcMAC: directorMAC, MTU: 1500, Dest: 1, Op: bpf.FlowDR}
 	var v bpf.Flow
+	keys, vals := []bpf.FlowKey{k}, []bpf.Flow{f}
 	allocs := testing.AllocsPerRun(100, func() {
-		if err := o.PutFlow(&k, &f); err != nil {
-			t.Fatal(err)
+		if n, err := o.PutFlows(keys, vals); n != 1 || err != nil {
+			t.Fatal(n, err)
 		}
 		if err := o.LookupFlow(&k, &v); err != nil {
 			t.Fatal(err)
@@ -923,6 +1231,23 @@ func TestOffloadAfter(t *testing.T) {
 	w.poll(offloadAfter)
 	if _, ok := ff.m[flowKeyOf(ackF)]; !ok || ff.puts != 1 {
 		t.Fatalf("after %d frames: installed %v (puts %d), want the flow", offloadAfter, ok, ff.puts)
+	}
+
+	// UDP: a one-datagram exchange (a DNS query) is not offloaded; a
+	// flow's second datagram installs it.
+	w.off.afterUDP = offloadAfterUDP
+	udpF := udpTo(5353, 53)
+	for i := 1; i < offloadAfterUDP; i++ {
+		k.deliver(udpF)
+		w.poll(offloadAfter + int64(i))
+	}
+	if _, ok := ff.m[flowKeyOf(udpF)]; ok {
+		t.Fatalf("UDP flow installed after %d datagrams", offloadAfterUDP-1)
+	}
+	k.deliver(udpF)
+	w.poll(2 * offloadAfter)
+	if _, ok := ff.m[flowKeyOf(udpF)]; !ok {
+		t.Fatalf("UDP flow not installed after %d datagrams", offloadAfterUDP)
 	}
 }
 
@@ -1438,3 +1763,90 @@ func checkOffloadLive(t *testing.T, flags link.XDPAttachFlags) {
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// singleFlows writes a batch one PutFlow at a time: the installs as they
+// were before the queue, a syscall each (BenchmarkOffloadInstalls).
+type singleFlows struct{ *bpf.Objects }
+
+func (m singleFlows) PutFlows(keys []bpf.FlowKey, vals []bpf.Flow) (int, error) {
+	for j := range keys {
+		if err := m.PutFlow(&keys[j], &vals[j]); err != nil {
+			return j, err
+		}
+	}
+	return len(keys), nil
+}
+
+// The worker's cost per frame when every frame's flow crosses the install
+// threshold (as at 100k flows in the bench's lossless search, sent round
+// robin): UDP flows through the worker, each frame queueing its flow's
+// install, written at the batch edge in one batch (batch) or a syscall
+// per flow (single), on the real flows map; none: the same frames with
+// no install, the worker's own cost. The deletes between rounds are not
+// timed.
+//
+// Root, Linux 6.18, 2 vCPUs shared with other work (load 9-10), DR, 64
+// frames per batch, three runs each: batch 1118-1444 ns/frame, single
+// 5521-11511, none 112-234. An install costs the worker about 1 µs
+// batched against 5-6 µs alone.
+func BenchmarkOffloadInstalls(b *testing.B) {
+	for _, variant := range []string{"batch", "single", "none"} {
+		b.Run(variant, func(b *testing.B) {
+			o := loadOffloadFlows(b, 1<<13)
+			var m flowTable = o
+			if variant == "single" {
+				m = singleFlows{o}
+			}
+			w, k := testWorker(b)
+			withOffload(b, w, m)
+			const n = 2048
+			w.off.max = 1 << 13
+			w.off.flows, w.off.at, w.off.byKey = make([]offFlow, 0, n), make(map[*conntrack.Entry]int32, n), make(map[bpf.FlowKey]int32, n)
+			k.keep = false
+			frames := make([][]byte, n)
+			w.off.afterUDP = 1 << 62
+			for i := range frames {
+				frames[i] = pt.Packet{SrcMAC: clientMAC, DstMAC: directorMAC[:], Src: testClient, Dst: testVIP,
+					SrcPort: uint16(10000 + i), DstPort: 53, UDP: true, Payload: []byte("xlb")}.Frame()
+			}
+			round := func(now int64) {
+				for i := 0; i < n; i += maxBatch {
+					for _, f := range frames[i:min(i+maxBatch, n)] {
+						k.deliver(f)
+					}
+					w.poll(now)
+				}
+			}
+			round(1) // the entries
+			want := 0
+			if variant != "none" {
+				w.off.afterUDP, want = 1, n
+			}
+			fwdA := append([]destFwd(nil), *w.dp.fwd.Load()...)
+			fwdB := append([]destFwd(nil), fwdA...)
+			for i := range fwdB {
+				fwdB[i].mac[5] ^= 0x40
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for r := 0; r < b.N; r++ {
+				round(int64(2 + r))
+				b.StopTimer()
+				if w.off.keys != want {
+					b.Fatalf("round %d: %d flows installed, want %d", r, w.off.keys, want)
+				}
+				if r%2 == 0 { // the next hop's MAC flips: every flow comes out
+					w.dp.fwd.Store(&fwdB)
+				} else {
+					w.dp.fwd.Store(&fwdA)
+				}
+				w.off.step(w, int64(2+r), 0)
+				if w.off.keys != 0 {
+					b.Fatalf("round %d: %d flows left after the MAC changed", r, w.off.keys)
+				}
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/frame")
+		})
+	}
+}

@@ -118,6 +118,10 @@ var (
 	descSyncInstalled = counterDesc("xlb_sync_installed_total", "Connection sync (backup): entries created from a master's records.", "queue")
 	descSyncUpdated   = counterDesc("xlb_sync_updated_total", "Connection sync (backup): existing entries updated from a master's records.", "queue")
 	descSyncDrops     = counterDesc("xlb_sync_install_drops_total", "Connection sync (backup): records not installed, by reason.", "queue", "reason")
+
+	descOffInstalled = counterDesc("xlb_offload_installed_total", "Flow offload: flow directions the worker wrote into the XDP program's flows map.", "queue")
+	descOffRemoved   = counterDesc("xlb_offload_removed_total", "Flow offload: flows the worker took out of the XDP program.", "queue")
+	descOffErrors    = counterDesc("xlb_offload_errors_total", "Flow offload: failed flows-map operations (installs not written, the map full; deletes; lookups).", "queue")
 )
 
 // descOtherCounter publishes a worker Counter that counterSeries does
@@ -182,6 +186,10 @@ var counterSeries = [numCounters]struct {
 	SyncNoLocal:       {descSyncDrops, "no_local"},
 	SyncTableFull:     {descSyncDrops, "table_full"},
 	SyncStale:         {descSyncDrops, "stale"},
+
+	OffloadInstalled: {descOffInstalled, ""},
+	OffloadRemoved:   {descOffRemoved, ""},
+	OffloadErrors:    {descOffErrors, ""},
 }
 
 // Kind is the counter's kind: TxBacklog and SYNLevel are levels.
@@ -282,7 +290,8 @@ func init() {
 		descReplyHits, descConnsNew, descTxBacklog, descBadDesc, descKickErrors, descLinkDown, descHeld,
 		descHeldSent, descHoldExp, descHoldFull, descCsum, descTooBig, descTTL, descICMPFwd, descLocalInj, descHandedOff, descHandoffRx, descFillPosted, descCompleted, descSYNLevel,
 		descSYNRaises, descSYNErrors, descCopied,
-		descSyncExported, descSyncExpDrop, descSyncInstalled, descSyncUpdated, descSyncDrops)
+		descSyncExported, descSyncExpDrop, descSyncInstalled, descSyncUpdated, descSyncDrops,
+		descOffInstalled, descOffRemoved, descOffErrors)
 	inSection(SectionXDP, descXDP)
 	inSection(SectionSockets, descXSKRxDropped, descXSKRxRingFull, descXSKFillEmpty, descXSKRxInvalid,
 		descXSKTxInvalid, descXSKTxRingEmpty)

@@ -413,7 +413,7 @@ func (w *worker) idle(now int64) {
 		}
 	}
 	if w.off != nil {
-		w.off.step(w, now, -1)
+		w.off.idleStep(w, now)
 	}
 	w.publish()
 }
@@ -636,6 +636,9 @@ func (w *worker) publish() {
 	w.stats.local[SYNLevel] = uint64(w.guard.level)
 	w.stats.local[SYNRaises] = w.guard.raises
 	w.stats.local[SYNErrors] = w.guard.errs
+	if w.off != nil {
+		w.stats.local[OffloadInstalled], w.stats.local[OffloadRemoved], w.stats.local[OffloadErrors] = w.off.installed, w.off.removed, w.off.errs
+	}
 	w.stats.publish(&w.reasons, &w.verdicts)
 	w.ds.publish()
 	for i, idx := range w.laddrIdx {
