@@ -278,14 +278,7 @@ func fwmarkNATWorker(t testing.TB, persistent bool) (*worker, *fakeKernel, []net
 	t.Helper()
 	w, k := testWorker(t)
 	cfg := *w.cfg.Load()
-	marks, err := markTable(&ipvs.Config{Marks: natMarkRules(testVIP)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rr, err := sched.New("rr", sched.DefaultOptions())
-	if err != nil {
-		t.Fatal(err)
-	}
+	marks, rr := marksAndRR(t, natMarkRules(testVIP))
 	fwd := *w.dp.fwd.Load()
 	rss := []netip.Addr{netip.MustParseAddr("198.18.0.21"), netip.MustParseAddr("198.18.0.22")}
 	var dests []*sched.Dest

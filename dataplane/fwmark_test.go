@@ -19,17 +19,10 @@ func fwmarkWorker(t testing.TB) (*worker, *fakeKernel, [][6]byte) {
 	t.Helper()
 	w, k := testWorker(t)
 	cfg := *w.cfg.Load()
-	marks, err := markTable(&ipvs.Config{Marks: []ipvs.MarkRule{
+	marks, rr := marksAndRR(t, []ipvs.MarkRule{
 		{Mark: 1, Proto: ipvs.TCP, Prefix: netip.PrefixFrom(testVIP, 32), PortLo: 80, PortHi: 80},
 		{Mark: 1, Proto: ipvs.TCP, Prefix: netip.PrefixFrom(testVIP, 32), PortLo: 443, PortHi: 443},
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rr, err := sched.New("rr", sched.DefaultOptions())
-	if err != nil {
-		t.Fatal(err)
-	}
+	})
 	fwd := *w.dp.fwd.Load()
 	macs := [][6]byte{{0x02, 0x18, 0, 0, 0, 0x1b}, {0x02, 0x18, 0, 0, 0, 0x1c}}
 	var dests []*sched.Dest
@@ -136,4 +129,19 @@ func TestWorkerFWMarkAllocs(t *testing.T) {
 	if allocs != 0 {
 		t.Errorf("poll of a new fwmark connection: %v allocations, want 0", allocs)
 	}
+}
+
+// marksAndRR is the mark table of rules and a fresh rr scheduler, the two
+// parts every firewall-mark worker test starts from.
+func marksAndRR(t testing.TB, rules []ipvs.MarkRule) (*packet.MarkTable, sched.Scheduler) {
+	t.Helper()
+	marks, err := markTable(&ipvs.Config{Marks: rules})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rr, err := sched.New("rr", sched.DefaultOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return marks, rr
 }

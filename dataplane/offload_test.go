@@ -436,16 +436,28 @@ func udpFlows(t *testing.T, w *worker, k *fakeKernel, n int) ([]*conntrack.Entry
 	return es, frames
 }
 
+// queuedFlows is an offloading worker on fake flows with n established
+// UDP flows, each queued for its install (client to real server) and not
+// yet written.
+func queuedFlows(t *testing.T, n int) (*fakeFlows, *worker, []*conntrack.Entry, [][]byte) {
+	t.Helper()
+	ff := newFakeFlows()
+	w, k := offloadWorker(t, ff)
+	es, frames := udpFlows(t, w, k, n)
+	fwd := *w.dp.fwd.Load()
+	for _, e := range es {
+		w.offload(e, conntrack.DirInput, modes.Route, true, fwd)
+	}
+	return ff, w, es, frames
+}
+
 // Installs are queued during a batch and written at its edge, in one
 // batch: nothing is in the map before the edge, every flow after it, and
 // a flow counts as installed only then.
 func TestOffloadQueueFlush(t *testing.T) {
-	ff := newFakeFlows()
-	w, k := offloadWorker(t, ff)
-	es, frames := udpFlows(t, w, k, 40)
+	ff, w, es, frames := queuedFlows(t, 40)
 	fwd := *w.dp.fwd.Load()
 	for _, e := range es {
-		w.offload(e, conntrack.DirInput, modes.Route, true, fwd)
 		w.offload(e, conntrack.DirInput, modes.Route, true, fwd) // queued once
 	}
 	if len(ff.m) != 0 || w.off.installed != 0 || w.off.keys != 0 || w.off.qlen != 40 {
@@ -473,13 +485,7 @@ func TestOffloadQueueFlush(t *testing.T) {
 // removed, its connection reset, its destination gone) is never written,
 // and the others queued with it are, each under its own key.
 func TestOffloadQueueCancelled(t *testing.T) {
-	ff := newFakeFlows()
-	w, k := offloadWorker(t, ff)
-	es, frames := udpFlows(t, w, k, 6)
-	fwd := *w.dp.fwd.Load()
-	for _, e := range es {
-		w.offload(e, conntrack.DirInput, modes.Route, true, fwd)
-	}
+	ff, w, es, frames := queuedFlows(t, 6)
 	w.ct.Remove(es[0]) // the first: moves the last flow into its place
 	w.ct.Remove(es[3])
 	w.off.step(w, 2, 0)

@@ -17,15 +17,8 @@ import (
 // (ip_vs_edit_service rebinds only for another scheduler): the next three
 // are rs3 rs2 rs1, not the rs1 rs1 rs2 of a rebound wrr.
 func TestRulesSchedulerStateAsKernel(t *testing.T) {
-	testenv.RequireRoot(t)
-	env := testenv.New(t, testenv.DefaultOptions())
-	vip := fmt.Sprintf("%v:80", testenv.VIP)
-	var rules strings.Builder
-	fmt.Fprintf(&rules, "-A -t %s -s wrr\n", vip)
-	for i, w := range []int{4, 3, 2} {
-		fmt.Fprintf(&rules, "-a -t %s -r %v:80 -g -w %d\n", vip, testenv.RealAddr(i), w)
-	}
-	d := startXLB(t, env, rules.String())
+	env, vip, rules := dirServiceEnv(t, "wrr", 4, 3, 2)
+	d := startXLB(t, env, rules)
 	c := env.Client.HTTPClient(false, 5*time.Second) // a new connection per request
 	order := func(n int) string {
 		t.Helper()
@@ -56,15 +49,8 @@ func TestRulesSchedulerStateAsKernel(t *testing.T) {
 // file's lines; the old service's established connection goes on, as a
 // deleted service's does, to its real server.
 func TestRestoreRecreatesService(t *testing.T) {
-	testenv.RequireRoot(t)
-	env := testenv.New(t, testenv.DefaultOptions())
-	vip := fmt.Sprintf("%v:80", testenv.VIP)
-	var rules strings.Builder
-	fmt.Fprintf(&rules, "-A -t %s -s rr\n", vip)
-	for i := range 3 {
-		fmt.Fprintf(&rules, "-a -t %s -r %v:80 -g -w 1\n", vip, testenv.RealAddr(i))
-	}
-	d := startXLB(t, env, rules.String())
+	env, vip, rules := dirServiceEnv(t, "rr", 1, 1, 1)
+	d := startXLB(t, env, rules)
 	fresh := env.Client.HTTPClient(false, 5*time.Second)
 	kept := env.Client.HTTPClient(true, 5*time.Second) // one connection, kept alive
 	get := func(c *http.Client, what string) string {
@@ -79,7 +65,7 @@ func TestRestoreRecreatesService(t *testing.T) {
 	if got := get(fresh, "request 1"); got != "rs2" {
 		t.Fatalf("second connection went to %s, want rs2", got)
 	}
-	if err := d.restore("-D -t " + vip + "\n" + rules.String()); err != nil {
+	if err := d.restore("-D -t " + vip + "\n" + rules); err != nil {
 		t.Fatal(err)
 	}
 	var names []string
@@ -92,4 +78,20 @@ func TestRestoreRecreatesService(t *testing.T) {
 	if got := get(kept, "kept-alive request after -R"); got != before {
 		t.Errorf("the kept-alive connection answered from %s after -R, before from %s", got, before)
 	}
+}
+
+// dirServiceEnv is a fresh topology and the rules of one TCP service on
+// VIP:80 with scheduler s and a DR real server per weight (testenv's
+// real servers, in order).
+func dirServiceEnv(t *testing.T, s string, weights ...int) (*testenv.Env, string, string) {
+	t.Helper()
+	testenv.RequireRoot(t)
+	env := testenv.New(t, testenv.DefaultOptions())
+	vip := fmt.Sprintf("%v:80", testenv.VIP)
+	var rules strings.Builder
+	fmt.Fprintf(&rules, "-A -t %s -s %s\n", vip, s)
+	for i, w := range weights {
+		fmt.Fprintf(&rules, "-a -t %s -r %v:80 -g -w %d\n", vip, testenv.RealAddr(i), w)
+	}
+	return env, vip, rules.String()
 }
