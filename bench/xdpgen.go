@@ -44,7 +44,6 @@ type xdpFlow struct {
 }
 
 const (
-	xdpRedirect = 4 // XDP_REDIRECT
 	testXDPLive = 2 // BPF_F_TEST_XDP_LIVE_FRAMES
 )
 
@@ -214,12 +213,9 @@ func xdpGenThread(ctx context.Context, prog *ebpf.Program, frame []byte, spec ge
 			continue
 		}
 		opts.Repeat = uint32(b)
-		ret, err := prog.Run(&opts)
-		if err != nil {
+		// Live mode reports no return value: the test counts what arrives.
+		if _, err := prog.Run(&opts); err != nil {
 			return fmt.Errorf("run generator program: %w", err)
-		}
-		if ret != xdpRedirect {
-			return fmt.Errorf("run generator program: returned %d, not XDP_REDIRECT", ret)
 		}
 		total.Add(b)
 	}
