@@ -90,6 +90,21 @@
 // source ports 1024..65535 of the client, then of 198.18.0.120..199 (up
 // to 5.2 million), sent round robin.
 //
+// -gen xdp selects a second generator (xdpgen.go) with the same frames,
+// flows and pacing: BPF_PROG_RUN with BPF_F_TEST_XDP_LIVE_FRAMES runs a
+// small XDP program up to 64 times per call, which rewrites the frame's
+// source address, port and checksums for the next flow (a per-CPU
+// counter) and XDP_REDIRECTs it into the client's veth. Why: on veth a
+// frame sent through AF_PACKET reaches the director as an skb without
+// 256 bytes of headroom, so any XDP program there (native or generic)
+// first copies it into a new page, a copy that dominates xlb's cost and
+// that a real NIC does not make. A redirected frame arrives as an
+// xdp_frame: native XDP runs on it in place, and without an XDP program
+// the veth builds an skb around it without a copy, as a NIC driver
+// does, if it has NAPI, so in this mode the director's eth0 has gro on
+// in every configuration. The sink ceiling is measured with the chosen
+// generator.
+//
 // The generator's ceiling is measured every round: the director drops
 // the flood in a netdev ingress chain (the sink), and the generator runs
 // unpaced; what reaches the director's eth0 is the most that the
