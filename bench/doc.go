@@ -101,9 +101,18 @@
 // that a real NIC does not make. A redirected frame arrives as an
 // xdp_frame: native XDP runs on it in place, and without an XDP program
 // the veth builds an skb around it without a copy, as a NIC driver
-// does, if it has NAPI, so in this mode the director's eth0 has gro on
-// in every configuration. The sink ceiling is measured with the chosen
-// generator.
+// does, if it has NAPI. In the bench's topology the client's veth ends
+// on a bridge port, so in this mode that port and the director's eth0
+// have gro on in every configuration; the port builds an skb around the
+// frame's page (256 bytes of headroom, not cloned), which the bridge
+// hands on. The sink ceiling is measured with the chosen generator.
+//
+// -gen xdp is experimental: its first run (2026-12-02, one round, on a
+// machine busy with make test) lost frames at every configuration from
+// 32–80 kpps up, the sink's ceiling included (0.57 Mpps against the
+// AF_PACKET generator's 1.6), and where they are lost (the bridge
+// port's 256-frame XDP ring or later) is not known yet. Its figures are
+// not in RESULTS.md.
 //
 // The generator's ceiling is measured every round: the director drops
 // the flood in a netdev ingress chain (the sink), and the generator runs
