@@ -90,6 +90,30 @@
 // source ports 1024..65535 of the client, then of 198.18.0.120..199 (up
 // to 5.2 million), sent round robin.
 //
+// -gen xdp selects a second generator (xdpgen.go) with the same frames,
+// flows and pacing: BPF_PROG_RUN with BPF_F_TEST_XDP_LIVE_FRAMES runs a
+// small XDP program up to 64 times per call, which rewrites the frame's
+// source address, port and checksums for the next flow (a per-CPU
+// counter) and XDP_REDIRECTs it into the client's veth. Why: on veth a
+// frame sent through AF_PACKET reaches the director as an skb without
+// 256 bytes of headroom, so any XDP program there (native or generic)
+// first copies it into a new page, a copy that dominates xlb's cost and
+// that a real NIC does not make. A redirected frame arrives as an
+// xdp_frame: native XDP runs on it in place, and without an XDP program
+// the veth builds an skb around it without a copy, as a NIC driver
+// does, if it has NAPI. In the bench's topology the client's veth ends
+// on a bridge port, so in this mode that port and the director's eth0
+// have gro on in every configuration; the port builds an skb around the
+// frame's page (256 bytes of headroom, not cloned), which the bridge
+// hands on. The sink ceiling is measured with the chosen generator.
+//
+// -gen xdp is experimental: its first run (2026-12-02, one round, on a
+// machine busy with make test) lost frames at every configuration from
+// 32–80 kpps up, the sink's ceiling included (0.57 Mpps against the
+// AF_PACKET generator's 1.6), and where they are lost (the bridge
+// port's 256-frame XDP ring or later) is not known yet. Its figures are
+// not in RESULTS.md.
+//
 // The generator's ceiling is measured every round: the director drops
 // the flood in a netdev ingress chain (the sink), and the generator runs
 // unpaced; what reaches the director's eth0 is the most that the

@@ -32,6 +32,7 @@ type report struct {
 	cpuRates   []float64
 	loadRate   float64
 	threads    int
+	gen        string // generator: "packet" or "xdp"
 	trialTime  time.Duration
 	steps      int
 	conns      int
@@ -231,11 +232,16 @@ func (r *report) markdown() string {
 	fmt.Fprintf(&b, "Machine: %s. xlb: %s, rr, one queue. What is measured and how, and the caveats: `bench/doc.go`.\n", r.machine, r.xlbMode)
 	fmt.Fprintf(&b, "Each cell is the median of %d rounds (min–max); a round runs the sink, then every configuration in turn (%s), "+
 		"each freshly started in the same topology. Ratios are medians of the per-round ratios.\n", r.rounds, strings.Join(r.dps, ", "))
-	fmt.Fprintf(&b, "Traffic: the bench's generator (AF_PACKET, sendmmsg of 64 frames, %d threads pinned one per CPU) sends 60-byte UDP frames "+
+	genDesc := "AF_PACKET, sendmmsg of 64 frames"
+	if r.gen == "xdp" {
+		genDesc = "-gen xdp: BPF_PROG_RUN with live frames, XDP_REDIRECT into the client's veth, up to 64 frames per run; " +
+			"the director's eth0 has gro on (NAPI) in every configuration"
+	}
+	fmt.Fprintf(&b, "Traffic: the bench's generator (%s, %d threads pinned one per CPU) sends 60-byte UDP frames "+
 		"(64 on a wire) to VIP:9; the lossless rate is the highest offered (achieved) rate with at most 0.1%% lost, found by bisection "+
 		"on the target below the generator's ceiling, going higher only when the generator achieved 98%% of the target "+
 		"(%d trials of %v each, after every flow was sent once).\n\n",
-		r.threads, r.steps, r.trialTime)
+		genDesc, r.threads, r.steps, r.trialTime)
 	if sink := r.results["sink"]["ceiling"]; len(sink) > 0 {
 		fmt.Fprintf(&b, "**Generator ceiling** (measured each round, director dropping the flood at its ingress, nothing forwarded): "+
 			"%s Mpps reach the director. Every configuration's forwarding shares these %d CPUs with the generator.\n\n", cell("%.3f", sink), r.threads)

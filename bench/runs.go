@@ -26,9 +26,18 @@ var floodDst = netip.AddrPortFrom(testenv.VIP, portPPS)
 // gen sends count frames over flows at rate (0: as fast as possible)
 // from the client to the director, bounded in time.
 func (b *bench) gen(ctx context.Context, flows int, rate float64, count uint64, limit time.Duration) (genResult, error) {
-	return generate(ctx, b.env.Client, b.env.Director.MAC, genSpec{
+	return b.generate(ctx, genSpec{
 		flows: flows, rate: rate, count: count, threads: b.o.threads, limit: limit, dst: floodDst,
 	})
+}
+
+// generate sends spec's traffic from the client to the director with
+// the generator -gen chose.
+func (b *bench) generate(ctx context.Context, spec genSpec) (genResult, error) {
+	if b.o.gen == "xdp" {
+		return generateXDP(ctx, b.env.Client, b.env.Director.MAC, spec)
+	}
+	return generate(ctx, b.env.Client, b.env.Director.MAC, spec)
 }
 
 // delivered counts frames past the dataplane: at the real servers, or
@@ -339,7 +348,7 @@ func (b *bench) cpuRunOn(ctx context.Context, name string, cs cpuSpec, sink bool
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		g, gerr = generate(gctx, b.env.Client, b.env.Director.MAC, genSpec{flows: cs.flows, first: cs.first,
+		g, gerr = b.generate(gctx, genSpec{flows: cs.flows, first: cs.first,
 			rate: rate, count: uint64(rate * total.Seconds()), threads: b.o.threads, limit: total + time.Second, dst: floodDst})
 	}()
 	defer wg.Wait()

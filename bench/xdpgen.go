@@ -1,0 +1,222 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"golang.org/x/sys/unix"
+
+	"github.com/xlbproject/xlb/testenv"
+)
+
+// The xdp generator (-gen xdp) sends the same frames as generate, paced
+// the same way, but through BPF_PROG_RUN with BPF_F_TEST_XDP_LIVE_FRAMES:
+// the kernel runs a small XDP program Repeat times on a page holding the
+// frame, and the program XDP_REDIRECTs it into the client's eth0. The
+// frame then reaches the director's veth as an xdp_frame, with an XDP
+// frame's headroom, so an XDP program there runs on it without first
+// copying it into a new page, which an skb from AF_PACKET needs and a
+// NIC's frame does not.
+//
+// In live-frames mode the page is initialised once per run and the
+// program may rewrite it each repetition: it picks the flow from a
+// per-CPU counter (flow = counter % flows, counter += step) and writes
+// that flow's source address, source port and both checksums, taken from
+// an array precomputed with buildFrame.
+
+// xdpFlow is one flow's fields, in network byte order as in the frame.
+type xdpFlow struct {
+	Saddr   [4]byte
+	Sport   [2]byte
+	IPCsum  [2]byte
+	UDPCsum [2]byte
+	_       [2]byte
+}
+
+const (
+	testXDPLive = 2 // BPF_F_TEST_XDP_LIVE_FRAMES
+)
+
+// xdpGenProgram builds the program: flows and step are immediates, the
+// counter and flow maps are the given ones, ifindex the client's eth0.
+func xdpGenProgram(counter, table *ebpf.Map, flows, step, ifindex int) (*ebpf.Program, error) {
+	insns := asm.Instructions{
+		// r7 = data, bounds check data+60 <= data_end
+		asm.LoadMem(asm.R7, asm.R1, 0, asm.Word),
+		asm.LoadMem(asm.R3, asm.R1, 4, asm.Word),
+		asm.Mov.Reg(asm.R4, asm.R7),
+		asm.Add.Imm(asm.R4, 60),
+		asm.JGT.Reg(asm.R4, asm.R3, "out"),
+		// r0 = &counter[0] (this CPU's)
+		asm.StoreImm(asm.R10, -4, 0, asm.Word),
+		asm.LoadMapPtr(asm.R1, counter.FD()),
+		asm.Mov.Reg(asm.R2, asm.R10),
+		asm.Add.Imm(asm.R2, -4),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "out"),
+		// flow = *r0; *r0 = flow + step; flow %= flows
+		asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
+		asm.Mov.Reg(asm.R2, asm.R1),
+		asm.Add.Imm(asm.R2, int32(step)),
+		asm.StoreMem(asm.R0, 0, asm.R2, asm.DWord),
+		asm.Mod.Imm(asm.R1, int32(flows)),
+		asm.StoreMem(asm.R10, -8, asm.R1, asm.Word),
+		asm.LoadMapPtr(asm.R1, table.FD()),
+		asm.Mov.Reg(asm.R2, asm.R10),
+		asm.Add.Imm(asm.R2, -8),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "out"),
+		// saddr at 26, sport at 34, IP checksum at 24, UDP checksum at 40
+		asm.LoadMem(asm.R1, asm.R0, 0, asm.Word),
+		asm.StoreMem(asm.R7, 26, asm.R1, asm.Word),
+		asm.LoadMem(asm.R1, asm.R0, 4, asm.Half),
+		asm.StoreMem(asm.R7, 34, asm.R1, asm.Half),
+		asm.LoadMem(asm.R1, asm.R0, 6, asm.Half),
+		asm.StoreMem(asm.R7, 24, asm.R1, asm.Half),
+		asm.LoadMem(asm.R1, asm.R0, 8, asm.Half),
+		asm.StoreMem(asm.R7, 40, asm.R1, asm.Half),
+		asm.Mov.Imm(asm.R1, int32(ifindex)).WithSymbol("out"),
+		asm.Mov.Imm(asm.R2, 0),
+		asm.FnRedirect.Call(),
+		asm.Return(),
+	}
+	return ebpf.NewProgram(&ebpf.ProgramSpec{Name: "xlb_bench_gen", Type: ebpf.XDP, License: "GPL", Instructions: insns})
+}
+
+// generateXDP is generate's twin with the xdp generator: same frames,
+// flows, pacing, threads and result.
+func generateXDP(ctx context.Context, h *testenv.Host, dstMAC net.HardwareAddr, spec genSpec) (genResult, error) {
+	if spec.threads < 1 || spec.flows < 1 || spec.first < 0 || spec.first+spec.flows > maxFlows {
+		return genResult{}, fmt.Errorf("invalid generator spec: %d threads, %d flows", spec.threads, spec.flows)
+	}
+	var ifindex int
+	if err := h.Do(func() error {
+		l, err := net.InterfaceByName(h.Ifname)
+		if err != nil {
+			return err
+		}
+		ifindex = l.Index
+		return nil
+	}); err != nil {
+		return genResult{}, err
+	}
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		return genResult{}, fmt.Errorf("count CPUs: %w", err)
+	}
+	counter, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: 1})
+	if err != nil {
+		return genResult{}, fmt.Errorf("create counter map: %w", err)
+	}
+	defer counter.Close()
+	table, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 12, MaxEntries: uint32(spec.flows)})
+	if err != nil {
+		return genResult{}, fmt.Errorf("create flow map: %w", err)
+	}
+	defer table.Close()
+	var frame [60]byte
+	keys := make([]uint32, spec.flows)
+	vals := make([]xdpFlow, spec.flows)
+	for i := range vals {
+		buildFrame(frame[:], h.MAC, dstMAC, spec.first+i, spec.dst)
+		keys[i] = uint32(i)
+		copy(vals[i].Saddr[:], frame[26:30])
+		copy(vals[i].Sport[:], frame[34:36])
+		copy(vals[i].IPCsum[:], frame[24:26])
+		copy(vals[i].UDPCsum[:], frame[40:42])
+	}
+	for off := 0; off < len(keys); off += 4096 {
+		end := min(len(keys), off+4096)
+		if _, err := table.BatchUpdate(keys[off:end], vals[off:end], nil); err != nil {
+			return genResult{}, fmt.Errorf("fill flow map: %w", err)
+		}
+	}
+	// Thread t runs on CPU t % NumCPU and sends flows t, t+threads, ...
+	// as generate's does; with more threads than CPUs, threads sharing a
+	// CPU share its counter, so the flows are still sent round robin.
+	start0 := make([]uint64, ncpu)
+	for c := range start0 {
+		start0[c] = uint64(c % spec.flows)
+	}
+	if err := counter.Put(uint32(0), start0); err != nil {
+		return genResult{}, fmt.Errorf("set flow counters: %w", err)
+	}
+	step := min(spec.threads, runtime.NumCPU())
+	prog, err := xdpGenProgram(counter, table, spec.flows, step, ifindex)
+	if err != nil {
+		return genResult{}, fmt.Errorf("load generator program: %w", err)
+	}
+	defer prog.Close()
+	buildFrame(frame[:], h.MAC, dstMAC, spec.first, spec.dst)
+
+	var sent, claimed atomic.Uint64
+	var wg sync.WaitGroup
+	errs := make([]error, spec.threads)
+	start := time.Now()
+	deadline := start.Add(spec.limit)
+	for t := 0; t < spec.threads; t++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// BPF_PROG_RUN resolves the redirect's ifindex in the
+			// caller's namespace: the thread stays in h's throughout.
+			errs[t] = h.Do(func() error {
+				return xdpGenThread(ctx, prog, frame[:], spec, t, start, deadline, &claimed, &sent)
+			})
+		}()
+	}
+	wg.Wait()
+	return genResult{sent: sent.Load(), elapsed: time.Since(start)}, errors.Join(errs...)
+}
+
+func xdpGenThread(ctx context.Context, prog *ebpf.Program, frame []byte, spec genSpec, t int,
+	start, deadline time.Time, claimed, total *atomic.Uint64) error {
+	var all, one unix.CPUSet
+	if unix.SchedGetaffinity(0, &all) == nil && runtime.NumCPU() > 1 {
+		one.Set(t % runtime.NumCPU())
+		if unix.SchedSetaffinity(0, &one) == nil {
+			defer unix.SchedSetaffinity(0, &all)
+		}
+	}
+	data := make([]byte, len(frame))
+	copy(data, frame)
+	opts := ebpf.RunOptions{Data: data, Flags: testXDPLive}
+	for {
+		now := time.Now()
+		if now.After(deadline) || ctx.Err() != nil {
+			return nil
+		}
+		c := claimed.Load()
+		if c >= spec.count {
+			return nil
+		}
+		b := min(spec.batch(), spec.count-c)
+		if spec.rate > 0 {
+			allowed := uint64(spec.rate * now.Sub(start).Seconds())
+			if allowed < c+b {
+				next := start.Add(time.Duration(float64(c+b) / spec.rate * 1e9))
+				time.Sleep(next.Sub(now))
+				continue
+			}
+		}
+		if !claimed.CompareAndSwap(c, c+b) {
+			continue
+		}
+		opts.Repeat = uint32(b)
+		// Live mode reports no return value: the test counts what arrives.
+		if _, err := prog.Run(&opts); err != nil {
+			return fmt.Errorf("run generator program: %w", err)
+		}
+		total.Add(b)
+	}
+}
