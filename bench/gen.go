@@ -197,13 +197,7 @@ func genThread(ctx context.Context, fd, ifindex int, src, dst net.HardwareAddr, 
 	start, deadline time.Time, claimed, total *atomic.Uint64) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	var all, one unix.CPUSet
-	if unix.SchedGetaffinity(0, &all) == nil && runtime.NumCPU() > 1 {
-		one.Set(t % runtime.NumCPU())
-		if unix.SchedSetaffinity(0, &one) == nil {
-			defer unix.SchedSetaffinity(0, &all)
-		}
-	}
+	defer pinThread(t)()
 	var frames [genBatch][60]byte
 	var iov [genBatch]unix.Iovec
 	var msgs [genBatch]unix.Mmsghdr
@@ -219,26 +213,9 @@ func genThread(ctx context.Context, fd, ifindex int, src, dst net.HardwareAddr, 
 	}
 	flow := t % spec.flows
 	for {
-		now := time.Now()
-		if now.After(deadline) || ctx.Err() != nil {
+		b := nextBatch(ctx, spec, start, deadline, claimed)
+		if b == 0 {
 			return nil
-		}
-		c := claimed.Load()
-		if c >= spec.count {
-			return nil
-		}
-		b := min(spec.batch(), spec.count-c)
-		if spec.rate > 0 {
-			allowed := uint64(spec.rate * now.Sub(start).Seconds())
-			if allowed < c+b {
-				// Ahead of schedule: sleep until the next batch is due.
-				next := start.Add(time.Duration(float64(c+b) / spec.rate * 1e9))
-				time.Sleep(next.Sub(now))
-				continue
-			}
-		}
-		if !claimed.CompareAndSwap(c, c+b) {
-			continue
 		}
 		for i := uint64(0); i < b; i++ {
 			buildFrame(frames[i][:], src, dst, spec.first+flow, spec.dst)
@@ -261,6 +238,51 @@ func genThread(ctx context.Context, fd, ifindex int, src, dst net.HardwareAddr, 
 			}
 			off += uint64(r)
 			total.Add(uint64(r))
+		}
+	}
+}
+
+// pinThread pins the calling thread, which must be locked to its
+// goroutine, to CPU t (modulo the CPUs there are) and returns what puts
+// its affinity back. On one CPU, or if the affinity cannot be read or
+// set, it does nothing.
+func pinThread(t int) (undo func()) {
+	var all, one unix.CPUSet
+	if unix.SchedGetaffinity(0, &all) != nil || runtime.NumCPU() < 2 {
+		return func() {}
+	}
+	one.Set(t % runtime.NumCPU())
+	if unix.SchedSetaffinity(0, &one) != nil {
+		return func() {}
+	}
+	return func() { unix.SchedSetaffinity(0, &all) }
+}
+
+// nextBatch claims the next batch of a burst shared by several threads,
+// sleeping first while the burst is ahead of spec.rate (start is its
+// first send), and returns its size: up to spec.batch() frames, or 0 once
+// spec.count are claimed, deadline has passed or ctx is done.
+func nextBatch(ctx context.Context, spec genSpec, start, deadline time.Time, claimed *atomic.Uint64) uint64 {
+	for {
+		now := time.Now()
+		if now.After(deadline) || ctx.Err() != nil {
+			return 0
+		}
+		c := claimed.Load()
+		if c >= spec.count {
+			return 0
+		}
+		b := min(spec.batch(), spec.count-c)
+		if spec.rate > 0 {
+			if allowed := uint64(spec.rate * now.Sub(start).Seconds()); allowed < c+b {
+				// Ahead of schedule: sleep until the next batch is due.
+				next := start.Add(time.Duration(float64(c+b) / spec.rate * 1e9))
+				time.Sleep(next.Sub(now))
+				continue
+			}
+		}
+		if claimed.CompareAndSwap(c, c+b) {
+			return b
 		}
 	}
 }

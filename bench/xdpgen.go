@@ -14,7 +14,6 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
-	"golang.org/x/sys/unix"
 
 	"github.com/xlbproject/xlb/testenv"
 )
@@ -181,36 +180,14 @@ func generateXDP(ctx context.Context, h *testenv.Host, dstMAC net.HardwareAddr, 
 
 func xdpGenThread(ctx context.Context, prog *ebpf.Program, frame []byte, spec genSpec, t int,
 	start, deadline time.Time, claimed, total *atomic.Uint64) error {
-	var all, one unix.CPUSet
-	if unix.SchedGetaffinity(0, &all) == nil && runtime.NumCPU() > 1 {
-		one.Set(t % runtime.NumCPU())
-		if unix.SchedSetaffinity(0, &one) == nil {
-			defer unix.SchedSetaffinity(0, &all)
-		}
-	}
+	defer pinThread(t)()
 	data := make([]byte, len(frame))
 	copy(data, frame)
 	opts := ebpf.RunOptions{Data: data, Flags: testXDPLive}
 	for {
-		now := time.Now()
-		if now.After(deadline) || ctx.Err() != nil {
+		b := nextBatch(ctx, spec, start, deadline, claimed)
+		if b == 0 {
 			return nil
-		}
-		c := claimed.Load()
-		if c >= spec.count {
-			return nil
-		}
-		b := min(spec.batch(), spec.count-c)
-		if spec.rate > 0 {
-			allowed := uint64(spec.rate * now.Sub(start).Seconds())
-			if allowed < c+b {
-				next := start.Add(time.Duration(float64(c+b) / spec.rate * 1e9))
-				time.Sleep(next.Sub(now))
-				continue
-			}
-		}
-		if !claimed.CompareAndSwap(c, c+b) {
-			continue
 		}
 		opts.Repeat = uint32(b)
 		// Live mode reports no return value: the test counts what arrives.
