@@ -174,19 +174,26 @@ func generate(ctx context.Context, h *testenv.Host, dstMAC net.HardwareAddr, spe
 			return genResult{}, err
 		}
 	}
+	return runThreads(spec, func(t int, start, deadline time.Time, claimed, sent *atomic.Uint64) error {
+		return genThread(ctx, fds[t], ifindex, h.MAC, dstMAC, spec, t, start, deadline, claimed, sent)
+	})
+}
+
+// runThreads runs spec.threads senders at once and sums what they sent.
+// Thread t sends flows t, t+threads, ...; the threads share one schedule
+// (claimed, from start until deadline), so one that other work holds off
+// its CPU is made up for by the others.
+func runThreads(spec genSpec, send func(t int, start, deadline time.Time, claimed, sent *atomic.Uint64) error) (genResult, error) {
 	var sent, claimed atomic.Uint64
 	var wg sync.WaitGroup
 	errs := make([]error, spec.threads)
 	start := time.Now()
 	deadline := start.Add(spec.limit)
 	for t := 0; t < spec.threads; t++ {
-		// Thread t sends flows t, t+threads, ...; the threads share one
-		// schedule, so one that other work holds off its CPU is made up
-		// for by the others.
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[t] = genThread(ctx, fds[t], ifindex, h.MAC, dstMAC, spec, t, start, deadline, &claimed, &sent)
+			errs[t] = send(t, start, deadline, &claimed, &sent)
 		}()
 	}
 	wg.Wait()

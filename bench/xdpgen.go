@@ -4,11 +4,9 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"runtime"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -158,24 +156,13 @@ func generateXDP(ctx context.Context, h *testenv.Host, dstMAC net.HardwareAddr, 
 	defer prog.Close()
 	buildFrame(frame[:], h.MAC, dstMAC, spec.first, spec.dst)
 
-	var sent, claimed atomic.Uint64
-	var wg sync.WaitGroup
-	errs := make([]error, spec.threads)
-	start := time.Now()
-	deadline := start.Add(spec.limit)
-	for t := 0; t < spec.threads; t++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			// BPF_PROG_RUN resolves the redirect's ifindex in the
-			// caller's namespace: the thread stays in h's throughout.
-			errs[t] = h.Do(func() error {
-				return xdpGenThread(ctx, prog, frame[:], spec, t, start, deadline, &claimed, &sent)
-			})
-		}()
-	}
-	wg.Wait()
-	return genResult{sent: sent.Load(), elapsed: time.Since(start)}, errors.Join(errs...)
+	return runThreads(spec, func(t int, start, deadline time.Time, claimed, sent *atomic.Uint64) error {
+		// BPF_PROG_RUN resolves the redirect's ifindex in the caller's
+		// namespace: the thread stays in h's throughout.
+		return h.Do(func() error {
+			return xdpGenThread(ctx, prog, frame[:], spec, t, start, deadline, claimed, sent)
+		})
+	})
 }
 
 func xdpGenThread(ctx context.Context, prog *ebpf.Program, frame []byte, spec genSpec, t int,
