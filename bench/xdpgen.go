@@ -47,7 +47,8 @@ const (
 // xdpGenProgram builds the program: flows and step are immediates, the
 // counter and flow maps are the given ones, ifindex the client's eth0.
 func xdpGenProgram(counter, table *ebpf.Map, flows, step, ifindex int) (*ebpf.Program, error) {
-	insns := asm.Instructions{
+	var insns asm.Instructions
+	insns = append(insns,
 		// r7 = data, bounds check data+60 <= data_end
 		asm.LoadMem(asm.R7, asm.R1, 0, asm.Word),
 		asm.LoadMem(asm.R3, asm.R1, 4, asm.Word),
@@ -56,11 +57,9 @@ func xdpGenProgram(counter, table *ebpf.Map, flows, step, ifindex int) (*ebpf.Pr
 		asm.JGT.Reg(asm.R4, asm.R3, "out"),
 		// r0 = &counter[0] (this CPU's)
 		asm.StoreImm(asm.R10, -4, 0, asm.Word),
-		asm.LoadMapPtr(asm.R1, counter.FD()),
-		asm.Mov.Reg(asm.R2, asm.R10),
-		asm.Add.Imm(asm.R2, -4),
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, "out"),
+	)
+	insns = append(insns, lookupOrOut(counter, -4)...)
+	insns = append(insns,
 		// flow = *r0; *r0 = flow + step; flow %= flows
 		asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
 		asm.Mov.Reg(asm.R2, asm.R1),
@@ -68,11 +67,9 @@ func xdpGenProgram(counter, table *ebpf.Map, flows, step, ifindex int) (*ebpf.Pr
 		asm.StoreMem(asm.R0, 0, asm.R2, asm.DWord),
 		asm.Mod.Imm(asm.R1, int32(flows)),
 		asm.StoreMem(asm.R10, -8, asm.R1, asm.Word),
-		asm.LoadMapPtr(asm.R1, table.FD()),
-		asm.Mov.Reg(asm.R2, asm.R10),
-		asm.Add.Imm(asm.R2, -8),
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, "out"),
+	)
+	insns = append(insns, lookupOrOut(table, -8)...)
+	insns = append(insns,
 		// saddr at 26, sport at 34, IP checksum at 24, UDP checksum at 40
 		asm.LoadMem(asm.R1, asm.R0, 0, asm.Word),
 		asm.StoreMem(asm.R7, 26, asm.R1, asm.Word),
@@ -86,8 +83,20 @@ func xdpGenProgram(counter, table *ebpf.Map, flows, step, ifindex int) (*ebpf.Pr
 		asm.Mov.Imm(asm.R2, 0),
 		asm.FnRedirect.Call(),
 		asm.Return(),
-	}
+	)
 	return ebpf.NewProgram(&ebpf.ProgramSpec{Name: "xlb_bench_gen", Type: ebpf.XDP, License: "GPL", Instructions: insns})
+}
+
+// lookupOrOut looks up the 4-byte key at r10+off in m: r0 is the value,
+// or the program jumps to "out" (the frame sent as it is) if m has none.
+func lookupOrOut(m *ebpf.Map, off int16) asm.Instructions {
+	return asm.Instructions{
+		asm.LoadMapPtr(asm.R1, m.FD()),
+		asm.Mov.Reg(asm.R2, asm.R10),
+		asm.Add.Imm(asm.R2, int32(off)),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "out"),
+	}
 }
 
 // generateXDP is generate's twin with the xdp generator: same frames,
