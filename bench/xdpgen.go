@@ -20,10 +20,11 @@ import (
 // the same way, but through BPF_PROG_RUN with BPF_F_TEST_XDP_LIVE_FRAMES:
 // the kernel runs a small XDP program Repeat times on a page holding the
 // frame, and the program XDP_REDIRECTs it into the client's eth0. The
-// frame then reaches the director's veth as an xdp_frame, with an XDP
-// frame's headroom, so an XDP program there runs on it without first
-// copying it into a new page, which an skb from AF_PACKET needs and a
-// NIC's frame does not.
+// frame then reaches the veth's other end as an xdp_frame, with an XDP
+// frame's headroom; on a bridge port (the bench's topology) it becomes
+// an skb around that page, which keeps the headroom on to the director.
+// An XDP program there runs on it without first copying it into a new
+// page, which an skb from AF_PACKET needs and a NIC's frame does not.
 //
 // In live-frames mode the page is initialised once per run and the
 // program may rewrite it each repetition: it picks the flow from a
