@@ -235,7 +235,7 @@ func (r *report) markdown() string {
 	genDesc := "AF_PACKET, sendmmsg of 64 frames"
 	if r.gen == "xdp" {
 		genDesc = "-gen xdp: BPF_PROG_RUN with live frames, XDP_REDIRECT into the client's veth, up to 64 frames per run; " +
-			"the director's eth0 has gro on (NAPI) in every configuration"
+			"the client's bridge port and the director's eth0 have gro on (NAPI) in every configuration"
 	}
 	fmt.Fprintf(&b, "Traffic: the bench's generator (%s, %d threads pinned one per CPU) sends 60-byte UDP frames "+
 		"(64 on a wire) to VIP:9; the lossless rate is the highest offered (achieved) rate with at most 0.1%% lost, found by bisection "+
