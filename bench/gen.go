@@ -43,16 +43,24 @@ type genSpec struct {
 	limit   time.Duration // stops earlier than count if it takes longer
 	dst     netip.AddrPort
 	first   int // flows are first .. first+flows-1 (flowSource's numbering)
+	// maxBatch is the most frames a thread sends per call, 0 for
+	// genBatch (the xdp generator's calls take xdpBatch).
+	maxBatch int
 }
 
-// batch is how many frames a thread sends per sendmmsg: 64, or at a low
-// rate as many as are due per millisecond (one at 1k pps), so that a
-// trickle is a trickle and not a burst of 64 every 64 ms.
+// batch is how many frames a thread sends per call (a sendmmsg, a
+// BPF_PROG_RUN): maxBatch (genBatch by default), or at a low rate as many
+// as are due per millisecond (one at 1k pps), so that a trickle is a
+// trickle and not a burst of 64 every 64 ms.
 func (s genSpec) batch() uint64 {
-	if s.rate <= 0 {
-		return genBatch
+	most := genBatch
+	if s.maxBatch > 0 {
+		most = s.maxBatch
 	}
-	return uint64(min(genBatch, max(1, int(s.rate/1000))))
+	if s.rate <= 0 {
+		return uint64(most)
+	}
+	return uint64(min(most, max(1, int(s.rate/1000))))
 }
 
 type genResult struct {

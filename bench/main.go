@@ -236,7 +236,7 @@ func run(o options) (err error) {
 	}
 
 	fmt.Fprintf(os.Stderr, "== topology: client, director, 3 real servers\n")
-	env, err := testenv.Setup(testenv.Options{Name: fmt.Sprintf("xb%d", os.Getpid()%100000), RealServers: 3, Servers: true, DirectorQueues: o.queues})
+	env, err := topology(o, fmt.Sprintf("xb%d", os.Getpid()%100000), o.queues)
 	if err != nil {
 		return fmt.Errorf("build topology: %w", err)
 	}
@@ -246,20 +246,6 @@ func run(o options) (err error) {
 		}
 		fmt.Fprintf(os.Stderr, "== torn down: every namespace removed\n")
 	}()
-	if o.gen == "xdp" {
-		// An xdp_frame redirected into the client's veth arrives at its
-		// bridge-side end, which takes it only with NAPI (gro on) and
-		// builds an skb around the frame's page: 256 bytes of headroom,
-		// not cloned, so the bridge hands the director a frame that XDP
-		// runs on without a copy, as on a NIC. The director's eth0 gets
-		// NAPI too, for the configurations without a native program.
-		if out, err := env.Bridge.Command("ethtool", "-K", env.Client.Peer, "gro", "on").CombinedOutput(); err != nil {
-			return fmt.Errorf("enable gro on the client's bridge port %s: %w: %s", env.Client.Peer, err, out)
-		}
-		if out, err := env.Director.Command("ethtool", "-K", "eth0", "gro", "on").CombinedOutput(); err != nil {
-			return fmt.Errorf("enable gro on the director's eth0: %w: %s", err, out)
-		}
-	}
 
 	b := &bench{o: o, env: env, dir: dir, bin: bin, log: os.Stderr,
 		softirqd: ksoftirqds(),
@@ -556,4 +542,41 @@ func machineNote(load0, load1 string) string {
 	}
 	return fmt.Sprintf("%s, %d vCPUs (%s) shared with other work, Linux %s, %s/%s; 1-minute load average %s at the start, %s at the end",
 		runtime.Version(), runtime.NumCPU(), model, kernel, runtime.GOOS, runtime.GOARCH, load0, load1)
+}
+
+// topology builds the bench's topology (client, director with
+// dirQueues queues, 3 real servers) and readies it for o.gen.
+//
+// With the xdp generator, an xdp_frame redirected into the client's
+// veth arrives at its bridge-side end, which takes it only with NAPI
+// (gro on) and builds an skb around the frame's page: 256 bytes of
+// headroom, not cloned, so the bridge hands the director a frame that
+// XDP runs on without a copy, as on a NIC. The director's eth0 gets NAPI
+// too, for the configurations without a native program. The client's
+// veth has a queue per CPU: the redirect picks the bridge-side RX queue
+// by the sending CPU, and each queue's NAPI runs on the CPU that fed
+// it, between that thread's own batches. With one queue, the second
+// thread's frames met a ring whose NAPI the other CPU held, and 2-20%
+// were dropped there at any rate (xdp_xmit_errors), the sink's runs
+// included.
+func topology(o options, name string, dirQueues int) (env *testenv.Env, err error) {
+	opts := testenv.Options{Name: name, RealServers: 3, Servers: true, DirectorQueues: dirQueues}
+	if o.gen == "xdp" {
+		opts.ClientQueues = runtime.NumCPU()
+	}
+	if env, err = testenv.Setup(opts); err != nil {
+		return nil, err
+	}
+	if o.gen != "xdp" {
+		return env, nil
+	}
+	if out, err := env.Bridge.Command("ethtool", "-K", env.Client.Peer, "gro", "on").CombinedOutput(); err != nil {
+		err = fmt.Errorf("enable gro on the client's bridge port %s: %w: %s", env.Client.Peer, err, out)
+		return nil, errors.Join(err, env.Close())
+	}
+	if out, err := env.Director.Command("ethtool", "-K", "eth0", "gro", "on").CombinedOutput(); err != nil {
+		err = fmt.Errorf("enable gro on the director's eth0: %w: %s", err, out)
+		return nil, errors.Join(err, env.Close())
+	}
+	return env, nil
 }

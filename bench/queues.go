@@ -11,8 +11,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-
-	"github.com/xlbproject/xlb/testenv"
 )
 
 // Queue scaling: xlb-dr and nft-fwd on the main topology (the
@@ -36,7 +34,7 @@ func (b *bench) measureQueues(ctx context.Context) (err error) {
 		return nil
 	}
 	fmt.Fprintf(b.log, "== queue scaling: a second topology, the director's veth with %d queues\n", n)
-	env, err := testenv.Setup(testenv.Options{Name: fmt.Sprintf("xq%d", os.Getpid()%100000), RealServers: 3, Servers: true, DirectorQueues: n})
+	env, err := topology(b.o, fmt.Sprintf("xq%d", os.Getpid()%100000), n)
 	if err != nil {
 		return fmt.Errorf("build the %d-queue topology: %w", n, err)
 	}

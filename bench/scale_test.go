@@ -23,6 +23,14 @@ func TestGenBatch(t *testing.T) {
 			t.Errorf("batch at %.0f pps = %d, want %d", c.rate, got, c.want)
 		}
 	}
+	for _, c := range []struct {
+		rate float64
+		want uint64
+	}{{0, 256}, {1000, 1}, {100000, 100}, {250000, 250}, {1e6, 256}} {
+		if got := (genSpec{rate: c.rate, maxBatch: xdpBatch}).batch(); got != c.want {
+			t.Errorf("xdp batch at %.0f pps = %d, want %d", c.rate, got, c.want)
+		}
+	}
 }
 
 // The scaling destinations are distinct, outside the topology's

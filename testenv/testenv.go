@@ -70,6 +70,13 @@ type Options struct {
 	// (netdev_pick_tx, no XPS here): flows spread over the queues as RSS
 	// spreads them on a NIC.
 	DirectorQueues int
+	// ClientQueues, if above 1, gives the client's eth0 veth (both ends)
+	// this many RX and TX queues. A frame XDP_REDIRECTed into a veth goes
+	// to the peer's RX queue numbered by the sending CPU, whose NAPI runs
+	// on that CPU: with a queue per CPU, senders on several CPUs each
+	// feed a ring of their own, drained between their own batches
+	// (bench's xdp generator).
+	ClientQueues int
 }
 
 // RealKind is how a real server is set up, after the forwarding method
@@ -475,6 +482,9 @@ func (env *Env) plug(h *Host, ifname, bridge string, addr, addr6 netip.Addr, p4,
 	queues := 1
 	if h.Name == "dir" && ifname == "eth0" && env.opts.DirectorQueues > 1 {
 		queues = env.opts.DirectorQueues
+	}
+	if h.Name == "cli" && ifname == "eth0" && env.opts.ClientQueues > 1 {
+		queues = env.opts.ClientQueues
 	}
 	veth := &netlink.Veth{
 		LinkAttrs: netlink.LinkAttrs{
