@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"net"
 	"runtime"
@@ -28,11 +29,11 @@ import (
 // An XDP program there runs on it without first copying it into a new
 // page, which an skb from AF_PACKET needs and a NIC's frame does not.
 //
-// In live-frames mode the page is initialised once per run and the
-// program may rewrite it each repetition: it picks the flow from a
-// per-CPU counter (flow = counter % flows, counter += step) and writes
-// that flow's source address, source port and both checksums, taken from
-// an array precomputed with buildFrame.
+// Each run the program writes the whole frame (flow 0's, from
+// immediates: see xdpGenProgram for why), picks the flow from a per-CPU
+// counter (flow = counter % flows, counter += step) and writes that
+// flow's source address, source port and both checksums, taken from an
+// array precomputed with buildFrame.
 
 // xdpFlow is one flow's fields, in network byte order as in the frame.
 type xdpFlow struct {
@@ -56,9 +57,24 @@ const (
 	xdpBatch = 256
 )
 
-// xdpGenProgram builds the program: flows and step are immediates, the
+// xdpGenProgram builds the program: frame (60 bytes, flow 0's) is
+// written whole by immediates, flows and step are immediates, the
 // counter and flow maps are the given ones, ifindex the client's eth0.
-func xdpGenProgram(counter, table *ebpf.Map, flows, step, ifindex int) (*ebpf.Program, error) {
+//
+// Every run writes the whole frame, not only the flow's fields: in live
+// mode the kernel initialises a page only when its page pool creates
+// it, and a page comes back to the pool, for the next run of the same
+// call, when the frame's skb is freed, as the dataplane left it. A
+// director that rewrote it in place (nft fwd's MACs, ip_forward's TTL, a
+// NAT, an XDP program's XDP_TX) returned a frame addressed to a real
+// server from the director's MAC: the generator then sent that, the
+// bridge learnt the director's MAC on the client's port and dropped
+// every later frame for the director (ip-forward and nft delivered
+// nothing, and the director was cut off until the entry aged).
+func xdpGenProgram(frame []byte, counter, table *ebpf.Map, flows, step, ifindex int) (*ebpf.Program, error) {
+	if len(frame) != 60 {
+		return nil, fmt.Errorf("generator frame of %d bytes, want 60", len(frame))
+	}
 	var insns asm.Instructions
 	insns = append(insns,
 		// r7 = data, bounds check data+60 <= data_end
@@ -67,6 +83,17 @@ func xdpGenProgram(counter, table *ebpf.Map, flows, step, ifindex int) (*ebpf.Pr
 		asm.Mov.Reg(asm.R4, asm.R7),
 		asm.Add.Imm(asm.R4, 60),
 		asm.JGT.Reg(asm.R4, asm.R3, "out"),
+	)
+	// The frame: 7 double words and a word, stored as the bytes lie in
+	// memory.
+	for off := 0; off < 56; off += 8 {
+		insns = append(insns,
+			asm.LoadImm(asm.R1, int64(binary.NativeEndian.Uint64(frame[off:])), asm.DWord),
+			asm.StoreMem(asm.R7, int16(off), asm.R1, asm.DWord))
+	}
+	insns = append(insns,
+		asm.Mov.Imm32(asm.R1, int32(binary.NativeEndian.Uint32(frame[56:]))),
+		asm.StoreMem(asm.R7, 56, asm.R1, asm.Word),
 		// r0 = &counter[0] (this CPU's)
 		asm.StoreImm(asm.R10, -4, 0, asm.Word),
 	)
@@ -170,7 +197,8 @@ func generateXDP(ctx context.Context, h *testenv.Host, dstMAC net.HardwareAddr, 
 		return genResult{}, fmt.Errorf("set flow counters: %w", err)
 	}
 	step := min(spec.threads, runtime.NumCPU())
-	prog, err := xdpGenProgram(counter, table, spec.flows, step, ifindex)
+	buildFrame(frame[:], h.MAC, dstMAC, spec.first, spec.dst)
+	prog, err := xdpGenProgram(frame[:], counter, table, spec.flows, step, ifindex)
 	if err != nil {
 		return genResult{}, fmt.Errorf("load generator program: %w", err)
 	}
@@ -180,7 +208,6 @@ func generateXDP(ctx context.Context, h *testenv.Host, dstMAC net.HardwareAddr, 
 		return genResult{}, err
 	}
 	defer unpin()
-	buildFrame(frame[:], h.MAC, dstMAC, spec.first, spec.dst)
 	spec.maxBatch = xdpBatch
 
 	return runThreads(spec, func(t int, start, deadline time.Time, claimed, sent *atomic.Uint64) error {
