@@ -92,30 +92,34 @@
 //
 // -gen xdp selects a second generator (xdpgen.go) with the same frames,
 // flows and pacing: BPF_PROG_RUN with BPF_F_TEST_XDP_LIVE_FRAMES runs a
-// small XDP program up to 64 times per call, which rewrites the frame's
-// source address, port and checksums for the next flow (a per-CPU
-// counter) and XDP_REDIRECTs it into the client's veth. Why: on veth a
-// frame sent through AF_PACKET reaches the director as an skb without
-// 256 bytes of headroom, so any XDP program there (native or generic)
-// first copies it into a new page, a copy that dominates xlb's cost and
-// that a real NIC does not make. A redirected frame arrives as an
-// xdp_frame: native XDP runs on it in place, and without an XDP program
-// the veth builds an skb around it without a copy, as a NIC driver
-// does, if it has NAPI. In the bench's topology the client's veth ends
-// on a bridge port, so in this mode that port and the director's eth0
-// have gro on in every configuration; the port builds an skb around the
-// frame's page (256 bytes of headroom, not cloned), which the bridge
-// hands on. The sink ceiling is measured with the chosen generator.
+// small XDP program up to 256 times per call, which writes the whole
+// frame, then the next flow's source address, port and checksums (a
+// per-CPU counter), and XDP_REDIRECTs it into the client's veth. Why: on
+// veth a frame sent through AF_PACKET reaches the director as an skb
+// without 256 bytes of headroom, so any XDP program there (native or
+// generic) first copies it into a new page, a copy that dominates xlb's
+// cost and that a real NIC does not make. A redirected frame arrives as
+// an xdp_frame: native XDP runs on it in place, and without an XDP
+// program the veth builds an skb around it without a copy, as a NIC
+// driver does, if it has NAPI. In the bench's topology the client's veth
+// ends on a bridge port, so in this mode that port and the director's
+// eth0 have gro on in every configuration; the port builds an skb around
+// the frame's page (256 bytes of headroom, not cloned), which the bridge
+// hands on. The sink ceiling is measured with the chosen generator; the
+// run writes RESULTS.md's second dataplane section, so that both
+// generators' figures stay side by side.
 //
-// -gen xdp is experimental: its first run (2026-12-02, one round, on a
-// machine busy with make test) lost frames at every configuration from
-// 32–80 kpps up, the sink's ceiling included (0.57 Mpps against the
-// AF_PACKET generator's 1.6), and where they are lost (the bridge
-// port's 256-frame XDP ring or later) is not known yet. Its figures are
-// not in RESULTS.md. A second, quiet run found the generator itself
-// costly when paced: the sink alone used 5954 CPU-ns per packet at 250
-// kpps (1758 with AF_PACKET), likely the page pool each live-frames call
-// sets up for its 64 frames; 5000 frames per call reach 4.7 Mpps.
+// Three things made its first runs lose frames everywhere (2026-12-02),
+// each fixed in xdpgen.go and described where it is fixed: each call
+// rewrote the kernel's XDP dispatcher (2 ms of CPU and IPIs to every
+// CPU per call: the program is now held in the dispatcher by a veth of
+// its own); two threads fed one bridge-side ring whose NAPI ran on the
+// other CPU (the client's veth now has a queue per CPU); and a page came
+// back for the next run as the dataplane had rewritten it, so the
+// generator sent frames from the director's MAC and the bridge cut the
+// director off (the program now writes the whole frame). Into the sink
+// it then carries 2.45 Mpps, 0 frames lost from 50 kpps up (AF_PACKET:
+// 1.64).
 //
 // The generator's ceiling is measured every round: the director drops
 // the flood in a netdev ingress chain (the sink), and the generator runs

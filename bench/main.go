@@ -81,7 +81,7 @@ func main() {
 	flag.IntVar(&o.pings, "pings", 3000, "UDP round trips timed per run")
 	flag.IntVar(&o.conns, "conns", 16, "concurrent wrk connections")
 	flag.StringVar(&dps, "dataplanes", strings.Join(allDataplanes, ","), "configurations to measure")
-	flag.StringVar(&o.out, "out", "", "rewrite the \""+sectionHeading+"\" section of this markdown file (e.g. bench/RESULTS.md)")
+	flag.StringVar(&o.out, "out", "", "rewrite the \""+sectionHeading+"\" section of this markdown file (e.g. bench/RESULTS.md); with -gen xdp, the \""+sectionHeadingXDP+"\" section")
 	flag.StringVar(&o.chart, "chart", "", "write the delivered-vs-offered charts as PNG files with this path prefix (e.g. bench/rate)")
 	flag.BoolVar(&o.verbose, "v", false, "print xlb's full counters after each xlb run")
 	flag.IntVar(&o.queues, "director-queues", 1, "RX and TX queues of the director's veth; xlb serves them all, one worker each")
@@ -367,10 +367,10 @@ func run(o options) (err error) {
 	fmt.Println()
 	fmt.Print(table)
 	if o.out != "" {
-		if err := writeSection(o.out, sectionHeading, table); err != nil {
+		if err := writeSection(o.out, heading(o.gen), table); err != nil {
 			return err
 		}
-		fmt.Fprintf(os.Stderr, "== wrote %q in %s\n", sectionHeading, o.out)
+		fmt.Fprintf(os.Stderr, "== wrote %q in %s\n", heading(o.gen), o.out)
 	}
 	if len(b.failures) > 0 {
 		return fmt.Errorf("%d checks failed:\n  %s", len(b.failures), strings.Join(b.failures, "\n  "))

@@ -14,8 +14,21 @@ import (
 	"gonum.org/v1/plot/plotter"
 )
 
-// sectionHeading is the RESULTS.md section this bench owns.
-const sectionHeading = "## dataplane: xlb vs kernel"
+// sectionHeading is the RESULTS.md section this bench owns, and
+// sectionHeadingXDP the one it writes with -gen xdp, so that a run with
+// each generator stays in the file.
+const (
+	sectionHeading    = "## dataplane: xlb vs kernel"
+	sectionHeadingXDP = "## dataplane: xlb vs kernel, frames with XDP headroom (-gen xdp)"
+)
+
+// heading is the section a run with generator gen writes.
+func heading(gen string) string {
+	if gen == "xdp" {
+		return sectionHeadingXDP
+	}
+	return sectionHeading
+}
 
 // report is one bench run, ready to print.
 type report struct {
@@ -234,8 +247,8 @@ func (r *report) markdown() string {
 		"each freshly started in the same topology. Ratios are medians of the per-round ratios.\n", r.rounds, strings.Join(r.dps, ", "))
 	genDesc := "AF_PACKET, sendmmsg of 64 frames"
 	if r.gen == "xdp" {
-		genDesc = "-gen xdp: BPF_PROG_RUN with live frames, XDP_REDIRECT into the client's veth, up to 64 frames per run; " +
-			"the client's bridge port and the director's eth0 have gro on (NAPI) in every configuration"
+		genDesc = "-gen xdp: BPF_PROG_RUN with live frames, XDP_REDIRECT into the client's veth, up to 256 frames per call; " +
+			"the client's veth has a queue per CPU, and its bridge port and the director's eth0 have gro on (NAPI) in every configuration"
 	}
 	fmt.Fprintf(&b, "Traffic: the bench's generator (%s, %d threads pinned one per CPU) sends 60-byte UDP frames "+
 		"(64 on a wire) to VIP:9; the lossless rate is the highest offered (achieved) rate with at most 0.1%% lost, found by bisection "+

@@ -21,6 +21,8 @@ func TestReplaceSection(t *testing.T) {
 			"# R\n\n" + h + "\n\nnew\n\n## b\nB\n"},
 		{"similar heading untouched", "## dataplane: xlb vs kernel NAT\n\nX\n",
 			"## dataplane: xlb vs kernel NAT\n\nX\n\n" + h + "\n\nnew\n"},
+		{"the xdp generator's section untouched", "# R\n\n" + h + "\n\nold\n\n" + sectionHeadingXDP + "\n\nX\n",
+			"# R\n\n" + h + "\n\nnew\n\n" + sectionHeadingXDP + "\n\nX\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
