@@ -56,12 +56,16 @@ fuzz:
 # scaling (bench/doc.go), under 15 minutes on 2 quiet CPUs; add
 # BENCH_ARGS='-out bench/RESULTS.md -chart bench/rate' to record a run.
 # bench-quick (in make test): one short round that fails unless every
-# configuration forwarded traffic in every test (under 2 minutes).
+# configuration forwarded traffic in every test (under 2 minutes), then
+# one with the xdp generator over the kernel baselines and xlb with and
+# without the offload (under a minute).
 bench: deps build
 	$(GO) run ./bench -xlb $(BIN) $(BENCH_ARGS)
 
 bench-quick: build
 	$(GO) run ./bench -quick -xlb $(BIN)
+	$(GO) run ./bench -quick -gen xdp -xlb $(BIN) -rs-counts '' -queue-scaling 0 \
+		-dataplanes ip-forward,nft-fwd,nft-dnat,xlb-dr,xlb-dr-offload-generic,xlb-nat-offload-generic
 
 generate:
 	$(GO) generate ./bpf
