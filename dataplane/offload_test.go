@@ -2169,3 +2169,95 @@ func BenchmarkOffloadDeletes(b *testing.B) {
 		})
 	}
 }
+
+// foldWorker is an offloading worker on the real flows map with n UDP
+// flows installed (client to real server), the clients 10.64.0.0/10,
+// its conntrack table large enough for them.
+func foldWorker(b *testing.B, n int) (*worker, *bpf.Objects, []bpf.FlowKey) {
+	o := loadOffloadFlows(b, 1<<17)
+	w, k := testWorker(b)
+	withOffload(b, w, o)
+	copts := conntrack.DefaultOptions()
+	copts.Capacity = 1 << 17
+	copts.Registry = w.dp.reg
+	copts.Settings = w.dp.ctSettings
+	copts.OffloadRefresh = func(e *conntrack.Entry, _ int64) { w.off.refresh(w, e) }
+	copts.OffloadReleased = func(e *conntrack.Entry) { w.off.released(e) }
+	ct, err := conntrack.New(copts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	w.ct = ct
+	w.off.max = 1 << 17
+	w.off.flows, w.off.at, w.off.byKey = make([]offFlow, 0, n), make(map[*conntrack.Entry]int32, n), make(map[bpf.FlowKey]int32, n)
+	k.keep = false
+	keys := make([]bpf.FlowKey, 0, n)
+	for i := 0; i < n; i += maxBatch {
+		for j := i; j < min(i+maxBatch, n); j++ {
+			src := netip.AddrFrom4([4]byte{10, 64 | byte(j>>16), byte(j >> 8), byte(j)})
+			f := pt.Packet{SrcMAC: clientMAC, DstMAC: directorMAC[:], Src: src, Dst: testVIP,
+				SrcPort: 10000, DstPort: 53, UDP: true, Payload: []byte("xlb")}.Frame()
+			k.deliver(f)
+			keys = append(keys, flowKeyOf(f))
+		}
+		w.poll(1) // the flows' installs are written at its edge
+	}
+	if w.off.keys != n {
+		b.Fatalf("%d flows installed, want %d", w.off.keys, n)
+	}
+	return w, o, keys
+}
+
+// The fold pass of an idle worker with 100,000 offloaded flows (idleStep
+// with no frames arriving: the whole pass), on the real map: quiet, no
+// flow forwarded anything since the last pass (a walk, a byKey lookup
+// per flow); active, every flow forwarded a frame (and a conntrack Fold
+// each). A pass is due every foldEveryNs (1 s): its time per op is the
+// worker's CPU time per second on it. The map updates that make the
+// flows active are not timed.
+func BenchmarkOffloadFoldPass(b *testing.B) {
+	const n = 100000
+	w, o, keys := foldWorker(b, n)
+	vals := make([]bpf.Flow, 4096)
+	now := int64(2 * foldEveryNs)
+	for _, variant := range []string{"quiet", "active"} {
+		b.Run(variant, func(b *testing.B) {
+			b.ReportAllocs()
+			startThreadCPU(b) // locks the goroutine to its thread
+			cpu := int64(0)
+			for b.Loop() {
+				if variant == "active" {
+					b.StopTimer()
+					for i := 0; i < n; i += len(vals) {
+						m := min(len(vals), n-i)
+						for j := range m {
+							if err := o.LookupFlow(&keys[i+j], &vals[j]); err != nil {
+								b.Fatal(err)
+							}
+							vals[j].Packets++
+							vals[j].Bytes += 60
+							vals[j].LastSeen = uint64(kt0 + now - 1)
+						}
+						if c, err := o.PutFlows(keys[i:i+m], vals[:m]); c != m || err != nil {
+							b.Fatal(c, err)
+						}
+					}
+					b.StartTimer()
+				}
+				folds := w.off.folds
+				t0 := threadNow(b)
+				w.off.idleStep(w, now)
+				cpu += threadNow(b) - t0
+				if w.off.pass != now || w.off.folds-folds != n {
+					b.Fatalf("a pass folded %d flows (pass at %d, now %d), want %d", w.off.folds-folds, w.off.pass, now, n)
+				}
+				if w.off.walk == nil {
+					b.Fatal("the walk failed: the pass looked every flow up")
+				}
+				now += foldEveryNs
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1e6, "ms/pass")
+			b.ReportMetric(float64(cpu)/float64(b.N)/1e6, "cpu-ms/pass")
+		})
+	}
+}
