@@ -195,6 +195,15 @@ type offloader struct {
 	cur   bpf.FlowCursor
 	wkeys [walkChunk]bpf.FlowKey
 	wvals [walkChunk]bpf.Flow
+
+	// walking: a pass over the map is under way; read: the entries it
+	// has read so far; mapSeen: those the latest complete walk read, the
+	// map's size then, all workers' flows. lookups: the pass under way
+	// looks its flows up instead (fewFlows); looked: passes so made
+	// since the latest walk.
+	walking, lookups      bool
+	read, mapSeen, looked int
+
 	// cfg and fwd are the configuration and forwarding table the flows
 	// were last checked against.
 	cfg *workerConfig
@@ -627,6 +636,8 @@ func (o *offloader) refresh(w *worker, e *conntrack.Entry) {
 // fold pass is due (every foldEveryNs), up to budget flows are
 // folded (budget < 0: the rest of the pass); when the map is walked, a
 // chunk (walkChunk entries) per walkChunk flows of budget, rounded up.
+// A pass walks the map, or, when this worker has few of its flows
+// (fewFlows), looks them up one by one.
 func (o *offloader) step(w *worker, now int64, budget int) {
 	if fwd := w.dp.fwd.Load(); fwd != o.fwd || w.seen != o.cfg {
 		o.fwd, o.cfg = fwd, w.seen
@@ -636,7 +647,7 @@ func (o *offloader) step(w *worker, now int64, budget int) {
 	if now-o.pass < foldEveryNs {
 		return
 	}
-	if o.walk != nil {
+	if o.walk != nil && !o.lookups && (o.walking || !o.fewFlows()) {
 		if budget > 0 {
 			// The busy path's foldBatch: one chunk per batch. It was
 			// foldBatch chunks (1536 entries, 0.5 ms here) while a pass
@@ -646,15 +657,34 @@ func (o *offloader) step(w *worker, now int64, budget int) {
 		o.walkStep(w, now, budget)
 		return
 	}
+	o.lookups = true
 	for budget != 0 && o.next < len(o.flows) {
 		o.fold(w, o.next)
 		o.next++
 		budget--
 	}
 	if o.next >= len(o.flows) {
-		o.next, o.pass = 0, now
+		o.next, o.pass, o.lookups = 0, now, false
+		o.looked++
 	}
 }
+
+// lookupPerEntry is what a flow's lookup (LookupFlow, about 2 µs) costs
+// in entries of a walk (0.5-0.7 µs each, BenchmarkOffloadFoldPass).
+const lookupPerEntry = 4
+
+// fewFlows says whether the next fold pass costs less by looking this
+// worker's flows up than by walking the map: the workers share it, and a
+// worker with a few flows walked all the others' too. The map's size is
+// the latest walk's, and walked again every lookupPasses passes, so that
+// a map that shrank is seen. With no flow, the pass is over at once.
+func (o *offloader) fewFlows() bool {
+	return len(o.flows) == 0 || len(o.flows)*lookupPerEntry < o.mapSeen && o.looked < lookupPasses
+}
+
+// lookupPasses is how many passes in a row fewFlows chooses lookups
+// before a walk measures the map again.
+const lookupPasses = 8
 
 // idleFold is how much of a fold pass an idle worker does between two
 // looks at its RX ring, in flows: 8 WalkFlows chunks (0.2-0.4 ms here),
@@ -676,8 +706,12 @@ const idleFold = 8 * walkChunk
 // when every flow forwarded frames (a conntrack Fold each). Once per
 // foldEveryNs, that is 5-13% of a CPU for an idle worker. Chunks of
 // 1024 entries (98 calls) did not measurably change it: the cost is per
-// entry, not per syscall. Every worker walks the whole map, which they
-// share, its flows and the others'.
+// entry, not per syscall. The workers share the map: a walk reads the
+// others' flows too, so a worker with few of its own (fewer than a
+// quarter of the map: fewFlows) looks them up instead, at about 2.6 µs
+// each: 1,000 flows in a map of 100,000 cost it 2.6 CPU-ms a pass
+// against 33 for the walk (BenchmarkOffloadFoldShared, load 2); with
+// none, a pass costs nothing.
 func (o *offloader) idleStep(w *worker, now int64) {
 	for {
 		o.step(w, now, idleFold)
@@ -694,8 +728,10 @@ func (o *offloader) idleStep(w *worker, now int64) {
 // When a walk fails (a hash bucket larger than a chunk: ENOSPC), the
 // worker folds flow by flow from then on, a lookup each.
 func (o *offloader) walkStep(w *worker, now int64, budget int) {
+	o.walking = true
 	for ; budget != 0; budget-- {
 		n, end, err := o.walk.WalkFlows(&o.cur, o.wkeys[:], o.wvals[:])
+		o.read += n
 		for j := range n {
 			if x, ok := o.byKey[o.wkeys[j]]; ok {
 				o.foldDir(w, &o.flows[x>>1], int(x&1), &o.wvals[j])
@@ -704,10 +740,12 @@ func (o *offloader) walkStep(w *worker, now int64, budget int) {
 		if err != nil {
 			o.errs++
 			o.walk = nil // from now on, a lookup per flow
+			o.walking, o.read = false, 0
 			return
 		}
 		if end {
-			o.pass = now
+			o.pass, o.walking = now, false
+			o.mapSeen, o.read, o.looked = o.read, 0, 0
 			return
 		}
 	}

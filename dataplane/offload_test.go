@@ -35,6 +35,7 @@ type fakeFlows struct {
 	puts, dels int
 	batches    int // PutFlows calls
 	delBatches int // DeleteFlows calls
+	looks      int // LookupFlow calls
 	// delFail, if not 0, makes DeleteFlows fail at its keys[delFail-1]
 	// with EINVAL, those before it deleted, as the kernel's batch stops
 	// at a key it cannot delete; DeleteFlow still works.
@@ -67,6 +68,7 @@ func (f *fakeFlows) PutFlows(keys []bpf.FlowKey, vals []bpf.Flow) (int, error) {
 }
 
 func (f *fakeFlows) LookupFlow(k *bpf.FlowKey, v *bpf.Flow) error {
+	f.looks++
 	x, ok := f.m[*k]
 	if !ok {
 		return ebpf.ErrKeyNotExist
@@ -879,6 +881,64 @@ func TestOffloadFoldChunks(t *testing.T) {
 	w.idle(now)
 	if ff.walks != walks {
 		t.Errorf("idle walked again before the next pass was due")
+	}
+}
+
+// A worker with few of its flows in a map that holds many (other
+// workers') looks them up for a fold pass instead of walking the whole
+// map, once a walk has measured the map; it walks again every
+// lookupPasses passes; the folds are the same either way. A worker with
+// no flows ends its passes at once, without a syscall.
+func TestOffloadFoldFewFlows(t *testing.T) {
+	ff, w, _, es, frames := installedFlows(t, 5)
+	const others = 1000
+	for i := range others {
+		var a, b [16]byte
+		a[10], a[11], a[12], a[13], a[14], a[15], b[15] = 0xff, 0xff, 10, 99, byte(i>>8), byte(i), 100
+		ff.m[bpf.MakeFlowKey(a, 1024, b, 80, 17)] = bpf.Flow{Dest: 1}
+	}
+	now := int64(foldEveryNs)
+	pass := func() {
+		t.Helper()
+		now += foldEveryNs
+		w.off.idleStep(w, now)
+		if w.off.pass != now {
+			t.Fatalf("the pass at %d did not end", now)
+		}
+	}
+	walks, looks := ff.walks, ff.looks
+	pass() // the first walks: the map's size is not known yet
+	if ff.walks == walks || ff.looks != looks || w.off.mapSeen != others+5 {
+		t.Fatalf("first pass: %d walks, %d lookups, map seen %d; want walks, no lookup, %d", ff.walks-walks, ff.looks-looks, w.off.mapSeen, others+5)
+	}
+	for p := range lookupPasses {
+		ff.forward(t, flowKeyOf(frames[2]), 3, 100, kt0+now)
+		in, _, _, _ := es[2].Counters()
+		walks, looks, folds := ff.walks, ff.looks, w.off.folds
+		pass()
+		if ff.walks != walks || ff.looks-looks != 5 || w.off.folds-folds != 5 {
+			t.Fatalf("pass %d: %d walks, %d lookups, %d folds; want 0, 5, 5", p, ff.walks-walks, ff.looks-looks, w.off.folds-folds)
+		}
+		if in2, _, _, _ := es[2].Counters(); in2-in != 3 {
+			t.Fatalf("pass %d folded %d packets of flow 2, want 3", p, in2-in)
+		}
+	}
+	walks = ff.walks
+	pass()
+	if ff.walks == walks || w.off.looked != 0 {
+		t.Errorf("after %d passes by lookups: no walk (looked %d)", lookupPasses, w.off.looked)
+	}
+
+	// No flow: no syscall.
+	for _, e := range es {
+		w.ct.Remove(e)
+	}
+	w.off.step(w, now, 0)
+	walks, looks = ff.walks, ff.looks
+	pass()
+	pass()
+	if ff.walks != walks || ff.looks != looks {
+		t.Errorf("a worker with no flows: %d walks, %d lookups; want 0", ff.walks-walks, ff.looks-looks)
 	}
 }
 
@@ -2255,6 +2315,56 @@ func BenchmarkOffloadFoldPass(b *testing.B) {
 					b.Fatal("the walk failed: the pass looked every flow up")
 				}
 				now += foldEveryNs
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1e6, "ms/pass")
+			b.ReportMetric(float64(cpu)/float64(b.N)/1e6, "cpu-ms/pass")
+		})
+	}
+}
+
+// The fold pass of an idle worker with 1,000 offloaded flows in a map of
+// 100,000, the others another worker's (the workers share the map):
+// walk, the whole map walked (as every pass was before fewFlows);
+// lookups, its 1,000 flows looked up. Quiet flows; thread CPU time per
+// pass, as BenchmarkOffloadFoldPass.
+func BenchmarkOffloadFoldShared(b *testing.B) {
+	const own, n = 1000, 100000
+	w, o, _ := foldWorker(b, own)
+	keys, vals := make([]bpf.FlowKey, 0, 1024), make([]bpf.Flow, 1024)
+	for i := own; i < n; i++ {
+		var a, c [16]byte
+		a[10], a[11], a[12], a[13], a[14], a[15], c[15] = 0xff, 0xff, 10, 32|byte(i>>16), byte(i>>8), byte(i), 100
+		keys = append(keys, bpf.MakeFlowKey(a, 1024, c, 80, 17))
+		if len(keys) == cap(keys) || i == n-1 {
+			if m, err := o.PutFlows(keys, vals[:len(keys)]); m != len(keys) || err != nil {
+				b.Fatal(m, err)
+			}
+			keys = keys[:0]
+		}
+	}
+	now := int64(2 * foldEveryNs)
+	w.off.idleStep(w, now) // a walk: the map's size
+	if w.off.mapSeen != n {
+		b.Fatalf("the walk saw %d flows, want %d", w.off.mapSeen, n)
+	}
+	for _, variant := range []string{"walk", "lookups"} {
+		b.Run(variant, func(b *testing.B) {
+			b.ReportAllocs()
+			startThreadCPU(b)
+			cpu := int64(0)
+			for b.Loop() {
+				now += foldEveryNs
+				w.off.looked = 0
+				if variant == "walk" {
+					w.off.mapSeen = 0 // unknown: walk
+				}
+				folds := w.off.folds
+				t0 := threadNow(b)
+				w.off.idleStep(w, now)
+				cpu += threadNow(b) - t0
+				if w.off.pass != now || w.off.folds-folds != own {
+					b.Fatalf("a pass folded %d flows, want %d", w.off.folds-folds, own)
+				}
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1e6, "ms/pass")
 			b.ReportMetric(float64(cpu)/float64(b.N)/1e6, "cpu-ms/pass")
