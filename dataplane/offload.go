@@ -699,7 +699,7 @@ const idleFold = 8 * walkChunk
 // 0.2 Mpps.
 //
 // What a pass costs, at 100,000 offloaded flows on the real map
-// (BenchmarkOffloadFoldPass, thread CPU time, load 3-5): 51-72 ms when
+// (BenchmarkOffloadFoldPass, thread CPU time, load 2-5): 51-84 ms when
 // the flows are quiet (no frame since the last pass: 1,042 WalkFlows of
 // 96 entries, about 57% of it in the kernel's batch lookup, the rest
 // the byKey lookups and foldDir's cache misses on flows), 84-131 ms
