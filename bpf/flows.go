@@ -226,6 +226,54 @@ func (o *Objects) DeleteFlow(k *FlowKey) error {
 	return nil
 }
 
+// DeleteFlows removes flows keys in one BPF_MAP_DELETE_BATCH (Linux
+// 5.6), and returns how many it went through: all of them, or, with an
+// error, a count n such that keys[:n] are gone (keys[n:] may or may not
+// be: an error the kernel returns before its loop leaves no count). An
+// absent flow is not an error, as for DeleteFlow, and does not stop the
+// rest: the kernel's batch (generic_map_delete_batch) stops at the first
+// key it cannot delete, ENOENT included, and reports the keys before it;
+// DeleteFlows goes on after the absent key with one more syscall. It
+// does not allocate.
+//
+// Per flow, on a preallocated map of 2^17 entries (BenchmarkDeleteFlows,
+// root, Linux 6.18, 2 vCPUs shared with other work, load 5.3-9, four
+// runs): a DeleteFlow 3.1-10.3 µs; in batches of 16 0.26-3.7 µs, of 64
+// 0.13-1.03, of 256 0.16-0.66. As for PutFlows, the syscall's entry and
+// exit are most of a single delete's cost.
+func (o *Objects) DeleteFlows(keys []FlowKey) (int, error) {
+	if len(keys) == 0 {
+		return 0, nil
+	}
+	if o.objs.Flows.MaxEntries() <= 1 {
+		return 0, fmt.Errorf("delete flows: %w", errOffloadOff)
+	}
+	fd := uint32(o.objs.Flows.FD())
+	done := 0
+	// Bounded: each round but the last passes at least one key.
+	for done < len(keys) {
+		attr := batchAttr{
+			keys:  unsafe.Pointer(&keys[done]),
+			count: uint32(len(keys) - done),
+			mapFD: fd,
+		}
+		_, _, errno := unix.Syscall(unix.SYS_BPF, unix.BPF_MAP_DELETE_BATCH, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
+		if errno == 0 {
+			break
+		}
+		if errno != unix.ENOENT {
+			// The count is the kernel's only when its loop ran, which
+			// ENOENT proves; otherwise none of this round is known gone.
+			runtime.KeepAlive(keys)
+			return done, fmt.Errorf("delete flows: %w", errno)
+		}
+		// keys[done+count] is absent: as good as deleted.
+		done += min(int(attr.count), len(keys)-done-1) + 1
+	}
+	runtime.KeepAlive(keys) // read by the kernel through attr
+	return len(keys), nil
+}
+
 // DestCounters adds to c what the program forwarded for destination id.
 func (o *Objects) DestCounters(id uint32, c *DestCounters) error {
 	if int(id) >= o.maxDests {

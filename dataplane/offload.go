@@ -56,8 +56,21 @@ import (
 // half a second with single updates, and its RX ring overflowed. A
 // direction counts as installed only once the batch wrote it. Deletes (at
 // connection events: FIN, RST, expiry, a destination or next hop
-// changing) stay immediate, one syscall each: they are rarer, and a
-// deleted flow's frames must reach the worker from its next frame on.
+// changing) are queued too (deleteQueue) and written at the same edge
+// with one BPF_MAP_DELETE_BATCH (writeDeletes), before the installs: a
+// flow deleted and installed again under the same key in one batch (a
+// connection reset and a new one on the same tuple) ends installed. A
+// single delete is 3-10 µs here, a batched one 0.13-0.7 µs per flow
+// (bpf.DeleteFlows); with the worker's bookkeeping a flow taken out
+// costs it 0.23-0.28 µs batched against 5-9 µs alone
+// (BenchmarkOffloadDeletes): the deletes of a destination removed with
+// 100,000 flows, about 25 ms against 0.5-0.9 s. Between the event and the edge
+// (within the batch) the program forwards the flow's frames as before:
+// they go to the same destination and are counted in dest_stats, so
+// --stats stays exact; the entry was folded when the flow was taken out
+// (drop, check, flushAll), and its state-changing frames (SYN, FIN,
+// RST) come to the worker anyway. A destination or next hop change is
+// found at the edge itself (check), whose deletes the same edge writes.
 // Folds read the map in chunks at batch edges, with a bounded budget.
 
 // flowTable is the XDP program's flows map as the worker uses it:
@@ -69,6 +82,12 @@ type flowTable interface {
 	// failed (bpf.Objects.PutFlows).
 	PutFlows(keys []bpf.FlowKey, vals []bpf.Flow) (int, error)
 	LookupFlow(*bpf.FlowKey, *bpf.Flow) error
+	// DeleteFlows removes keys in one batch, absent ones being no error,
+	// and returns how many it went through: all, or with an error n such
+	// that keys[:n] are gone (bpf.Objects.DeleteFlows).
+	DeleteFlows(keys []bpf.FlowKey) (int, error)
+	// DeleteFlow removes one flow, an absent one being no error: the
+	// fallback when a DeleteFlows batch fails.
 	DeleteFlow(*bpf.FlowKey) error
 }
 
@@ -105,6 +124,16 @@ const walkChunk = 96
 // frames, which still reach the worker. A full flush of 256 is about
 // 100-130 µs (bpf.PutFlows), of 64 frames' worth about 40 µs.
 const installQueue = 256
+
+// deleteQueue is how many deletes a worker queues between two batch
+// edges, each written at the next edge (writeDeletes), before the
+// installs. A batch of frames queues at most two per frame (drop: both
+// directions) and the expiry in between a few; check, when a
+// destination goes, queues all its flows. A full queue is written at
+// once, as one batch: a delete is never left out (a stale flow would
+// forward to a removed destination for ever). A batch of 256 is about
+// 45-170 µs here (bpf.DeleteFlows), as many single deletes 0.8-2.6 ms.
+const deleteQueue = 256
 
 // offloadAfter is how many frames a direction of a connection goes
 // through the worker before it is offloaded. Installing a flow and
@@ -166,6 +195,15 @@ type offloader struct {
 	cur   bpf.FlowCursor
 	wkeys [walkChunk]bpf.FlowKey
 	wvals [walkChunk]bpf.Flow
+
+	// walking: a pass over the map is under way; read: the entries it
+	// has read so far; mapSeen: those the latest complete walk read, the
+	// map's size then, all workers' flows. lookups: the pass under way
+	// looks its flows up instead (fewFlows); looked: passes so made
+	// since the latest walk.
+	walking, lookups      bool
+	read, mapSeen, looked int
+
 	// cfg and fwd are the configuration and forwarding table the flows
 	// were last checked against.
 	cfg *workerConfig
@@ -179,6 +217,11 @@ type offloader struct {
 	qvals [installQueue]bpf.Flow
 	qat   [installQueue]int32
 	qn    int
+	// The delete queue, entries [0, dn) of dkeys, written at the batch
+	// edge before the install queue (writeDeletes): flows the worker
+	// took out (forget), whose frames the program forwards until then.
+	dkeys [deleteQueue]bpf.FlowKey
+	dn    int
 
 	installed, removed, folds, errs uint64
 
@@ -384,7 +427,14 @@ func (w *worker) offload(e *conntrack.Entry, dir conntrack.Dir, method modes.Met
 // counted in errs, with those after it, and left to its next frames,
 // which still reach the worker; a flow left with no direction installed
 // or queued is no longer offloaded.
+//
+// The deletes queued since the last edge are written first: a flow
+// taken out and installed again in the same batch (a connection reset
+// and a new one on the same tuple; a next hop changing, check) ends
+// installed, with the new rewrite, and the map has the room the deletes
+// free.
 func (o *offloader) flush(w *worker) {
+	o.writeDeletes()
 	if o.qn == 0 {
 		return
 	}
@@ -435,6 +485,36 @@ func (o *offloader) flush(w *worker) {
 		}
 	}
 	o.qn = 0
+}
+
+// writeDeletes writes the queued deletes in one DeleteFlows (an absent
+// flow is no error). When the batch fails, the deletes it did not go
+// through are made one at a time, and those that fail are counted in
+// errs, as each failed delete was before the queue.
+func (o *offloader) writeDeletes() {
+	if o.dn == 0 {
+		return
+	}
+	n, err := o.m.DeleteFlows(o.dkeys[:o.dn])
+	if err != nil {
+		o.errs++
+		for j := max(0, min(n, o.dn)); j < o.dn; j++ {
+			if err := o.m.DeleteFlow(&o.dkeys[j]); err != nil {
+				o.errs++
+			}
+		}
+	}
+	o.dn = 0
+}
+
+// queueDelete queues the delete of flow k, written at the batch edge;
+// with the queue full, the queue is written first.
+func (o *offloader) queueDelete(k *bpf.FlowKey) {
+	if o.dn == deleteQueue {
+		o.writeDeletes()
+	}
+	o.dkeys[o.dn] = *k
+	o.dn++
 }
 
 // fold adds what the program forwarded of flow i since the last fold to
@@ -490,16 +570,17 @@ func (o *offloader) drop(w *worker, e *conntrack.Entry) {
 	o.forget(int(i))
 }
 
-// forget deletes flow i from the program and from the set.
+// forget takes flow i out of the set and queues its deletes from the
+// program (queueDelete), which the batch edge writes; the program
+// forwards its frames until then, counting them in dest_stats (--stats
+// stays exact; the entry has had its last fold).
 func (o *offloader) forget(i int) {
 	f := &o.flows[i]
 	was := false // in the program
 	for dir := range f.on {
 		if f.on[dir] {
 			was = true
-			if err := o.m.DeleteFlow(&f.key[dir]); err != nil {
-				o.errs++
-			}
+			o.queueDelete(&f.key[dir])
 			o.keys--
 			if o.byKey != nil {
 				delete(o.byKey, f.key[dir])
@@ -555,6 +636,8 @@ func (o *offloader) refresh(w *worker, e *conntrack.Entry) {
 // fold pass is due (every foldEveryNs), up to budget flows are
 // folded (budget < 0: the rest of the pass); when the map is walked, a
 // chunk (walkChunk entries) per walkChunk flows of budget, rounded up.
+// A pass walks the map, or, when this worker has few of its flows
+// (fewFlows), looks them up one by one.
 func (o *offloader) step(w *worker, now int64, budget int) {
 	if fwd := w.dp.fwd.Load(); fwd != o.fwd || w.seen != o.cfg {
 		o.fwd, o.cfg = fwd, w.seen
@@ -564,7 +647,7 @@ func (o *offloader) step(w *worker, now int64, budget int) {
 	if now-o.pass < foldEveryNs {
 		return
 	}
-	if o.walk != nil {
+	if o.walk != nil && !o.lookups && (o.walking || !o.fewFlows()) {
 		if budget > 0 {
 			// The busy path's foldBatch: one chunk per batch. It was
 			// foldBatch chunks (1536 entries, 0.5 ms here) while a pass
@@ -574,15 +657,34 @@ func (o *offloader) step(w *worker, now int64, budget int) {
 		o.walkStep(w, now, budget)
 		return
 	}
+	o.lookups = true
 	for budget != 0 && o.next < len(o.flows) {
 		o.fold(w, o.next)
 		o.next++
 		budget--
 	}
 	if o.next >= len(o.flows) {
-		o.next, o.pass = 0, now
+		o.next, o.pass, o.lookups = 0, now, false
+		o.looked++
 	}
 }
+
+// lookupPerEntry is what a flow's lookup (LookupFlow, about 2 µs) costs
+// in entries of a walk (0.5-0.7 µs each, BenchmarkOffloadFoldPass).
+const lookupPerEntry = 4
+
+// fewFlows says whether the next fold pass costs less by looking this
+// worker's flows up than by walking the map: the workers share it, and a
+// worker with a few flows walked all the others' too. The map's size is
+// the latest walk's, and walked again every lookupPasses passes, so that
+// a map that shrank is seen. With no flow, the pass is over at once.
+func (o *offloader) fewFlows() bool {
+	return len(o.flows) == 0 || len(o.flows)*lookupPerEntry < o.mapSeen && o.looked < lookupPasses
+}
+
+// lookupPasses is how many passes in a row fewFlows chooses lookups
+// before a walk measures the map again.
+const lookupPasses = 8
 
 // idleFold is how much of a fold pass an idle worker does between two
 // looks at its RX ring, in flows: 8 WalkFlows chunks (0.2-0.4 ms here),
@@ -595,6 +697,21 @@ const idleFold = 8 * walkChunk
 // offloaded flows, 30% of the worker's samples in the bench's 100k-flow
 // search (perf), while its RX ring, 2048 frames, overflowed in 10 ms at
 // 0.2 Mpps.
+//
+// What a pass costs, at 100,000 offloaded flows on the real map
+// (BenchmarkOffloadFoldPass, thread CPU time, load 2-5): 51-84 ms when
+// the flows are quiet (no frame since the last pass: 1,042 WalkFlows of
+// 96 entries, about 57% of it in the kernel's batch lookup, the rest
+// the byKey lookups and foldDir's cache misses on flows), 84-131 ms
+// when every flow forwarded frames (a conntrack Fold each). Once per
+// foldEveryNs, that is 5-13% of a CPU for an idle worker. Chunks of
+// 1024 entries (98 calls) did not measurably change it: the cost is per
+// entry, not per syscall. The workers share the map: a walk reads the
+// others' flows too, so a worker with few of its own (fewer than a
+// quarter of the map: fewFlows) looks them up instead, at about 2.6 µs
+// each: 1,000 flows in a map of 100,000 cost it 2.6 CPU-ms a pass
+// against 33 for the walk (BenchmarkOffloadFoldShared, load 2); with
+// none, a pass costs nothing.
 func (o *offloader) idleStep(w *worker, now int64) {
 	for {
 		o.step(w, now, idleFold)
@@ -611,8 +728,10 @@ func (o *offloader) idleStep(w *worker, now int64) {
 // When a walk fails (a hash bucket larger than a chunk: ENOSPC), the
 // worker folds flow by flow from then on, a lookup each.
 func (o *offloader) walkStep(w *worker, now int64, budget int) {
+	o.walking = true
 	for ; budget != 0; budget-- {
 		n, end, err := o.walk.WalkFlows(&o.cur, o.wkeys[:], o.wvals[:])
+		o.read += n
 		for j := range n {
 			if x, ok := o.byKey[o.wkeys[j]]; ok {
 				o.foldDir(w, &o.flows[x>>1], int(x&1), &o.wvals[j])
@@ -621,10 +740,12 @@ func (o *offloader) walkStep(w *worker, now int64, budget int) {
 		if err != nil {
 			o.errs++
 			o.walk = nil // from now on, a lookup per flow
+			o.walking, o.read = false, 0
 			return
 		}
 		if end {
-			o.pass = now
+			o.pass, o.walking = now, false
+			o.mapSeen, o.read, o.looked = o.read, 0, 0
 			return
 		}
 	}
@@ -654,7 +775,8 @@ func (o *offloader) check(w *worker, fwd []destFwd) {
 }
 
 // flushAll folds every flow and takes them all out of the program, when
-// the worker stops; the queued installs are dropped.
+// the worker stops: the deletes are written before it returns; the
+// queued installs are dropped.
 func (o *offloader) flushAll(w *worker) {
 	for len(o.flows) > 0 {
 		i := len(o.flows) - 1
@@ -663,6 +785,7 @@ func (o *offloader) flushAll(w *worker) {
 		w.ct.SetOffloaded(e, false)
 		o.forget(i)
 	}
+	o.writeDeletes()
 	o.qn = 0
 }
 

@@ -470,6 +470,11 @@ func (w *worker) poll(now int64) int {
 		w.publishHandoff()
 	}
 	if n == 0 {
+		if w.off != nil {
+			// No batch edge (step) follows: the deletes queued before
+			// the batch (a sync record's eviction) are written now.
+			w.off.writeDeletes()
+		}
 		return w.flush()
 	}
 	w.nudgeResolver()
