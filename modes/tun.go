@@ -37,29 +37,67 @@ func tunIn(f *Frame, m *packet.Meta, p *Plan) Verdict {
 	if inner == nil {
 		return Malformed
 	}
-	ov := family(&p.RS)
-	if family(&p.Encap.Src) != ov || p.Encap.Type > GRE {
+	// The plan's family and overhead, derived once here (Overhead and
+	// family each test the 12-byte IPv4-mapped prefix again).
+	v4 := packet.IsIPv4Mapped(&p.RS)
+	if packet.IsIPv4Mapped(&p.Encap.Src) != v4 || p.Encap.Type > GRE {
 		return Unsupported
 	}
-	push := p.Overhead()
-	if v := check(inner, m, p, push); v != OK {
-		return v
+	hl, et := 40, uint16(packet.EtherTypeIPv6)
+	if v4 {
+		hl, et = 20, packet.EtherTypeIPv4
 	}
-	if f.Off < push {
-		return NoRoom
+	push := hl + encapLen[p.Encap.Type]
+	if p.Encap.Type == GRE && p.Encap.Csum {
+		push += greCsumLen
 	}
-	packet.DecrementTTLWithChecksumUpdate(inner, m.Version)
-	ttl := packet.TTL(inner, m.Version)
-	ds := ecnEncap(packet.DSField(inner, m.Version))
-	df := m.Version == 4 && packet.DF(inner)
-	innerProto, innerType := uint8(packet.ProtoIPIP), uint16(packet.EtherTypeIPv4)
+	// The inner header's fields through an array view: ip checked its
+	// length, and the view costs one bounds check instead of one per field.
+	var ttl, ds uint8
 	var id uint16
+	df := false
+	innerProto, innerType := uint8(packet.ProtoIPIP), uint16(packet.EtherTypeIPv4)
 	if m.Version == 4 {
-		id = be16(inner[4:])
+		h := (*[20]byte)(inner)
+		if ttl = h[8]; ttl <= 1 {
+			return TTLExceeded
+		}
+		df = h[6]&0x40 != 0
+		if p.MTU > 0 && m.IPLen+push > p.MTU {
+			if df {
+				return TooBig
+			}
+			return NeedFrag
+		}
+		if f.Off < push {
+			return NoRoom
+		}
+		packet.DecrementTTLWithChecksumUpdate(h[:], 4)
+		ttl--
+		ds, id = h[1], uint16(h[4])<<8|uint16(h[5])
 	} else {
+		h := (*[40]byte)(inner)
+		if ttl = h[7]; ttl <= 1 {
+			return TTLExceeded
+		}
+		if p.MTU > 0 && m.IPLen+push > p.MTU {
+			return TooBig
+		}
+		if f.Off < push {
+			return NoRoom
+		}
+		ttl--
+		h[7] = ttl
+		ds = h[0]<<4 | h[1]>>4
 		innerProto, innerType = packet.ProtoIPv6, packet.EtherTypeIPv6
-		id = innerID6(inner)
+		if v4 {
+			// Only an outer IPv4 header has an identification: the
+			// hash of 48 bytes is 3-4% of an IPv6-in-IPv6 frame's
+			// worker samples when made for nothing.
+			id = innerID6(inner)
+		}
 	}
+	ds = ecnEncap(ds)
 
 	l2 := m.L3Off
 	off := f.Off - push
@@ -71,13 +109,8 @@ func tunIn(f *Frame, m *packet.Meta, p *Plan) Verdict {
 		copy(b[12:l2-2], f.Buf[f.Off+12:f.Off+l2-2])
 	}
 	setEth(b, p)
-	h := b[l2:]
-	hl := 40
-	et := uint16(packet.EtherTypeIPv6)
-	if ov == 4 {
-		hl, et = 20, packet.EtherTypeIPv4
-	}
 	binary.BigEndian.PutUint16(b[l2-2:], et)
+	h := b[l2:]
 	proto := innerProto
 	switch p.Encap.Type {
 	case GUE:
@@ -85,21 +118,28 @@ func tunIn(f *Frame, m *packet.Meta, p *Plan) Verdict {
 	case GRE:
 		proto = packet.ProtoGRE
 	}
-	if ov == 4 {
+	if v4 {
 		packet.PutIPv4Header(h, ds, tot, id, df, ttl, proto, &p.Encap.Src, &p.RS)
 	} else {
 		packet.PutIPv6Header(h, ds, tot-40, proto, ttl, &p.Encap.Src, &p.RS)
 	}
-	e := h[hl:tot]
 	switch p.Encap.Type {
 	case GUE:
-		putGUE(e, h, ov, innerProto, m, p)
+		ov := uint8(6)
+		if v4 {
+			ov = 4
+		}
+		putGUE(h[hl:tot], h, ov, innerProto, m, p)
 	case GRE:
-		putGRE(e, innerType, p.Encap.Csum)
+		putGRE(h[hl:tot], innerType, p.Encap.Csum)
 	}
 	f.Off, f.Len = off, l2+tot
 	return OK
 }
+
+// encapLen is the bytes an encapsulation adds between the outer IP header
+// and the inner packet (GRE's checksum word aside).
+var encapLen = [...]int{IPIP: 0, GUE: udpLen + gueLen, GRE: greLen}
 
 // putGUE writes the UDP and GUE headers at e, which runs to the end of the
 // outer packet h.
