@@ -102,10 +102,11 @@
 // an xdp_frame: native XDP runs on it in place, and without an XDP
 // program the veth builds an skb around it without a copy, as a NIC
 // driver does, if it has NAPI. In the bench's topology the client's veth
-// ends on a bridge port, so in this mode that port and the director's
-// eth0 have gro on in every configuration; the port builds an skb around
-// the frame's page (256 bytes of headroom, not cloned), which the bridge
-// hands on. The sink ceiling is measured with the chosen generator; the
+// ends on a bridge port, so in this mode that port has an XDP program
+// that passes everything (NAPI without GRO: GRO merged the client's TCP
+// segments into GSO packets larger than the MTU, main.go's topology) in
+// every configuration; the port builds an skb around the frame's page
+// (256 bytes of headroom, not cloned), which the bridge hands on. The sink ceiling is measured with the chosen generator; the
 // run writes RESULTS.md's second dataplane section, so that both
 // generators' figures stay side by side.
 //

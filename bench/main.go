@@ -547,18 +547,21 @@ func machineNote(load0, load1 string) string {
 // topology builds the bench's topology (client, director with
 // dirQueues queues, 3 real servers) and readies it for o.gen.
 //
-// With the xdp generator, an xdp_frame redirected into the client's
-// veth arrives at its bridge-side end, which takes it only with NAPI
-// (gro on) and builds an skb around the frame's page: 256 bytes of
-// headroom, not cloned, so the bridge hands the director a frame that
-// XDP runs on without a copy, as on a NIC. The director's eth0 gets NAPI
-// too, for the configurations without a native program. The client's
-// veth has a queue per CPU: the redirect picks the bridge-side RX queue
-// by the sending CPU, and each queue's NAPI runs on the CPU that fed
-// it, between that thread's own batches. With one queue, the second
+// With the xdp generator, an xdp_frame redirected into the client's veth
+// arrives at its bridge-side end, which takes it only with NAPI: that
+// port gets an XDP program that passes everything (passProgram), and
+// builds an skb around the frame's page, 256 bytes of headroom, not
+// cloned, so the bridge hands the director a frame that XDP runs on
+// without a copy, as on a NIC. Not GRO, the other way to NAPI: it merged
+// the client's TCP segments into 64 KB GSO packets, which generic XDP
+// sees whole, larger than the MTU, and which no AF_XDP frame holds, so
+// every offloaded configuration's iperf3 stalled. The client's veth has
+// a queue per CPU: the redirect picks the bridge-side RX queue by the
+// sending CPU, and each queue's NAPI runs on the CPU that fed it,
+// between that thread's own batches. With one queue, the second
 // thread's frames met a ring whose NAPI the other CPU held, and 2-20%
 // were dropped there at any rate (xdp_xmit_errors), the sink's runs
-// included.
+// included. The director is as with the packet generator.
 func topology(o options, name string, dirQueues int) (env *testenv.Env, err error) {
 	opts := testenv.Options{Name: name, RealServers: 3, Servers: true, DirectorQueues: dirQueues}
 	if o.gen == "xdp" {
@@ -570,12 +573,7 @@ func topology(o options, name string, dirQueues int) (env *testenv.Env, err erro
 	if o.gen != "xdp" {
 		return env, nil
 	}
-	if out, err := env.Bridge.Command("ethtool", "-K", env.Client.Peer, "gro", "on").CombinedOutput(); err != nil {
-		err = fmt.Errorf("enable gro on the client's bridge port %s: %w: %s", env.Client.Peer, err, out)
-		return nil, errors.Join(err, env.Close())
-	}
-	if out, err := env.Director.Command("ethtool", "-K", "eth0", "gro", "on").CombinedOutput(); err != nil {
-		err = fmt.Errorf("enable gro on the director's eth0: %w: %s", err, out)
+	if err := passOnPort(env.Bridge, env.Client.Peer); err != nil {
 		return nil, errors.Join(err, env.Close())
 	}
 	return env, nil

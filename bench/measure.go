@@ -183,6 +183,11 @@ func (b *bench) connRate(ctx context.Context, keepAlive bool) (sample, error) {
 	}, nil
 }
 
+// minGbps is the least an iperf3 run must move for the bench to count
+// the configuration as forwarding TCP: every configuration moves more
+// than a Gbit/s here.
+const minGbps = 0.01
+
 // throughput runs iperf3 TCP streams from the client to the VIP's
 // port 5201, served by the first real server only.
 func (b *bench) throughput(ctx context.Context, streams int) (sample, error) {

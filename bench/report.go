@@ -248,7 +248,7 @@ func (r *report) markdown() string {
 	genDesc := "AF_PACKET, sendmmsg of 64 frames"
 	if r.gen == "xdp" {
 		genDesc = "-gen xdp: BPF_PROG_RUN with live frames, XDP_REDIRECT into the client's veth, up to 256 frames per call; " +
-			"the client's veth has a queue per CPU, and its bridge port and the director's eth0 have gro on (NAPI) in every configuration"
+			"the client's veth has a queue per CPU, and its bridge port an XDP program that passes everything (NAPI without GRO) in every configuration"
 	}
 	fmt.Fprintf(&b, "Traffic: the bench's generator (%s, %d threads pinned one per CPU) sends 60-byte UDP frames "+
 		"(64 on a wire) to VIP:9; the lossless rate is the highest offered (achieved) rate with at most 0.1%% lost, found by bisection "+

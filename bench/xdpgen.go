@@ -268,3 +268,28 @@ func pinDispatcher(h *testenv.Host, prog *ebpf.Program) (unpin func(), err error
 	}
 	return func() { _ = h.Do(func() error { return netlink.LinkDel(la) }) }, nil
 }
+
+// passOnPort attaches an XDP program that passes every frame to ifname
+// in h, natively: a veth takes frames redirected into its peer only
+// with NAPI, which a program turns on without GRO. The program stays
+// with the interface until the namespace goes.
+func passOnPort(h *testenv.Host, ifname string) error {
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name: "xlb_bench_pass", Type: ebpf.XDP, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()}, // XDP_PASS
+	})
+	if err != nil {
+		return fmt.Errorf("load xdp pass program: %w", err)
+	}
+	defer prog.Close()
+	return h.Do(func() error {
+		l, err := netlink.LinkByName(ifname)
+		if err != nil {
+			return err
+		}
+		if err := netlink.LinkSetXdpFdWithFlags(l, prog.FD(), nl.XDP_FLAGS_DRV_MODE); err != nil {
+			return fmt.Errorf("attach xdp pass program to %s: %w", ifname, err)
+		}
+		return nil
+	})
+}
