@@ -274,12 +274,9 @@ func pinDispatcher(h *testenv.Host, prog *ebpf.Program) (unpin func(), err error
 // with NAPI, which a program turns on without GRO. The program stays
 // with the interface until the namespace goes.
 func passOnPort(h *testenv.Host, ifname string) error {
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name: "xlb_bench_pass", Type: ebpf.XDP, License: "GPL",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()}, // XDP_PASS
-	})
+	prog, err := testenv.NewXDPPass()
 	if err != nil {
-		return fmt.Errorf("load xdp pass program: %w", err)
+		return err
 	}
 	defer prog.Close()
 	return h.Do(func() error {

@@ -160,13 +160,17 @@ func offloadWorker(t testing.TB, m flowTable) (*worker, *fakeKernel) {
 }
 
 // withOffload turns the offload on in w, a test worker, over m.
-func withOffload(t testing.TB, w *worker, m flowTable) {
+func withOffload(t testing.TB, w *worker, m flowTable) { withOffloadSized(t, w, m, 1<<12) }
+
+// withOffloadSized is withOffload with a conntrack table of capacity
+// entries.
+func withOffloadSized(t testing.TB, w *worker, m flowTable, capacity int) {
 	t.Helper()
 	w.off = newOffloader(m, 64, time.Now())
 	w.off.kt0 = kt0
 	w.off.after, w.off.afterUDP = 1, 1 // at the first frame: the tests below are about what happens then (TestOffloadAfter: the thresholds)
 	copts := conntrack.DefaultOptions()
-	copts.Capacity = 1 << 12
+	copts.Capacity = capacity
 	copts.Registry = w.dp.reg
 	copts.Settings = w.dp.ctSettings
 	copts.OffloadRefresh = func(e *conntrack.Entry, _ int64) { w.off.refresh(w, e) }
@@ -467,6 +471,13 @@ func udpFlows(t *testing.T, w *worker, k *fakeKernel, n int) ([]*conntrack.Entry
 // yet written.
 func queuedFlows(t *testing.T, n int) (*fakeFlows, *worker, []*conntrack.Entry, [][]byte) {
 	t.Helper()
+	ff, w, _, es, frames := queuedFlowsKernel(t, n)
+	return ff, w, es, frames
+}
+
+// queuedFlowsKernel is queuedFlows with the worker's fake kernel.
+func queuedFlowsKernel(t *testing.T, n int) (*fakeFlows, *worker, *fakeKernel, []*conntrack.Entry, [][]byte) {
+	t.Helper()
 	ff := newFakeFlows()
 	w, k := offloadWorker(t, ff)
 	es, frames := udpFlows(t, w, k, n)
@@ -474,7 +485,7 @@ func queuedFlows(t *testing.T, n int) (*fakeFlows, *worker, []*conntrack.Entry, 
 	for _, e := range es {
 		w.offload(e, conntrack.DirInput, modes.Route, true, fwd)
 	}
-	return ff, w, es, frames
+	return ff, w, k, es, frames
 }
 
 // Installs are queued during a batch and written at its edge, in one
@@ -656,13 +667,7 @@ func TestOffloadQueueCapacity(t *testing.T) {
 // installed (client to real server), in the map.
 func installedFlows(t *testing.T, n int) (*fakeFlows, *worker, *fakeKernel, []*conntrack.Entry, [][]byte) {
 	t.Helper()
-	ff := newFakeFlows()
-	w, k := offloadWorker(t, ff)
-	es, frames := udpFlows(t, w, k, n)
-	fwd := *w.dp.fwd.Load()
-	for _, e := range es {
-		w.offload(e, conntrack.DirInput, modes.Route, true, fwd)
-	}
+	ff, w, k, es, frames := queuedFlowsKernel(t, n)
 	w.off.step(w, 2, 0)
 	if len(ff.m) != n || w.off.keys != n {
 		t.Fatalf("%d flows in the map, %d keys; want %d", len(ff.m), w.off.keys, n)
@@ -764,16 +769,7 @@ func TestOffloadDeleteQueueFull(t *testing.T) {
 	w, k := offloadWorker(t, ff)
 	w.off.max = 1 << 12
 	es, _ := udpFlows(t, w, k, n)
-	fwd := *w.dp.fwd.Load()
-	for i, e := range es {
-		w.offload(e, conntrack.DirInput, modes.Route, true, fwd)
-		if i%installQueue == installQueue-1 || i == n-1 {
-			w.off.step(w, 1, 0)
-		}
-	}
-	if len(ff.m) != n {
-		t.Fatalf("%d flows installed, want %d", len(ff.m), n)
-	}
+	installAll(t, w, ff, es)
 	for _, e := range es {
 		w.ct.Remove(e)
 	}
@@ -848,16 +844,7 @@ func TestOffloadFoldChunks(t *testing.T) {
 	w.off.max = 1 << 12
 	const n = 20 * walkChunk
 	es, _ := udpFlows(t, w, k, n)
-	fwd := *w.dp.fwd.Load()
-	for i, e := range es {
-		w.offload(e, conntrack.DirInput, modes.Route, true, fwd)
-		if i%installQueue == installQueue-1 || i == n-1 {
-			w.off.step(w, 1, 0)
-		}
-	}
-	if len(ff.m) != n {
-		t.Fatalf("%d flows installed, want %d", len(ff.m), n)
-	}
+	installAll(t, w, ff, es)
 	now := foldEveryNs + 2 // a pass is due
 	walks := ff.walks
 	w.off.step(w, now, foldBatch)
@@ -2076,22 +2063,11 @@ func (m singleFlows) PutFlows(keys []bpf.FlowKey, vals []bpf.Flow) (int, error) 
 func BenchmarkOffloadInstalls(b *testing.B) {
 	for _, variant := range []string{"batch", "single", "none"} {
 		b.Run(variant, func(b *testing.B) {
-			o := loadOffloadFlows(b, 1<<13)
-			var m flowTable = o
-			if variant == "single" {
-				m = singleFlows{o}
-			}
-			w, k := testWorker(b)
-			withOffload(b, w, m)
 			const n = 2048
-			w.off.max = 1 << 13
-			w.off.flows, w.off.at, w.off.byKey = make([]offFlow, 0, n), make(map[*conntrack.Entry]int32, n), make(map[bpf.FlowKey]int32, n)
-			k.keep = false
+			_, w, k := offloadBenchVariant(b, variant, func(o *bpf.Objects) flowTable { return singleFlows{o} }, n)
 			frames := make([][]byte, n)
-			w.off.afterUDP = 1 << 62
 			for i := range frames {
-				frames[i] = pt.Packet{SrcMAC: clientMAC, DstMAC: directorMAC[:], Src: testClient, Dst: testVIP,
-					SrcPort: uint16(10000 + i), DstPort: 53, UDP: true, Payload: []byte("xlb")}.Frame()
+				frames[i] = benchFlowFrame(i)
 			}
 			round := func(now int64) {
 				for i := 0; i < n; i += maxBatch {
@@ -2162,24 +2138,13 @@ func (m singleDeletes) DeleteFlows(keys []bpf.FlowKey) (int, error) {
 func BenchmarkOffloadDeletes(b *testing.B) {
 	for _, variant := range []string{"batch", "single"} {
 		b.Run(variant, func(b *testing.B) {
-			o := loadOffloadFlows(b, 1<<13)
-			var m flowTable = o
-			if variant == "single" {
-				m = singleDeletes{o}
-			}
-			w, k := testWorker(b)
-			withOffload(b, w, m)
 			const n = 2048
-			w.off.max = 1 << 13
-			w.off.flows, w.off.at, w.off.byKey = make([]offFlow, 0, n), make(map[*conntrack.Entry]int32, n), make(map[bpf.FlowKey]int32, n)
-			k.keep = false
-			w.off.afterUDP = 1 << 62
+			o, w, k := offloadBenchVariant(b, variant, func(o *bpf.Objects) flowTable { return singleDeletes{o} }, n)
 			es := make([]*conntrack.Entry, 0, n)
 			for i := 0; i < n; i += maxBatch {
 				var frames [][]byte
 				for j := i; j < min(i+maxBatch, n); j++ {
-					f := pt.Packet{SrcMAC: clientMAC, DstMAC: directorMAC[:], Src: testClient, Dst: testVIP,
-						SrcPort: uint16(10000 + j), DstPort: 53, UDP: true, Payload: []byte("xlb")}.Frame()
+					f := benchFlowFrame(j)
 					frames = append(frames, f)
 					k.deliver(f)
 				}
@@ -2235,22 +2200,7 @@ func BenchmarkOffloadDeletes(b *testing.B) {
 // its conntrack table large enough for them.
 func foldWorker(b *testing.B, n int) (*worker, *bpf.Objects, []bpf.FlowKey) {
 	o := loadOffloadFlows(b, 1<<17)
-	w, k := testWorker(b)
-	withOffload(b, w, o)
-	copts := conntrack.DefaultOptions()
-	copts.Capacity = 1 << 17
-	copts.Registry = w.dp.reg
-	copts.Settings = w.dp.ctSettings
-	copts.OffloadRefresh = func(e *conntrack.Entry, _ int64) { w.off.refresh(w, e) }
-	copts.OffloadReleased = func(e *conntrack.Entry) { w.off.released(e) }
-	ct, err := conntrack.New(copts)
-	if err != nil {
-		b.Fatal(err)
-	}
-	w.ct = ct
-	w.off.max = 1 << 17
-	w.off.flows, w.off.at, w.off.byKey = make([]offFlow, 0, n), make(map[*conntrack.Entry]int32, n), make(map[bpf.FlowKey]int32, n)
-	k.keep = false
+	w, k := offloadBenchWorker(b, o, n, 1<<17)
 	keys := make([]bpf.FlowKey, 0, n)
 	for i := 0; i < n; i += maxBatch {
 		for j := i; j < min(i+maxBatch, n); j++ {
@@ -2370,4 +2320,52 @@ func BenchmarkOffloadFoldShared(b *testing.B) {
 			b.ReportMetric(float64(cpu)/float64(b.N)/1e6, "cpu-ms/pass")
 		})
 	}
+}
+
+// offloadBenchWorker is a DR worker offloading into m, a map of size
+// entries, with a conntrack table as large and room for n flows; the
+// fake kernel keeps no frame.
+func offloadBenchWorker(b *testing.B, m flowTable, n, size int) (*worker, *fakeKernel) {
+	w, k := testWorker(b)
+	withOffloadSized(b, w, m, size)
+	w.off.max = size
+	w.off.flows, w.off.at, w.off.byKey = make([]offFlow, 0, n), make(map[*conntrack.Entry]int32, n), make(map[bpf.FlowKey]int32, n)
+	k.keep = false
+	return w, k
+}
+
+// benchFlowFrame is flow i's UDP query to the VIP (source port 10000+i).
+func benchFlowFrame(i int) []byte {
+	return pt.Packet{SrcMAC: clientMAC, DstMAC: directorMAC[:], Src: testClient, Dst: testVIP,
+		SrcPort: uint16(10000 + i), DstPort: 53, UDP: true, Payload: []byte("xlb")}.Frame()
+}
+
+// installAll offloads es, DR flows of w, writing the installs a queue
+// at a time, and checks that ff holds them all.
+func installAll(t *testing.T, w *worker, ff *fakeFlows, es []*conntrack.Entry) {
+	t.Helper()
+	fwd := *w.dp.fwd.Load()
+	for i, e := range es {
+		w.offload(e, conntrack.DirInput, modes.Route, true, fwd)
+		if i%installQueue == installQueue-1 || i == len(es)-1 {
+			w.off.step(w, 1, 0)
+		}
+	}
+	if len(ff.m) != len(es) {
+		t.Fatalf("%d flows installed, want %d", len(ff.m), len(es))
+	}
+}
+
+// offloadBenchVariant is the worker of a benchmark's variant: over the
+// real map (2^13 entries), or for "single" over single(map), with room
+// for n flows and no UDP flow offloaded until the benchmark says.
+func offloadBenchVariant(b *testing.B, variant string, single func(*bpf.Objects) flowTable, n int) (*bpf.Objects, *worker, *fakeKernel) {
+	o := loadOffloadFlows(b, 1<<13)
+	var m flowTable = o
+	if variant == "single" {
+		m = single(o)
+	}
+	w, k := offloadBenchWorker(b, m, n, 1<<13)
+	w.off.afterUDP = 1 << 62 // not yet
+	return o, w, k
 }

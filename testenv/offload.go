@@ -25,13 +25,24 @@ func (env *Env) EnableXDPTx() error {
 // testenv builds them.
 func (env *Env) DisableXDPTx() error { return env.setXDPTx(false) }
 
-func (env *Env) setXDPTx(on bool) error {
+// NewXDPPass loads an XDP program that passes every frame: attached
+// natively to a veth, it gives the veth NAPI, which frames that XDP_TX,
+// bpf_redirect or a redirecting BPF_PROG_RUN send into its peer need.
+func NewXDPPass() (*ebpf.Program, error) {
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Name: "xlb_peer_pass", Type: ebpf.XDP, License: "GPL",
 		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()}, // XDP_PASS
 	})
 	if err != nil {
-		return fmt.Errorf("load xdp pass program: %w", err)
+		return nil, fmt.Errorf("load xdp pass program: %w", err)
+	}
+	return prog, nil
+}
+
+func (env *Env) setXDPTx(on bool) error {
+	prog, err := NewXDPPass()
+	if err != nil {
+		return err
 	}
 	// Attached through netlink, the program stays with the interface
 	// after its descriptor is closed, until the namespace goes.
