@@ -921,6 +921,15 @@ func (t *Table) Update(e *Entry, dir Dir, tcpFlags uint8, frameLen int, now int6
 	}
 	switch e.key.Proto {
 	case ProtoTCP:
+		// A segment that leaves the state as it is (most of them: the
+		// ACKs of an established connection) is decided here, where it
+		// inlines into the caller's loop with Update; tcpTransition,
+		// a call from within an inlined Update, does the rest.
+		if e.flags&fNoOutput == 0 && dir <= DirOutput {
+			if ev := tcpEvent(tcpFlags); ev >= 0 && t.tcp[dir][ev][e.state] == e.state {
+				break
+			}
+		}
 		t.tcpTransition(e, dir, tcpFlags)
 	case ProtoUDP:
 		if dir == DirOutput {
