@@ -484,6 +484,12 @@ const batchChunk = 64
 // Insert do not evict an entry that the latest LookupBatch returned, so
 // the caller may create entries for the batch's misses before it has
 // updated the hits. (Reuse and Remove still remove what they are given.)
+//
+// It is not inlined: inlined into the worker's loop (PGO), its call to
+// lookup, inside an inlined body, stayed a call per key; as a function of
+// its own it is one call per batch, with lookup inlined.
+//
+//go:noinline
 func (t *Table) LookupBatch(keys []Key, now int64, hits []Hit) {
 	// A batch starts with the newest Settings (one atomic load): a
 	// worker that slept since its last Expire must not forward its first
@@ -921,6 +927,15 @@ func (t *Table) Update(e *Entry, dir Dir, tcpFlags uint8, frameLen int, now int6
 	}
 	switch e.key.Proto {
 	case ProtoTCP:
+		// A segment that leaves the state as it is (most of them: the
+		// ACKs of an established connection) is decided here, where it
+		// inlines into the caller's loop with Update; tcpTransition,
+		// a call from within an inlined Update, does the rest.
+		if e.flags&fNoOutput == 0 && dir <= DirOutput {
+			if ev := tcpEvent(tcpFlags); ev >= 0 && t.tcp[dir][ev][e.state] == e.state {
+				break
+			}
+		}
 		t.tcpTransition(e, dir, tcpFlags)
 	case ProtoUDP:
 		if dir == DirOutput {

@@ -29,8 +29,10 @@
 //     real server) and Out for one that matched its reply key (real server
 //     → client); the values are conntrack.DirInput and DirOutput's.
 //   - Xmit switches once on (method, direction) into a plain function per
-//     pair, in dr.go, nat.go, tun.go and fullnat.go: no interface, no
-//     function pointer, no allocation (TestXmitAllocs).
+//     pair, in dr.go, nat.go, tun.go and fullnat.go (NAT's and FULLNAT's
+//     name the new addresses and ports, which one rewrite in Xmit
+//     applies): no interface, no function pointer, no allocation
+//     (TestXmitAllocs).
 //
 // # Verdicts
 //

@@ -237,28 +237,56 @@ func (p *Plan) ReportMTU() int { return p.MTU - p.Overhead() }
 //
 // It is the one dispatch point of the forwarding methods: a switch on
 // (method, direction), which Go compiles to a jump table, into one plain
-// function each. It does not allocate. An ICMP error's Meta (IsICMP)
+// function each for DR and TUN, and for NAT and FULLNAT into a function
+// that names the new addresses and ports, which one rewrite, written out
+// here, then applies. It does not allocate. An ICMP error's Meta (IsICMP)
 // describes no TCP or UDP header to rewrite: it is Unsupported here, and
 // XmitICMP's to forward.
 func Xmit(f *Frame, m *packet.Meta, p *Plan, dir Dir) Verdict {
 	if dir > Out || m.IsICMP() {
 		return Unsupported
 	}
+	// The NAT and FULLNAT frame's new source src:sport and destination
+	// dst:dport.
+	var src, dst *[16]byte
+	var sport, dport uint16
 	switch uint(p.Method)<<1 | uint(dir) {
 	case uint(Route)<<1 | uint(In):
 		return drIn(f, m, p)
-	case uint(Masq)<<1 | uint(In):
-		return natIn(f, m, p)
-	case uint(Masq)<<1 | uint(Out):
-		return natOut(f, m, p)
 	case uint(Tunnel)<<1 | uint(In):
 		return tunIn(f, m, p)
+	case uint(Masq)<<1 | uint(In):
+		src, sport, dst, dport = natIn(m, p)
+	case uint(Masq)<<1 | uint(Out):
+		src, sport, dst, dport = natOut(m, p)
 	case uint(FullNAT)<<1 | uint(In):
-		return fullnatIn(f, m, p)
+		src, sport, dst, dport = fullnatIn(p)
 	case uint(FullNAT)<<1 | uint(Out):
-		return fullnatOut(f, m, p)
+		src, sport, dst, dport = fullnatOut(p)
+	default:
+		return Unsupported
 	}
-	return Unsupported
+	// The rewrite NAT and FULLNAT share. Its two calls are Xmit's own,
+	// not an inlined function's: Go's PGO inlines a hot call site only in
+	// the function it was profiled in, so inside natIn or fullnatIn
+	// (inlined into Xmit) l4Packet and ForwardAddrPortsWithChecksumUpdate
+	// stayed calls, judged by the default budget of 80; here they inline
+	// (go build -gcflags=-m with cmd/xlb/default.pgo).
+	b := l4Packet(f, m)
+	if b == nil {
+		return Malformed
+	}
+	// One of the two is the frame's own address for NAT, of its family
+	// (l4Packet checked): the same verdicts as checking the plan's alone.
+	if family(src) != m.Version || family(dst) != m.Version {
+		return Unsupported // IPVS NAT does not translate families; no NAT64 (DPVS's FNAT64 is not built)
+	}
+	if v := check(b[m.L3Off:], m, p, 0); v != OK {
+		return v
+	}
+	packet.ForwardAddrPortsWithChecksumUpdate(b, m, src, sport, dst, dport)
+	setEth(b, p)
+	return OK
 }
 
 // ip returns the IP packet m locates in f, or nil if m does not describe

@@ -2,41 +2,18 @@ package modes
 
 import "github.com/xlbproject/xlb/internal/packet"
 
-// natIn forwards a client's frame to a NAT real server (ip_vs_nat_xmit):
-// destination VIP:vport := RS:rport, TTL decremented, IP and L4 checksums
-// updated incrementally, Ethernet rewritten for the next hop.
-func natIn(f *Frame, m *packet.Meta, p *Plan) Verdict {
-	b := l4Packet(f, m)
-	if b == nil {
-		return Malformed
-	}
-	if family(&p.RS) != m.Version {
-		return Unsupported // IPVS NAT does not translate families either
-	}
-	if v := check(b[m.L3Off:], m, p, 0); v != OK {
-		return v
-	}
-	packet.ForwardAddrPortsWithChecksumUpdate(b, m, &m.Src, m.SrcPort, &p.RS, p.RPort)
-	setEth(b, p)
-	return OK
+// natIn is how a client's frame goes to a NAT real server
+// (ip_vs_nat_xmit): destination VIP:vport := RS:rport, the source as it
+// is. Xmit applies it: TTL decremented, IP and L4 checksums updated
+// incrementally, Ethernet rewritten for the next hop.
+func natIn(m *packet.Meta, p *Plan) (src *[16]byte, sport uint16, dst *[16]byte, dport uint16) {
+	return &m.Src, m.SrcPort, &p.RS, p.RPort
 }
 
-// natOut forwards a NAT real server's reply to the client (ip_vs_out's
-// handle_response, then ip_forward): source RS:rport := VIP:vport, TTL
-// decremented, checksums updated, Ethernet rewritten for the client's
-// next hop.
-func natOut(f *Frame, m *packet.Meta, p *Plan) Verdict {
-	b := l4Packet(f, m)
-	if b == nil {
-		return Malformed
-	}
-	if family(&p.VIP) != m.Version {
-		return Unsupported
-	}
-	if v := check(b[m.L3Off:], m, p, 0); v != OK {
-		return v
-	}
-	packet.ForwardAddrPortsWithChecksumUpdate(b, m, &p.VIP, p.VPort, &m.Dst, m.DstPort)
-	setEth(b, p)
-	return OK
+// natOut is how a NAT real server's reply goes to the client (ip_vs_out's
+// handle_response, then ip_forward): source RS:rport := VIP:vport, the
+// destination as it is. Xmit applies it as natIn's, with Ethernet
+// rewritten for the client's next hop.
+func natOut(m *packet.Meta, p *Plan) (src *[16]byte, sport uint16, dst *[16]byte, dport uint16) {
+	return &p.VIP, p.VPort, &m.Dst, m.DstPort
 }
