@@ -813,6 +813,27 @@ func warnOffloadVeth(opts Options, ifindex int, name string, mode bpf.AttachMode
 	}
 }
 
+// warnGSO warns, in generic mode, about the GSO skbs (a sender's TSO on
+// a veth, segments GRO merged upstream) that xlb loses: a frame larger
+// than a socket's cannot go to the worker. The tc companion forwards
+// those of offloaded flows; without it (tcx missing) every one is
+// dropped (drop_oversize), and with the offload off every one is
+// (drop_gso_no_flow).
+func warnGSO(opts Options, objs *bpf.Objects, name string, mode bpf.AttachMode) {
+	if mode != bpf.Generic {
+		return
+	}
+	if ok, err := objs.GSOCompanion(); !ok {
+		opts.Logger.Warn("generic xdp without its tc companion: GSO packets to services (TSO or GRO upstream) are dropped (xdp.drop_oversize)",
+			"interface", name, "err", err)
+		return
+	}
+	if !opts.Offload {
+		opts.Logger.Warn("generic xdp with --offload=off: GSO packets to services (TSO or GRO upstream) cannot reach the workers and are dropped (xdp.drop_gso_no_flow); turn TSO/GRO off upstream or the offload on",
+			"interface", name)
+	}
+}
+
 // isVeth tells whether ifindex is a veth.
 func isVeth(ifindex int) bool {
 	l, err := netlink.LinkByIndex(ifindex)
