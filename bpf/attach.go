@@ -132,8 +132,8 @@ func (o *Objects) AttachAs(ifindex int, want AttachMode) (link.Link, AttachMode,
 	if err != nil {
 		return nil, 0, errors.Join(err, restore())
 	}
+	o.gso, o.gsoErr = false, nil
 	if mode == Generic {
-		o.gso, o.gsoErr = false, nil
 		detach, err := o.attachGSO(ifindex)
 		if err != nil {
 			o.gsoErr = err
