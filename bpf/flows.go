@@ -54,9 +54,19 @@ const (
 	FlowFNATOut FlowOp = 7
 )
 
+// FlowFlags qualify an offloaded flow (XLB_FLOW_F_* in xdp.c).
+type FlowFlags uint32
+
+// FlowPartial marks a flow whose sender leaves its checksums to the NIC
+// (CHECKSUM_PARTIAL: a sender on the same host, TSO on). The XDP program
+// leaves its frames to the worker, which completes their checksums; the
+// tc companion (generic mode) forwards its GSO skbs, which the worker
+// cannot take, keeping their partial checksums right.
+const FlowPartial FlowFlags = 1
+
 // Flow is an offloaded flow's rewrite and egress, and the counters the
 // program keeps for it. It mirrors struct flow_value in xdp.c (104 bytes).
-// The dataplane writes DstMAC to Op; the program only adds to Packets and
+// The dataplane writes DstMAC to Flags; the program only adds to Packets and
 // Bytes and stamps LastSeen.
 type Flow struct {
 	DstMAC, SrcMAC [6]byte
@@ -64,7 +74,7 @@ type Flow struct {
 	MTU            uint32 // egress MTU in IP bytes, 0 for none: larger frames go to the worker
 	Dest           uint32 // destination ID, whose DestCounters the program adds to
 	Op             FlowOp
-	_              uint32
+	Flags          FlowFlags
 	// NAT: the new address (16-byte form, IPv4-mapped) and port, and the
 	// folded checksum deltas of the change. FULLNAT: the new destination,
 	// and the deltas of both changes. TUN: Addr is the outer destination

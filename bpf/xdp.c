@@ -353,6 +353,13 @@ struct flow_key {
 #define XLB_FLOW_FNAT_IN 6  // FULLNAT, client → real: source := saddr:sport, destination := addr:port (modes.fullnatIn)
 #define XLB_FLOW_FNAT_OUT 7 // FULLNAT, real → client: the same (modes.fullnatOut)
 
+// The flow's sender leaves its checksums to the NIC (CHECKSUM_PARTIAL: a
+// sender on this host, TSO on): the XDP program, which cannot tell such
+// a frame from a complete one, leaves its frames to the worker, which
+// completes them; xlb_tc forwards its GSO skbs, whose checksums the skb
+// helpers keep right. Installed in generic mode with xlb_tc only.
+#define XLB_FLOW_F_PARTIAL 1
+
 // Value of the flows map. The worker writes the first part when it
 // installs the flow (a connection it decided and found ESTABLISHED, or a
 // UDP flow it forwarded) and deletes the entry when the connection leaves
@@ -366,7 +373,7 @@ struct flow_value {
 	__u32 mtu;       // egress MTU (IP bytes), 0 for none: larger frames go to the worker
 	__u32 dest;      // destination ID, the dest_stats slot
 	__u32 op;        // XLB_FLOW_*
-	__u32 pad;
+	__u32 flags;     // XLB_FLOW_F_*
 	__u8 addr[16];   // NAT: the new destination (in) or source (out) address, as svc_key's;
 	                 // FULLNAT: the new destination; TUN: the outer destination (the real server)
 	__be16 port;     // NAT: the new port, as on the wire; FULLNAT: the new destination port
@@ -951,7 +958,7 @@ static __always_inline int offload(struct xdp_md *ctx, struct pkt *p, const stru
 	// Read once: the verifier takes every read of map memory as a new
 	// unknown value, and would walk each combination.
 	op = v->op;
-	if (op < XLB_FLOW_DR || op > XLB_FLOW_FNAT_OUT)
+	if (op < XLB_FLOW_DR || op > XLB_FLOW_FNAT_OUT || (v->flags & XLB_FLOW_F_PARTIAL))
 		return -1;
 	if (op == XLB_FLOW_TUN4)
 		return tunnel(ctx, p, v, op, 20);

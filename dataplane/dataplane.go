@@ -370,6 +370,16 @@ func New(opts Options) (d *Dataplane, err error) {
 		warnGSO(opts, si.objs, si.name, si.mode)
 	}
 	d.mode = ifaces[0].mode
+	gso := true
+	for _, si := range ifaces {
+		ok, _ := si.objs.GSOCompanion()
+		gso = gso && ok
+	}
+	for _, w := range d.workers {
+		if w.off != nil {
+			w.off.gso = gso
+		}
+	}
 	return d, nil
 }
 

@@ -297,3 +297,58 @@ func TestOffloadGSODrops(t *testing.T) {
 		})
 	}
 }
+
+// partial turns frame's TCP checksum into what a sender that leaves it
+// to the NIC puts there (CHECKSUM_PARTIAL): the pseudo-header sum.
+func partial(t *testing.T, f []byte) []byte {
+	t.Helper()
+	var m packet.Meta
+	if packet.Parse(f, &m) != packet.OK {
+		t.Fatal("test frame does not parse")
+	}
+	ip := f[m.L3Off : m.L3Off+m.IPLen]
+	c := packet.Checksum(nil, packet.PseudoHeaderSum(ip, 4, packet.ProtoTCP, m.L4Len())) // ^fold(ps)
+	f[m.L4Off+16], f[m.L4Off+17] = byte(^c>>8), byte(^c)
+	return f
+}
+
+// A flow whose sender leaves its checksums to the NIC is installed only
+// with the tc companion (generic mode), at once (its data comes in GSO
+// skbs, which cannot wait for offloadAfter frames), marked
+// bpf.FlowPartial; the XDP program then leaves its frames to the
+// worker, which completes their checksums.
+func TestOffloadPartialFlow(t *testing.T) {
+	for _, gso := range []bool{false, true} {
+		t.Run(fmt.Sprintf("gso=%v", gso), func(t *testing.T) {
+			o := loadOffload(t)
+			w, k := offloadWorker(t, o)
+			w.off.kt0 = 0
+			w.off.gso = gso
+			w.ports()
+			w.ifs[0].index = 1
+			now := int64(10)
+			for _, h := range [][]byte{tcpTo(40000, 80, syn), tcpTo(40000, 80, ack)} {
+				k.deliver(partial(t, h))
+				w.poll(now)
+				now++
+			}
+			data := pt.Packet{SrcMAC: clientMAC, DstMAC: directorMAC[:], Src: testClient, Dst: testVIP,
+				SrcPort: 40000, DstPort: 80, Flags: ack, Payload: []byte("xlb")}.Frame()
+			e := entryOf(t, w, data, now)
+			if e == nil || e.Offloaded() != gso {
+				t.Fatalf("after the handshake: entry %v offloaded %v, want %v", e, e != nil && e.Offloaded(), gso)
+			}
+			if !gso {
+				return
+			}
+			var v bpf.Flow
+			key := flowKeyOf(data)
+			if err := o.LookupFlow(&key, &v); err != nil || v.Flags != bpf.FlowPartial {
+				t.Fatalf("flow in the map: %+v (%v), want flags %v", v, err, bpf.FlowPartial)
+			}
+			if act, _ := runXDP(t, o, partial(t, data)); act != xdpPass { // no socket: the redirect's fallback
+				t.Errorf("frame of a partial flow: xdp action %d, want %d (to the worker)", act, xdpPass)
+			}
+		})
+	}
+}
