@@ -18,7 +18,9 @@ import (
 // the veth's own transmit path, so an offloaded flow's frames still
 // arrive, and the XDP program forwards most of them itself. A client
 // that leaves its checksums to the NIC (CHECKSUM_PARTIAL, a sender on
-// the same host) is never offloaded, in either mode: the worker
+// the same host) never has a frame forwarded by the XDP program, in
+// either mode (in generic mode its flow is installed for the tc
+// companion's GSO skbs only, TestGSOGeneric): the worker
 // completes every checksum, and its connection keeps working past the
 // offload threshold (natively, the program's XDP_TX would lose the
 // skb's flag, and the real server would drop every later frame).
