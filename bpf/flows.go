@@ -58,10 +58,12 @@ const (
 type FlowFlags uint32
 
 // FlowPartial marks a flow whose sender leaves its checksums to the NIC
-// (CHECKSUM_PARTIAL: a sender on the same host, TSO on). The XDP program
-// leaves its frames to the worker, which completes their checksums; the
-// tc companion (generic mode) forwards its GSO skbs, which the worker
-// cannot take, keeping their partial checksums right.
+// (CHECKSUM_PARTIAL: a sender on the same host, TSO on), installed in
+// generic mode with the tc companion only. The XDP program passes its
+// frames to the companion (pass_partial), which forwards them as it
+// forwards the flow's GSO skbs, keeping their partial checksums right;
+// on an interface without the companion they go to the worker, which
+// completes them.
 const FlowPartial FlowFlags = 1
 
 // Flow is an offloaded flow's rewrite and egress, and the counters the

@@ -181,3 +181,38 @@ func TestAttachGSOCompanion(t *testing.T) {
 		t.Errorf("native: mode %v, companion %v, tcx programs %d, enabled %v; want native, false, 0, false", mode, ok, tcx(), enabled())
 	}
 }
+
+// A FlowPartial flow's frames go to the tc companion, marked, when the
+// interface has it (one path with the flow's GSO skbs), and to the
+// worker otherwise; a TTL of 1 goes to the worker (time exceeded) in
+// either case.
+func TestXDPPartialFlow(t *testing.T) {
+	o := loadGSO(t)
+	frame := gsoFrame(100)
+	k := MakeFlowKey(packettest.Client4.As16(), packettest.ClientPort, packettest.VIP4.As16(), packettest.HTTP, 6)
+	v := Flow{Op: FlowDR, Flags: FlowPartial, MTU: 1500, Ifindex: 1, Dest: 1}
+	if err := o.PutFlow(&k, &v); err != nil {
+		t.Fatal(err)
+	}
+	ttl1 := packettest.Packet{Src: packettest.Client4, Dst: packettest.VIP4, SrcPort: packettest.ClientPort,
+		DstPort: packettest.HTTP, Flags: 0x10, TTL: 1, Payload: make([]byte, 100)}.Frame()
+	const xdpPass = 2
+	if act, _, r := runOne(t, o, o.objs.XlbXdp, frame); act != xdpPass || r != Redirect {
+		t.Errorf("without the tc companion: action %d, counter %v; want %d, %v (to the worker)", act, r, xdpPass, Redirect)
+	}
+	lo, err := netlink.LinkByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, one := uint32(lo.Attrs().Index), uint32(1)
+	if err := o.gsoTc.Update(&idx, &one, ebpf.UpdateAny); err != nil {
+		t.Fatal(err)
+	}
+	act, out, r := runOne(t, o, o.objs.XlbXdp, frame)
+	if act != xdpPass || r != PassPartial || len(out) != 4+len(frame) || binary.NativeEndian.Uint32(out) != 0x67626c78 || !bytes.Equal(out[4:], frame) {
+		t.Errorf("with the tc companion: action %d, counter %v, %d bytes; want %d, %v, the mark and the frame unchanged", act, r, len(out), xdpPass, PassPartial)
+	}
+	if act, _, r := runOne(t, o, o.objs.XlbXdp, ttl1); act != xdpPass || r != Redirect {
+		t.Errorf("TTL 1 with the tc companion: action %d, counter %v; want %d, %v (to the worker)", act, r, xdpPass, Redirect)
+	}
+}

@@ -109,9 +109,10 @@ enum xlb_reason {
 	XLB_REASON_REDIRECT_OFFLOAD,  // an offloaded flow's frame: rewritten and sent here (XDP_TX or bpf_redirect)
 	XLB_REASON_PASS_GSO,          // steered, but larger than a socket's frame (a GSO skb): passed to xlb_tc
 	XLB_REASON_DROP_OVERSIZE,     // steered, but larger than a socket's frame, and no xlb_tc to take it: dropped
-	XLB_REASON_REDIRECT_GSO,      // xlb_tc: an offloaded flow's GSO skb, rewritten and redirected
+	XLB_REASON_REDIRECT_GSO,      // xlb_tc: an offloaded flow's marked skb (GSO, or a FlowPartial flow's), rewritten and redirected
 	XLB_REASON_DROP_GSO_NO_FLOW,  // xlb_tc: a GSO skb of a flow not offloaded (offload off, not yet installed): dropped
 	XLB_REASON_DROP_GSO_UNFIT,    // xlb_tc: an offloaded flow's GSO skb it cannot forward (see gso_forward): dropped
+	XLB_REASON_PASS_PARTIAL,      // a FlowPartial flow's frame: passed to xlb_tc, which forwards it
 	XLB_REASON_MAX,
 };
 
@@ -354,10 +355,14 @@ struct flow_key {
 #define XLB_FLOW_FNAT_OUT 7 // FULLNAT, real → client: the same (modes.fullnatOut)
 
 // The flow's sender leaves its checksums to the NIC (CHECKSUM_PARTIAL: a
-// sender on this host, TSO on): the XDP program, which cannot tell such
-// a frame from a complete one, leaves its frames to the worker, which
-// completes them; xlb_tc forwards its GSO skbs, whose checksums the skb
-// helpers keep right. Installed in generic mode with xlb_tc only.
+// sender on this host, TSO on). The XDP program cannot tell such a frame
+// from a complete one, nor keep the skb's state natively: it passes the
+// flow's frames to xlb_tc (pass_partial), which forwards them as it does
+// the flow's GSO skbs, with the skb helpers that keep the checksums
+// right; without xlb_tc, to the worker, which completes them. Installed
+// in generic mode with xlb_tc only. One path for all of the flow's
+// frames keeps them in order: through the worker, a small frame would
+// lag behind the GSO skbs tc sends after it.
 #define XLB_FLOW_F_PARTIAL 1
 
 // Value of the flows map. The worker writes the first part when it
@@ -927,6 +932,48 @@ static __always_inline int tunnel(struct xdp_md *ctx, struct pkt *p, struct flow
 	return offload_send(ctx, v, op, flen, iplen);
 }
 
+// to_tc marks the frame in its metadata for xlb_tc, which runs next on
+// the same skb (generic mode) and forwards it, and returns 0; or -1 when
+// the interface runs no xlb_tc.
+static __always_inline int to_tc(struct xdp_md *ctx)
+{
+	__u32 ifindex = ctx->ingress_ifindex;
+	void *meta, *data;
+
+	if (!bpf_map_lookup_elem(&gso_tc, &ifindex) || bpf_xdp_adjust_meta(ctx, -(int)sizeof(__u32)))
+		return -1;
+	meta = (void *)(long)ctx->data_meta;
+	data = (void *)(long)ctx->data;
+	if (meta + sizeof(__u32) > data)
+		return -1;
+	*(__u32 *)meta = XLB_GSO_MAGIC;
+	return 0;
+}
+
+// oversize disposes of a steered frame too large for a socket, which the
+// redirect would lose: with xlb_tc on this interface it goes on to tc;
+// otherwise it is dropped, counted. Such a frame cannot go to the
+// worker: AF_XDP copy mode takes one frame of at most xlb_max_frame
+// bytes.
+static __always_inline int oversize(struct xdp_md *ctx)
+{
+	if (to_tc(ctx))
+		return drop(XLB_REASON_DROP_OVERSIZE);
+	return pass(XLB_REASON_PASS_GSO);
+}
+
+// partial passes a frame of a FlowPartial flow to xlb_tc, which forwards
+// it with the skb's checksum state (CHECKSUM_PARTIAL) intact, as it does
+// the flow's GSO skbs: all of the flow's frames then take one path, and
+// the receiver sees them in order. -1 (to the worker, which completes
+// the checksum) without xlb_tc.
+static __always_inline int partial(struct xdp_md *ctx)
+{
+	if (to_tc(ctx))
+		return -1;
+	return pass(XLB_REASON_PASS_PARTIAL);
+}
+
 // offload forwards a frame of an offloaded flow itself: the frame's flow
 // is in the flows map, it passed admit, and it carries no SYN, FIN or RST
 // (those are the worker's, whose state machine they drive). It returns
@@ -945,7 +992,7 @@ static __always_inline int offload(struct xdp_md *ctx, struct pkt *p, const stru
 	struct flow_value *v;
 	struct ethhdr *eth = p->eth;
 	void *data = (void *)(long)ctx->data;
-	__u32 iplen, op;
+	__u32 iplen, op, part;
 	void *l4 = NULL;
 
 	if (p->tags || p->stripped || p->l3 != (void *)(eth + 1))
@@ -958,7 +1005,10 @@ static __always_inline int offload(struct xdp_md *ctx, struct pkt *p, const stru
 	// Read once: the verifier takes every read of map memory as a new
 	// unknown value, and would walk each combination.
 	op = v->op;
-	if (op < XLB_FLOW_DR || op > XLB_FLOW_FNAT_OUT || (v->flags & XLB_FLOW_F_PARTIAL))
+	part = v->flags & XLB_FLOW_F_PARTIAL;
+	if (op < XLB_FLOW_DR || op > XLB_FLOW_FNAT_OUT)
+		return -1;
+	if (part && (op == XLB_FLOW_TUN4 || op == XLB_FLOW_TUN6))
 		return -1;
 	if (op == XLB_FLOW_TUN4)
 		return tunnel(ctx, p, v, op, 20);
@@ -979,6 +1029,8 @@ static __always_inline int offload(struct xdp_md *ctx, struct pkt *p, const stru
 		iplen = bpf_ntohs(iph->tot_len);
 		if (v->mtu && iplen > v->mtu)
 			return -1;
+		if (part)
+			return partial(ctx);
 		ipv4_dec_ttl(iph);
 	} else {
 		struct ipv6hdr *ip6h = p->l3;
@@ -988,6 +1040,8 @@ static __always_inline int offload(struct xdp_md *ctx, struct pkt *p, const stru
 		iplen = sizeof(*ip6h) + bpf_ntohs(ip6h->payload_len);
 		if (v->mtu && iplen > v->mtu)
 			return -1;
+		if (part)
+			return partial(ctx);
 		ip6h->hop_limit--;
 	}
 	if (l4)
@@ -995,26 +1049,6 @@ static __always_inline int offload(struct xdp_md *ctx, struct pkt *p, const stru
 	__builtin_memcpy(eth->h_dest, v->dmac, 6);
 	__builtin_memcpy(eth->h_source, v->smac, 6);
 	return offload_send(ctx, v, op, p->data_end - data, iplen);
-}
-
-// oversize disposes of a steered frame too large for a socket, which the
-// redirect would lose: with xlb_tc on this interface it goes on to tc,
-// marked in its metadata; otherwise it is dropped, counted. Such a frame
-// cannot go to the worker: AF_XDP copy mode takes one frame of at most
-// xlb_max_frame bytes.
-static __always_inline int oversize(struct xdp_md *ctx)
-{
-	__u32 ifindex = ctx->ingress_ifindex;
-	void *meta, *data;
-
-	if (!bpf_map_lookup_elem(&gso_tc, &ifindex) || bpf_xdp_adjust_meta(ctx, -(int)sizeof(__u32)))
-		return drop(XLB_REASON_DROP_OVERSIZE);
-	meta = (void *)(long)ctx->data_meta;
-	data = (void *)(long)ctx->data;
-	if (meta + sizeof(__u32) > data)
-		return drop(XLB_REASON_DROP_OVERSIZE);
-	*(__u32 *)meta = XLB_GSO_MAGIC;
-	return pass(XLB_REASON_PASS_GSO);
 }
 
 // offl: the frame may be an offloaded flow's (TCP without SYN, FIN or
@@ -1474,7 +1508,8 @@ int xlb_xdp_dev(struct xdp_md *ctx)
 
 #define GSO_ETH 14 // Ethernet header: tc ingress sees the frame from it
 // Headers pulled into the linear part before they are read: Ethernet,
-// an IPv4 header with options, a TCP header with options.
+// an IPv4 header with options, a TCP header with options (or the whole
+// frame if shorter: a FlowPartial flow's pure ACK is 66 bytes).
 #define GSO_PULL (GSO_ETH + 60 + 60)
 
 static __always_inline int gso_drop(enum xlb_reason r)
@@ -1537,7 +1572,7 @@ static __always_inline int gso_forward(struct __sk_buff *skb)
 	__u8 proto, hop = 0;
 	int v4;
 
-	if (skb->vlan_present || bpf_skb_pull_data(skb, GSO_PULL))
+	if (skb->vlan_present || bpf_skb_pull_data(skb, len < GSO_PULL ? len : GSO_PULL))
 		return gso_drop(XLB_REASON_DROP_GSO_UNFIT);
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;

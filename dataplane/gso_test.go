@@ -242,7 +242,8 @@ func testOffloadGSO(t *testing.T, m modes.Method, v6, udp bool) {
 	}
 }
 
-// The tc companion drops, with a reason, the GSO skbs it cannot forward:
+// The tc companion forwards an offloaded flow's skbs, GSO or not, up to
+// the MTU per segment, and drops, with a reason, those it cannot forward:
 // those of a flow that is not offloaded, and those of an offloaded flow
 // that the worker would have to handle (FIN, TTL 1, a segment larger
 // than the egress MTU).
@@ -280,6 +281,10 @@ func TestOffloadGSODrops(t *testing.T) {
 		// 1461 bytes of payload behind 40 of headers: one more than the MTU.
 		{"segment over the mtu", frame(40000, ack, 0, 2922), 2, 1461, tcActShot, bpf.DropGSOUnfit},
 		{"segment at the mtu", frame(40000, ack, 0, 2920), 2, 1460, tcActRedirect, bpf.RedirectGSO},
+		// A FlowPartial flow's frames come to the companion whatever
+		// their size: a pure ACK is shorter than the headers it pulls.
+		{"pure ack, not gso", frame(40000, ack, 0, 0), 0, 0, tcActRedirect, bpf.RedirectGSO},
+		{"not gso", frame(40000, ack, 0, 100), 0, 0, tcActRedirect, bpf.RedirectGSO},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			c0, err := o.Counters()
@@ -315,8 +320,10 @@ func partial(t *testing.T, f []byte) []byte {
 // A flow whose sender leaves its checksums to the NIC is installed only
 // with the tc companion (generic mode), at once (its data comes in GSO
 // skbs, which cannot wait for offloadAfter frames), marked
-// bpf.FlowPartial; the XDP program then leaves its frames to the
-// worker, which completes their checksums.
+// bpf.FlowPartial; the XDP program then passes its frames to the
+// companion (bpf's TestXDPPartialFlow), and where there is none, as
+// under BPF_PROG_RUN here, to the worker, which completes their
+// checksums.
 func TestOffloadPartialFlow(t *testing.T) {
 	for _, gso := range []bool{false, true} {
 		t.Run(fmt.Sprintf("gso=%v", gso), func(t *testing.T) {

@@ -344,12 +344,12 @@ func (w *worker) offload(e *conntrack.Entry, dir conntrack.Dir, method modes.Met
 		after = o.afterUDP
 	}
 	if w.partial {
-		// Generic mode with the tc companion: the XDP program leaves
-		// the flow's frames to the worker (bpf.FlowPartial), which
-		// completes their checksums, and the companion forwards its
-		// GSO skbs, which cannot reach a worker. Such a sender's (TSO)
-		// data comes in GSO skbs from its first flight on, which are
-		// dropped until the flow is installed: at once, not after
+		// Generic mode with the tc companion: the XDP program passes
+		// the flow's frames to the companion (bpf.FlowPartial), which
+		// forwards them with their partial checksums, as it forwards
+		// its GSO skbs, which cannot reach a worker. Such a sender's
+		// (TSO) data comes in GSO skbs from its first flight on, which
+		// are dropped until the flow is installed: at once, not after
 		// offloadAfter frames.
 		after = 0
 	}
