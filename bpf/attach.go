@@ -5,6 +5,7 @@ package bpf
 import (
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 
 	"github.com/cilium/ebpf"
@@ -155,8 +156,15 @@ func (o *Objects) attachGSO(ifindex int) (func() error, error) {
 	if err != nil {
 		return nil, fmt.Errorf("attach tc companion to ifindex %d (tcx, Linux 6.6+): %w", ifindex, err)
 	}
-	k, one := uint32(ifindex), uint32(1)
-	if err := o.gsoTc.Update(&k, &one, ebpf.UpdateAny); err != nil {
+	ifc, err := net.InterfaceByIndex(ifindex)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("enable tc companion on ifindex %d: %w", ifindex, err), l.Close())
+	}
+	// The XDP program takes an offloaded flow's frame larger than this
+	// for a GSO skb, which it passes to xlb_tc. Read once: an MTU raised
+	// later sends the GSO skbs between the two to the worker.
+	k, mtu := uint32(ifindex), uint32(ifc.MTU)
+	if err := o.gsoTc.Update(&k, &mtu, ebpf.UpdateAny); err != nil {
 		return nil, errors.Join(fmt.Errorf("enable tc companion on ifindex %d: %w", ifindex, err), l.Close())
 	}
 	return func() error {

@@ -93,7 +93,7 @@ func TestXDPOversize(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k, one := uint32(lo.Attrs().Index), uint32(1)
+	k, one := uint32(lo.Attrs().Index), uint32(lo.Attrs().MTU)
 	if err := o.gsoTc.Update(&k, &one, ebpf.UpdateAny); err != nil {
 		t.Fatal(err)
 	}
@@ -152,10 +152,10 @@ func TestAttachGSOCompanion(t *testing.T) {
 		}
 		return len(r.Programs)
 	}
-	enabled := func() bool {
+	enabled := func() bool { // with the interface's MTU, for the XDP program
 		var v uint32
 		k := uint32(idx)
-		return o.gsoTc.Lookup(&k, &v) == nil
+		return o.gsoTc.Lookup(&k, &v) == nil && v == uint32(l.Attrs().MTU)
 	}
 
 	lk, mode, err := o.AttachAs(idx, Generic)
@@ -204,7 +204,7 @@ func TestXDPPartialFlow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	idx, one := uint32(lo.Attrs().Index), uint32(1)
+	idx, one := uint32(lo.Attrs().Index), uint32(lo.Attrs().MTU)
 	if err := o.gsoTc.Update(&idx, &one, ebpf.UpdateAny); err != nil {
 		t.Fatal(err)
 	}
@@ -214,5 +214,43 @@ func TestXDPPartialFlow(t *testing.T) {
 	}
 	if act, _, r := runOne(t, o, o.objs.XlbXdp, ttl1); act != xdpPass || r != Redirect {
 		t.Errorf("TTL 1 with the tc companion: action %d, counter %v; want %d, %v (to the worker)", act, r, xdpPass, Redirect)
+	}
+}
+
+// An offloaded flow's frame larger than its egress MTU but small enough
+// for a socket goes to the tc companion if it is larger than the ingress
+// interface's MTU too (only GSO makes such a frame), and to the worker,
+// which answers it as too big, otherwise or without the companion.
+func TestXDPTooBig(t *testing.T) {
+	o := loadGSO(t)
+	k := MakeFlowKey(packettest.Client4.As16(), packettest.ClientPort, packettest.VIP4.As16(), packettest.HTTP, 6)
+	v := Flow{Op: FlowDR, MTU: 1500, Ifindex: 1, Dest: 1}
+	if err := o.PutFlow(&k, &v); err != nil {
+		t.Fatal(err)
+	}
+	frame := gsoFrame(1700) // 1754 bytes: 1740 of IP, within MaxFrameFor(2048)
+	lo, err := netlink.LinkByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx := uint32(lo.Attrs().Index)
+	const xdpPass = 2
+	for _, c := range []struct {
+		name       string
+		ingressMTU uint32 // 0: no companion
+		want       Reason
+	}{
+		{"no companion", 0, Redirect},
+		{"ingress mtu 1500", 1500, PassGSO},
+		{"ingress mtu 9000", 9000, Redirect},
+	} {
+		if c.ingressMTU == 0 {
+			o.gsoTc.Delete(&idx)
+		} else if err := o.gsoTc.Update(&idx, &c.ingressMTU, ebpf.UpdateAny); err != nil {
+			t.Fatal(err)
+		}
+		if act, _, r := runOne(t, o, o.objs.XlbXdp, frame); act != xdpPass || r != c.want {
+			t.Errorf("%s: action %d, counter %v; want %d, %v", c.name, act, r, xdpPass, c.want)
+		}
 	}
 }

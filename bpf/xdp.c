@@ -321,7 +321,7 @@ const volatile __u32 xlb_max_frame = 0;
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, __u32);   // ifindex
-	__type(value, __u32); // unused, 1
+	__type(value, __u32); // the interface's MTU when xlb_tc was attached
 	__uint(max_entries, 64);
 } gso_tc SEC(".maps");
 
@@ -974,6 +974,23 @@ static __always_inline int partial(struct xdp_md *ctx)
 	return pass(XLB_REASON_PASS_PARTIAL);
 }
 
+// too_big decides for an offloaded flow's frame of iplen IP bytes, more
+// than its egress MTU: a GSO skb (larger than the ingress interface's
+// MTU, which only GRO or a local sender's TSO makes in generic mode) goes
+// to xlb_tc, which sends it segmented; anything else, -1, to the worker,
+// which answers a frame really too big for the path (frag needed, packet
+// too big). A GSO skb of a few segments fits a socket's frame: the worker
+// would answer it as too big, and the sender retransmit it, after a
+// timeout.
+static __always_inline int too_big(struct xdp_md *ctx, __u32 iplen)
+{
+	__u32 ifindex = ctx->ingress_ifindex, *mtu = bpf_map_lookup_elem(&gso_tc, &ifindex);
+
+	if (!mtu || iplen <= *mtu || to_tc(ctx))
+		return -1;
+	return pass(XLB_REASON_PASS_GSO);
+}
+
 // offload forwards a frame of an offloaded flow itself: the frame's flow
 // is in the flows map, it passed admit, and it carries no SYN, FIN or RST
 // (those are the worker's, whose state machine they drive). It returns
@@ -1028,7 +1045,7 @@ static __always_inline int offload(struct xdp_md *ctx, struct pkt *p, const stru
 			return -1;
 		iplen = bpf_ntohs(iph->tot_len);
 		if (v->mtu && iplen > v->mtu)
-			return -1;
+			return too_big(ctx, iplen);
 		if (part)
 			return partial(ctx);
 		ipv4_dec_ttl(iph);
@@ -1039,7 +1056,7 @@ static __always_inline int offload(struct xdp_md *ctx, struct pkt *p, const stru
 			return -1;
 		iplen = sizeof(*ip6h) + bpf_ntohs(ip6h->payload_len);
 		if (v->mtu && iplen > v->mtu)
-			return -1;
+			return too_big(ctx, iplen);
 		if (part)
 			return partial(ctx);
 		ip6h->hop_limit--;
