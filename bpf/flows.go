@@ -93,7 +93,7 @@ type Flow struct {
 	_        [3]uint16
 	Packets  uint64 // frames the program forwarded
 	Bytes    uint64 // their frame bytes, Ethernet header included
-	LastSeen uint64 // CLOCK_MONOTONIC ns (bpf_ktime_get_ns) of the latest; 0: none yet
+	LastSeen uint64 // CLOCK_MONOTONIC ns of the latest, at tick resolution (bpf_ktime_get_coarse_ns); 0: none yet
 }
 
 // DestCounters are the packets and IP bytes the program forwarded for one

@@ -37,7 +37,8 @@ import (
 //     (destTotals), so they are exact to the packet at any time;
 //   - timers (-L -c): the worker folds each flow's counters and last-seen
 //     time into its conntrack entry (conntrack.Table.Fold) at least every
-//     foldEveryNs, and whenever conntrack finds the entry expired, so an
+//     foldEveryNs while the table is listed or synced (foldQuietNs
+//     otherwise), and whenever conntrack finds the entry expired, so an
 //     entry whose frames keep coming never expires and a persistence
 //     template stays alive while its connections do;
 //   - the flow leaves the map (DeleteFlow) when its connection leaves
@@ -102,11 +103,24 @@ type flowWalker interface {
 }
 
 // foldEveryNs is how often, at most, each offloaded flow is folded into
-// its entry: the lag of -L -c's timer behind the last frame, and far
-// below any timeout a real configuration sets (the shortest IPVS
-// default, CLOSE, is 10 s; an expired-looking entry is folded at once
-// anyway).
+// its entry while someone looks at the entries: during a listing
+// (ipvsadm -L -c, whose timers then lag the last frame by at most this)
+// and while the connection sync sends (its sync points count the
+// program's frames too). Far below any timeout a real configuration sets
+// (the shortest IPVS default, CLOSE, is 10 s).
 const foldEveryNs = int64(time.Second)
+
+// foldQuietNs is the fold period otherwise. Nothing then needs the
+// entries' counters or timers sooner: --stats and --rate read the
+// program's dest_stats directly, and an entry conntrack finds expired is
+// folded at once (refresh), so a flow whose frames keep coming never
+// expires whatever the period. A pass reads every offloaded flow (0.5-0.8
+// µs each, see idleStep), so at 100,000 flows a pass a second kept 5-8%
+// of a CPU busy on an idle worker; one in ten seconds, under 1%. The
+// cost of the longer period: an entry's packet count lags, so a busy UDP
+// flow counts as one of at most 8 packets (evictable when the table is
+// full) for up to this long after its install.
+const foldQuietNs = 10 * int64(time.Second)
 
 // foldBatch is how many flows a busy worker folds per batch when a fold
 // pass is due: a map lookup each is about a microsecond.
@@ -193,6 +207,7 @@ type offloader struct {
 	at    map[*conntrack.Entry]int32 // index into flows
 	next  int                        // fold cursor
 	pass  int64                      // start of the latest complete fold pass
+	quiet int64                      // the fold period when nobody looks (foldQuietNs; see every)
 	// walk, when m has it, reads the map in chunks for the fold pass;
 	// byKey finds a read flow's index and direction (index<<1 | dir).
 	walk  flowWalker
@@ -236,7 +251,8 @@ type offloader struct {
 func newOffloader(m flowTable, max int, start time.Time) *offloader {
 	var ts unix.Timespec
 	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	o := &offloader{m: m, max: max, after: offloadAfter, afterUDP: offloadAfterUDP, kt0: ts.Nano() - time.Since(start).Nanoseconds(),
+	o := &offloader{m: m, max: max, after: offloadAfter, afterUDP: offloadAfterUDP, quiet: foldQuietNs,
+		kt0:   ts.Nano() - time.Since(start).Nanoseconds(),
 		flows: make([]offFlow, 0, max), at: make(map[*conntrack.Entry]int32, max)}
 	if wk, ok := m.(flowWalker); ok {
 		o.walk, o.byKey = wk, make(map[bpf.FlowKey]int32, max)
@@ -647,11 +663,20 @@ func (o *offloader) refresh(w *worker, e *conntrack.Entry) {
 	}
 }
 
+// every is the fold period now: foldEveryNs while the table is listed or
+// the connection sync is on, o.quiet otherwise.
+func (o *offloader) every(w *worker) int64 {
+	if w.sx.on || w.ct.Dumping() {
+		return foldEveryNs
+	}
+	return o.quiet
+}
+
 // step is the offload's batch-edge housekeeping: when the configuration
 // or the forwarding table changed, every flow whose destination left its
 // service or whose next hop changed is taken out of the program (or out
 // of the queue); the queued installs are written (flush); and when a
-// fold pass is due (every foldEveryNs), up to budget flows are
+// fold pass is due (every o.every), up to budget flows are
 // folded (budget < 0: the rest of the pass); when the map is walked, a
 // chunk (walkChunk entries) per walkChunk flows of budget, rounded up.
 // A pass walks the map, or, when this worker has few of its flows
@@ -662,7 +687,7 @@ func (o *offloader) step(w *worker, now int64, budget int) {
 		o.check(w, *fwd) // first: a queued flow it takes out is never written
 	}
 	o.flush(w)
-	if now-o.pass < foldEveryNs {
+	if now-o.pass < o.every(w) {
 		return
 	}
 	if o.walk != nil && !o.lookups && (o.walking || !o.fewFlows()) {
@@ -722,7 +747,8 @@ const idleFold = 8 * walkChunk
 // 96 entries, about 57% of it in the kernel's batch lookup, the rest
 // the byKey lookups and foldDir's cache misses on flows), 84-131 ms
 // when every flow forwarded frames (a conntrack Fold each). Once per
-// foldEveryNs, that is 5-13% of a CPU for an idle worker. Chunks of
+// foldEveryNs, that is 5-13% of a CPU for an idle worker; once per
+// foldQuietNs, when nobody lists the table, a tenth of it. Chunks of
 // 1024 entries (98 calls) did not measurably change it: the cost is per
 // entry, not per syscall. The workers share the map: a walk reads the
 // others' flows too, so a worker with few of its own (fewer than a
@@ -733,7 +759,7 @@ const idleFold = 8 * walkChunk
 func (o *offloader) idleStep(w *worker, now int64) {
 	for {
 		o.step(w, now, idleFold)
-		if now-o.pass < foldEveryNs || w.received() {
+		if now-o.pass < o.every(w) || w.received() {
 			return
 		}
 	}

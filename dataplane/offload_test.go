@@ -167,6 +167,7 @@ func withOffload(t testing.TB, w *worker, m flowTable) { withOffloadSized(t, w, 
 func withOffloadSized(t testing.TB, w *worker, m flowTable, capacity int) {
 	t.Helper()
 	w.off = newOffloader(m, 64, time.Now())
+	w.off.quiet = foldEveryNs // the tests below step by foldEveryNs; TestOffloadFoldPeriod: the quiet period
 	w.off.kt0 = kt0
 	w.off.after, w.off.afterUDP = 1, 1 // at the first frame: the tests below are about what happens then (TestOffloadAfter: the thresholds)
 	copts := conntrack.DefaultOptions()

@@ -401,6 +401,11 @@ func (w *worker) run(ctx context.Context) {
 // idleSweepNs an expiry pass over the whole table, in chunks, stopping
 // early when frames arrive.
 func (w *worker) idle(now int64) {
+	if w.off != nil && w.ct.Dumping() {
+		// A listing is served from Expire below: fold first, so that
+		// its page shows the offloaded flows' timers as of now.
+		w.off.idleStep(w, now)
+	}
 	left := idleChunk
 	if now-w.swept >= idleSweepNs {
 		w.swept = now
