@@ -5,6 +5,7 @@ package bpf
 import (
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 
 	"github.com/cilium/ebpf"
@@ -97,8 +98,9 @@ func (l *vlanLink) Close() error {
 // the frame where the program sees them, and attaches the program: the
 // device-bound variant natively if Load was given this ifindex and it
 // loaded (it also sees tags a driver strips anyway, e.g. one a veth peer
-// inserted), else the plain one natively, else generically. Closing the
-// link detaches the program and turns the offload back on. An interface
+// inserted), else the plain one natively, else generically. In generic
+// mode it also attaches the tc companion (GSOProgram, see GSOCompanion).
+// Closing the link detaches the programs and turns the offload back on. An interface
 // whose offload is fixed on is refused unless the device-bound program
 // attaches: nothing else would see its tags.
 func (o *Objects) Attach(ifindex int) (link.Link, AttachMode, error) {
@@ -131,8 +133,55 @@ func (o *Objects) AttachAs(ifindex int, want AttachMode) (link.Link, AttachMode,
 	if err != nil {
 		return nil, 0, errors.Join(err, restore())
 	}
+	o.gso, o.gsoErr = false, nil
+	if mode == Generic {
+		detach, err := o.attachGSO(ifindex)
+		if err != nil {
+			o.gsoErr = err
+		} else {
+			o.gso = true
+			vlan := restore
+			restore = func() error { return errors.Join(detach(), vlan()) }
+		}
+	}
 	return &vlanLink{l, restore}, mode, nil
 }
+
+// attachGSO attaches xlb_tc to ifindex's tcx ingress and tells the XDP
+// program that it may pass frames too large for a socket to it; the
+// function it returns undoes both, the XDP program's half first (frames
+// it marks after that would reach the stack).
+func (o *Objects) attachGSO(ifindex int) (func() error, error) {
+	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: o.objs.XlbTc, Attach: ebpf.AttachTCXIngress})
+	if err != nil {
+		return nil, fmt.Errorf("attach tc companion to ifindex %d (tcx, Linux 6.6+): %w", ifindex, err)
+	}
+	ifc, err := net.InterfaceByIndex(ifindex)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("enable tc companion on ifindex %d: %w", ifindex, err), l.Close())
+	}
+	// The XDP program takes an offloaded flow's frame larger than this
+	// for a GSO skb, which it passes to xlb_tc. Read once: an MTU raised
+	// later sends the GSO skbs between the two to the worker.
+	k, mtu := uint32(ifindex), uint32(ifc.MTU)
+	if err := o.gsoTc.Update(&k, &mtu, ebpf.UpdateAny); err != nil {
+		return nil, errors.Join(fmt.Errorf("enable tc companion on ifindex %d: %w", ifindex, err), l.Close())
+	}
+	return func() error {
+		err := o.gsoTc.Delete(&k)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			err = nil
+		}
+		return errors.Join(err, l.Close())
+	}, nil
+}
+
+// GSOCompanion reports whether Attach attached the tc companion
+// (GSOProgram) with the XDP program, which it does in generic mode only,
+// and if it could not, why. Without it, a frame to a service larger than
+// a socket's frame is dropped (drop_oversize): in generic mode, every
+// GSO skb. Not safe for concurrent use with Attach.
+func (o *Objects) GSOCompanion() (bool, error) { return o.gso, o.gsoErr }
 
 // DeviceBound reports whether the device-bound variant loaded, and if not
 // why not (nil when Load had no Ifindex).

@@ -276,6 +276,23 @@
 // charged to the memory cgroup (Linux 5.11+); older kernels need
 // RLIMIT_MEMLOCK raised, which this package does not do.
 //
+// # GSO packets in generic mode: the tc companion
+//
+// Generic XDP runs on the skb after GRO, so a GSO skb (a local sender's
+// TSO, segments GRO merged upstream) reaches the program whole, larger
+// than an AF_XDP frame (Options.MaxFrame) and than the egress MTU. A
+// steered frame that large is dropped, counted (drop_oversize), unless
+// the interface runs xlb_tc, a SchedCLS program of the same object
+// (GSOProgram) that Attach attaches to tcx ingress in generic mode
+// (GSOCompanion; Linux 6.6+): the XDP program then marks the skb in its
+// metadata and passes it (pass_gso), and xlb_tc, which runs next on the
+// same skb, forwards it if its flow is offloaded, rewritten as the XDP
+// offload does with the skb checksum helpers (right for CHECKSUM_PARTIAL,
+// the state of every GSO skb) and redirected, so that dev_queue_xmit
+// segments it at egress (redirect_gso); other marked skbs it drops
+// (drop_gso_no_flow, drop_gso_unfit). It counts a GSO skb's segments, each
+// with its headers, in the flow's and dest_stats' counters.
+//
 // # Decapsulation for TUN real servers
 //
 // decap.c is a second, independent XDP program (LoadDecap, type Decap), run

@@ -54,9 +54,21 @@ const (
 	FlowFNATOut FlowOp = 7
 )
 
+// FlowFlags qualify an offloaded flow (XLB_FLOW_F_* in xdp.c).
+type FlowFlags uint32
+
+// FlowPartial marks a flow whose sender leaves its checksums to the NIC
+// (CHECKSUM_PARTIAL: a sender on the same host, TSO on), installed in
+// generic mode with the tc companion only. The XDP program passes its
+// frames to the companion (pass_partial), which forwards them as it
+// forwards the flow's GSO skbs, keeping their partial checksums right;
+// on an interface without the companion they go to the worker, which
+// completes them.
+const FlowPartial FlowFlags = 1
+
 // Flow is an offloaded flow's rewrite and egress, and the counters the
 // program keeps for it. It mirrors struct flow_value in xdp.c (104 bytes).
-// The dataplane writes DstMAC to Op; the program only adds to Packets and
+// The dataplane writes DstMAC to Flags; the program only adds to Packets and
 // Bytes and stamps LastSeen.
 type Flow struct {
 	DstMAC, SrcMAC [6]byte
@@ -64,7 +76,7 @@ type Flow struct {
 	MTU            uint32 // egress MTU in IP bytes, 0 for none: larger frames go to the worker
 	Dest           uint32 // destination ID, whose DestCounters the program adds to
 	Op             FlowOp
-	_              uint32
+	Flags          FlowFlags
 	// NAT: the new address (16-byte form, IPv4-mapped) and port, and the
 	// folded checksum deltas of the change. FULLNAT: the new destination,
 	// and the deltas of both changes. TUN: Addr is the outer destination

@@ -51,7 +51,23 @@ type Options struct {
 	// MaxFlows is the size of the flows map when Offload is on, 0 for
 	// DefaultMaxFlows; about 200 bytes per flow, preallocated.
 	MaxFlows int
+	// MaxFrame is the largest frame the AF_XDP sockets take: their frame
+	// size less the kernel's 256 bytes of XDP headroom (MaxFrameFor). A
+	// larger frame to a service (in generic mode, a GSO skb) would be
+	// lost in the redirect: it is passed to the tc companion if Attach
+	// attached one (pass_gso), and dropped otherwise (drop_oversize).
+	// 0: no check, every steered frame is redirected.
+	MaxFrame int
 }
+
+// xdpPacketHeadroom is XDP_PACKET_HEADROOM: an AF_XDP socket's frames
+// hold frame size - headroom - 256 bytes of packet (xsk_buff_pool's
+// frame_len).
+const xdpPacketHeadroom = 256
+
+// MaxFrameFor is Options.MaxFrame for sockets of frameSize-byte UMEM
+// frames without headroom of their own.
+func MaxFrameFor(frameSize int) int { return frameSize - xdpPacketHeadroom }
 
 // DefaultMaxFlows is the flows map's size when Options.MaxFlows is 0.
 const DefaultMaxFlows = 65536
@@ -62,6 +78,7 @@ type Objects struct {
 	objs struct {
 		xlbMaps
 		XlbXdp *ebpf.Program `ebpf:"xlb_xdp"`
+		XlbTc  *ebpf.Program `ebpf:"xlb_tc"`
 	}
 	dev         *ebpf.Program // device-bound variant for ifindex, or nil
 	ifindex     int
@@ -70,6 +87,9 @@ type Objects struct {
 	maxDests    int                  // dest_stats slots
 	maxRealKeys int                  // reals map entries
 	spec        *ebpf.CollectionSpec // what Load loaded, for Sibling
+	gsoTc       *ebpf.Map            // the gso_tc map, o's own or a sibling's parent's
+	gso         bool                 // Attach attached xlb_tc
+	gsoErr      error                // why Attach could not attach xlb_tc in generic mode
 }
 
 // Load loads the program and maps embedded in the package into the kernel,
@@ -117,6 +137,12 @@ func Load(opts Options) (*Objects, error) {
 	if err := spec.Variables["xlb_offload"].Set(boolByte(opts.Offload)); err != nil {
 		return nil, fmt.Errorf("load xdp: set offload: %w", err)
 	}
+	if opts.MaxFrame < 0 || opts.MaxFrame > 1<<16 {
+		return nil, fmt.Errorf("load xdp: invalid frame limit %d: must be 0-%d", opts.MaxFrame, 1<<16)
+	}
+	if err := spec.Variables["xlb_max_frame"].Set(uint32(opts.MaxFrame)); err != nil {
+		return nil, fmt.Errorf("load xdp: set frame limit: %w", err)
+	}
 	if err := spec.Variables["xlb_mac"].Set(opts.MAC); err != nil {
 		return nil, fmt.Errorf("load xdp: set mac: %w", err)
 	}
@@ -130,6 +156,7 @@ func Load(opts Options) (*Objects, error) {
 	if err := spec.LoadAndAssign(&o.objs, nil); err != nil {
 		return nil, fmt.Errorf("load xdp objects: %w", err)
 	}
+	o.gsoTc = o.objs.GsoTc
 	if opts.Ifindex != 0 {
 		o.dev, o.devErr = loadDev(spec, &o.objs.xlbMaps, opts.Ifindex)
 	}
@@ -154,13 +181,15 @@ func (o *Objects) Sibling(mac [6]byte, ifindex int) (*Objects, error) {
 	delete(shared, "xsks") // the sibling's own sockets, by its RX queue
 	var objs struct {
 		P    *ebpf.Program `ebpf:"xlb_xdp"`
+		TC   *ebpf.Program `ebpf:"xlb_tc"`
 		Xsks *ebpf.Map     `ebpf:"xsks"`
 	}
 	if err := spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{MapReplacements: shared}); err != nil {
 		return nil, fmt.Errorf("load xdp objects for ifindex %d: %w", ifindex, err)
 	}
 	s := &Objects{ifindex: ifindex, maxServices: o.maxServices, maxDests: o.maxDests, maxRealKeys: o.maxRealKeys}
-	s.objs.XlbXdp, s.objs.Xsks = objs.P, objs.Xsks
+	s.objs.XlbXdp, s.objs.XlbTc, s.objs.Xsks = objs.P, objs.TC, objs.Xsks
+	s.gsoTc = o.objs.GsoTc // shared: o closes it
 	if ifindex != 0 {
 		ps := spec.Programs["xlb_xdp_dev"]
 		ps.Ifindex = uint32(ifindex)
@@ -235,12 +264,37 @@ func (o *Objects) Close() error {
 	if o.dev != nil {
 		err = o.dev.Close()
 	}
-	return errors.Join(err, o.objs.XlbXdp.Close(), o.objs.xlbMaps.Close())
+	return errors.Join(err, o.objs.XlbXdp.Close(), o.objs.XlbTc.Close(), o.objs.xlbMaps.Close())
 }
 
 // Program returns the XDP program, for Attach. It is owned by o.
 func (o *Objects) Program() *ebpf.Program {
 	return o.objs.XlbXdp
+}
+
+// GSOProgram returns the tc companion, xlb_tc (a SchedCLS program for
+// tcx ingress), which forwards the GSO skbs of offloaded flows that the
+// XDP program marked in generic mode. Attach attaches it; it is owned
+// by o.
+func (o *Objects) GSOProgram() *ebpf.Program {
+	return o.objs.XlbTc
+}
+
+// GSOTestProgram loads xlb_tc_unmarked, the tc companion without its
+// check of the XDP program's mark, sharing o's maps, for BPF_PROG_RUN:
+// the skbs it makes carry no metadata. The caller closes it; it must
+// never be attached.
+func (o *Objects) GSOTestProgram() (*ebpf.Program, error) {
+	if o.spec == nil {
+		return nil, errors.New("load tc test program: not loaded by Load")
+	}
+	var objs struct {
+		P *ebpf.Program `ebpf:"xlb_tc_unmarked"`
+	}
+	if err := o.spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{MapReplacements: mapsByName(&o.objs.xlbMaps)}); err != nil {
+		return nil, fmt.Errorf("load tc test program: %w", err)
+	}
+	return objs.P, nil
 }
 
 // AddService steers frames to k to the AF_XDP sockets. id is stored in the

@@ -29,6 +29,12 @@ const (
 	DropSYNRate                   // SYN to a service under pressure, its source prefix over its rate: dropped
 	DropSYNPressure               // SYN to a service under heavy pressure: dropped
 	RedirectOffload               // an offloaded flow's frame: rewritten and sent by the program itself (XDP_TX or bpf_redirect)
+	PassGSO                       // would be steered, but larger than a socket's frame (a GSO skb in generic mode): passed to the tc companion
+	DropOversize                  // would be steered, but larger than a socket's frame, and no tc companion on the interface: dropped
+	RedirectGSO                   // tc companion: an offloaded flow's GSO skb (or a FlowPartial flow's frame), rewritten and redirected (one per skb)
+	DropGSONoFlow                 // tc companion: a GSO skb of a flow that is not offloaded (offload off, or not yet installed): dropped
+	DropGSOUnfit                  // tc companion: an offloaded flow's GSO skb it cannot forward (FIN, TTL 1, MTU, VLAN, TUN, ...): dropped
+	PassPartial                   // a FlowPartial flow's frame (its sender leaves checksums to the NIC): passed to the tc companion, which forwards it
 
 	// NumReasons is the number of reasons, XLB_REASON_MAX in xdp.c.
 	NumReasons = int(iota)
@@ -53,6 +59,12 @@ var reasonNames = [NumReasons]string{
 	DropSYNRate:     "drop_syn_rate",
 	DropSYNPressure: "drop_syn_pressure",
 	RedirectOffload: "redirect_offload",
+	PassGSO:         "pass_gso",
+	DropOversize:    "drop_oversize",
+	RedirectGSO:     "redirect_gso",
+	DropGSONoFlow:   "drop_gso_no_flow",
+	DropGSOUnfit:    "drop_gso_unfit",
+	PassPartial:     "pass_partial",
 }
 
 // String returns the reason's counter name, e.g. "pass_no_service".

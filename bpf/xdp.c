@@ -10,6 +10,7 @@
 #include <linux/in.h>
 #include <linux/ip.h>
 #include <linux/ipv6.h>
+#include <linux/pkt_cls.h>
 #include <linux/tcp.h>
 #include <linux/udp.h>
 #include <bpf/bpf_endian.h>
@@ -106,6 +107,12 @@ enum xlb_reason {
 	XLB_REASON_DROP_SYN_RATE,     // SYN to a service under pressure, its source prefix over its rate: dropped
 	XLB_REASON_DROP_SYN_PRESSURE, // SYN to a service under heavy pressure, its prefix sent no recent ACK: dropped
 	XLB_REASON_REDIRECT_OFFLOAD,  // an offloaded flow's frame: rewritten and sent here (XDP_TX or bpf_redirect)
+	XLB_REASON_PASS_GSO,          // steered, but larger than a socket's frame (a GSO skb): passed to xlb_tc
+	XLB_REASON_DROP_OVERSIZE,     // steered, but larger than a socket's frame, and no xlb_tc to take it: dropped
+	XLB_REASON_REDIRECT_GSO,      // xlb_tc: an offloaded flow's marked skb (GSO, or a FlowPartial flow's), rewritten and redirected
+	XLB_REASON_DROP_GSO_NO_FLOW,  // xlb_tc: a GSO skb of a flow not offloaded (offload off, not yet installed): dropped
+	XLB_REASON_DROP_GSO_UNFIT,    // xlb_tc: an offloaded flow's GSO skb it cannot forward (see gso_forward): dropped
+	XLB_REASON_PASS_PARTIAL,      // a FlowPartial flow's frame: passed to xlb_tc, which forwards it
 	XLB_REASON_MAX,
 };
 
@@ -300,6 +307,30 @@ struct {
 // never looks at the flows map, and the verifier drops that code.
 const volatile __u8 xlb_offload = 0;
 
+// The largest frame the AF_XDP sockets take (their frame size less the
+// kernel's XDP_PACKET_HEADROOM, 256), 0 for no check; set by Load. A
+// larger frame's redirect fails and the frame is lost: in generic mode
+// that is a GSO skb (a local sender's TSO on a veth, segments GRO merged
+// on a bridge port) of up to 64 KiB, which reaches the program whole.
+const volatile __u32 xlb_max_frame = 0;
+
+// Interfaces whose tc ingress runs xlb_tc (generic mode only), by
+// ifindex, written by Attach: a frame too large for a socket is passed
+// to it (pass_gso) rather than dropped (drop_oversize). Looked up only
+// for such frames.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);   // ifindex
+	__type(value, __u32); // the interface's MTU when xlb_tc was attached
+	__uint(max_entries, 64);
+} gso_tc SEC(".maps");
+
+// What the XDP program leaves in the skb's metadata (bpf_xdp_adjust_meta)
+// for xlb_tc: the frame is a steered flow's and too large for a socket.
+// Generic XDP keeps the metadata in the skb (skb_metadata_set), and runs
+// before tc ingress in __netif_receive_skb_core.
+#define XLB_GSO_MAGIC 0x67626c78 // "xlbg"
+
 // Default flows map size; Load sets the real one. 40-byte key, 104-byte
 // value: about 200 bytes per preallocated element, 13 MiB for 64Ki flows.
 #define XLB_MAX_FLOWS 65536
@@ -323,6 +354,17 @@ struct flow_key {
 #define XLB_FLOW_FNAT_IN 6  // FULLNAT, client → real: source := saddr:sport, destination := addr:port (modes.fullnatIn)
 #define XLB_FLOW_FNAT_OUT 7 // FULLNAT, real → client: the same (modes.fullnatOut)
 
+// The flow's sender leaves its checksums to the NIC (CHECKSUM_PARTIAL: a
+// sender on this host, TSO on). The XDP program cannot tell such a frame
+// from a complete one, nor keep the skb's state natively: it passes the
+// flow's frames to xlb_tc (pass_partial), which forwards them as it does
+// the flow's GSO skbs, with the skb helpers that keep the checksums
+// right; without xlb_tc, to the worker, which completes them. Installed
+// in generic mode with xlb_tc only. One path for all of the flow's
+// frames keeps them in order: through the worker, a small frame would
+// lag behind the GSO skbs tc sends after it.
+#define XLB_FLOW_F_PARTIAL 1
+
 // Value of the flows map. The worker writes the first part when it
 // installs the flow (a connection it decided and found ESTABLISHED, or a
 // UDP flow it forwarded) and deletes the entry when the connection leaves
@@ -336,7 +378,7 @@ struct flow_value {
 	__u32 mtu;       // egress MTU (IP bytes), 0 for none: larger frames go to the worker
 	__u32 dest;      // destination ID, the dest_stats slot
 	__u32 op;        // XLB_FLOW_*
-	__u32 pad;
+	__u32 flags;     // XLB_FLOW_F_*
 	__u8 addr[16];   // NAT: the new destination (in) or source (out) address, as svc_key's;
 	                 // FULLNAT: the new destination; TUN: the outer destination (the real server)
 	__be16 port;     // NAT: the new port, as on the wire; FULLNAT: the new destination port
@@ -894,6 +936,65 @@ static __always_inline int tunnel(struct xdp_md *ctx, struct pkt *p, struct flow
 	return offload_send(ctx, v, op, flen, iplen);
 }
 
+// to_tc marks the frame in its metadata for xlb_tc, which runs next on
+// the same skb (generic mode) and forwards it, and returns 0; or -1 when
+// the interface runs no xlb_tc.
+static __always_inline int to_tc(struct xdp_md *ctx)
+{
+	__u32 ifindex = ctx->ingress_ifindex;
+	void *meta, *data;
+
+	if (!bpf_map_lookup_elem(&gso_tc, &ifindex) || bpf_xdp_adjust_meta(ctx, -(int)sizeof(__u32)))
+		return -1;
+	meta = (void *)(long)ctx->data_meta;
+	data = (void *)(long)ctx->data;
+	if (meta + sizeof(__u32) > data)
+		return -1;
+	*(__u32 *)meta = XLB_GSO_MAGIC;
+	return 0;
+}
+
+// oversize disposes of a steered frame too large for a socket, which the
+// redirect would lose: with xlb_tc on this interface it goes on to tc;
+// otherwise it is dropped, counted. Such a frame cannot go to the
+// worker: AF_XDP copy mode takes one frame of at most xlb_max_frame
+// bytes.
+static __always_inline int oversize(struct xdp_md *ctx)
+{
+	if (to_tc(ctx))
+		return drop(XLB_REASON_DROP_OVERSIZE);
+	return pass(XLB_REASON_PASS_GSO);
+}
+
+// partial passes a frame of a FlowPartial flow to xlb_tc, which forwards
+// it with the skb's checksum state (CHECKSUM_PARTIAL) intact, as it does
+// the flow's GSO skbs: all of the flow's frames then take one path, and
+// the receiver sees them in order. -1 (to the worker, which completes
+// the checksum) without xlb_tc.
+static __always_inline int partial(struct xdp_md *ctx)
+{
+	if (to_tc(ctx))
+		return -1;
+	return pass(XLB_REASON_PASS_PARTIAL);
+}
+
+// too_big decides for an offloaded flow's frame of iplen IP bytes, more
+// than its egress MTU: a GSO skb (larger than the ingress interface's
+// MTU, which only GRO or a local sender's TSO makes in generic mode) goes
+// to xlb_tc, which sends it segmented; anything else, -1, to the worker,
+// which answers a frame really too big for the path (frag needed, packet
+// too big). A GSO skb of a few segments fits a socket's frame: the worker
+// would answer it as too big, and the sender retransmit it, after a
+// timeout.
+static __always_inline int too_big(struct xdp_md *ctx, __u32 iplen)
+{
+	__u32 ifindex = ctx->ingress_ifindex, *mtu = bpf_map_lookup_elem(&gso_tc, &ifindex);
+
+	if (!mtu || iplen <= *mtu || to_tc(ctx))
+		return -1;
+	return pass(XLB_REASON_PASS_GSO);
+}
+
 // offload forwards a frame of an offloaded flow itself: the frame's flow
 // is in the flows map, it passed admit, and it carries no SYN, FIN or RST
 // (those are the worker's, whose state machine they drive). It returns
@@ -912,7 +1013,7 @@ static __always_inline int offload(struct xdp_md *ctx, struct pkt *p, const stru
 	struct flow_value *v;
 	struct ethhdr *eth = p->eth;
 	void *data = (void *)(long)ctx->data;
-	__u32 iplen, op;
+	__u32 iplen, op, part;
 	void *l4 = NULL;
 
 	if (p->tags || p->stripped || p->l3 != (void *)(eth + 1))
@@ -925,7 +1026,10 @@ static __always_inline int offload(struct xdp_md *ctx, struct pkt *p, const stru
 	// Read once: the verifier takes every read of map memory as a new
 	// unknown value, and would walk each combination.
 	op = v->op;
+	part = v->flags & XLB_FLOW_F_PARTIAL;
 	if (op < XLB_FLOW_DR || op > XLB_FLOW_FNAT_OUT)
+		return -1;
+	if (part && (op == XLB_FLOW_TUN4 || op == XLB_FLOW_TUN6))
 		return -1;
 	if (op == XLB_FLOW_TUN4)
 		return tunnel(ctx, p, v, op, 20);
@@ -945,7 +1049,9 @@ static __always_inline int offload(struct xdp_md *ctx, struct pkt *p, const stru
 			return -1;
 		iplen = bpf_ntohs(iph->tot_len);
 		if (v->mtu && iplen > v->mtu)
-			return -1;
+			return too_big(ctx, iplen);
+		if (part)
+			return partial(ctx);
 		ipv4_dec_ttl(iph);
 	} else {
 		struct ipv6hdr *ip6h = p->l3;
@@ -954,7 +1060,9 @@ static __always_inline int offload(struct xdp_md *ctx, struct pkt *p, const stru
 			return -1;
 		iplen = sizeof(*ip6h) + bpf_ntohs(ip6h->payload_len);
 		if (v->mtu && iplen > v->mtu)
-			return -1;
+			return too_big(ctx, iplen);
+		if (part)
+			return partial(ctx);
 		ip6h->hop_limit--;
 	}
 	if (l4)
@@ -978,6 +1086,8 @@ static __always_inline int verdict(struct xdp_md *ctx, struct pkt *p, enum xlb_r
 			if (a >= 0)
 				return a;
 		}
+		if (xlb_max_frame && ctx->data_end - ctx->data > xlb_max_frame)
+			return oversize(ctx);
 		if (reinsert_tag(ctx, p))
 			return pass(XLB_REASON_PASS_VLAN); // the kernel keeps the tag
 		return steer(ctx, steered);
@@ -1403,6 +1513,258 @@ SEC("xdp")
 int xlb_xdp_dev(struct xdp_md *ctx)
 {
 	return classify(ctx, 1);
+}
+
+// xlb_tc, the tc ingress companion of the program in generic mode (the
+// XDP program runs first, on the same skb). It forwards what generic XDP
+// cannot: a GSO skb (or any frame larger than a socket's) of an
+// offloaded flow, which the XDP offload leaves alone because it exceeds
+// the egress MTU and the XDP redirect refuses (__xdp_generic_ok_fwd_dev
+// compares skb->len with the MTU). tc's bpf_redirect goes through
+// dev_queue_xmit, which segments the skb at egress (validate_xmit_skb) if
+// the device cannot take it whole, as IPVS's forwarding does.
+//
+// Only skbs the XDP program marked (oversize) are looked at; the others
+// go on untouched (TC_ACT_UNSPEC: tcx's next program, or the stack).
+
+#define GSO_ETH 14 // Ethernet header: tc ingress sees the frame from it
+// Headers pulled into the linear part before they are read: Ethernet,
+// an IPv4 header with options, a TCP header with options (or the whole
+// frame if shorter: a FlowPartial flow's pure ACK is 66 bytes).
+#define GSO_PULL (GSO_ETH + 60 + 60)
+
+static __always_inline int gso_drop(enum xlb_reason r)
+{
+	return count(r, TC_ACT_SHOT);
+}
+
+// gso_counts adds an skb of len bytes (Ethernet header included) whose
+// headers are hdr bytes to v's and its destination's counters, as the
+// segments it carries would count on the worker's path, which sees them
+// one by one once the sender's TSO is off: gso_segs packets (computed
+// from gso_size if the driver left it 0), each with its own copy of the
+// headers. IPVS, which sees the skb, counts it as one packet of skb->len.
+static __always_inline void gso_counts(struct __sk_buff *skb, struct flow_value *v, __u32 op, __u32 len, __u32 hdr)
+{
+	__u32 segs = skb->gso_segs, size = skb->gso_size, id;
+	struct dest_counters *dc;
+	__u64 flen, iplen;
+
+	if (!segs)
+		segs = size && len > hdr ? (len - hdr + size - 1) / size : 1;
+	flen = len + (__u64)(segs - 1) * hdr;
+	iplen = flen - (__u64)segs * GSO_ETH;
+	__sync_fetch_and_add(&v->packets, segs);
+	__sync_fetch_and_add(&v->bytes, flen);
+	v->last_seen = bpf_ktime_get_coarse_ns(); // as offload_send
+	id = v->dest;
+	dc = bpf_map_lookup_elem(&dest_stats, &id);
+	if (dc && (op == XLB_FLOW_NAT_OUT || op == XLB_FLOW_FNAT_OUT)) {
+		__sync_fetch_and_add(&dc->out_pkts, segs);
+		__sync_fetch_and_add(&dc->out_bytes, iplen);
+	} else if (dc) {
+		__sync_fetch_and_add(&dc->in_pkts, segs);
+		__sync_fetch_and_add(&dc->in_bytes, iplen);
+	}
+}
+
+// gso_forward looks the marked skb's flow up in the flows map, the XDP
+// offload's, and for an offloaded flow rewrites it as offload does (DR:
+// MACs and TTL or hop limit; NAT and FULLNAT: addresses and ports too)
+// and redirects it to the flow's egress. The checksums are updated with
+// the skb helpers, which keep a CHECKSUM_PARTIAL skb right (every GSO
+// skb is one: its TCP or UDP checksum field holds the pseudo-header's
+// sum, which only the addresses change, BPF_F_PSEUDO_HDR) as well as a
+// complete one. Dropped, counted: a flow not offloaded (drop_gso_no_flow:
+// the worker cannot take the skb), and drop_gso_unfit for what the XDP
+// offload would leave to the worker: a VLAN tag, SYN, FIN or RST, a TTL
+// or hop limit of 1 or less, a segment (gso_size and the headers) larger
+// than the egress MTU, IPv6 extension headers, and TUN flows (the skb
+// would need bpf_skb_adjust_room and a new GSO type).
+static __always_inline int gso_forward(struct __sk_buff *skb)
+{
+	void *data, *data_end;
+	struct ethhdr *eth;
+	struct flow_key k = {};
+	struct flow_value *v;
+	__u32 len = skb->len, l3hl, l4off, hdr, seg, op, csum_off, mtu;
+	__u64 mm = 0;
+	__be16 ttlw = 0;
+	__u8 proto, hop = 0;
+	int v4;
+
+	if (skb->vlan_present || bpf_skb_pull_data(skb, len < GSO_PULL ? len : GSO_PULL))
+		return gso_drop(XLB_REASON_DROP_GSO_UNFIT);
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	eth = data;
+	if ((void *)(eth + 1) > data_end)
+		return gso_drop(XLB_REASON_DROP_GSO_UNFIT);
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *iph = (void *)(eth + 1);
+
+		if ((void *)(iph + 1) > data_end || iph->ihl < 5 || iph->ttl <= 1 ||
+		    (iph->frag_off & bpf_htons(IP_MF | IP_OFFSET)))
+			return gso_drop(XLB_REASON_DROP_GSO_UNFIT);
+		l3hl = iph->ihl * 4;
+		proto = iph->protocol;
+		ttlw = *(__be16 *)&iph->ttl; // TTL and protocol, one checksummed word
+		map4(k.src.addr, iph->saddr);
+		map4(k.dst.addr, iph->daddr);
+		v4 = 1;
+	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6h = (void *)(eth + 1);
+
+		if ((void *)(ip6h + 1) > data_end || ip6h->hop_limit <= 1)
+			return gso_drop(XLB_REASON_DROP_GSO_UNFIT);
+		l3hl = sizeof(*ip6h);
+		proto = ip6h->nexthdr;
+		hop = ip6h->hop_limit;
+		__builtin_memcpy(k.src.addr, &ip6h->saddr, 16);
+		__builtin_memcpy(k.dst.addr, &ip6h->daddr, 16);
+		v4 = 0;
+	} else {
+		return gso_drop(XLB_REASON_DROP_GSO_UNFIT);
+	}
+	l4off = GSO_ETH + l3hl;
+	if (proto == IPPROTO_TCP) {
+		struct tcphdr *th = data + l4off;
+
+		if ((void *)(th + 1) > data_end || th->doff < 5 || th->syn || th->fin || th->rst)
+			return gso_drop(XLB_REASON_DROP_GSO_UNFIT);
+		hdr = l4off + th->doff * 4;
+		k.src.port = th->source;
+		k.dst.port = th->dest;
+		csum_off = l4off + offsetof(struct tcphdr, check);
+	} else if (proto == IPPROTO_UDP) {
+		struct udphdr *uh = data + l4off;
+
+		if ((void *)(uh + 1) > data_end)
+			return gso_drop(XLB_REASON_DROP_GSO_UNFIT);
+		hdr = l4off + sizeof(*uh);
+		k.src.port = uh->source;
+		k.dst.port = uh->dest;
+		csum_off = l4off + offsetof(struct udphdr, check);
+		mm = BPF_F_MARK_MANGLED_0; // a UDP checksum of 0 (none) stays 0
+	} else {
+		return gso_drop(XLB_REASON_DROP_GSO_UNFIT);
+	}
+	k.src.proto = proto;
+	k.dst.proto = proto;
+	v = bpf_map_lookup_elem(&flows, &k);
+	if (!v)
+		return gso_drop(XLB_REASON_DROP_GSO_NO_FLOW);
+	op = v->op;
+	if (op < XLB_FLOW_DR || op > XLB_FLOW_FNAT_OUT || op == XLB_FLOW_TUN4 || op == XLB_FLOW_TUN6)
+		return gso_drop(XLB_REASON_DROP_GSO_UNFIT);
+	// The largest segment the egress sends: gso_size of payload behind
+	// the headers, or the skb itself if it is not GSO.
+	seg = skb->gso_size ? hdr - GSO_ETH + skb->gso_size : len - GSO_ETH;
+	mtu = v->mtu;
+	if (mtu && seg > mtu)
+		return gso_drop(XLB_REASON_DROP_GSO_UNFIT);
+
+	// Every check is done: from here the skb is rewritten whole. The
+	// helpers invalidate packet pointers, so the rest works on offsets.
+	if (v4) {
+		__be16 nw = ttlw;
+
+		((__u8 *)&nw)[0] -= 1;
+		bpf_l3_csum_replace(skb, GSO_ETH + offsetof(struct iphdr, check), ttlw, nw, sizeof(nw));
+		bpf_skb_store_bytes(skb, GSO_ETH + offsetof(struct iphdr, ttl), &nw, 1, 0);
+	} else {
+		hop -= 1;
+		bpf_skb_store_bytes(skb, GSO_ETH + offsetof(struct ipv6hdr, hop_limit), &hop, 1, 0);
+	}
+	if (op != XLB_FLOW_DR) {
+		int fnat = op == XLB_FLOW_FNAT_IN || op == XLB_FLOW_FNAT_OUT;
+		int out = op == XLB_FLOW_NAT_OUT;
+		__be16 oldp[2], newp[2]; // source, destination port
+		__s64 d;
+
+		// The addresses: source then destination, contiguous in both
+		// headers (RFC 791 section 3.1, RFC 8200 section 3), which are
+		// the pseudo-header's too (RFC 9293 section 3.1, RFC 8200
+		// section 8.1).
+		if (v4) {
+			__be32 old[2], new[2];
+
+			if (bpf_skb_load_bytes(skb, GSO_ETH + offsetof(struct iphdr, saddr), old, sizeof(old)))
+				return gso_drop(XLB_REASON_DROP_GSO_UNFIT);
+			new[0] = old[0];
+			new[1] = old[1];
+			if (fnat) {
+				__builtin_memcpy(&new[0], &v->saddr[12], 4);
+				__builtin_memcpy(&new[1], &v->addr[12], 4);
+			} else if (out) {
+				__builtin_memcpy(&new[0], &v->addr[12], 4);
+			} else {
+				__builtin_memcpy(&new[1], &v->addr[12], 4);
+			}
+			d = bpf_csum_diff(old, sizeof(old), new, sizeof(new), 0);
+			bpf_l3_csum_replace(skb, GSO_ETH + offsetof(struct iphdr, check), 0, d, 0);
+			bpf_l4_csum_replace(skb, csum_off, 0, d, BPF_F_PSEUDO_HDR | mm);
+			bpf_skb_store_bytes(skb, GSO_ETH + offsetof(struct iphdr, saddr), new, sizeof(new), 0);
+		} else {
+			__be32 old[8], new[8];
+
+			if (bpf_skb_load_bytes(skb, GSO_ETH + offsetof(struct ipv6hdr, saddr), old, sizeof(old)))
+				return gso_drop(XLB_REASON_DROP_GSO_UNFIT);
+			__builtin_memcpy(new, old, sizeof(new));
+			if (fnat) {
+				__builtin_memcpy(&new[0], v->saddr, 16);
+				__builtin_memcpy(&new[4], v->addr, 16);
+			} else if (out) {
+				__builtin_memcpy(&new[0], v->addr, 16);
+			} else {
+				__builtin_memcpy(&new[4], v->addr, 16);
+			}
+			d = bpf_csum_diff(old, sizeof(old), new, sizeof(new), 0);
+			bpf_l4_csum_replace(skb, csum_off, 0, d, BPF_F_PSEUDO_HDR | mm);
+			bpf_skb_store_bytes(skb, GSO_ETH + offsetof(struct ipv6hdr, saddr), new, sizeof(new), 0);
+		}
+		// The ports: in the checksummed data, not the pseudo-header
+		// (a CHECKSUM_PARTIAL skb's sum is computed over them at egress).
+		if (bpf_skb_load_bytes(skb, l4off, oldp, sizeof(oldp)))
+			return gso_drop(XLB_REASON_DROP_GSO_UNFIT);
+		newp[0] = oldp[0];
+		newp[1] = oldp[1];
+		if (fnat) {
+			newp[0] = v->sport;
+			newp[1] = v->port;
+		} else if (out) {
+			newp[0] = v->port;
+		} else {
+			newp[1] = v->port;
+		}
+		d = bpf_csum_diff((__be32 *)oldp, sizeof(oldp), (__be32 *)newp, sizeof(newp), 0);
+		bpf_l4_csum_replace(skb, csum_off, 0, d, mm);
+		bpf_skb_store_bytes(skb, l4off, newp, sizeof(newp), 0);
+	}
+	bpf_skb_store_bytes(skb, 0, v->dmac, 12, 0); // destination then source MAC, as in flow_value
+	gso_counts(skb, v, op, len, hdr);
+	count(XLB_REASON_REDIRECT_GSO, 0);
+	return bpf_redirect(v->ifindex, 0);
+}
+
+SEC("tc")
+int xlb_tc(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *meta = (void *)(long)skb->data_meta;
+
+	if (meta + sizeof(__u32) > data || *(__u32 *)meta != XLB_GSO_MAGIC)
+		return TC_ACT_UNSPEC;
+	return gso_forward(skb);
+}
+
+// xlb_tc without the mark: every skb is taken for a marked one. For
+// BPF_PROG_RUN only (Objects.GSOTestProgram), whose skbs carry no
+// metadata; never attached.
+SEC("tc")
+int xlb_tc_unmarked(struct __sk_buff *skb)
+{
+	return gso_forward(skb);
 }
 
 char _license[] SEC("license") = "Dual BSD/GPL";

@@ -16,25 +16,29 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	xlbMapCounters     = "counters"
-	xlbMapDestStats    = "dest_stats"
-	xlbMapFlows        = "flows"
-	xlbMapLocals       = "locals"
-	xlbMapMarkPrefixes = "mark_prefixes"
-	xlbMapMarkServices = "mark_services"
-	xlbMapMarks        = "marks"
-	xlbMapReals        = "reals"
-	xlbMapServices     = "services"
-	xlbMapSynAuto      = "syn_auto"
-	xlbMapSynGuard     = "syn_guard"
-	xlbMapSynRefused   = "syn_refused"
-	xlbMapSynSources   = "syn_sources"
-	xlbMapXsks         = "xsks"
-	xlbProgXlbXdp      = "xlb_xdp"
-	xlbProgXlbXdpDev   = "xlb_xdp_dev"
-	xlbVarXlbMac       = "xlb_mac"
-	xlbVarXlbOffload   = "xlb_offload"
-	xlbVarXlbVlans     = "xlb_vlans"
+	xlbMapCounters       = "counters"
+	xlbMapDestStats      = "dest_stats"
+	xlbMapFlows          = "flows"
+	xlbMapGsoTc          = "gso_tc"
+	xlbMapLocals         = "locals"
+	xlbMapMarkPrefixes   = "mark_prefixes"
+	xlbMapMarkServices   = "mark_services"
+	xlbMapMarks          = "marks"
+	xlbMapReals          = "reals"
+	xlbMapServices       = "services"
+	xlbMapSynAuto        = "syn_auto"
+	xlbMapSynGuard       = "syn_guard"
+	xlbMapSynRefused     = "syn_refused"
+	xlbMapSynSources     = "syn_sources"
+	xlbMapXsks           = "xsks"
+	xlbProgXlbTc         = "xlb_tc"
+	xlbProgXlbTcUnmarked = "xlb_tc_unmarked"
+	xlbProgXlbXdp        = "xlb_xdp"
+	xlbProgXlbXdpDev     = "xlb_xdp_dev"
+	xlbVarXlbMac         = "xlb_mac"
+	xlbVarXlbMaxFrame    = "xlb_max_frame"
+	xlbVarXlbOffload     = "xlb_offload"
+	xlbVarXlbVlans       = "xlb_vlans"
 )
 
 // loadXlb returns the embedded CollectionSpec for xlb.
@@ -79,8 +83,10 @@ type xlbSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type xlbProgramSpecs struct {
-	XlbXdp    *ebpf.ProgramSpec `ebpf:"xlb_xdp"`
-	XlbXdpDev *ebpf.ProgramSpec `ebpf:"xlb_xdp_dev"`
+	XlbTc         *ebpf.ProgramSpec `ebpf:"xlb_tc"`
+	XlbTcUnmarked *ebpf.ProgramSpec `ebpf:"xlb_tc_unmarked"`
+	XlbXdp        *ebpf.ProgramSpec `ebpf:"xlb_xdp"`
+	XlbXdpDev     *ebpf.ProgramSpec `ebpf:"xlb_xdp_dev"`
 }
 
 // xlbMapSpecs contains maps before they are loaded into the kernel.
@@ -90,6 +96,7 @@ type xlbMapSpecs struct {
 	Counters     *ebpf.MapSpec `ebpf:"counters"`
 	DestStats    *ebpf.MapSpec `ebpf:"dest_stats"`
 	Flows        *ebpf.MapSpec `ebpf:"flows"`
+	GsoTc        *ebpf.MapSpec `ebpf:"gso_tc"`
 	Locals       *ebpf.MapSpec `ebpf:"locals"`
 	MarkPrefixes *ebpf.MapSpec `ebpf:"mark_prefixes"`
 	MarkServices *ebpf.MapSpec `ebpf:"mark_services"`
@@ -107,9 +114,10 @@ type xlbMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type xlbVariableSpecs struct {
-	XlbMac     *ebpf.VariableSpec `ebpf:"xlb_mac"`
-	XlbOffload *ebpf.VariableSpec `ebpf:"xlb_offload"`
-	XlbVlans   *ebpf.VariableSpec `ebpf:"xlb_vlans"`
+	XlbMac      *ebpf.VariableSpec `ebpf:"xlb_mac"`
+	XlbMaxFrame *ebpf.VariableSpec `ebpf:"xlb_max_frame"`
+	XlbOffload  *ebpf.VariableSpec `ebpf:"xlb_offload"`
+	XlbVlans    *ebpf.VariableSpec `ebpf:"xlb_vlans"`
 }
 
 // xlbObjects contains all objects after they have been loaded into the kernel.
@@ -135,6 +143,7 @@ type xlbMaps struct {
 	Counters     *ebpf.Map `ebpf:"counters"`
 	DestStats    *ebpf.Map `ebpf:"dest_stats"`
 	Flows        *ebpf.Map `ebpf:"flows"`
+	GsoTc        *ebpf.Map `ebpf:"gso_tc"`
 	Locals       *ebpf.Map `ebpf:"locals"`
 	MarkPrefixes *ebpf.Map `ebpf:"mark_prefixes"`
 	MarkServices *ebpf.Map `ebpf:"mark_services"`
@@ -153,6 +162,7 @@ func (m *xlbMaps) Close() error {
 		m.Counters,
 		m.DestStats,
 		m.Flows,
+		m.GsoTc,
 		m.Locals,
 		m.MarkPrefixes,
 		m.MarkServices,
@@ -171,21 +181,26 @@ func (m *xlbMaps) Close() error {
 //
 // It can be passed to loadXlbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xlbVariables struct {
-	XlbMac     *ebpf.Variable `ebpf:"xlb_mac"`
-	XlbOffload *ebpf.Variable `ebpf:"xlb_offload"`
-	XlbVlans   *ebpf.Variable `ebpf:"xlb_vlans"`
+	XlbMac      *ebpf.Variable `ebpf:"xlb_mac"`
+	XlbMaxFrame *ebpf.Variable `ebpf:"xlb_max_frame"`
+	XlbOffload  *ebpf.Variable `ebpf:"xlb_offload"`
+	XlbVlans    *ebpf.Variable `ebpf:"xlb_vlans"`
 }
 
 // xlbPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to loadXlbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xlbPrograms struct {
-	XlbXdp    *ebpf.Program `ebpf:"xlb_xdp"`
-	XlbXdpDev *ebpf.Program `ebpf:"xlb_xdp_dev"`
+	XlbTc         *ebpf.Program `ebpf:"xlb_tc"`
+	XlbTcUnmarked *ebpf.Program `ebpf:"xlb_tc_unmarked"`
+	XlbXdp        *ebpf.Program `ebpf:"xlb_xdp"`
+	XlbXdpDev     *ebpf.Program `ebpf:"xlb_xdp_dev"`
 }
 
 func (p *xlbPrograms) Close() error {
 	return _XlbClose(
+		p.XlbTc,
+		p.XlbTcUnmarked,
 		p.XlbXdp,
 		p.XlbXdpDev,
 	)

@@ -304,6 +304,7 @@ func New(opts Options) (d *Dataplane, err error) {
 		Ifindex:     ifaces[0].index,
 		Offload:     opts.Offload,
 		MaxFlows:    opts.MaxFlows,
+		MaxFrame:    bpf.MaxFrameFor(opts.Socket.FrameSize),
 	}); err != nil {
 		return nil, fmt.Errorf("load xdp program: %w", err)
 	}
@@ -366,8 +367,19 @@ func New(opts Options) (d *Dataplane, err error) {
 		opts.Logger.Info("xdp attached", "interface", si.name, "mode", si.mode.String(),
 			"queues", queues, "af_xdp", zc, "shared_umem", len(ws) > 1 && ws[len(ws)-1].shared)
 		warnOffloadVeth(opts, si.index, si.name, si.mode)
+		warnGSO(opts, si.objs, si.name, si.mode)
 	}
 	d.mode = ifaces[0].mode
+	gso := true
+	for _, si := range ifaces {
+		ok, _ := si.objs.GSOCompanion()
+		gso = gso && ok
+	}
+	for _, w := range d.workers {
+		if w.off != nil {
+			w.off.gso = gso
+		}
+	}
 	return d, nil
 }
 

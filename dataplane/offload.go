@@ -198,6 +198,11 @@ type offloader struct {
 	keys  int    // flows installed
 	qlen  int    // directions queued (not cancelled), not yet in keys
 	after uint64 // frames a direction goes through the worker first (offloadAfter)
+	// gso: every interface runs generic XDP with the tc companion, which
+	// forwards the GSO skbs of flows whose sender leaves its checksums
+	// to the NIC: those are installed too (bpf.FlowPartial). Set before
+	// the worker runs.
+	gso   bool
 	flows []offFlow
 	at    map[*conntrack.Entry]int32 // index into flows
 	next  int                        // fold cursor
@@ -333,7 +338,7 @@ func (w *worker) offload(e *conntrack.Entry, dir conntrack.Dir, method modes.Met
 	if !sent || o.keys+o.qlen >= o.max || o.qn == installQueue || e.Template() || dir > conntrack.DirOutput {
 		return // a full queue: one of the direction's next frames queues it
 	}
-	if w.partial {
+	if w.partial && !o.gso {
 		// The sender (on this host) leaves its checksums to the NIC
 		// (CHECKSUM_PARTIAL): the worker completes each one, which the
 		// program cannot do; in native mode the skb's flag is lost on
@@ -353,6 +358,16 @@ func (w *worker) offload(e *conntrack.Entry, dir conntrack.Dir, method modes.Met
 	after := o.after
 	if e.Proto() == conntrack.ProtoUDP {
 		after = o.afterUDP
+	}
+	if w.partial {
+		// Generic mode with the tc companion: the XDP program passes
+		// the flow's frames to the companion (bpf.FlowPartial), which
+		// forwards them with their partial checksums, as it forwards
+		// its GSO skbs, which cannot reach a worker. Such a sender's
+		// (TSO) data comes in GSO skbs from its first flight on, which
+		// are dropped until the flow is installed: at once, not after
+		// offloadAfter frames.
+		after = 0
 	}
 	if in, out, _, _ := e.Counters(); dir == conntrack.DirInput && in < after || dir == conntrack.DirOutput && out < after {
 		return // too short yet to be worth a map update and a delete
@@ -379,6 +394,9 @@ func (w *worker) offload(e *conntrack.Entry, dir conntrack.Dir, method modes.Met
 	// Built in the queue's next entry, which counts once queued below.
 	v, key := &o.qvals[o.qn], &o.qkeys[o.qn]
 	*v = bpf.Flow{SrcMAC: ifc.mac, Ifindex: uint32(ifc.index), MTU: uint32(ifc.mtu), Dest: id, Op: bpf.FlowDR}
+	if w.partial {
+		v.Flags = bpf.FlowPartial
+	}
 	if dir == conntrack.DirInput {
 		if int(id) >= len(fwd) || !fwd[id].macOK {
 			return
@@ -835,6 +853,27 @@ func warnOffloadVeth(opts Options, ifindex int, name string, mode bpf.AttachMode
 	}
 	if isVeth(ifindex) {
 		opts.Logger.Warn("flow offload on a veth in native mode: its peer must run an XDP program (one that passes everything will do), or the offloaded frames are lost; --xdp-mode generic needs nothing of the peer",
+			"interface", name)
+	}
+}
+
+// warnGSO warns, in generic mode, about the GSO skbs (a sender's TSO on
+// a veth, segments GRO merged upstream) that xlb loses: a frame larger
+// than a socket's cannot go to the worker. The tc companion forwards
+// those of offloaded flows; without it (tcx missing) every one is
+// dropped (drop_oversize), and with the offload off every one is
+// (drop_gso_no_flow).
+func warnGSO(opts Options, objs *bpf.Objects, name string, mode bpf.AttachMode) {
+	if mode != bpf.Generic {
+		return
+	}
+	if ok, err := objs.GSOCompanion(); !ok {
+		opts.Logger.Warn("generic xdp without its tc companion: GSO packets to services (TSO or GRO upstream) are dropped (xdp.drop_oversize)",
+			"interface", name, "err", err)
+		return
+	}
+	if !opts.Offload {
+		opts.Logger.Warn("generic xdp with --offload=off: GSO packets to services (TSO or GRO upstream) cannot reach the workers and are dropped (xdp.drop_gso_no_flow); turn TSO/GRO off upstream or the offload on",
 			"interface", name)
 	}
 }

@@ -18,8 +18,10 @@ import (
 // the veth's own transmit path, so an offloaded flow's frames still
 // arrive, and the XDP program forwards most of them itself. A client
 // that leaves its checksums to the NIC (CHECKSUM_PARTIAL, a sender on
-// the same host) is never offloaded, in either mode: the worker
-// completes every checksum, and its connection keeps working past the
+// the same host) never has a frame forwarded by the XDP program, in
+// either mode: natively the worker completes every checksum; in generic
+// mode the tc companion forwards the flow's frames with their partial
+// checksums (TestGSOGeneric). Its connection keeps working past the
 // offload threshold (natively, the program's XDP_TX would lose the
 // skb's flag, and the real server would drop every later frame).
 func TestXDPModes(t *testing.T) {
@@ -84,17 +86,27 @@ func TestXDPModes(t *testing.T) {
 			xs := daemonStats(t, d)
 			off, steered := xs["xdp.redirect_offload"], xs["xdp.redirect"]
 			t.Logf("%s, offload %s: XDP forwarded %d frames itself, steered %d to the workers", tc.mode, tc.offload, off, steered)
+			// In generic mode with the offload on, such a flow is the tc
+			// companion's (pass_partial, redirect_gso) once installed,
+			// at its first established frame.
+			companion := tc.txCsum && tc.attached == "generic" && tc.offload == "on"
+			tcFwd := xs["xdp.redirect_gso"]
 			switch {
 			case (tc.offload == "off" || tc.txCsum) && off != 0:
 				// A flow whose sender leaves its checksums to the NIC
-				// stays with the worker, which completes them.
+				// never has a frame forwarded by XDP itself.
 				t.Errorf("redirect_offload = %d, want 0", off)
 			case tc.offload == "on" && !tc.txCsum && off <= steered:
 				t.Errorf("XDP forwarded %d frames, the workers %d: want most by XDP", off, steered)
-			case (tc.offload == "off" || tc.txCsum) && steered < 2*n:
+			case companion && (tcFwd <= steered || tcFwd+steered < 2*n || xs["xdp.pass_partial"] != tcFwd):
+				t.Errorf("tc companion forwarded %d frames (pass_partial %d), the workers %d: want most by the companion, %d in all",
+					tcFwd, xs["xdp.pass_partial"], steered, 2*n)
+			case !companion && (tc.offload == "off" || tc.txCsum) && steered < 2*n:
 				t.Errorf("the workers got %d frames, want at least %d", steered, 2*n)
-			case tc.txCsum && xs["workers.csum_completed"] < 2*n:
+			case !companion && tc.txCsum && xs["workers.csum_completed"] < 2*n:
 				t.Errorf("csum_completed = %d, want at least %d", xs["workers.csum_completed"], 2*n)
+			case !companion && tcFwd != 0:
+				t.Errorf("redirect_gso = %d, want 0", tcFwd)
 			}
 			if t.Failed() {
 				t.Log(fmt.Sprint(xs))
