@@ -219,6 +219,20 @@ func (b *bench) throughput(ctx context.Context, streams int) (sample, error) {
 	return sample{values: map[string]float64{"gbps": g}, detail: fmt.Sprintf("%.2f Gbit/s received", g)}, nil
 }
 
+// throughputTSO is throughput with one stream and the client's TX
+// checksum offload, TSO and GSO on for the run, off again after it.
+func (b *bench) throughputTSO(ctx context.Context) (sample, error) {
+	c := b.env.Client
+	if err := c.Ethtool("-K", c.Ifname, "tx", "on", "tso", "on", "gso", "on"); err != nil {
+		return sample{}, err
+	}
+	s, err := b.throughput(ctx, 1)
+	if oerr := c.Ethtool("-K", c.Ifname, "tx", "off"); oerr != nil && err == nil {
+		err = oerr
+	}
+	return s, err
+}
+
 // roundTrip sends UDP requests one at a time on one flow to the VIP's
 // echo service and times each answer (in DR and TUN the answer returns
 // directly from the real server, so only the request crosses the
