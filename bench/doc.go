@@ -175,12 +175,16 @@
 // the NAT baselines' translated address); the client's TX checksum
 // offload is off (testenv), so no TSO/GSO super-frames reach the
 // director: it forwards 1500-byte frames. A third run, one stream with
-// the client's TX offload, TSO and GSO on, hands the director the GSO
-// skbs (up to 64 KB) that a container's or the host's own sender makes:
-// the kernel forwards them whole and segments them at egress (or not at
-// all, veth to veth), xlb's worker takes segmented frames in native mode
-// (a native program takes GSO off its veth's peer) and its generic-mode
-// offload forwards them from its tc companion. wrk -t1 -c16 (-conns) with
+// the client's TX offload, TSO and GSO on, sends what a container's or
+// the host's own sender does: segments whose checksum is left to the
+// NIC (CHECKSUM_PARTIAL), and with -gen packet GSO skbs of up to 64 KB.
+// The kernel forwards those whole and segments them at egress (or not
+// at all, veth to veth); xlb's worker gets segmented frames in native
+// mode (a native program takes GSO off its veth's peer) and completes
+// their checksums; its generic-mode offload forwards both from its tc
+// companion. With -gen xdp the client's own veth has no TSO: its peer,
+// the bridge port, runs a native XDP program (NAPI without GRO), which
+// takes GSO off the client's veth, so the client segments in software. wrk -t1 -c16 (-conns) with
 // "Connection: close" (connections/s: every request a new connection
 // through the VIP; the server closes first, so TIME_WAIT stays on the
 // servers) and keep-alive (requests/s). Errors are rows of their own.

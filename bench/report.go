@@ -122,7 +122,7 @@ func (r *report) rows() []row {
 	rows = append(rows,
 		row{key: "gbps_1", format: "%.2f", label: "iperf3, 1 TCP stream, Gbit/s"},
 		row{key: "gbps_8", format: "%.2f", label: "iperf3, 8 TCP streams, Gbit/s"},
-		row{key: "gbps_1_tso", format: "%.2f", label: "iperf3, 1 TCP stream, the client's TSO on (GSO skbs of up to 64 KB), Gbit/s"},
+		row{key: "gbps_1_tso", format: "%.2f", label: "iperf3, 1 TCP stream, the client's TX offload on (checksums left to the NIC; with -gen packet, TSO's GSO skbs too), Gbit/s"},
 		row{key: "conn_rate", format: "%.0f", label: fmt.Sprintf("**TCP connections/s** (wrk, one request per connection, %d concurrent)", r.conns)},
 		row{key: "req_rate", format: "%.0f", label: fmt.Sprintf("keep-alive HTTP requests/s (wrk, %d connections)", r.conns)},
 		row{key: "conn_rate_errors", format: "%.0f", noRatio: true, label: "wrk errors per run, new connections (socket errors + non-2xx)"},
