@@ -211,7 +211,7 @@
 // search's flows (1, 100k, 10^6; 1000 flows is the -cpu-rates run).
 //
 // Real-server scaling (scale.go), once after the rounds: xlb with the
-// flood's service over -rs-counts destinations (2, 100, 1000; 10 fits only outside the 15-minute budget) in
+// flood's service over -rs-counts destinations (2 and 1000; 10 and 100 fit only outside the 15-minute budget) in
 // -rs-methods (dr, nat) with -rs-scheds (wlc, which scans every
 // destination per new connection: the scheduler whose cost grows with
 // them; rr, O(1), fits only outside the 15-minute budget). The destinations are 10.201.x.y

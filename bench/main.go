@@ -87,7 +87,7 @@ func main() {
 	flag.IntVar(&o.queues, "director-queues", 1, "RX and TX queues of the director's veth; xlb serves them all, one worker each")
 	flag.StringVar(&o.xlbBase, "xlb-base", "", "also measure xlb-dr with this binary (e.g. main's), as xlb-dr-base, to compare two builds in one run")
 	flag.Float64Var(&o.trickleRate, "trickle-rate", 1000, "also measure CPU per packet at this trickle (pps, one frame per send; 0: no)")
-	flag.StringVar(&rsCounts, "rs-counts", "2,100,1000", "real-server scaling: destination counts of the flood's service (empty: no scaling runs)")
+	flag.StringVar(&rsCounts, "rs-counts", "2,1000", "real-server scaling: destination counts of the flood's service (empty: no scaling runs)")
 	flag.StringVar(&rsScheds, "rs-scheds", "wlc", "real-server scaling: schedulers, e.g. rr,wlc (rr O(1) per new connection, wlc a scan of every destination)")
 	flag.StringVar(&rsMethods, "rs-methods", "dr,nat", "real-server scaling: xlb forwarding methods")
 	flag.IntVar(&o.rsFlows, "rs-flows", 100000, "real-server scaling: established flows of the rate search and the CPU run")
