@@ -7,13 +7,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"os"
-	"runtime"
 	"testing"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 
 	"github.com/xlbproject/xlb/internal/packet/packettest"
 )
@@ -118,31 +116,7 @@ func TestXDPOversize(t *testing.T) {
 // for the XDP program; closing the link undoes both. Native mode (veth
 // has it) attaches no companion.
 func TestAttachGSOCompanion(t *testing.T) {
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	ns, err := netns.New()
-	if errors.Is(err, os.ErrPermission) {
-		skipUnlessRequired(t, "creating a network namespace not permitted: %v", err)
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		ns.Close()
-		if err := netns.Set(orig); err == nil {
-			runtime.UnlockOSThread()
-		}
-	}()
-	if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "xlb0"}, PeerName: "xlb1"}); err != nil {
-		t.Fatal(err)
-	}
-	l, err := netlink.LinkByName("xlb0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := vethInNewNetns(t)
 	idx := l.Attrs().Index
 	o := loadGSO(t)
 	tcx := func() int {

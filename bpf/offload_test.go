@@ -37,31 +37,7 @@ func rxVLANOffload(t *testing.T, ifname string) []bool {
 // its restore function turns them on again; on loopback, which has none to
 // change, it does nothing.
 func TestDisableVLANOffload(t *testing.T) {
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	ns, err := netns.New()
-	if errors.Is(err, os.ErrPermission) {
-		skipUnlessRequired(t, "creating a network namespace not permitted: %v", err)
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		ns.Close()
-		if err := netns.Set(orig); err == nil {
-			runtime.UnlockOSThread()
-		}
-	}()
-	if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "xlb0"}, PeerName: "xlb1"}); err != nil {
-		t.Fatal(err)
-	}
-	l, err := netlink.LinkByName("xlb0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := vethInNewNetns(t)
 	if on := rxVLANOffload(t, "xlb0"); !on[0] || !on[1] {
 		t.Fatalf("veth rx-vlan offload before = %v, want on (the test assumes veth's default)", on)
 	}
@@ -90,4 +66,39 @@ func TestDisableVLANOffload(t *testing.T) {
 	if err := restore(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// vethInNewNetns moves the test's thread into a new network namespace,
+// for the rest of the test, and creates the veth pair xlb0-xlb1 there; it
+// returns xlb0. The namespace goes, and the thread goes back, at cleanup.
+func vethInNewNetns(t *testing.T) netlink.Link {
+	t.Helper()
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := netns.New()
+	if errors.Is(err, os.ErrPermission) {
+		orig.Close()
+		skipUnlessRequired(t, "creating a network namespace not permitted: %v", err)
+	} else if err != nil {
+		orig.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ns.Close()
+		if err := netns.Set(orig); err == nil {
+			runtime.UnlockOSThread()
+		}
+		orig.Close()
+	})
+	if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "xlb0"}, PeerName: "xlb1"}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := netlink.LinkByName("xlb0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
 }
